@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian packages coho's build, tests and benchmarks use, if any is missing.
+# Usage: tools/deps.sh [base|test|bench|all]   (default: all). Idempotent; needs root for apt-get.
+set -euo pipefail
+
+base=(cmake make g++ gcc pkg-config libcmocka-dev libgtest-dev libgmock-dev clang-format)
+test_extra=(clang libclang-rt-14-dev qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+bench_extra=(libbenchmark-dev libboost-context-dev valgrind)
+
+case "${1:-all}" in
+base) want=("${base[@]}") ;;
+test) want=("${base[@]}" "${test_extra[@]}") ;;
+bench) want=("${base[@]}" "${bench_extra[@]}") ;;
+all) want=("${base[@]}" "${test_extra[@]}" "${bench_extra[@]}") ;;
+*) echo "deps.sh: unknown set '$1' (base, test, bench or all)" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${want[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "deps.sh: installing ${missing[*]}"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo=sudo
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
