@@ -34,8 +34,7 @@ static inline bool coho_list_is_linked(const coho_list_t *node)
     return node->next != node;
 }
 
-static inline void coho_list_insert_between(coho_list_t *node, coho_list_t *prev,
-                                            coho_list_t *next)
+static inline void coho_list_insert_between(coho_list_t *node, coho_list_t *prev, coho_list_t *next)
 {
     node->prev = prev;
     node->next = next;
@@ -86,15 +85,16 @@ static inline void coho_list_splice_back(coho_list_t *to, coho_list_t *from)
     coho_list_init(from);
 }
 
-#define coho_list_first(head) ((head)->next)
+#define coho_list_first(head)              ((head)->next)
 #define coho_list_entry(ptr, type, member) coho_container_of(ptr, type, member)
 
 /* Iterates over nodes; `pos` must not be unlinked inside the loop (use the _safe form). */
-#define coho_list_for_each(pos, head) for ((pos) = (head)->next; (pos) != (head); (pos) = (pos)->next)
+#define coho_list_for_each(pos, head) \
+    for ((pos) = (head)->next; (pos) != (head); (pos) = (pos)->next)
 
 /* Iterates over nodes; `pos` may be unlinked inside the loop. */
-#define coho_list_for_each_safe(pos, tmp, head)                                                    \
-    for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head);                              \
+#define coho_list_for_each_safe(pos, tmp, head)                      \
+    for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head); \
          (pos) = (tmp), (tmp) = (pos)->next)
 
 /* ---- singly linked FIFO queue ---- */

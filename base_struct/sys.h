@@ -65,15 +65,15 @@ typedef struct coho__sys_table {
     int (*gethostbyname_r)(const char *name, struct hostent *ret, char *buf, size_t buflen,
                            struct hostent **result, int *h_errnop);
     struct hostent *(*gethostbyname2)(const char *name, int af);
-    int (*gethostbyname2_r)(const char *name, int af, struct hostent *ret, char *buf,
-                            size_t buflen, struct hostent **result, int *h_errnop);
+    int (*gethostbyname2_r)(const char *name, int af, struct hostent *ret, char *buf, size_t buflen,
+                            struct hostent **result, int *h_errnop);
     ssize_t (*read_chk)(int fd, void *buf, size_t n, size_t buflen);
     ssize_t (*recv_chk)(int fd, void *buf, size_t n, size_t buflen, int flags);
     ssize_t (*recvfrom_chk)(int fd, void *buf, size_t n, size_t buflen, int flags,
                             struct sockaddr *addr, socklen_t *len);
     int (*poll_chk)(struct pollfd *fds, nfds_t n, int timeout_ms, size_t fdslen);
-    int (*ppoll_chk)(struct pollfd *fds, nfds_t n, const struct timespec *ts,
-                     const sigset_t *mask, size_t fdslen);
+    int (*ppoll_chk)(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *mask,
+                     size_t fdslen);
 } coho__sys_table_t;
 
 /* The table. Every entry is non-NULL once coho__sys_init() has returned. */
