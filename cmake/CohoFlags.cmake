@@ -8,7 +8,9 @@ function(coho_target_flags tgt)
                         CXX_STANDARD 17 CXX_STANDARD_REQUIRED ON CXX_EXTENSIONS OFF
                         C_VISIBILITY_PRESET hidden CXX_VISIBILITY_PRESET hidden
                         VISIBILITY_INLINES_HIDDEN ON)
-  target_compile_options(${tgt} PRIVATE $<$<COMPILE_LANGUAGE:C,CXX>:${COHO_C_WARNINGS}>)
+  target_compile_options(${tgt} PRIVATE $<$<COMPILE_LANGUAGE:C,CXX>:${COHO_C_WARNINGS}>
+                         # __FILE__ relative to the repository root: log lines read [log/log.c:12]
+                         -fmacro-prefix-map=${PROJECT_SOURCE_DIR}/=)
   if(COHO_WERROR)
     target_compile_options(${tgt} PRIVATE $<$<COMPILE_LANGUAGE:C,CXX>:-Werror>)
   endif()

@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: MIT */
+/* The machine context switch (ctx_x86_64.S, ctx_aarch64.S). A context is the saved stack
+ * pointer of a suspended flow; callee-saved registers (and the FP control state) live on that
+ * stack, in the frame laid out in ctx_offsets.h. No ucontext, no signal-mask syscalls. */
+#ifndef COHO_COROUTINE_CTX_H
+#define COHO_COROUTINE_CTX_H
+
+#include <stddef.h>
+
+typedef struct coho__ctx {
+    void *sp; /* saved stack pointer; NULL for a context that never ran (the thread's own
+                 context is filled in by its first switch away) */
+} coho__ctx_t;
+
+/* Entry function of a new context. It must never return: it ends by switching away for the
+ * last time (the trampoline aborts if it does return). */
+typedef void (*coho__ctx_entry_fn)(void *arg);
+
+/* Prepares `c` to start `entry(arg)` on the stack [stack_lo, stack_lo + size) on its first
+ * switch-in. The first frame terminates the frame chain (zeroed return address and frame
+ * pointer, CFI undefined return column) so backtraces end cleanly. The new context starts with
+ * the FP control state (MXCSR control bits, x87 control word / FPCR) of the thread at the time
+ * of this call. `size` must be at least 4096; the stack is 16-byte aligned by this call. */
+void coho__ctx_make(coho__ctx_t *c, void *stack_lo, size_t size, coho__ctx_entry_fn entry,
+                    void *arg);
+
+/* Saves the current flow into `from` and resumes `to`. Returns when something switches back to
+ * `from`. Reloads MXCSR / the x87 control word (FPCR on aarch64) only when the incoming control
+ * bits differ from the current ones; sticky status flags are not kept per context. */
+void coho__ctx_switch(coho__ctx_t *from, coho__ctx_t *to);
+
+#endif /* COHO_COROUTINE_CTX_H */
