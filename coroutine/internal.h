@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: MIT */
+/* Internal coroutine API for the layers above coroutine/ (syscall_hook/, sync code): the
+ * current coroutine and scheduler, and the block/wake primitive with wake tokens.
+ *
+ * Blocking protocol (every parked wait in coho is built on it):
+ *
+ *     uint64_t tok = coho__co_block_prepare();      // fresh token for this wait
+ *     ...publish {coho__co_self_id(), tok} where a waker finds it (a wait list, an fd slot)...
+ *     int rc = coho__co_block(timeout_ms);          // parks
+ *     // rc: the `result` given to coho__co_wake, or -ETIMEDOUT, or -ECANCELED
+ *
+ * A wake with a stale token (the wait already ended by timeout, cancel or another wake) is
+ * ignored, so a timer and an fd event racing to wake the same coroutine resume it once. */
+#ifndef COHO_COROUTINE_INTERNAL_H
+#define COHO_COROUTINE_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <coho.h>
+
+#include "mio_driver/driver.h"
+
+/* The scheduler of the calling thread, or NULL if the thread has none running. */
+coho_sched_t *coho__sched_current(void);
+
+/* The driver of a scheduler (for fd registrations and timers of the hook layer). */
+coho__driver_t *coho__sched_driver(coho_sched_t *s);
+
+/* The id of the running coroutine, 0 on a scheduler's own stack or outside any scheduler. */
+uint64_t coho__co_self_id(void);
+
+/* Starts a new wait of the running coroutine and returns its token (never 0). Must be inside
+ * a coroutine. */
+uint64_t coho__co_block_prepare(void);
+
+/* Parks the running coroutine until coho__co_wake with the current token, the timeout
+ * (`timeout_ms` < 0: none), or cancellation. Returns the wake result, -ETIMEDOUT or
+ * -ECANCELED. A cancellation requested before the call returns -ECANCELED at once. */
+int coho__co_block(int64_t timeout_ms);
+
+/* Makes the coroutine `co_id` ready with `result` if its current wait has token `token`.
+ * Returns 0, or -ESRCH (no such coroutine) / -ESTALE (not waiting with that token): both are
+ * harmless no-ops. Only on the coroutine's own scheduler thread. */
+int coho__co_wake(uint64_t co_id, uint64_t token, int result);
+
+/* Runs `fn(arg)` on scheduler `s`'s thread (any thread; the cross-thread path of channels). */
+int coho__sched_post(coho_sched_t *s, void (*fn)(void *arg), void *arg);
+
+/* Called by the scheduler around every switch into and out of a coroutine, for per-coroutine
+ * state that lives in thread-locals (the C++ face saves the exception globals here). `save`
+ * runs on switch-out with the coroutine's slot, `restore` on switch-in. One hook per process. */
+typedef struct coho__switch_hook {
+    size_t slot_size;            /* bytes of per-coroutine storage the hook needs */
+    void (*save)(void *slot);    /* switch-out of a coroutine */
+    void (*restore)(void *slot); /* switch-in of a coroutine */
+} coho__switch_hook_t;
+int coho__sched_set_switch_hook(const coho__switch_hook_t *h);
+
+#endif /* COHO_COROUTINE_INTERNAL_H */
