@@ -47,14 +47,8 @@ int coho__co_wake(uint64_t co_id, uint64_t token, int result);
 /* Runs `fn(arg)` on scheduler `s`'s thread (any thread; the cross-thread path of channels). */
 int coho__sched_post(coho_sched_t *s, void (*fn)(void *arg), void *arg);
 
-/* Called by the scheduler around every switch into and out of a coroutine, for per-coroutine
- * state that lives in thread-locals (the C++ face saves the exception globals here). `save`
- * runs on switch-out with the coroutine's slot, `restore` on switch-in. One hook per process. */
-typedef struct coho__switch_hook {
-    size_t slot_size;            /* bytes of per-coroutine storage the hook needs */
-    void (*save)(void *slot);    /* switch-out of a coroutine */
-    void (*restore)(void *slot); /* switch-in of a coroutine */
-} coho__switch_hook_t;
-int coho__sched_set_switch_hook(const coho__switch_hook_t *h);
+/* The per-coroutine switch hook (used by coho.hpp to keep the C++ exception globals per
+ * coroutine) is public, since coho.hpp is a header compiled into user code:
+ * coho_set_switch_hook() in include/coho/sched.h. */
 
 #endif /* COHO_COROUTINE_INTERNAL_H */
