@@ -47,6 +47,16 @@ int coho__co_wake(uint64_t co_id, uint64_t token, int result);
 /* Runs `fn(arg)` on scheduler `s`'s thread (any thread; the cross-thread path of channels). */
 int coho__sched_post(coho_sched_t *s, void (*fn)(void *arg), void *arg);
 
+/* Per-coroutine flag word for the layers above (bit COHO__CO_FLAG_NOHOOK: the hook layer
+ * passes calls straight to libc for this coroutine). NULL outside a coroutine. */
+enum { COHO__CO_FLAG_NOHOOK = 1u << 0 };
+uint32_t *coho__co_flags(void);
+
+/* Registers fn(s), called once by coho_sched_destroy(s) before its driver is destroyed (the hook
+ * layer drops fd registrations that live in that driver). At most 8 per process. Returns 0 or
+ * -ENOSPC. */
+int coho__sched_on_destroy(void (*fn)(coho_sched_t *s));
+
 /* The per-coroutine switch hook (used by coho.hpp to keep the C++ exception globals per
  * coroutine) is public, since coho.hpp is a header compiled into user code:
  * coho_set_switch_hook() in include/coho/sched.h. */
