@@ -19,8 +19,9 @@
 typedef struct coho__pool coho__pool_t;
 
 /* Creates a pool of nodes of `node_size` bytes (aligned to 16), growing by `slab_count` nodes
- * (0: a default). `max_count` caps live nodes (0: no cap beyond 2^32 - 1 slots).
- * Returns NULL with errno EINVAL (node_size 0) or ENOMEM. */
+ * (0: a default of 256; rounded up to a power of two, at most 2^24). `max_count` caps live
+ * nodes (0: no cap beyond the 2^32 - 3 slot indices). Returns NULL with errno EINVAL (node_size
+ * 0, slab_count above 2^24, or one slab larger than 1 TiB) or ENOMEM. */
 coho__pool_t *coho__pool_create(size_t node_size, uint32_t slab_count, uint32_t max_count);
 
 /* Frees every slab. Live nodes are gone with it. */
@@ -42,5 +43,9 @@ size_t coho__pool_count(const coho__pool_t *p);
 /* Calls fn(id, node, arg) for every live node, in slot order; fn must not alloc or free. */
 void coho__pool_for_each(const coho__pool_t *p, void (*fn)(uint64_t id, void *node, void *arg),
                          void *arg);
+
+/* For tests of generation wrap-around only: gives the live node of `id` the generation `gen`
+ * (>= 1) and returns its new id, or 0 if `id` is not live or `gen` is 0. */
+uint64_t coho__pool_test_set_generation(coho__pool_t *p, uint64_t id, uint32_t gen);
 
 #endif /* COHO_BASE_STRUCT_POOL_H */

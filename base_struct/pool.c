@@ -1,0 +1,268 @@
+/* SPDX-License-Identifier: MIT */
+/* Fixed-size node pool with generation ids (contract in pool.h).
+ *
+ * Memory: slabs of 2^shift slots, never moved or freed before coho__pool_destroy. A slot is an
+ * 8-byte header followed by the node; slab bases sit at 8 mod 16 so that every node starts on
+ * a 16-byte boundary while the header costs 8 bytes, not 16:
+ *
+ *     slab:  | pad 8 | gen u32 | next u32 | node (stride - 8) | gen | next | node | ...
+ *                    ^ slot 0 (8 mod 16)  ^ 16-aligned         ^ slot 1
+ *
+ * `next` is the slot's state: SLOT_LIVE, SLOT_RETIRED, or (free) the index of the next free
+ * slot, SLOT_END closing the list. `gen` is the generation of the live id, or, for a free slot,
+ * the generation its next alloc will issue. An id resolves only if its slot is live and the
+ * generations match, so neither a freed id nor a freed-and-reused id reaches the new owner.
+ *
+ * Slots never used yet are handed out from `fresh` upwards before a new slab is allocated;
+ * freed slots go on a LIFO free list (the most recently freed node is the warmest in cache).
+ */
+#include "base_struct/pool.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#    include <sanitizer/asan_interface.h>
+/* Free nodes are poisoned so that a pointer kept past coho__pool_free is caught by ASan. */
+#    define POOL_POISON(p, n)   ASAN_POISON_MEMORY_REGION((p), (n))
+#    define POOL_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#    define POOL_POISON(p, n)   ((void)(p), (void)(n))
+#    define POOL_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+#define SLOT_LIVE          UINT32_MAX
+#define SLOT_END           (UINT32_MAX - 1)
+#define SLOT_RETIRED       (UINT32_MAX - 2)
+#define SLOT_INDEX_LIMIT   ((UINT64_C(1) << 32) - 3) /* indices 0 .. 2^32 - 4: below the markers */
+#define POOL_DEFAULT_SLAB  256u
+#define POOL_MAX_SLAB      (1u << 24)
+#define POOL_HEADER_SIZE   8u
+#define POOL_MAX_SLAB_SIZE ((size_t)1 << 40)
+
+typedef struct slot_header {
+    uint32_t gen;
+    uint32_t next;
+} slot_header_t;
+
+struct coho__pool {
+    char **slabs;  /* slot 0 of each slab (8 mod 16) */
+    char **allocs; /* what malloc returned for each slab */
+    uint32_t nslabs;
+    uint32_t slabs_cap;
+    uint32_t shift;   /* log2(slots per slab) */
+    uint32_t mask;    /* slots per slab - 1 */
+    size_t stride;    /* header + node, a multiple of 16 */
+    size_t node_size; /* as asked; what alloc zeroes */
+    uint64_t fresh;   /* first never-used slot index */
+    uint64_t capacity;
+    uint32_t free_head;
+    uint32_t live;
+    uint32_t max_count; /* UINT32_MAX when uncapped */
+};
+
+static inline slot_header_t *pool_slot(const coho__pool_t *p, uint32_t index)
+{
+    return (slot_header_t *)(p->slabs[index >> p->shift] + (size_t)(index & p->mask) * p->stride);
+}
+
+static inline void *slot_node(slot_header_t *s)
+{
+    return (char *)s + POOL_HEADER_SIZE;
+}
+
+static inline uint64_t make_id(uint32_t gen, uint32_t index)
+{
+    return (uint64_t)gen << 32 | index;
+}
+
+coho__pool_t *coho__pool_create(size_t node_size, uint32_t slab_count, uint32_t max_count)
+{
+    coho__pool_t *p;
+    uint32_t shift = 0;
+    size_t stride;
+
+    if (slab_count == 0)
+        slab_count = POOL_DEFAULT_SLAB;
+    if (node_size == 0 || node_size > POOL_MAX_SLAB_SIZE || slab_count > POOL_MAX_SLAB) {
+        errno = EINVAL;
+        return NULL;
+    }
+    stride = (node_size + POOL_HEADER_SIZE + 15) & ~(size_t)15;
+    while ((1u << shift) < slab_count)
+        shift++;
+    if (stride > POOL_MAX_SLAB_SIZE >> shift) {
+        errno = EINVAL;
+        return NULL;
+    }
+    p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    p->shift = shift;
+    p->mask = (1u << shift) - 1;
+    p->stride = stride;
+    p->node_size = node_size;
+    p->free_head = SLOT_END;
+    p->max_count = max_count ? max_count : UINT32_MAX;
+    return p;
+}
+
+void coho__pool_destroy(coho__pool_t *p)
+{
+    uint32_t i;
+
+    if (p == NULL)
+        return;
+    for (i = 0; i < p->nslabs; i++)
+        free(p->allocs[i]);
+    free(p->slabs);
+    free(p->allocs);
+    free(p);
+}
+
+/* Adds one slab. Cold path: only when no freed or fresh slot is left. */
+static int pool_grow(coho__pool_t *p)
+{
+    size_t slots = (size_t)1 << p->shift;
+    size_t bytes = slots * p->stride + 16;
+    char *mem;
+
+    if (p->capacity >= SLOT_INDEX_LIMIT)
+        return -ENOMEM; /* the 32-bit slot index space is used up */
+    if (p->nslabs == p->slabs_cap) {
+        uint32_t cap = p->slabs_cap ? p->slabs_cap * 2 : 8;
+        char **slabs = realloc(p->slabs, cap * sizeof(*slabs));
+
+        if (slabs == NULL)
+            return -ENOMEM;
+        p->slabs = slabs;
+        slabs = realloc(p->allocs, cap * sizeof(*slabs));
+        if (slabs == NULL)
+            return -ENOMEM;
+        p->allocs = slabs;
+        p->slabs_cap = cap;
+    }
+    if (posix_memalign((void **)&mem, 64, bytes) != 0)
+        return -ENOMEM;
+    p->allocs[p->nslabs] = mem;
+    p->slabs[p->nslabs] = mem + POOL_HEADER_SIZE;
+    p->nslabs++;
+    p->capacity += slots;
+    if (p->capacity > SLOT_INDEX_LIMIT)
+        p->capacity = SLOT_INDEX_LIMIT;
+    POOL_POISON(mem, bytes);
+    return 0;
+}
+
+uint64_t coho__pool_alloc(coho__pool_t *p, void **node, int *err)
+{
+    slot_header_t *s;
+    uint32_t index;
+    void *n;
+
+    if (p->live >= p->max_count) {
+        if (err != NULL)
+            *err = -EAGAIN;
+        return 0;
+    }
+    if (p->free_head != SLOT_END) {
+        index = p->free_head;
+        s = pool_slot(p, index);
+        p->free_head = s->next;
+    } else {
+        if (p->fresh == p->capacity) {
+            int rc = pool_grow(p);
+
+            if (rc < 0) {
+                if (err != NULL)
+                    *err = rc;
+                return 0;
+            }
+        }
+        index = (uint32_t)p->fresh++;
+        s = pool_slot(p, index);
+        POOL_UNPOISON(s, POOL_HEADER_SIZE);
+        s->gen = 1;
+    }
+    s->next = SLOT_LIVE;
+    p->live++;
+    n = slot_node(s);
+    POOL_UNPOISON(n, p->node_size);
+    memset(n, 0, p->node_size);
+    if (node != NULL)
+        *node = n;
+    return make_id(s->gen, index);
+}
+
+/* The slot of a live id, or NULL. */
+static inline slot_header_t *pool_live_slot(const coho__pool_t *p, uint64_t id)
+{
+    uint32_t index = (uint32_t)id;
+    uint32_t gen = (uint32_t)(id >> 32);
+    slot_header_t *s;
+
+    if (index >= p->fresh || gen == 0)
+        return NULL;
+    s = pool_slot(p, index);
+    if (s->gen != gen || s->next != SLOT_LIVE)
+        return NULL;
+    return s;
+}
+
+void *coho__pool_get(const coho__pool_t *p, uint64_t id)
+{
+    slot_header_t *s = pool_live_slot(p, id);
+
+    return s != NULL ? slot_node(s) : NULL;
+}
+
+int coho__pool_free(coho__pool_t *p, uint64_t id)
+{
+    slot_header_t *s = pool_live_slot(p, id);
+
+    if (s == NULL)
+        return -ENOENT;
+    p->live--;
+    POOL_POISON(slot_node(s), p->stride - POOL_HEADER_SIZE);
+    if (++s->gen == 0) {
+        /* Reusing this slot would issue generation 0, which id 0 needs, and then ids of its
+         * earliest tenants again: retire it for good. */
+        s->next = SLOT_RETIRED;
+        return 0;
+    }
+    s->next = p->free_head;
+    p->free_head = (uint32_t)id;
+    return 0;
+}
+
+size_t coho__pool_count(const coho__pool_t *p)
+{
+    return p->live;
+}
+
+void coho__pool_for_each(const coho__pool_t *p, void (*fn)(uint64_t id, void *node, void *arg),
+                         void *arg)
+{
+    uint64_t i;
+
+    for (i = 0; i < p->fresh; i++) {
+        slot_header_t *s = pool_slot(p, (uint32_t)i);
+
+        if (s->next == SLOT_LIVE)
+            fn(make_id(s->gen, (uint32_t)i), slot_node(s), arg);
+    }
+}
+
+uint64_t coho__pool_test_set_generation(coho__pool_t *p, uint64_t id, uint32_t gen)
+{
+    slot_header_t *s = pool_live_slot(p, id);
+
+    if (s == NULL || gen == 0)
+        return 0;
+    s->gen = gen;
+    return make_id(gen, (uint32_t)id);
+}
