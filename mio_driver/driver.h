@@ -29,7 +29,10 @@ void coho__driver_opts_init(coho__driver_opts_t *o);
 /* Creates a driver for the calling thread. NULL opts: defaults. Returns NULL with errno set. */
 coho__driver_t *coho__driver_create(const coho__driver_opts_t *o);
 
-/* Destroys a driver that is not running. Active io and timers are dropped (not called). */
+/* Destroys a driver that is not running. Active io and timers are dropped (not called). Posts
+ * are refused from the start of the call; offload jobs already running finish and jobs still
+ * queued are dropped (their done() is not called); then every accepted post and completion
+ * runs, so nothing accepted is lost. */
 void coho__driver_destroy(coho__driver_t *d);
 
 /* Runs until coho__driver_stop(). Returns 0, or -errno on a fatal poller error. */
@@ -37,17 +40,42 @@ int coho__driver_run(coho__driver_t *d);
 
 /* One iteration: waits for events at most `timeout_ms` (-1: until the next timer or event;
  * 0: no wait), then dispatches fd events, posts and expired timers. Returns the number of
- * callbacks run, or -errno. */
+ * callbacks run, or -errno (-EBUSY when called from inside one of the driver's callbacks). */
 int coho__driver_run_once(coho__driver_t *d, int timeout_ms);
 
-/* Makes run() return after the current iteration. Any thread. */
+/* Makes run() return after the current iteration (if run() is not running, the next run()
+ * returns at once). Posts are still accepted and run when the loop runs again. Any thread. */
 void coho__driver_stop(coho__driver_t *d);
+
+/* Stops the driver for good: from now on posts and offload submissions fail with -ESHUTDOWN,
+ * and run() returns. What was accepted before still runs (in the loop, or in destroy). Any
+ * thread. */
+void coho__driver_shutdown(coho__driver_t *d);
 
 /* The monotonic time in ms cached at the start of the current iteration. */
 uint64_t coho__driver_now_ms(const coho__driver_t *d);
 
 /* Re-reads CLOCK_MONOTONIC into the cache and returns it. */
 uint64_t coho__driver_update_now(coho__driver_t *d);
+
+/* ---- timers (hierarchical wheel on CLOCK_MONOTONIC; see mio_driver/README.md) ---- */
+typedef struct coho__timer coho__timer_t;
+typedef void (*coho__timer_fn)(coho__timer_t *t);
+
+struct coho__timer { /* fields private to the driver except data */
+    void *data;
+    coho__timer_fn cb;
+    coho_list_t link;       /* wheel slot or due list */
+    coho__heap_node_t heap; /* overflow heap (past the wheel span) */
+    uint64_t expire_tick;   /* first tick at or after deadline_ns */
+    uint64_t deadline_ns;   /* CLOCK_MONOTONIC ns it is due at */
+    uint64_t period_ms;     /* 0: one-shot */
+    uint64_t overrun;       /* periods skipped before the current firing */
+    uint64_t group;
+    coho_list_t group_link;
+    coho__driver_t *owner; /* the driver it is armed on, NULL when idle */
+    uint32_t state;        /* where it is in the wheel (mio_driver/wheel.h) */
+};
 
 /* ---- fd events ---- */
 enum {
@@ -74,7 +102,9 @@ struct coho__io { /* fields private to the driver except fd and data */
     unsigned flags;
     int64_t timeout_ms;
     uint64_t gen;
-    void *timer_; /* driver-private */
+    coho__timer_t timer_; /* driver-private: the registration timeout */
+    uint64_t last_ns_;    /* driver-private: when the last event was delivered */
+    coho__driver_t *drv_; /* driver-private: the driver it is registered with */
     bool active_;
 };
 
@@ -97,22 +127,6 @@ int coho__io_modify(coho__driver_t *d, coho__io_t *io, unsigned events, int64_t 
  * iteration. Returns 0, or -ENOENT if not active. */
 int coho__io_stop(coho__driver_t *d, coho__io_t *io);
 
-/* ---- timers (hierarchical wheel on CLOCK_MONOTONIC; see mio_driver/README.md) ---- */
-typedef struct coho__timer coho__timer_t;
-typedef void (*coho__timer_fn)(coho__timer_t *t);
-
-struct coho__timer { /* fields private to the driver except data */
-    void *data;
-    coho__timer_fn cb;
-    coho_list_t link;
-    coho__heap_node_t heap;
-    uint64_t expire_tick;
-    uint64_t period_ms;
-    uint64_t group;
-    coho_list_t group_link;
-    uint32_t state;
-};
-
 void coho__timer_init(coho__timer_t *t, coho__timer_fn cb, void *data);
 
 /* Arms `t` to fire `delay_ms` after now (never earlier; at most one tick later when the loop
@@ -127,6 +141,10 @@ int coho__timer_start(coho__driver_t *d, coho__timer_t *t, uint64_t delay_ms, ui
 int coho__timer_stop(coho__driver_t *d, coho__timer_t *t);
 
 bool coho__timer_is_active(const coho__timer_t *t);
+
+/* For a repeating timer, inside its callback: how many periods were skipped before this firing
+ * because the loop was late (0 when on time). See README "Repeating timers". */
+uint64_t coho__timer_overrun(const coho__timer_t *t);
 
 /* Disarms every timer of `group`. Returns how many. */
 size_t coho__timer_stop_group(coho__driver_t *d, uint64_t group);

@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: MIT */
+/* mio_driver's private parts shared between its files: the driver object, the poller interface
+ * (poller_epoll.c) and the post, signal and offload modules. Nothing outside mio_driver/ (and
+ * its tests) includes this; the layers above use mio_driver/driver.h. */
+#ifndef COHO_MIO_DRIVER_INTERNAL_H
+#define COHO_MIO_DRIVER_INTERNAL_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "mio_driver/driver.h"
+#include "mio_driver/wheel.h"
+
+#define COHO__NS_PER_MS UINT64_C(1000000)
+
+/* One entry per fd number: the registration that owns it and its generation. */
+typedef struct coho__fdslot {
+    coho__io_t *io;
+} coho__fdslot_t;
+
+typedef struct coho__post_item {
+    void (*fn)(void *arg);
+    void *arg;
+} coho__post_item_t;
+
+typedef struct coho__offload_job {
+    void (*work)(void *arg);
+    void (*done)(void *arg);
+    void *arg;
+} coho__offload_job_t;
+
+typedef struct coho__tgroup coho__tgroup_t;
+
+struct coho__driver {
+    coho__driver_opts_t opts;
+    uint64_t tick_ns;
+    uint64_t base_ns; /* CLOCK_MONOTONIC ns of tick 0 */
+    uint64_t now_ns;  /* cached once per iteration */
+    coho__wheel_t wheel;
+    unsigned ncb; /* callbacks run in the current iteration */
+    bool in_loop; /* inside run_once: re-entering is refused */
+    atomic_bool stop_flag;
+
+    /* poller */
+    int epfd;
+    int maxevents;
+    void *events; /* struct epoll_event[maxevents] */
+    coho__fdslot_t *fds;
+    size_t nfds;
+    uint32_t io_gen;
+
+    /* timer groups: a chained hash table of group id -> timers */
+    coho__tgroup_t **groups;
+    size_t ngroup_buckets;
+    size_t ngroups;
+    coho__tgroup_t *group_free;
+
+    /* cross-thread posts (post.c) */
+    pthread_mutex_t post_mu;
+    coho__post_item_t *post_q; /* producers append here */
+    size_t post_len, post_cap;
+    coho__post_item_t *post_spare; /* the consumer's batch, swapped with post_q */
+    size_t post_spare_cap;
+    bool post_shutdown;
+    int evfd;
+    coho__io_t post_io;
+
+    /* signals (signal.c) */
+    int sigfd;
+    sigset_t sigmask;
+    coho__io_t sig_io;
+    struct {
+        void (*cb)(int signo, void *arg);
+        void *arg;
+    } sigs[_NSIG];
+
+    /* offload pool (offload.c) */
+    pthread_mutex_t off_mu;
+    pthread_cond_t off_cv;
+    coho__offload_job_t *off_ring;
+    size_t off_head, off_len;
+    pthread_t *off_threads;
+    unsigned off_started;
+    bool off_stopping;
+    bool off_shutdown;
+
+    coho_list_t all_link; /* in the process-wide list that the fork handlers walk */
+};
+
+/* ---- time ---- */
+uint64_t coho__mono_ns(void);
+
+/* ---- poller (poller_epoll.c): the shape of redis's ae_epoll.c ---- */
+int coho__poller_init(coho__driver_t *d);
+/* op: EPOLL_CTL_ADD/MOD/DEL; `ev`: EPOLL* bits; `data`: the registration's token. */
+int coho__poller_ctl(coho__driver_t *d, int op, int fd, uint32_t ev, uint64_t data);
+/* Waits at most `timeout_ns` (< 0: forever). Returns the number of events (0 on EINTR) or
+ * -errno. The events are in d->events. */
+int coho__poller_wait(coho__driver_t *d, int64_t timeout_ns);
+void coho__poller_close(coho__driver_t *d);
+/* Reads event `i` of the last wait. */
+void coho__poller_event(const coho__driver_t *d, int i, uint32_t *ev, uint64_t *data);
+
+/* Registers an internal fd (eventfd, signalfd) with the driver, level-triggered for reading. */
+int coho__driver_io_internal(coho__driver_t *d, coho__io_t *io, int fd, coho__io_fn cb);
+/* Moves an internal registration to a new fd (after fork); the old fd must be closed already. */
+int coho__driver_io_refd(coho__driver_t *d, coho__io_t *io, int fd);
+
+/* ---- posts (post.c) ---- */
+int coho__post_init(coho__driver_t *d);
+/* Refuses new posts from now on (-ESHUTDOWN). */
+void coho__post_shutdown(coho__driver_t *d);
+/* Runs whatever is still queued (destroy), then frees the queue and the eventfd. */
+void coho__post_destroy(coho__driver_t *d);
+/* Queues fn(arg); `force` bypasses the shutdown check (offload completions during destroy). */
+int coho__post_push(coho__driver_t *d, void (*fn)(void *), void *arg, bool force);
+/* Wakes the loop without queueing anything (stop). Any thread. */
+void coho__post_wake(coho__driver_t *d);
+void coho__post_fork_prepare(coho__driver_t *d);
+void coho__post_fork_parent(coho__driver_t *d);
+void coho__post_fork_child(coho__driver_t *d);
+
+/* ---- signals (signal.c) ---- */
+void coho__signal_init(coho__driver_t *d);
+void coho__signal_destroy(coho__driver_t *d);
+void coho__signal_fork_child(coho__driver_t *d);
+
+/* ---- offload (offload.c) ---- */
+int coho__offload_init(coho__driver_t *d);
+/* Refuses new jobs, lets running jobs finish, drops queued ones, joins the workers. */
+void coho__offload_destroy(coho__driver_t *d);
+void coho__offload_fork_prepare(coho__driver_t *d);
+void coho__offload_fork_parent(coho__driver_t *d);
+void coho__offload_fork_child(coho__driver_t *d);
+
+#endif /* COHO_MIO_DRIVER_INTERNAL_H */

@@ -1,0 +1,280 @@
+/* SPDX-License-Identifier: MIT */
+/* The hierarchical timer wheel: near wheel, four cascading levels, overflow heap, and the
+ * occupancy bitmaps that find the next due tick and skip empty ticks. Geometry and invariants
+ * are drawn in mio_driver/README.md. */
+#include "mio_driver/wheel.h"
+
+#include <errno.h>
+
+#define NEAR_MASK  ((uint64_t)COHO__WHEEL_NEAR_SIZE - 1)
+#define LVL_MASK   ((uint64_t)COHO__WHEEL_LVL_SIZE - 1)
+#define NEAR_WORDS (COHO__WHEEL_NEAR_SIZE / 64)
+
+static inline unsigned lvl_shift(unsigned level)
+{
+    return COHO__WHEEL_NEAR_BITS + level * COHO__WHEEL_LVL_BITS;
+}
+
+static bool overflow_less(const coho__heap_node_t *a, const coho__heap_node_t *b)
+{
+    const coho__timer_t *ta = coho_container_of(a, coho__timer_t, heap);
+    const coho__timer_t *tb = coho_container_of(b, coho__timer_t, heap);
+
+    return ta->expire_tick < tb->expire_tick;
+}
+
+void coho__wheel_init(coho__wheel_t *w, uint64_t start_tick)
+{
+    w->cur = start_tick;
+    w->listed = 0;
+    for (unsigned i = 0; i < NEAR_WORDS; i++)
+        w->near_bits[i] = 0;
+    for (unsigned i = 0; i < COHO__WHEEL_NEAR_SIZE; i++)
+        coho_list_init(&w->near[i]);
+    for (unsigned l = 0; l < COHO__WHEEL_LEVELS; l++) {
+        w->lvl_bits[l] = 0;
+        for (unsigned i = 0; i < COHO__WHEEL_LVL_SIZE; i++)
+            coho_list_init(&w->lvl[l][i]);
+    }
+    coho__heap_init(&w->overflow, overflow_less);
+}
+
+void coho__wheel_destroy(coho__wheel_t *w)
+{
+    coho__heap_destroy(&w->overflow);
+}
+
+/* Links `t` into the slot its expiry selects relative to cur. The invariant that makes one
+ * tick of lateness impossible: a slot of level L is cascaded when cur enters the 2^shift(L)
+ * block that slot stands for, and every timer placed there is due inside that block. */
+static void wheel_place(coho__wheel_t *w, coho__timer_t *t)
+{
+    uint64_t exp = t->expire_tick < w->cur ? w->cur : t->expire_tick;
+    uint64_t delta = exp - w->cur;
+
+    if (delta < COHO__WHEEL_NEAR_SIZE) {
+        unsigned s = (unsigned)(exp & NEAR_MASK);
+
+        coho_list_push_back(&w->near[s], &t->link);
+        w->near_bits[s >> 6] |= UINT64_C(1) << (s & 63);
+        t->state = COHO__TIMER_NEAR + s;
+    } else {
+        unsigned l = 0;
+
+        while (delta >= (UINT64_C(1) << lvl_shift(l + 1)))
+            l++;
+        unsigned s = (unsigned)((exp >> lvl_shift(l)) & LVL_MASK);
+
+        coho_list_push_back(&w->lvl[l][s], &t->link);
+        w->lvl_bits[l] |= UINT64_C(1) << s;
+        t->state = COHO__TIMER_LVL + l * COHO__WHEEL_LVL_SIZE + s;
+    }
+    w->listed++;
+}
+
+int coho__wheel_add(coho__wheel_t *w, coho__timer_t *t)
+{
+    if (t->expire_tick >= w->cur && t->expire_tick - w->cur >= COHO__WHEEL_SPAN) {
+        int rc = coho__heap_push(&w->overflow, &t->heap);
+
+        if (rc < 0)
+            return rc;
+        t->state = COHO__TIMER_HEAP;
+        return 0;
+    }
+    wheel_place(w, t);
+    return 0;
+}
+
+int coho__wheel_del(coho__wheel_t *w, coho__timer_t *t)
+{
+    uint32_t st = t->state;
+
+    if (st == COHO__TIMER_IDLE)
+        return -ENOENT;
+    if (st == COHO__TIMER_HEAP) {
+        coho__heap_remove(&w->overflow, &t->heap);
+    } else if (st == COHO__TIMER_DUE) {
+        coho_list_del(&t->link);
+    } else if (st < COHO__TIMER_LVL) {
+        unsigned s = st - COHO__TIMER_NEAR;
+
+        coho_list_del(&t->link);
+        if (coho_list_is_empty(&w->near[s]))
+            w->near_bits[s >> 6] &= ~(UINT64_C(1) << (s & 63));
+        w->listed--;
+    } else {
+        unsigned i = st - COHO__TIMER_LVL;
+        unsigned l = i / COHO__WHEEL_LVL_SIZE, s = i % COHO__WHEEL_LVL_SIZE;
+
+        coho_list_del(&t->link);
+        if (coho_list_is_empty(&w->lvl[l][s]))
+            w->lvl_bits[l] &= ~(UINT64_C(1) << s);
+        w->listed--;
+    }
+    t->state = COHO__TIMER_IDLE;
+    return 0;
+}
+
+/* Re-places every timer of level `l` slot `s` relative to the new cur. */
+static void wheel_cascade_slot(coho__wheel_t *w, unsigned l, unsigned s)
+{
+    coho_list_t tmp, *n;
+
+    if (!(w->lvl_bits[l] & (UINT64_C(1) << s)))
+        return;
+    coho_list_init(&tmp);
+    coho_list_splice_back(&tmp, &w->lvl[l][s]);
+    w->lvl_bits[l] &= ~(UINT64_C(1) << s);
+    while ((n = coho_list_pop_front(&tmp)) != NULL) {
+        w->listed--;
+        wheel_place(w, coho_container_of(n, coho__timer_t, link));
+    }
+}
+
+/* cur has just entered a new near block: pull down the far slots that block opens, highest
+ * boundary first so that their timers pass through the lower levels in the right order. */
+static void wheel_cascade(coho__wheel_t *w)
+{
+    unsigned top = 0;
+
+    while (top + 1 < COHO__WHEEL_LEVELS && ((w->cur >> lvl_shift(top)) & LVL_MASK) == 0)
+        top++;
+    for (unsigned l = top + 1; l-- > 0;)
+        wheel_cascade_slot(w, l, (unsigned)((w->cur >> lvl_shift(l)) & LVL_MASK));
+}
+
+/* Moves overflow timers that came within the wheel span into the wheel. */
+static void wheel_migrate(coho__wheel_t *w)
+{
+    coho__heap_node_t *top;
+
+    while ((top = coho__heap_top(&w->overflow)) != NULL) {
+        coho__timer_t *t = coho_container_of(top, coho__timer_t, heap);
+
+        if (t->expire_tick >= w->cur && t->expire_tick - w->cur >= COHO__WHEEL_SPAN)
+            return;
+        coho__heap_pop(&w->overflow);
+        wheel_place(w, t);
+    }
+}
+
+/* The first set bit of the near bitmap in [from, to] (slot numbers), or -1. */
+static int near_find(const coho__wheel_t *w, unsigned from, unsigned to)
+{
+    for (unsigned word = from >> 6; word <= (to >> 6); word++) {
+        uint64_t bits = w->near_bits[word];
+
+        if (word == (from >> 6))
+            bits &= ~UINT64_C(0) << (from & 63);
+        if (word == (to >> 6) && (to & 63) != 63)
+            bits &= (UINT64_C(1) << ((to & 63) + 1)) - 1;
+        if (bits)
+            return (int)(word * 64 + (unsigned)__builtin_ctzll(bits));
+    }
+    return -1;
+}
+
+/* cur moved onto `next`; cascade if it entered a new near block. */
+static inline void wheel_set_cur(coho__wheel_t *w, uint64_t next)
+{
+    w->cur = next;
+    if ((next & NEAR_MASK) == 0)
+        wheel_cascade(w);
+}
+
+void coho__wheel_advance(coho__wheel_t *w, uint64_t now_tick, coho__wheel_fire_fn fire, void *ctx)
+{
+    while (w->cur <= now_tick) {
+        if (w->listed == 0) {
+            /* Nothing in the slots: jump, stopping where an overflow timer enters the span. */
+            uint64_t target = now_tick + 1;
+            coho__heap_node_t *top = coho__heap_top(&w->overflow);
+
+            if (top != NULL) {
+                uint64_t exp = coho_container_of(top, coho__timer_t, heap)->expire_tick;
+                uint64_t enter = exp - COHO__WHEEL_SPAN + 1;
+
+                if (enter < target)
+                    target = enter > w->cur ? enter : w->cur + 1;
+            }
+            w->cur = target;
+            wheel_migrate(w);
+            continue;
+        }
+        uint64_t pos = w->cur & NEAR_MASK;
+        uint64_t base = w->cur - pos;
+        uint64_t end = now_tick - base >= NEAR_MASK ? NEAR_MASK : now_tick - base;
+        int s = near_find(w, (unsigned)pos, (unsigned)end);
+
+        if (s < 0) {
+            wheel_set_cur(w, base + end + 1);
+        } else {
+            coho_list_t due, *n;
+
+            coho_list_init(&due);
+            coho_list_splice_back(&due, &w->near[s]);
+            w->near_bits[s >> 6] &= ~(UINT64_C(1) << (s & 63));
+            coho_list_for_each(n, &due)
+            {
+                coho_container_of(n, coho__timer_t, link)->state = COHO__TIMER_DUE;
+                w->listed--;
+            }
+            wheel_set_cur(w, base + (uint64_t)s + 1);
+            wheel_migrate(w);
+            fire(ctx, &due, base + (uint64_t)s);
+            /* Whatever the callee left on `due` (it should be empty) is dropped unfired. */
+            while ((n = coho_list_pop_front(&due)) != NULL)
+                coho_container_of(n, coho__timer_t, link)->state = COHO__TIMER_IDLE;
+            continue;
+        }
+        wheel_migrate(w);
+    }
+}
+
+/* The first set bit at or after `start` in a 64-bit circular bitmap, as a distance, or -1. */
+static inline int ring_find(uint64_t bits, unsigned start)
+{
+    uint64_t r;
+
+    if (bits == 0)
+        return -1;
+    r = start ? (bits >> start) | (bits << (64 - start)) : bits;
+    return __builtin_ctzll(r);
+}
+
+uint64_t coho__wheel_next_tick(const coho__wheel_t *w)
+{
+    uint64_t best = COHO__WHEEL_NEVER;
+    uint64_t pos = w->cur & NEAR_MASK;
+    uint64_t base = w->cur - pos;
+    int s = near_find(w, (unsigned)pos, (unsigned)NEAR_MASK);
+
+    if (s >= 0)
+        return base + (uint64_t)s; /* nothing can happen before it */
+    if (pos > 0 && (s = near_find(w, 0, (unsigned)pos - 1)) >= 0)
+        best = base + COHO__WHEEL_NEAR_SIZE + (uint64_t)s;
+    for (unsigned l = 0; l < COHO__WHEEL_LEVELS; l++) {
+        unsigned sh = lvl_shift(l);
+        uint64_t next_unit = (w->cur >> sh) + 1;
+        int k = ring_find(w->lvl_bits[l], (unsigned)(next_unit & LVL_MASK));
+
+        if (k >= 0) {
+            uint64_t at = (next_unit + (uint64_t)k) << sh;
+
+            if (at < best)
+                best = at;
+        }
+    }
+    coho__heap_node_t *top = coho__heap_top(&w->overflow);
+    if (top != NULL) {
+        uint64_t exp = coho_container_of(top, coho__timer_t, heap)->expire_tick;
+        uint64_t enter = exp - COHO__WHEEL_SPAN + 1;
+
+        if (enter < w->cur)
+            enter = w->cur;
+        if (enter < best)
+            best = enter;
+    }
+    return best;
+}
