@@ -23,15 +23,16 @@ COHO_API int coho_hook_enable(bool on);
 /* Whether hooked calls of the calling coroutine park it; false outside a coroutine. */
 COHO_API bool coho_hook_is_enabled(void);
 
-/* Receives exactly `len` bytes unless end-of-file, an error or the SO_RCVTIMEO budget (for the
- * whole call) comes first. Returns `len`; or, when the peer closed first, the bytes received
+/* Receives exactly `len` bytes unless end-of-file, an error or a timeout comes first (each
+ * underlying recv honours SO_RCVTIMEO). Returns `len`; or, when the peer closed first, the bytes
+ * received
  * (< len, possibly 0) with errno 0; or -1 with errno (EAGAIN on timeout, ECONNRESET, ...) when
  * nothing was received; or the partial count with errno set to why it stopped. `flags` as for
  * recv. Any context: outside a coroutine it blocks the thread like recv(MSG_WAITALL). */
 COHO_API ssize_t recvn(int fd, void *buf, size_t len, int flags);
 
-/* Sends exactly `len` bytes unless an error or the SO_SNDTIMEO budget (for the whole call)
- * comes first. Returns `len`, or the partial count with errno set, or -1 with errno when
+/* Sends exactly `len` bytes unless an error or a timeout comes first (each underlying send
+ * honours SO_SNDTIMEO). Returns `len`, or the partial count with errno set, or -1 with errno when
  * nothing was sent. `flags` as for send (MSG_NOSIGNAL is added). Any context. */
 COHO_API ssize_t sendn(int fd, const void *buf, size_t len, int flags);
 
