@@ -8,9 +8,10 @@
 #include <stdint.h>
 
 /* Returns the next id of this process: never 0, never returned before in this process (the
- * sequence would have to run through all 2^64 - 1 values first). Any thread; async-signal-safe
- * after the first call. A forked child continues with a fresh seed, so parent and child never
- * hand out the same ids after the fork. */
+ * sequence would have to run through all 2^64 - 1 values first). Any thread, lock-free after
+ * the first call. A forked child continues from a fresh random seed, so parent and child
+ * do not repeat each other's ids after the fork (short of two random 64-bit seeds landing
+ * within one sequence length of each other). */
 uint64_t coho__id_next(void);
 
 /* The value the current sequence started from (changes in a forked child). */
