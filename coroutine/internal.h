@@ -39,6 +39,11 @@ uint64_t coho__co_block_prepare(void);
  * -ECANCELED. A cancellation requested before the call returns -ECANCELED at once. */
 int coho__co_block(int64_t timeout_ms);
 
+/* Describes the open wait of the running coroutine for coho_sched_dump(): `what` is a static
+ * string ("recv", "mutex", ...), `detail` an fd, id or -1. Call it after
+ * coho__co_block_prepare (which clears the note). No-op outside coroutines. */
+void coho__co_wait_note(const char *what, int64_t detail);
+
 /* Makes the coroutine `co_id` ready with `result` if its current wait has token `token`.
  * Returns 0, or -ESRCH (no such coroutine) / -ESTALE (not waiting with that token): both are
  * harmless no-ops. Only on the coroutine's own scheduler thread. */

@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: MIT */
+/* The live dump: one log line per coroutine of a scheduler (coho_sched_dump, and SIGUSR2 when a
+ * scheduler opts in). */
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "coroutine/internal.h"
+#include "coroutine/sched_impl.h"
+#include "log/check.h"
+
+typedef struct dump_ctx {
+    coho_sched_t *s;
+    uint64_t now_ms;
+} dump_ctx_t;
+
+static void dump_one(uint64_t id, void *node, void *arg)
+{
+    const coho__co_t *co = node;
+    const dump_ctx_t *d = arg;
+    char entry[32];
+    char wait[96];
+    size_t hw = co->has_stack ? coho__stack_high_water(&co->stack) : 0;
+
+    if (co->entry_name == NULL)
+        snprintf(entry, sizeof(entry), "%p", (void *)(uintptr_t)co->fn);
+    wait[0] = '\0';
+    if (co->state == COHO__CO_PARKED) {
+        uint64_t since = d->now_ms >= co->wait_since_ms ? d->now_ms - co->wait_since_ms : 0;
+
+        if (co->wait_detail >= 0)
+            snprintf(wait, sizeof(wait), " waits on %s %" PRId64 " for %" PRIu64 " ms",
+                     co->wait_what != NULL ? co->wait_what : "event", co->wait_detail, since);
+        else
+            snprintf(wait, sizeof(wait), " waits on %s for %" PRIu64 " ms",
+                     co->wait_what != NULL ? co->wait_what : "event", since);
+    }
+    coho_log_info("coroutine %" PRIu64 " (%s, entry %s) %s%s%s%s%s, stack %zu of %zu KiB used%s",
+                  id, co->name[0] != '\0' ? co->name : "unnamed",
+                  co->entry_name != NULL ? co->entry_name : entry, coho__co_state_name(co->state),
+                  wait, co->daemon ? ", daemon" : "", co->detached ? ", detached" : "",
+                  co->cancelled ? ", cancelled" : "", hw / 1024, co->stack.size / 1024,
+                  co->stack.guarded ? " (guarded)" : "");
+}
+
+void coho_sched_dump(coho_sched_t *s)
+{
+    dump_ctx_t d;
+
+    COHO_CHECK(s != NULL && coho__sched_current() == s,
+               "coho_sched_dump: scheduler %p belongs to another thread", (void *)s);
+    d.s = s;
+    d.now_ms = coho__driver_update_now(s->driver);
+    coho_log_info("scheduler %p: %zu coroutines (%zu unfinished, %zu user, %zu ready)", (void *)s,
+                  coho__pool_count(s->pool), s->live, s->user_live, s->ready_count);
+    coho__pool_for_each(s->pool, dump_one, &d);
+}

@@ -1,0 +1,1047 @@
+/* SPDX-License-Identifier: MIT */
+/* The scheduler: one per thread, coroutines in a generation-id pool, a FIFO ready queue, the
+ * block/wake protocol with tokens (coroutine/internal.h), join/detach, keys, exit callbacks,
+ * cancellation, and the sanitizer/valgrind annotations around every switch. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "coroutine/internal.h"
+#include "coroutine/sched_impl.h"
+#include "log/check.h"
+#include "log/log.h"
+
+/* ---- sanitizer and valgrind annotations -------------------------------------------------- */
+
+#if defined(__has_feature)
+#    if __has_feature(address_sanitizer)
+#        define SCHED_ASAN 1
+#    endif
+#    if __has_feature(thread_sanitizer)
+#        define SCHED_TSAN 1
+#    endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) && !defined(SCHED_ASAN)
+#    define SCHED_ASAN 1
+#endif
+#if defined(__SANITIZE_THREAD__) && !defined(SCHED_TSAN)
+#    define SCHED_TSAN 1
+#endif
+
+#ifdef SCHED_ASAN
+#    include <sanitizer/common_interface_defs.h>
+#endif
+#ifdef SCHED_TSAN
+#    include <sanitizer/tsan_interface.h>
+#endif
+#ifdef COHO_VALGRIND
+#    include <valgrind/valgrind.h>
+#endif
+
+/* ---- thread state ------------------------------------------------------------------------- */
+
+/* initial-exec: a plain %fs-relative load, so coho__co_self_id (the log's id provider) is
+ * async-signal-safe and cheap, also in the shared library. */
+#define SCHED_TLS __thread __attribute__((tls_model("initial-exec")))
+
+static SCHED_TLS coho_sched_t *tls_sched; /* the scheduler created on this thread */
+static SCHED_TLS coho__co_t *tls_co;      /* the running coroutine */
+static SCHED_TLS uint64_t tls_co_id;      /* tls_co->id, readable from signal handlers */
+
+static atomic_bool provider_registered;
+
+/* ---- switch hook ---------------------------------------------------------------------------- */
+
+static coho_switch_hook_t hook_storage;
+static _Atomic(const coho_switch_hook_t *) hook_current;
+
+int coho_set_switch_hook(const coho_switch_hook_t *h)
+{
+    const coho_switch_hook_t *cur = atomic_load(&hook_current);
+
+    if (h == NULL) {
+        atomic_store(&hook_current, NULL);
+        return 0;
+    }
+    if (h->slot_size > COHO_SWITCH_HOOK_SLOT_MAX || h->save == NULL || h->restore == NULL) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (cur != NULL) {
+        if (cur->save == h->save && cur->restore == h->restore && cur->slot_size == h->slot_size)
+            return 0;
+        errno = EBUSY;
+        return -1;
+    }
+    hook_storage = *h;
+    atomic_store(&hook_current, &hook_storage);
+    return 0;
+}
+
+static inline void hook_run(void *out_slot, void *in_slot)
+{
+    const coho_switch_hook_t *h = atomic_load_explicit(&hook_current, memory_order_relaxed);
+
+    if (__builtin_expect(h != NULL, 0)) {
+        h->save(out_slot);
+        h->restore(in_slot);
+    }
+}
+
+/* ---- helpers ----------------------------------------------------------------------------------
+ */
+
+static inline int fail(int neg_errno)
+{
+    errno = -neg_errno;
+    return -1;
+}
+
+static inline pid_t current_tid(void)
+{
+    return (pid_t)syscall(SYS_gettid);
+}
+
+static inline coho__co_t *co_lookup(coho_sched_t *s, uint64_t id)
+{
+    return id == 0 ? NULL : (coho__co_t *)coho__pool_get(s->pool, id);
+}
+
+/* The scheduler of this thread for calls that name coroutines by id, or NULL. */
+static inline coho_sched_t *sched_here(void)
+{
+    return tls_sched;
+}
+
+static inline void check_thread(const coho_sched_t *s, const char *what)
+{
+    COHO_CHECK(tls_sched == s,
+               "%s: scheduler %p belongs to thread %d, called from thread %d "
+               "(use coho_sched_post from other threads)",
+               what, (const void *)s, (int)s->tid, (int)current_tid());
+}
+
+const char *coho__co_state_name(unsigned state)
+{
+    switch (state) {
+    case COHO__CO_READY:
+        return "ready";
+    case COHO__CO_RUNNING:
+        return "running";
+    case COHO__CO_PARKED:
+        return "parked";
+    case COHO__CO_DONE:
+        return "finished";
+    default:
+        return "?";
+    }
+}
+
+/* Symbol of an entry function, resolved once per function and scheduler (dladdr is far too
+ * slow for every spawn and is not async-signal-safe, so the overflow handler reads this
+ * cached pointer instead). A full cache stops resolving: such entries print as an address. */
+static const char *entry_name(coho_sched_t *s, void (*fn)(void *))
+{
+    size_t h = ((uintptr_t)fn >> 4) * 0x9e3779b97f4a7c15ull >> 58; /* 6 bits: 64 slots */
+    size_t i;
+
+    for (i = 0; i < COHO__ENTRY_CACHE; i++) {
+        size_t k = (h + i) & (COHO__ENTRY_CACHE - 1);
+
+        if (s->entry_cache[k].fn == fn)
+            return s->entry_cache[k].name;
+        if (s->entry_cache[k].fn == NULL) {
+            Dl_info info;
+            const char *name = NULL;
+
+            if (dladdr((void *)(uintptr_t)fn, &info) != 0 && info.dli_sname != NULL &&
+                info.dli_saddr == (void *)(uintptr_t)fn)
+                name = info.dli_sname;
+            s->entry_cache[k].fn = fn;
+            s->entry_cache[k].name = name;
+            return name;
+        }
+    }
+    return NULL;
+}
+
+/* ---- switching ---------------------------------------------------------------------------- */
+
+/* Scheduler stack -> coroutine `co`; returns when `co` switches back. */
+static inline void switch_in(coho_sched_t *s, coho__co_t *co)
+{
+    hook_run(s->hook_slot, co->hook_slot);
+#ifdef SCHED_TSAN
+    __tsan_switch_to_fiber(co->tsan_fiber, 0);
+#endif
+#ifdef SCHED_ASAN
+    __sanitizer_start_switch_fiber(&s->asan_fake_stack, co->stack.lo, co->stack.size);
+#endif
+    coho__ctx_switch(&s->ctx, &co->ctx);
+#ifdef SCHED_ASAN
+    __sanitizer_finish_switch_fiber(s->asan_fake_stack, NULL, NULL);
+#endif
+}
+
+/* Runs on `co`'s stack right after it was switched in. */
+static inline void arrived(coho__co_t *co)
+{
+#ifdef SCHED_ASAN
+    coho_sched_t *s = co->sched;
+
+    __sanitizer_finish_switch_fiber(co->asan_fake_stack, &s->asan_stack_bottom,
+                                    &s->asan_stack_size);
+#else
+    (void)co;
+#endif
+}
+
+/* Coroutine `co` -> its scheduler's stack; returns when `co` is switched in again. `last`:
+ * the coroutine has finished and is never switched in again. */
+static inline void switch_out(coho__co_t *co, bool last)
+{
+    coho_sched_t *s = co->sched;
+
+    hook_run(co->hook_slot, s->hook_slot);
+#ifdef SCHED_TSAN
+    __tsan_switch_to_fiber(s->tsan_fiber, 0);
+#endif
+#ifdef SCHED_ASAN
+    __sanitizer_start_switch_fiber(last ? NULL : &co->asan_fake_stack, s->asan_stack_bottom,
+                                   s->asan_stack_size);
+#else
+    (void)last;
+#endif
+    coho__ctx_switch(&co->ctx, &s->ctx);
+    arrived(co);
+}
+
+/* ---- ready queue -------------------------------------------------------------------------- */
+
+static inline void make_ready(coho_sched_t *s, coho__co_t *co)
+{
+    co->state = COHO__CO_READY;
+    coho_list_push_back(&s->ready, &co->ready_link);
+    s->ready_count++;
+}
+
+/* Ends the open wait of a parked or running coroutine with `result`. */
+static void wait_end(coho_sched_t *s, coho__co_t *co, int result)
+{
+    co->wait_open = false;
+    co->wake_result = result;
+    if (co->state == COHO__CO_PARKED) {
+        if (coho__timer_is_active(&co->timer))
+            coho__timer_stop(s->driver, &co->timer);
+        make_ready(s, co);
+    } else {
+        co->woken = true;
+    }
+}
+
+static void timer_fired(coho__timer_t *t)
+{
+    coho__co_t *co = t->data;
+
+    if (co->state == COHO__CO_PARKED && co->wait_open)
+        wait_end(co->sched, co, -ETIMEDOUT);
+}
+
+/* ---- coroutine lifetime ------------------------------------------------------------------- */
+
+static void keys_run_destructors(coho__co_t *co);
+
+/* Frees what a finished or dropped coroutine holds besides its pool node. */
+static void co_release_stack(coho_sched_t *s, coho__co_t *co)
+{
+    if (!co->has_stack)
+        return;
+#ifdef COHO_VALGRIND
+    VALGRIND_STACK_DEREGISTER(co->vg_stack_id);
+#endif
+#ifdef SCHED_TSAN
+    if (co->tsan_fiber != NULL)
+        __tsan_destroy_fiber(co->tsan_fiber);
+    co->tsan_fiber = NULL;
+#endif
+    coho__stack_put(s->stacks, &co->stack);
+    co->has_stack = false;
+}
+
+static void co_free_extras(coho__co_t *co)
+{
+    coho__exit_cb_t *cb;
+
+    while ((cb = co->exit_cbs) != NULL) {
+        co->exit_cbs = cb->next;
+        free(cb);
+    }
+    free(co->keys);
+    co->keys = NULL;
+}
+
+static void co_main(void *arg)
+{
+    coho__co_t *co = arg;
+    coho_sched_t *s = co->sched;
+    coho__exit_cb_t *cb;
+
+    arrived(co);
+    co->fn(co->arg);
+
+    /* LIFO exit callbacks; a callback may register more. */
+    while ((cb = co->exit_cbs) != NULL) {
+        co->exit_cbs = cb->next;
+        cb->fn(cb->arg);
+        free(cb);
+    }
+    keys_run_destructors(co);
+    co_free_extras(co);
+
+    co->state = COHO__CO_DONE;
+    co->wait_open = false;
+    s->live--;
+    if (!co->daemon)
+        s->user_live--;
+    if (co->joiner_id != 0)
+        coho__co_wake(co->joiner_id, co->joiner_token, 0);
+    switch_out(co, true);
+    COHO_CHECK(0, "coroutine %llu was resumed after it finished", (unsigned long long)co->id);
+}
+
+static uint64_t spawn(coho_sched_t *s, void (*fn)(void *), void *arg, const coho_spawn_opts_t *o,
+                      int *err)
+{
+    coho__co_t *co;
+    uint64_t id;
+    int rc;
+
+    if (atomic_load_explicit(&s->stop_requested, memory_order_relaxed) || s->draining) {
+        *err = -ESHUTDOWN;
+        return 0;
+    }
+    id = coho__pool_alloc(s->pool, (void **)&co, &rc);
+    if (id == 0) {
+        *err = rc == 0 ? -ENOMEM : rc;
+        return 0;
+    }
+    rc = coho__stack_get(s->stacks, o != NULL ? o->stack_size : 0, &co->stack);
+    if (rc < 0) {
+        coho__pool_free(s->pool, id);
+        *err = rc;
+        return 0;
+    }
+    co->stack.owner = co;
+    co->has_stack = true;
+    co->id = id;
+    co->sched = s;
+    co->fn = fn;
+    co->arg = arg;
+    co->entry_name = entry_name(s, fn);
+    co->wait_detail = -1;
+    if (o != NULL) {
+        co->daemon = o->daemon;
+        co->detached = o->detached;
+        if (o->name != NULL) {
+            strncpy(co->name, o->name, sizeof(co->name) - 1);
+            co->name[sizeof(co->name) - 1] = '\0';
+        }
+    }
+    coho__timer_init(&co->timer, timer_fired, co);
+    coho_list_init(&co->ready_link);
+    coho__ctx_make(&co->ctx, co->stack.lo, co->stack.size, co_main, co);
+#ifdef SCHED_TSAN
+    co->tsan_fiber = __tsan_create_fiber(0);
+#endif
+#ifdef COHO_VALGRIND
+    co->vg_stack_id = VALGRIND_STACK_REGISTER(co->stack.lo, (char *)co->stack.lo + co->stack.size);
+#endif
+    s->live++;
+    if (!co->daemon)
+        s->user_live++;
+    make_ready(s, co);
+    return id;
+}
+
+uint64_t coho_spawn_ex(coho_sched_t *s, void (*fn)(void *), void *arg, const coho_spawn_opts_t *o)
+{
+    uint64_t id;
+    int err = 0;
+
+    COHO_CHECK(s != NULL && fn != NULL, "coho_spawn: NULL scheduler or function");
+    check_thread(s, "coho_spawn");
+    id = spawn(s, fn, arg, o, &err);
+    if (id == 0)
+        errno = -err;
+    return id;
+}
+
+uint64_t coho_spawn(coho_sched_t *s, void (*fn)(void *), void *arg)
+{
+    return coho_spawn_ex(s, fn, arg, NULL);
+}
+
+void coho_spawn_opts_init(coho_spawn_opts_t *o)
+{
+    memset(o, 0, sizeof(*o));
+}
+
+/* ---- create / run / stop / destroy -------------------------------------------------------- */
+
+void coho_sched_opts_init(coho_sched_opts_t *o)
+{
+    coho__stack_pool_opts_t so;
+
+    memset(o, 0, sizeof(*o));
+    coho__stack_pool_opts_init(&so);
+    o->stack_size = so.stack_size;
+    o->guarded_stacks_max = so.guarded_max;
+    o->guard_size = so.guard_size;
+    o->max_coroutines = 0;
+    o->dump_on_sigusr2 = false;
+}
+
+#define DESTROY_CBS_MAX 8
+static void (*_Atomic destroy_cbs[DESTROY_CBS_MAX])(coho_sched_t *s);
+
+int coho__sched_on_destroy(void (*fn)(coho_sched_t *s))
+{
+    size_t i;
+
+    for (i = 0; i < DESTROY_CBS_MAX; i++) {
+        void (*expected)(coho_sched_t *) = NULL;
+
+        if (atomic_load(&destroy_cbs[i]) == fn)
+            return 0;
+        if (atomic_compare_exchange_strong(&destroy_cbs[i], &expected, fn))
+            return 0;
+        if (expected == fn)
+            return 0;
+    }
+    return -ENOSPC;
+}
+
+static void dump_signal_cb(int signo, void *arg)
+{
+    (void)signo;
+    coho_sched_dump(arg);
+}
+
+coho_sched_t *coho_sched_create(const coho_sched_opts_t *o)
+{
+    coho__stack_pool_opts_t so;
+    coho_sched_opts_t defaults;
+    coho_sched_t *s;
+    int rc;
+
+    if (tls_sched != NULL) {
+        errno = EBUSY;
+        return NULL;
+    }
+    if (o == NULL) {
+        coho_sched_opts_init(&defaults);
+        o = &defaults;
+    }
+    if (o->stack_size == 0) {
+        errno = EINVAL;
+        return NULL;
+    }
+    s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    s->opts = *o;
+    s->thread = pthread_self();
+    s->tid = current_tid();
+    coho_list_init(&s->ready);
+    atomic_init(&s->stop_requested, false);
+
+    coho__stack_pool_opts_init(&so);
+    so.stack_size = o->stack_size;
+    so.guarded_max = o->guarded_stacks_max;
+    if (o->guard_size != 0)
+        so.guard_size = o->guard_size;
+    s->stacks = coho__stack_pool_create(&so);
+    if (s->stacks == NULL) {
+        rc = -errno;
+        goto fail_stacks;
+    }
+    s->pool = coho__pool_create(sizeof(coho__co_t), 0, o->max_coroutines);
+    if (s->pool == NULL) {
+        rc = -errno;
+        goto fail_pool;
+    }
+    s->driver = coho__driver_create(NULL);
+    if (s->driver == NULL) {
+        rc = -errno;
+        goto fail_driver;
+    }
+    rc = coho__overflow_install(s);
+    if (rc < 0)
+        goto fail_overflow;
+    if (o->dump_on_sigusr2) {
+        rc = coho__driver_signal_start(s->driver, SIGUSR2, dump_signal_cb, s);
+        if (rc < 0)
+            goto fail_signal;
+        s->dump_signal = true;
+    }
+    if (!atomic_exchange(&provider_registered, true))
+        coho__log_set_id_provider(coho__co_self_id);
+    tls_sched = s;
+    return s;
+
+fail_signal:
+    coho__overflow_uninstall(s);
+fail_overflow:
+    coho__driver_destroy(s->driver);
+fail_driver:
+    coho__pool_destroy(s->pool);
+fail_pool:
+    coho__stack_pool_destroy(s->stacks);
+fail_stacks:
+    free(s);
+    errno = rc == 0 ? ENOMEM : -rc;
+    return NULL;
+}
+
+static void cancel_one(uint64_t id, void *node, void *arg)
+{
+    coho__co_t *co = node;
+    bool all = *(bool *)arg;
+
+    (void)id;
+    if (co->state == COHO__CO_DONE || (!all && !co->daemon))
+        return;
+    co->cancelled = true;
+    if (co->state == COHO__CO_PARKED && co->wait_open)
+        wait_end(co->sched, co, -ECANCELED);
+}
+
+/* Runs the coroutines that are ready now; those made ready meanwhile wait for the next pass,
+ * so a yielding coroutine cannot starve fd events and timers. */
+static void run_ready(coho_sched_t *s)
+{
+    size_t n = s->ready_count;
+
+    while (n-- > 0) {
+        coho_list_t *l = coho_list_pop_front(&s->ready);
+        coho__co_t *co;
+
+        if (l == NULL)
+            break;
+        s->ready_count--;
+        co = coho_list_entry(l, coho__co_t, ready_link);
+        co->state = COHO__CO_RUNNING;
+        s->current = co;
+        tls_co = co;
+        tls_co_id = co->id;
+        switch_in(s, co);
+        tls_co = NULL;
+        tls_co_id = 0;
+        s->current = NULL;
+        COHO_CHECK(co->stack.guarded || coho__stack_canary_is_intact(&co->stack),
+                   "coroutine %llu (%s, entry %s) overflowed its %zu KiB stack: the canary at "
+                   "the stack limit %p was overwritten",
+                   (unsigned long long)co->id, co->name[0] ? co->name : "unnamed",
+                   co->entry_name ? co->entry_name : "?", co->stack.size / 1024, co->stack.lo);
+        if (co->state == COHO__CO_DONE) {
+            co_release_stack(s, co);
+            if (co->detached)
+                coho__pool_free(s->pool, co->id);
+        }
+    }
+}
+
+int coho_sched_run(coho_sched_t *s)
+{
+    int rc = 0;
+
+    check_thread(s, "coho_sched_run");
+    COHO_CHECK(!s->running && tls_co == NULL,
+               "coho_sched_run: scheduler %p is already running (nested run)", (void *)s);
+    s->running = true;
+#ifdef SCHED_TSAN
+    s->tsan_fiber = __tsan_get_current_fiber();
+#endif
+    for (;;) {
+        bool stop = atomic_load_explicit(&s->stop_requested, memory_order_acquire);
+
+        if (!s->draining && (s->user_live == 0 || stop)) {
+            bool all = stop;
+
+            s->draining = true;
+            coho__pool_for_each(s->pool, cancel_one, &all);
+        }
+        if (s->draining && s->live == 0)
+            break;
+        if (s->ready_count > 0)
+            run_ready(s);
+        if (s->draining && s->live == 0)
+            break;
+        rc = coho__driver_run_once(s->driver, s->ready_count > 0 ? 0 : -1);
+        if (rc < 0 && rc != -EINTR)
+            break;
+        rc = 0;
+    }
+    s->draining = false;
+    s->running = false;
+    return rc < 0 ? fail(rc) : 0;
+}
+
+static void wake_noop(void *arg)
+{
+    (void)arg;
+}
+
+void coho_sched_stop(coho_sched_t *s)
+{
+    if (s == NULL)
+        return;
+    atomic_store_explicit(&s->stop_requested, true, memory_order_release);
+    /* Another thread may find the loop asleep in epoll_wait: a post wakes it. */
+    if (tls_sched != s)
+        coho__driver_post(s->driver, wake_noop, NULL);
+}
+
+static void drop_one(uint64_t id, void *node, void *arg)
+{
+    coho__co_t *co = node;
+    coho_sched_t *s = arg;
+
+    (void)id;
+    if (coho__timer_is_active(&co->timer))
+        coho__timer_stop(s->driver, &co->timer);
+    co_release_stack(s, co);
+    co_free_extras(co);
+}
+
+void coho_sched_destroy(coho_sched_t *s)
+{
+    size_t i;
+
+    if (s == NULL)
+        return;
+    check_thread(s, "coho_sched_destroy");
+    COHO_CHECK(!s->running, "coho_sched_destroy: scheduler %p is running", (void *)s);
+    for (i = 0; i < DESTROY_CBS_MAX; i++) {
+        void (*fn)(coho_sched_t *) = atomic_load(&destroy_cbs[i]);
+
+        if (fn != NULL)
+            fn(s);
+    }
+    coho__pool_for_each(s->pool, drop_one, s);
+    if (s->dump_signal)
+        coho__driver_signal_stop(s->driver, SIGUSR2);
+    coho__driver_destroy(s->driver);
+    coho__pool_destroy(s->pool);
+    coho__stack_pool_destroy(s->stacks);
+    coho__overflow_uninstall(s);
+    tls_sched = NULL;
+    free(s);
+}
+
+int coho_sched_post(coho_sched_t *s, void (*fn)(void *), void *arg)
+{
+    int rc = coho__sched_post(s, fn, arg);
+
+    return rc < 0 ? fail(rc) : 0;
+}
+
+int coho__sched_post(coho_sched_t *s, void (*fn)(void *), void *arg)
+{
+    if (s == NULL || fn == NULL)
+        return -EINVAL;
+    return coho__driver_post(s->driver, fn, arg);
+}
+
+/* ---- internal API (coroutine/internal.h) --------------------------------------------------- */
+
+coho_sched_t *coho__sched_current(void)
+{
+    return tls_sched;
+}
+
+coho__driver_t *coho__sched_driver(coho_sched_t *s)
+{
+    return s->driver;
+}
+
+uint64_t coho__co_self_id(void)
+{
+    return tls_co_id;
+}
+
+coho__co_t *coho__co_current(void)
+{
+    return tls_co;
+}
+
+uint32_t *coho__co_flags(void)
+{
+    return tls_co != NULL ? &tls_co->flags : NULL;
+}
+
+uint64_t coho__co_block_prepare(void)
+{
+    coho__co_t *co = tls_co;
+
+    if (co == NULL)
+        return 0;
+    co->token = ++co->token_seq;
+    co->wait_open = true;
+    co->woken = false;
+    co->wait_what = NULL;
+    co->wait_detail = -1;
+    return co->token;
+}
+
+void coho__co_wait_note(const char *what, int64_t detail)
+{
+    coho__co_t *co = tls_co;
+
+    if (co != NULL) {
+        co->wait_what = what;
+        co->wait_detail = detail;
+    }
+}
+
+int coho__co_block(int64_t timeout_ms)
+{
+    coho__co_t *co = tls_co;
+    coho_sched_t *s;
+    int rc;
+
+    if (co == NULL)
+        return -EPERM;
+    s = co->sched;
+    if (co->woken) {
+        co->woken = false;
+        return co->wake_result;
+    }
+    COHO_CHECK(co->wait_open, "coroutine %llu: coho__co_block without coho__co_block_prepare",
+               (unsigned long long)co->id);
+    if (co->cancelled) {
+        co->wait_open = false;
+        return -ECANCELED;
+    }
+    if (timeout_ms >= 0) {
+        rc = coho__timer_start(s->driver, &co->timer, (uint64_t)timeout_ms, 0, 0);
+        if (rc < 0) {
+            co->wait_open = false;
+            return rc;
+        }
+    }
+    co->state = COHO__CO_PARKED;
+    co->wait_since_ms = coho__driver_now_ms(s->driver);
+    switch_out(co, false);
+    co->woken = false;
+    co->wait_what = NULL;
+    return co->wake_result;
+}
+
+int coho__co_wake(uint64_t co_id, uint64_t token, int result)
+{
+    coho_sched_t *s = tls_sched;
+    coho__co_t *co;
+
+    COHO_CHECK(s != NULL, "coho__co_wake(%llu) from a thread without a scheduler",
+               (unsigned long long)co_id);
+    co = co_lookup(s, co_id);
+    if (co == NULL)
+        return -ESRCH;
+    if (!co->wait_open || co->token != token || token == 0)
+        return -ESTALE;
+    wait_end(s, co, result);
+    return 0;
+}
+
+/* ---- public coroutine calls ------------------------------------------------------------------ */
+
+uint64_t coho_self(void)
+{
+    return tls_co_id;
+}
+
+void coho_yield(void)
+{
+    coho__co_t *co = tls_co;
+
+    if (co == NULL)
+        return;
+    make_ready(co->sched, co);
+    switch_out(co, false);
+}
+
+int coho_sleep_ms(uint64_t ms)
+{
+    int rc;
+
+    if (tls_co == NULL)
+        return fail(-EPERM);
+    coho__co_block_prepare();
+    coho__co_wait_note("sleep", -1);
+    /* Beyond 2^52 ms (140,000 years) a sleep is a wait for cancellation: no timer deadline
+     * arithmetic can overflow then. */
+    rc = coho__co_block(ms >= (UINT64_C(1) << 52) ? -1 : (int64_t)ms);
+    if (rc == -ETIMEDOUT || rc == 0)
+        return 0;
+    return fail(rc);
+}
+
+int coho_join(uint64_t id, int64_t timeout_ms)
+{
+    coho__co_t *self = tls_co;
+    coho__co_t *co;
+    coho_sched_t *s;
+    int rc;
+
+    if (self == NULL)
+        return fail(-EPERM);
+    if (id == self->id)
+        return fail(-EDEADLK);
+    s = self->sched;
+    co = co_lookup(s, id);
+    if (co == NULL)
+        return fail(-ESRCH);
+    if (co->detached || co->joiner_id != 0)
+        return fail(-EINVAL);
+    if (co->state != COHO__CO_DONE) {
+        if (timeout_ms == 0)
+            return fail(-ETIMEDOUT);
+        co->joiner_token = coho__co_block_prepare();
+        co->joiner_id = self->id;
+        coho__co_wait_note("join", (int64_t)id);
+        rc = coho__co_block(timeout_ms < 0 ? -1 : timeout_ms);
+        /* The pool never moves nodes and `co` is not reaped while it has a joiner. */
+        co->joiner_id = 0;
+        co->joiner_token = 0;
+        if (co->state != COHO__CO_DONE)
+            return fail(rc < 0 ? rc : -EINTR);
+    }
+    coho__pool_free(s->pool, id);
+    return 0;
+}
+
+int coho_detach(uint64_t id)
+{
+    coho_sched_t *s = sched_here();
+    coho__co_t *co;
+
+    if (s == NULL)
+        return fail(-ESRCH);
+    co = id == 0 ? tls_co : co_lookup(s, id);
+    if (co == NULL)
+        return fail(-ESRCH);
+    if (co->detached || co->joiner_id != 0)
+        return fail(-EINVAL);
+    co->detached = true;
+    if (co->state == COHO__CO_DONE)
+        coho__pool_free(s->pool, co->id);
+    return 0;
+}
+
+/* The coroutine `id` (0: the caller) on this thread's scheduler, or NULL. */
+static coho__co_t *co_find(uint64_t id)
+{
+    coho_sched_t *s = sched_here();
+
+    if (id == 0)
+        return tls_co;
+    return s == NULL ? NULL : co_lookup(s, id);
+}
+
+int coho_set_name(uint64_t id, const char *name)
+{
+    coho__co_t *co = co_find(id);
+
+    if (co == NULL)
+        return fail(-ESRCH);
+    memset(co->name, 0, sizeof(co->name));
+    if (name != NULL)
+        strncpy(co->name, name, sizeof(co->name) - 1);
+    return 0;
+}
+
+int coho_get_name(uint64_t id, char *buf, size_t len)
+{
+    coho__co_t *co;
+    size_t n;
+
+    if (buf == NULL || len == 0)
+        return fail(-EINVAL);
+    co = co_find(id);
+    if (co == NULL)
+        return fail(-ESRCH);
+    n = strnlen(co->name, sizeof(co->name));
+    if (n >= len)
+        n = len - 1;
+    memcpy(buf, co->name, n);
+    buf[n] = '\0';
+    return 0;
+}
+
+int coho_set_daemon(uint64_t id, bool daemon)
+{
+    coho__co_t *co = co_find(id);
+
+    if (co == NULL || co->state == COHO__CO_DONE)
+        return fail(-ESRCH);
+    if (co->daemon != daemon) {
+        co->daemon = daemon;
+        if (daemon)
+            co->sched->user_live--;
+        else
+            co->sched->user_live++;
+    }
+    return 0;
+}
+
+int coho_cancel(uint64_t id)
+{
+    coho__co_t *co = co_find(id);
+
+    if (co == NULL)
+        return fail(-ESRCH);
+    if (co->state == COHO__CO_DONE)
+        return 0;
+    co->cancelled = true;
+    if (co->state == COHO__CO_PARKED && co->wait_open)
+        wait_end(co->sched, co, -ECANCELED);
+    return 0;
+}
+
+bool coho_is_cancelled(void)
+{
+    return tls_co != NULL && tls_co->cancelled;
+}
+
+int coho_at_exit(void (*fn)(void *), void *arg)
+{
+    coho__co_t *co = tls_co;
+    coho__exit_cb_t *cb;
+
+    if (co == NULL)
+        return fail(-EPERM);
+    if (fn == NULL)
+        return fail(-EINVAL);
+    cb = malloc(sizeof(*cb));
+    if (cb == NULL)
+        return fail(-ENOMEM);
+    cb->fn = fn;
+    cb->arg = arg;
+    cb->next = co->exit_cbs;
+    co->exit_cbs = cb;
+    return 0;
+}
+
+/* ---- coroutine-local keys ------------------------------------------------------------------ */
+
+/* seq is odd while the key is alive; every create and delete bumps it, so a value set under
+ * a deleted key is never returned for the key that reuses the slot. */
+static struct {
+    _Atomic uint32_t seq;
+    void (*_Atomic dtor)(void *);
+} key_table[COHO_KEYS_MAX];
+
+static inline bool key_decode(coho_key_t key, uint32_t *idx, uint32_t *seq)
+{
+    *idx = (uint32_t)(key & 0xffffffffu);
+    *seq = (uint32_t)(key >> 32);
+    return *idx < COHO_KEYS_MAX && (*seq & 1u) &&
+           atomic_load_explicit(&key_table[*idx].seq, memory_order_acquire) == *seq;
+}
+
+int coho_key_create(coho_key_t *key, void (*dtor)(void *))
+{
+    uint32_t i;
+
+    if (key == NULL)
+        return fail(-EINVAL);
+    for (i = 0; i < COHO_KEYS_MAX; i++) {
+        uint32_t seq = atomic_load(&key_table[i].seq);
+
+        if ((seq & 1u) == 0 && atomic_compare_exchange_strong(&key_table[i].seq, &seq, seq + 1)) {
+            atomic_store(&key_table[i].dtor, dtor);
+            *key = (uint64_t)(seq + 1) << 32 | i;
+            return 0;
+        }
+    }
+    return fail(-EAGAIN);
+}
+
+int coho_key_delete(coho_key_t key)
+{
+    uint32_t idx, seq;
+
+    if (!key_decode(key, &idx, &seq))
+        return fail(-EINVAL);
+    atomic_store(&key_table[idx].dtor, NULL);
+    if (!atomic_compare_exchange_strong(&key_table[idx].seq, &seq, seq + 1))
+        return fail(-EINVAL);
+    return 0;
+}
+
+int coho_key_set(coho_key_t key, void *value)
+{
+    coho__co_t *co = tls_co;
+    uint32_t idx, seq;
+
+    if (co == NULL)
+        return fail(-EPERM);
+    if (!key_decode(key, &idx, &seq))
+        return fail(-EINVAL);
+    if (co->keys == NULL) {
+        if (value == NULL)
+            return 0;
+        co->keys = calloc(COHO_KEYS_MAX, sizeof(*co->keys));
+        if (co->keys == NULL)
+            return fail(-ENOMEM);
+    }
+    co->keys[idx].value = value;
+    co->keys[idx].seq = seq;
+    return 0;
+}
+
+void *coho_key_get(coho_key_t key)
+{
+    coho__co_t *co = tls_co;
+    uint32_t idx, seq;
+
+    if (co == NULL || co->keys == NULL || !key_decode(key, &idx, &seq))
+        return NULL;
+    return co->keys[idx].seq == seq ? co->keys[idx].value : NULL;
+}
+
+static void keys_run_destructors(coho__co_t *co)
+{
+    int round;
+
+    for (round = 0; round < 4 && co->keys != NULL; round++) {
+        bool again = false;
+        uint32_t i;
+
+        for (i = 0; i < COHO_KEYS_MAX; i++) {
+            coho__key_value_t *kv = &co->keys[i];
+            void (*dtor)(void *);
+            void *v = kv->value;
+
+            if (v == NULL)
+                continue;
+            kv->value = NULL;
+            if (kv->seq != atomic_load(&key_table[i].seq))
+                continue;
+            dtor = atomic_load(&key_table[i].dtor);
+            if (dtor != NULL) {
+                dtor(v);
+                again = true;
+            }
+        }
+        if (!again)
+            break;
+    }
+}

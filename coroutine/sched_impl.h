@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: MIT */
+/* Private to the scheduler files (sched.c, dump.c, overflow.c): the coroutine and scheduler
+ * records. Layers above use coroutine/internal.h and include/coho/sched.h only. */
+#ifndef COHO_COROUTINE_SCHED_IMPL_H
+#define COHO_COROUTINE_SCHED_IMPL_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <coho.h>
+
+#include "base_struct/list.h"
+#include "base_struct/pool.h"
+#include "coroutine/ctx.h"
+#include "coroutine/stack.h"
+#include "mio_driver/driver.h"
+
+enum coho__co_state {
+    COHO__CO_READY = 1, /* in the ready queue (new coroutines too) */
+    COHO__CO_RUNNING,   /* on the CPU */
+    COHO__CO_PARKED,    /* in coho__co_block() */
+    COHO__CO_DONE,      /* returned from its entry; waits to be joined (stack already freed) */
+};
+
+typedef struct coho__key_value {
+    void *value;
+    uint32_t seq; /* the key's sequence number when the value was set */
+} coho__key_value_t;
+
+typedef struct coho__exit_cb {
+    struct coho__exit_cb *next;
+    void (*fn)(void *arg);
+    void *arg;
+} coho__exit_cb_t;
+
+typedef struct coho__co {
+    uint64_t id;
+    struct coho_sched *sched;
+    coho__ctx_t ctx;
+    coho__stack_t stack;
+    void (*fn)(void *arg);
+    void *arg;
+    const char *entry_name; /* symbol of fn resolved at spawn (cached), or NULL */
+    coho_list_t ready_link;
+    uint8_t state; /* enum coho__co_state */
+    bool daemon;
+    bool detached;
+    bool cancelled;
+    bool wait_open;  /* between coho__co_block_prepare and the end of that wait */
+    bool woken;      /* woken while not parked yet: coho__co_block returns at once */
+    bool has_stack;  /* stack is held (false once finished) */
+    uint32_t flags;  /* coho__co_flags() */
+    int wake_result; /* the result the current or last wait ended with */
+    uint64_t token;  /* token of the open wait */
+    uint64_t token_seq;
+    coho__timer_t timer; /* block timeouts and sleeps */
+    uint64_t joiner_id;  /* the coroutine in coho_join on this one, 0: none */
+    uint64_t joiner_token;
+    const char *wait_what; /* what a parked coroutine waits on (static string) */
+    int64_t wait_detail;   /* an fd, an id, ... for the dump; -1: none */
+    uint64_t wait_since_ms;
+    coho__key_value_t *keys; /* COHO_KEYS_MAX entries, allocated on first coho_key_set */
+    coho__exit_cb_t *exit_cbs;
+    void *asan_fake_stack;
+    void *tsan_fiber;
+    unsigned vg_stack_id;
+    char name[COHO_NAME_MAX];
+    _Alignas(16) unsigned char hook_slot[COHO_SWITCH_HOOK_SLOT_MAX];
+} coho__co_t;
+
+#define COHO__ENTRY_CACHE 64
+
+typedef struct coho_sched {
+    coho__driver_t *driver;
+    coho__pool_t *pool;
+    coho__stack_pool_t *stacks;
+    coho__ctx_t ctx; /* the scheduler's own flow (the thread's stack) */
+    coho_list_t ready;
+    size_t ready_count;
+    coho__co_t *current;
+    size_t live;      /* coroutines not finished */
+    size_t user_live; /* non-daemon coroutines not finished */
+    pthread_t thread;
+    pid_t tid;
+    bool running;
+    bool draining; /* run() cancelled what was left and waits for it to finish */
+    atomic_bool stop_requested;
+    coho_sched_opts_t opts;
+    bool dump_signal;
+    void *altstack; /* the alternate signal stack this scheduler installed, or NULL */
+    size_t altstack_size;
+    const void *asan_stack_bottom; /* the thread stack, learned from the first switch back */
+    size_t asan_stack_size;
+    void *asan_fake_stack;
+    void *tsan_fiber;
+    struct {
+        void (*fn)(void *);
+        const char *name; /* NULL: dladdr found no symbol */
+    } entry_cache[COHO__ENTRY_CACHE];
+    _Alignas(16) unsigned char hook_slot[COHO_SWITCH_HOOK_SLOT_MAX];
+} coho__sched_impl_t;
+
+/* The running coroutine of this thread (NULL on a scheduler stack or outside schedulers). */
+coho__co_t *coho__co_current(void);
+
+/* Names for the dump. */
+const char *coho__co_state_name(unsigned state);
+
+/* Installs the process-wide overflow SIGSEGV handler (once) and, if the calling thread has no
+ * alternate signal stack, one owned by `s`. Returns 0 or -errno. No-op in sanitizer builds. */
+int coho__overflow_install(struct coho_sched *s);
+
+/* Removes the alternate stack `s` installed (if it is still the thread's). */
+void coho__overflow_uninstall(struct coho_sched *s);
+
+/* Formats "coroutine <id> (<name>, entry <symbol>) overflowed its <N> KiB stack" into
+ * buf[len] (async-signal-safe; NUL-terminated, cut to fit). Returns the length. */
+size_t coho__overflow_format(char *buf, size_t len, const coho__co_t *co);
+
+#endif /* COHO_COROUTINE_SCHED_IMPL_H */

@@ -1,0 +1,581 @@
+/* SPDX-License-Identifier: MIT */
+/* Scheduler basics: spawn, FIFO order, yield, sleep, run/stop semantics, daemons, posts from
+ * other threads, limits, and coho's blocking calls outside a coroutine. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <coho.h>
+
+#include "coroutine/internal.h"
+#include "test/support/cmocka_main.h"
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static coho_sched_t *new_sched(void)
+{
+    coho_sched_t *s = coho_sched_create(NULL);
+
+    assert_non_null(s);
+    return s;
+}
+
+/* ---- order ---- */
+
+static int order[64];
+static int order_n;
+
+static void record(void *arg)
+{
+    order[order_n++] = (int)(intptr_t)arg;
+}
+
+static void spawn_runs_coroutines_in_fifo_order(void **state)
+{
+    coho_sched_t *s = new_sched();
+    int i;
+
+    (void)state;
+    order_n = 0;
+    for (i = 0; i < 10; i++)
+        assert_int_not_equal(coho_spawn(s, record, (void *)(intptr_t)i), 0);
+    assert_int_equal(order_n, 0); /* nothing runs before run() */
+    assert_int_equal(coho_sched_run(s), 0);
+    assert_int_equal(order_n, 10);
+    for (i = 0; i < 10; i++)
+        assert_int_equal(order[i], i);
+    coho_sched_destroy(s);
+}
+
+static void run_returns_at_once_when_no_coroutine_exists(void **state)
+{
+    coho_sched_t *s = new_sched();
+    uint64_t t0 = mono_ms();
+
+    (void)state;
+    assert_int_equal(coho_sched_run(s), 0);
+    assert_true(mono_ms() - t0 < 1000);
+    coho_sched_destroy(s);
+}
+
+static void yielder(void *arg)
+{
+    int i;
+
+    for (i = 0; i < 3; i++) {
+        order[order_n++] = (int)(intptr_t)arg * 10 + i;
+        coho_yield();
+    }
+}
+
+static void yield_interleaves_coroutines_round_robin(void **state)
+{
+    static const int want[] = {0, 10, 20, 1, 11, 21, 2, 12, 22};
+    coho_sched_t *s = new_sched();
+    int i;
+
+    (void)state;
+    order_n = 0;
+    for (i = 0; i < 3; i++)
+        coho_spawn(s, yielder, (void *)(intptr_t)i);
+    assert_int_equal(coho_sched_run(s), 0);
+    assert_int_equal(order_n, 9);
+    for (i = 0; i < 9; i++)
+        assert_int_equal(order[i], want[i]);
+    coho_sched_destroy(s);
+}
+
+static uint64_t seen_self;
+
+static void child_records(void *arg)
+{
+    (void)arg;
+    order[order_n++] = 2;
+}
+
+static void parent_spawns(void *arg)
+{
+    coho_sched_t *s = arg;
+
+    seen_self = coho_self();
+    assert_int_equal(seen_self, coho__co_self_id());
+    assert_int_not_equal(coho_spawn(s, child_records, NULL), 0);
+    order[order_n++] = 1; /* the child waits until the parent yields */
+    coho_yield();
+    order[order_n++] = 3;
+}
+
+static void spawn_inside_coroutine_runs_child_after_parent_yields(void **state)
+{
+    coho_sched_t *s = new_sched();
+    uint64_t id;
+
+    (void)state;
+    order_n = 0;
+    assert_int_equal(coho_self(), 0);
+    id = coho_spawn(s, parent_spawns, s);
+    assert_int_not_equal(id, 0);
+    assert_int_equal(coho_sched_run(s), 0);
+    assert_int_equal(seen_self, id);
+    assert_int_equal(order_n, 3);
+    assert_int_equal(order[0], 1);
+    assert_int_equal(order[1], 2);
+    assert_int_equal(order[2], 3);
+    assert_int_equal(coho_self(), 0);
+    coho_sched_destroy(s);
+}
+
+/* ---- sleep ---- */
+
+static uint64_t slept_ms[8];
+
+static void sleeper(void *arg)
+{
+    int i = (int)(intptr_t)arg;
+    uint64_t t0 = mono_ms();
+
+    assert_int_equal(coho_sleep_ms((uint64_t)(i + 1) * 20), 0);
+    slept_ms[i] = mono_ms() - t0;
+    order[order_n++] = i;
+}
+
+static void sleep_ms_waits_at_least_the_delay_and_wakes_in_deadline_order(void **state)
+{
+    coho_sched_t *s = new_sched();
+    int i;
+
+    (void)state;
+    order_n = 0;
+    for (i = 3; i >= 0; i--)
+        coho_spawn(s, sleeper, (void *)(intptr_t)i);
+    assert_int_equal(coho_sched_run(s), 0);
+    assert_int_equal(order_n, 4);
+    for (i = 0; i < 4; i++) {
+        uint64_t want = (uint64_t)(i + 1) * 20;
+
+        assert_int_equal(order[i], i);
+        /* never early; 1 ms of slack for ms truncation of this test's own clock reads, and a
+         * generous upper bound for a loaded 2-core machine */
+        assert_true(slept_ms[i] + 1 >= want);
+        assert_true(slept_ms[i] < want + 500);
+    }
+    coho_sched_destroy(s);
+}
+
+static void sleeps_then_counts(void *arg)
+{
+    int *n = arg;
+
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(coho_sleep_ms(0), 0);
+        (*n)++;
+    }
+}
+
+static void sleep_zero_lets_others_run(void **state)
+{
+    coho_sched_t *s = new_sched();
+    int a = 0, b = 0;
+
+    (void)state;
+    coho_spawn(s, sleeps_then_counts, &a);
+    coho_spawn(s, sleeps_then_counts, &b);
+    assert_int_equal(coho_sched_run(s), 0);
+    assert_int_equal(a, 5);
+    assert_int_equal(b, 5);
+    coho_sched_destroy(s);
+}
+
+/* ---- outside coroutines ---- */
+
+static void noop(void *arg)
+{
+    (void)arg;
+}
+
+static void blocking_calls_outside_a_coroutine_fail_with_eperm(void **state)
+{
+    coho_sched_t *s = new_sched();
+    coho_key_t key;
+    uint64_t id;
+
+    (void)state;
+    errno = 0;
+    assert_int_equal(coho_sleep_ms(1), -1);
+    assert_int_equal(errno, EPERM);
+    id = coho_spawn(s, noop, NULL);
+    errno = 0;
+    assert_int_equal(coho_join(id, -1), -1);
+    assert_int_equal(errno, EPERM);
+    errno = 0;
+    assert_int_equal(coho_at_exit(noop, NULL), -1);
+    assert_int_equal(errno, EPERM);
+    assert_int_equal(coho_key_create(&key, NULL), 0);
+    errno = 0;
+    assert_int_equal(coho_key_set(key, &key), -1);
+    assert_int_equal(errno, EPERM);
+    assert_null(coho_key_get(key));
+    assert_int_equal(coho_key_delete(key), 0);
+    assert_int_equal(coho__co_block_prepare(), 0);
+    assert_int_equal(coho__co_block(10), -EPERM);
+    assert_null(coho__co_flags());
+    coho_yield(); /* a no-op outside coroutines */
+    assert_false(coho_is_cancelled());
+    assert_int_equal(coho_sched_run(s), 0);
+    coho_sched_destroy(s);
+
+    /* and without any scheduler on the thread */
+    errno = 0;
+    assert_int_equal(coho_sleep_ms(1), -1);
+    assert_int_equal(errno, EPERM);
+}
+
+/* ---- stop, shutdown, daemons ---- */
+
+static int cancelled_seen;
+
+static void parks_forever(void *arg)
+{
+    (void)arg;
+    errno = 0;
+    if (coho_sleep_ms(UINT64_MAX / 2) == -1 && errno == ECANCELED)
+        cancelled_seen++;
+    assert_true(coho_is_cancelled());
+    /* the cancellation is sticky: every later blocking call fails too */
+    assert_int_equal(coho_sleep_ms(1), -1);
+    assert_int_equal(errno, ECANCELED);
+}
+
+static void stopper(void *arg)
+{
+    coho_sched_t *s = arg;
+
+    assert_int_equal(coho_sleep_ms(5), 0);
+    coho_sched_stop(s);
+}
+
+static void spawn_after_stop_fails_with_eshutdown(void **state)
+{
+    coho_sched_t *s = new_sched();
+
+    (void)state;
+    coho_sched_stop(s);
+    errno = 0;
+    assert_int_equal(coho_spawn(s, noop, NULL), 0);
+    assert_int_equal(errno, ESHUTDOWN);
+    assert_int_equal(coho_sched_run(s), 0);
+    coho_sched_destroy(s);
+}
+
+static void stop_cancels_parked_user_coroutines_and_run_returns(void **state)
+{
+    coho_sched_t *s = new_sched();
+    uint64_t t0;
+
+    (void)state;
+    cancelled_seen = 0;
+    coho_spawn(s, parks_forever, NULL);
+    coho_spawn(s, parks_forever, NULL);
+    coho_spawn(s, stopper, s);
+    t0 = mono_ms();
+    assert_int_equal(coho_sched_run(s), 0);
+    assert_true(mono_ms() - t0 < 5000);
+    assert_int_equal(cancelled_seen, 2);
+    errno = 0;
+    assert_int_equal(coho_spawn(s, noop, NULL), 0);
+    assert_int_equal(errno, ESHUTDOWN);
+    coho_sched_destroy(s);
+}
+
+static int user_done;
+
+static void short_user(void *arg)
+{
+    (void)arg;
+    assert_int_equal(coho_sleep_ms(10), 0);
+    user_done = 1;
+}
+
+static void daemon_does_not_keep_run_running_and_is_cancelled(void **state)
+{
+    coho_sched_t *s = new_sched();
+    coho_spawn_opts_t o;
+    uint64_t t0;
+
+    (void)state;
+    cancelled_seen = 0;
+    user_done = 0;
+    coho_spawn_opts_init(&o);
+    o.daemon = true;
+    assert_int_not_equal(coho_spawn_ex(s, parks_forever, NULL, &o), 0);
+    coho_spawn(s, short_user, NULL);
+    t0 = mono_ms();
+    assert_int_equal(coho_sched_run(s), 0);
+    assert_true(mono_ms() - t0 < 5000);
+    assert_int_equal(user_done, 1);
+    assert_int_equal(cancelled_seen, 1);
+    /* a natural return is not a stop: the scheduler can run again */
+    assert_int_not_equal(coho_spawn(s, noop, NULL), 0);
+    assert_int_equal(coho_sched_run(s), 0);
+    coho_sched_destroy(s);
+}
+
+static void becomes_daemon(void *arg)
+{
+    (void)arg;
+    assert_int_equal(coho_set_daemon(0, true), 0);
+    parks_forever(NULL);
+}
+
+static void set_daemon_at_run_time_releases_run(void **state)
+{
+    coho_sched_t *s = new_sched();
+
+    (void)state;
+    cancelled_seen = 0;
+    coho_spawn(s, becomes_daemon, NULL);
+    assert_int_equal(coho_sched_run(s), 0);
+    assert_int_equal(cancelled_seen, 1);
+    coho_sched_destroy(s);
+}
+
+/* ---- threads ---- */
+
+typedef struct post_state {
+    coho_sched_t *s;
+    pthread_t main_thread;
+    int ran_on_main;
+    int spawned_ran;
+} post_state_t;
+
+static void spawned_by_post(void *arg)
+{
+    post_state_t *p = arg;
+
+    p->spawned_ran = 1;
+}
+
+static void posted(void *arg)
+{
+    post_state_t *p = arg;
+
+    p->ran_on_main = pthread_equal(pthread_self(), p->main_thread) ? 1 : -1;
+    assert_int_equal(coho_self(), 0); /* on the scheduler's own stack */
+    assert_int_not_equal(coho_spawn(p->s, spawned_by_post, p), 0);
+}
+
+static void *post_thread(void *arg)
+{
+    post_state_t *p = arg;
+
+    usleep(20 * 1000);
+    if (coho_sched_post(p->s, posted, p) != 0)
+        abort();
+    return NULL;
+}
+
+static void waits_for_post(void *arg)
+{
+    post_state_t *p = arg;
+
+    for (int i = 0; i < 500 && p->spawned_ran == 0; i++)
+        coho_sleep_ms(10);
+}
+
+static void post_from_another_thread_runs_on_the_scheduler_thread(void **state)
+{
+    coho_sched_t *s = new_sched();
+    post_state_t p = {s, pthread_self(), 0, 0};
+    pthread_t t;
+
+    (void)state;
+    coho_spawn(s, waits_for_post, &p);
+    assert_int_equal(pthread_create(&t, NULL, post_thread, &p), 0);
+    assert_int_equal(coho_sched_run(s), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(p.ran_on_main, 1);
+    assert_int_equal(p.spawned_ran, 1);
+    coho_sched_destroy(s);
+}
+
+static void *stop_thread(void *arg)
+{
+    usleep(30 * 1000);
+    coho_sched_stop(arg);
+    return NULL;
+}
+
+static void stop_from_another_thread_wakes_an_idle_loop(void **state)
+{
+    coho_sched_t *s = new_sched();
+    pthread_t t;
+    uint64_t t0 = mono_ms();
+
+    (void)state;
+    cancelled_seen = 0;
+    coho_spawn(s, parks_forever, NULL);
+    assert_int_equal(pthread_create(&t, NULL, stop_thread, s), 0);
+    assert_int_equal(coho_sched_run(s), 0);
+    pthread_join(t, NULL);
+    assert_true(mono_ms() - t0 < 5000);
+    assert_int_equal(cancelled_seen, 1);
+    coho_sched_destroy(s);
+}
+
+static void *create_on_thread(void *arg)
+{
+    coho_sched_t *s = coho_sched_create(NULL);
+
+    *(int *)arg = s != NULL;
+    coho_sched_destroy(s);
+    return NULL;
+}
+
+static void one_scheduler_per_thread(void **state)
+{
+    coho_sched_t *s = new_sched();
+    pthread_t t;
+    int other_ok = 0;
+
+    (void)state;
+    errno = 0;
+    assert_null(coho_sched_create(NULL));
+    assert_int_equal(errno, EBUSY);
+    assert_int_equal(pthread_create(&t, NULL, create_on_thread, &other_ok), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(other_ok, 1);
+    coho_sched_destroy(s);
+    s = new_sched(); /* after destroy the thread may create another */
+    coho_sched_destroy(s);
+}
+
+/* ---- limits ---- */
+
+static void max_coroutines_limits_spawn_with_eagain(void **state)
+{
+    coho_sched_opts_t o;
+    coho_sched_t *s;
+    int i;
+
+    (void)state;
+    coho_sched_opts_init(&o);
+    o.max_coroutines = 4;
+    s = coho_sched_create(&o);
+    assert_non_null(s);
+    for (i = 0; i < 4; i++)
+        assert_int_not_equal(coho_spawn(s, noop, NULL), 0);
+    errno = 0;
+    assert_int_equal(coho_spawn(s, noop, NULL), 0);
+    assert_int_equal(errno, EAGAIN);
+    assert_int_equal(coho_sched_run(s), 0);
+    /* finished but unjoined coroutines still count; destroy drops them */
+    errno = 0;
+    assert_int_equal(coho_spawn(s, noop, NULL), 0);
+    assert_int_equal(errno, EAGAIN);
+    coho_sched_destroy(s);
+}
+
+static size_t stack_probe_ok;
+
+static void touches_stack(void *arg)
+{
+    size_t n = (size_t)(uintptr_t)arg;
+    volatile char *buf = __builtin_alloca(n);
+
+    for (size_t i = 0; i < n; i += 512)
+        buf[i] = (char)i;
+    stack_probe_ok = n;
+}
+
+static void spawn_with_larger_stack_size_gives_a_usable_stack(void **state)
+{
+    coho_sched_t *s = new_sched();
+    coho_spawn_opts_t o;
+
+    (void)state;
+    coho_spawn_opts_init(&o);
+    o.stack_size = 2u << 20;
+    stack_probe_ok = 0;
+    assert_int_not_equal(coho_spawn_ex(s, touches_stack, (void *)(uintptr_t)(1u << 20), &o), 0);
+    assert_int_equal(coho_sched_run(s), 0);
+    assert_int_equal(stack_probe_ok, 1u << 20);
+    coho_sched_destroy(s);
+}
+
+/* ---- scale with a seed ---- */
+
+typedef struct rnd_co {
+    uint64_t seed;
+    int *done;
+} rnd_co_t;
+
+static void random_worker(void *arg)
+{
+    rnd_co_t *r = arg;
+    uint64_t st = r->seed;
+    int steps = (int)(coho_test_rand(&st) % 8);
+
+    for (int i = 0; i < steps; i++) {
+        if (coho_test_rand(&st) % 2)
+            coho_yield();
+        else
+            assert_int_equal(coho_sleep_ms(coho_test_rand(&st) % 3), 0);
+    }
+    (*r->done)++;
+}
+
+static void thousands_of_coroutines_with_random_yields_and_sleeps_all_finish(void **state)
+{
+    enum { N = 3000 };
+    coho_sched_t *s = new_sched();
+    uint64_t seed = coho_test_seed();
+    coho_spawn_opts_t o;
+    rnd_co_t *rs = calloc(N, sizeof(*rs));
+    int done = 0;
+
+    (void)state;
+    coho_spawn_opts_init(&o);
+    o.detached = true;
+    for (int i = 0; i < N; i++) {
+        rs[i].seed = seed + (uint64_t)i;
+        rs[i].done = &done;
+        assert_int_not_equal(coho_spawn_ex(s, random_worker, &rs[i], &o), 0);
+    }
+    assert_int_equal(coho_sched_run(s), 0);
+    assert_int_equal(done, N);
+    free(rs);
+    coho_sched_destroy(s);
+}
+
+int main(int argc, char **argv)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(spawn_runs_coroutines_in_fifo_order),
+        cmocka_unit_test(run_returns_at_once_when_no_coroutine_exists),
+        cmocka_unit_test(yield_interleaves_coroutines_round_robin),
+        cmocka_unit_test(spawn_inside_coroutine_runs_child_after_parent_yields),
+        cmocka_unit_test(sleep_ms_waits_at_least_the_delay_and_wakes_in_deadline_order),
+        cmocka_unit_test(sleep_zero_lets_others_run),
+        cmocka_unit_test(blocking_calls_outside_a_coroutine_fail_with_eperm),
+        cmocka_unit_test(spawn_after_stop_fails_with_eshutdown),
+        cmocka_unit_test(stop_cancels_parked_user_coroutines_and_run_returns),
+        cmocka_unit_test(daemon_does_not_keep_run_running_and_is_cancelled),
+        cmocka_unit_test(set_daemon_at_run_time_releases_run),
+        cmocka_unit_test(post_from_another_thread_runs_on_the_scheduler_thread),
+        cmocka_unit_test(stop_from_another_thread_wakes_an_idle_loop),
+        cmocka_unit_test(one_scheduler_per_thread),
+        cmocka_unit_test(max_coroutines_limits_spawn_with_eagain),
+        cmocka_unit_test(spawn_with_larger_stack_size_gives_a_usable_stack),
+        cmocka_unit_test(thousands_of_coroutines_with_random_yields_and_sleeps_all_finish),
+    };
+
+    return coho_test_main("sched_basic", tests, sizeof(tests) / sizeof(tests[0]), argc, argv);
+}

@@ -1,0 +1,380 @@
+/* SPDX-License-Identifier: MIT */
+/* The internal block/wake protocol with tokens (coroutine/internal.h): results, timeouts,
+ * cancellation, and the races where a stale or duplicate wake must be ignored. */
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+
+#include <coho.h>
+
+#include "coroutine/internal.h"
+#include "test/support/cmocka_main.h"
+
+static coho_sched_t *sched;
+
+/* Every case creates the scheduler first and destroys it in run(). */
+static void begin(void)
+{
+    sched = coho_sched_create(NULL);
+    assert_non_null(sched);
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* A waiter publishes its id and token here, then parks. */
+typedef struct wait_rec {
+    uint64_t id;
+    uint64_t token;
+    int64_t timeout_ms;
+    int result;
+    int resumed; /* how many times coho__co_block returned */
+    uint64_t waited_ms;
+} wait_rec_t;
+
+static void waiter(void *arg)
+{
+    wait_rec_t *w = arg;
+    uint64_t t0;
+
+    w->id = coho_self();
+    w->token = coho__co_block_prepare();
+    assert_int_not_equal(w->token, 0);
+    t0 = mono_ms();
+    w->result = coho__co_block(w->timeout_ms);
+    w->waited_ms = mono_ms() - t0;
+    w->resumed++;
+}
+
+static void run(void)
+{
+    assert_int_equal(coho_sched_run(sched), 0);
+    coho_sched_destroy(sched);
+    sched = NULL;
+}
+
+typedef struct waker_args {
+    wait_rec_t *w;
+    int rc1;
+    int rc2;
+} waker_args_t;
+
+static void wakes_twice(void *arg)
+{
+    waker_args_t *a = arg;
+
+    a->rc1 = coho__co_wake(a->w->id, a->w->token, 42);
+    a->rc2 = coho__co_wake(a->w->id, a->w->token, 43);
+}
+
+static void wake_with_the_current_token_resumes_once_with_its_result(void **state)
+{
+    wait_rec_t w = {0, 0, -1, 0, 0, 0};
+    waker_args_t a = {&w, 1, 1};
+
+    (void)state;
+    begin();
+    coho_spawn(sched, waiter, &w);
+    coho_spawn(sched, wakes_twice, &a);
+    run();
+    assert_int_equal(a.rc1, 0);
+    assert_int_equal(a.rc2, -ESTALE); /* duplicate wake: ignored */
+    assert_int_equal(w.result, 42);
+    assert_int_equal(w.resumed, 1);
+}
+
+static void wakes_with_a_wrong_token(void *arg)
+{
+    waker_args_t *a = arg;
+
+    a->rc1 = coho__co_wake(a->w->id, a->w->token + 1, 1);
+    a->rc2 = coho__co_wake(a->w->id, a->w->token - 1, 2);
+}
+
+static void wake_with_a_stale_token_is_ignored(void **state)
+{
+    wait_rec_t w = {0, 0, 30, 0, 0, 0};
+    waker_args_t a = {&w, 1, 1};
+
+    (void)state;
+    begin();
+    coho_spawn(sched, waiter, &w);
+    coho_spawn(sched, wakes_with_a_wrong_token, &a);
+    run();
+    assert_int_equal(a.rc1, -ESTALE);
+    assert_int_equal(a.rc2, -ESTALE);
+    assert_int_equal(w.result, -ETIMEDOUT);
+    assert_int_equal(w.resumed, 1);
+}
+
+static void block_timeout_returns_etimedout_no_earlier_than_the_timeout(void **state)
+{
+    wait_rec_t w = {0, 0, 25, 0, 0, 0};
+
+    (void)state;
+    begin();
+    coho_spawn(sched, waiter, &w);
+    run();
+    assert_int_equal(w.result, -ETIMEDOUT);
+    assert_true(w.waited_ms + 1 >= 25);
+    assert_true(w.waited_ms < 1000);
+}
+
+/* The race: the waiter's timeout and a driver timer that wakes it expire in the same loop
+ * iteration (the thread is kept busy past both deadlines). Whichever runs first wins; the
+ * other must be ignored and the waiter resumed exactly once. */
+typedef struct race {
+    wait_rec_t w;
+    coho__timer_t t;
+    int wake_rc;
+} race_t;
+
+static void race_timer_fired(coho__timer_t *t)
+{
+    race_t *r = t->data;
+
+    r->wake_rc = coho__co_wake(r->w.id, r->w.token, 7);
+}
+
+static void arms_racing_timer_then_spins(void *arg)
+{
+    race_t *r = arg;
+    uint64_t t0;
+
+    coho__timer_init(&r->t, race_timer_fired, r);
+    assert_int_equal(coho__timer_start(coho__sched_driver(sched), &r->t, 5, 0, 0), 0);
+    t0 = mono_ms();
+    while (mono_ms() - t0 < 30) {
+    }
+}
+
+static void timer_and_wake_in_the_same_iteration_resume_the_waiter_once(void **state)
+{
+    race_t r;
+
+    (void)state;
+    begin();
+    memset(&r, 0, sizeof(r));
+    r.w.timeout_ms = 5;
+    r.wake_rc = 1;
+    coho_spawn(sched, waiter, &r.w);
+    coho_spawn(sched, arms_racing_timer_then_spins, &r);
+    run();
+    assert_int_equal(r.w.resumed, 1);
+    if (r.wake_rc == 0) {
+        assert_int_equal(r.w.result, 7);
+    } else {
+        assert_int_equal(r.wake_rc, -ESTALE);
+        assert_int_equal(r.w.result, -ETIMEDOUT);
+    }
+}
+
+static void cancels_then_wakes(void *arg)
+{
+    waker_args_t *a = arg;
+
+    a->rc1 = coho_cancel(a->w->id);
+    a->rc2 = coho__co_wake(a->w->id, a->w->token, 5);
+}
+
+static void wake_after_cancel_is_ignored(void **state)
+{
+    wait_rec_t w = {0, 0, -1, 0, 0, 0};
+    waker_args_t a = {&w, 1, 1};
+
+    (void)state;
+    begin();
+    coho_spawn(sched, waiter, &w);
+    coho_spawn(sched, cancels_then_wakes, &a);
+    run();
+    assert_int_equal(a.rc1, 0);
+    assert_int_equal(a.rc2, -ESTALE);
+    assert_int_equal(w.result, -ECANCELED);
+    assert_int_equal(w.resumed, 1);
+}
+
+static void finishes_at_once(void *arg)
+{
+    wait_rec_t *w = arg;
+
+    w->id = coho_self();
+    w->token = coho__co_block_prepare();
+    /* returns without blocking: the wait it opened dies with it */
+}
+
+static void wakes_finished_then_reaped(void *arg)
+{
+    waker_args_t *a = arg;
+
+    coho_yield();
+    a->rc1 = coho__co_wake(a->w->id, a->w->token, 1); /* finished, still joinable */
+    assert_int_equal(coho_join(a->w->id, -1), 0);
+    a->rc2 = coho__co_wake(a->w->id, a->w->token, 1); /* reaped */
+}
+
+static void wake_of_a_finished_coroutine_is_ignored(void **state)
+{
+    wait_rec_t w = {0, 0, -1, 0, 0, 0};
+    waker_args_t a = {&w, 1, 1};
+
+    (void)state;
+    begin();
+    coho_spawn(sched, finishes_at_once, &w);
+    coho_spawn(sched, wakes_finished_then_reaped, &a);
+    run();
+    assert_int_equal(a.rc1, -ESTALE);
+    assert_int_equal(a.rc2, -ESRCH);
+}
+
+static void cancel_self_then_block(void *arg)
+{
+    wait_rec_t *w = arg;
+
+    assert_int_equal(coho_cancel(0), 0);
+    w->token = coho__co_block_prepare();
+    w->result = coho__co_block(-1); /* must not park */
+    w->resumed++;
+}
+
+static void cancel_before_block_returns_ecanceled_at_once(void **state)
+{
+    wait_rec_t w = {0, 0, -1, 0, 0, 0};
+
+    (void)state;
+    begin();
+    coho_spawn(sched, cancel_self_then_block, &w);
+    run();
+    assert_int_equal(w.result, -ECANCELED);
+    assert_int_equal(w.resumed, 1);
+}
+
+static void wake_self_then_block(void *arg)
+{
+    wait_rec_t *w = arg;
+    uint64_t tok = coho__co_block_prepare();
+
+    /* a wake that lands between prepare and block (e.g. from a callback the coroutine ran
+     * itself) makes block return at once */
+    assert_int_equal(coho__co_wake(coho_self(), tok, 9), 0);
+    w->result = coho__co_block(-1);
+    w->resumed++;
+}
+
+static void wake_before_block_makes_block_return_at_once(void **state)
+{
+    wait_rec_t w = {0, 0, -1, 0, 0, 0};
+
+    (void)state;
+    begin();
+    coho_spawn(sched, wake_self_then_block, &w);
+    run();
+    assert_int_equal(w.result, 9);
+    assert_int_equal(w.resumed, 1);
+}
+
+static void new_wait_makes_the_previous_token_stale_co(void *arg)
+{
+    uint64_t t1 = coho__co_block_prepare();
+    uint64_t t2 = coho__co_block_prepare();
+
+    (void)arg;
+    assert_int_not_equal(t1, t2);
+    assert_int_equal(coho__co_wake(coho_self(), t1, 1), -ESTALE);
+    assert_int_equal(coho__co_block(0), -ETIMEDOUT);
+    assert_int_equal(coho__co_wake(coho_self(), t2, 1), -ESTALE); /* that wait ended */
+}
+
+static void new_wait_makes_the_previous_token_stale(void **state)
+{
+    (void)state;
+    begin();
+    coho_spawn(sched, new_wait_makes_the_previous_token_stale_co, NULL);
+    run();
+}
+
+typedef struct post_wake {
+    wait_rec_t w;
+    int rc;
+} post_wake_t;
+
+static void wake_from_post(void *arg)
+{
+    post_wake_t *p = arg;
+
+    p->rc = coho__co_wake(p->w.id, p->w.token, 11);
+}
+
+static void posts_a_wake(void *arg)
+{
+    post_wake_t *p = arg;
+
+    assert_int_equal(coho__sched_post(sched, wake_from_post, p), 0);
+}
+
+static void wake_from_a_driver_callback_resumes_the_waiter(void **state)
+{
+    post_wake_t p;
+
+    (void)state;
+    begin();
+    memset(&p, 0, sizeof(p));
+    p.w.timeout_ms = 5000;
+    p.rc = 1;
+    coho_spawn(sched, waiter, &p.w);
+    coho_spawn(sched, posts_a_wake, &p);
+    run();
+    assert_int_equal(p.rc, 0);
+    assert_int_equal(p.w.result, 11);
+    assert_true(p.w.waited_ms < 4000);
+}
+
+static void flags_are_per_coroutine_co(void *arg)
+{
+    uint32_t *f = coho__co_flags();
+
+    (void)arg;
+    assert_non_null(f);
+    assert_int_equal(*f, 0);
+    *f |= COHO__CO_FLAG_NOHOOK;
+    coho_yield();
+    assert_int_equal(*coho__co_flags(), COHO__CO_FLAG_NOHOOK);
+}
+
+static void flags_are_per_coroutine_other(void *arg)
+{
+    (void)arg;
+    assert_int_equal(*coho__co_flags(), 0);
+}
+
+static void coroutine_flags_are_per_coroutine(void **state)
+{
+    (void)state;
+    begin();
+    coho_spawn(sched, flags_are_per_coroutine_co, NULL);
+    coho_spawn(sched, flags_are_per_coroutine_other, NULL);
+    run();
+}
+
+int main(int argc, char **argv)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(wake_with_the_current_token_resumes_once_with_its_result),
+        cmocka_unit_test(wake_with_a_stale_token_is_ignored),
+        cmocka_unit_test(block_timeout_returns_etimedout_no_earlier_than_the_timeout),
+        cmocka_unit_test(timer_and_wake_in_the_same_iteration_resume_the_waiter_once),
+        cmocka_unit_test(wake_after_cancel_is_ignored),
+        cmocka_unit_test(wake_of_a_finished_coroutine_is_ignored),
+        cmocka_unit_test(cancel_before_block_returns_ecanceled_at_once),
+        cmocka_unit_test(wake_before_block_makes_block_return_at_once),
+        cmocka_unit_test(new_wait_makes_the_previous_token_stale),
+        cmocka_unit_test(wake_from_a_driver_callback_resumes_the_waiter),
+        cmocka_unit_test(coroutine_flags_are_per_coroutine),
+    };
+
+    return coho_test_main("sched_block", tests, sizeof(tests) / sizeof(tests[0]), argc, argv);
+}
