@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: MIT */
+/* Internal log API used by the layers above log/. The public part (levels, open, macros) is in
+ * include/coho/log.h. */
+#ifndef COHO_LOG_LOG_H
+#define COHO_LOG_LOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <coho.h>
+
+/* Registers the function that returns the current coroutine id for the TID-COID field of every
+ * line (0 on a scheduler's own stack). Called by the coroutine layer at start-up; NULL
+ * restores "always 0". Any thread; the provider must be async-signal-safe and cheap. */
+void coho__log_set_id_provider(uint64_t (*current_coid)(void));
+
+/* Installs the log's fatal-signal handlers (SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL; never
+ * SIGSEGV in sanitizer builds) once per process; later calls do nothing. coho_log_open() calls
+ * it; a layer that chains its own handler in front of the log's (the coroutine layer's
+ * stack-overflow handler) calls it first, so that the previous handler it records and calls
+ * is the log's. Each handler writes every thread's buffered lines, then restores the handler
+ * that was installed before it (SIG_DFL if none) and hands the signal on: it calls a previous
+ * function handler directly with the same siginfo and context, or re-raises the signal so the
+ * default action (a core dump) happens. Any thread. */
+void coho__log_crash_install(void);
+
+/* Writes every thread's buffered lines to the log file (to stderr if no file is open) with
+ * async-signal-safe calls only. Meant for fatal-signal handlers: it takes no lock, waits at
+ * most about 100 ms for a buffer the writer thread is draining, and runs once per process
+ * (later calls return at once), since the process is about to die. */
+void coho__log_crash_flush(void);
+
+/* The number of per-thread buffers allocated so far (exited threads' buffers are reused, so
+ * this tracks the peak number of logging threads). For tests. */
+size_t coho__log_buffer_count(void);
+
+#endif /* COHO_LOG_LOG_H */
