@@ -125,7 +125,7 @@ void coho__pool_destroy(coho__pool_t *p)
 }
 
 /* Adds one slab. Cold path: only when no freed or fresh slot is left. */
-static int pool_grow(coho__pool_t *p)
+__attribute__((noinline, cold)) static int pool_grow(coho__pool_t *p)
 {
     size_t slots = (size_t)1 << p->shift;
     size_t bytes = slots * p->stride + 16;
