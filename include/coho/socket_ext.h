@@ -1,0 +1,175 @@
+/* SPDX-License-Identifier: MIT */
+/* socket_ext ("tdp"): request/response multiplexing over a pool of long TCP connections.
+ *
+ * Many coroutines share a few connections to one address: each allocates a request id,
+ * sends one frame carrying it, and parks until the response frame with that id arrives. One
+ * background receive coroutine per connection (a daemon) reads into the connection's cbuf with
+ * readv, splits frames with the pool's framers, wakes the waiting coroutine by request id and
+ * hands request frames to the `on_req` callback. A broken connection leaves the pool at once,
+ * its in-flight waiters fail immediately with ECONNRESET, and a connect pool reconnects with
+ * backoff. A frame a framer rejects closes that connection (counted); nothing else is touched.
+ *
+ * Every function is for the thread of the scheduler the pool was created on, inside a
+ * coroutine unless it says otherwise. Returns: 0 / -1 + errno; ids 0 + errno. */
+#ifndef COHO_SOCKET_EXT_H
+#define COHO_SOCKET_EXT_H
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "coho/cbuf.h"
+#include "coho/common.h"
+
+COHO_EXTERN_C_BEGIN
+
+/* What a framer's detect says of the bytes at the front of a connection's buffer. */
+enum {
+    COHO_TDP_BAD = -1,      /* not this framer's format */
+    COHO_TDP_NEED_MORE = 0, /* too few bytes to tell */
+    COHO_TDP_REQUEST = 1,
+    COHO_TDP_RESPONSE = 2,
+};
+
+/* A frame format. Both functions look at the frame at the front of `b` (its cursor is at 0 on
+ * entry; they may seek, read and linearize, never change the data) and must be pure. */
+typedef struct coho_tdp_framer {
+    const char *name;
+    /* COHO_TDP_REQUEST, COHO_TDP_RESPONSE, COHO_TDP_NEED_MORE or COHO_TDP_BAD. */
+    int (*detect)(coho_cbuf_t *b, void *ctx);
+    /* The whole frame's length in bytes (> 0) and its request id in *req_id; 0 when more
+     * bytes are needed to tell; -1 when the frame is malformed (the connection is closed). */
+    ssize_t (*scan)(coho_cbuf_t *b, uint64_t *req_id, void *ctx);
+    void *ctx;
+} coho_tdp_framer_t;
+
+#define COHO_TDP_MAX_FRAMERS 4
+
+typedef struct coho_tdp_pool coho_tdp_pool_t;
+
+/* A request frame handed to `on_req`. The callback takes ownership: it answers (usually from a
+ * coroutine it spawns) with coho_tdp_send(req->pool, req->conn_id, ...) and then frees it with
+ * coho_tdp_req_free. `frame` holds exactly the frame's bytes. */
+typedef struct coho_tdp_req {
+    coho_tdp_pool_t *pool;
+    uint64_t conn_id;
+    uint64_t req_id;
+    coho_cbuf_t frame;
+} coho_tdp_req_t;
+
+typedef struct coho_tdp_opts {
+    const coho_tdp_framer_t *framers[COHO_TDP_MAX_FRAMERS]; /* tried in order */
+    unsigned framer_count;
+    size_t max_frame_len;       /* a longer frame is malformed; default 16 MiB */
+    unsigned conn_count;        /* connect pools: connections kept (default 4) */
+    int64_t connect_timeout_ms; /* connect pools: per attempt (default 3000; -1 none) */
+    uint64_t reconnect_min_ms;  /* connect pools: first backoff (default 10) */
+    uint64_t reconnect_max_ms;  /* connect pools: backoff cap (default 2000) */
+    unsigned max_conns;         /* listen pools: more are accepted and closed (default 10000) */
+    int backlog;                /* listen pools: listen(2) backlog (default 1024) */
+    void (*on_req)(coho_tdp_req_t *req, void *user); /* in the receive coroutine */
+    void (*on_conn_new)(coho_tdp_pool_t *p, uint64_t conn_id, void *user);
+    void (*on_conn_delete)(coho_tdp_pool_t *p, uint64_t conn_id, int err, void *user);
+    void *user;
+} coho_tdp_opts_t;
+
+/* Counters of a pool (monotonic except conns_open). */
+typedef struct coho_tdp_stats {
+    uint64_t conns_open;        /* connections alive now */
+    uint64_t conns_total;       /* connections ever established / accepted */
+    uint64_t conns_rejected;    /* accepted past max_conns, or shed on EMFILE */
+    uint64_t reconnects;        /* connect attempts after a failure or a broken connection */
+    uint64_t protocol_errors;   /* connections closed for a malformed frame */
+    uint64_t requests_in;       /* request frames handed to on_req */
+    uint64_t responses_in;      /* response frames delivered to a waiter */
+    uint64_t responses_dropped; /* responses nobody waits for (timed out, unknown id) */
+    uint64_t in_flight;         /* request ids allocated and not yet collected */
+} coho_tdp_stats_t;
+
+/* Fills defaults (no framer; set framers and framer_count). Any context. */
+COHO_API void coho_tdp_opts_init(coho_tdp_opts_t *o);
+
+/* A connect pool of o->conn_count connections to `addr`, kept up by daemon coroutines on the
+ * current scheduler (they connect in the background; see coho_tdp_pick). Inside a coroutine.
+ * Returns NULL with errno EINVAL (bad options or address), EPERM (outside a coroutine), ENOMEM. */
+COHO_API coho_tdp_pool_t *coho_tdp_connect(const struct sockaddr *addr, socklen_t addrlen,
+                                           const coho_tdp_opts_t *o);
+
+/* A listen pool on `addr` (port 0 picks one: see coho_tdp_local_port): an accept daemon
+ * coroutine adds a connection and its receive coroutine per client. Inside a coroutine.
+ * Returns NULL with errno (EINVAL, EPERM, EADDRINUSE, ...). */
+COHO_API coho_tdp_pool_t *coho_tdp_listen(const struct sockaddr *addr, socklen_t addrlen,
+                                          const coho_tdp_opts_t *o);
+
+/* The bound port of a listen pool (host order), or 0. Any context on the pool's thread. */
+COHO_API uint16_t coho_tdp_local_port(const coho_tdp_pool_t *p);
+
+/* Shuts every connection down, stops accepting and reconnecting, fails in-flight waiters
+ * with ECANCELED, waits for the pool's coroutines to end (inside a coroutine) and frees the
+ * pool. Outside a coroutine (after coho_sched_run returned) it only frees. */
+COHO_API int coho_tdp_close(coho_tdp_pool_t *p);
+
+/* A healthy connection, round-robin, parking up to `timeout_ms` (-1: forever) while none is
+ * up. Returns its id, or 0 with errno ETIMEDOUT, ECANCELED, ESHUTDOWN (pool closing). */
+COHO_API uint64_t coho_tdp_pick(coho_tdp_pool_t *p, int64_t timeout_ms);
+
+/* Allocates a request id (never 0) and registers it, so a response that arrives before
+ * coho_tdp_wait_resp is kept for it. Returns the id, or 0 with errno ENOMEM/ESHUTDOWN. */
+COHO_API uint64_t coho_tdp_req_id(coho_tdp_pool_t *p);
+
+/* Sends one frame, given as `iovcnt` buffers, on connection `conn_id`. Concurrent senders on
+ * one connection never interleave bytes of different frames. `req_id` != 0 ties the request
+ * to the connection, so the waiter fails at once if the connection breaks. Returns 0, or -1
+ * with errno ENOTCONN (stale or broken connection), EINVAL, or the send error. */
+COHO_API int coho_tdp_sendv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id,
+                            const struct iovec *iov, int iovcnt);
+COHO_API int coho_tdp_send(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const void *frame,
+                           size_t len);
+
+/* Parks until the response with `req_id` arrives, then moves its frame into `out` (an
+ * initialised cbuf whose previous contents are dropped). The id is released either way.
+ * `timeout_ms` -1: forever. Returns 0, or -1 with errno ETIMEDOUT, ECONNRESET (its connection
+ * broke), ECANCELED, ENOENT (unknown or already collected id). */
+COHO_API int coho_tdp_wait_resp(coho_tdp_pool_t *p, uint64_t req_id, int64_t timeout_ms,
+                                coho_cbuf_t *out);
+
+/* Releases a request id without waiting (a late response is then dropped and counted). */
+COHO_API int coho_tdp_req_release(coho_tdp_pool_t *p, uint64_t req_id);
+
+/* Frees a request handed to on_req. */
+COHO_API void coho_tdp_req_free(coho_tdp_req_t *req);
+
+/* Calls fn(conn_id, fd, arg) for every live connection. */
+COHO_API int coho_tdp_for_each_conn(coho_tdp_pool_t *p,
+                                    void (*fn)(uint64_t conn_id, int fd, void *arg), void *arg);
+
+/* Copies the pool's counters. Any context on the pool's thread. */
+COHO_API int coho_tdp_get_stats(const coho_tdp_pool_t *p, coho_tdp_stats_t *out);
+
+/* ---- the sock protocol (DESIGN.md "Wire format"): a built-in framer ---- */
+
+#define COHO_SOCK_MAGIC    0x4F484F43u
+#define COHO_SOCK_HDR_LEN  24
+#define COHO_SOCK_RESPONSE 0x80u
+
+/* The 24-byte header, little-endian on the wire. */
+typedef struct coho_sock_hdr {
+    uint32_t magic;
+    uint32_t type;     /* bit COHO_SOCK_RESPONSE set on responses */
+    uint64_t seq;      /* the request id */
+    uint32_t body_len; /* bytes after the header */
+    uint32_t arg;      /* requests: body size wanted; responses: status, 0 = ok */
+} coho_sock_hdr_t;
+
+/* Encodes `h` into 24 bytes at `out`. Any context. */
+COHO_API void coho_sock_hdr_encode(const coho_sock_hdr_t *h, unsigned char out[COHO_SOCK_HDR_LEN]);
+
+/* Decodes 24 bytes. Returns 0, or -1 with errno EPROTO for a wrong magic. Any context. */
+COHO_API int coho_sock_hdr_decode(const unsigned char in[COHO_SOCK_HDR_LEN], coho_sock_hdr_t *h);
+
+/* Fills `f` with the sock protocol framer; frames whose body_len exceeds `max_body_len` are
+ * malformed. `max_body_len` must outlive the framer (it is the framer's ctx). Any context. */
+COHO_API void coho_sock_framer_init(coho_tdp_framer_t *f, const size_t *max_body_len);
+
+COHO_EXTERN_C_END
+
+#endif /* COHO_SOCKET_EXT_H */
