@@ -11,9 +11,10 @@
 #if defined(__SANITIZE_ADDRESS__)
 #    include <sanitizer/asan_interface.h>
 
-/* An impossible malloc must fail with ENOMEM here too, as it does without ASan. */
+/* An impossible malloc must fail with ENOMEM here too, as it does without ASan. The runtime
+ * looks the hook up dynamically, so it must stay visible despite -fvisibility=hidden. */
 const char *__asan_default_options(void);
-const char *__asan_default_options(void)
+__attribute__((visibility("default"))) const char *__asan_default_options(void)
 {
     return "allocator_may_return_null=1";
 }
