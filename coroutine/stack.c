@@ -1,0 +1,460 @@
+/* SPDX-License-Identifier: MIT */
+/* Coroutine stacks: slabs of guarded or canary-protected stacks, a free list that keeps hot
+ * stacks first, MADV_DONTNEED for idle stacks past the watermark, the mincore high-water mark,
+ * and the process-wide guard registry read by the SIGSEGV handler. Stack map: README.md. */
+#include "coroutine/stack.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "base_struct/list.h"
+#include "log/check.h"
+
+#define STACK_DEFAULT_SIZE ((size_t)128 << 10)
+#if defined(COHO_SANITIZE_BUILD)
+#    define STACK_DEFAULT_FACTOR 4 /* sanitizer frames are several times larger */
+#else
+#    define STACK_DEFAULT_FACTOR 1
+#endif
+#define STACK_SIZE_MAX    ((size_t)1 << 30)  /* per stack, usable bytes */
+#define GUARD_SIZE_MAX    ((size_t)64 << 20) /* per guard */
+#define CANARY_SIZE       16                 /* two words just below lo */
+#define CANARY_MAGIC      0x636f686f53544b21ull
+#define SLAB_BUDGET_FIRST ((size_t)256 << 10) /* first slab of a size class, bytes */
+#define SLAB_BUDGET_MAX   ((size_t)64 << 20)  /* later slabs double up to this */
+#define SLAB_STACKS_MAX   4096u
+#define REGISTRY_MAX      16384u /* guarded slabs of the whole process */
+
+enum slot_state { SLOT_LIVE, SLOT_HOT, SLOT_COLD };
+
+typedef struct slab slab_t;
+typedef struct size_class size_class_t;
+
+/* One stack of a slab; coho__stack_t.internal_ points here. */
+typedef struct slot {
+    coho_list_t link; /* in its class's free list while free */
+    slab_t *slab;
+    const coho__stack_t *_Atomic live; /* the descriptor handed out; NULL while free */
+    unsigned index;
+    unsigned char state;
+} slot_t;
+
+/*
+ * A slab is one mapping. Guarded (guard > 0), n slots of stride = guard + usable:
+ *
+ *   base                                                         base + n * stride
+ *   | guard | stack 0 ... top | guard | stack 1 ... top | ... |
+ *           ^lo                       ^lo
+ *
+ * Unguarded (guard == 0), n slots of stride = nominal + page, usable = stride - CANARY_SIZE,
+ * laid out so that the canary of slot i shares a page with the top of slot i-1
+ * (P_i = base + i * stride):
+ *
+ *   P_i                     P_i + page                    P_{i+1}              P_{i+1} + page
+ *   | top of slot i-1 |canary i| stack i (private pages) ...| top of stack i |canary i+1| ...
+ *                              ^lo                                          ^top (= canary i+1)
+ *
+ * The mapping is n * stride + one page (the page holding the last slot's top). A live slot
+ * dirties its top page, which also holds the canary above it, so a canary costs no extra
+ * resident page when neighbours are in use.
+ */
+struct slab {
+    coho_list_t link; /* in the pool's slab list */
+    coho__stack_pool_t *pool;
+    unsigned char *base;
+    size_t map_size;
+    size_t stride;
+    size_t guard; /* 0: unguarded */
+    size_t usable;
+    unsigned cls; /* index of its size class in the pool */
+    unsigned count;
+    int reg; /* index in the guard registry, -1 if none */
+    slot_t slots[];
+};
+
+struct size_class {
+    size_t nominal;   /* requested size rounded to pages: the key */
+    coho_list_t free; /* hot slots first, cold slots at the back */
+    unsigned slabs;   /* slabs made so far (sets the next slab's size) */
+};
+
+struct coho__stack_pool {
+    coho__stack_pool_opts_t o; /* rounded */
+    size_class_t *classes;
+    unsigned nclasses, cap_classes;
+    coho_list_t slabs;
+    unsigned guarded;  /* guarded slots mapped (live or free) */
+    unsigned idle_hot; /* free slots kept resident */
+    unsigned live;
+};
+
+/* The guard registry: published slabs, read without locks by coho__stack_find_guard (in a
+ * signal handler). A slab's geometry is written before its pointer is stored (release) and
+ * never changes while the pointer is published. */
+static slab_t *_Atomic registry[REGISTRY_MAX];
+static _Atomic unsigned registry_top;
+
+static size_t page_size(void)
+{
+    static size_t page;
+
+    if (page == 0)
+        page = (size_t)sysconf(_SC_PAGESIZE);
+    return page;
+}
+
+static size_t round_page(size_t n)
+{
+    size_t pg = page_size();
+    return (n + pg - 1) & ~(pg - 1);
+}
+
+void coho__stack_pool_opts_init(coho__stack_pool_opts_t *o)
+{
+    o->stack_size = STACK_DEFAULT_SIZE * STACK_DEFAULT_FACTOR;
+    o->guard_size = page_size();
+    o->guarded_max = 8192;
+    o->idle_keep = 64;
+}
+
+coho__stack_pool_t *coho__stack_pool_create(const coho__stack_pool_opts_t *o)
+{
+    coho__stack_pool_opts_t d;
+    coho__stack_pool_t *p;
+
+    if (o == NULL) {
+        coho__stack_pool_opts_init(&d);
+        o = &d;
+    }
+    if (o->stack_size == 0 || o->stack_size > STACK_SIZE_MAX || o->guard_size > GUARD_SIZE_MAX) {
+        errno = EINVAL;
+        return NULL;
+    }
+    p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    p->o = *o;
+    p->o.stack_size = round_page(o->stack_size);
+    p->o.guard_size = o->guard_size == 0 ? page_size() : round_page(o->guard_size);
+    coho_list_init(&p->slabs);
+    return p;
+}
+
+static void registry_add(slab_t *s)
+{
+    unsigned top = atomic_load_explicit(&registry_top, memory_order_acquire);
+
+    s->reg = -1;
+    for (unsigned i = 0; i < top; i++) {
+        slab_t *expect = NULL;
+        if (atomic_compare_exchange_strong_explicit(&registry[i], &expect, s, memory_order_release,
+                                                    memory_order_relaxed)) {
+            s->reg = (int)i;
+            return;
+        }
+    }
+    for (;;) {
+        unsigned i = atomic_fetch_add_explicit(&registry_top, 1, memory_order_acq_rel);
+        slab_t *expect = NULL;
+        if (i >= REGISTRY_MAX) {
+            /* Full: the guard still faults, the overflow report just cannot name the stack. */
+            atomic_fetch_sub_explicit(&registry_top, 1, memory_order_relaxed);
+            return;
+        }
+        if (atomic_compare_exchange_strong_explicit(&registry[i], &expect, s, memory_order_release,
+                                                    memory_order_relaxed)) {
+            s->reg = (int)i;
+            return;
+        }
+    }
+}
+
+static void registry_del(slab_t *s)
+{
+    if (s->reg >= 0)
+        atomic_store_explicit(&registry[s->reg], NULL, memory_order_release);
+    s->reg = -1;
+}
+
+static unsigned char *slot_lo(const slab_t *s, unsigned i)
+{
+    return s->guard != 0 ? s->base + (size_t)i * s->stride + s->guard
+                         : s->base + (size_t)i * s->stride + page_size();
+}
+
+static void canary_write(const slab_t *s, unsigned i)
+{
+    uint64_t *w = (uint64_t *)(void *)(slot_lo(s, i) - CANARY_SIZE);
+
+    w[0] = CANARY_MAGIC ^ (uint64_t)(uintptr_t)&w[0];
+    w[1] = CANARY_MAGIC ^ (uint64_t)(uintptr_t)&w[1];
+}
+
+/* Maps a slab for `cls`; guarded when the pool's guarded budget allows. Its slots go to the back
+ * of the class's free list, lowest address first (then neighbouring tops and canaries share
+ * pages as stacks are taken in order). */
+static int slab_create(coho__stack_pool_t *p, size_class_t *cls)
+{
+    size_t pg = page_size();
+    size_t budget = cls->slabs >= 8 ? SLAB_BUDGET_MAX : SLAB_BUDGET_FIRST << cls->slabs;
+    unsigned guard_left = p->o.guarded_max > p->guarded ? p->o.guarded_max - p->guarded : 0;
+    size_t guard = guard_left > 0 ? p->o.guard_size : 0;
+    size_t stride = guard != 0 ? guard + cls->nominal : cls->nominal + pg;
+    size_t n, map_size;
+    unsigned char *base;
+    slab_t *s;
+
+    if (budget > SLAB_BUDGET_MAX)
+        budget = SLAB_BUDGET_MAX;
+    n = budget / stride;
+    if (n == 0)
+        n = 1;
+    if (n > SLAB_STACKS_MAX)
+        n = SLAB_STACKS_MAX;
+    if (guard != 0 && n > guard_left)
+        n = guard_left;
+    map_size = n * stride + (guard != 0 ? 0 : pg);
+
+    s = calloc(1, sizeof(*s) + n * sizeof(slot_t));
+    if (s == NULL)
+        return -ENOMEM;
+    base = mmap(NULL, map_size, PROT_READ | PROT_WRITE,
+                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    if (base == MAP_FAILED) {
+        free(s);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; guard != 0 && i < n; i++) {
+        if (mprotect(base + i * stride, guard, PROT_NONE) != 0) {
+            /* Out of kernel maps (vm.max_map_count): fall back to an unguarded slab. */
+            munmap(base, map_size);
+            free(s);
+            p->o.guarded_max = p->guarded;
+            return slab_create(p, cls);
+        }
+    }
+    s->pool = p;
+    s->base = base;
+    s->map_size = map_size;
+    s->stride = stride;
+    s->guard = guard;
+    s->usable = guard != 0 ? cls->nominal : stride - CANARY_SIZE;
+    s->cls = (unsigned)(cls - p->classes);
+    s->count = (unsigned)n;
+    s->reg = -1;
+    for (unsigned i = 0; i < s->count; i++) {
+        s->slots[i].slab = s;
+        s->slots[i].index = i;
+        s->slots[i].state = SLOT_COLD;
+        atomic_init(&s->slots[i].live, NULL);
+        coho_list_push_back(&cls->free, &s->slots[i].link);
+    }
+    if (guard != 0) {
+        p->guarded += s->count;
+        registry_add(s);
+    }
+    coho_list_push_back(&p->slabs, &s->link);
+    cls->slabs++;
+    return 0;
+}
+
+static size_class_t *class_find(coho__stack_pool_t *p, size_t nominal)
+{
+    for (unsigned i = 0; i < p->nclasses; i++) {
+        if (p->classes[i].nominal == nominal)
+            return &p->classes[i];
+    }
+    if (p->nclasses == p->cap_classes) {
+        unsigned cap = p->cap_classes == 0 ? 4 : p->cap_classes * 2;
+        size_class_t *c = malloc(cap * sizeof(*c));
+        if (c == NULL)
+            return NULL;
+        /* The free lists are anchored in the array: re-anchor them when it moves. */
+        for (unsigned i = 0; i < p->nclasses; i++) {
+            c[i] = p->classes[i];
+            coho_list_init(&c[i].free);
+            coho_list_splice_back(&c[i].free, &p->classes[i].free);
+        }
+        free(p->classes);
+        p->classes = c;
+        p->cap_classes = cap;
+    }
+    size_class_t *cls = &p->classes[p->nclasses++];
+    cls->nominal = nominal;
+    cls->slabs = 0;
+    coho_list_init(&cls->free);
+    return cls;
+}
+
+int coho__stack_get(coho__stack_pool_t *p, size_t size, coho__stack_t *out)
+{
+    size_class_t *cls;
+    slot_t *slot;
+    slab_t *s;
+    int rc;
+
+    if (size == 0)
+        size = p->o.stack_size;
+    if (size > STACK_SIZE_MAX)
+        return -EINVAL;
+    cls = class_find(p, round_page(size));
+    if (cls == NULL)
+        return -ENOMEM;
+    if (coho_list_is_empty(&cls->free)) {
+        rc = slab_create(p, cls);
+        if (rc < 0)
+            return rc;
+    }
+    slot = coho_list_entry(coho_list_pop_front(&cls->free), slot_t, link);
+    if (slot->state == SLOT_HOT)
+        p->idle_hot--;
+    slot->state = SLOT_LIVE;
+    s = slot->slab;
+    if (s->guard == 0)
+        canary_write(s, slot->index);
+    out->lo = slot_lo(s, slot->index);
+    out->size = s->usable;
+    out->guarded = s->guard != 0;
+    out->owner = NULL;
+    out->internal_ = slot;
+    atomic_store_explicit(&slot->live, out, memory_order_release);
+    p->live++;
+    return 0;
+}
+
+static bool slot_is_cold(const slab_t *s, long i)
+{
+    return i < 0 || i >= (long)s->count || s->slots[i].state == SLOT_COLD;
+}
+
+/* Gives the memory of slot i back. For an unguarded slab the page below lo (this slot's
+ * canary, the top of slot i-1) and the page holding this slot's top (the canary of slot i+1)
+ * are shared: each goes only when the neighbour sharing it is cold too. Canaries are written
+ * again when a slot is taken. */
+static void slot_drop(const slab_t *s, unsigned i)
+{
+    size_t pg = page_size();
+    unsigned char *start, *end;
+
+    if (s->guard != 0) {
+        start = slot_lo(s, i);
+        end = start + s->usable;
+    } else {
+        unsigned char *p_i = s->base + (size_t)i * s->stride;
+        start = slot_is_cold(s, (long)i - 1) ? p_i : p_i + pg;
+        end = slot_is_cold(s, (long)i + 1) ? p_i + s->stride + pg : p_i + s->stride;
+    }
+    madvise(start, (size_t)(end - start), MADV_DONTNEED);
+}
+
+void coho__stack_put(coho__stack_pool_t *p, coho__stack_t *st)
+{
+    slot_t *slot = st->internal_;
+
+    COHO_CHECK(slot != NULL && slot->slab->pool == p && slot->state == SLOT_LIVE,
+               "coho__stack_put: stack %p is not a live stack of this pool", st->lo);
+    atomic_store_explicit(&slot->live, NULL, memory_order_release);
+    p->live--;
+    size_class_t *cls = &p->classes[slot->slab->cls];
+    if (p->idle_hot < p->o.idle_keep) {
+        slot->state = SLOT_HOT;
+        p->idle_hot++;
+        coho_list_push_front(&cls->free, &slot->link);
+    } else {
+        slot->state = SLOT_COLD;
+        slot_drop(slot->slab, slot->index);
+        coho_list_push_back(&cls->free, &slot->link);
+    }
+    st->internal_ = NULL;
+}
+
+void coho__stack_pool_destroy(coho__stack_pool_t *p)
+{
+    if (p == NULL)
+        return;
+    COHO_CHECK(p->live == 0, "coho__stack_pool_destroy: %u stacks still in use", p->live);
+    while (!coho_list_is_empty(&p->slabs)) {
+        slab_t *s = coho_list_entry(coho_list_pop_front(&p->slabs), slab_t, link);
+        registry_del(s);
+        munmap(s->base, s->map_size);
+        free(s);
+    }
+    free(p->classes);
+    free(p);
+}
+
+bool coho__stack_canary_is_intact(const coho__stack_t *st)
+{
+    const uint64_t *w;
+
+    if (st->guarded)
+        return true;
+    w = (const uint64_t *)(const void *)((const unsigned char *)st->lo - CANARY_SIZE);
+    return w[0] == (CANARY_MAGIC ^ (uint64_t)(uintptr_t)&w[0]) &&
+           w[1] == (CANARY_MAGIC ^ (uint64_t)(uintptr_t)&w[1]);
+}
+
+size_t coho__stack_high_water(const coho__stack_t *st)
+{
+    size_t pg = page_size();
+    uintptr_t lo = (uintptr_t)st->lo, top = lo + st->size;
+    uintptr_t lo_page = lo & ~(uintptr_t)(pg - 1);
+    uintptr_t end = (top + pg - 1) & ~(uintptr_t)(pg - 1); /* one past the top page */
+    uintptr_t touched = top;                               /* lowest resident address so far */
+    unsigned char vec[256];
+
+    /* Stacks grow down: walk pages from the top until the first one never touched. */
+    while (end > lo_page) {
+        size_t n = (end - lo_page) / pg;
+        if (n > sizeof(vec))
+            n = sizeof(vec);
+        uintptr_t start = end - n * pg;
+        if (mincore((void *)start, n * pg, vec) != 0)
+            break;
+        size_t k = n;
+        while (k > 0 && (vec[k - 1] & 1))
+            k--;
+        touched = start + k * pg;
+        if (k > 0)
+            break;
+        end = start;
+    }
+    if (touched < lo)
+        touched = lo;
+    return top > touched ? top - touched : 0;
+}
+
+bool coho__stack_find_guard(const void *addr, const coho__stack_t **out)
+{
+    uintptr_t a = (uintptr_t)addr;
+    unsigned top = atomic_load_explicit(&registry_top, memory_order_acquire);
+
+    if (top > REGISTRY_MAX)
+        top = REGISTRY_MAX;
+    for (unsigned i = 0; i < top; i++) {
+        const slab_t *s = atomic_load_explicit(&registry[i], memory_order_acquire);
+        uintptr_t base;
+
+        if (s == NULL)
+            continue;
+        base = (uintptr_t)s->base;
+        if (a < base || a >= base + (uintptr_t)s->count * s->stride)
+            continue;
+        if ((a - base) % s->stride >= s->guard)
+            return false; /* inside a stack, not a guard */
+        const coho__stack_t *live =
+            atomic_load_explicit(&s->slots[(a - base) / s->stride].live, memory_order_acquire);
+        if (live == NULL)
+            return false;
+        if (out != NULL)
+            *out = live;
+        return true;
+    }
+    return false;
+}

@@ -1,0 +1,484 @@
+/* SPDX-License-Identifier: MIT */
+/* Tests of the coroutine stack pool: free-list reuse, guard pages that fault and are recognised
+ * (also from a signal handler), canaries of unguarded stacks, the mincore high-water mark, the
+ * guarded_max cap on kernel maps, MADV_DONTNEED of idle stacks, and bad input. */
+#include <errno.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "coroutine/stack.h"
+#include "test/support/cmocka_main.h"
+
+#define KIB ((size_t)1024)
+
+static size_t pg(void)
+{
+    return (size_t)sysconf(_SC_PAGESIZE);
+}
+
+static coho__stack_pool_t *pool_with(size_t size, unsigned guarded_max, unsigned idle_keep)
+{
+    coho__stack_pool_opts_t o;
+    coho__stack_pool_t *p;
+
+    coho__stack_pool_opts_init(&o);
+    o.stack_size = size;
+    o.guarded_max = guarded_max;
+    o.idle_keep = idle_keep;
+    p = coho__stack_pool_create(&o);
+    assert_non_null(p);
+    return p;
+}
+
+static size_t rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long size = 0, resident = 0;
+
+    assert_non_null(f);
+    assert_int_equal(fscanf(f, "%lu %lu", &size, &resident), 2);
+    fclose(f);
+    return resident * pg();
+}
+
+static void touch_all(const coho__stack_t *s)
+{
+    memset(s->lo, 0x5a, s->size);
+}
+
+static void stack_pool_opts_init_fills_documented_defaults(void **state)
+{
+    (void)state;
+    coho__stack_pool_opts_t o;
+
+    coho__stack_pool_opts_init(&o);
+#if defined(COHO_SANITIZE_BUILD)
+    assert_int_equal(o.stack_size, 4 * 128 * KIB);
+#else
+    assert_int_equal(o.stack_size, 128 * KIB);
+#endif
+    assert_int_equal(o.guard_size, pg());
+    assert_int_equal(o.guarded_max, 8192);
+    assert_int_equal(o.idle_keep, 64);
+}
+
+static void stack_get_reuses_a_returned_stack(void **state)
+{
+    (void)state;
+    coho__stack_pool_t *p = pool_with(64 * KIB, 8, 4);
+    coho__stack_t a, b;
+
+    assert_int_equal(coho__stack_get(p, 0, &a), 0);
+    assert_true(a.guarded);
+    assert_true(a.size >= 64 * KIB);
+    assert_int_equal((uintptr_t)a.lo % 16, 0);
+    void *lo = a.lo;
+    coho__stack_put(p, &a);
+    assert_int_equal(coho__stack_get(p, 0, &b), 0);
+    assert_ptr_equal(b.lo, lo);
+    coho__stack_put(p, &b);
+    coho__stack_pool_destroy(p);
+}
+
+static void stack_get_reuses_a_stack_given_back_with_dontneed(void **state)
+{
+    (void)state;
+    /* unguarded, nothing kept resident; 256 KiB makes the first slab hold this one stack */
+    coho__stack_pool_t *p = pool_with(256 * KIB, 0, 0);
+    coho__stack_t a, b;
+
+    assert_int_equal(coho__stack_get(p, 0, &a), 0);
+    assert_false(a.guarded);
+    touch_all(&a);
+    void *lo = a.lo;
+    coho__stack_put(p, &a);
+    assert_int_equal(coho__stack_get(p, 0, &b), 0);
+    assert_ptr_equal(b.lo, lo);
+    assert_true(coho__stack_canary_is_intact(&b)); /* rewritten after the pages were dropped */
+    assert_int_equal(((unsigned char *)b.lo)[0], 0);
+    coho__stack_put(p, &b);
+    coho__stack_pool_destroy(p);
+}
+
+static void stack_sizes_per_request_come_from_their_own_class(void **state)
+{
+    (void)state;
+    coho__stack_pool_t *p = pool_with(64 * KIB, 4, 64);
+    coho__stack_t s[12];
+    size_t sizes[12];
+
+    /* more sizes than the initial class array holds, with stacks parked in the free lists while
+     * the array grows */
+    for (int i = 0; i < 12; i++) {
+        sizes[i] = (size_t)(i + 1) * 16 * KIB + 100;
+        assert_int_equal(coho__stack_get(p, sizes[i], &s[i]), 0);
+        assert_true(s[i].size >= sizes[i]);
+        memset(s[i].lo, i, sizes[i]);
+        if (i % 2 == 0)
+            coho__stack_put(p, &s[i]);
+    }
+    for (int i = 0; i < 12; i += 2) {
+        void *lo = s[i].lo;
+        assert_int_equal(coho__stack_get(p, sizes[i], &s[i]), 0);
+        assert_ptr_equal(s[i].lo, lo);
+    }
+    for (int i = 0; i < 12; i++)
+        coho__stack_put(p, &s[i]);
+    coho__stack_pool_destroy(p);
+}
+
+static void stack_guard_page_write_kills_with_sigsegv(void **state)
+{
+    (void)state;
+    coho__stack_pool_t *p = pool_with(64 * KIB, 8, 4);
+    coho__stack_t s;
+    int status = 0;
+
+    assert_int_equal(coho__stack_get(p, 0, &s), 0);
+    assert_true(s.guarded);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        signal(SIGSEGV, SIG_DFL); /* sanitizer runtimes install their own handler */
+        ((volatile unsigned char *)s.lo)[-1] = 1;
+        _exit(0);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGSEGV);
+    /* the usable bottom byte is writable */
+    ((volatile unsigned char *)s.lo)[0] = 1;
+    coho__stack_put(p, &s);
+    coho__stack_pool_destroy(p);
+}
+
+static coho__stack_t handler_stack;
+
+static void guard_segv_handler(int sig, siginfo_t *si, void *uc)
+{
+    const coho__stack_t *found = NULL;
+
+    (void)sig;
+    (void)uc;
+    if (coho__stack_find_guard(si->si_addr, &found) && found == &handler_stack)
+        _exit(42);
+    _exit(43);
+}
+
+static void stack_guard_fault_is_recognised_from_a_signal_handler(void **state)
+{
+    (void)state;
+    coho__stack_pool_t *p = pool_with(64 * KIB, 8, 4);
+    int status = 0;
+
+    assert_int_equal(coho__stack_get(p, 0, &handler_stack), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        static unsigned char alt[64 * 1024];
+        stack_t ss = {.ss_sp = alt, .ss_size = sizeof(alt), .ss_flags = 0};
+        struct sigaction sa;
+
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_sigaction = guard_segv_handler;
+        sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+        if (sigaltstack(&ss, NULL) != 0 || sigaction(SIGSEGV, &sa, NULL) != 0)
+            _exit(44);
+        ((volatile unsigned char *)handler_stack.lo)[-(long)pg() / 2] = 1;
+        _exit(0);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 42);
+    coho__stack_put(p, &handler_stack);
+    coho__stack_pool_destroy(p);
+}
+
+static void stack_find_guard_recognises_only_guard_addresses(void **state)
+{
+    (void)state;
+    coho__stack_pool_opts_t o;
+    coho__stack_pool_t *p;
+    coho__stack_t a, b, u;
+    const coho__stack_t *found = NULL;
+    unsigned char *lo;
+
+    coho__stack_pool_opts_init(&o);
+    o.stack_size = 32 * KIB;
+    o.guard_size = 3 * pg(); /* a configurable guard, more than one page */
+    o.guarded_max = 2;
+    p = coho__stack_pool_create(&o);
+    assert_non_null(p);
+    assert_int_equal(coho__stack_get(p, 0, &a), 0);
+    assert_int_equal(coho__stack_get(p, 0, &b), 0);
+    assert_int_equal(coho__stack_get(p, 0, &u), 0);
+    assert_true(a.guarded && b.guarded);
+    assert_false(u.guarded); /* past guarded_max */
+
+    lo = a.lo;
+    assert_true(coho__stack_find_guard(lo - 1, &found));
+    assert_ptr_equal(found, &a);
+    found = NULL;
+    assert_true(coho__stack_find_guard(lo - 3 * pg(), &found));
+    assert_ptr_equal(found, &a);
+    assert_true(coho__stack_find_guard(lo - 1, NULL));
+    assert_false(coho__stack_find_guard(lo, &found));
+    assert_false(coho__stack_find_guard(lo + a.size - 1, &found));
+    lo = b.lo;
+    assert_true(coho__stack_find_guard(lo - 2 * pg(), &found));
+    assert_ptr_equal(found, &b);
+    assert_false(coho__stack_find_guard((unsigned char *)u.lo - 1, &found));
+    assert_false(coho__stack_find_guard(&found, &found));
+    assert_false(coho__stack_find_guard(NULL, &found));
+
+    /* a returned stack's guard is no longer a live stack's guard */
+    lo = a.lo;
+    coho__stack_put(p, &a);
+    assert_false(coho__stack_find_guard(lo - 1, &found));
+    coho__stack_put(p, &b);
+    coho__stack_put(p, &u);
+    coho__stack_pool_destroy(p);
+    assert_false(coho__stack_find_guard(lo - 1, &found)); /* unregistered with the pool */
+}
+
+static void stack_canary_breach_is_detected(void **state)
+{
+    (void)state;
+    coho__stack_pool_t *p = pool_with(64 * KIB, 0, 4);
+    coho__stack_t s, g;
+
+    assert_int_equal(coho__stack_get(p, 0, &s), 0);
+    assert_false(s.guarded);
+    assert_true(coho__stack_canary_is_intact(&s));
+    touch_all(&s); /* using the whole stack is fine */
+    assert_true(coho__stack_canary_is_intact(&s));
+    ((volatile unsigned char *)s.lo)[-3] ^= 0x10; /* one byte past the limit */
+    assert_false(coho__stack_canary_is_intact(&s));
+    coho__stack_put(p, &s);
+    coho__stack_pool_destroy(p);
+
+    p = pool_with(64 * KIB, 1, 4);
+    assert_int_equal(coho__stack_get(p, 0, &g), 0);
+    assert_true(g.guarded);
+    assert_true(coho__stack_canary_is_intact(&g));
+    coho__stack_put(p, &g);
+    coho__stack_pool_destroy(p);
+}
+
+/* Neighbouring unguarded stacks share a page (the canary of one, the top of the other); a
+ * randomized get/put/drop sequence must never break a live stack's canary or data. */
+static void stack_unguarded_neighbours_survive_random_get_and_put(void **state)
+{
+    (void)state;
+    enum { N = 48 };
+    uint64_t seed = coho_test_seed(), rng = seed;
+    coho__stack_pool_t *p = pool_with(16 * KIB, 0, (unsigned)(coho_test_rand(&rng) % 4));
+    coho__stack_t s[N];
+    bool live[N] = {false};
+
+    for (int step = 0; step < 4000; step++) {
+        int i = (int)(coho_test_rand(&rng) % N);
+        if (live[i]) {
+            uint64_t *bottom = s[i].lo, *top = (uint64_t *)((char *)s[i].lo + s[i].size) - 1;
+            if (!coho__stack_canary_is_intact(&s[i]) || *bottom != (uint64_t)i ||
+                *top != ~(uint64_t)i)
+                fail_msg("seed %llu step %d: stack %d damaged", (unsigned long long)seed, step, i);
+            coho__stack_put(p, &s[i]);
+            live[i] = false;
+        } else {
+            assert_int_equal(coho__stack_get(p, 0, &s[i]), 0);
+            uint64_t *bottom = s[i].lo, *top = (uint64_t *)((char *)s[i].lo + s[i].size) - 1;
+            *bottom = (uint64_t)i;
+            *top = ~(uint64_t)i;
+            live[i] = true;
+        }
+    }
+    for (int i = 0; i < N; i++) {
+        if (live[i]) {
+            assert_true(coho__stack_canary_is_intact(&s[i]));
+            coho__stack_put(p, &s[i]);
+        }
+    }
+    coho__stack_pool_destroy(p);
+}
+
+static void stack_high_water_grows_when_deeper_pages_are_touched(void **state)
+{
+    (void)state;
+    coho__stack_pool_t *p = pool_with(256 * KIB, 8, 4);
+    coho__stack_t s;
+
+    assert_int_equal(coho__stack_get(p, 0, &s), 0);
+    unsigned char *top = (unsigned char *)s.lo + s.size;
+    size_t h0 = coho__stack_high_water(&s);
+    assert_true(h0 <= pg());
+    memset(top - 40 * KIB, 1, 40 * KIB);
+    size_t h1 = coho__stack_high_water(&s);
+    assert_true(h1 >= 40 * KIB);
+    assert_true(h1 <= 40 * KIB + pg());
+    memset(top - 200 * KIB, 1, 160 * KIB);
+    size_t h2 = coho__stack_high_water(&s);
+    assert_true(h2 >= 200 * KIB);
+    assert_true(h2 <= 200 * KIB + pg());
+    touch_all(&s);
+    assert_int_equal(coho__stack_high_water(&s), s.size);
+    coho__stack_put(p, &s);
+    coho__stack_pool_destroy(p);
+}
+
+/* Counts the lines of /proc/self/maps that overlap one of the stacks or its guard, and among
+ * them the PROT_NONE ones. Other mappings (allocator, sanitizer runtime) do not count. */
+static void count_stack_maps(const coho__stack_t *s, int n, size_t guard, long *maps, long *none)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[512];
+
+    assert_non_null(f);
+    *maps = 0;
+    *none = 0;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        unsigned long start, end;
+        char perms[8];
+        if (sscanf(line, "%lx-%lx %7s", &start, &end, perms) != 3)
+            continue;
+        for (int i = 0; i < n; i++) {
+            uintptr_t lo = (uintptr_t)s[i].lo - (s[i].guarded ? guard : 0);
+            uintptr_t hi = (uintptr_t)s[i].lo + s[i].size;
+            if (start < hi && lo < end) {
+                (*maps)++;
+                *none += perms[0] == '-' && perms[1] == '-' && perms[2] == '-';
+                break;
+            }
+        }
+    }
+    fclose(f);
+}
+
+static void stack_guarded_max_caps_the_guarded_stacks_and_their_maps(void **state)
+{
+    (void)state;
+    enum { N = 64, CAP = 4 };
+    coho__stack_t s[N];
+    coho__stack_pool_t *p = pool_with(32 * KIB, CAP, 64);
+    int guarded = 0;
+    long maps, none;
+
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(coho__stack_get(p, 0, &s[i]), 0);
+        guarded += s[i].guarded;
+        memset(s[i].lo, 1, 64);
+    }
+    count_stack_maps(s, N, pg(), &maps, &none);
+    print_message("%d guarded stacks; %ld maps hold the %d stacks, %ld of them PROT_NONE\n",
+                  guarded, maps, N, none);
+    assert_int_equal(guarded, CAP);
+    assert_int_equal(none, CAP);
+    /* each guard splits a mapping (2 maps per guarded stack); the unguarded stacks come in a
+     * few slabs of one mapping each. Guarding all 64 would take at least 128 maps. */
+    assert_true(maps <= 2 * CAP + 8);
+    for (int i = 0; i < N; i++)
+        coho__stack_put(p, &s[i]);
+    coho__stack_pool_destroy(p);
+    count_stack_maps(s, N, pg(), &maps, &none);
+    assert_int_equal(maps, 0);
+}
+
+static void stack_idle_stacks_beyond_idle_keep_give_memory_back(void **state)
+{
+    (void)state;
+    enum { N = 32 };
+    coho__stack_pool_t *p = pool_with(256 * KIB, 16, 0);
+    coho__stack_t s[N];
+
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(coho__stack_get(p, 0, &s[i]), 0);
+        touch_all(&s[i]);
+    }
+    size_t before = rss_bytes();
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(coho__stack_high_water(&s[i]), s[i].size);
+        coho__stack_put(p, &s[i]);
+        /* the descriptor still names the memory: none of it is resident now */
+        assert_true(coho__stack_high_water(&s[i]) <= pg());
+    }
+    size_t after = rss_bytes();
+    print_message("rss %zu KiB -> %zu KiB\n", before / KIB, after / KIB);
+    assert_true(before > after);
+    assert_true(before - after >= (size_t)N * 256 * KIB * 3 / 4);
+    coho__stack_pool_destroy(p);
+}
+
+static void stack_idle_stacks_within_idle_keep_stay_resident(void **state)
+{
+    (void)state;
+    enum { N = 8 };
+    coho__stack_pool_t *p = pool_with(128 * KIB, 16, N);
+    coho__stack_t s[N + 1];
+
+    for (int i = 0; i <= N; i++) {
+        assert_int_equal(coho__stack_get(p, 0, &s[i]), 0);
+        touch_all(&s[i]);
+    }
+    for (int i = 0; i <= N; i++)
+        coho__stack_put(p, &s[i]);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(coho__stack_high_water(&s[i]), s[i].size);
+    assert_true(coho__stack_high_water(&s[N]) <= pg()); /* the one past idle_keep */
+    coho__stack_pool_destroy(p);
+}
+
+static void stack_bad_sizes_are_einval(void **state)
+{
+    (void)state;
+    coho__stack_pool_opts_t o;
+    coho__stack_pool_t *p = pool_with(64 * KIB, 8, 4);
+    coho__stack_t s;
+
+    assert_int_equal(coho__stack_get(p, (size_t)2 << 30, &s), -EINVAL);
+    assert_int_equal(coho__stack_get(p, SIZE_MAX, &s), -EINVAL);
+    coho__stack_pool_destroy(p);
+
+    coho__stack_pool_opts_init(&o);
+    o.stack_size = 0;
+    errno = 0;
+    assert_null(coho__stack_pool_create(&o));
+    assert_int_equal(errno, EINVAL);
+    coho__stack_pool_opts_init(&o);
+    o.stack_size = SIZE_MAX;
+    errno = 0;
+    assert_null(coho__stack_pool_create(&o));
+    assert_int_equal(errno, EINVAL);
+    coho__stack_pool_opts_init(&o);
+    o.guard_size = (size_t)1 << 40;
+    errno = 0;
+    assert_null(coho__stack_pool_create(&o));
+    assert_int_equal(errno, EINVAL);
+}
+
+int main(int argc, char **argv)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(stack_pool_opts_init_fills_documented_defaults),
+        cmocka_unit_test(stack_get_reuses_a_returned_stack),
+        cmocka_unit_test(stack_get_reuses_a_stack_given_back_with_dontneed),
+        cmocka_unit_test(stack_sizes_per_request_come_from_their_own_class),
+        cmocka_unit_test(stack_guard_page_write_kills_with_sigsegv),
+        cmocka_unit_test(stack_guard_fault_is_recognised_from_a_signal_handler),
+        cmocka_unit_test(stack_find_guard_recognises_only_guard_addresses),
+        cmocka_unit_test(stack_canary_breach_is_detected),
+        cmocka_unit_test(stack_unguarded_neighbours_survive_random_get_and_put),
+        cmocka_unit_test(stack_high_water_grows_when_deeper_pages_are_touched),
+        cmocka_unit_test(stack_guarded_max_caps_the_guarded_stacks_and_their_maps),
+        cmocka_unit_test(stack_idle_stacks_beyond_idle_keep_give_memory_back),
+        cmocka_unit_test(stack_idle_stacks_within_idle_keep_stay_resident),
+        cmocka_unit_test(stack_bad_sizes_are_einval),
+    };
+
+    return coho_test_main("stack", tests, sizeof(tests) / sizeof(tests[0]), argc, argv);
+}
