@@ -272,9 +272,16 @@ class RatioReporter : public benchmark::ConsoleReporter {
 public:
     void ReportRuns(const std::vector<Run> &reports) override
     {
+        // With --benchmark_repetitions the median wins over the last single run.
         for (const Run &r : reports) {
-            if (r.run_type == Run::RT_Iteration && !r.error_occurred)
-                ns_[r.benchmark_name()] = r.GetAdjustedCPUTime();
+            if (r.error_occurred)
+                continue;
+            if (r.run_type == Run::RT_Iteration && median_.count(r.run_name.str()) == 0)
+                ns_[r.run_name.str()] = r.GetAdjustedCPUTime();
+            if (r.run_type == Run::RT_Aggregate && r.aggregate_name == "median") {
+                ns_[r.run_name.str()] = r.GetAdjustedCPUTime();
+                median_[r.run_name.str()] = true;
+            }
         }
         ConsoleReporter::ReportRuns(reports);
     }
@@ -290,7 +297,8 @@ public:
             {"BM_Heap_PushPop/1024", "BM_PriorityQueue_PushPop/1024"},
             {"BM_Heap_PushPop/1048576", "BM_PriorityQueue_PushPop/1048576"},
         };
-        std::printf("\n%-34s %-34s %9s\n", "coho", "baseline", "coho/base");
+        std::printf("\nCPU time ratios (median when repeated; below 1: coho is faster)\n");
+        std::printf("%-34s %-34s %9s\n", "coho", "baseline", "coho/base");
         for (const auto &p : pairs) {
             auto a = ns_.find(p[0]), b = ns_.find(p[1]);
             if (a == ns_.end() || b == ns_.end() || b->second <= 0)
@@ -301,6 +309,7 @@ public:
 
 private:
     std::map<std::string, double> ns_;
+    std::map<std::string, bool> median_;
 };
 
 int run_callgrind(const char *op)
