@@ -157,7 +157,7 @@ static void chunk_put(unsigned shift, void *ch)
     __atomic_fetch_sub(&chunks_live, 1, __ATOMIC_RELAXED);
 }
 
-int coho_cbuf_pool_stats(coho_cbuf_pool_stats_t *out)
+int coho_cbuf_pool_get_stats(coho_cbuf_pool_stats_t *out)
 {
     chunk_pool_t *p;
     unsigned c;

@@ -170,7 +170,7 @@ COHO_API int coho_cbuf_shrink(coho_cbuf_t *b);
 
 /* Fills `out` with the calling thread's chunk pool figures. Returns 0, or -1 with errno EINVAL
  * (out NULL). */
-COHO_API int coho_cbuf_pool_stats(coho_cbuf_pool_stats_t *out);
+COHO_API int coho_cbuf_pool_get_stats(coho_cbuf_pool_stats_t *out);
 
 /* Sets how many bytes of idle chunks the calling thread's pool keeps (default
  * COHO_CBUF_POOL_CAP_DEFAULT) and frees idle chunks beyond it at once; 0 keeps none. The pool is

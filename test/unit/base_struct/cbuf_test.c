@@ -352,11 +352,11 @@ static void cbuf_consume_hands_emptied_chunks_back_keeping_one_spare(void **stat
     init_small(&b, 64);
     assert_int_equal(coho_cbuf_append(&b, in, sizeof(in)), 0);
     assert_int_equal(coho_cbuf_capacity(&b), 640);
-    assert_int_equal(coho_cbuf_pool_stats(&before), 0);
+    assert_int_equal(coho_cbuf_pool_get_stats(&before), 0);
     /* 40 bytes remain in chunk 9; chunks 0..8 empty: one stays as the spare, 8 go back. */
     assert_int_equal(coho_cbuf_consume(&b, 600), 0);
     assert_int_equal(coho_cbuf_capacity(&b), 128);
-    assert_int_equal(coho_cbuf_pool_stats(&after), 0);
+    assert_int_equal(coho_cbuf_pool_get_stats(&after), 0);
     assert_int_equal(after.idle_count, before.idle_count + 8);
     assert_int_equal(after.idle_bytes, before.idle_bytes + 8 * 64);
     assert_contents(&b, in + 600, 40);
@@ -382,7 +382,7 @@ static void cbuf_streaming_reuses_spare_chunk_without_pool(void **state)
     assert_int_equal(coho_cbuf_init(&b, NULL), 0);
     assert_int_equal(coho_cbuf_append(&b, in, sizeof(in)), 0);
     assert_int_equal(coho_cbuf_consume(&b, sizeof(in)), 0);
-    assert_int_equal(coho_cbuf_pool_stats(&before), 0);
+    assert_int_equal(coho_cbuf_pool_get_stats(&before), 0);
     live = coho__cbuf_chunks_live();
     for (i = 0; i < 100; i++) {
         assert_int_equal(coho_cbuf_append(&b, in, sizeof(in)), 0);
@@ -391,7 +391,7 @@ static void cbuf_streaming_reuses_spare_chunk_without_pool(void **state)
         assert_int_equal(coho_cbuf_consume(&b, sizeof(out)), 0);
         assert_int_equal(coho_cbuf_capacity(&b), 4096);
     }
-    assert_int_equal(coho_cbuf_pool_stats(&after), 0);
+    assert_int_equal(coho_cbuf_pool_get_stats(&after), 0);
     assert_int_equal(after.idle_count, before.idle_count);
     assert_int_equal(coho__cbuf_chunks_live(), live);
     assert_int_equal(coho_cbuf_destroy(&b), 0);
@@ -910,9 +910,9 @@ static void cbuf_shrink_hands_idle_chunks_back_to_pool(void **state)
     assert_int_equal(coho_cbuf_reserve_iov(&b, 1000, iov, 17), 17);
     assert_int_equal(coho_cbuf_capacity(&b), 18 * 64);
     assert_non_null(coho_cbuf_linearize(&b, 100));
-    assert_int_equal(coho_cbuf_pool_stats(&before), 0);
+    assert_int_equal(coho_cbuf_pool_get_stats(&before), 0);
     assert_int_equal(coho_cbuf_shrink(&b), 0);
-    assert_int_equal(coho_cbuf_pool_stats(&after), 0);
+    assert_int_equal(coho_cbuf_pool_get_stats(&after), 0);
     assert_int_equal(coho_cbuf_capacity(&b), 128);
     assert_int_equal(after.idle_count, before.idle_count + 16);
     assert_contents(&b, in, sizeof(in));
@@ -973,24 +973,24 @@ static void cbuf_pool_keeps_at_most_cap_bytes(void **state)
     (void)state;
     fill_pattern(in, sizeof(in), 23);
     assert_int_equal(coho_cbuf_pool_set_cap(0), 0);
-    assert_int_equal(coho_cbuf_pool_stats(&st), 0);
+    assert_int_equal(coho_cbuf_pool_get_stats(&st), 0);
     assert_int_equal(st.idle_count, 0);
     assert_int_equal(coho_cbuf_pool_set_cap(2 * 4096), 0);
     assert_int_equal(coho_cbuf_init(&b, NULL), 0);
     assert_int_equal(coho_cbuf_append(&b, in, sizeof(in)), 0);
     live = coho__cbuf_chunks_live();
     assert_int_equal(coho_cbuf_destroy(&b), 0);
-    assert_int_equal(coho_cbuf_pool_stats(&st), 0);
+    assert_int_equal(coho_cbuf_pool_get_stats(&st), 0);
     assert_int_equal(st.idle_count, 2);
     assert_int_equal(st.idle_bytes, 2 * 4096);
     assert_int_equal(st.cap_bytes, 2 * 4096);
     assert_int_equal(coho__cbuf_chunks_live(), live - 3);
     assert_int_equal(coho_cbuf_pool_set_cap(4096), 0); /* lowering the cap frees at once */
-    assert_int_equal(coho_cbuf_pool_stats(&st), 0);
+    assert_int_equal(coho_cbuf_pool_get_stats(&st), 0);
     assert_int_equal(st.idle_count, 1);
     assert_int_equal(coho__cbuf_chunks_live(), live - 4);
     errno = 0;
-    assert_int_equal(coho_cbuf_pool_stats(NULL), -1);
+    assert_int_equal(coho_cbuf_pool_get_stats(NULL), -1);
     assert_int_equal(errno, EINVAL);
     assert_int_equal(coho_cbuf_pool_set_cap(COHO_CBUF_POOL_CAP_DEFAULT), 0);
 }
@@ -1014,7 +1014,7 @@ static void *pool_thread(void *arg)
     if (coho_cbuf_init(&r->handed_over, NULL) != 0 ||
         coho_cbuf_append(&r->handed_over, in, 3 * 4096) != 0)
         return NULL;
-    if (coho_cbuf_pool_stats(&st) != 0)
+    if (coho_cbuf_pool_get_stats(&st) != 0)
         return NULL;
     r->idle_count = st.idle_count;
     return r;

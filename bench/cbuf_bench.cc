@@ -1,0 +1,266 @@
+// SPDX-License-Identifier: MIT
+// cbuf streaming bandwidth against memcpy through a flat buffer, in the same run: `depth` writes
+// of 4 KiB, then `depth` reads of 4 KiB, repeated. Two cbuf paths: the file-like one (append,
+// then read at the cursor + consume) and the socket one (reserve_iov + copy + commit, then
+// data_iov + copy + consume, the copies standing in for readv/writev). The bandwidth ratios
+// (cbuf / flat; the target is >= 0.8) are printed after the table.
+//
+//   cbuf_bench [google benchmark flags]   the benchmarks and the ratio table
+//   cbuf_bench --callgrind OP             runs only OP (flat, cbuf, cbuf_iov) for CG_ROUNDS
+//                                         4 KiB write+read round trips at depth 1, for
+//   valgrind --tool=callgrind --collect-atstart=no --toggle-collect=cg_OP
+//       cbuf_bench --callgrind OP         (instructions per round trip = Ir / CG_ROUNDS)
+#include <benchmark/benchmark.h>
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <coho/cbuf.h>
+
+namespace {
+
+constexpr size_t kMsg = 4096;
+constexpr long kCgRounds = 100000;
+
+struct Bytes {
+    std::vector<unsigned char> in, out;
+    explicit Bytes(size_t n) : in(n), out(n)
+    {
+        for (size_t i = 0; i < n; i++)
+            in[i] = static_cast<unsigned char>(i * 131u + 7u);
+    }
+};
+
+// The baseline: a flat buffer that holds `depth` messages; writes fill it, reads drain it.
+struct Flat {
+    std::vector<unsigned char> buf;
+    size_t head = 0, tail = 0;
+    explicit Flat(size_t cap) : buf(cap) {}
+};
+
+inline void flat_round(Flat &f, const unsigned char *in, unsigned char *out, long depth)
+{
+    for (long i = 0; i < depth; i++) {
+        std::memcpy(f.buf.data() + f.tail, in, kMsg);
+        f.tail += kMsg;
+    }
+    for (long i = 0; i < depth; i++) {
+        std::memcpy(out, f.buf.data() + f.head, kMsg);
+        f.head += kMsg;
+    }
+    f.head = f.tail = 0;
+}
+
+inline void cbuf_round(coho_cbuf_t *b, const unsigned char *in, unsigned char *out, long depth)
+{
+    for (long i = 0; i < depth; i++)
+        coho_cbuf_append(b, in, kMsg);
+    for (long i = 0; i < depth; i++) {
+        coho_cbuf_read(b, out, kMsg);
+        coho_cbuf_consume(b, kMsg);
+    }
+}
+
+inline void cbuf_iov_round(coho_cbuf_t *b, const unsigned char *in, unsigned char *out, long depth)
+{
+    struct iovec iov[4];
+    for (long i = 0; i < depth; i++) {
+        int n = coho_cbuf_reserve_iov(b, kMsg, iov, 4);
+        size_t left = kMsg;
+        const unsigned char *s = in;
+        for (int k = 0; k < n && left > 0; k++) {
+            size_t c = iov[k].iov_len < left ? iov[k].iov_len : left;
+            std::memcpy(iov[k].iov_base, s, c);
+            s += c;
+            left -= c;
+        }
+        coho_cbuf_commit(b, kMsg);
+    }
+    for (long i = 0; i < depth; i++) {
+        int n = coho_cbuf_data_iov(b, 0, iov, 4);
+        size_t left = kMsg;
+        unsigned char *d = out;
+        for (int k = 0; k < n && left > 0; k++) {
+            size_t c = iov[k].iov_len < left ? iov[k].iov_len : left;
+            std::memcpy(d, iov[k].iov_base, c);
+            d += c;
+            left -= c;
+        }
+        coho_cbuf_consume(b, kMsg);
+    }
+}
+
+} // namespace
+
+// ---- fixed-count loops for callgrind (instruction counts per round trip) ----
+
+extern "C" __attribute__((noinline)) void cg_flat(Flat *f, const unsigned char *in,
+                                                  unsigned char *out, long n)
+{
+    for (long i = 0; i < n; i++) {
+        flat_round(*f, in, out, 1);
+        benchmark::DoNotOptimize(out);
+    }
+}
+
+extern "C" __attribute__((noinline)) void cg_cbuf(coho_cbuf_t *b, const unsigned char *in,
+                                                  unsigned char *out, long n)
+{
+    for (long i = 0; i < n; i++) {
+        cbuf_round(b, in, out, 1);
+        benchmark::DoNotOptimize(out);
+    }
+}
+
+extern "C" __attribute__((noinline)) void cg_cbuf_iov(coho_cbuf_t *b, const unsigned char *in,
+                                                      unsigned char *out, long n)
+{
+    for (long i = 0; i < n; i++) {
+        cbuf_iov_round(b, in, out, 1);
+        benchmark::DoNotOptimize(out);
+    }
+}
+
+namespace {
+
+void BM_Flat_Stream(benchmark::State &st)
+{
+    const long depth = st.range(0);
+    Bytes bytes(kMsg);
+    Flat f(static_cast<size_t>(depth) * kMsg);
+    for (auto _ : st) {
+        flat_round(f, bytes.in.data(), bytes.out.data(), depth);
+        benchmark::DoNotOptimize(bytes.out.data());
+        benchmark::ClobberMemory();
+    }
+    if (std::memcmp(bytes.in.data(), bytes.out.data(), kMsg) != 0)
+        st.SkipWithError("flat: bytes differ");
+    st.SetBytesProcessed(st.iterations() * depth * static_cast<int64_t>(kMsg));
+}
+BENCHMARK(BM_Flat_Stream)->Arg(1)->Arg(16)->Arg(64);
+
+void BM_Cbuf_Stream(benchmark::State &st)
+{
+    const long depth = st.range(0);
+    Bytes bytes(kMsg);
+    coho_cbuf_t b;
+    coho_cbuf_init(&b, nullptr);
+    for (auto _ : st) {
+        cbuf_round(&b, bytes.in.data(), bytes.out.data(), depth);
+        benchmark::DoNotOptimize(bytes.out.data());
+        benchmark::ClobberMemory();
+    }
+    if (std::memcmp(bytes.in.data(), bytes.out.data(), kMsg) != 0 || coho_cbuf_len(&b) != 0)
+        st.SkipWithError("cbuf: bytes differ");
+    coho_cbuf_destroy(&b);
+    st.SetBytesProcessed(st.iterations() * depth * static_cast<int64_t>(kMsg));
+}
+BENCHMARK(BM_Cbuf_Stream)->Arg(1)->Arg(16)->Arg(64);
+
+void BM_Cbuf_StreamIov(benchmark::State &st)
+{
+    const long depth = st.range(0);
+    Bytes bytes(kMsg);
+    coho_cbuf_t b;
+    coho_cbuf_init(&b, nullptr);
+    for (auto _ : st) {
+        cbuf_iov_round(&b, bytes.in.data(), bytes.out.data(), depth);
+        benchmark::DoNotOptimize(bytes.out.data());
+        benchmark::ClobberMemory();
+    }
+    if (std::memcmp(bytes.in.data(), bytes.out.data(), kMsg) != 0 || coho_cbuf_len(&b) != 0)
+        st.SkipWithError("cbuf iov: bytes differ");
+    coho_cbuf_destroy(&b);
+    st.SetBytesProcessed(st.iterations() * depth * static_cast<int64_t>(kMsg));
+}
+BENCHMARK(BM_Cbuf_StreamIov)->Arg(1)->Arg(16)->Arg(64);
+
+// ---- the ratio table ----
+
+class RatioReporter : public benchmark::ConsoleReporter {
+public:
+    void ReportRuns(const std::vector<Run> &reports) override
+    {
+        // With --benchmark_repetitions the median wins over the last single run.
+        for (const Run &r : reports) {
+            if (r.error_occurred)
+                continue;
+            if (r.run_type == Run::RT_Iteration && median_.count(r.run_name.str()) == 0)
+                ns_[r.run_name.str()] = r.GetAdjustedCPUTime();
+            if (r.run_type == Run::RT_Aggregate && r.aggregate_name == "median") {
+                ns_[r.run_name.str()] = r.GetAdjustedCPUTime();
+                median_[r.run_name.str()] = true;
+            }
+        }
+        ConsoleReporter::ReportRuns(reports);
+    }
+
+    void print_ratios() const
+    {
+        static const char *const pairs[][2] = {
+            {"BM_Cbuf_Stream/1", "BM_Flat_Stream/1"},
+            {"BM_Cbuf_Stream/16", "BM_Flat_Stream/16"},
+            {"BM_Cbuf_Stream/64", "BM_Flat_Stream/64"},
+            {"BM_Cbuf_StreamIov/1", "BM_Flat_Stream/1"},
+            {"BM_Cbuf_StreamIov/16", "BM_Flat_Stream/16"},
+            {"BM_Cbuf_StreamIov/64", "BM_Flat_Stream/64"},
+        };
+        std::printf("\nBandwidth ratios (median when repeated; target >= 0.8)\n");
+        std::printf("%-24s %-20s %10s\n", "cbuf", "flat baseline", "cbuf/flat");
+        for (const auto &p : pairs) {
+            auto a = ns_.find(p[0]), b = ns_.find(p[1]);
+            if (a == ns_.end() || b == ns_.end() || a->second <= 0)
+                continue;
+            // Same bytes per iteration, so bandwidth ratio = baseline time / cbuf time.
+            std::printf("%-24s %-20s %10.3f\n", p[0], p[1], b->second / a->second);
+        }
+    }
+
+private:
+    std::map<std::string, double> ns_;
+    std::map<std::string, bool> median_;
+};
+
+int run_callgrind(const char *op)
+{
+    Bytes bytes(kMsg);
+    if (std::strcmp(op, "flat") == 0) {
+        Flat f(kMsg);
+        cg_flat(&f, bytes.in.data(), bytes.out.data(), kCgRounds);
+        return 0;
+    }
+    if (std::strcmp(op, "cbuf") == 0 || std::strcmp(op, "cbuf_iov") == 0) {
+        coho_cbuf_t b;
+        coho_cbuf_init(&b, nullptr);
+        if (op[4] == '\0')
+            cg_cbuf(&b, bytes.in.data(), bytes.out.data(), kCgRounds);
+        else
+            cg_cbuf_iov(&b, bytes.in.data(), bytes.out.data(), kCgRounds);
+        coho_cbuf_destroy(&b);
+        return 0;
+    }
+    std::fprintf(stderr, "unknown op %s\n", op);
+    return 2;
+}
+
+} // namespace
+
+int main(int argc, char **argv)
+{
+    if (argc == 3 && std::strcmp(argv[1], "--callgrind") == 0)
+        return run_callgrind(argv[2]);
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv))
+        return 1;
+    RatioReporter reporter;
+    benchmark::RunSpecifiedBenchmarks(&reporter);
+    reporter.print_ratios();
+    benchmark::Shutdown();
+    return 0;
+}
