@@ -40,7 +40,8 @@ int coho__pool_free(coho__pool_t *p, uint64_t id);
 /* Number of live nodes. */
 size_t coho__pool_count(const coho__pool_t *p);
 
-/* Calls fn(id, node, arg) for every live node, in slot order; fn must not alloc or free. */
+/* Calls fn(id, node, arg) for every live node, in slot order. fn may free the node it is given
+ * (and no other); it must not alloc. */
 void coho__pool_for_each(const coho__pool_t *p, void (*fn)(uint64_t id, void *node, void *arg),
                          void *arg);
 

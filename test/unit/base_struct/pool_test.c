@@ -321,6 +321,38 @@ static void pool_for_each_visits_live_nodes_in_slot_order(void **state)
     coho__pool_destroy(p);
 }
 
+static void free_if_odd(uint64_t id, void *node, void *arg)
+{
+    coho__pool_t *p = arg;
+
+    if (*(int *)node % 2)
+        assert_int_equal(coho__pool_free(p, id), 0);
+}
+
+static void pool_for_each_callback_may_free_its_node(void **state)
+{
+    coho__pool_t *p = coho__pool_create(sizeof(int), 4, 0);
+    uint64_t ids[20];
+    int i;
+
+    (void)state;
+    for (i = 0; i < 20; i++) {
+        int *n;
+
+        ids[i] = coho__pool_alloc(p, (void **)&n, NULL);
+        *n = i;
+    }
+    coho__pool_for_each(p, free_if_odd, p);
+    assert_int_equal(coho__pool_count(p), 10);
+    for (i = 0; i < 20; i++) {
+        if (i % 2)
+            assert_null(coho__pool_get(p, ids[i]));
+        else
+            assert_int_equal(*(int *)coho__pool_get(p, ids[i]), i);
+    }
+    coho__pool_destroy(p);
+}
+
 static void pool_freed_node_is_poisoned_under_asan(void **state)
 {
     (void)state;
@@ -430,6 +462,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(pool_grows_in_slabs_without_moving_nodes),
         cmocka_unit_test(pool_generation_wrap_retires_slot),
         cmocka_unit_test(pool_for_each_visits_live_nodes_in_slot_order),
+        cmocka_unit_test(pool_for_each_callback_may_free_its_node),
         cmocka_unit_test(pool_freed_node_is_poisoned_under_asan),
         cmocka_unit_test(pool_randomized_ops_match_model),
     };
