@@ -133,6 +133,29 @@ static void hashmap_grows_past_load_factor_keeping_entries(void **state)
     coho__hashmap_destroy(&m);
 }
 
+static void hashmap_replace_at_full_load_does_not_grow(void **state)
+{
+    coho__hashmap_t m;
+    coho__hashmap_slot_t *table;
+    uint64_t k;
+
+    (void)state;
+    assert_int_equal(coho__hashmap_init(&m, 6), 0);
+    assert_int_equal(m.mask + 1, 8);
+    for (k = 0; k < 6; k++) /* 6 of 8 slots: the 3/4 limit */
+        assert_int_equal(coho__hashmap_put(&m, k, VAL(k), NULL), 0);
+    table = m.slots;
+    for (k = 0; k < 6; k++)
+        assert_int_equal(coho__hashmap_put(&m, k, VAL(k + 10), NULL), 1);
+    assert_ptr_equal(m.slots, table);
+    assert_int_equal(m.mask + 1, 8);
+    assert_int_equal(coho__hashmap_put(&m, 6, VAL(6), NULL), 0); /* a new key does grow */
+    assert_int_equal(m.mask + 1, 16);
+    for (k = 0; k < 6; k++)
+        assert_ptr_equal(coho__hashmap_get(&m, k), VAL(k + 10));
+    coho__hashmap_destroy(&m);
+}
+
 static void hashmap_reserve_avoids_growth(void **state)
 {
     coho__hashmap_t m;
@@ -362,6 +385,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(hashmap_zero_and_max_keys_are_ordinary_keys),
         cmocka_unit_test(hashmap_del_returns_value_and_key_becomes_absent),
         cmocka_unit_test(hashmap_grows_past_load_factor_keeping_entries),
+        cmocka_unit_test(hashmap_replace_at_full_load_does_not_grow),
         cmocka_unit_test(hashmap_reserve_avoids_growth),
         cmocka_unit_test(hashmap_oversized_reserve_is_einval),
         cmocka_unit_test(hashmap_del_keeps_colliding_entries_reachable),
