@@ -259,7 +259,7 @@ static void tbuf_thread_exit(void *arg)
     tbuf_t *tb = arg;
 
     my_tb = NULL;
-    if (atomic_load(&tb->head) == atomic_load(&tb->tail)) {
+    if (atomic_load(&tb->head) == atomic_load(&tb->tail) && atomic_load(&tb->dropped) == 0) {
         atomic_store(&tb->state, TB_FREE);
         return;
     }
@@ -424,7 +424,8 @@ void coho_log_vwrite(int level, const char *file, int line, const char *fmt, va_
             !atomic_exchange_explicit(&tb->wake_sent, true, memory_order_relaxed))
             writer_wake();
     } else if (fit == 0) {
-        atomic_fetch_add_explicit(&tb->dropped, 1, memory_order_relaxed);
+        /* release: the drainer that reports the count also reads tb->tid */
+        atomic_fetch_add_explicit(&tb->dropped, 1, memory_order_release);
         atomic_fetch_add_explicit(&lg.dropped_total, 1, memory_order_relaxed);
     }
     atomic_store_explicit(&tb->busy, false, memory_order_release);
@@ -600,7 +601,8 @@ static int drain_one(tbuf_t *tb)
         atomic_fetch_add(&tb->dropped, lost);
         atomic_fetch_add(&lg.dropped_total, lost);
     }
-    if (atomic_load(&tb->state) == TB_ORPHAN && atomic_load(&tb->head) == head) {
+    if (atomic_load(&tb->state) == TB_ORPHAN && atomic_load(&tb->head) == head &&
+        atomic_load(&tb->dropped) == 0) {
         int orphan = TB_ORPHAN;
 
         atomic_compare_exchange_strong(&tb->state, &orphan, TB_FREE);

@@ -615,8 +615,8 @@ static void file_rotates_by_size_and_keeps_the_newest_n_files(void **state)
         free(text);
     }
     assert_int_equal(files, 4);
-    assert_int_equal(last, 4999); /* the newest line is in the live file */
-    assert_true(total_lines > 600);
+    assert_int_equal(last, 4999);   /* the newest line is in the live file */
+    assert_true(total_lines > 450); /* three full rotated files of ~80-byte lines */
 }
 
 /* ---- full buffer -------------------------------------------------------------------------- */
