@@ -304,11 +304,11 @@ static void *table_pop_back(coho_cbuf_t *b)
 }
 
 /* Hands idle chunks back to the pool until at most `keep` remain. */
-static void trim_idle(coho_cbuf_t *b, size_t keep)
+static inline void trim_idle(coho_cbuf_t *b, size_t keep)
 {
     size_t used = used_chunks(b);
 
-    while (b->nchunks > used + keep)
+    while (__builtin_expect(b->nchunks > used + keep, 0))
         chunk_put(b->shift, table_pop_back(b));
 }
 
