@@ -783,8 +783,26 @@ static int open_fail(int err, const char *what, const char *path)
     return -1;
 }
 
+/* exit() writes what is buffered: a program that returns from main without coho_log_close
+ * loses nothing. It flushes but does not close, since other threads may still log while the
+ * process exits. (_exit and a fatal signal skip this; the signal handlers flush instead.) */
+static void log_atexit(void)
+{
+    if (atomic_load(&lg.state) != LOG_OPEN)
+        return;
+    pthread_mutex_lock(&lg.reg_mu);
+    (void)drain_all();
+    pthread_mutex_unlock(&lg.reg_mu);
+}
+
+static void log_atexit_install(void)
+{
+    atexit(log_atexit);
+}
+
 int coho_log_open(const coho_log_opts_t *o)
 {
+    static pthread_once_t atexit_once = PTHREAD_ONCE_INIT;
     struct stat st;
     int fd;
 
@@ -826,6 +844,7 @@ int coho_log_open(const coho_log_opts_t *o)
     atomic_store(&lg.fd, fd);
     pthread_mutex_unlock(&lg.reg_mu);
     coho__log_crash_install();
+    pthread_once(&atexit_once, log_atexit_install);
     atomic_store(&lg.state, LOG_OPEN);
     pthread_mutex_unlock(&lg.ctl_mu);
     return 0;

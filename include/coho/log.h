@@ -45,7 +45,8 @@ COHO_API void coho_log_opts_init(coho_log_opts_t *o);
 
 /* Opens the process logger on `o->path` (append mode). Lines logged before the first open and
  * after a close go to stderr, one write per line. The writer thread starts with the first
- * buffered line and blocks all signals; fatal-signal handlers (SEGV, BUS, ABRT, FPE, ILL; not
+ * buffered line and blocks all signals; an atexit handler writes what is still buffered when
+ * the process exits without a close; fatal-signal handlers (SEGV, BUS, ABRT, FPE, ILL; not
  * SEGV in sanitizer builds) are installed on the first open and stay for the process's life.
  * Any thread. Errors: EINVAL (NULL `o`, NULL or empty path, level or files_kept out of range,
  * thread_buffer_size below 16 KiB), EBUSY (already open), or the errno of open(2) (EACCES,

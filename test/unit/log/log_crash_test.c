@@ -350,6 +350,39 @@ static void check_failure_without_a_log_file_writes_the_fatal_line_to_stderr(voi
     free(err);
 }
 
+static void lines_still_buffered_at_exit_are_written(void **state)
+{
+    pid_t pid;
+    int status, i;
+    char *text;
+
+    (void)state;
+    make_tmpdir();
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        pthread_t th;
+
+        child_setup(); /* 10 min flush interval: only exit() can write these in time */
+        pthread_create(&th, NULL, helper_logs_then_waits, NULL);
+        pthread_mutex_lock(&helper_mu);
+        while (!helper_done)
+            pthread_cond_wait(&helper_cv, &helper_mu);
+        pthread_mutex_unlock(&helper_mu);
+        for (i = 0; i < 500; i++)
+            coho_log_info("at exit %d", i);
+        exit(0); /* no coho_log_close, no flush */
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    text = slurp(logpath);
+    assert_non_null(text);
+    expect_numbered_lines(text, "at exit", 500);
+    expect_numbered_lines(text, "helper", 300);
+    free(text);
+}
+
 /* ---- fork --------------------------------------------------------------------------------- */
 
 static double mono_ms(void)
@@ -479,6 +512,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(crash_handler_flushes_then_calls_the_previously_installed_handler),
         cmocka_unit_test(check_failure_logs_fatal_line_flushes_writes_stderr_and_aborts),
         cmocka_unit_test(check_failure_without_a_log_file_writes_the_fatal_line_to_stderr),
+        cmocka_unit_test(lines_still_buffered_at_exit_are_written),
         cmocka_unit_test(forked_child_gets_a_working_logger_and_no_line_is_duplicated),
         cmocka_unit_test(writer_thread_blocks_every_signal),
     };
