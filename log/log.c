@@ -61,6 +61,7 @@ static struct {
     bool writer_stop;
     int space_waiters;
     atomic_bool writer_started;
+    atomic_bool writer_idle; /* the writer sleeps without a timeout: wake it for a new line */
     pthread_t writer;
 
     _Atomic(tbuf_t *) list;
@@ -402,6 +403,8 @@ void coho_log_vwrite(int level, const char *file, int line, const char *fmt, va_
     if (tb == NULL) {
         atomic_fetch_add(&lg.dropped_total, 1);
         atomic_fetch_add(&lg.dropped_unowned, 1);
+        if (atomic_load(&lg.writer_started))
+            writer_wake();
         return;
     }
     len = format_line(tb->line, &tb->stamp_sec, tb->stamp, level, file, line, tb->tid, fmt, ap);
@@ -420,13 +423,22 @@ void coho_log_vwrite(int level, const char *file, int line, const char *fmt, va_
     fit = tbuf_room(tb) >= len ? 1 : tbuf_wait_room(tb, len);
     if (fit > 0) {
         tbuf_copy_in(tb, tb->line, len);
-        if ((level >= COHO_LOG_ERROR || tb->cap - tbuf_room(tb) > tb->cap / 2) &&
-            !atomic_exchange_explicit(&tb->wake_sent, true, memory_order_relaxed))
+        /* The head store above, this fence, and the load below pair with the writer's
+         * "idle = true, then look at every head" (writer_main): either the writer sees this
+         * line before it sleeps, or this call sees it idle and wakes it. */
+        atomic_thread_fence(memory_order_seq_cst);
+        if (atomic_load_explicit(&lg.writer_idle, memory_order_relaxed) &&
+            atomic_exchange(&lg.writer_idle, false))
+            writer_wake();
+        else if ((level >= COHO_LOG_ERROR || tb->cap - tbuf_room(tb) > tb->cap / 2) &&
+                 !atomic_exchange_explicit(&tb->wake_sent, true, memory_order_relaxed))
             writer_wake();
     } else if (fit == 0) {
         /* release: the drainer that reports the count also reads tb->tid */
         atomic_fetch_add_explicit(&tb->dropped, 1, memory_order_release);
         atomic_fetch_add_explicit(&lg.dropped_total, 1, memory_order_relaxed);
+        if (!atomic_exchange_explicit(&tb->wake_sent, true, memory_order_relaxed))
+            writer_wake(); /* the report is due, and room is wanted */
     }
     atomic_store_explicit(&tb->busy, false, memory_order_release);
     if (fit < 0)
@@ -611,6 +623,20 @@ static int drain_one(tbuf_t *tb)
     return rc;
 }
 
+/* True if some buffer holds lines or an unreported drop count. */
+static bool buffers_pending(void)
+{
+    tbuf_t *tb;
+
+    if (atomic_load(&lg.dropped_unowned) > 0)
+        return true;
+    for (tb = atomic_load(&lg.list); tb != NULL; tb = atomic_load(&tb->next)) {
+        if (atomic_load(&tb->head) != atomic_load(&tb->tail) || atomic_load(&tb->dropped) > 0)
+            return true;
+    }
+    return false;
+}
+
 static int drain_all(void)
 {
     int rc = 0;
@@ -637,12 +663,28 @@ static void wake_space_waiters(void)
 
 /* ---- the writer thread -------------------------------------------------------------------- */
 
+/* Drains every flush_interval_ms while there are lines; once a drain finds nothing, it
+ * sleeps without a timeout (no idle wake-ups) until a producer wakes it. */
 static void *writer_main(void *arg)
 {
+    bool idle = false;
+
     (void)arg;
     pthread_mutex_lock(&lg.wake_mu);
     while (!lg.writer_stop) {
-        if (!lg.wake_pending) {
+        if (!lg.wake_pending && idle) {
+            bool pending;
+
+            /* idle first, then look: a producer that appends after the look sees idle and
+             * wakes us (see coho_log_vwrite) */
+            atomic_store(&lg.writer_idle, true);
+            pthread_mutex_unlock(&lg.wake_mu);
+            pending = buffers_pending();
+            pthread_mutex_lock(&lg.wake_mu);
+            if (!pending && !lg.wake_pending && !lg.writer_stop)
+                pthread_cond_wait(&lg.wake_cond, &lg.wake_mu);
+            atomic_store(&lg.writer_idle, false);
+        } else if (!lg.wake_pending) {
             struct timespec deadline;
 
             mono_deadline(&deadline, lg.flush_interval_ms);
@@ -652,6 +694,7 @@ static void *writer_main(void *arg)
         pthread_mutex_unlock(&lg.wake_mu);
 
         pthread_mutex_lock(&lg.reg_mu);
+        idle = !buffers_pending();
         (void)drain_all();
         pthread_mutex_unlock(&lg.reg_mu);
 
@@ -696,6 +739,7 @@ static void writer_stop_and_join(void)
         pthread_join(lg.writer, NULL);
     pthread_mutex_lock(&lg.wake_mu);
     atomic_store(&lg.writer_started, false);
+    atomic_store(&lg.writer_idle, false);
     lg.writer_stop = false;
     lg.wake_pending = false;
     pthread_mutex_unlock(&lg.wake_mu);
@@ -740,6 +784,7 @@ static void fork_child(void)
     if (my_tb != NULL)
         my_tb->tid = thread_id();
     atomic_store(&lg.writer_started, false);
+    atomic_store(&lg.writer_idle, false);
     lg.writer_stop = false;
     lg.wake_pending = false;
     lg.space_waiters = 0;

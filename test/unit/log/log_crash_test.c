@@ -503,6 +503,85 @@ static void writer_thread_blocks_every_signal(void **state)
     assert_int_equal(coho_log_close(), 0);
 }
 
+/* The writer's voluntary context switches, from /proc; -1 if there is no writer thread. */
+static long writer_switches(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    long n = -1;
+
+    assert_non_null(d);
+    while ((e = readdir(d)) != NULL) {
+        char path[300], buf[4096], *p;
+        FILE *f;
+        size_t len;
+
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+        f = fopen(path, "r");
+        if (f == NULL)
+            continue;
+        len = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[len] = '\0';
+        if (strcmp(buf, "coho-log\n") != 0)
+            continue;
+        snprintf(path, sizeof(path), "/proc/self/task/%s/status", e->d_name);
+        f = fopen(path, "r");
+        assert_non_null(f);
+        len = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[len] = '\0';
+        p = strstr(buf, "voluntary_ctxt_switches:");
+        assert_non_null(p);
+        n = strtol(p + strlen("voluntary_ctxt_switches:"), NULL, 10);
+    }
+    closedir(d);
+    return n;
+}
+
+/* Waits up to 2 s for `needle` to be in the log file, without flushing. */
+static void wait_for_line(const char *needle)
+{
+    double t0 = mono_ms();
+    char *t = NULL;
+
+    for (;;) {
+        free(t);
+        t = slurp(logpath);
+        if (t != NULL && strstr(t, needle) != NULL)
+            break;
+        assert_true(mono_ms() - t0 < 2000);
+        usleep(5000);
+    }
+    free(t);
+}
+
+static void idle_writer_sleeps_without_wakeups_and_wakes_for_a_new_line(void **state)
+{
+    coho_log_opts_t o;
+    long before, after;
+
+    (void)state;
+    make_tmpdir();
+    coho_log_opts_init(&o);
+    o.path = logpath;
+    o.flush_interval_ms = 10; /* a periodic writer would wake ~50 times below */
+    assert_int_equal(coho_log_open(&o), 0);
+    coho_log_info("first line");
+    wait_for_line("]first line\n");
+    usleep(100000); /* the writer finds nothing and goes idle */
+    before = writer_switches();
+    assert_true(before >= 0);
+    usleep(500000);
+    after = writer_switches();
+    assert_true(after - before <= 2);
+    coho_log_info("line after idle");    /* not an error line, buffer nearly empty: */
+    wait_for_line("]line after idle\n"); /* only the idle hand-shake can wake the writer */
+    assert_int_equal(coho_log_close(), 0);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -515,6 +594,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(lines_still_buffered_at_exit_are_written),
         cmocka_unit_test(forked_child_gets_a_working_logger_and_no_line_is_duplicated),
         cmocka_unit_test(writer_thread_blocks_every_signal),
+        cmocka_unit_test(idle_writer_sleeps_without_wakeups_and_wakes_for_a_new_line),
     };
 
     return coho_test_main("log_crash", tests, sizeof(tests) / sizeof(tests[0]), argc, argv);
