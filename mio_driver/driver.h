@@ -149,7 +149,9 @@ uint64_t coho__timer_overrun(const coho__timer_t *t);
 /* Disarms every timer of `group`. Returns how many. */
 size_t coho__timer_stop_group(coho__driver_t *d, uint64_t group);
 
-/* Milliseconds until the next timer is due (0 if overdue), or -1 when none is armed. */
+/* Milliseconds until the next timer is due (0 if overdue), or -1 when none is armed. Rounded
+ * up; may be earlier (never later) than the next due timer when the wheel must cascade a
+ * crowded far slot first: the loop then wakes once more. */
 int64_t coho__driver_next_timer_ms(const coho__driver_t *d);
 
 /* ---- cross-thread posts ---- */

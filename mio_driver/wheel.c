@@ -243,6 +243,26 @@ static inline int ring_find(uint64_t bits, unsigned start)
     return __builtin_ctzll(r);
 }
 
+/* The earliest expiry in a far slot, so an idle loop sleeps until the timer rather than until
+ * the cascade point. A long slot is not scanned: its cascade tick `open` is returned instead,
+ * a bound that costs one extra wake-up. */
+static uint64_t slot_min_expiry(const coho_list_t *head, uint64_t open)
+{
+    uint64_t best = COHO__WHEEL_NEVER;
+    unsigned n = 0;
+    const coho_list_t *p;
+
+    for (p = head->next; p != head; p = p->next) {
+        const coho__timer_t *t = coho_container_of(p, coho__timer_t, link);
+
+        if (++n > 16)
+            return open;
+        if (t->expire_tick < best)
+            best = t->expire_tick;
+    }
+    return best < open ? open : best;
+}
+
 uint64_t coho__wheel_next_tick(const coho__wheel_t *w)
 {
     uint64_t best = COHO__WHEEL_NEVER;
@@ -260,7 +280,8 @@ uint64_t coho__wheel_next_tick(const coho__wheel_t *w)
         int k = ring_find(w->lvl_bits[l], (unsigned)(next_unit & LVL_MASK));
 
         if (k >= 0) {
-            uint64_t at = (next_unit + (uint64_t)k) << sh;
+            unsigned slot = (unsigned)((next_unit + (uint64_t)k) & LVL_MASK);
+            uint64_t at = slot_min_expiry(&w->lvl[l][slot], (next_unit + (uint64_t)k) << sh);
 
             if (at < best)
                 best = at;

@@ -64,9 +64,9 @@ int coho__wheel_del(coho__wheel_t *w, coho__timer_t *t);
  * timers to `fire`. Empty ticks are skipped through the occupancy bitmaps. */
 void coho__wheel_advance(coho__wheel_t *w, uint64_t now_tick, coho__wheel_fire_fn fire, void *ctx);
 
-/* The first tick at which coho__wheel_advance has work: the next due tick, or an earlier
- * cascade or overflow-migration point. Never later than the next due timer. COHO__WHEEL_NEVER
- * when the wheel is empty. */
+/* The first tick at which coho__wheel_advance has work: the next due tick, or (when the first
+ * far slot holds more than a few timers, or for the overflow heap) an earlier cascade or
+ * migration point. Never later than the next due timer. COHO__WHEEL_NEVER when empty. */
 uint64_t coho__wheel_next_tick(const coho__wheel_t *w);
 
 /* Timers in the slots and the overflow heap (not those on a due list being fired). */
