@@ -555,6 +555,7 @@ void coho__driver_stop(coho__driver_t *d)
 void coho__driver_shutdown(coho__driver_t *d)
 {
     coho__post_shutdown(d);
+    coho__offload_shutdown(d);
     coho__driver_stop(d);
 }
 

@@ -130,6 +130,8 @@ void coho__signal_fork_child(coho__driver_t *d);
 
 /* ---- offload (offload.c) ---- */
 int coho__offload_init(coho__driver_t *d);
+/* Refuses new jobs (-ESHUTDOWN); queued and running jobs still complete. */
+void coho__offload_shutdown(coho__driver_t *d);
 /* Refuses new jobs, lets running jobs finish, drops queued ones, joins the workers. */
 void coho__offload_destroy(coho__driver_t *d);
 void coho__offload_fork_prepare(coho__driver_t *d);

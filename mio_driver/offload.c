@@ -111,6 +111,13 @@ out:
     return rc;
 }
 
+void coho__offload_shutdown(coho__driver_t *d)
+{
+    pthread_mutex_lock(&d->off_mu);
+    d->off_shutdown = true;
+    pthread_mutex_unlock(&d->off_mu);
+}
+
 void coho__offload_destroy(coho__driver_t *d)
 {
     pthread_mutex_lock(&d->off_mu);
