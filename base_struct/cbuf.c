@@ -118,9 +118,8 @@ static chunk_pool_t *pool_self(void)
     return p;
 }
 
-static void *chunk_get(unsigned shift)
+static void *chunk_get(chunk_pool_t *p, unsigned shift)
 {
-    chunk_pool_t *p = pool_self();
     unsigned c = shift - CLASS_MIN;
     size_t size = (size_t)1 << shift;
     void *ch = p->free[c];
@@ -312,21 +311,31 @@ static inline void trim_idle(coho_cbuf_t *b, size_t keep)
         chunk_put(b->shift, table_pop_back(b));
 }
 
-static int grow_slow(coho_cbuf_t *b, size_t need)
+static __attribute__((noinline)) int grow_slow(coho_cbuf_t *b, size_t need)
 {
-    size_t n0 = b->nchunks;
+    size_t count = (need - free_space(b) + chunk_size(b) - 1) >> b->shift;
+    size_t n0 = b->nchunks, cap = b->table_cap, i, mask;
+    chunk_pool_t *p = pool_self();
+    void **t;
 
-    while (free_space(b) < need) {
-        void *ch = chunk_get(b->shift);
+    /* count <= max_len / 64 < 2^40, so neither the sum nor the doubling overflows. */
+    while (cap < n0 + count)
+        cap *= 2;
+    if (cap != b->table_cap && table_resize(b, cap) < 0)
+        return -ENOMEM;
+    t = table_of(b);
+    mask = b->table_cap - 1;
+    for (i = 0; i < count; i++) {
+        void *ch = chunk_get(p, b->shift);
 
-        if (ch == NULL || table_push_back(b, ch) < 0) {
-            if (ch != NULL)
-                chunk_put(b->shift, ch);
+        if (ch == NULL) {
             /* All or nothing: give back what this call took. */
             while (b->nchunks > n0)
                 chunk_put(b->shift, table_pop_back(b));
             return -ENOMEM;
         }
+        t[(b->first + b->nchunks) & mask] = ch;
+        b->nchunks++;
     }
     return 0;
 }
@@ -363,7 +372,8 @@ static void copy_in(coho_cbuf_t *b, size_t pos, const void *src, size_t n)
 }
 
 /* Copies n data bytes from data position pos out to dst. */
-static void copy_out(const coho_cbuf_t *b, size_t pos, void *dst, size_t n)
+static __attribute__((noinline)) void copy_out(const coho_cbuf_t *b, size_t pos, void *dst,
+                                               size_t n)
 {
     size_t abs = b->head_off + pos, size = chunk_size(b);
     size_t idx = abs >> b->shift, off = abs & (size - 1);
@@ -380,22 +390,32 @@ static void copy_out(const coho_cbuf_t *b, size_t pos, void *dst, size_t n)
     }
 }
 
-/* Drops the first n data bytes (n <= len); emptied chunks go to the back as idle, then the
- * idle chunks beyond SPARE_CHUNKS go back to the pool. */
+/* Drops the first n data bytes (n <= len). An emptied chunk moves to the back as an idle chunk
+ * while fewer than SPARE_CHUNKS are idle, and goes back to the pool otherwise. */
 static void drop_front(coho_cbuf_t *b, size_t n)
 {
-    size_t abs = b->head_off + n, drop;
+    size_t abs = b->head_off + n, drop, idle;
 
     b->len -= n;
     b->cursor = b->cursor > n ? b->cursor - n : 0;
     if (b->len == 0) {
         b->head_off = 0;
-    } else {
-        drop = abs >> b->shift;
-        b->head_off = abs & (chunk_size(b) - 1);
-        /* The table has room: each pop frees the slot the push takes. */
-        while (drop-- > 0)
-            (void)table_push_back(b, table_pop_front(b));
+        trim_idle(b, SPARE_CHUNKS);
+        return;
+    }
+    drop = abs >> b->shift;
+    b->head_off = abs & (chunk_size(b) - 1);
+    idle = b->nchunks - drop - used_chunks(b);
+    while (drop-- > 0) {
+        void *ch = table_pop_front(b);
+
+        if (idle < SPARE_CHUNKS) {
+            /* The table has room: the pop freed the slot the push takes. */
+            (void)table_push_back(b, ch);
+            idle++;
+        } else {
+            chunk_put(b->shift, ch);
+        }
     }
     trim_idle(b, SPARE_CHUNKS);
 }
@@ -460,18 +480,34 @@ size_t coho_cbuf_capacity(const coho_cbuf_t *b)
     return is_live(b) ? b->nchunks << b->shift : 0;
 }
 
+static __attribute__((noinline)) int append_slow(coho_cbuf_t *b, const void *data, size_t len)
+{
+    int rc = grow(b, len);
+
+    if (rc < 0)
+        return fail(rc);
+    copy_in(b, b->len, data, len);
+    b->len += len;
+    return 0;
+}
+
 int coho_cbuf_append(coho_cbuf_t *b, const void *data, size_t len)
 {
-    int rc;
+    size_t abs, off, idx;
 
     if (!is_live(b) || (data == NULL && len > 0))
         return fail(-EINVAL);
     if (len > b->max_len - b->len)
         return fail(-ENOBUFS);
-    rc = grow(b, len);
-    if (rc < 0)
-        return fail(rc);
-    copy_in(b, b->len, data, len);
+    if (len == 0)
+        return 0;
+    /* The common case, one copy into a chunk the buffer already holds, stays short. */
+    abs = b->head_off + b->len;
+    idx = abs >> b->shift;
+    off = abs & (chunk_size(b) - 1);
+    if (idx >= b->nchunks || chunk_size(b) - off < len)
+        return append_slow(b, data, len);
+    memcpy(chunk_at(b, idx) + off, data, len);
     b->len += len;
     return 0;
 }
@@ -585,14 +621,21 @@ off_t coho_cbuf_seek(coho_cbuf_t *b, off_t off, int whence)
 
 ssize_t coho_cbuf_read(coho_cbuf_t *b, void *dst, size_t n)
 {
-    size_t k;
+    size_t k, abs, off;
 
     if (!is_live(b) || (dst == NULL && n > 0) || n > SSIZE_MAX)
         return fail(-EINVAL);
     k = b->len - b->cursor;
     if (k > n)
         k = n;
-    copy_out(b, b->cursor, dst, k);
+    if (k == 0)
+        return 0;
+    abs = b->head_off + b->cursor;
+    off = abs & (chunk_size(b) - 1);
+    if (chunk_size(b) - off >= k)
+        memcpy(dst, chunk_at(b, abs >> b->shift) + off, k);
+    else
+        copy_out(b, b->cursor, dst, k);
     b->cursor += k;
     return (ssize_t)k;
 }

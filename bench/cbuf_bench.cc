@@ -8,10 +8,11 @@
 // compiler's inline expansion of a constant 4 KiB memcpy does on the same machine.
 //
 //   cbuf_bench [google benchmark flags]   the benchmarks and the ratio table
-//   cbuf_bench --callgrind OP             runs only OP (flat, cbuf, cbuf_iov) for CG_ROUNDS
-//                                         4 KiB write+read round trips at depth 1, for
+//   cbuf_bench --callgrind OP [DEPTH]     runs only OP (flat, cbuf, cbuf_iov) for 102400
+//                                         4 KiB messages written then read, DEPTH (default 1)
+//                                         at a time, for
 //   valgrind --tool=callgrind --collect-atstart=no --toggle-collect=cg_OP
-//       cbuf_bench --callgrind OP         (instructions per round trip = Ir / CG_ROUNDS)
+//       cbuf_bench --callgrind OP [DEPTH] (instructions per message = Ir / 102400)
 #include <benchmark/benchmark.h>
 #include <sys/uio.h>
 
@@ -28,7 +29,7 @@
 namespace {
 
 constexpr size_t kMsg = 4096;
-constexpr long kCgRounds = 100000;
+constexpr long kCgMessages = 102400;
 
 struct Bytes {
     std::vector<unsigned char> in, out;
@@ -124,32 +125,32 @@ inline void cbuf_iov_round(coho_cbuf_t *b, const unsigned char *in, unsigned cha
 
 } // namespace
 
-// ---- fixed-count loops for callgrind (instruction counts per round trip) ----
+// ---- fixed-count loops for callgrind (instructions per 4 KiB message written and read) ----
 
 extern "C" __attribute__((noinline)) void cg_flat(Flat *f, const unsigned char *in,
-                                                  unsigned char *out, long n)
+                                                  unsigned char *out, long depth, long rounds)
 {
     const size_t msg = runtime_msg();
-    for (long i = 0; i < n; i++) {
-        flat_round(*f, in, out, 1, msg);
+    for (long i = 0; i < rounds; i++) {
+        flat_round(*f, in, out, depth, msg);
         benchmark::DoNotOptimize(out);
     }
 }
 
 extern "C" __attribute__((noinline)) void cg_cbuf(coho_cbuf_t *b, const unsigned char *in,
-                                                  unsigned char *out, long n)
+                                                  unsigned char *out, long depth, long rounds)
 {
-    for (long i = 0; i < n; i++) {
-        cbuf_round(b, in, out, 1);
+    for (long i = 0; i < rounds; i++) {
+        cbuf_round(b, in, out, depth);
         benchmark::DoNotOptimize(out);
     }
 }
 
 extern "C" __attribute__((noinline)) void cg_cbuf_iov(coho_cbuf_t *b, const unsigned char *in,
-                                                      unsigned char *out, long n)
+                                                      unsigned char *out, long depth, long rounds)
 {
-    for (long i = 0; i < n; i++) {
-        cbuf_iov_round(b, in, out, 1);
+    for (long i = 0; i < rounds; i++) {
+        cbuf_iov_round(b, in, out, depth);
         benchmark::DoNotOptimize(out);
     }
 }
@@ -276,21 +277,26 @@ private:
     std::map<std::string, bool> median_;
 };
 
-int run_callgrind(const char *op)
+int run_callgrind(const char *op, long depth)
 {
     Bytes bytes(kMsg);
+    const long rounds = kCgMessages / depth;
+    if (depth < 1 || depth > kCgMessages) {
+        std::fprintf(stderr, "depth must be 1..%ld\n", kCgMessages);
+        return 2;
+    }
     if (std::strcmp(op, "flat") == 0) {
-        Flat f(kMsg);
-        cg_flat(&f, bytes.in.data(), bytes.out.data(), kCgRounds);
+        Flat f(static_cast<size_t>(depth) * kMsg);
+        cg_flat(&f, bytes.in.data(), bytes.out.data(), depth, rounds);
         return 0;
     }
     if (std::strcmp(op, "cbuf") == 0 || std::strcmp(op, "cbuf_iov") == 0) {
         coho_cbuf_t b;
         coho_cbuf_init(&b, nullptr);
         if (op[4] == '\0')
-            cg_cbuf(&b, bytes.in.data(), bytes.out.data(), kCgRounds);
+            cg_cbuf(&b, bytes.in.data(), bytes.out.data(), depth, rounds);
         else
-            cg_cbuf_iov(&b, bytes.in.data(), bytes.out.data(), kCgRounds);
+            cg_cbuf_iov(&b, bytes.in.data(), bytes.out.data(), depth, rounds);
         coho_cbuf_destroy(&b);
         return 0;
     }
@@ -302,8 +308,8 @@ int run_callgrind(const char *op)
 
 int main(int argc, char **argv)
 {
-    if (argc == 3 && std::strcmp(argv[1], "--callgrind") == 0)
-        return run_callgrind(argv[2]);
+    if ((argc == 3 || argc == 4) && std::strcmp(argv[1], "--callgrind") == 0)
+        return run_callgrind(argv[2], argc == 4 ? std::atol(argv[3]) : 1);
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv))
         return 1;
