@@ -31,12 +31,38 @@ namespace {
 constexpr size_t kMsg = 4096;
 constexpr long kCgMessages = 102400;
 
+// Sources and destinations of the messages. Copy speed depends on where source and destination
+// sit relative to each other within a 4 KiB page (4K aliasing), which for cbuf depends on where
+// malloc put the chunks; so each message uses the next of kSpots source/destination pairs,
+// spread across the page, and every variant sees the same mix.
+constexpr unsigned kSpots = 8;
+
 struct Bytes {
-    std::vector<unsigned char> in, out;
-    explicit Bytes(size_t n) : in(n), out(n)
+    unsigned char *region;
+    unsigned char *in[kSpots], *out[kSpots];
+    Bytes()
     {
-        for (size_t i = 0; i < n; i++)
-            in[i] = static_cast<unsigned char>(i * 131u + 7u);
+        region = static_cast<unsigned char *>(std::aligned_alloc(4096, 4 * kSpots * 4096));
+        for (unsigned j = 0; j < kSpots; j++) {
+            size_t off = (j * 528u) % 4096u;
+            in[j] = region + 2 * j * 4096 + off;
+            out[j] = region + 2 * (kSpots + j) * 4096 + off;
+            for (size_t i = 0; i < kMsg; i++) {
+                in[j][i] = static_cast<unsigned char>(i * 131u + 7u);
+                out[j][i] = 0;
+            }
+        }
+    }
+    ~Bytes() { std::free(region); }
+    Bytes(const Bytes &) = delete;
+    Bytes &operator=(const Bytes &) = delete;
+    // True when the first `n` spots got their source bytes back.
+    bool ok(int64_t n) const
+    {
+        for (unsigned j = 0; j < kSpots && j < n; j++)
+            if (std::memcmp(in[j], out[j], kMsg) != 0)
+                return false;
+        return true;
     }
 };
 
@@ -50,27 +76,28 @@ struct Flat {
 // `msg` is the message size as the program sees it at run time (as cbuf and a socket path do),
 // so both sides call the C library's memcpy. flat_round_const lets the compiler see the
 // constant 4 KiB and expand memcpy inline (rep movsq on x86_64): reported as a second baseline.
-inline void flat_round(Flat &f, const unsigned char *in, unsigned char *out, long depth, size_t msg)
+// Round r writes messages from spots r, r+1, ... and reads them back to the same spots.
+inline void flat_round(Flat &f, const Bytes &io, unsigned r, long depth, size_t msg)
 {
     for (long i = 0; i < depth; i++) {
-        std::memcpy(f.buf.data() + f.tail, in, msg);
+        std::memcpy(f.buf.data() + f.tail, io.in[(r + i) % kSpots], msg);
         f.tail += msg;
     }
     for (long i = 0; i < depth; i++) {
-        std::memcpy(out, f.buf.data() + f.head, msg);
+        std::memcpy(io.out[(r + i) % kSpots], f.buf.data() + f.head, msg);
         f.head += msg;
     }
     f.head = f.tail = 0;
 }
 
-inline void flat_round_const(Flat &f, const unsigned char *in, unsigned char *out, long depth)
+inline void flat_round_const(Flat &f, const Bytes &io, unsigned r, long depth)
 {
     for (long i = 0; i < depth; i++) {
-        std::memcpy(f.buf.data() + f.tail, in, kMsg);
+        std::memcpy(f.buf.data() + f.tail, io.in[(r + i) % kSpots], kMsg);
         f.tail += kMsg;
     }
     for (long i = 0; i < depth; i++) {
-        std::memcpy(out, f.buf.data() + f.head, kMsg);
+        std::memcpy(io.out[(r + i) % kSpots], f.buf.data() + f.head, kMsg);
         f.head += kMsg;
     }
     f.head = f.tail = 0;
@@ -84,23 +111,23 @@ size_t runtime_msg()
     return msg;
 }
 
-inline void cbuf_round(coho_cbuf_t *b, const unsigned char *in, unsigned char *out, long depth)
+inline void cbuf_round(coho_cbuf_t *b, const Bytes &io, unsigned r, long depth)
 {
     for (long i = 0; i < depth; i++)
-        coho_cbuf_append(b, in, kMsg);
+        coho_cbuf_append(b, io.in[(r + i) % kSpots], kMsg);
     for (long i = 0; i < depth; i++) {
-        coho_cbuf_read(b, out, kMsg);
+        coho_cbuf_read(b, io.out[(r + i) % kSpots], kMsg);
         coho_cbuf_consume(b, kMsg);
     }
 }
 
-inline void cbuf_iov_round(coho_cbuf_t *b, const unsigned char *in, unsigned char *out, long depth)
+inline void cbuf_iov_round(coho_cbuf_t *b, const Bytes &io, unsigned r, long depth)
 {
     struct iovec iov[4];
     for (long i = 0; i < depth; i++) {
         int n = coho_cbuf_reserve_iov(b, kMsg, iov, 4);
         size_t left = kMsg;
-        const unsigned char *s = in;
+        const unsigned char *s = io.in[(r + i) % kSpots];
         for (int k = 0; k < n && left > 0; k++) {
             size_t c = iov[k].iov_len < left ? iov[k].iov_len : left;
             std::memcpy(iov[k].iov_base, s, c);
@@ -112,7 +139,7 @@ inline void cbuf_iov_round(coho_cbuf_t *b, const unsigned char *in, unsigned cha
     for (long i = 0; i < depth; i++) {
         int n = coho_cbuf_data_iov(b, 0, iov, 4);
         size_t left = kMsg;
-        unsigned char *d = out;
+        unsigned char *d = io.out[(r + i) % kSpots];
         for (int k = 0; k < n && left > 0; k++) {
             size_t c = iov[k].iov_len < left ? iov[k].iov_len : left;
             std::memcpy(d, iov[k].iov_base, c);
@@ -127,31 +154,30 @@ inline void cbuf_iov_round(coho_cbuf_t *b, const unsigned char *in, unsigned cha
 
 // ---- fixed-count loops for callgrind (instructions per 4 KiB message written and read) ----
 
-extern "C" __attribute__((noinline)) void cg_flat(Flat *f, const unsigned char *in,
-                                                  unsigned char *out, long depth, long rounds)
+extern "C" __attribute__((noinline)) void cg_flat(Flat *f, const Bytes *io, long depth, long rounds)
 {
     const size_t msg = runtime_msg();
     for (long i = 0; i < rounds; i++) {
-        flat_round(*f, in, out, depth, msg);
-        benchmark::DoNotOptimize(out);
+        flat_round(*f, *io, static_cast<unsigned>(i), depth, msg);
+        benchmark::ClobberMemory();
     }
 }
 
-extern "C" __attribute__((noinline)) void cg_cbuf(coho_cbuf_t *b, const unsigned char *in,
-                                                  unsigned char *out, long depth, long rounds)
+extern "C" __attribute__((noinline)) void cg_cbuf(coho_cbuf_t *b, const Bytes *io, long depth,
+                                                  long rounds)
 {
     for (long i = 0; i < rounds; i++) {
-        cbuf_round(b, in, out, depth);
-        benchmark::DoNotOptimize(out);
+        cbuf_round(b, *io, static_cast<unsigned>(i), depth);
+        benchmark::ClobberMemory();
     }
 }
 
-extern "C" __attribute__((noinline)) void cg_cbuf_iov(coho_cbuf_t *b, const unsigned char *in,
-                                                      unsigned char *out, long depth, long rounds)
+extern "C" __attribute__((noinline)) void cg_cbuf_iov(coho_cbuf_t *b, const Bytes *io, long depth,
+                                                      long rounds)
 {
     for (long i = 0; i < rounds; i++) {
-        cbuf_iov_round(b, in, out, depth);
-        benchmark::DoNotOptimize(out);
+        cbuf_iov_round(b, *io, static_cast<unsigned>(i), depth);
+        benchmark::ClobberMemory();
     }
 }
 
@@ -161,14 +187,14 @@ void BM_Flat_Stream(benchmark::State &st)
 {
     const long depth = st.range(0);
     const size_t msg = runtime_msg();
-    Bytes bytes(kMsg);
+    Bytes io;
+    unsigned r = 0;
     Flat f(static_cast<size_t>(depth) * kMsg);
     for (auto _ : st) {
-        flat_round(f, bytes.in.data(), bytes.out.data(), depth, msg);
-        benchmark::DoNotOptimize(bytes.out.data());
+        flat_round(f, io, r++, depth, msg);
         benchmark::ClobberMemory();
     }
-    if (std::memcmp(bytes.in.data(), bytes.out.data(), kMsg) != 0)
+    if (!io.ok(st.iterations() + depth - 1))
         st.SkipWithError("flat: bytes differ");
     st.SetBytesProcessed(st.iterations() * depth * static_cast<int64_t>(kMsg));
 }
@@ -177,14 +203,14 @@ BENCHMARK(BM_Flat_Stream)->Arg(1)->Arg(16)->Arg(64);
 void BM_FlatConst_Stream(benchmark::State &st)
 {
     const long depth = st.range(0);
-    Bytes bytes(kMsg);
+    Bytes io;
+    unsigned r = 0;
     Flat f(static_cast<size_t>(depth) * kMsg);
     for (auto _ : st) {
-        flat_round_const(f, bytes.in.data(), bytes.out.data(), depth);
-        benchmark::DoNotOptimize(bytes.out.data());
+        flat_round_const(f, io, r++, depth);
         benchmark::ClobberMemory();
     }
-    if (std::memcmp(bytes.in.data(), bytes.out.data(), kMsg) != 0)
+    if (!io.ok(st.iterations() + depth - 1))
         st.SkipWithError("flat const: bytes differ");
     st.SetBytesProcessed(st.iterations() * depth * static_cast<int64_t>(kMsg));
 }
@@ -193,15 +219,15 @@ BENCHMARK(BM_FlatConst_Stream)->Arg(1)->Arg(16)->Arg(64);
 void BM_Cbuf_Stream(benchmark::State &st)
 {
     const long depth = st.range(0);
-    Bytes bytes(kMsg);
+    Bytes io;
+    unsigned r = 0;
     coho_cbuf_t b;
     coho_cbuf_init(&b, nullptr);
     for (auto _ : st) {
-        cbuf_round(&b, bytes.in.data(), bytes.out.data(), depth);
-        benchmark::DoNotOptimize(bytes.out.data());
+        cbuf_round(&b, io, r++, depth);
         benchmark::ClobberMemory();
     }
-    if (std::memcmp(bytes.in.data(), bytes.out.data(), kMsg) != 0 || coho_cbuf_len(&b) != 0)
+    if (!io.ok(st.iterations() + depth - 1) || coho_cbuf_len(&b) != 0)
         st.SkipWithError("cbuf: bytes differ");
     coho_cbuf_destroy(&b);
     st.SetBytesProcessed(st.iterations() * depth * static_cast<int64_t>(kMsg));
@@ -211,15 +237,15 @@ BENCHMARK(BM_Cbuf_Stream)->Arg(1)->Arg(16)->Arg(64);
 void BM_Cbuf_StreamIov(benchmark::State &st)
 {
     const long depth = st.range(0);
-    Bytes bytes(kMsg);
+    Bytes io;
+    unsigned r = 0;
     coho_cbuf_t b;
     coho_cbuf_init(&b, nullptr);
     for (auto _ : st) {
-        cbuf_iov_round(&b, bytes.in.data(), bytes.out.data(), depth);
-        benchmark::DoNotOptimize(bytes.out.data());
+        cbuf_iov_round(&b, io, r++, depth);
         benchmark::ClobberMemory();
     }
-    if (std::memcmp(bytes.in.data(), bytes.out.data(), kMsg) != 0 || coho_cbuf_len(&b) != 0)
+    if (!io.ok(st.iterations() + depth - 1) || coho_cbuf_len(&b) != 0)
         st.SkipWithError("cbuf iov: bytes differ");
     coho_cbuf_destroy(&b);
     st.SetBytesProcessed(st.iterations() * depth * static_cast<int64_t>(kMsg));
@@ -279,7 +305,7 @@ private:
 
 int run_callgrind(const char *op, long depth)
 {
-    Bytes bytes(kMsg);
+    Bytes io;
     const long rounds = kCgMessages / depth;
     if (depth < 1 || depth > kCgMessages) {
         std::fprintf(stderr, "depth must be 1..%ld\n", kCgMessages);
@@ -287,16 +313,16 @@ int run_callgrind(const char *op, long depth)
     }
     if (std::strcmp(op, "flat") == 0) {
         Flat f(static_cast<size_t>(depth) * kMsg);
-        cg_flat(&f, bytes.in.data(), bytes.out.data(), depth, rounds);
+        cg_flat(&f, &io, depth, rounds);
         return 0;
     }
     if (std::strcmp(op, "cbuf") == 0 || std::strcmp(op, "cbuf_iov") == 0) {
         coho_cbuf_t b;
         coho_cbuf_init(&b, nullptr);
         if (op[4] == '\0')
-            cg_cbuf(&b, bytes.in.data(), bytes.out.data(), depth, rounds);
+            cg_cbuf(&b, &io, depth, rounds);
         else
-            cg_cbuf_iov(&b, bytes.in.data(), bytes.out.data(), depth, rounds);
+            cg_cbuf_iov(&b, &io, depth, rounds);
         coho_cbuf_destroy(&b);
         return 0;
     }
