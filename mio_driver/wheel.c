@@ -27,14 +27,18 @@ void coho__wheel_init(coho__wheel_t *w, uint64_t start_tick)
 {
     w->cur = start_tick;
     w->listed = 0;
+    w->way = 0;
     for (unsigned i = 0; i < NEAR_WORDS; i++)
         w->near_bits[i] = 0;
-    for (unsigned i = 0; i < COHO__WHEEL_NEAR_SIZE; i++)
+    for (unsigned i = 0; i < COHO__WHEEL_NEAR_SIZE; i++) {
         coho_list_init(&w->near[i]);
+        w->near_count[i] = 0;
+    }
     for (unsigned l = 0; l < COHO__WHEEL_LEVELS; l++) {
         w->lvl_bits[l] = 0;
         for (unsigned i = 0; i < COHO__WHEEL_LVL_SIZE; i++)
-            coho_list_init(&w->lvl[l][i]);
+            for (unsigned k = 0; k < COHO__WHEEL_LVL_WAYS; k++)
+                coho_list_init(&w->lvl[l][i][k]);
     }
     coho__heap_init(&w->overflow, overflow_less);
 }
@@ -57,6 +61,8 @@ static void wheel_place(coho__wheel_t *w, coho__timer_t *t)
 
         coho_list_push_back(&w->near[s], &t->link);
         w->near_bits[s >> 6] |= UINT64_C(1) << (s & 63);
+        w->near_count[s]++;
+        t->expire_tick = exp; /* clamped: below cur exactly when on a due list */
         t->state = COHO__TIMER_NEAR + s;
     } else {
         unsigned l = 0;
@@ -65,9 +71,11 @@ static void wheel_place(coho__wheel_t *w, coho__timer_t *t)
             l++;
         unsigned s = (unsigned)((exp >> lvl_shift(l)) & LVL_MASK);
 
-        coho_list_push_back(&w->lvl[l][s], &t->link);
+        unsigned k = w->way++ % COHO__WHEEL_LVL_WAYS;
+
+        coho_list_push_back(&w->lvl[l][s][k], &t->link);
         w->lvl_bits[l] |= UINT64_C(1) << s;
-        t->state = COHO__TIMER_LVL + l * COHO__WHEEL_LVL_SIZE + s;
+        t->state = COHO__TIMER_LVL + (l * COHO__WHEEL_LVL_SIZE + s) * COHO__WHEEL_LVL_WAYS + k;
     }
     w->listed++;
 }
@@ -86,6 +94,14 @@ int coho__wheel_add(coho__wheel_t *w, coho__timer_t *t)
     return 0;
 }
 
+static inline bool slot_is_empty(const coho_list_t *ways)
+{
+    for (unsigned k = 0; k < COHO__WHEEL_LVL_WAYS; k++)
+        if (!coho_list_is_empty(&ways[k]))
+            return false;
+    return true;
+}
+
 int coho__wheel_del(coho__wheel_t *w, coho__timer_t *t)
 {
     uint32_t st = t->state;
@@ -94,21 +110,21 @@ int coho__wheel_del(coho__wheel_t *w, coho__timer_t *t)
         return -ENOENT;
     if (st == COHO__TIMER_HEAP) {
         coho__heap_remove(&w->overflow, &t->heap);
-    } else if (st == COHO__TIMER_DUE) {
-        coho_list_del(&t->link);
     } else if (st < COHO__TIMER_LVL) {
         unsigned s = st - COHO__TIMER_NEAR;
 
         coho_list_del(&t->link);
-        if (coho_list_is_empty(&w->near[s]))
-            w->near_bits[s >> 6] &= ~(UINT64_C(1) << (s & 63));
-        w->listed--;
+        if (t->expire_tick >= w->cur) { /* in its slot, not on a due list */
+            if (--w->near_count[s] == 0)
+                w->near_bits[s >> 6] &= ~(UINT64_C(1) << (s & 63));
+            w->listed--;
+        }
     } else {
-        unsigned i = st - COHO__TIMER_LVL;
+        unsigned i = (st - COHO__TIMER_LVL) / COHO__WHEEL_LVL_WAYS;
         unsigned l = i / COHO__WHEEL_LVL_SIZE, s = i % COHO__WHEEL_LVL_SIZE;
 
         coho_list_del(&t->link);
-        if (coho_list_is_empty(&w->lvl[l][s]))
+        if (slot_is_empty(w->lvl[l][s]))
             w->lvl_bits[l] &= ~(UINT64_C(1) << s);
         w->listed--;
     }
@@ -116,19 +132,40 @@ int coho__wheel_del(coho__wheel_t *w, coho__timer_t *t)
     return 0;
 }
 
-/* Re-places every timer of level `l` slot `s` relative to the new cur. */
+/* Re-places every timer of level `l` slot `s` relative to the new cur. The slot's timers are
+ * spread over several lists walked in turn: each list is a chain of dependent cache misses
+ * (timers live wherever their owners put them), and interleaving the chains lets the CPU wait
+ * for several misses at once. The lists are walked without unlinking (each node is re-linked
+ * by the placement), reading `next` before the node is moved. */
 static void wheel_cascade_slot(coho__wheel_t *w, unsigned l, unsigned s)
 {
-    coho_list_t tmp, *n;
+    coho_list_t *cur[COHO__WHEEL_LVL_WAYS], *end[COHO__WHEEL_LVL_WAYS];
+    coho_list_t heads[COHO__WHEEL_LVL_WAYS];
+    unsigned live = 0;
 
     if (!(w->lvl_bits[l] & (UINT64_C(1) << s)))
         return;
-    coho_list_init(&tmp);
-    coho_list_splice_back(&tmp, &w->lvl[l][s]);
     w->lvl_bits[l] &= ~(UINT64_C(1) << s);
-    while ((n = coho_list_pop_front(&tmp)) != NULL) {
-        w->listed--;
-        wheel_place(w, coho_container_of(n, coho__timer_t, link));
+    for (unsigned k = 0; k < COHO__WHEEL_LVL_WAYS; k++) {
+        coho_list_init(&heads[k]);
+        coho_list_splice_back(&heads[k], &w->lvl[l][s][k]);
+        cur[k] = heads[k].next;
+        end[k] = &heads[k];
+        live += cur[k] != end[k];
+    }
+    while (live > 0) {
+        for (unsigned k = 0; k < COHO__WHEEL_LVL_WAYS; k++) {
+            coho_list_t *n = cur[k];
+
+            if (n == end[k])
+                continue;
+            cur[k] = n->next;
+            __builtin_prefetch(cur[k], 1);
+            if (cur[k] == end[k])
+                live--;
+            w->listed--;
+            wheel_place(w, coho_container_of(n, coho__timer_t, link));
+        }
     }
 }
 
@@ -212,14 +249,13 @@ void coho__wheel_advance(coho__wheel_t *w, uint64_t now_tick, coho__wheel_fire_f
         } else {
             coho_list_t due, *n;
 
+            /* No pass over the due timers here: moving cur past their tick is what marks
+             * them as due (coho__wheel_del tells by expire_tick < cur). */
             coho_list_init(&due);
             coho_list_splice_back(&due, &w->near[s]);
             w->near_bits[s >> 6] &= ~(UINT64_C(1) << (s & 63));
-            coho_list_for_each(n, &due)
-            {
-                coho_container_of(n, coho__timer_t, link)->state = COHO__TIMER_DUE;
-                w->listed--;
-            }
+            w->listed -= w->near_count[s];
+            w->near_count[s] = 0;
             wheel_set_cur(w, base + (uint64_t)s + 1);
             wheel_migrate(w);
             fire(ctx, &due, base + (uint64_t)s);
@@ -246,19 +282,22 @@ static inline int ring_find(uint64_t bits, unsigned start)
 /* The earliest expiry in a far slot, so an idle loop sleeps until the timer rather than until
  * the cascade point. A long slot is not scanned: its cascade tick `open` is returned instead,
  * a bound that costs one extra wake-up. */
-static uint64_t slot_min_expiry(const coho_list_t *head, uint64_t open)
+static uint64_t slot_min_expiry(const coho_list_t *ways, uint64_t open)
 {
     uint64_t best = COHO__WHEEL_NEVER;
     unsigned n = 0;
-    const coho_list_t *p;
 
-    for (p = head->next; p != head; p = p->next) {
-        const coho__timer_t *t = coho_container_of(p, coho__timer_t, link);
+    for (unsigned k = 0; k < COHO__WHEEL_LVL_WAYS; k++) {
+        const coho_list_t *head = &ways[k], *p;
 
-        if (++n > 16)
-            return open;
-        if (t->expire_tick < best)
-            best = t->expire_tick;
+        for (p = head->next; p != head; p = p->next) {
+            const coho__timer_t *t = coho_container_of(p, coho__timer_t, link);
+
+            if (++n > 16)
+                return open;
+            if (t->expire_tick < best)
+                best = t->expire_tick;
+        }
     }
     return best < open ? open : best;
 }
@@ -281,7 +320,7 @@ uint64_t coho__wheel_next_tick(const coho__wheel_t *w)
 
         if (k >= 0) {
             unsigned slot = (unsigned)((next_unit + (uint64_t)k) & LVL_MASK);
-            uint64_t at = slot_min_expiry(&w->lvl[l][slot], (next_unit + (uint64_t)k) << sh);
+            uint64_t at = slot_min_expiry(w->lvl[l][slot], (next_unit + (uint64_t)k) << sh);
 
             if (at < best)
                 best = at;

@@ -16,6 +16,7 @@
 #define COHO__WHEEL_LVL_BITS  6
 #define COHO__WHEEL_LVL_SIZE  (1u << COHO__WHEEL_LVL_BITS) /* 64 */
 #define COHO__WHEEL_LEVELS    4
+#define COHO__WHEEL_LVL_WAYS  8 /* lists per far slot, walked interleaved when cascading */
 #define COHO__WHEEL_SPAN_BITS (COHO__WHEEL_NEAR_BITS + COHO__WHEEL_LEVELS * COHO__WHEEL_LVL_BITS)
 #define COHO__WHEEL_SPAN      (UINT64_C(1) << COHO__WHEEL_SPAN_BITS) /* 2^32 ticks */
 #define COHO__WHEEL_NEVER     UINT64_MAX
@@ -23,10 +24,10 @@
 /* coho__timer_t.state as the wheel sets it: where the timer is. 0 means not in the wheel. */
 enum {
     COHO__TIMER_IDLE = 0,
-    COHO__TIMER_NEAR = 1,                        /* 1..256: near slot + 1 */
-    COHO__TIMER_LVL = 1 + COHO__WHEEL_NEAR_SIZE, /* + level * 64 + slot */
+    /* 1..256: near slot + 1; also while on the due list (then expire_tick < cur) */
+    COHO__TIMER_NEAR = 1,
+    COHO__TIMER_LVL = 1 + COHO__WHEEL_NEAR_SIZE, /* + (level * 64 + slot) * ways + way */
     COHO__TIMER_HEAP = 0x10000,                  /* in the overflow heap */
-    COHO__TIMER_DUE = 0x20000,                   /* on the due list being fired */
 };
 
 typedef struct coho__wheel {
@@ -35,12 +36,15 @@ typedef struct coho__wheel {
     uint64_t near_bits[COHO__WHEEL_NEAR_SIZE / 64];
     uint64_t lvl_bits[COHO__WHEEL_LEVELS];
     coho_list_t near[COHO__WHEEL_NEAR_SIZE];
-    coho_list_t lvl[COHO__WHEEL_LEVELS][COHO__WHEEL_LVL_SIZE];
+    uint32_t near_count[COHO__WHEEL_NEAR_SIZE];
+    coho_list_t lvl[COHO__WHEEL_LEVELS][COHO__WHEEL_LVL_SIZE][COHO__WHEEL_LVL_WAYS];
+    unsigned way;          /* round-robin way for the next far placement */
     coho__heap_t overflow; /* timers due at or past cur + 2^32, ordered by expire_tick */
 } coho__wheel_t;
 
 /* Called by coho__wheel_advance for each tick that has due timers. `due` holds them (linked by
- * coho__timer_t.link, state COHO__TIMER_DUE); the callee pops and fires them one by one, and may
+ * coho__timer_t.link, still armed); the callee pops them one by one, sets each one's state to
+ * COHO__TIMER_IDLE and fires it, and may
  * add or delete any timer meanwhile (a deleted due timer simply leaves the list). When it is
  * called, cur is already tick + 1, so a timer added for "now" lands in the next tick. */
 typedef void (*coho__wheel_fire_fn)(void *ctx, coho_list_t *due, uint64_t tick);
