@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # Installs the Debian packages coho's build, tests and benchmarks use, if any is missing.
-# Usage: tools/deps.sh [base|test|bench|all]   (default: all). Idempotent; needs root for apt-get.
+# Usage: tools/deps.sh [base|test|bench|integration|all]   (default: all). Idempotent; needs root for apt-get.
 set -euo pipefail
 
 base=(cmake make g++ gcc pkg-config libcmocka-dev libgtest-dev libgmock-dev clang-format)
 test_extra=(clang libclang-rt-14-dev qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 bench_extra=(libbenchmark-dev libboost-context-dev valgrind)
+# Servers and unmodified blocking client libraries the hook integration tests drive.
+integration=(redis-server libhiredis-dev memcached libmemcached-dev mariadb-server libmariadb-dev
+             libcurl4-openssl-dev)
 
 case "${1:-all}" in
 base) want=("${base[@]}") ;;
-test) want=("${base[@]}" "${test_extra[@]}") ;;
+test) want=("${base[@]}" "${test_extra[@]}" "${integration[@]}") ;;
 bench) want=("${base[@]}" "${bench_extra[@]}") ;;
-all) want=("${base[@]}" "${test_extra[@]}" "${bench_extra[@]}") ;;
-*) echo "deps.sh: unknown set '$1' (base, test, bench or all)" >&2; exit 2 ;;
+integration) want=("${base[@]}" "${integration[@]}") ;;
+all) want=("${base[@]}" "${test_extra[@]}" "${integration[@]}" "${bench_extra[@]}") ;;
+*) echo "deps.sh: unknown set '$1' (base, test, bench, integration or all)" >&2; exit 2 ;;
 esac
 
 missing=()
