@@ -102,15 +102,66 @@ inline std::unordered_map<uint64_t, std::exception_ptr> &escaped() noexcept
     return m;
 }
 
-struct TaskBase {
-    virtual ~TaskBase() = default;
-    virtual void run() = 0;
+// The tasks of this thread whose coroutine has not finished, so that a Scheduler destroyed
+// before its coroutines ran to the end still destroys their callables.
+struct TaskLink {
+    TaskLink *prev_ = this;
+    TaskLink *next_ = this;
 };
+
+inline TaskLink &live_tasks() noexcept
+{
+    static thread_local TaskLink head;
+    return head;
+}
+
+struct TaskBase : TaskLink {
+    explicit TaskBase(coho_sched_t *s) noexcept : sched_(s)
+    {
+        TaskLink &h = live_tasks();
+        prev_ = h.prev_;
+        next_ = &h;
+        h.prev_->next_ = this;
+        h.prev_ = this;
+    }
+    TaskBase(const TaskBase &) = delete;
+    TaskBase &operator=(const TaskBase &) = delete;
+    virtual ~TaskBase()
+    {
+        prev_->next_ = next_;
+        next_->prev_ = prev_;
+    }
+    virtual void run() = 0;
+    coho_sched_t *sched_;
+};
+
+// Destroys the callables of `s`'s coroutines that never finished (after coho_sched_destroy
+// dropped them). They are first moved to a private list, so a destructor that spawns or drops
+// other tasks cannot disturb the walk.
+inline void drop_tasks(coho_sched_t *s) noexcept
+{
+    TaskLink &h = live_tasks();
+    TaskLink dropped;
+    for (TaskLink *l = h.next_; l != &h;) {
+        TaskLink *n = l->next_;
+        if (static_cast<TaskBase *>(l)->sched_ == s) {
+            l->prev_->next_ = l->next_;
+            l->next_->prev_ = l->prev_;
+            l->prev_ = dropped.prev_;
+            l->next_ = &dropped;
+            dropped.prev_->next_ = l;
+            dropped.prev_ = l;
+        }
+        l = n;
+    }
+    while (dropped.next_ != &dropped)
+        delete static_cast<TaskBase *>(dropped.next_);
+}
 
 template <class F>
 struct Task final : TaskBase {
-    explicit Task(F &&f) : f_(std::move(f)) {}
-    explicit Task(const F &f) : f_(f) {}
+    Task(coho_sched_t *s, F &&f) : TaskBase(s), f_(std::move(f)) {}
+    Task(coho_sched_t *s, const F &f) : TaskBase(s), f_(f) {}
     void run() override { std::invoke(f_); }
     F f_;
 };
@@ -153,7 +204,7 @@ uint64_t spawn_on(coho_sched_t *s, F &&f, const coho_spawn_opts_t *opts)
         errno = EPERM;
         throw_errno("coho_spawn");
     }
-    auto task = std::make_unique<Task<Fn>>(std::forward<F>(f));
+    auto task = std::make_unique<Task<Fn>>(s, std::forward<F>(f));
     const uint64_t id = coho_spawn_ex(s, &task_entry, task.get(), opts);
     if (id == 0)
         throw_errno("coho_spawn");
@@ -175,12 +226,13 @@ public:
     Scheduler &operator=(const Scheduler &) = delete;
 
     // Destroys the scheduler; it must not be running. Coroutines that never finished are
-    // dropped without running (their callables are not destroyed).
+    // dropped without running further (coho_sched_destroy); their callables are destroyed.
     ~Scheduler()
     {
         if (detail::thread_sched() == s_)
             detail::thread_sched() = nullptr;
         coho_sched_destroy(s_);
+        detail::drop_tasks(s_);
     }
 
     // Spawns a coroutine that runs `f()` (`f` is moved or copied into it). Inside or outside

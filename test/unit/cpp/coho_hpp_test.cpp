@@ -54,6 +54,18 @@ TEST(Scheduler, SpawnMovesAMoveOnlyCallableIntoTheCoroutine)
     EXPECT_EQ(seen, 42);
 }
 
+TEST(Scheduler, DestroyedWithoutRunDestroysTheCallablesOfCoroutinesThatNeverRan)
+{
+    auto token = std::make_shared<int>(1);
+    {
+        coho::Scheduler s;
+        s.spawn([token] {});
+        s.spawn([token] {});
+        EXPECT_EQ(token.use_count(), 3);
+    }
+    EXPECT_EQ(token.use_count(), 1);
+}
+
 TEST(Scheduler, SpawnFromInsideACoroutineRunsOnTheSameScheduler)
 {
     coho::Scheduler s;
