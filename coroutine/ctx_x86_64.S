@@ -33,8 +33,8 @@
  * - MXCSR and x87 control word: ldmxcsr and fldcw are serialising (33-55 ns a switch when the
  *   two sides differ on every switch). They are saved on every switch-out, but reloaded only
  *   when the incoming control bits (MXCSR bits 6-15, the whole x87 CW) differ from the current
- *   ones. The MXCSR sticky exception flags (bits 0-5) stay with the thread: a reload keeps the
- *   current flags and takes only the incoming control bits.
+ *   ones. The MXCSR sticky exception flags (bits 0-5) are not kept per context: they stay as
+ *   they are while no reload happens, and a reload loads the incoming context's saved flags.
  * - Red zone: a leaf function may use 128 bytes below rsp without moving rsp. The switch pushes
  *   its frame below the caller's rsp, which is allowed because the caller made a call (callers
  *   never keep live data in their red zone across a call). The slow MXCSR path uses the red
@@ -58,83 +58,63 @@
 coho__ctx_switch:
     .cfi_startproc
     endbr64
-    pushq   %rbp
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset %rbp, 0
-    pushq   %rbx
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset %rbx, 0
-    pushq   %r12
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset %r12, 0
-    pushq   %r13
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset %r13, 0
-    pushq   %r14
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset %r14, 0
-    pushq   %r15
-    .cfi_adjust_cfa_offset 8
-    .cfi_rel_offset %r15, 0
-    subq    $8, %rsp
-    .cfi_adjust_cfa_offset 8
+    leaq    -(COHO_CTX_FRAME_SIZE - 8)(%rsp), %rsp
+    .cfi_adjust_cfa_offset COHO_CTX_FRAME_SIZE - 8
     stmxcsr COHO_CTX_OFF_MXCSR(%rsp)
     fnstcw  COHO_CTX_OFF_X87CW(%rsp)
-    /* Same-size reloads of what was just stored, so store forwarding applies. */
-    movl    COHO_CTX_OFF_MXCSR(%rsp), %eax
-    movzwl  COHO_CTX_OFF_X87CW(%rsp), %edx
+    movq    %r15, COHO_CTX_OFF_R15(%rsp)
+    .cfi_rel_offset %r15, COHO_CTX_OFF_R15
+    movq    %r14, COHO_CTX_OFF_R14(%rsp)
+    .cfi_rel_offset %r14, COHO_CTX_OFF_R14
+    movq    %r13, COHO_CTX_OFF_R13(%rsp)
+    .cfi_rel_offset %r13, COHO_CTX_OFF_R13
+    movq    %r12, COHO_CTX_OFF_R12(%rsp)
+    .cfi_rel_offset %r12, COHO_CTX_OFF_R12
+    movq    %rbx, COHO_CTX_OFF_RBX(%rsp)
+    .cfi_rel_offset %rbx, COHO_CTX_OFF_RBX
+    movq    %rbp, COHO_CTX_OFF_RBP(%rsp)
+    .cfi_rel_offset %rbp, COHO_CTX_OFF_RBP
 
+    movq    %rsp, %rax
     movq    %rsp, (%rdi)
     movq    (%rsi), %rsp
     /* Now on the incoming stack. Its frame has the same layout, so the CFI above still
-     * describes it: an unwinder stopped here sees the incoming context's caller. */
+     * describes it: an unwinder stopped here sees the incoming context's caller. The resume
+     * address is loaded first so the indirect jump's target is known early. */
+    movq    COHO_CTX_OFF_RIP(%rsp), %rcx
+    movq    COHO_CTX_OFF_R15(%rsp), %r15
+    movq    COHO_CTX_OFF_R14(%rsp), %r14
+    movq    COHO_CTX_OFF_R13(%rsp), %r13
+    movq    COHO_CTX_OFF_R12(%rsp), %r12
+    movq    COHO_CTX_OFF_RBX(%rsp), %rbx
+    movq    COHO_CTX_OFF_RBP(%rsp), %rbp
 
-    xorl    COHO_CTX_OFF_MXCSR(%rsp), %eax
-    xorw    COHO_CTX_OFF_X87CW(%rsp), %dx
-    andl    $COHO_CTX_MXCSR_CONTROL_MASK, %eax
-    orl     %edx, %eax
+    /* Compare the control bits of the outgoing frame (just stored by stmxcsr/fnstcw) with the
+     * incoming ones. Reading back what stmxcsr stored waits for that store, so it comes last,
+     * after the restores it would otherwise delay. Same-size loads, so forwarding applies. */
+    movl    COHO_CTX_OFF_MXCSR(%rax), %edx
+    xorl    COHO_CTX_OFF_MXCSR(%rsp), %edx
+    andl    $COHO_CTX_MXCSR_CONTROL_MASK, %edx
+    movzwl  COHO_CTX_OFF_X87CW(%rax), %eax
+    xorw    COHO_CTX_OFF_X87CW(%rsp), %ax
+    orl     %eax, %edx
     jnz     .Lreload_fp
-.Lrestore:
+.Lresume:
     .cfi_remember_state
-    addq    $8, %rsp
-    .cfi_adjust_cfa_offset -8
-    popq    %r15
-    .cfi_adjust_cfa_offset -8
-    .cfi_restore %r15
-    popq    %r14
-    .cfi_adjust_cfa_offset -8
-    .cfi_restore %r14
-    popq    %r13
-    .cfi_adjust_cfa_offset -8
-    .cfi_restore %r13
-    popq    %r12
-    .cfi_adjust_cfa_offset -8
-    .cfi_restore %r12
-    popq    %rbx
-    .cfi_adjust_cfa_offset -8
-    .cfi_restore %rbx
-    popq    %rbp
-    .cfi_adjust_cfa_offset -8
-    .cfi_restore %rbp
-    popq    %rcx
-    .cfi_adjust_cfa_offset -8
+    leaq    COHO_CTX_FRAME_SIZE(%rsp), %rsp
+    .cfi_def_cfa_offset 0
     .cfi_register %rip, %rcx
     jmp     *%rcx
 
 .Lreload_fp:
-    /* Out of line: the incoming control bits differ. Keep this thread's sticky MXCSR flags,
-     * take the incoming control bits, and load the incoming x87 control word. */
+    /* Out of line: the incoming control bits differ. Load the incoming MXCSR and x87 control
+     * word as saved; the sticky flags come along with the MXCSR, which is within "not kept per
+     * context" and costs less than merging them (a store-forwarded ldmxcsr). rcx holds the
+     * resume address. */
     .cfi_restore_state
-    stmxcsr -8(%rsp)
-    movl    -8(%rsp), %eax
-    andl    $~COHO_CTX_MXCSR_CONTROL_MASK, %eax
-    movl    COHO_CTX_OFF_MXCSR(%rsp), %edx
-    andl    $COHO_CTX_MXCSR_CONTROL_MASK, %edx
-    orl     %edx, %eax
-    movl    %eax, -8(%rsp)
-    ldmxcsr -8(%rsp)
+    ldmxcsr COHO_CTX_OFF_MXCSR(%rsp)
     fldcw   COHO_CTX_OFF_X87CW(%rsp)
-    jmp     .Lrestore
+    jmp     .Lresume
     .cfi_endproc
     .size   coho__ctx_switch, .-coho__ctx_switch
 
