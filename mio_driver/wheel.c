@@ -36,9 +36,11 @@ void coho__wheel_init(coho__wheel_t *w, uint64_t start_tick)
     }
     for (unsigned l = 0; l < COHO__WHEEL_LEVELS; l++) {
         w->lvl_bits[l] = 0;
-        for (unsigned i = 0; i < COHO__WHEEL_LVL_SIZE; i++)
+        for (unsigned i = 0; i < COHO__WHEEL_LVL_SIZE; i++) {
+            w->lvl_count[l][i] = 0;
             for (unsigned k = 0; k < COHO__WHEEL_LVL_WAYS; k++)
                 coho_list_init(&w->lvl[l][i][k]);
+        }
     }
     coho__heap_init(&w->overflow, overflow_less);
 }
@@ -75,6 +77,7 @@ static void wheel_place(coho__wheel_t *w, coho__timer_t *t)
 
         coho_list_push_back(&w->lvl[l][s][k], &t->link);
         w->lvl_bits[l] |= UINT64_C(1) << s;
+        w->lvl_count[l][s]++;
         t->state = COHO__TIMER_LVL + (l * COHO__WHEEL_LVL_SIZE + s) * COHO__WHEEL_LVL_WAYS + k;
     }
     w->listed++;
@@ -92,14 +95,6 @@ int coho__wheel_add(coho__wheel_t *w, coho__timer_t *t)
     }
     wheel_place(w, t);
     return 0;
-}
-
-static inline bool slot_is_empty(const coho_list_t *ways)
-{
-    for (unsigned k = 0; k < COHO__WHEEL_LVL_WAYS; k++)
-        if (!coho_list_is_empty(&ways[k]))
-            return false;
-    return true;
 }
 
 int coho__wheel_del(coho__wheel_t *w, coho__timer_t *t)
@@ -124,7 +119,7 @@ int coho__wheel_del(coho__wheel_t *w, coho__timer_t *t)
         unsigned l = i / COHO__WHEEL_LVL_SIZE, s = i % COHO__WHEEL_LVL_SIZE;
 
         coho_list_del(&t->link);
-        if (slot_is_empty(w->lvl[l][s]))
+        if (--w->lvl_count[l][s] == 0)
             w->lvl_bits[l] &= ~(UINT64_C(1) << s);
         w->listed--;
     }
@@ -146,6 +141,7 @@ static void wheel_cascade_slot(coho__wheel_t *w, unsigned l, unsigned s)
     if (!(w->lvl_bits[l] & (UINT64_C(1) << s)))
         return;
     w->lvl_bits[l] &= ~(UINT64_C(1) << s);
+    w->lvl_count[l][s] = 0;
     for (unsigned k = 0; k < COHO__WHEEL_LVL_WAYS; k++) {
         coho_list_init(&heads[k]);
         coho_list_splice_back(&heads[k], &w->lvl[l][s][k]);

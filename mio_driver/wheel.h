@@ -38,6 +38,7 @@ typedef struct coho__wheel {
     coho_list_t near[COHO__WHEEL_NEAR_SIZE];
     uint32_t near_count[COHO__WHEEL_NEAR_SIZE];
     coho_list_t lvl[COHO__WHEEL_LEVELS][COHO__WHEEL_LVL_SIZE][COHO__WHEEL_LVL_WAYS];
+    uint32_t lvl_count[COHO__WHEEL_LEVELS][COHO__WHEEL_LVL_SIZE];
     unsigned way;          /* round-robin way for the next far placement */
     coho__heap_t overflow; /* timers due at or past cur + 2^32, ordered by expire_tick */
 } coho__wheel_t;
