@@ -569,18 +569,17 @@ int coho_sched_run(coho_sched_t *s)
     s->tsan_fiber = __tsan_get_current_fiber();
 #endif
     for (;;) {
-        bool stop = atomic_load_explicit(&s->stop_requested, memory_order_acquire);
+        bool stop;
 
+        if (s->ready_count > 0)
+            run_ready(s);
+        stop = atomic_load_explicit(&s->stop_requested, memory_order_acquire);
         if (!s->draining && (s->user_live == 0 || stop)) {
             bool all = stop;
 
             s->draining = true;
             coho__pool_for_each(s->pool, cancel_one, &all);
         }
-        if (s->draining && s->live == 0)
-            break;
-        if (s->ready_count > 0)
-            run_ready(s);
         if (s->draining && s->live == 0)
             break;
         rc = coho__driver_run_once(s->driver, s->ready_count > 0 ? 0 : -1);
