@@ -156,7 +156,7 @@ public:
         for (const Run &r : runs) {
             if (r.run_type != Run::RT_Iteration || r.error_occurred || r.iterations == 0)
                 continue;
-            double ns = r.real_accumulated_time * 1e9 / static_cast<double>(r.iterations) / 2;
+            double ns = r.cpu_accumulated_time * 1e9 / static_cast<double>(r.iterations) / 2;
             std::string name = r.run_name.function_name + "/" + r.run_name.args;
             auto it = ns_per_switch_.find(name);
             if (it == ns_per_switch_.end() || ns < it->second)
