@@ -10,11 +10,13 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "mio_driver/driver.h"
+#include "mio_driver/internal.h"
 #include "test/support/cmocka_main.h"
 
 /* ---- posts ---- */
@@ -143,6 +145,29 @@ static void post_after_shutdown_is_eshutdown_and_accepted_posts_still_run(void *
     coho__driver_destroy(d);                  /* runs what was accepted, at the latest */
     assert_int_equal(atomic_load(&a), 1);
     assert_int_equal(atomic_load(&b), 0);
+}
+
+static void noop_post(void *arg)
+{
+    (void)arg;
+}
+
+static void post_signals_the_eventfd_only_when_the_queue_was_empty(void **state)
+{
+    coho__driver_t *d = coho__driver_create(NULL);
+    uint64_t v = 0;
+
+    (void)state;
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(coho__driver_post(d, noop_post, NULL), 0);
+    /* One write for the empty -> non-empty transition, none for the 999 others. */
+    assert_int_equal(read(d->evfd, &v, sizeof(v)), (ssize_t)sizeof(v));
+    assert_int_equal(v, 1);
+    assert_int_equal(write(d->evfd, &v, sizeof(v)), (ssize_t)sizeof(v)); /* put it back */
+    assert_int_equal(coho__driver_run_once(d, 0), 1000);
+    assert_int_equal(coho__driver_post(d, noop_post, NULL), 0); /* empty again: signals */
+    assert_int_equal(coho__driver_run_once(d, 0), 1);
+    coho__driver_destroy(d);
 }
 
 static void destroy_runs_posts_accepted_before_it(void **state)
@@ -299,14 +324,28 @@ static void child_done(void *arg)
     child_offload = 1;
 }
 
+static int child_io;
+static void child_io_cb(coho__io_t *io, unsigned events)
+{
+    char c;
+
+    if ((events & COHO__EV_READ) && read(io->fd, &c, 1) == 1)
+        child_io = 1;
+}
+
 static void fork_child_runs_a_timer_a_post_and_an_offload_job(void **state)
 {
     coho__driver_t *d = coho__driver_create(NULL);
     job_t j = {0};
     pid_t pid;
-    int status;
+    int status, sv[2];
+    coho__io_t io;
 
     (void)state;
+    /* A registration made before the fork must work in the child's new epoll fd. */
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    coho__io_init(&io, sv[0], child_io_cb, NULL);
+    assert_int_equal(coho__io_start(d, &io, COHO__EV_READ, 0, -1), 0);
     /* The parent has used everything fork must re-create: workers, eventfd, epoll. */
     assert_int_equal(coho__driver_offload(d, job_work, job_done, &j), 0);
     while (!j.done)
@@ -319,13 +358,13 @@ static void fork_child_runs_a_timer_a_post_and_an_offload_job(void **state)
         coho__timer_init(&t, child_timer_cb, NULL);
         if (coho__timer_start(d, &t, 5, 0, 0) != 0 ||
             coho__driver_post(d, child_post_cb, NULL) != 0 ||
-            coho__driver_offload(d, child_work, child_done, NULL) != 0)
+            coho__driver_offload(d, child_work, child_done, NULL) != 0 || write(sv[1], "c", 1) != 1)
             _exit(2);
-        for (int i = 0; i < 200 && !(child_timer && child_post && child_offload); i++)
+        for (int i = 0; i < 200 && !(child_timer && child_post && child_offload && child_io); i++)
             if (coho__driver_run_once(d, 50) < 0)
                 _exit(3);
         coho__driver_destroy(d);
-        _exit(child_timer && child_post && child_offload ? 0 : 4);
+        _exit(child_timer && child_post && child_offload && child_io ? 0 : 4);
     }
     /* Meanwhile the parent's driver still works and sees none of the child's wake-ups. */
     atomic_int a = 0;
@@ -335,6 +374,9 @@ static void fork_child_runs_a_timer_a_post_and_an_offload_job(void **state)
     assert_int_equal(waitpid(pid, &status, 0), pid);
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
+    coho__io_stop(d, &io);
+    close(sv[0]);
+    close(sv[1]);
     coho__driver_destroy(d);
 }
 
@@ -345,6 +387,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(post_wakes_a_loop_sleeping_without_timers),
         cmocka_unit_test(stop_from_another_thread_ends_run),
         cmocka_unit_test(post_after_shutdown_is_eshutdown_and_accepted_posts_still_run),
+        cmocka_unit_test(post_signals_the_eventfd_only_when_the_queue_was_empty),
         cmocka_unit_test(destroy_runs_posts_accepted_before_it),
         cmocka_unit_test(signal_is_delivered_as_a_callback_on_the_loop),
         cmocka_unit_test(offload_runs_work_on_a_worker_with_signals_blocked_and_done_on_the_loop),
