@@ -536,7 +536,8 @@ int coho__driver_run(coho__driver_t *d)
 {
     int rc = 0;
 
-    while (!atomic_load_explicit(&d->stop_flag, memory_order_acquire)) {
+    while (!atomic_load_explicit(&d->stop_flag, memory_order_acquire) &&
+           !atomic_load_explicit(&d->shut, memory_order_acquire)) {
         rc = coho__driver_run_once(d, -1);
         if (rc < 0)
             break;
@@ -554,6 +555,7 @@ void coho__driver_stop(coho__driver_t *d)
 
 void coho__driver_shutdown(coho__driver_t *d)
 {
+    atomic_store_explicit(&d->shut, true, memory_order_release);
     coho__post_shutdown(d);
     coho__offload_shutdown(d);
     coho__driver_stop(d);
@@ -651,6 +653,7 @@ coho__driver_t *coho__driver_create(const coho__driver_opts_t *o)
     d->now_ns = d->base_ns;
     coho__wheel_init(&d->wheel, 0);
     atomic_init(&d->stop_flag, false);
+    atomic_init(&d->shut, false);
     coho__signal_init(d);
     if ((rc = coho__poller_init(d)) < 0)
         goto fail_poller;

@@ -43,6 +43,7 @@ struct coho__driver {
     unsigned ncb; /* callbacks run in the current iteration */
     bool in_loop; /* inside run_once: re-entering is refused */
     atomic_bool stop_flag;
+    atomic_bool shut; /* coho__driver_shutdown was called: run() returns at once, for good */
 
     /* poller */
     int epfd;

@@ -142,6 +142,7 @@ static void post_after_shutdown_is_eshutdown_and_accepted_posts_still_run(void *
     assert_int_equal(coho__driver_post(d, set_flag, &b), -ESHUTDOWN);
     assert_int_equal(coho__driver_offload(d, set_flag, NULL, &b), -ESHUTDOWN);
     assert_int_equal(coho__driver_run(d), 0); /* returns: shut down */
+    assert_int_equal(coho__driver_run(d), 0); /* and keeps returning */
     coho__driver_destroy(d);                  /* runs what was accepted, at the latest */
     assert_int_equal(atomic_load(&a), 1);
     assert_int_equal(atomic_load(&b), 0);
