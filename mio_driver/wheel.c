@@ -216,6 +216,44 @@ static inline void wheel_set_cur(coho__wheel_t *w, uint64_t next)
         wheel_cascade(w);
 }
 
+static inline bool near_is_empty(const coho__wheel_t *w)
+{
+    for (unsigned i = 0; i < NEAR_WORDS; i++)
+        if (w->near_bits[i])
+            return false;
+    return true;
+}
+
+/* The first circular set bit at or after `start`, as a distance, or -1. */
+static inline int ring_find(uint64_t bits, unsigned start);
+
+/* The first block boundary after cur at which a non-empty far slot cascades, or where an
+ * overflow timer enters the span (not a boundary, but then nothing is listed before it). */
+static uint64_t next_cascade_tick(const coho__wheel_t *w)
+{
+    uint64_t best = COHO__WHEEL_NEVER;
+
+    for (unsigned l = 0; l < COHO__WHEEL_LEVELS; l++) {
+        unsigned sh = lvl_shift(l);
+        uint64_t next_unit = (w->cur >> sh) + 1;
+        int k = ring_find(w->lvl_bits[l], (unsigned)(next_unit & LVL_MASK));
+
+        if (k >= 0 && ((next_unit + (uint64_t)k) << sh) < best)
+            best = (next_unit + (uint64_t)k) << sh;
+    }
+    coho__heap_node_t *top = coho__heap_top(&w->overflow);
+    if (top != NULL) {
+        uint64_t enter =
+            coho_container_of(top, coho__timer_t, heap)->expire_tick - COHO__WHEEL_SPAN + 1;
+
+        if (enter <= w->cur)
+            enter = w->cur + 1;
+        if (enter < best)
+            best = enter;
+    }
+    return best;
+}
+
 void coho__wheel_advance(coho__wheel_t *w, uint64_t now_tick, coho__wheel_fire_fn fire, void *ctx)
 {
     while (w->cur <= now_tick) {
@@ -241,7 +279,15 @@ void coho__wheel_advance(coho__wheel_t *w, uint64_t now_tick, coho__wheel_fire_f
         int s = near_find(w, (unsigned)pos, (unsigned)end);
 
         if (s < 0) {
-            wheel_set_cur(w, base + end + 1);
+            uint64_t next = base + end + 1;
+
+            /* An empty near wheel: jump over every block whose cascade has nothing to do. */
+            if (next <= now_tick && near_is_empty(w)) {
+                uint64_t c = next_cascade_tick(w);
+
+                next = c < now_tick + 1 ? c : now_tick + 1;
+            }
+            wheel_set_cur(w, next);
         } else {
             coho_list_t due, *n;
 
