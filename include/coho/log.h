@@ -34,7 +34,8 @@ typedef struct coho_log_opts {
     int level;                  /* lowest level written, COHO_LOG_TRACE..COHO_LOG_FATAL         */
     size_t thread_buffer_size;  /* bytes buffered per thread, >= 16 KiB; applies to buffers
                                    created after the open                                      */
-    unsigned flush_interval_ms; /* the writer's idle period: how stale a buffered line may get */
+    unsigned flush_interval_ms; /* how stale a buffered line may get: the writer's period while
+                                   lines are buffered (it sleeps while every buffer is empty) */
     unsigned full_wait_ms;      /* how long a call waits for room in a full buffer before it
                                    drops the line and counts it; 0 = drop at once             */
 } coho_log_opts_t;
