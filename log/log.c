@@ -219,15 +219,20 @@ static size_t format_prefix(char *out, time_t *stamp_sec, char *stamp, int level
     return (size_t)(p - out);
 }
 
-/* Formats a whole line, newline included, into out. Returns its length (<= COHO_LOG_LINE_MAX). */
+/* Formats a whole line, newline included, into out. Returns its length (<= COHO_LOG_LINE_MAX).
+ * errno is set to `caller_errno` right before the message is formatted, so "%m" shows the
+ * caller's errno even if the prefix (localtime_r) touched it. */
 static size_t format_line(char *out, time_t *stamp_sec, char *stamp, int level, const char *file,
-                          int line, pid_t tid, const char *fmt, va_list ap)
+                          int line, pid_t tid, int caller_errno, const char *fmt, va_list ap)
 {
     uint64_t (*coid_fn)(void) = atomic_load_explicit(&lg.coid_fn, memory_order_acquire);
     size_t len = format_prefix(out, stamp_sec, stamp, level, file, line, tid,
                                coid_fn != NULL ? coid_fn() : 0);
     size_t room = COHO_LOG_LINE_MAX - len;
-    int n = vsnprintf(out + len, room, fmt, ap); /* room - 1 chars at most; the newline takes
+    int n;
+
+    errno = caller_errno;
+    n = vsnprintf(out + len, room, fmt, ap); /* room - 1 chars at most; the newline takes
                                                     the NUL's place */
 
     if (n < 0) {
@@ -390,15 +395,13 @@ static void stderr_line(const char *line, size_t len)
     (void)write_all(STDERR_FILENO, line, len);
 }
 
-void coho_log_vwrite(int level, const char *file, int line, const char *fmt, va_list ap)
+static void log_line(int level, const char *file, int line, int caller_errno, const char *fmt,
+                     va_list ap)
 {
     tbuf_t *tb;
     size_t len;
     int fit;
 
-    if (level < COHO_LOG_TRACE || level > COHO_LOG_FATAL ||
-        level < atomic_load_explicit(&lg.level, memory_order_relaxed))
-        return;
     tb = tbuf_get();
     if (tb == NULL) {
         atomic_fetch_add(&lg.dropped_total, 1);
@@ -407,7 +410,8 @@ void coho_log_vwrite(int level, const char *file, int line, const char *fmt, va_
             writer_wake();
         return;
     }
-    len = format_line(tb->line, &tb->stamp_sec, tb->stamp, level, file, line, tb->tid, fmt, ap);
+    len = format_line(tb->line, &tb->stamp_sec, tb->stamp, level, file, line, tb->tid, caller_errno,
+                      fmt, ap);
 
     /* busy is stored before state is loaded, and close stores state before it loads busy
      * (both sequentially consistent), so close either sees this append in flight and waits
@@ -443,6 +447,19 @@ void coho_log_vwrite(int level, const char *file, int line, const char *fmt, va_
     atomic_store_explicit(&tb->busy, false, memory_order_release);
     if (fit < 0)
         stderr_line(tb->line, len);
+}
+
+/* Logging never changes errno: callers log an error and then act on errno. */
+void coho_log_vwrite(int level, const char *file, int line, const char *fmt, va_list ap)
+{
+    int saved_errno;
+
+    if (level < COHO_LOG_TRACE || level > COHO_LOG_FATAL ||
+        level < atomic_load_explicit(&lg.level, memory_order_relaxed))
+        return;
+    saved_errno = errno;
+    log_line(level, file, line, saved_errno, fmt, ap);
+    errno = saved_errno;
 }
 
 void coho_log_write(int level, const char *file, int line, const char *fmt, ...)

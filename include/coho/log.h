@@ -83,9 +83,11 @@ COHO_API uint64_t coho_log_dropped_count(void);
 
 /* Formats and buffers one line at `level` with `file`:`line` in its prefix (`file` may be
  * NULL; `fmt` may not); callers use the macros below. A trailing newline in the message is not
- * doubled; embedded newlines are kept. Does nothing if `level` is below the current level or out of
- * range. Any thread, inside or outside coroutines; never from a signal handler. Never fails
- * visibly: see coho_log_dropped_count(). */
+ * doubled; embedded newlines are kept. Does nothing if `level` is below the current level or
+ * out of range. errno is left as it was, and "%m" formats the caller's errno. Any thread,
+ * inside or outside coroutines (it never parks; a full buffer may block the thread for up to
+ * full_wait_ms); never from a signal handler. Never fails visibly: see
+ * coho_log_dropped_count(). */
 __attribute__((format(printf, 4, 5))) COHO_API void coho_log_write(int level, const char *file,
                                                                    int line, const char *fmt, ...);
 

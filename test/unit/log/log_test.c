@@ -175,6 +175,30 @@ static void line_carries_coroutine_id_from_registered_provider(void **state)
     free(text);
 }
 
+static void log_call_keeps_errno_and_percent_m_shows_the_callers_errno(void **state)
+{
+    char path[600], *text;
+
+    (void)state;
+    make_tmpdir();
+    tmp_path(path, sizeof(path), "errno.log");
+    coho_log_set_level(COHO_LOG_INFO);
+    errno = ECONNRESET;
+    coho_log_info("before open: %m"); /* the stderr path */
+    assert_int_equal(errno, ECONNRESET);
+    open_log(path, COHO_LOG_INFO);
+    errno = ETIMEDOUT;
+    coho_log_warn("recv failed: %m");
+    assert_int_equal(errno, ETIMEDOUT);
+    coho_log_debug("filtered"); /* below the level */
+    assert_int_equal(errno, ETIMEDOUT);
+    assert_int_equal(coho_log_close(), 0);
+    text = slurp(path, NULL);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "]recv failed: Connection timed out\n"));
+    free(text);
+}
+
 static void trailing_newline_is_not_doubled_and_long_message_is_cut_with_ellipsis(void **state)
 {
     char path[600], *text, *big;
@@ -696,6 +720,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(line_matches_documented_format_with_file_line_and_tid),
         cmocka_unit_test(line_carries_coroutine_id_from_registered_provider),
+        cmocka_unit_test(log_call_keeps_errno_and_percent_m_shows_the_callers_errno),
         cmocka_unit_test(trailing_newline_is_not_doubled_and_long_message_is_cut_with_ellipsis),
         cmocka_unit_test(level_below_current_is_not_written_and_can_change_at_run_time),
         cmocka_unit_test(set_level_out_of_range_is_einval_and_keeps_the_level),
