@@ -100,11 +100,14 @@ static _Atomic unsigned registry_top;
 
 static size_t page_size(void)
 {
-    static size_t page;
+    static _Atomic size_t page; /* every thread computes the same value: relaxed is enough */
+    size_t pg = atomic_load_explicit(&page, memory_order_relaxed);
 
-    if (page == 0)
-        page = (size_t)sysconf(_SC_PAGESIZE);
-    return page;
+    if (pg == 0) {
+        pg = (size_t)sysconf(_SC_PAGESIZE);
+        atomic_store_explicit(&page, pg, memory_order_relaxed);
+    }
+    return pg;
 }
 
 static size_t round_page(size_t n)
