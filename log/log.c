@@ -895,9 +895,12 @@ int coho_log_open(const coho_log_opts_t *o)
     }
     pthread_mutex_lock(&lg.reg_mu);
     snprintf(lg.path, sizeof(lg.path), "%s", o->path);
-    lg.rotate_size = o->rotate_size;
+    if (fstat(fd, &st) != 0)
+        memset(&st, 0, sizeof(st));
+    /* only a regular file rotates: renaming /dev/null or a FIFO would be a disaster */
+    lg.rotate_size = S_ISREG(st.st_mode) ? o->rotate_size : 0;
     lg.files_kept = o->files_kept;
-    lg.file_size = fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+    lg.file_size = S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0;
     lg.flush_interval_ms = o->flush_interval_ms > 0 ? o->flush_interval_ms : 1;
     atomic_store(&lg.full_wait_ms, o->full_wait_ms);
     lg.write_error_reported = false;

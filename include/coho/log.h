@@ -28,16 +28,24 @@ COHO_EXTERN_C_BEGIN
 #define COHO_LOG_LINE_MAX 4096
 
 typedef struct coho_log_opts {
-    const char *path;           /* the log file; required; opened for append, created 0644    */
-    uint64_t rotate_size;       /* bytes per file before rotation; 0 = never rotate            */
-    unsigned files_kept;        /* rotated files kept: path.1 (newest) .. path.N; 0..1000      */
-    int level;                  /* lowest level written, COHO_LOG_TRACE..COHO_LOG_FATAL         */
-    size_t thread_buffer_size;  /* bytes buffered per thread, >= 16 KiB; applies to buffers
-                                   created after the open                                      */
-    unsigned flush_interval_ms; /* how stale a buffered line may get: the writer's period while
-                                   lines are buffered (it sleeps while every buffer is empty) */
-    unsigned full_wait_ms;      /* how long a call waits for room in a full buffer before it
-                                   drops the line and counts it; 0 = drop at once             */
+    /* The log file; required. Opened for append (created 0644). */
+    const char *path;
+    /* Bytes per file before rotation; 0 = never rotate. Only a regular file rotates (not
+     * /dev/null, a FIFO or a tty). */
+    uint64_t rotate_size;
+    /* Rotated files kept: path.1 (newest) .. path.N; 0..1000 (0: the file is truncated). */
+    unsigned files_kept;
+    /* Lowest level written, COHO_LOG_TRACE..COHO_LOG_FATAL. */
+    int level;
+    /* Bytes buffered per thread, 16 KiB..1 GiB, rounded up to a power of two; applies to
+     * buffers created after the open. */
+    size_t thread_buffer_size;
+    /* How stale a buffered line may get: the writer's period while lines are buffered (it
+     * sleeps while every buffer is empty). */
+    unsigned flush_interval_ms;
+    /* How long a call waits for room in a full buffer before it drops the line and counts
+     * it; 0 = drop at once, never block. */
+    unsigned full_wait_ms;
 } coho_log_opts_t;
 
 /* Fills `o` with the defaults: path NULL, rotate_size 64 MiB, files_kept 5, level

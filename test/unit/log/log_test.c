@@ -643,6 +643,28 @@ static void file_rotates_by_size_and_keeps_the_newest_n_files(void **state)
     assert_true(total_lines > 450); /* three full rotated files of ~80-byte lines */
 }
 
+/* /dev/null with a tiny rotate_size: were it rotated, /dev/null itself would be renamed. */
+static void only_regular_files_rotate(void **state)
+{
+    coho_log_opts_t o;
+    struct stat st;
+    int i;
+
+    (void)state;
+    coho_log_opts_init(&o);
+    o.path = "/dev/null";
+    o.rotate_size = 4096;
+    o.files_kept = 2;
+    assert_int_equal(coho_log_open(&o), 0);
+    for (i = 0; i < 1000; i++)
+        coho_log_info("to the null device %d", i);
+    assert_int_equal(coho_log_flush(), 0);
+    assert_int_equal(coho_log_close(), 0);
+    assert_int_equal(stat("/dev/null.1", &st), -1);
+    assert_int_equal(stat("/dev/null", &st), 0);
+    assert_true(S_ISCHR(st.st_mode));
+}
+
 /* ---- full buffer -------------------------------------------------------------------------- */
 
 static void *close_log_thread(void *arg)
@@ -732,6 +754,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(two_threads_100k_lines_each_arrive_intact_and_exactly_once),
         cmocka_unit_test(exited_threads_hand_their_lines_over_and_their_buffers_are_reused),
         cmocka_unit_test(file_rotates_by_size_and_keeps_the_newest_n_files),
+        cmocka_unit_test(only_regular_files_rotate),
         cmocka_unit_test(full_buffer_drops_are_counted_and_reported_in_the_file),
     };
 
