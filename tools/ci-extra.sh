@@ -17,8 +17,27 @@ step_aarch64_ctx_switch() {
     "$qemu" "$out/ctx_switch_arch_test"
 }
 
+# The shared libraries that `make test` built carry no text relocations (the asm switch is
+# PIC-clean) and ask for no executable stack (every .S has .note.GNU-stack).
+step_shared_libs_pic_clean() {
+    local lib bad=0
+    for lib in build/libcoho.so build/libcoho_preload.so; do
+        [ -f "$lib" ] || { echo "ci-extra: $lib missing (run make test first)" >&2; return 1; }
+        if readelf -dW "$lib" | grep -q TEXTREL; then
+            echo "ci-extra: $lib has text relocations" >&2
+            bad=1
+        fi
+        if readelf -lW "$lib" | grep GNU_STACK | grep -q RWE; then
+            echo "ci-extra: $lib asks for an executable stack" >&2
+            bad=1
+        fi
+    done
+    return $bad
+}
+
 STEPS=(
     step_aarch64_ctx_switch
+    step_shared_libs_pic_clean
 )
 
 for s in "${STEPS[@]}"; do

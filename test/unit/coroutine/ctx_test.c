@@ -5,11 +5,14 @@
 #include <execinfo.h>
 #include <fenv.h>
 #include <float.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "coroutine/ctx.h"
 #include "test/support/cmocka_main.h"
@@ -588,6 +591,47 @@ static void ctx_switch_survives_a_million_round_trips(void **state)
     tctx_free(&many_co);
 }
 
+/* ---- misuse: an entry function that returns ------------------------------------------------ */
+
+static tctx_t ret_co;
+
+static void returning_entry(void *arg)
+{
+    (void)arg;
+    tstarted(&ret_co);
+}
+
+static void ctx_entry_that_returns_aborts_with_a_message(void **state)
+{
+    (void)state;
+    int fds[2], status = 0;
+    char buf[4096];
+    size_t n = 0;
+    ssize_t r;
+
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fds[1], STDERR_FILENO);
+        close(fds[0]);
+        signal(SIGABRT, SIG_DFL);
+        reset_main();
+        tctx_make(&ret_co, 64 * 1024, returning_entry, NULL);
+        tswitch(&main_ctx, &ret_co);
+        _exit(0); /* not reached: the trampoline aborts */
+    }
+    close(fds[1]);
+    while (n < sizeof(buf) - 1 && (r = read(fds[0], buf + n, sizeof(buf) - 1 - n)) > 0)
+        n += (size_t)r;
+    buf[n] = 0;
+    close(fds[0]);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGABRT);
+    assert_non_null(strstr(buf, "entry function returned"));
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -600,6 +644,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(ctx_deep_recursion_runs_on_the_new_stack),
         cmocka_unit_test(ctx_new_context_frame_chain_ends_cleanly),
         cmocka_unit_test(ctx_switch_survives_a_million_round_trips),
+        cmocka_unit_test(ctx_entry_that_returns_aborts_with_a_message),
     };
 
     return coho_test_main("ctx", tests, sizeof(tests) / sizeof(tests[0]), argc, argv);
