@@ -38,7 +38,7 @@ static void dump_one(uint64_t id, void *node, void *arg)
                   id, co->name[0] != '\0' ? co->name : "unnamed",
                   co->entry_name != NULL ? co->entry_name : entry, coho__co_state_name(co->state),
                   wait, co->daemon ? ", daemon" : "", co->detached ? ", detached" : "",
-                  co->cancelled ? ", cancelled" : "", hw / 1024, co->stack.size / 1024,
+                  co->cancelled ? ", cancelled" : "", hw / 1024, (co->stack_nominal + 1023) / 1024,
                   co->stack.guarded ? " (guarded)" : "");
 }
 

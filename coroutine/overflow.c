@@ -13,6 +13,7 @@
 
 #include "base_struct/sys.h"
 #include "coroutine/sched_impl.h"
+#include "log/log.h"
 
 /* ---- async-signal-safe formatting ----------------------------------------------------------- */
 
@@ -71,7 +72,7 @@ size_t coho__overflow_format(char *buf, size_t len, const coho__co_t *co)
     else
         put_hex(&b, (uint64_t)(uintptr_t)co->fn);
     put_str(&b, ") overflowed its ");
-    put_u64(&b, co->stack.size / 1024);
+    put_u64(&b, (co->stack_nominal + 1023) / 1024);
     put_str(&b, " KiB stack");
     buf[b.n] = '\0';
     return b.n;
@@ -146,6 +147,9 @@ static void segv_install(void)
 {
     struct sigaction sa;
 
+    /* The log's crash handler goes in first, so the one recorded as previous here (and called
+     * after the report) is the log's flush (DESIGN.md "Signals"). */
+    coho__log_crash_install();
     memset(&sa, 0, sizeof(sa));
     sa.sa_sigaction = segv_handler;
     sa.sa_flags = SA_SIGINFO | SA_ONSTACK;

@@ -337,6 +337,7 @@ static uint64_t spawn(coho_sched_t *s, void (*fn)(void *), void *arg, const coho
     }
     co->stack.owner = co;
     co->has_stack = true;
+    co->stack_nominal = o != NULL && o->stack_size != 0 ? o->stack_size : s->opts.stack_size;
     co->id = id;
     co->sched = s;
     co->fn = fn;
@@ -522,6 +523,16 @@ static void cancel_one(uint64_t id, void *node, void *arg)
         wait_end(co->sched, co, -ECANCELED);
 }
 
+static __attribute__((noinline, cold, noreturn)) void canary_breached(const coho__co_t *co)
+{
+    char what[256];
+
+    coho__overflow_format(what, sizeof(what), co);
+    coho__check_fail(__FILE__, __LINE__,
+                     "%s: the canary at the stack limit %p was overwritten (unguarded stack)", what,
+                     co->stack.lo);
+}
+
 /* Runs the coroutines that are ready now; those made ready meanwhile wait for the next pass,
  * so a yielding coroutine cannot starve fd events and timers. */
 static void run_ready(coho_sched_t *s)
@@ -544,11 +555,8 @@ static void run_ready(coho_sched_t *s)
         tls_co = NULL;
         tls_co_id = 0;
         s->current = NULL;
-        COHO_CHECK(co->stack.guarded || coho__stack_canary_is_intact(&co->stack),
-                   "coroutine %llu (%s, entry %s) overflowed its %zu KiB stack: the canary at "
-                   "the stack limit %p was overwritten",
-                   (unsigned long long)co->id, co->name[0] ? co->name : "unnamed",
-                   co->entry_name ? co->entry_name : "?", co->stack.size / 1024, co->stack.lo);
+        if (!co->stack.guarded && !coho__stack_canary_is_intact(&co->stack))
+            canary_breached(co);
         if (co->state == COHO__CO_DONE) {
             co_release_stack(s, co);
             if (co->detached)

@@ -41,6 +41,7 @@ typedef struct coho__co {
     struct coho_sched *sched;
     coho__ctx_t ctx;
     coho__stack_t stack;
+    size_t stack_nominal; /* the size asked for (the usable size may be a little larger) */
     void (*fn)(void *arg);
     void *arg;
     const char *entry_name; /* symbol of fn resolved at spawn (cached), or NULL */
