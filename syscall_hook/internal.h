@@ -84,6 +84,15 @@ static inline ssize_t coho__posix_ret(ssize_t rc)
     return rc;
 }
 
+/* coho__posix_ret for calls that may have made failing syscalls on the way (EAGAIN before a
+ * park): on success errno is put back to `saved`, its value when the call began, as libc
+ * leaves errno untouched on success. */
+static inline ssize_t coho__posix_ret_keep(ssize_t rc, int saved)
+{
+    errno = rc < 0 ? (int)-rc : saved;
+    return rc < 0 ? -1 : rc;
+}
+
 /* True when the caller is a coroutine with hooking on. */
 bool coho__hook_active(void);
 
@@ -135,6 +144,17 @@ static inline int64_t coho__hook_remaining(int64_t deadline_ms, uint64_t now_ms)
     if (deadline_ms < 0)
         return -1;
     return (uint64_t)deadline_ms > now_ms ? (int64_t)((uint64_t)deadline_ms - now_ms) : 0;
+}
+
+/* coho__co_block for the hooks: errno is a thread-local that other coroutines change while this
+ * one is parked, and a hooked call that succeeds must leave the caller's errno as it was. */
+static inline int coho__hook_block(int64_t timeout_ms)
+{
+    int saved = errno;
+    int rc = coho__co_block(timeout_ms);
+
+    errno = saved;
+    return rc;
 }
 
 /* Parks the running coroutine for `ms` milliseconds (never less). Returns 0 or -ECANCELED. */

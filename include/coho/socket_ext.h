@@ -104,8 +104,10 @@ COHO_API coho_tdp_pool_t *coho_tdp_listen(const struct sockaddr *addr, socklen_t
 COHO_API uint16_t coho_tdp_local_port(const coho_tdp_pool_t *p);
 
 /* Shuts every connection down, stops accepting and reconnecting, fails in-flight waiters
- * with ECANCELED, waits for the pool's coroutines to end (inside a coroutine) and frees the
- * pool. Outside a coroutine (after coho_sched_run returned) it only frees. */
+ * with ECANCELED, waits for the pool's coroutines to end (inside a coroutine) and releases the
+ * handle. Requests handed to on_req and not yet freed keep the pool's memory alive (their
+ * sends fail with ENOTCONN); the last coho_tdp_req_free releases it. Outside a coroutine
+ * (after coho_sched_run returned) it only releases. */
 COHO_API int coho_tdp_close(coho_tdp_pool_t *p);
 
 /* A healthy connection, round-robin, parking up to `timeout_ms` (-1: forever) while none is

@@ -1,0 +1,982 @@
+/* SPDX-License-Identifier: MIT */
+/* The socket and I/O hooks: socket, accept, connect, the read and write
+ * families, close, dup, fcntl, ioctl, setsockopt, the _FORTIFY_SOURCE variants,
+ * and recvn/sendn/writevn.
+ *
+ * Every call goes one of three ways:
+ *   - in a coroutine with hooks on, on an adopted fd: try the syscall (the
+ * kernel file is non-blocking), park on the driver on EAGAIN, honour
+ * SO_RCVTIMEO/SO_SNDTIMEO;
+ *   - outside a coroutine on an fd coho made non-blocking while the user's view
+ * is blocking: emulate the blocking call with a real poll;
+ *   - anything else: straight to libc. */
+#define _GNU_SOURCE /* IOV_MAX, POLLRDHUP, SOCK_NONBLOCK, F_DUPFD_CLOEXEC */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "syscall_hook/internal.h"
+
+extern void __chk_fail(void) __attribute__((noreturn));
+
+enum io_kind {
+    OP_READ,
+    OP_RECV,
+    OP_RECVFROM,
+    OP_READV,
+    OP_RECVMSG,
+    OP_WRITE,
+    OP_SEND,
+    OP_SENDTO,
+    OP_WRITEV,
+    OP_SENDMSG,
+};
+
+/* One call's arguments; the write loop advances buf/len or iov as bytes go out.
+ */
+struct io_args {
+    enum io_kind kind;
+    void *buf;
+    size_t len;
+    int flags;
+    struct sockaddr *addr;
+    socklen_t *alen;
+    const struct sockaddr *daddr;
+    socklen_t dlen;
+    const struct iovec *iov;
+    int iovcnt;
+    struct msghdr *msg;
+};
+
+static bool io_is_read(enum io_kind k)
+{
+    return k <= OP_RECVMSG;
+}
+
+/* One attempt. Returns bytes, or -errno (read right after the syscall). */
+static ssize_t io_once(int fd, struct io_args *a)
+{
+    ssize_t n;
+
+    switch (a->kind) {
+    case OP_READ:
+        n = coho__sys.read(fd, a->buf, a->len);
+        break;
+    case OP_RECV:
+        n = coho__sys.recv(fd, a->buf, a->len, a->flags);
+        break;
+    case OP_RECVFROM:
+        n = coho__sys.recvfrom(fd, a->buf, a->len, a->flags, a->addr, a->alen);
+        break;
+    case OP_READV:
+        n = coho__sys.readv(fd, a->iov, a->iovcnt);
+        break;
+    case OP_RECVMSG:
+        n = coho__sys.recvmsg(fd, a->msg, a->flags);
+        break;
+    case OP_WRITE:
+        n = coho__sys.write(fd, a->buf, a->len);
+        break;
+    case OP_SEND:
+        n = coho__sys.send(fd, a->buf, a->len, a->flags);
+        break;
+    case OP_SENDTO:
+        n = coho__sys.sendto(fd, a->buf, a->len, a->flags, a->daddr, a->dlen);
+        break;
+    case OP_WRITEV:
+        n = coho__sys.writev(fd, a->iov, a->iovcnt);
+        break;
+    case OP_SENDMSG:
+    default:
+        n = coho__sys.sendmsg(fd, a->msg, a->flags);
+        break;
+    }
+    return n < 0 ? -errno : n;
+}
+
+/* Total length of an iovec array, saturating at SIZE_MAX. */
+static size_t iov_total(const struct iovec *iov, int n)
+{
+    size_t t = 0;
+    int i;
+
+    for (i = 0; i < n; i++)
+        t = iov[i].iov_len > SIZE_MAX - t ? SIZE_MAX : t + iov[i].iov_len;
+    return t;
+}
+
+/* Bytes the call asked for (for the "short read means drained" rule). */
+static size_t io_want(const struct io_args *a)
+{
+    switch (a->kind) {
+    case OP_READV:
+    case OP_WRITEV:
+        return iov_total(a->iov, a->iovcnt);
+    case OP_RECVMSG:
+    case OP_SENDMSG:
+        return iov_total(a->msg->msg_iov, (int)a->msg->msg_iovlen);
+    default:
+        return a->len;
+    }
+}
+
+/* A short read on a stream socket, with no ancillary data and no hang-up seen,
+ * means the socket is drained: the next read parks until the next edge instead
+ * of paying a failing syscall (LESSONS.md, "a recv that returns EAGAIN on every
+ * request"). */
+static void io_note_read(coho__fd_t *f, const struct io_args *a, ssize_t n)
+{
+    if (f->kind != COHO__FD_STREAM || f->sticky != 0 || n <= 0)
+        return;
+    if ((a->flags & MSG_PEEK) && a->kind != OP_READ && a->kind != OP_READV)
+        return;
+    if (a->kind == OP_RECVMSG && (a->msg->msg_controllen != 0 || (a->msg->msg_flags & MSG_CTRUNC)))
+        return;
+    if ((size_t)n < io_want(a))
+        f->rd_drained = true;
+}
+
+/* Copies of the iovec array for the write loop, advanced past `done` bytes. */
+struct iov_cursor {
+    struct iovec small[8];
+    struct iovec *v;
+    int n;
+};
+
+static int iov_cursor_init(struct iov_cursor *c, const struct iovec *iov, int n)
+{
+    c->v = n <= 8 ? c->small : malloc(sizeof(*iov) * (size_t)n);
+    if (c->v == NULL)
+        return -ENOMEM;
+    memcpy(c->v, iov, sizeof(*iov) * (size_t)n);
+    c->n = n;
+    return 0;
+}
+
+static void iov_cursor_advance(struct iov_cursor *c, size_t done)
+{
+    while (c->n > 0 && done >= c->v[0].iov_len) {
+        done -= c->v[0].iov_len;
+        c->v++;
+        c->n--;
+    }
+    if (c->n > 0) {
+        c->v[0].iov_base = (char *)c->v[0].iov_base + done;
+        c->v[0].iov_len -= done;
+    }
+}
+
+static void iov_cursor_destroy(struct iov_cursor *c, struct iovec *orig_alloc)
+{
+    if (orig_alloc != NULL && orig_alloc != c->small)
+        free(orig_alloc);
+}
+
+/* Waits for `ev` on `f` within the deadline: in a coroutine on the driver, else
+ * with a real poll. Returns 0, -ETIMEDOUT, -EBADF, -ECANCELED. */
+static int io_wait(coho__fd_t *f, unsigned ev, int64_t deadline, bool in_co)
+{
+    int64_t left = coho__hook_remaining(deadline, coho__hook_now_ms());
+
+    if (deadline >= 0 && left == 0)
+        return -ETIMEDOUT;
+    return in_co ? coho__fd_wait(f, ev, left) : coho__fd_wait_thread(f->fd, ev, left);
+}
+
+/* Level check for keep-mode fds, whose kernel mode is blocking: is `ev` ready
+ * now? */
+static bool io_ready_now(int fd, unsigned ev)
+{
+    struct pollfd p = {.fd = fd, .events = (short)((ev & COHO__EV_READ) ? POLLIN : POLLOUT)};
+
+    return coho__sys.poll(&p, 1, 0) != 0;
+}
+
+/* Whether a write of this kind on this fd must go out whole (the kernel's
+ * blocking behaviour for byte streams). */
+static bool io_is_full_write(const coho__fd_t *f, const struct io_args *a)
+{
+    return !io_is_read(a->kind) &&
+           (f->kind == COHO__FD_STREAM || f->kind == COHO__FD_PIPE || f->kind == COHO__FD_TTY);
+}
+
+/* Moves a write call's arguments past `done` bytes. */
+static void io_advance(struct io_args *a, struct iov_cursor *c, size_t done)
+{
+    if (a->kind == OP_WRITEV) {
+        iov_cursor_advance(c, done);
+        a->iov = c->v;
+        a->iovcnt = c->n;
+    } else if (a->kind == OP_SENDMSG) {
+        iov_cursor_advance(c, done);
+        a->msg->msg_iov = c->v;
+        a->msg->msg_iovlen = (size_t)c->n;
+    } else {
+        a->buf = (char *)a->buf + done;
+        a->len -= done;
+    }
+}
+
+/* The blocking-view engine for an adopted fd (in a coroutine, or a plain thread
+ * using a managed fd). Returns bytes or -errno. */
+static ssize_t io_blocking(coho__fd_t *f, struct io_args *a, bool in_co)
+{
+    bool rd = io_is_read(a->kind);
+    unsigned ev = rd ? COHO__EV_READ : COHO__EV_WRITE;
+    int64_t tmo = rd ? f->rcvtimeo_ms : f->sndtimeo_ms;
+    int64_t deadline = tmo < 0 ? -1 : (int64_t)(coho__hook_now_ms() + (uint64_t)tmo);
+    bool full = io_is_full_write(f, a);
+    bool waitall = rd && (a->flags & MSG_WAITALL) && f->kind == COHO__FD_STREAM;
+    size_t want = (full || waitall) ? io_want(a) : 0;
+    size_t done = 0;
+    struct iov_cursor cur = {.v = NULL};
+    struct iovec *cur_alloc = NULL;
+    struct msghdr msg_copy;
+    struct io_args orig = *a;
+    ssize_t n, ret;
+    int rc;
+
+    for (;;) {
+        if (f->keep_mode) {
+            if (!io_ready_now(f->fd, ev)) {
+                rc = io_wait(f, ev, deadline, in_co);
+                if (rc < 0) {
+                    ret = rc;
+                    goto out_err;
+                }
+                continue;
+            }
+            n = io_once(f->fd, a);
+        } else if (rd && f->rd_drained && in_co && io_want(a) <= SSIZE_MAX) {
+            /* Drained: park for the next edge. (A length the kernel rejects up front is
+             * passed on, so its error comes back at once, as from libc.) */
+            n = -EAGAIN;
+        } else {
+            n = io_once(f->fd, a);
+        }
+        if (n >= 0) {
+            if (rd && in_co)
+                io_note_read(f, a, n);
+            if (!(full || waitall) || n == 0 || done + (size_t)n >= want) {
+                ret = (ssize_t)done + n;
+                goto out;
+            }
+            /* Partial progress of a whole-buffer call: continue past what went. */
+            done += (size_t)n;
+            if ((a->kind == OP_WRITEV || a->kind == OP_SENDMSG || a->kind == OP_READV ||
+                 a->kind == OP_RECVMSG) &&
+                cur.v == NULL) {
+                const struct iovec *src =
+                    a->kind == OP_WRITEV || a->kind == OP_READV ? a->iov : a->msg->msg_iov;
+                int cnt = a->kind == OP_WRITEV || a->kind == OP_READV ? a->iovcnt
+                                                                      : (int)a->msg->msg_iovlen;
+
+                if (iov_cursor_init(&cur, src, cnt) != 0) {
+                    ret = (ssize_t)done;
+                    goto out;
+                }
+                cur_alloc = cur.v;
+                if (a->kind == OP_SENDMSG || a->kind == OP_RECVMSG) {
+                    msg_copy = *a->msg;
+                    a->msg = &msg_copy;
+                }
+            }
+            if (a->kind == OP_READV || a->kind == OP_RECVMSG) {
+                iov_cursor_advance(&cur, (size_t)n);
+                if (a->kind == OP_READV) {
+                    a->iov = cur.v;
+                    a->iovcnt = cur.n;
+                } else {
+                    a->msg->msg_iov = cur.v;
+                    a->msg->msg_iovlen = (size_t)cur.n;
+                }
+            } else if (rd) {
+                a->buf = (char *)a->buf + n;
+                a->len -= (size_t)n;
+            } else {
+                io_advance(a, &cur, (size_t)n);
+            }
+            continue;
+        }
+        if (n != -EAGAIN) {
+            ret = n;
+            goto out_err;
+        }
+        rc = io_wait(f, ev, deadline, in_co);
+        if (rc < 0) {
+            /* A timeout reports EAGAIN, as the kernel does for
+             * SO_RCVTIMEO/SO_SNDTIMEO. */
+            ret = rc == -ETIMEDOUT ? -EAGAIN : rc;
+            goto out_err;
+        }
+    }
+out_err:
+    if (done > 0)
+        ret = (ssize_t)done;
+out:
+    if (a->kind == OP_RECVMSG && a->msg != orig.msg) {
+        /* Report what the kernel said about the last part into the caller's msghdr.
+         */
+        orig.msg->msg_flags = a->msg->msg_flags;
+        orig.msg->msg_controllen = a->msg->msg_controllen;
+        orig.msg->msg_namelen = a->msg->msg_namelen;
+    }
+    iov_cursor_destroy(&cur, cur_alloc);
+    return ret;
+}
+
+/* Dispatches one I/O call. `dontwait`: MSG_DONTWAIT was given. */
+static ssize_t io_call(int fd, struct io_args *a, bool dontwait)
+{
+    coho__fd_t *f;
+    int err;
+
+    if (coho__hook_active()) {
+        f = coho__fd_for_hook(fd, &err);
+        if (f == NULL || dontwait || coho__fd_user_nonblock(f))
+            return io_once(fd, a);
+        return io_blocking(f, a, true);
+    }
+    f = coho__fd_adopted(fd);
+    if (f == NULL || !f->managed || dontwait || coho__fd_user_nonblock(f))
+        return io_once(fd, a);
+    return io_blocking(f, a, false);
+}
+
+COHO_HOOK ssize_t read(int fd, void *buf, size_t n)
+{
+    int saved = errno;
+    struct io_args a = {.kind = OP_READ, .buf = buf, .len = n};
+
+    coho__sys_init();
+    return coho__posix_ret_keep(io_call(fd, &a, false), saved);
+}
+
+COHO_HOOK ssize_t write(int fd, const void *buf, size_t n)
+{
+    int saved = errno;
+    struct io_args a = {.kind = OP_WRITE, .buf = (void *)buf, .len = n};
+
+    coho__sys_init();
+    return coho__posix_ret_keep(io_call(fd, &a, false), saved);
+}
+
+COHO_HOOK ssize_t readv(int fd, const struct iovec *iov, int iovcnt)
+{
+    int saved = errno;
+    struct io_args a = {.kind = OP_READV, .iov = iov, .iovcnt = iovcnt};
+
+    coho__sys_init();
+    if (iovcnt < 0 || iovcnt > IOV_MAX || (iov == NULL && iovcnt > 0))
+        return coho__sys.readv(fd, iov, iovcnt); /* libc's own error */
+    return coho__posix_ret_keep(io_call(fd, &a, false), saved);
+}
+
+COHO_HOOK ssize_t writev(int fd, const struct iovec *iov, int iovcnt)
+{
+    int saved = errno;
+    struct io_args a = {.kind = OP_WRITEV, .iov = iov, .iovcnt = iovcnt};
+
+    coho__sys_init();
+    if (iovcnt < 0 || iovcnt > IOV_MAX || (iov == NULL && iovcnt > 0))
+        return coho__sys.writev(fd, iov, iovcnt);
+    return coho__posix_ret_keep(io_call(fd, &a, false), saved);
+}
+
+COHO_HOOK ssize_t recv(int fd, void *buf, size_t n, int flags)
+{
+    int saved = errno;
+    struct io_args a = {.kind = OP_RECV, .buf = buf, .len = n, .flags = flags};
+
+    coho__sys_init();
+    return coho__posix_ret_keep(io_call(fd, &a, (flags & MSG_DONTWAIT) != 0), saved);
+}
+
+COHO_HOOK ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr,
+                           socklen_t *alen)
+{
+    int saved = errno;
+    struct io_args a = {
+        .kind = OP_RECVFROM, .buf = buf, .len = n, .flags = flags, .addr = addr, .alen = alen};
+
+    coho__sys_init();
+    return coho__posix_ret_keep(io_call(fd, &a, (flags & MSG_DONTWAIT) != 0), saved);
+}
+
+COHO_HOOK ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
+{
+    int saved = errno;
+    struct io_args a = {.kind = OP_RECVMSG, .msg = msg, .flags = flags};
+
+    coho__sys_init();
+    if (msg == NULL || (msg->msg_iov == NULL && msg->msg_iovlen > 0) || msg->msg_iovlen > IOV_MAX)
+        return coho__sys.recvmsg(fd, msg, flags);
+    return coho__posix_ret_keep(io_call(fd, &a, (flags & MSG_DONTWAIT) != 0), saved);
+}
+
+COHO_HOOK ssize_t send(int fd, const void *buf, size_t n, int flags)
+{
+    int saved = errno;
+    struct io_args a = {.kind = OP_SEND, .buf = (void *)buf, .len = n, .flags = flags};
+
+    coho__sys_init();
+    return coho__posix_ret_keep(io_call(fd, &a, (flags & MSG_DONTWAIT) != 0), saved);
+}
+
+COHO_HOOK ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *addr,
+                         socklen_t alen)
+{
+    int saved = errno;
+    struct io_args a = {.kind = OP_SENDTO,
+                        .buf = (void *)buf,
+                        .len = n,
+                        .flags = flags,
+                        .daddr = addr,
+                        .dlen = alen};
+
+    coho__sys_init();
+    return coho__posix_ret_keep(io_call(fd, &a, (flags & MSG_DONTWAIT) != 0), saved);
+}
+
+COHO_HOOK ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+    int saved = errno;
+    struct msghdr copy;
+    struct io_args a = {.kind = OP_SENDMSG, .flags = flags};
+
+    coho__sys_init();
+    if (msg == NULL || (msg->msg_iov == NULL && msg->msg_iovlen > 0) || msg->msg_iovlen > IOV_MAX)
+        return coho__sys.sendmsg(fd, msg, flags);
+    copy = *msg; /* the write loop advances the iovec in a copy, never the
+                    caller's */
+    a.msg = &copy;
+    return coho__posix_ret_keep(io_call(fd, &a, (flags & MSG_DONTWAIT) != 0), saved);
+}
+
+COHO_HOOK ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
+{
+    if (n > buflen)
+        __chk_fail();
+    return read(fd, buf, n);
+}
+
+COHO_HOOK ssize_t __recv_chk(int fd, void *buf, size_t n, size_t buflen, int flags)
+{
+    if (n > buflen)
+        __chk_fail();
+    return recv(fd, buf, n, flags);
+}
+
+COHO_HOOK ssize_t __recvfrom_chk(int fd, void *buf, size_t n, size_t buflen, int flags,
+                                 struct sockaddr *addr, socklen_t *alen)
+{
+    if (n > buflen)
+        __chk_fail();
+    return recvfrom(fd, buf, n, flags, addr, alen);
+}
+
+/* ---- sockets: creation, accept, connect ---- */
+
+COHO_HOOK int socket(int domain, int type, int protocol)
+{
+    int fd, rc;
+
+    coho__sys_init();
+    fd = coho__sys.socket(domain, type, protocol);
+    if (fd < 0 || !coho__hook_active())
+        return fd;
+    rc = coho__fd_adopt_new(fd, (type & SOCK_NONBLOCK) != 0);
+    if (rc < 0) {
+        coho__sys.close(fd);
+        return (int)coho__posix_ret(rc);
+    }
+    return fd;
+}
+
+COHO_HOOK int socketpair(int domain, int type, int protocol, int sv[2])
+{
+    int rc;
+
+    coho__sys_init();
+    rc = coho__sys.socketpair(domain, type, protocol, sv);
+    if (rc != 0 || !coho__hook_active())
+        return rc;
+    rc = coho__fd_adopt_new(sv[0], (type & SOCK_NONBLOCK) != 0);
+    if (rc == 0)
+        rc = coho__fd_adopt_new(sv[1], (type & SOCK_NONBLOCK) != 0);
+    if (rc < 0) {
+        coho__fd_forget(sv[0]);
+        coho__sys.close(sv[0]);
+        coho__sys.close(sv[1]);
+        return (int)coho__posix_ret(rc);
+    }
+    return 0;
+}
+
+static int accept_common(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
+{
+    bool in_co = coho__hook_active();
+    coho__fd_t *f;
+    int64_t deadline;
+    int err, nfd, rc;
+
+    f = in_co ? coho__fd_for_hook(fd, &err) : coho__fd_adopted(fd);
+    if (f == NULL || coho__fd_user_nonblock(f) || (!in_co && !f->managed)) {
+        nfd = coho__sys.accept4(fd, addr, alen, flags);
+        if (nfd >= 0 && in_co && (rc = coho__fd_adopt_new(nfd, (flags & SOCK_NONBLOCK) != 0)) < 0) {
+            coho__sys.close(nfd);
+            return -rc;
+        }
+        return nfd >= 0 ? nfd : -errno;
+    }
+    deadline = f->rcvtimeo_ms < 0 ? -1 : (int64_t)(coho__hook_now_ms() + (uint64_t)f->rcvtimeo_ms);
+    for (;;) {
+        if (f->keep_mode && !io_ready_now(fd, COHO__EV_READ)) {
+            nfd = -1;
+            err = EAGAIN;
+        } else {
+            nfd = coho__sys.accept4(fd, addr, alen, flags);
+            err = nfd < 0 ? errno : 0;
+        }
+        if (nfd >= 0)
+            break;
+        if (err != EAGAIN)
+            return -err;
+        rc = io_wait(f, COHO__EV_READ, deadline, in_co);
+        if (rc < 0)
+            return rc == -ETIMEDOUT ? -EAGAIN : rc;
+    }
+    if (in_co && (rc = coho__fd_adopt_new(nfd, (flags & SOCK_NONBLOCK) != 0)) < 0) {
+        coho__sys.close(nfd);
+        return rc;
+    }
+    return nfd;
+}
+
+COHO_HOOK int accept(int fd, struct sockaddr *addr, socklen_t *alen)
+{
+    int saved = errno;
+    coho__sys_init();
+    return (int)coho__posix_ret_keep(accept_common(fd, addr, alen, 0), saved);
+}
+
+COHO_HOOK int accept4(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
+{
+    int saved = errno;
+    coho__sys_init();
+    return (int)coho__posix_ret_keep(accept_common(fd, addr, alen, flags), saved);
+}
+
+static int connect_common(int fd, const struct sockaddr *addr, socklen_t alen)
+{
+    bool in_co = coho__hook_active();
+    coho__fd_t *f;
+    int64_t deadline;
+    int err, first, rc;
+
+    f = in_co ? coho__fd_for_hook(fd, &err) : coho__fd_adopted(fd);
+    if (coho__sys.connect(fd, addr, alen) == 0)
+        return 0;
+    first = err = errno;
+    if (f == NULL || (err != EINPROGRESS && err != EALREADY) || coho__fd_user_nonblock(f) ||
+        (!in_co && !f->managed))
+        return -err;
+    /* A blocking connect waits as long as the kernel would; with SO_SNDTIMEO it fails with
+     * EINPROGRESS after that time, as Linux does, and a connect while one is in progress
+     * waits again and then says EALREADY. The outcome is learnt by calling connect again,
+     * which (unlike reading SO_ERROR) also moves the socket to "connected", so a later
+     * connect reports EISCONN as libc's would. */
+    deadline = f->sndtimeo_ms < 0 ? -1 : (int64_t)(coho__hook_now_ms() + (uint64_t)f->sndtimeo_ms);
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+
+        if (coho__sys.poll(&p, 1, 0) == 0) {
+            rc = io_wait(f, COHO__EV_WRITE, deadline, in_co);
+            if (rc == -ETIMEDOUT)
+                return -first;
+            if (rc < 0)
+                return rc;
+            continue;
+        }
+        if (coho__sys.connect(fd, addr, alen) == 0 || errno == EISCONN)
+            break;
+        if (errno != EALREADY && errno != EINPROGRESS)
+            return -errno;
+        /* Writable but still in progress: wait for the next edge. */
+        rc = io_wait(f, COHO__EV_WRITE, deadline, in_co);
+        if (rc == -ETIMEDOUT)
+            return -first;
+        if (rc < 0)
+            return rc;
+    }
+    /* An unconnected socket polls as hung up; that was no hang-up of this connection. */
+    f->sticky = 0;
+    return 0;
+}
+
+COHO_HOOK int connect(int fd, const struct sockaddr *addr, socklen_t alen)
+{
+    int saved = errno;
+    coho__sys_init();
+    return (int)coho__posix_ret_keep(connect_common(fd, addr, alen), saved);
+}
+
+/* ---- close, shutdown, dup ---- */
+
+COHO_HOOK int close(int fd)
+{
+    coho__sys_init();
+    coho__fd_forget(fd);
+    return coho__sys.close(fd);
+}
+
+COHO_HOOK int shutdown(int fd, int how)
+{
+    coho__sys_init();
+    return coho__sys.shutdown(fd, how);
+}
+
+COHO_HOOK int dup(int fd)
+{
+    int nfd;
+
+    coho__sys_init();
+    nfd = coho__sys.dup(fd);
+    if (nfd >= 0)
+        coho__fd_on_dup(fd, nfd);
+    return nfd;
+}
+
+static int dup_over(int fd, int fd2, int flags, bool is_dup3)
+{
+    int rc;
+
+    if (fd != fd2 && fd2 >= 0 && coho__sys.fcntl(fd, F_GETFD) >= 0)
+        coho__fd_forget(fd2); /* the kernel closes fd2: its waiters get EBADF */
+    rc = is_dup3 ? coho__sys.dup3(fd, fd2, flags) : coho__sys.dup2(fd, fd2);
+    if (rc >= 0 && fd != fd2)
+        coho__fd_on_dup(fd, rc);
+    return rc;
+}
+
+COHO_HOOK int dup2(int fd, int fd2)
+{
+    coho__sys_init();
+    return dup_over(fd, fd2, 0, false);
+}
+
+COHO_HOOK int dup3(int fd, int fd2, int flags)
+{
+    coho__sys_init();
+    return dup_over(fd, fd2, flags, true);
+}
+
+/* ---- fcntl, ioctl, socket options: the user's view ---- */
+
+static int fcntl_common(int fd, int cmd, unsigned long arg)
+{
+    coho__fd_t *f = coho__fd_adopted(fd);
+    int rc;
+
+    switch (cmd) {
+    case F_GETFL:
+        rc = coho__sys.fcntl(fd, F_GETFL);
+        if (rc >= 0 && f != NULL && f->ofd != NULL)
+            rc = (rc & ~O_NONBLOCK) | (coho__fd_user_nonblock(f) ? O_NONBLOCK : 0);
+        return rc;
+    case F_SETFL:
+        if (f == NULL || f->ofd == NULL || !f->managed) {
+            rc = coho__sys.fcntl(fd, F_SETFL, arg);
+            if (rc == 0 && f != NULL && f->ofd != NULL)
+                atomic_store(&f->ofd->user_nonblock, (arg & O_NONBLOCK) != 0);
+            return rc;
+        }
+        rc = coho__sys.fcntl(fd, F_SETFL, arg | O_NONBLOCK);
+        if (rc == 0)
+            atomic_store(&f->ofd->user_nonblock, (arg & O_NONBLOCK) != 0);
+        return rc;
+    case F_DUPFD:
+    case F_DUPFD_CLOEXEC:
+        rc = coho__sys.fcntl(fd, cmd, arg);
+        if (rc >= 0)
+            coho__fd_on_dup(fd, rc);
+        return rc;
+    default:
+        return coho__sys.fcntl(fd, cmd, arg);
+    }
+}
+
+COHO_HOOK int fcntl(int fd, int cmd, ...)
+{
+    unsigned long arg;
+    va_list ap;
+
+    coho__sys_init();
+    va_start(ap, cmd);
+    arg = va_arg(ap, unsigned long);
+    va_end(ap);
+    return fcntl_common(fd, cmd, arg);
+}
+
+COHO_HOOK int fcntl64(int fd, int cmd, ...)
+{
+    unsigned long arg;
+    va_list ap;
+
+    coho__sys_init();
+    va_start(ap, cmd);
+    arg = va_arg(ap, unsigned long);
+    va_end(ap);
+    return fcntl_common(fd, cmd, arg);
+}
+
+COHO_HOOK int ioctl(int fd, unsigned long req, ...)
+{
+    coho__fd_t *f;
+    void *arg;
+    va_list ap;
+
+    coho__sys_init();
+    va_start(ap, req);
+    arg = va_arg(ap, void *);
+    va_end(ap);
+    f = coho__fd_adopted(fd);
+    if (req == FIONBIO && f != NULL && f->ofd != NULL && arg != NULL) {
+        int on = *(int *)arg;
+
+        if (f->managed) {
+            /* The kernel file stays non-blocking; only the user's view changes. */
+            atomic_store(&f->ofd->user_nonblock, on != 0);
+            return 0;
+        }
+        if (coho__sys.ioctl(fd, req, arg) != 0)
+            return -1;
+        atomic_store(&f->ofd->user_nonblock, on != 0);
+        return 0;
+    }
+    return coho__sys.ioctl(fd, req, arg);
+}
+
+/* SO_RCVTIMEO/SO_SNDTIMEO in milliseconds, rounded up; 0 (none) becomes -1. */
+static int64_t timeval_to_ms(const struct timeval *tv)
+{
+    int64_t ms;
+
+    if (tv->tv_sec < 0 || tv->tv_usec < 0)
+        return -1;
+    ms = (int64_t)tv->tv_sec * 1000 + (tv->tv_usec + 999) / 1000;
+    return ms == 0 ? -1 : ms;
+}
+
+COHO_HOOK int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
+{
+    coho__fd_t *f;
+    int rc;
+
+    coho__sys_init();
+    rc = coho__sys.setsockopt(fd, level, name, val, len);
+    if (rc != 0 || level != SOL_SOCKET || (name != SO_RCVTIMEO && name != SO_SNDTIMEO) ||
+        len < (socklen_t)sizeof(struct timeval) || val == NULL)
+        return rc;
+    f = coho__fd_slot(fd);
+    if (f != NULL) {
+        if (name == SO_RCVTIMEO)
+            f->rcvtimeo_ms = timeval_to_ms(val);
+        else
+            f->sndtimeo_ms = timeval_to_ms(val);
+    }
+    return rc;
+}
+
+COHO_HOOK int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
+{
+    coho__sys_init();
+    return coho__sys.getsockopt(fd, level, name, val, len);
+}
+
+/* ---- whole-buffer calls ---- */
+
+static ssize_t n_result(ssize_t done, ssize_t rc, int *err)
+{
+    *err = rc < 0 ? (int)-rc : 0;
+    if (done > 0)
+        return done;
+    return rc < 0 ? -1 : 0;
+}
+
+ssize_t recvn(int fd, void *buf, size_t len, int flags)
+{
+    ssize_t rc = 0;
+    size_t done = 0;
+    int err;
+
+    if (len > SSIZE_MAX) {
+        errno = EINVAL;
+        return -1;
+    }
+    while (done < len) {
+        rc = recv(fd, (char *)buf + done, len - done, flags);
+        if (rc <= 0) {
+            rc = rc < 0 ? -errno : 0;
+            break;
+        }
+        done += (size_t)rc;
+    }
+    if (done == len)
+        return (ssize_t)len;
+    rc = n_result((ssize_t)done, rc, &err);
+    errno = err;
+    return rc;
+}
+
+ssize_t sendn(int fd, const void *buf, size_t len, int flags)
+{
+    ssize_t rc = 0;
+    size_t done = 0;
+    int err;
+
+    if (len > SSIZE_MAX) {
+        errno = EINVAL;
+        return -1;
+    }
+    while (done < len) {
+        rc = send(fd, (const char *)buf + done, len - done, flags | MSG_NOSIGNAL);
+        if (rc < 0) {
+            rc = -errno;
+            break;
+        }
+        done += (size_t)rc;
+    }
+    if (done == len)
+        return (ssize_t)len;
+    rc = n_result((ssize_t)done, rc, &err);
+    errno = err;
+    return rc;
+}
+
+ssize_t writevn(int fd, const struct iovec *iov, int iovcnt)
+{
+    struct iov_cursor c;
+    struct iovec *alloc;
+    size_t total, done = 0;
+    ssize_t rc = 0;
+    int err;
+
+    if (iovcnt < 0 || iovcnt > IOV_MAX || (iov == NULL && iovcnt > 0)) {
+        errno = EINVAL;
+        return -1;
+    }
+    total = iov_total(iov, iovcnt);
+    if (total > SSIZE_MAX) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (iov_cursor_init(&c, iov, iovcnt) != 0) {
+        errno = ENOMEM;
+        return -1;
+    }
+    alloc = c.v;
+    while (done < total) {
+        rc = writev(fd, c.v, c.n);
+        if (rc < 0) {
+            rc = -errno;
+            break;
+        }
+        done += (size_t)rc;
+        iov_cursor_advance(&c, (size_t)rc);
+    }
+    iov_cursor_destroy(&c, alloc);
+    if (done == total)
+        return (ssize_t)total;
+    rc = n_result((ssize_t)done, rc, &err);
+    errno = err;
+    return rc;
+}
+
+/* ---- hook switch and per-fd locks ---- */
+
+int coho_hook_enable(bool on)
+{
+    uint32_t *flags = coho__co_flags();
+
+    if (flags == NULL) {
+        errno = EPERM;
+        return -1;
+    }
+    if (on)
+        *flags &= ~(uint32_t)COHO__CO_FLAG_NOHOOK;
+    else
+        *flags |= COHO__CO_FLAG_NOHOOK;
+    return 0;
+}
+
+bool coho_hook_is_enabled(void)
+{
+    return coho__hook_active();
+}
+
+int coho_fd_lock(int fd, int dir)
+{
+    coho__fd_waiter_t w;
+    coho__fd_t *f;
+    unsigned gen0;
+    int err, rc;
+
+    if (dir != COHO_FD_LOCK_READ && dir != COHO_FD_LOCK_WRITE)
+        return (int)coho__posix_ret(-EINVAL);
+    if (!coho__hook_active())
+        return (int)coho__posix_ret(-EPERM);
+    f = coho__fd_for_hook(fd, &err);
+    if (f == NULL)
+        return (int)coho__posix_ret(err != 0 ? err : -EBADF);
+    if (f->lock_owner[dir] == 0) {
+        f->lock_owner[dir] = coho__co_self_id();
+        return 0;
+    }
+    gen0 = atomic_load(&f->gen);
+    w.co_id = coho__co_self_id();
+    w.token = coho__co_block_prepare();
+    w.events = 0;
+    coho_list_push_back(&f->lock_q[dir], &w.link);
+    rc = coho__hook_block(-1);
+    if (coho_list_is_linked(&w.link)) {
+        coho_list_del(&w.link); /* cancelled while queued: never became the owner */
+    }
+    if (rc == 0 && atomic_load(&f->gen) != gen0)
+        rc = -EBADF;
+    if (rc != 0 && f->lock_owner[dir] == w.co_id)
+        coho_fd_unlock(fd, dir); /* handed over, then cancelled: pass it on */
+    return (int)coho__posix_ret(rc);
+}
+
+int coho_fd_unlock(int fd, int dir)
+{
+    coho__fd_t *f;
+    coho_list_t *first;
+
+    if (dir != COHO_FD_LOCK_READ && dir != COHO_FD_LOCK_WRITE)
+        return (int)coho__posix_ret(-EINVAL);
+    f = coho__fd_adopted(fd);
+    if (f == NULL || f->lock_owner[dir] == 0 || f->lock_owner[dir] != coho__co_self_id())
+        return (int)coho__posix_ret(-EPERM);
+    first = coho_list_pop_front(&f->lock_q[dir]);
+    if (first == NULL) {
+        f->lock_owner[dir] = 0;
+        return 0;
+    }
+    {
+        coho__fd_waiter_t *w = coho_list_entry(first, coho__fd_waiter_t, link);
+
+        f->lock_owner[dir] = w->co_id; /* FIFO handoff */
+        coho__co_wake(w->co_id, w->token, 0);
+    }
+    return 0;
+}

@@ -1,0 +1,993 @@
+/* SPDX-License-Identifier: MIT */
+/* socket_ext ("tdp"): pooled request/response multiplexing over long TCP connections.
+ *
+ *   pool ── conns (generation-id node pool) ── conn: fd, rbuf (cbuf), in-flight list,
+ *     │                                            receive coroutine (daemon)
+ *     ├── pending (hash map req_id -> struct pending: waiter, status, response cbuf)
+ *     └── connect pools: one daemon "keeper" coroutine per slot: connect, receive, back off
+ *         listen pools:  one daemon accept coroutine, one receive coroutine per client
+ *
+ * The receive coroutine owns its connection: it is the only one that frees it. A sender looks
+ * the connection up by id each time, so a connection that went away is ENOTCONN, never a
+ * dangling pointer. */
+#define _GNU_SOURCE /* accept4, SOCK_CLOEXEC */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "base_struct/hashmap.h"
+#include "base_struct/pool.h"
+#include "syscall_hook/internal.h"
+
+#define TDP_READ_CHUNK 16384
+#define TDP_IOV_MAX    8
+
+enum { TDP_CONNECT = 1, TDP_LISTEN = 2 };
+
+struct tdp_conn {
+    uint64_t id;
+    int fd;
+    unsigned slot; /* connect pools: the keeper slot */
+    bool broken;
+    coho_cbuf_t rbuf;
+    coho_list_t inflight; /* struct pending.conn_link */
+    coho_list_t link;     /* in pool->conns_live */
+    uint64_t rx_co;       /* the receive coroutine */
+};
+
+struct pending {
+    uint64_t id;
+    uint64_t conn_id;
+    uint64_t co_id; /* the waiter, 0 while nobody waits */
+    uint64_t token;
+    int status; /* 0 waiting for the response, 1 arrived, -errno failed */
+    coho_cbuf_t resp;
+    coho_list_t conn_link; /* in the connection's in-flight list once sent */
+};
+
+/* A coroutine parked in coho_tdp_pick until a connection is up. */
+struct up_waiter {
+    coho_list_t link;
+    uint64_t co_id;
+    uint64_t token;
+};
+
+struct coho_tdp_pool {
+    int mode;
+    coho_tdp_opts_t o;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    coho__pool_t *conns; /* struct tdp_conn, by id */
+    coho_list_t conns_live;
+    uint64_t *slots; /* connect pools: conn id per keeper slot (0: down) */
+    uint64_t *keepers;
+    coho__hashmap_t pending;
+    uint64_t next_req_id;
+    unsigned rr;
+    int listen_fd;
+    uint16_t port;
+    uint64_t accept_co;
+    int reserve_fd; /* shed on EMFILE: closed, used to accept and drop, reopened */
+    bool closing;
+    unsigned refs; /* memory: the user's handle, each live pool coroutine, each request */
+    unsigned cos;  /* live pool coroutines (coho_tdp_close waits for them) */
+    coho_list_t up_waiters;
+    coho_tdp_stats_t st;
+};
+
+struct keeper_arg {
+    coho_tdp_pool_t *p;
+    unsigned slot;
+};
+
+struct rx_arg {
+    coho_tdp_pool_t *p;
+    uint64_t conn_id;
+};
+
+void coho_tdp_opts_init(coho_tdp_opts_t *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->max_frame_len = 16u << 20;
+    o->conn_count = 4;
+    o->connect_timeout_ms = 3000;
+    o->reconnect_min_ms = 10;
+    o->reconnect_max_ms = 2000;
+    o->max_conns = 10000;
+    o->backlog = 1024;
+}
+
+static void pool_unref(coho_tdp_pool_t *p);
+
+/* A pool coroutine starts / ends. */
+static void pool_co_enter(coho_tdp_pool_t *p)
+{
+    p->refs++;
+    p->cos++;
+}
+
+static void pool_co_exit(coho_tdp_pool_t *p)
+{
+    p->cos--;
+    pool_unref(p);
+}
+
+static void pool_unref(coho_tdp_pool_t *p)
+{
+    size_t pos = 0;
+    uint64_t key;
+    void *val;
+
+    if (--p->refs > 0)
+        return;
+    while (coho__hashmap_next(&p->pending, &pos, &key, &val)) {
+        struct pending *pd = val;
+
+        coho_cbuf_destroy(&pd->resp);
+        free(pd);
+    }
+    coho__hashmap_destroy(&p->pending);
+    coho__pool_destroy(p->conns);
+    if (p->reserve_fd >= 0)
+        coho__sys.close(p->reserve_fd);
+    free(p->slots);
+    free(p->keepers);
+    free(p);
+}
+
+static struct tdp_conn *conn_get(const coho_tdp_pool_t *p, uint64_t id)
+{
+    struct tdp_conn *c = id != 0 ? coho__pool_get(p->conns, id) : NULL;
+
+    return c != NULL && !c->broken ? c : NULL;
+}
+
+static void wake_up_waiters(coho_tdp_pool_t *p, int result)
+{
+    coho_list_t *pos;
+
+    while ((pos = coho_list_pop_front(&p->up_waiters)) != NULL) {
+        struct up_waiter *w = coho_list_entry(pos, struct up_waiter, link);
+
+        coho__co_wake(w->co_id, w->token, result);
+    }
+}
+
+/* A new connection joins the pool. Returns its id, or 0 (ENOMEM: the fd is closed). */
+static uint64_t conn_add(coho_tdp_pool_t *p, int fd, unsigned slot)
+{
+    struct tdp_conn *c;
+    int err;
+    uint64_t id = coho__pool_alloc(p->conns, (void **)&c, &err);
+
+    if (id == 0) {
+        close(fd);
+        return 0;
+    }
+    c->id = id;
+    c->fd = fd;
+    c->slot = slot;
+    coho_cbuf_init(&c->rbuf, NULL);
+    coho_list_init(&c->inflight);
+    coho_list_push_back(&p->conns_live, &c->link);
+    p->st.conns_open++;
+    p->st.conns_total++;
+    if (p->mode == TDP_CONNECT)
+        p->slots[slot] = id;
+    wake_up_waiters(p, 0);
+    if (p->o.on_conn_new != NULL)
+        p->o.on_conn_new(p, id, p->o.user);
+    return id;
+}
+
+/* Takes the connection out of the pool: in-flight waiters fail at once with `err`. */
+static void conn_break(coho_tdp_pool_t *p, struct tdp_conn *c, int err)
+{
+    coho_list_t *pos;
+
+    if (c->broken)
+        return;
+    c->broken = true;
+    coho_list_del(&c->link);
+    if (p->mode == TDP_CONNECT && p->slots[c->slot] == c->id)
+        p->slots[c->slot] = 0;
+    p->st.conns_open--;
+    while ((pos = coho_list_pop_front(&c->inflight)) != NULL) {
+        struct pending *pd = coho_list_entry(pos, struct pending, conn_link);
+
+        if (pd->status == 0) {
+            pd->status = -err;
+            if (pd->co_id != 0)
+                coho__co_wake(pd->co_id, pd->token, 0);
+        }
+    }
+    /* Senders parked on the fd or its write lock wake with EBADF at the close below. */
+    shutdown(c->fd, SHUT_RDWR);
+}
+
+/* Frees a broken connection (the receive coroutine's last step). */
+static void conn_free(coho_tdp_pool_t *p, struct tdp_conn *c, int err)
+{
+    uint64_t id = c->id;
+
+    conn_break(p, c, err);
+    close(c->fd);
+    coho_cbuf_destroy(&c->rbuf);
+    coho__pool_free(p->conns, id);
+    if (p->o.on_conn_delete != NULL)
+        p->o.on_conn_delete(p, id, err, p->o.user);
+}
+
+/* Copies the first `len` bytes of `src` into `dst` (appended). Returns 0 or -errno. */
+static int cbuf_copy_front(coho_cbuf_t *dst, const coho_cbuf_t *src, size_t len)
+{
+    struct iovec iov[TDP_IOV_MAX];
+    size_t off = 0;
+
+    while (off < len) {
+        int n = coho_cbuf_data_iov(src, off, iov, TDP_IOV_MAX), i;
+
+        if (n <= 0)
+            return -EINVAL;
+        for (i = 0; i < n && off < len; i++) {
+            size_t take = iov[i].iov_len < len - off ? iov[i].iov_len : len - off;
+
+            if (coho_cbuf_append(dst, iov[i].iov_base, take) != 0)
+                return -errno;
+            off += take;
+        }
+    }
+    return 0;
+}
+
+/* Splits and dispatches every whole frame at the front of the connection's buffer.
+ * Returns 0 (need more bytes) or -EPROTO (malformed: close the connection). */
+static int rx_dispatch(coho_tdp_pool_t *p, struct tdp_conn *c)
+{
+    while (coho_cbuf_len(&c->rbuf) > 0 && !c->broken) {
+        const coho_tdp_framer_t *fr = NULL;
+        uint64_t req_id = 0;
+        ssize_t flen = 0;
+        int kind = COHO_TDP_BAD;
+        unsigned i;
+
+        for (i = 0; i < p->o.framer_count; i++) {
+            coho_cbuf_seek(&c->rbuf, 0, SEEK_SET);
+            kind = p->o.framers[i]->detect(&c->rbuf, p->o.framers[i]->ctx);
+            if (kind != COHO_TDP_BAD) {
+                fr = p->o.framers[i];
+                break;
+            }
+        }
+        if (kind == COHO_TDP_NEED_MORE)
+            return 0;
+        if (fr == NULL || (kind != COHO_TDP_REQUEST && kind != COHO_TDP_RESPONSE))
+            return -EPROTO;
+        coho_cbuf_seek(&c->rbuf, 0, SEEK_SET);
+        flen = fr->scan(&c->rbuf, &req_id, fr->ctx);
+        if (flen < 0 || (size_t)flen > p->o.max_frame_len)
+            return -EPROTO;
+        if (flen == 0 || (size_t)flen > coho_cbuf_len(&c->rbuf))
+            return 0;
+        if (kind == COHO_TDP_RESPONSE) {
+            struct pending *pd = coho__hashmap_get(&p->pending, req_id);
+
+            if (pd != NULL && pd->status == 0 &&
+                cbuf_copy_front(&pd->resp, &c->rbuf, (size_t)flen) == 0) {
+                pd->status = 1;
+                coho_list_del(&pd->conn_link);
+                p->st.responses_in++;
+                if (pd->co_id != 0)
+                    coho__co_wake(pd->co_id, pd->token, 0);
+            } else {
+                p->st.responses_dropped++;
+            }
+        } else {
+            coho_tdp_req_t *rq = calloc(1, sizeof(*rq));
+
+            if (rq != NULL) {
+                p->refs++; /* dropped by coho_tdp_req_free: the pool outlives its requests */
+                rq->pool = p;
+                rq->conn_id = c->id;
+                rq->req_id = req_id;
+                coho_cbuf_init(&rq->frame, NULL);
+                if (cbuf_copy_front(&rq->frame, &c->rbuf, (size_t)flen) != 0) {
+                    coho_tdp_req_free(rq);
+                    rq = NULL;
+                }
+            }
+            if (rq != NULL && p->o.on_req != NULL) {
+                p->st.requests_in++;
+                p->o.on_req(rq, p->o.user);
+            } else if (rq != NULL) {
+                coho_tdp_req_free(rq);
+            }
+        }
+        coho_cbuf_consume(&c->rbuf, (size_t)flen);
+    }
+    return 0;
+}
+
+/* Reads and dispatches until the connection breaks. Returns the reason (an errno value). */
+static int rx_loop(coho_tdp_pool_t *p, struct tdp_conn *c)
+{
+    struct iovec iov[TDP_IOV_MAX];
+
+    for (;;) {
+        ssize_t n;
+        int cnt = coho_cbuf_reserve_iov(&c->rbuf, TDP_READ_CHUNK, iov, TDP_IOV_MAX);
+
+        if (cnt < 0)
+            return errno == ENOBUFS ? EPROTO : errno;
+        n = readv(c->fd, iov, cnt);
+        if (n == 0)
+            return ECONNRESET;
+        if (n < 0)
+            return errno == EBADF ? ECONNRESET : errno;
+        coho_cbuf_commit(&c->rbuf, (size_t)n);
+        if (rx_dispatch(p, c) != 0) {
+            p->st.protocol_errors++;
+            return EPROTO;
+        }
+        if (c->broken)
+            return ECONNRESET;
+    }
+}
+
+/* Receive coroutine of an accepted connection. */
+static void rx_main(void *arg)
+{
+    struct rx_arg *a = arg;
+    coho_tdp_pool_t *p = a->p;
+    struct tdp_conn *c = coho__pool_get(p->conns, a->conn_id);
+    int err;
+
+    free(a);
+    if (c != NULL) {
+        err = rx_loop(p, c);
+        conn_free(p, c, err);
+    }
+    pool_co_exit(p);
+}
+
+static uint64_t spawn_daemon(void (*fn)(void *), void *arg, const char *name)
+{
+    coho_spawn_opts_t so;
+
+    coho_spawn_opts_init(&so);
+    so.daemon = true;
+    so.name = name;
+    return coho_spawn_ex(coho__sched_current(), fn, arg, &so);
+}
+
+/* One connect attempt with the pool's timeout. Returns the fd or -errno. */
+static int keeper_connect(coho_tdp_pool_t *p)
+{
+    int fd = socket(p->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1, rc;
+
+    if (fd < 0)
+        return -errno;
+    if (p->o.connect_timeout_ms > 0) {
+        struct timeval tv = {.tv_sec = p->o.connect_timeout_ms / 1000,
+                             .tv_usec = (p->o.connect_timeout_ms % 1000) * 1000};
+
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    }
+    if (connect(fd, (struct sockaddr *)&p->addr, p->addrlen) != 0) {
+        rc = errno == EINPROGRESS ? -ETIMEDOUT : -errno;
+        close(fd);
+        return rc;
+    }
+    if (p->o.connect_timeout_ms > 0) {
+        struct timeval none = {0, 0};
+
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof(none));
+    }
+    if (p->addr.ss_family == AF_INET || p->addr.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    return fd;
+}
+
+/* Keeper coroutine of one connect slot: connect, run the receive loop, back off, again. */
+static void keeper_main(void *arg)
+{
+    struct keeper_arg *ka = arg;
+    coho_tdp_pool_t *p = ka->p;
+    unsigned slot = ka->slot;
+    uint64_t backoff = p->o.reconnect_min_ms;
+    bool first = true;
+
+    free(ka);
+    while (!p->closing && !coho_is_cancelled()) {
+        int fd;
+
+        if (!first)
+            p->st.reconnects++;
+        first = false;
+        fd = keeper_connect(p);
+        if (fd >= 0) {
+            uint64_t id = conn_add(p, fd, slot);
+            struct tdp_conn *c = id != 0 ? coho__pool_get(p->conns, id) : NULL;
+
+            if (c != NULL) {
+                c->rx_co = coho_self();
+                conn_free(p, c, rx_loop(p, c));
+                backoff = p->o.reconnect_min_ms;
+            }
+        }
+        if (p->closing || coho_sleep_ms(backoff) != 0)
+            break;
+        backoff = backoff * 2 > p->o.reconnect_max_ms ? p->o.reconnect_max_ms : backoff * 2;
+    }
+    pool_co_exit(p);
+}
+
+/* Accept coroutine of a listen pool. Survives running out of fds: the reserve fd is closed,
+ * the new connection accepted and shed, and the reserve reopened (LESSONS.md). */
+static void accept_main(void *arg)
+{
+    coho_tdp_pool_t *p = arg;
+
+    while (!p->closing) {
+        int fd = accept4(p->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+
+        if (fd < 0) {
+            if ((errno == EMFILE || errno == ENFILE) && p->reserve_fd >= 0) {
+                coho__sys.close(p->reserve_fd);
+                fd = coho__sys.accept4(p->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+                if (fd >= 0)
+                    coho__sys.close(fd);
+                p->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+                p->st.conns_rejected++;
+                continue;
+            }
+            if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN)
+                continue;
+            break; /* EBADF (closed), ECANCELED, ... */
+        }
+        if (p->st.conns_open >= p->o.max_conns) {
+            close(fd);
+            p->st.conns_rejected++;
+            continue;
+        }
+        {
+            int one = 1;
+            uint64_t id;
+            struct rx_arg *ra;
+
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            id = conn_add(p, fd, 0);
+            ra = id != 0 ? malloc(sizeof(*ra)) : NULL;
+            if (ra != NULL) {
+                struct tdp_conn *c = coho__pool_get(p->conns, id);
+
+                ra->p = p;
+                ra->conn_id = id;
+                pool_co_enter(p);
+                c->rx_co = spawn_daemon(rx_main, ra, "tdp-rx");
+                if (c->rx_co == 0) {
+                    p->refs--;
+                    p->cos--;
+                    free(ra);
+                    conn_free(p, c, ENOMEM);
+                }
+            } else if (id != 0) {
+                conn_free(p, coho__pool_get(p->conns, id), ENOMEM);
+            }
+        }
+    }
+    pool_co_exit(p);
+}
+
+static coho_tdp_pool_t *pool_create(int mode, const struct sockaddr *addr, socklen_t addrlen,
+                                    const coho_tdp_opts_t *o, int *err)
+{
+    coho_tdp_pool_t *p;
+    unsigned i;
+
+    if (coho__sched_current() == NULL || coho_self() == 0) {
+        *err = EPERM;
+        return NULL;
+    }
+    if (addr == NULL || addrlen == 0 || addrlen > sizeof(struct sockaddr_storage) || o == NULL ||
+        o->framer_count == 0 || o->framer_count > COHO_TDP_MAX_FRAMERS || o->max_frame_len == 0 ||
+        (mode == TDP_CONNECT && o->conn_count == 0) || (mode == TDP_LISTEN && o->on_req == NULL)) {
+        *err = EINVAL;
+        return NULL;
+    }
+    for (i = 0; i < o->framer_count; i++)
+        if (o->framers[i] == NULL || o->framers[i]->detect == NULL || o->framers[i]->scan == NULL) {
+            *err = EINVAL;
+            return NULL;
+        }
+    p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        goto fail_nomem;
+    p->mode = mode;
+    p->o = *o;
+    memcpy(&p->addr, addr, addrlen);
+    p->addrlen = addrlen;
+    p->listen_fd = -1;
+    p->reserve_fd = -1;
+    p->refs = 1;
+    p->next_req_id = 1;
+    coho_list_init(&p->conns_live);
+    coho_list_init(&p->up_waiters);
+    p->conns = coho__pool_create(sizeof(struct tdp_conn), 64, 0);
+    if (p->conns == NULL)
+        goto fail_conns;
+    if (coho__hashmap_init(&p->pending, 256) != 0)
+        goto fail_map;
+    return p;
+fail_map:
+    coho__pool_destroy(p->conns);
+fail_conns:
+    free(p);
+fail_nomem:
+    *err = ENOMEM;
+    return NULL;
+}
+
+coho_tdp_pool_t *coho_tdp_connect(const struct sockaddr *addr, socklen_t addrlen,
+                                  const coho_tdp_opts_t *o)
+{
+    coho_tdp_pool_t *p;
+    unsigned i;
+    int err;
+
+    p = pool_create(TDP_CONNECT, addr, addrlen, o, &err);
+    if (p == NULL) {
+        errno = err;
+        return NULL;
+    }
+    p->slots = calloc(o->conn_count, sizeof(*p->slots));
+    p->keepers = calloc(o->conn_count, sizeof(*p->keepers));
+    if (p->slots == NULL || p->keepers == NULL) {
+        pool_unref(p);
+        errno = ENOMEM;
+        return NULL;
+    }
+    for (i = 0; i < o->conn_count; i++) {
+        struct keeper_arg *ka = malloc(sizeof(*ka));
+
+        if (ka == NULL)
+            break;
+        ka->p = p;
+        ka->slot = i;
+        pool_co_enter(p);
+        p->keepers[i] = spawn_daemon(keeper_main, ka, "tdp-keeper");
+        if (p->keepers[i] == 0) {
+            p->refs--;
+            p->cos--;
+            free(ka);
+            break;
+        }
+    }
+    if (i < o->conn_count) {
+        err = errno != 0 ? errno : ENOMEM;
+        coho_tdp_close(p);
+        errno = err;
+        return NULL;
+    }
+    return p;
+}
+
+coho_tdp_pool_t *coho_tdp_listen(const struct sockaddr *addr, socklen_t addrlen,
+                                 const coho_tdp_opts_t *o)
+{
+    struct sockaddr_storage bound;
+    socklen_t blen = sizeof(bound);
+    coho_tdp_pool_t *p;
+    int err, one = 1;
+
+    p = pool_create(TDP_LISTEN, addr, addrlen, o, &err);
+    if (p == NULL) {
+        errno = err;
+        return NULL;
+    }
+    p->listen_fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (p->listen_fd < 0)
+        goto fail;
+    setsockopt(p->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(p->listen_fd, addr, addrlen) != 0 || listen(p->listen_fd, o->backlog) != 0 ||
+        getsockname(p->listen_fd, (struct sockaddr *)&bound, &blen) != 0)
+        goto fail;
+    if (bound.ss_family == AF_INET)
+        p->port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
+    else if (bound.ss_family == AF_INET6)
+        p->port = ntohs(((struct sockaddr_in6 *)&bound)->sin6_port);
+    p->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    pool_co_enter(p);
+    p->accept_co = spawn_daemon(accept_main, p, "tdp-accept");
+    if (p->accept_co == 0) {
+        p->refs--;
+        p->cos--;
+        goto fail;
+    }
+    return p;
+fail:
+    err = errno;
+    if (p->listen_fd >= 0)
+        close(p->listen_fd);
+    p->listen_fd = -1;
+    pool_unref(p);
+    errno = err;
+    return NULL;
+}
+
+uint16_t coho_tdp_local_port(const coho_tdp_pool_t *p)
+{
+    return p != NULL ? p->port : 0;
+}
+
+int coho_tdp_close(coho_tdp_pool_t *p)
+{
+    coho_list_t *pos, *tmp;
+    size_t mpos = 0;
+    uint64_t key;
+    void *val;
+    unsigned i;
+
+    if (p == NULL) {
+        errno = EINVAL;
+        return -1;
+    }
+    p->closing = true;
+    wake_up_waiters(p, -ESHUTDOWN);
+    while (coho__hashmap_next(&p->pending, &mpos, &key, &val)) {
+        struct pending *pd = val;
+
+        if (pd->status == 0) {
+            pd->status = -ECANCELED;
+            if (pd->co_id != 0)
+                coho__co_wake(pd->co_id, pd->token, 0);
+        }
+    }
+    coho_list_for_each_safe(pos, tmp, &p->conns_live)
+    {
+        conn_break(p, coho_list_entry(pos, struct tdp_conn, link), ECANCELED);
+    }
+    if (p->listen_fd >= 0) {
+        close(p->listen_fd); /* the accept coroutine wakes with EBADF */
+        p->listen_fd = -1;
+    }
+    for (i = 0; p->keepers != NULL && i < p->o.conn_count; i++)
+        if (p->keepers[i] != 0)
+            coho_cancel(p->keepers[i]);
+    if (coho_self() != 0) {
+        /* Let the pool's coroutines run to their end, then free. */
+        while (p->cos > 0 && coho_sleep_ms(1) == 0)
+            ;
+    }
+    pool_unref(p);
+    return 0;
+}
+
+uint64_t coho_tdp_pick(coho_tdp_pool_t *p, int64_t timeout_ms)
+{
+    for (;;) {
+        struct up_waiter w;
+        int rc;
+
+        if (p == NULL || p->closing) {
+            errno = p == NULL ? EINVAL : ESHUTDOWN;
+            return 0;
+        }
+        if (p->mode == TDP_CONNECT) {
+            unsigned i;
+
+            for (i = 0; i < p->o.conn_count; i++) {
+                uint64_t id = p->slots[(p->rr + i) % p->o.conn_count];
+
+                if (conn_get(p, id) != NULL) {
+                    p->rr = (p->rr + i + 1) % p->o.conn_count;
+                    return id;
+                }
+            }
+        } else if (!coho_list_is_empty(&p->conns_live)) {
+            struct tdp_conn *c =
+                coho_list_entry(coho_list_first(&p->conns_live), struct tdp_conn, link);
+
+            coho_list_del(&c->link); /* rotate: round robin */
+            coho_list_push_back(&p->conns_live, &c->link);
+            return c->id;
+        }
+        if (timeout_ms == 0 || coho_self() == 0) {
+            errno = ETIMEDOUT;
+            return 0;
+        }
+        w.co_id = coho_self();
+        w.token = coho__co_block_prepare();
+        coho_list_push_back(&p->up_waiters, &w.link);
+        rc = coho__co_block(timeout_ms);
+        coho_list_del(&w.link);
+        if (rc < 0) {
+            errno = -rc;
+            return 0;
+        }
+        /* One came up; a timeout then restarts from its full value, which only errs long. */
+    }
+}
+
+uint64_t coho_tdp_req_id(coho_tdp_pool_t *p)
+{
+    struct pending *pd;
+
+    if (p == NULL || p->closing) {
+        errno = p == NULL ? EINVAL : ESHUTDOWN;
+        return 0;
+    }
+    pd = calloc(1, sizeof(*pd));
+    if (pd == NULL) {
+        errno = ENOMEM;
+        return 0;
+    }
+    pd->id = p->next_req_id++;
+    coho_cbuf_init(&pd->resp, NULL);
+    coho_list_init(&pd->conn_link);
+    if (coho__hashmap_put(&p->pending, pd->id, pd, NULL) != 0) {
+        free(pd);
+        errno = ENOMEM;
+        return 0;
+    }
+    p->st.in_flight++;
+    return pd->id;
+}
+
+static void pending_free(coho_tdp_pool_t *p, struct pending *pd)
+{
+    coho__hashmap_del(&p->pending, pd->id);
+    coho_list_del(&pd->conn_link);
+    coho_cbuf_destroy(&pd->resp);
+    free(pd);
+    p->st.in_flight--;
+}
+
+int coho_tdp_sendv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const struct iovec *iov,
+                   int iovcnt)
+{
+    struct tdp_conn *c;
+    struct pending *pd = NULL;
+    ssize_t n;
+    size_t total = 0;
+    int i, fd, err;
+
+    if (p == NULL || iov == NULL || iovcnt <= 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    for (i = 0; i < iovcnt; i++)
+        total += iov[i].iov_len;
+    c = conn_get(p, conn_id);
+    if (c == NULL) {
+        errno = ENOTCONN;
+        return -1;
+    }
+    if (req_id != 0) {
+        pd = coho__hashmap_get(&p->pending, req_id);
+        if (pd == NULL) {
+            errno = ENOENT;
+            return -1;
+        }
+        pd->conn_id = conn_id;
+        coho_list_del(&pd->conn_link);
+        coho_list_push_back(&c->inflight, &pd->conn_link);
+    }
+    fd = c->fd;
+    /* Whole frames only: the write lock keeps concurrent senders' bytes apart. */
+    if (coho_fd_lock(fd, COHO_FD_LOCK_WRITE) != 0) {
+        err = errno == EBADF ? ENOTCONN : errno;
+        errno = err;
+        return -1;
+    }
+    n = writevn(fd, iov, iovcnt);
+    err = errno;
+    coho_fd_unlock(fd, COHO_FD_LOCK_WRITE);
+    if (n != (ssize_t)total) {
+        c = conn_get(p, conn_id);
+        if (c != NULL)
+            conn_break(p, c, err != 0 ? err : EPIPE); /* half a frame went: unusable */
+        errno = err == EBADF || err == 0 ? ENOTCONN : err;
+        return -1;
+    }
+    return 0;
+}
+
+int coho_tdp_send(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const void *frame,
+                  size_t len)
+{
+    struct iovec iov = {.iov_base = (void *)frame, .iov_len = len};
+
+    if (frame == NULL || len == 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    return coho_tdp_sendv(p, conn_id, req_id, &iov, 1);
+}
+
+int coho_tdp_wait_resp(coho_tdp_pool_t *p, uint64_t req_id, int64_t timeout_ms, coho_cbuf_t *out)
+{
+    struct pending *pd;
+    int rc = 0;
+
+    if (p == NULL || out == NULL) {
+        errno = EINVAL;
+        return -1;
+    }
+    pd = coho__hashmap_get(&p->pending, req_id);
+    if (pd == NULL) {
+        errno = ENOENT;
+        return -1;
+    }
+    if (pd->status == 0) {
+        pd->co_id = coho_self();
+        if (pd->co_id == 0) {
+            errno = EPERM;
+            return -1;
+        }
+        pd->token = coho__co_block_prepare();
+        rc = coho__co_block(timeout_ms);
+        pd->co_id = 0;
+    }
+    if (pd->status == 1) {
+        coho_cbuf_destroy(out);
+        memcpy(out, &pd->resp, sizeof(*out)); /* move: the cbuf struct may be memcpy'd */
+        coho_cbuf_init(&pd->resp, NULL);
+        rc = 0;
+    } else if (pd->status < 0) {
+        rc = pd->status;
+    }
+    pending_free(p, pd);
+    if (rc < 0) {
+        errno = -rc;
+        return -1;
+    }
+    return 0;
+}
+
+int coho_tdp_req_release(coho_tdp_pool_t *p, uint64_t req_id)
+{
+    struct pending *pd = p != NULL ? coho__hashmap_get(&p->pending, req_id) : NULL;
+
+    if (pd == NULL) {
+        errno = p == NULL ? EINVAL : ENOENT;
+        return -1;
+    }
+    if (pd->co_id != 0) {
+        errno = EBUSY; /* a coroutine waits for it */
+        return -1;
+    }
+    pending_free(p, pd);
+    return 0;
+}
+
+void coho_tdp_req_free(coho_tdp_req_t *req)
+{
+    coho_tdp_pool_t *p;
+
+    if (req == NULL)
+        return;
+    p = req->pool;
+    coho_cbuf_destroy(&req->frame);
+    free(req);
+    if (p != NULL)
+        pool_unref(p);
+}
+
+int coho_tdp_for_each_conn(coho_tdp_pool_t *p, void (*fn)(uint64_t conn_id, int fd, void *arg),
+                           void *arg)
+{
+    coho_list_t *pos, *tmp;
+
+    if (p == NULL || fn == NULL) {
+        errno = EINVAL;
+        return -1;
+    }
+    coho_list_for_each_safe(pos, tmp, &p->conns_live)
+    {
+        struct tdp_conn *c = coho_list_entry(pos, struct tdp_conn, link);
+
+        fn(c->id, c->fd, arg);
+    }
+    return 0;
+}
+
+int coho_tdp_get_stats(const coho_tdp_pool_t *p, coho_tdp_stats_t *out)
+{
+    if (p == NULL || out == NULL) {
+        errno = EINVAL;
+        return -1;
+    }
+    *out = p->st;
+    return 0;
+}
+
+/* ---- the sock protocol framer ---- */
+
+static void put_le32(unsigned char *o, uint32_t v)
+{
+    o[0] = (unsigned char)v;
+    o[1] = (unsigned char)(v >> 8);
+    o[2] = (unsigned char)(v >> 16);
+    o[3] = (unsigned char)(v >> 24);
+}
+
+static uint32_t get_le32(const unsigned char *i)
+{
+    return (uint32_t)i[0] | (uint32_t)i[1] << 8 | (uint32_t)i[2] << 16 | (uint32_t)i[3] << 24;
+}
+
+void coho_sock_hdr_encode(const coho_sock_hdr_t *h, unsigned char out[COHO_SOCK_HDR_LEN])
+{
+    put_le32(out, h->magic);
+    put_le32(out + 4, h->type);
+    put_le32(out + 8, (uint32_t)h->seq);
+    put_le32(out + 12, (uint32_t)(h->seq >> 32));
+    put_le32(out + 16, h->body_len);
+    put_le32(out + 20, h->arg);
+}
+
+int coho_sock_hdr_decode(const unsigned char in[COHO_SOCK_HDR_LEN], coho_sock_hdr_t *h)
+{
+    h->magic = get_le32(in);
+    h->type = get_le32(in + 4);
+    h->seq = (uint64_t)get_le32(in + 8) | (uint64_t)get_le32(in + 12) << 32;
+    h->body_len = get_le32(in + 16);
+    h->arg = get_le32(in + 20);
+    if (h->magic != COHO_SOCK_MAGIC) {
+        errno = EPROTO;
+        return -1;
+    }
+    return 0;
+}
+
+static int sock_detect(coho_cbuf_t *b, void *ctx)
+{
+    unsigned char hdr[COHO_SOCK_HDR_LEN];
+    coho_sock_hdr_t h;
+
+    (void)ctx;
+    if (coho_cbuf_len(b) < 4)
+        return COHO_TDP_NEED_MORE;
+    if (coho_cbuf_len(b) < COHO_SOCK_HDR_LEN) {
+        /* Reject a wrong magic as soon as its 4 bytes are there. */
+        if (coho_cbuf_read(b, hdr, 4) != 4 || get_le32(hdr) != COHO_SOCK_MAGIC)
+            return COHO_TDP_BAD;
+        return COHO_TDP_NEED_MORE;
+    }
+    if (coho_cbuf_read(b, hdr, sizeof(hdr)) != (ssize_t)sizeof(hdr) ||
+        coho_sock_hdr_decode(hdr, &h) != 0)
+        return COHO_TDP_BAD;
+    return (h.type & COHO_SOCK_RESPONSE) ? COHO_TDP_RESPONSE : COHO_TDP_REQUEST;
+}
+
+static ssize_t sock_scan(coho_cbuf_t *b, uint64_t *req_id, void *ctx)
+{
+    unsigned char hdr[COHO_SOCK_HDR_LEN];
+    const size_t *max_body = ctx;
+    coho_sock_hdr_t h;
+
+    if (coho_cbuf_len(b) < COHO_SOCK_HDR_LEN)
+        return 0;
+    if (coho_cbuf_read(b, hdr, sizeof(hdr)) != (ssize_t)sizeof(hdr) ||
+        coho_sock_hdr_decode(hdr, &h) != 0)
+        return -1;
+    if (max_body != NULL && h.body_len > *max_body)
+        return -1;
+    *req_id = h.seq;
+    return (ssize_t)(COHO_SOCK_HDR_LEN + (size_t)h.body_len);
+}
+
+void coho_sock_framer_init(coho_tdp_framer_t *f, const size_t *max_body_len)
+{
+    f->name = "sock";
+    f->detect = sock_detect;
+    f->scan = sock_scan;
+    f->ctx = (void *)max_body_len;
+}

@@ -1,0 +1,584 @@
+/* SPDX-License-Identifier: MIT */
+/* The hook layer's own behaviours: parking instead of blocking, the user's O_NONBLOCK view,
+ * timeouts, close while waiting, the drained-socket shortcut, per-fd locks, recvn/sendn,
+ * emulated blocking for plain threads, DNS off-thread. The differential suite against libc is
+ * test/integration/conformance_test.cpp. */
+/* ctest: TIMEOUT=60 */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <coho.h>
+
+#include "syscall_hook/internal.h"
+#include "test/support/cmocka_main.h"
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Runs fn(arg) as the only user coroutine of a fresh scheduler, to completion. */
+static void run_in_coroutine(void (*fn)(void *), void *arg)
+{
+    coho_sched_t *s = coho_sched_create(NULL);
+
+    assert_non_null(s);
+    assert_int_not_equal(coho_spawn(s, fn, arg), 0);
+    assert_int_equal(coho_sched_run(s), 0);
+    coho_sched_destroy(s);
+}
+
+/* ---- a ticker proves the thread keeps running coroutines while another is parked ---- */
+struct ticker {
+    volatile int ticks;
+    volatile bool stop;
+};
+
+static void ticker_main(void *arg)
+{
+    struct ticker *t = arg;
+
+    while (!t->stop) {
+        t->ticks++;
+        coho_sleep_ms(1);
+    }
+}
+
+struct park_ctx {
+    struct ticker t;
+    int sv[2];
+    ssize_t got;
+    int err;
+    int ticks_seen;
+    char buf[16];
+};
+
+static void parked_reader(void *arg)
+{
+    struct park_ctx *c = arg;
+
+    c->got = recv(c->sv[0], c->buf, sizeof(c->buf), 0);
+    c->err = errno;
+    c->ticks_seen = c->t.ticks;
+    c->t.stop = true;
+}
+
+static void late_writer(void *arg)
+{
+    struct park_ctx *c = arg;
+
+    coho_sleep_ms(30);
+    assert_int_equal(send(c->sv[1], "hello", 5, 0), 5);
+}
+
+static void park_main(void *arg)
+{
+    struct park_ctx *c = arg;
+    coho_sched_t *s = coho__sched_current();
+
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, c->sv), 0);
+    coho_spawn(s, ticker_main, &c->t);
+    coho_spawn(s, parked_reader, c);
+    coho_spawn(s, late_writer, c);
+}
+
+static void recv_parks_coroutine_while_others_run(void **state)
+{
+    struct park_ctx c;
+
+    (void)state;
+    memset(&c, 0, sizeof(c));
+    run_in_coroutine(park_main, &c);
+    assert_int_equal(c.got, 5);
+    assert_memory_equal(c.buf, "hello", 5);
+    assert_true(c.ticks_seen >= 5); /* ~30 ticks of 1 ms while the reader was parked */
+    close(c.sv[0]);
+    close(c.sv[1]);
+}
+
+/* ---- the user's O_NONBLOCK view ---- */
+static void view_main(void *arg)
+{
+    int sv[2], fl, on = 1;
+    char b;
+
+    (void)arg;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    fl = fcntl(sv[0], F_GETFL);
+    assert_false(fl & O_NONBLOCK); /* coho's own O_NONBLOCK never shows */
+    assert_true(coho__sys.fcntl(sv[0], F_GETFL) & O_NONBLOCK);
+    assert_int_equal(fcntl(sv[0], F_SETFL, fl | O_NONBLOCK), 0);
+    assert_true(fcntl(sv[0], F_GETFL) & O_NONBLOCK);
+    errno = 0;
+    assert_int_equal(recv(sv[0], &b, 1, 0), -1);
+    assert_int_equal(errno, EAGAIN); /* user non-blocking: never parks */
+    assert_int_equal(fcntl(sv[0], F_SETFL, fl), 0);
+    assert_false(fcntl(sv[0], F_GETFL) & O_NONBLOCK);
+    assert_int_equal(ioctl(sv[1], FIONBIO, &on), 0);
+    assert_true(fcntl(sv[1], F_GETFL) & O_NONBLOCK);
+    {
+        int d = dup(sv[1]); /* the view belongs to the open file description */
+
+        assert_true(d >= 0);
+        assert_true(fcntl(d, F_GETFL) & O_NONBLOCK);
+        close(d);
+    }
+    close(sv[0]);
+    close(sv[1]);
+}
+
+static void f_getfl_shows_user_view_and_user_nonblock_returns_eagain(void **state)
+{
+    (void)state;
+    run_in_coroutine(view_main, NULL);
+}
+
+/* ---- SO_RCVTIMEO ---- */
+static void rcvtimeo_main(void *arg)
+{
+    struct timeval tv = {.tv_sec = 0, .tv_usec = 50000};
+    int sv[2];
+    uint64_t t0;
+    char b;
+
+    (void)arg;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+    t0 = now_ms();
+    errno = 0;
+    assert_int_equal(recv(sv[0], &b, 1, 0), -1);
+    assert_int_equal(errno, EAGAIN);
+    assert_true(now_ms() - t0 >= 50);
+    assert_true(now_ms() - t0 < 2000);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+static void so_rcvtimeo_expires_with_eagain(void **state)
+{
+    (void)state;
+    run_in_coroutine(rcvtimeo_main, NULL);
+}
+
+/* ---- close while another coroutine waits ---- */
+struct close_ctx {
+    int sv[2];
+    ssize_t got;
+    int err;
+};
+
+static void close_waiter(void *arg)
+{
+    struct close_ctx *c = arg;
+    char b;
+
+    c->got = recv(c->sv[0], &b, 1, 0);
+    c->err = errno;
+}
+
+static void close_closer(void *arg)
+{
+    struct close_ctx *c = arg;
+    int again[2];
+
+    coho_sleep_ms(10);
+    close(c->sv[0]);
+    /* The number is likely reused at once; the old waiter must not see the new tenant. */
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, again), 0);
+    send(again[1], "x", 1, 0);
+    coho_sleep_ms(10);
+    close(again[0]);
+    close(again[1]);
+}
+
+static void close_main(void *arg)
+{
+    struct close_ctx *c = arg;
+
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, c->sv), 0);
+    coho_spawn(coho__sched_current(), close_waiter, c);
+    coho_spawn(coho__sched_current(), close_closer, c);
+}
+
+static void close_wakes_waiter_with_ebadf(void **state)
+{
+    struct close_ctx c = {.got = 99};
+
+    (void)state;
+    run_in_coroutine(close_main, &c);
+    assert_int_equal(c.got, -1);
+    assert_int_equal(c.err, EBADF);
+    close(c.sv[1]);
+}
+
+/* ---- the drained-socket shortcut still sees data and FIN ---- */
+struct drain_ctx {
+    int sv[2];
+    int msgs;
+    bool eof;
+};
+
+static void drain_reader(void *arg)
+{
+    struct drain_ctx *c = arg;
+    char buf[64];
+
+    for (;;) {
+        ssize_t n = recv(c->sv[0], buf, sizeof(buf), 0); /* short reads: drained each time */
+
+        if (n == 0) {
+            c->eof = true;
+            return;
+        }
+        assert_true(n > 0);
+        c->msgs++;
+    }
+}
+
+static void drain_writer(void *arg)
+{
+    struct drain_ctx *c = arg;
+    int i;
+
+    for (i = 0; i < 100; i++) {
+        assert_int_equal(send(c->sv[1], "ping", 4, 0), 4);
+        coho_yield();
+        coho_yield();
+    }
+    /* Data and FIN in one edge: the reader must get both. */
+    assert_int_equal(send(c->sv[1], "last", 4, 0), 4);
+    shutdown(c->sv[1], SHUT_WR);
+}
+
+static void drain_main(void *arg)
+{
+    struct drain_ctx *c = arg;
+
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, c->sv), 0);
+    coho_spawn(coho__sched_current(), drain_reader, c);
+    coho_spawn(coho__sched_current(), drain_writer, c);
+}
+
+static void short_reads_then_data_and_fin_are_all_seen(void **state)
+{
+    struct drain_ctx c = {0};
+
+    (void)state;
+    run_in_coroutine(drain_main, &c);
+    assert_true(c.eof);
+    assert_true(c.msgs >= 2 && c.msgs <= 101);
+    close(c.sv[0]);
+    close(c.sv[1]);
+}
+
+/* ---- refused connect reports the real error ---- */
+static void refused_main(void *arg)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    socklen_t len = sizeof(a);
+    int l, fd;
+
+    (void)arg;
+    /* A port nobody listens on: bind one, note it, close it. */
+    l = socket(AF_INET, SOCK_STREAM, 0);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(getsockname(l, (struct sockaddr *)&a, &len), 0);
+    close(l);
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    errno = 0;
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), -1);
+    assert_int_equal(errno, ECONNREFUSED);
+    close(fd);
+}
+
+static void connect_refused_reports_econnrefused(void **state)
+{
+    (void)state;
+    run_in_coroutine(refused_main, NULL);
+}
+
+/* ---- a loopback accept/connect/echo with recvn/sendn and big writes ---- */
+struct echo_ctx {
+    int lfd;
+    struct sockaddr_in addr;
+    size_t size;
+    bool ok;
+};
+
+static void echo_server(void *arg)
+{
+    struct echo_ctx *c = arg;
+    char *buf = malloc(c->size);
+    int fd = accept(c->lfd, NULL, NULL);
+
+    assert_true(fd >= 0);
+    assert_int_equal(recvn(fd, buf, c->size, 0), (ssize_t)c->size);
+    assert_int_equal(sendn(fd, buf, c->size, 0), (ssize_t)c->size);
+    close(fd);
+    free(buf);
+}
+
+static void echo_client(void *arg)
+{
+    struct echo_ctx *c = arg;
+    char *out = malloc(c->size), *in = malloc(c->size);
+    size_t i;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    for (i = 0; i < c->size; i++)
+        out[i] = (char)(i * 7 + 3);
+    assert_int_equal(connect(fd, (struct sockaddr *)&c->addr, sizeof(c->addr)), 0);
+    /* 8 MiB in one blocking send: returns only when all of it went. */
+    assert_int_equal(send(fd, out, c->size, 0), (ssize_t)c->size);
+    assert_int_equal(recv(fd, in, c->size, MSG_WAITALL), (ssize_t)c->size);
+    c->ok = memcmp(in, out, c->size) == 0;
+    assert_int_equal(recv(fd, in, 1, 0), 0); /* the server closed */
+    close(fd);
+    free(out);
+    free(in);
+}
+
+static void echo_main(void *arg)
+{
+    struct echo_ctx *c = arg;
+    socklen_t len = sizeof(c->addr);
+
+    c->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    c->addr.sin_family = AF_INET;
+    c->addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(c->lfd, (struct sockaddr *)&c->addr, sizeof(c->addr)), 0);
+    assert_int_equal(listen(c->lfd, 16), 0);
+    assert_int_equal(getsockname(c->lfd, (struct sockaddr *)&c->addr, &len), 0);
+    coho_spawn(coho__sched_current(), echo_server, c);
+    coho_spawn(coho__sched_current(), echo_client, c);
+}
+
+static void blocking_8mib_send_and_waitall_recv_complete_in_one_thread(void **state)
+{
+    struct echo_ctx c = {.size = 8u << 20};
+
+    (void)state;
+    run_in_coroutine(echo_main, &c);
+    assert_true(c.ok);
+    close(c.lfd);
+}
+
+/* ---- per-fd write lock: FIFO, and frames never interleave ---- */
+struct lock_ctx {
+    int sv[2];
+    int order[3];
+    int n;
+};
+
+static void locker(void *arg)
+{
+    struct lock_ctx *c = arg;
+    int me = (int)(coho_self() & 0xff);
+
+    assert_int_equal(coho_fd_lock(c->sv[0], COHO_FD_LOCK_WRITE), 0);
+    c->order[c->n++] = me;
+    coho_sleep_ms(5); /* hold it across a park */
+    assert_int_equal(coho_fd_unlock(c->sv[0], COHO_FD_LOCK_WRITE), 0);
+}
+
+static void lock_main(void *arg)
+{
+    struct lock_ctx *c = arg;
+    uint64_t ids[3];
+    int i;
+
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, c->sv), 0);
+    for (i = 0; i < 3; i++)
+        ids[i] = coho_spawn(coho__sched_current(), locker, c);
+    for (i = 0; i < 3; i++)
+        assert_int_equal(coho_join(ids[i], -1), 0);
+    for (i = 0; i < 3; i++)
+        assert_int_equal(c->order[i], (int)(ids[i] & 0xff));
+    errno = 0;
+    assert_int_equal(coho_fd_unlock(c->sv[0], COHO_FD_LOCK_WRITE), -1);
+    assert_int_equal(errno, EPERM);
+    close(c->sv[0]);
+    close(c->sv[1]);
+}
+
+static void fd_write_lock_is_fifo_and_owner_checked(void **state)
+{
+    struct lock_ctx c = {0};
+
+    (void)state;
+    run_in_coroutine(lock_main, &c);
+}
+
+/* ---- a socket made in a coroutine keeps blocking semantics in a plain thread ---- */
+static int thread_fd = -1;
+
+static void make_socket_main(void *arg)
+{
+    int *sv = arg;
+
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+}
+
+static void *late_sender(void *arg)
+{
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = 30 * 1000 * 1000};
+
+    (void)arg;
+    nanosleep(&ts, NULL);
+    send(thread_fd, "z", 1, 0);
+    return NULL;
+}
+
+static void plain_thread_blocks_on_socket_made_in_coroutine(void **state)
+{
+    int sv[2];
+    pthread_t th;
+    char b = 0;
+
+    (void)state;
+    run_in_coroutine(make_socket_main, sv);
+    thread_fd = sv[1];
+    assert_int_equal(pthread_create(&th, NULL, late_sender, NULL), 0);
+    /* Outside any coroutine: libc's blocking recv, even though the kernel file is O_NONBLOCK. */
+    assert_int_equal(recv(sv[0], &b, 1, 0), 1);
+    assert_int_equal(b, 'z');
+    pthread_join(th, NULL);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+/* ---- poll with many fds ---- */
+static void poll_main(void *arg)
+{
+    enum { N = 200 };
+    struct pollfd p[N];
+    int sv[N][2], i;
+    uint64_t t0;
+
+    (void)arg;
+    for (i = 0; i < N; i++) {
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv[i]), 0);
+        p[i].fd = sv[i][0];
+        p[i].events = POLLIN;
+    }
+    t0 = now_ms();
+    assert_int_equal(poll(p, N, 20), 0); /* nothing ready: times out */
+    assert_true(now_ms() - t0 >= 20);
+    send(sv[N - 1][1], "a", 1, 0);
+    send(sv[7][1], "b", 1, 0);
+    assert_int_equal(poll(p, N, -1), 2);
+    for (i = 0; i < N; i++)
+        assert_int_equal(p[i].revents, (i == 7 || i == N - 1) ? POLLIN : 0);
+    for (i = 0; i < N; i++) {
+        close(sv[i][0]);
+        close(sv[i][1]);
+    }
+}
+
+static void poll_reports_exact_revents_and_honours_timeout(void **state)
+{
+    (void)state;
+    run_in_coroutine(poll_main, NULL);
+}
+
+/* ---- DNS runs off-thread ---- */
+struct dns_ctx {
+    struct ticker t;
+    int rc;
+};
+
+static void dns_lookup(void *arg)
+{
+    struct dns_ctx *c = arg;
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
+
+    c->rc = getaddrinfo("localhost", "80", &hints, &res);
+    if (c->rc == 0) {
+        assert_non_null(res);
+        assert_int_equal(res->ai_family, AF_INET);
+        freeaddrinfo(res);
+    }
+    c->t.stop = true;
+}
+
+static void dns_main(void *arg)
+{
+    struct dns_ctx *c = arg;
+
+    coho_spawn(coho__sched_current(), ticker_main, &c->t);
+    coho_spawn(coho__sched_current(), dns_lookup, c);
+}
+
+static void getaddrinfo_resolves_localhost_in_a_coroutine(void **state)
+{
+    struct dns_ctx c;
+
+    (void)state;
+    memset(&c, 0, sizeof(c));
+    run_in_coroutine(dns_main, &c);
+    assert_int_equal(c.rc, 0);
+}
+
+/* ---- hooks off ---- */
+static void nohook_main(void *arg)
+{
+    int sv[2];
+    char b;
+
+    (void)arg;
+    assert_true(coho_hook_is_enabled());
+    assert_int_equal(coho_hook_enable(false), 0);
+    assert_false(coho_hook_is_enabled());
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    assert_false(coho__sys.fcntl(sv[0], F_GETFL) & O_NONBLOCK); /* not adopted */
+    send(sv[1], "q", 1, 0);
+    assert_int_equal(recv(sv[0], &b, 1, 0), 1);
+    assert_int_equal(coho_hook_enable(true), 0);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+static void hook_enable_false_passes_calls_to_libc(void **state)
+{
+    (void)state;
+    run_in_coroutine(nohook_main, NULL);
+    errno = 0;
+    assert_int_equal(coho_hook_enable(true), -1);
+    assert_int_equal(errno, EPERM);
+}
+
+int main(int argc, char **argv)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(recv_parks_coroutine_while_others_run),
+        cmocka_unit_test(f_getfl_shows_user_view_and_user_nonblock_returns_eagain),
+        cmocka_unit_test(so_rcvtimeo_expires_with_eagain),
+        cmocka_unit_test(close_wakes_waiter_with_ebadf),
+        cmocka_unit_test(short_reads_then_data_and_fin_are_all_seen),
+        cmocka_unit_test(connect_refused_reports_econnrefused),
+        cmocka_unit_test(blocking_8mib_send_and_waitall_recv_complete_in_one_thread),
+        cmocka_unit_test(fd_write_lock_is_fifo_and_owner_checked),
+        cmocka_unit_test(plain_thread_blocks_on_socket_made_in_coroutine),
+        cmocka_unit_test(poll_reports_exact_revents_and_honours_timeout),
+        cmocka_unit_test(getaddrinfo_resolves_localhost_in_a_coroutine),
+        cmocka_unit_test(hook_enable_false_passes_calls_to_libc),
+    };
+
+    return coho_test_main("hook", tests, sizeof(tests) / sizeof(tests[0]), argc, argv);
+}

@@ -1,0 +1,472 @@
+/* SPDX-License-Identifier: MIT */
+/* socket_ext: request/response over pooled connections, frames never interleave, broken
+ * connections fail their waiters at once, malformed frames close only their connection. */
+/* ctest: TIMEOUT=60 */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <coho.h>
+
+#include "coroutine/internal.h"
+#include "test/support/cmocka_main.h"
+
+static size_t max_body = 1u << 20;
+static coho_tdp_framer_t sock_framer;
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void run_main(void (*fn)(void *), void *arg)
+{
+    coho_sched_t *s = coho_sched_create(NULL);
+
+    assert_non_null(s);
+    assert_int_not_equal(coho_spawn(s, fn, arg), 0);
+    assert_int_equal(coho_sched_run(s), 0);
+    coho_sched_destroy(s);
+}
+
+/* Fills the body pattern of request `seq`. */
+static void fill(unsigned char *b, size_t n, uint64_t seq)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        b[i] = (unsigned char)(seq * 31 + i);
+}
+
+/* ---- a tiny server: answers each request with `arg` bytes after `delay` ms ---- */
+struct server {
+    coho_tdp_pool_t *pool;
+    unsigned delay_ms;
+    int handled;
+};
+
+static void handle(void *arg)
+{
+    coho_tdp_req_t *rq = arg;
+    unsigned char hdr[COHO_SOCK_HDR_LEN];
+    coho_sock_hdr_t h;
+    unsigned char *body;
+    struct iovec iov[2];
+
+    assert_int_equal(coho_cbuf_read(&rq->frame, hdr, sizeof(hdr)), (ssize_t)sizeof(hdr));
+    assert_int_equal(coho_sock_hdr_decode(hdr, &h), 0);
+    if (h.type & 1u)
+        coho_sleep_ms(h.type >> 8); /* test knob: the client asks for a delay */
+    body = malloc(h.arg + 1u);
+    fill(body, h.arg, h.seq);
+    h.type |= COHO_SOCK_RESPONSE;
+    h.body_len = h.arg;
+    h.arg = 0;
+    coho_sock_hdr_encode(&h, hdr);
+    iov[0].iov_base = hdr;
+    iov[0].iov_len = sizeof(hdr);
+    iov[1].iov_base = body;
+    iov[1].iov_len = h.body_len;
+    coho_tdp_sendv(rq->pool, rq->conn_id, 0, iov, h.body_len ? 2 : 1);
+    free(body);
+    coho_tdp_req_free(rq);
+}
+
+static void on_req(coho_tdp_req_t *rq, void *user)
+{
+    struct server *sv = user;
+
+    sv->handled++;
+    coho_spawn(coho__sched_current(), handle, rq);
+}
+
+/* ---- client helpers ---- */
+static int call(coho_tdp_pool_t *p, uint32_t want, uint32_t type, int64_t timeout_ms,
+                coho_cbuf_t *resp, uint64_t *seq_out)
+{
+    unsigned char hdr[COHO_SOCK_HDR_LEN];
+    coho_sock_hdr_t h = {.magic = COHO_SOCK_MAGIC, .type = type, .arg = want};
+    uint64_t conn = coho_tdp_pick(p, 2000);
+    uint64_t id;
+
+    if (conn == 0)
+        return -1;
+    id = coho_tdp_req_id(p);
+    h.seq = id;
+    if (seq_out)
+        *seq_out = id;
+    coho_sock_hdr_encode(&h, hdr);
+    if (coho_tdp_send(p, conn, id, hdr, sizeof(hdr)) != 0) {
+        coho_tdp_req_release(p, id);
+        return -1;
+    }
+    return coho_tdp_wait_resp(p, id, timeout_ms, resp);
+}
+
+static void check_resp(coho_cbuf_t *resp, uint64_t seq, uint32_t want)
+{
+    unsigned char hdr[COHO_SOCK_HDR_LEN];
+    unsigned char *body = malloc(want + 1u), *exp = malloc(want + 1u);
+    coho_sock_hdr_t h;
+
+    coho_cbuf_seek(resp, 0, SEEK_SET);
+    assert_int_equal(coho_cbuf_len(resp), COHO_SOCK_HDR_LEN + want);
+    assert_int_equal(coho_cbuf_read(resp, hdr, sizeof(hdr)), (ssize_t)sizeof(hdr));
+    assert_int_equal(coho_sock_hdr_decode(hdr, &h), 0);
+    assert_true(h.type & COHO_SOCK_RESPONSE);
+    assert_int_equal(h.seq, seq);
+    assert_int_equal(h.body_len, want);
+    assert_int_equal(coho_cbuf_read(resp, body, want), (ssize_t)want);
+    fill(exp, want, seq);
+    assert_memory_equal(body, exp, want);
+    free(body);
+    free(exp);
+}
+
+struct world {
+    struct server sv;
+    coho_tdp_pool_t *client;
+    struct sockaddr_in addr;
+    int done;
+    int ok;
+    int failed;
+    int failed_errno;
+};
+
+static void world_open(struct world *w, unsigned conns)
+{
+    coho_tdp_opts_t o;
+
+    coho_sock_framer_init(&sock_framer, &max_body);
+    coho_tdp_opts_init(&o);
+    o.framers[0] = &sock_framer;
+    o.framer_count = 1;
+    o.on_req = on_req;
+    o.user = &w->sv;
+    w->addr.sin_family = AF_INET;
+    w->addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    w->sv.pool = coho_tdp_listen((struct sockaddr *)&w->addr, sizeof(w->addr), &o);
+    assert_non_null(w->sv.pool);
+    w->addr.sin_port = htons(coho_tdp_local_port(w->sv.pool));
+    coho_tdp_opts_init(&o);
+    o.framers[0] = &sock_framer;
+    o.framer_count = 1;
+    o.conn_count = conns;
+    w->client = coho_tdp_connect((struct sockaddr *)&w->addr, sizeof(w->addr), &o);
+    assert_non_null(w->client);
+}
+
+static void world_close(struct world *w)
+{
+    assert_int_equal(coho_tdp_close(w->client), 0);
+    assert_int_equal(coho_tdp_close(w->sv.pool), 0);
+}
+
+/* ---- many coroutines share 4 connections; every response is checked ---- */
+struct worker_arg {
+    struct world *w;
+    int n;
+};
+
+static void worker(void *arg)
+{
+    struct worker_arg *a = arg;
+    coho_cbuf_t resp;
+    int i;
+
+    coho_cbuf_init(&resp, NULL);
+    for (i = 0; i < a->n; i++) {
+        uint64_t seq;
+        uint32_t want = (uint32_t)((i * 977 + coho_self()) % 70000);
+
+        if (call(a->w->client, want, 0, 5000, &resp, &seq) != 0) {
+            a->w->failed++;
+            a->w->failed_errno = errno;
+            continue;
+        }
+        check_resp(&resp, seq, want);
+        a->w->ok++;
+    }
+    coho_cbuf_destroy(&resp);
+}
+
+static void many_main(void *arg)
+{
+    struct world *w = arg;
+    struct worker_arg wa = {.w = w, .n = 20};
+    uint64_t ids[100];
+    int i;
+
+    world_open(w, 4);
+    for (i = 0; i < 100; i++)
+        ids[i] = coho_spawn(coho__sched_current(), worker, &wa);
+    for (i = 0; i < 100; i++)
+        coho_join(ids[i], -1);
+    world_close(w);
+}
+
+static void many_coroutines_share_few_connections_and_get_their_own_responses(void **state)
+{
+    struct world w;
+
+    (void)state;
+    memset(&w, 0, sizeof(w));
+    run_main(many_main, &w);
+    assert_int_equal(w.failed, 0);
+    assert_int_equal(w.ok, 2000);
+    assert_int_equal(w.sv.handled, 2000);
+}
+
+/* ---- a response later than the timeout: ETIMEDOUT, and the late one is dropped ---- */
+static void timeout_main(void *arg)
+{
+    struct world *w = arg;
+    coho_cbuf_t resp;
+    coho_tdp_stats_t st;
+    uint64_t t0 = now_ms();
+
+    coho_cbuf_init(&resp, NULL);
+    world_open(w, 1);
+    errno = 0;
+    assert_int_equal(call(w->client, 10, 1u | (200u << 8), 30, &resp, NULL), -1);
+    assert_int_equal(errno, ETIMEDOUT);
+    assert_true(now_ms() - t0 >= 30);
+    coho_sleep_ms(300);
+    coho_tdp_get_stats(w->client, &st);
+    assert_int_equal(st.responses_dropped, 1);
+    assert_int_equal(st.in_flight, 0);
+    coho_cbuf_destroy(&resp);
+    world_close(w);
+}
+
+static void wait_resp_times_out_and_late_response_is_dropped(void **state)
+{
+    struct world w;
+
+    (void)state;
+    memset(&w, 0, sizeof(w));
+    run_main(timeout_main, &w);
+}
+
+/* ---- a malformed frame closes that connection only; waiters elsewhere are unaffected ---- */
+static void bad_peer(void *arg)
+{
+    struct world *w = arg;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    char junk[64];
+
+    memset(junk, 'Z', sizeof(junk)); /* wrong magic */
+    assert_int_equal(connect(fd, (struct sockaddr *)&w->addr, sizeof(w->addr)), 0);
+    assert_int_equal(send(fd, junk, sizeof(junk), 0), (ssize_t)sizeof(junk));
+    assert_int_equal(recv(fd, junk, 1, 0), 0); /* the server closed it */
+    close(fd);
+}
+
+static void oversize_peer(void *arg)
+{
+    struct world *w = arg;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    unsigned char hdr[COHO_SOCK_HDR_LEN];
+    coho_sock_hdr_t h = {.magic = COHO_SOCK_MAGIC, .seq = 9, .body_len = (uint32_t)max_body + 1};
+    char b;
+
+    coho_sock_hdr_encode(&h, hdr);
+    assert_int_equal(connect(fd, (struct sockaddr *)&w->addr, sizeof(w->addr)), 0);
+    assert_int_equal(send(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+    assert_int_equal(recv(fd, &b, 1, 0), 0);
+    close(fd);
+}
+
+static void bad_main(void *arg)
+{
+    struct world *w = arg;
+    struct worker_arg wa = {.w = w, .n = 10};
+    coho_tdp_stats_t st;
+    uint64_t ids[12];
+    int i;
+
+    world_open(w, 2);
+    ids[0] = coho_spawn(coho__sched_current(), bad_peer, w);
+    ids[1] = coho_spawn(coho__sched_current(), oversize_peer, w);
+    for (i = 2; i < 12; i++)
+        ids[i] = coho_spawn(coho__sched_current(), worker, &wa);
+    for (i = 0; i < 12; i++)
+        coho_join(ids[i], -1);
+    coho_tdp_get_stats(w->sv.pool, &st);
+    assert_int_equal(st.protocol_errors, 2);
+    world_close(w);
+}
+
+static void malformed_frame_closes_only_its_connection(void **state)
+{
+    struct world w;
+
+    (void)state;
+    memset(&w, 0, sizeof(w));
+    run_main(bad_main, &w);
+    assert_int_equal(w.failed, 0);
+    assert_int_equal(w.ok, 100);
+}
+
+/* ---- the server dies: in-flight waiters fail at once, not at their timeout ---- */
+static void kill_server(void *arg)
+{
+    struct world *w = arg;
+
+    coho_sleep_ms(50);
+    coho_tdp_close(w->sv.pool);
+    w->sv.pool = NULL;
+}
+
+static void slow_caller(void *arg)
+{
+    struct world *w = arg;
+    coho_cbuf_t resp;
+    uint64_t t0 = now_ms();
+
+    coho_cbuf_init(&resp, NULL);
+    errno = 0;
+    if (call(w->client, 5, 1u | (1500u << 8), 10000, &resp, NULL) != 0) {
+        w->failed++;
+        w->failed_errno = errno;
+    }
+    w->done = (int)(now_ms() - t0);
+    coho_cbuf_destroy(&resp);
+}
+
+static void broken_main(void *arg)
+{
+    struct world *w = arg;
+    uint64_t a, b;
+
+    world_open(w, 1);
+    a = coho_spawn(coho__sched_current(), slow_caller, w);
+    b = coho_spawn(coho__sched_current(), kill_server, w);
+    coho_join(a, -1);
+    coho_join(b, -1);
+    assert_int_equal(coho_tdp_close(w->client), 0);
+}
+
+static void broken_connection_fails_in_flight_waiters_at_once(void **state)
+{
+    struct world w;
+
+    (void)state;
+    memset(&w, 0, sizeof(w));
+    run_main(broken_main, &w);
+    assert_int_equal(w.failed, 1);
+    assert_int_equal(w.failed_errno, ECONNRESET);
+    assert_true(w.done < 1000); /* far below the 1.5 s server delay and 10 s timeout */
+}
+
+/* ---- concurrent senders on one connection never interleave frames ---- */
+struct big_arg {
+    struct world *w;
+    uint32_t size;
+};
+
+static void big_sender(void *arg)
+{
+    struct big_arg *a = arg;
+    coho_cbuf_t resp;
+    uint64_t seq;
+    int i;
+
+    coho_cbuf_init(&resp, NULL);
+    for (i = 0; i < 5; i++) {
+        if (call(a->w->client, a->size, 0, 10000, &resp, &seq) != 0) {
+            a->w->failed++;
+            continue;
+        }
+        check_resp(&resp, seq, a->size);
+        a->w->ok++;
+    }
+    coho_cbuf_destroy(&resp);
+}
+
+static void interleave_main(void *arg)
+{
+    struct world *w = arg;
+    struct big_arg ba = {.w = w, .size = 600000};
+    uint64_t ids[8];
+    int i;
+
+    world_open(w, 1);
+    for (i = 0; i < 8; i++)
+        ids[i] = coho_spawn(coho__sched_current(), big_sender, &ba);
+    for (i = 0; i < 8; i++)
+        coho_join(ids[i], -1);
+    world_close(w);
+}
+
+static void concurrent_large_frames_on_one_connection_never_interleave(void **state)
+{
+    struct world w;
+
+    (void)state;
+    memset(&w, 0, sizeof(w));
+    max_body = 1u << 20;
+    run_main(interleave_main, &w);
+    assert_int_equal(w.failed, 0);
+    assert_int_equal(w.ok, 40);
+}
+
+/* ---- bad input ---- */
+static void badinput_main(void *arg)
+{
+    coho_tdp_opts_t o;
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    coho_cbuf_t b;
+
+    (void)arg;
+    coho_tdp_opts_init(&o);
+    errno = 0;
+    assert_null(coho_tdp_listen((struct sockaddr *)&a, sizeof(a), &o)); /* no framer */
+    assert_int_equal(errno, EINVAL);
+    errno = 0;
+    assert_null(coho_tdp_connect(NULL, 0, &o));
+    assert_int_equal(errno, EINVAL);
+    coho_cbuf_init(&b, NULL);
+    errno = 0;
+    assert_int_equal(coho_tdp_wait_resp(NULL, 1, 0, &b), -1);
+    assert_int_equal(errno, EINVAL);
+    coho_cbuf_destroy(&b);
+}
+
+static void bad_arguments_give_einval(void **state)
+{
+    coho_tdp_opts_t o;
+    struct sockaddr_in a = {.sin_family = AF_INET};
+
+    (void)state;
+    coho_tdp_opts_init(&o);
+    o.framers[0] = &sock_framer;
+    o.framer_count = 1;
+    errno = 0;
+    assert_null(coho_tdp_connect((struct sockaddr *)&a, sizeof(a), &o)); /* outside: EPERM */
+    assert_int_equal(errno, EPERM);
+    run_main(badinput_main, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(many_coroutines_share_few_connections_and_get_their_own_responses),
+        cmocka_unit_test(wait_resp_times_out_and_late_response_is_dropped),
+        cmocka_unit_test(malformed_frame_closes_only_its_connection),
+        cmocka_unit_test(broken_connection_fails_in_flight_waiters_at_once),
+        cmocka_unit_test(concurrent_large_frames_on_one_connection_never_interleave),
+        cmocka_unit_test(bad_arguments_give_einval),
+    };
+
+    return coho_test_main("socket_ext", tests, sizeof(tests) / sizeof(tests[0]), argc, argv);
+}
