@@ -88,7 +88,7 @@ extern "C" __attribute__((noinline)) int recurse_forever(int depth)
     return recurse_forever(depth + 1) + frame[0] + frame[sizeof(frame) - 1];
 }
 
-void overflows(void *)
+[[maybe_unused]] void overflows(void *)
 {
     recurse_forever(0);
 }
