@@ -436,7 +436,7 @@ static void *plain_consumer(void *arg)
     return NULL;
 }
 
-static void chan_carries_100k_messages_in_order_between_a_coroutine_and_a_plain_thread(void **state)
+static void chan_carries_100k_messages_in_order_between_coroutine_and_plain_thread(void **state)
 {
     struct stream to_thread = {.n = N_MSG};
     struct stream to_co = {.n = N_MSG};
@@ -645,8 +645,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(chan_blocking_call_on_a_scheduler_stack_fails_eperm),
         cmocka_unit_test(chan_carries_100k_messages_in_order_between_two_schedulers),
         cmocka_unit_test(chan_of_capacity_zero_carries_messages_in_order_between_two_schedulers),
-        cmocka_unit_test(
-            chan_carries_100k_messages_in_order_between_a_coroutine_and_a_plain_thread),
+        cmocka_unit_test(chan_carries_100k_messages_in_order_between_coroutine_and_plain_thread),
         cmocka_unit_test(chan_close_from_a_coroutine_wakes_a_plain_thread_blocked_in_recv),
         cmocka_unit_test(chan_delivers_every_message_once_to_many_consumers_across_threads),
     };

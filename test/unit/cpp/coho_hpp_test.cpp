@@ -42,7 +42,7 @@ void expect_system_error(F &&f, int code)
 
 // ---- scheduler, spawn, this_co -------------------------------------------------------------
 
-TEST(Scheduler, SpawnMovesAMoveOnlyCallableIntoTheCoroutine)
+TEST(CppScheduler, SpawnMovesAMoveOnlyCallableIntoTheCoroutine)
 {
     coho::Scheduler s;
     auto p = std::make_unique<int>(41);
@@ -54,7 +54,7 @@ TEST(Scheduler, SpawnMovesAMoveOnlyCallableIntoTheCoroutine)
     EXPECT_EQ(seen, 42);
 }
 
-TEST(Scheduler, DestroyedWithoutRunDestroysTheCallablesOfCoroutinesThatNeverRan)
+TEST(CppScheduler, DestroyedWithoutRunDestroysTheCallablesOfCoroutinesThatNeverRan)
 {
     auto token = std::make_shared<int>(1);
     {
@@ -66,7 +66,7 @@ TEST(Scheduler, DestroyedWithoutRunDestroysTheCallablesOfCoroutinesThatNeverRan)
     EXPECT_EQ(token.use_count(), 1);
 }
 
-TEST(Scheduler, SpawnFromInsideACoroutineRunsOnTheSameScheduler)
+TEST(CppScheduler, SpawnFromInsideACoroutineRunsOnTheSameScheduler)
 {
     coho::Scheduler s;
     std::vector<int> order;
@@ -82,13 +82,13 @@ TEST(Scheduler, SpawnFromInsideACoroutineRunsOnTheSameScheduler)
     EXPECT_EQ(order, (std::vector<int>{1, 2, 3, 4}));
 }
 
-TEST(Scheduler, SpawnOnAThreadWithoutSchedulerThrowsEperm)
+TEST(CppScheduler, SpawnOnAThreadWithoutSchedulerThrowsEperm)
 {
     std::thread t([] { expect_system_error([] { coho::spawn([] {}); }, EPERM); });
     t.join();
 }
 
-TEST(ThisCo, IdIsTheCoroutineIdInsideAndZeroOutside)
+TEST(CppThisCo, IdIsTheCoroutineIdInsideAndZeroOutside)
 {
     coho::Scheduler s;
     uint64_t inside = 0;
@@ -98,7 +98,7 @@ TEST(ThisCo, IdIsTheCoroutineIdInsideAndZeroOutside)
     EXPECT_EQ(inside, id);
 }
 
-TEST(ThisCo, SleepForAndSleepUntilWaitAtLeastTheDuration)
+TEST(CppThisCo, SleepForAndSleepUntilWaitAtLeastTheDuration)
 {
     coho::Scheduler s;
     long slept_for = -1;
@@ -119,14 +119,14 @@ TEST(ThisCo, SleepForAndSleepUntilWaitAtLeastTheDuration)
     EXPECT_LT(slept_until, 25 + 1000);
 }
 
-TEST(ThisCo, SleepOutsideACoroutineThrowsEperm)
+TEST(CppThisCo, SleepOutsideACoroutineThrowsEperm)
 {
     expect_system_error([] { coho::this_co::sleep_for(1ms); }, EPERM);
 }
 
 // ---- Mutex, CondVar, Semaphore, WaitGroup ------------------------------------------------
 
-TEST(Mutex, LockGuardExcludesCoroutinesThatYieldInside)
+TEST(CppMutex, LockGuardExcludesCoroutinesThatYieldInside)
 {
     coho::Scheduler s;
     coho::Mutex m;
@@ -146,7 +146,7 @@ TEST(Mutex, LockGuardExcludesCoroutinesThatYieldInside)
     EXPECT_EQ(max_inside, 1);
 }
 
-TEST(Mutex, TryLockFailsWhileHeldAndLockOutsideACoroutineThrowsEperm)
+TEST(CppMutex, TryLockFailsWhileHeldAndLockOutsideACoroutineThrowsEperm)
 {
     coho::Scheduler s;
     coho::Mutex m;
@@ -162,7 +162,7 @@ TEST(Mutex, TryLockFailsWhileHeldAndLockOutsideACoroutineThrowsEperm)
     expect_system_error([&] { m.lock(); }, EPERM);
 }
 
-TEST(CondVar, WaitWithPredicateReturnsOnceItHolds)
+TEST(CppCondVar, WaitWithPredicateReturnsOnceItHolds)
 {
     coho::Scheduler s;
     coho::Mutex m;
@@ -189,7 +189,7 @@ TEST(CondVar, WaitWithPredicateReturnsOnceItHolds)
     EXPECT_EQ(seen, (std::vector<int>{3, 3, 3}));
 }
 
-TEST(CondVar, WaitForTimesOutHoldingTheLockAndNotifyOneEndsAWait)
+TEST(CppCondVar, WaitForTimesOutHoldingTheLockAndNotifyOneEndsAWait)
 {
     coho::Scheduler s;
     coho::Mutex m;
@@ -219,7 +219,7 @@ TEST(CondVar, WaitForTimesOutHoldingTheLockAndNotifyOneEndsAWait)
     EXPECT_TRUE(second);
 }
 
-TEST(Semaphore, AcquireParksUntilReleaseAndTryAcquireForTimesOut)
+TEST(CppSemaphore, AcquireParksUntilReleaseAndTryAcquireForTimesOut)
 {
     coho::Scheduler s;
     coho::Semaphore sem(1);
@@ -241,7 +241,7 @@ TEST(Semaphore, AcquireParksUntilReleaseAndTryAcquireForTimesOut)
     EXPECT_EQ(sem.value(), 0u);
 }
 
-TEST(WaitGroup, WaitReturnsAfterEveryDone)
+TEST(CppWaitGroup, WaitReturnsAfterEveryDone)
 {
     coho::Scheduler s;
     coho::WaitGroup wg;
@@ -265,7 +265,7 @@ TEST(WaitGroup, WaitReturnsAfterEveryDone)
 
 // ---- Channel -----------------------------------------------------------------------------
 
-TEST(Channel, SendRecvKeepsOrderAndCloseDrainsThenEnds)
+TEST(CppChannel, SendRecvKeepsOrderAndCloseDrainsThenEnds)
 {
     coho::Scheduler s;
     coho::Channel<int> ch(4);
@@ -287,7 +287,7 @@ TEST(Channel, SendRecvKeepsOrderAndCloseDrainsThenEnds)
     EXPECT_TRUE(ch.is_closed());
 }
 
-TEST(Channel, TryAndTimedVariantsReportFullEmptyAndTimeout)
+TEST(CppChannel, TryAndTimedVariantsReportFullEmptyAndTimeout)
 {
     coho::Scheduler s;
     coho::Channel<int> ch(1);
@@ -308,7 +308,7 @@ TEST(Channel, TryAndTimedVariantsReportFullEmptyAndTimeout)
     s.run();
 }
 
-TEST(Channel, CarriesMoveOnlyAndNonTrivialTypes)
+TEST(CppChannel, CarriesMoveOnlyAndNonTrivialTypes)
 {
     coho::Scheduler s;
     coho::Channel<std::unique_ptr<std::string>> ptrs(2);
@@ -336,7 +336,7 @@ TEST(Channel, CarriesMoveOnlyAndNonTrivialTypes)
     EXPECT_EQ(got, (std::vector<std::string>{"boxed", std::string(100, 'x'), "short"}));
 }
 
-TEST(Channel, CarriesMessagesInOrderBetweenSchedulersOnTwoThreads)
+TEST(CppChannel, CarriesMessagesInOrderBetweenSchedulersOnTwoThreads)
 {
     constexpr int n = 20000;
     coho::Channel<std::string> ch(8);
@@ -368,7 +368,7 @@ TEST(Channel, CarriesMessagesInOrderBetweenSchedulersOnTwoThreads)
     EXPECT_TRUE(in_order);
 }
 
-TEST(Channel, PlainThreadAndCoroutineExchangeMessages)
+TEST(CppChannel, PlainThreadAndCoroutineExchangeMessages)
 {
     coho::Channel<int> to_co(0);
     coho::Channel<int> to_thread(0);
@@ -394,7 +394,7 @@ TEST(Channel, PlainThreadAndCoroutineExchangeMessages)
 
 // ---- exceptions ---------------------------------------------------------------------------
 
-TEST(Join, RethrowsTheExceptionThatEscapedTheCoroutine)
+TEST(CppJoin, RethrowsTheExceptionThatEscapedTheCoroutine)
 {
     coho::Scheduler s;
     std::string what;
@@ -417,7 +417,7 @@ TEST(Join, RethrowsTheExceptionThatEscapedTheCoroutine)
     EXPECT_TRUE(second_join_esrch);
 }
 
-TEST(Join, JoinForTimesOutAndThenJoinsACoroutineThatReturned)
+TEST(CppJoin, JoinForTimesOutAndThenJoinsACoroutineThatReturned)
 {
     coho::Scheduler s;
     bool timed_out = false;
@@ -432,7 +432,7 @@ TEST(Join, JoinForTimesOutAndThenJoinsACoroutineThatReturned)
     EXPECT_TRUE(joined);
 }
 
-TEST(Exceptions, EachCoroutineRethrowsItsOwnExceptionAfterParkingInACatchBlock)
+TEST(CppExceptions, EachCoroutineRethrowsItsOwnExceptionAfterParkingInACatchBlock)
 {
     coho::Scheduler s;
     std::string got[2];
@@ -470,7 +470,7 @@ struct ParksWhileUnwinding {
 };
 } // namespace
 
-TEST(Exceptions, UncaughtExceptionsCountIsPerCoroutine)
+TEST(CppExceptions, UncaughtExceptionsCountIsPerCoroutine)
 {
     coho::Scheduler s;
     int unwinding_sees = -1;
