@@ -402,6 +402,7 @@ void coho_sched_opts_init(coho_sched_opts_t *o)
     o->stack_size = so.stack_size;
     o->guarded_stacks_max = so.guarded_max;
     o->guard_size = so.guard_size;
+    o->idle_stacks_max = so.idle_keep;
     o->max_coroutines = 0;
     o->dump_on_sigusr2 = false;
 }
@@ -465,6 +466,7 @@ coho_sched_t *coho_sched_create(const coho_sched_opts_t *o)
     coho__stack_pool_opts_init(&so);
     so.stack_size = o->stack_size;
     so.guarded_max = o->guarded_stacks_max;
+    so.idle_keep = o->idle_stacks_max;
     if (o->guard_size != 0)
         so.guard_size = o->guard_size;
     s->stacks = coho__stack_pool_create(&so);
