@@ -428,6 +428,39 @@ static void keeper_main(void *arg)
     pool_co_exit(p);
 }
 
+/* Adds a connected fd to a listen pool with its receive coroutine. Returns the connection id,
+ * or 0 (-ENOMEM in *err; the fd is closed). */
+static uint64_t serve_conn(coho_tdp_pool_t *p, int fd)
+{
+    int one = 1;
+    uint64_t id;
+    struct rx_arg *ra;
+    struct tdp_conn *c;
+
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* fails harmlessly on AF_UNIX */
+    id = conn_add(p, fd, 0);
+    if (id == 0)
+        return 0;
+    c = coho__pool_get(p->conns, id);
+    ra = malloc(sizeof(*ra));
+    if (ra == NULL) {
+        conn_free(p, c, ENOMEM);
+        return 0;
+    }
+    ra->p = p;
+    ra->conn_id = id;
+    pool_co_enter(p);
+    c->rx_co = spawn_daemon(rx_main, ra, "tdp-rx");
+    if (c->rx_co == 0) {
+        p->refs--;
+        p->cos--;
+        free(ra);
+        conn_free(p, c, ENOMEM);
+        return 0;
+    }
+    return id;
+}
+
 /* Accept coroutine of a listen pool. Survives running out of fds: the reserve fd is closed,
  * the new connection accepted and shed, and the reserve reopened (LESSONS.md). */
 static void accept_main(void *arg)
@@ -456,31 +489,7 @@ static void accept_main(void *arg)
             p->st.conns_rejected++;
             continue;
         }
-        {
-            int one = 1;
-            uint64_t id;
-            struct rx_arg *ra;
-
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-            id = conn_add(p, fd, 0);
-            ra = id != 0 ? malloc(sizeof(*ra)) : NULL;
-            if (ra != NULL) {
-                struct tdp_conn *c = coho__pool_get(p->conns, id);
-
-                ra->p = p;
-                ra->conn_id = id;
-                pool_co_enter(p);
-                c->rx_co = spawn_daemon(rx_main, ra, "tdp-rx");
-                if (c->rx_co == 0) {
-                    p->refs--;
-                    p->cos--;
-                    free(ra);
-                    conn_free(p, c, ENOMEM);
-                }
-            } else if (id != 0) {
-                conn_free(p, coho__pool_get(p->conns, id), ENOMEM);
-            }
-        }
+        serve_conn(p, fd);
     }
     pool_co_exit(p);
 }
@@ -619,6 +628,28 @@ fail:
     pool_unref(p);
     errno = err;
     return NULL;
+}
+
+uint64_t coho_tdp_attach(coho_tdp_pool_t *p, int fd)
+{
+    uint64_t id;
+
+    if (p == NULL || p->mode != TDP_LISTEN || fd < 0) {
+        errno = EINVAL;
+        return 0;
+    }
+    if (p->closing) {
+        errno = ESHUTDOWN;
+        return 0;
+    }
+    if (coho_self() == 0) {
+        errno = EPERM;
+        return 0;
+    }
+    id = serve_conn(p, fd);
+    if (id == 0)
+        errno = ENOMEM;
+    return id;
 }
 
 uint16_t coho_tdp_local_port(const coho_tdp_pool_t *p)

@@ -100,6 +100,13 @@ COHO_API coho_tdp_pool_t *coho_tdp_connect(const struct sockaddr *addr, socklen_
 COHO_API coho_tdp_pool_t *coho_tdp_listen(const struct sockaddr *addr, socklen_t addrlen,
                                           const coho_tdp_opts_t *o);
 
+/* Serves an already connected stream fd (a socketpair end, an fd handed over by another
+ * process) as one more connection of listen pool `p`: it gets a receive coroutine and its
+ * requests go to on_req. Takes ownership of `fd` (closed when the connection ends, or at once
+ * on failure). Inside a coroutine. Returns the connection id, or 0 with errno EINVAL (not a
+ * listen pool, bad fd), ESHUTDOWN, EPERM, ENOMEM. */
+COHO_API uint64_t coho_tdp_attach(coho_tdp_pool_t *p, int fd);
+
 /* The bound port of a listen pool (host order), or 0. Any context on the pool's thread. */
 COHO_API uint16_t coho_tdp_local_port(const coho_tdp_pool_t *p);
 
