@@ -27,23 +27,11 @@ COHO_API const char *coho_version_string(void);
 COHO_EXTERN_C_END
 
 /* Each part of the API lives in its own file under include/coho/, in layer order. */
-#if __has_include("coho/cbuf.h")
-#    include "coho/cbuf.h"
-#endif
-#if __has_include("coho/log.h")
-#    include "coho/log.h"
-#endif
-#if __has_include("coho/sched.h")
-#    include "coho/sched.h"
-#endif
-#if __has_include("coho/sync.h")
-#    include "coho/sync.h"
-#endif
-#if __has_include("coho/hook.h")
-#    include "coho/hook.h"
-#endif
-#if __has_include("coho/socket_ext.h")
-#    include "coho/socket_ext.h"
-#endif
+#include "coho/cbuf.h"
+#include "coho/log.h"
+#include "coho/sched.h"
+#include "coho/sync.h"
+#include "coho/hook.h"
+#include "coho/socket_ext.h"
 
 #endif /* COHO_H */
