@@ -28,10 +28,10 @@ COHO_EXTERN_C_END
 
 /* Each part of the API lives in its own file under include/coho/, in layer order. */
 #include "coho/cbuf.h"
+#include "coho/hook.h"
 #include "coho/log.h"
 #include "coho/sched.h"
-#include "coho/sync.h"
-#include "coho/hook.h"
 #include "coho/socket_ext.h"
+#include "coho/sync.h"
 
 #endif /* COHO_H */
