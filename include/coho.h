@@ -26,7 +26,7 @@ COHO_API const char *coho_version_string(void);
 
 COHO_EXTERN_C_END
 
-/* Each part of the API lives in its own file under include/coho/, in layer order. */
+/* Each part of the API lives in its own file under include/coho/. */
 #include "coho/cbuf.h"
 #include "coho/hook.h"
 #include "coho/log.h"
