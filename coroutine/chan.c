@@ -20,14 +20,15 @@
  *   -------------------------------+-----------------------------------------------------------
  *   plain thread (sched == NULL)   | pthread_cond_signal on the waiter's own condvar
  *   coroutine, waker on its thread | coho__co_wake(co_id, token) directly
- *   coroutine, waker elsewhere     | coho__sched_post(sched, post_wake, w): the wake runs on the
- *                                  | waiter's own scheduler thread
+ *   coroutine, waker elsewhere     | coho__sched_post(sched, post_wake, w) once ch->mu is
+ *                                  | released: the wake runs on the waiter's own scheduler
+ *                                  | thread, and the woken peer does not run into a held lock
  *
  * A posted wake carries a pointer to the waiter's record, which lives on the waiter's stack. The
- * record must outlive the posted callback, so `post_pending` is set (under ch->mu) before the
- * post and cleared by the callback; a waiter whose wait ended some other way (a timeout racing
- * with the transfer) yields until the callback has run before it returns. The callback runs on
- * the waiter's thread, so it never runs concurrently with the waiter itself.
+ * record must outlive the posted callback, so `post_pending` is set (under ch->mu, before the
+ * lock is released) and cleared by the callback; a waiter whose wait ended some other way (a
+ * timeout racing with the transfer) yields until the callback has run before it returns. The
+ * callback runs on the waiter's thread, so it never runs concurrently with the waiter itself.
  *
  * Elements move directly between a parked peer's buffer and the caller's, so a capacity-0
  * channel is a rendezvous and a receiver that frees a slot pulls the first parked sender's
@@ -109,23 +110,34 @@ static void post_wake(void *arg)
     atomic_store_explicit(&w->post_pending, 0, memory_order_release);
 }
 
-/* Ends `w`'s wait with `state`. Called with ch->mu held; `w` is already unlinked. */
-static void waiter_finish(struct chan_waiter *w, int state)
+/* Queues the posted wake of `w` (post_pending already set). Any thread, with or without
+ * ch->mu held. */
+static void post_wake_send(struct chan_waiter *w)
 {
-    w->state = state;
-    if (w->sched == NULL) {
-        pthread_cond_signal(w->cv);
-        return;
-    }
-    if (w->sched == coho__sched_current()) {
-        (void)coho__co_wake(w->co_id, w->token, 0);
-        return;
-    }
-    atomic_store_explicit(&w->post_pending, 1, memory_order_relaxed);
     /* -ESHUTDOWN: the waiter's scheduler is being destroyed and the waiter will never run
      * again; nothing is left to wake. */
     if (coho__sched_post(w->sched, post_wake, w) < 0)
-        atomic_store_explicit(&w->post_pending, 0, memory_order_relaxed);
+        atomic_store_explicit(&w->post_pending, 0, memory_order_release);
+}
+
+/* Ends `w`'s wait with `state`. Called with ch->mu held; `w` is already unlinked. Returns `w`
+ * when its wake must still be posted to another scheduler: the caller does that with
+ * post_wake_send() after releasing ch->mu, so the woken peer does not run into the lock still
+ * held (post_pending keeps the record alive until then). NULL when the wake is done. */
+static struct chan_waiter *waiter_finish(struct chan_waiter *w, int state)
+{
+    w->state = state;
+    if (w->sched == NULL) {
+        /* Under the lock: the thread may return and destroy `cv` as soon as it is released. */
+        pthread_cond_signal(w->cv);
+        return NULL;
+    }
+    if (w->sched == coho__sched_current()) {
+        (void)coho__co_wake(w->co_id, w->token, 0);
+        return NULL;
+    }
+    atomic_store_explicit(&w->post_pending, 1, memory_order_relaxed);
+    return w;
 }
 
 static unsigned char *ring_slot(coho_chan_t *ch, size_t i)
@@ -233,6 +245,7 @@ static int chan_send(coho_chan_t *ch, const void *elem, int64_t timeout_ms)
 {
     struct chan_waiter w;
     struct chan_waiter *r;
+    struct chan_waiter *post = NULL;
     int kind = 0;
     int rc;
 
@@ -248,7 +261,7 @@ static int chan_send(coho_chan_t *ch, const void *elem, int64_t timeout_ms)
         /* A parked receiver means the ring is empty: hand the element over directly. */
         queue_unlink(&ch->receivers, r);
         memcpy(r->elem, elem, ch->elem_size);
-        waiter_finish(r, W_DONE);
+        post = waiter_finish(r, W_DONE);
         rc = 0;
     } else if (ch->count < ch->capacity) {
         ring_push(ch, elem);
@@ -264,6 +277,8 @@ static int chan_send(coho_chan_t *ch, const void *elem, int64_t timeout_ms)
         return rc;
     }
     pthread_mutex_unlock(&ch->mu);
+    if (post != NULL)
+        post_wake_send(post);
     return rc;
 }
 
@@ -271,6 +286,7 @@ static int chan_recv(coho_chan_t *ch, void *elem, int64_t timeout_ms)
 {
     struct chan_waiter w;
     struct chan_waiter *s;
+    struct chan_waiter *post = NULL;
     int kind = 0;
     int rc;
 
@@ -286,14 +302,14 @@ static int chan_recv(coho_chan_t *ch, void *elem, int64_t timeout_ms)
         if ((s = ch->senders.head) != NULL) {
             queue_unlink(&ch->senders, s);
             ring_push(ch, s->elem);
-            waiter_finish(s, W_DONE);
+            post = waiter_finish(s, W_DONE);
         }
         rc = 0;
     } else if ((s = ch->senders.head) != NULL) {
         /* Rendezvous (capacity 0): take the element straight from the sender. */
         queue_unlink(&ch->senders, s);
         memcpy(elem, s->elem, ch->elem_size);
-        waiter_finish(s, W_DONE);
+        post = waiter_finish(s, W_DONE);
         rc = 0;
     } else if (ch->closed) {
         rc = -EPIPE;
@@ -308,6 +324,8 @@ static int chan_recv(coho_chan_t *ch, void *elem, int64_t timeout_ms)
         return rc;
     }
     pthread_mutex_unlock(&ch->mu);
+    if (post != NULL)
+        post_wake_send(post);
     return rc;
 }
 
@@ -378,11 +396,13 @@ int coho_chan_close(coho_chan_t *ch)
     /* Parked receivers imply an empty ring: nothing is left for them to drain. */
     while ((w = ch->receivers.head) != NULL) {
         queue_unlink(&ch->receivers, w);
-        waiter_finish(w, W_CLOSED);
+        if (waiter_finish(w, W_CLOSED) != NULL)
+            post_wake_send(w);
     }
     while ((w = ch->senders.head) != NULL) {
         queue_unlink(&ch->senders, w);
-        waiter_finish(w, W_CLOSED);
+        if (waiter_finish(w, W_CLOSED) != NULL)
+            post_wake_send(w);
     }
     pthread_mutex_unlock(&ch->mu);
     return 0;
