@@ -21,7 +21,8 @@
 
 #include "mio_driver/driver.h"
 
-/* The scheduler of the calling thread, or NULL if the thread has none running. */
+/* The scheduler of the calling thread (from coho_sched_create to coho_sched_destroy, whether or
+ * not coho_sched_run is active), or NULL if the thread has none. */
 coho_sched_t *coho__sched_current(void);
 
 /* The driver of a scheduler (for fd registrations and timers of the hook layer). */
