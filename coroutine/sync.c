@@ -204,6 +204,34 @@ static void mutex_release(coho_mutex_t *m)
     m->owner_ = w != NULL ? w->co_id : 0;
 }
 
+/* "<id>" or "<id> (<name>)" for COHO_CHECK messages. */
+static const char *co_label(uint64_t id, char *buf, size_t len)
+{
+    char name[COHO_NAME_MAX];
+
+    if (id != 0 && coho_get_name(id, name, sizeof(name)) == 0 && name[0] != '\0')
+        snprintf(buf, len, "%llu (%s)", (unsigned long long)id, name);
+    else
+        snprintf(buf, len, "%llu", (unsigned long long)id);
+    return buf;
+}
+
+__attribute__((noreturn, noinline)) static void unlock_by_non_owner(coho_mutex_t *m, uint64_t self)
+{
+    char me[COHO_NAME_MAX + 32];
+    char owner[COHO_NAME_MAX + 32];
+
+    if (m->owner_ == 0)
+        coho__check_fail(__FILE__, __LINE__,
+                         "coho_mutex_unlock: coroutine %s unlocked mutex %p, which is not locked",
+                         co_label(self, me, sizeof(me)), (void *)m);
+    coho__check_fail(__FILE__, __LINE__,
+                     "coho_mutex_unlock: coroutine %s unlocked mutex %p it does not own (owner: "
+                     "coroutine %s)",
+                     co_label(self, me, sizeof(me)), (void *)m,
+                     co_label(m->owner_, owner, sizeof(owner)));
+}
+
 int coho_mutex_unlock(coho_mutex_t *m)
 {
     uint64_t self = coho__co_self_id();
@@ -211,11 +239,8 @@ int coho_mutex_unlock(coho_mutex_t *m)
     if (self == 0)
         return posix_ret(-EPERM);
     base_check(&m->base_, MUTEX_MAGIC, "mutex", "coho_mutex_unlock");
-    COHO_CHECK(m->owner_ == self,
-               "coho_mutex_unlock: coroutine %llu unlocked mutex %p it does not own (%s %llu)",
-               (unsigned long long)self, (void *)m,
-               m->owner_ != 0 ? "owner: coroutine" : "it is unlocked, owner",
-               (unsigned long long)m->owner_);
+    if (__builtin_expect(m->owner_ != self, 0))
+        unlock_by_non_owner(m, self);
     mutex_release(m);
     return 0;
 }

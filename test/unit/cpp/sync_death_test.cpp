@@ -24,7 +24,18 @@ void unlock_by_non_owner()
         coho::this_co::yield();
         m.unlock();
     });
-    s.spawn([&] { m.unlock(); }); // runs while the first coroutine holds it
+    s.spawn([&] {
+        coho_set_name(0, "intruder");
+        m.unlock(); // runs while the first coroutine holds it
+    });
+    s.run();
+}
+
+void unlock_of_an_unlocked_mutex()
+{
+    coho::Scheduler s;
+    coho::Mutex m;
+    s.spawn([&] { m.unlock(); });
     s.run();
 }
 
@@ -76,8 +87,15 @@ void wait_group_below_zero()
 TEST_F(SyncDeathTest, UnlockByNonOwnerAbortsNamingBothCoroutines)
 {
     EXPECT_DEATH(unlock_by_non_owner(),
-                 "coho_mutex_unlock: coroutine [0-9]+ unlocked mutex "
-                 "0x[0-9a-f]+ it does not own \\(owner: coroutine [0-9]+\\)");
+                 "coho_mutex_unlock: coroutine [0-9]+ \\(intruder\\) unlocked mutex 0x[0-9a-f]+ "
+                 "it does not own \\(owner: coroutine [0-9]+\\)");
+}
+
+TEST_F(SyncDeathTest, UnlockOfAnUnlockedMutexAborts)
+{
+    EXPECT_DEATH(unlock_of_an_unlocked_mutex(),
+                 "coho_mutex_unlock: coroutine [0-9]+ unlocked mutex 0x[0-9a-f]+, which is not "
+                 "locked");
 }
 
 TEST_F(SyncDeathTest, MutexUsedFromAnotherSchedulersThreadAborts)
