@@ -158,7 +158,8 @@ static void ring_pop(coho_chan_t *ch, void *elem)
     ch->count--;
 }
 
-/* The calling context: 1 = coroutine, 0 = plain thread, -EPERM = a scheduler's own stack. */
+/* The calling context: 1 = coroutine, 0 = a thread without a scheduler, -EPERM = outside
+ * coroutines on a scheduler's thread (blocking it would stall its coroutines). */
 static int caller_kind(void)
 {
     if (coho__co_self_id() != 0)

@@ -52,7 +52,7 @@ static void base_init(coho__sync_base_t *b, uint32_t magic)
 }
 
 /* Checks that `b` is initialised and belongs to the calling thread. The first use on a thread
- * that runs a scheduler binds the primitive to that thread (one scheduler per thread, so this
+ * that has a scheduler binds the primitive to that thread (one scheduler per thread, so this
  * records the owning scheduler). */
 static void base_check(coho__sync_base_t *b, uint32_t magic, const char *what, const char *fn)
 {

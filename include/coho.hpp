@@ -584,7 +584,7 @@ public:
 
     // Sends `v`, parking (or blocking a plain thread) while the channel is full. Returns false
     // when the channel is closed (`v` is dropped). Throws system_error: ECANCELED, EPERM (on a
-    // scheduler's own stack).
+    // scheduler's thread outside coroutines).
     bool send(T v)
     {
         Slot s = make_slot(std::move(v));
@@ -613,7 +613,8 @@ public:
     }
 
     // Receives the oldest element, parking while the channel is empty. Empty optional: closed
-    // and drained. Throws system_error: ECANCELED, EPERM (on a scheduler's own stack).
+    // and drained. Throws system_error: ECANCELED, EPERM (on a scheduler's thread outside
+    // coroutines).
     std::optional<T> recv()
     {
         SlotBuffer b;

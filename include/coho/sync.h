@@ -4,7 +4,7 @@
  *
  * Every blocking call parks the calling coroutine, never the thread, and waiters are served in
  * FIFO order. The single-thread primitives are complete types the user embeds (no allocation);
- * their fields are private. The first use from a running scheduler binds one to that
+ * their fields are private. The first use on a thread that has a scheduler binds one to that
  * scheduler's thread; using it later from another thread is a COHO_CHECK abort (DESIGN.md
  * "Threads and lifetimes"). A cancelled coroutine's blocking call fails with ECANCELED. */
 #ifndef COHO_SYNC_H
@@ -188,9 +188,10 @@ COHO_API int coho_chan_close(coho_chan_t *ch);
 COHO_API bool coho_chan_is_closed(coho_chan_t *ch);
 
 /* Copies `elem_size` bytes from `elem` into the channel, waiting while it is full (for
- * capacity 0: until a receiver takes it). Inside a coroutine (parks) or on a thread that runs
- * no scheduler (blocks the thread). Errors: EPIPE (closed), ECANCELED, EPERM on a scheduler's
- * own stack (a callback must not block its thread: use coho_chan_try_send()). */
+ * capacity 0: until a receiver takes it). Inside a coroutine (parks) or on a thread without a
+ * scheduler (blocks the thread). Errors: EPIPE (closed), ECANCELED, EPERM outside coroutines on
+ * a thread that has a scheduler (a post callback, or before/after coho_sched_run: blocking the
+ * thread would stall its coroutines; use coho_chan_try_send()). */
 COHO_API int coho_chan_send(coho_chan_t *ch, const void *elem);
 
 /* coho_chan_send() that never waits. Errors: EAGAIN (full, or for capacity 0 no receiver
@@ -202,7 +203,7 @@ COHO_API int coho_chan_timedsend_ms(coho_chan_t *ch, const void *elem, uint64_t 
 
 /* Moves the oldest element into `elem` (`elem_size` bytes), waiting while the channel is
  * empty. Same calling context as coho_chan_send(). Errors: EPIPE (closed and drained),
- * ECANCELED, EPERM on a scheduler's own stack. */
+ * ECANCELED, EPERM outside coroutines on a thread that has a scheduler. */
 COHO_API int coho_chan_recv(coho_chan_t *ch, void *elem);
 
 /* coho_chan_recv() that never waits. Errors: EAGAIN (empty), EPIPE (closed and drained). Any
