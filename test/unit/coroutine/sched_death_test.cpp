@@ -3,8 +3,13 @@
 // report that names the coroutine, checked with GoogleTest death tests.
 #include <gtest/gtest.h>
 #include <pthread.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include <coho.h>
 
@@ -113,6 +118,48 @@ TEST_F(SchedDeath, GuardPageOverflowReportsCoroutineNameEntryAndStackSize)
         },
         "coroutine [0-9]+ \\(deep-recursion, entry (_ZN12_GLOBAL__N_19overflowsEPv|0x[0-9a-f]+)\\) "
         "overflowed its 64 KiB stack");
+#endif
+}
+
+[[maybe_unused]] void logs_then_overflows(void *)
+{
+    coho_log_info("line buffered before the overflow");
+    recurse_forever(0);
+}
+
+// The report chains to the log's crash handler, which writes the lines still buffered.
+TEST_F(SchedDeath, GuardPageOverflowChainsToTheLogFlush)
+{
+#ifdef COHO_SANITIZE_BUILD
+    GTEST_SKIP() << "sanitizer builds leave SIGSEGV to the sanitizer";
+#else
+    const char *dir = std::getenv("COHO_TEST_TMPDIR");
+    // No pid in the name: the threadsafe death test re-runs this body in a new process.
+    std::string path = std::string(dir != nullptr ? dir : "/tmp") + "/sched_death_overflow.log";
+
+    mkdir(dir != nullptr ? dir : "/tmp", 0755);
+    unlink(path.c_str());
+    EXPECT_DEATH(
+        {
+            coho_log_opts_t lo;
+
+            coho_log_opts_init(&lo);
+            lo.path = path.c_str();
+            lo.flush_interval_ms = 60 * 1000; // nothing reaches the file before the crash
+            coho_log_open(&lo);
+            coho_sched_t *s = coho_sched_create(nullptr);
+            coho_spawn(s, logs_then_overflows, nullptr);
+            coho_sched_run(s);
+        },
+        "overflowed its [0-9]+ KiB stack");
+    FILE *f = std::fopen(path.c_str(), "r");
+    ASSERT_NE(f, nullptr);
+    char buf[4096] = {0};
+    size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
+    std::fclose(f);
+    unlink(path.c_str());
+    buf[n] = '\0';
+    EXPECT_NE(std::strstr(buf, "line buffered before the overflow"), nullptr) << buf;
 #endif
 }
 
