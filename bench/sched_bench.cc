@@ -102,7 +102,11 @@ void yield_loop(void *arg)
 void BM_Yield_Coho(benchmark::State &state)
 {
     const int n = static_cast<int>(state.range(0));
-    coho_sched_t *s = coho_sched_create(nullptr);
+    coho_sched_opts_t so;
+
+    coho_sched_opts_init(&so);
+    so.idle_stacks_max = static_cast<unsigned>(n); // no MADV_DONTNEED between iterations
+    coho_sched_t *s = coho_sched_create(&so);
     YieldArgs a{10000 / n + 1};
     int64_t yields = 0;
 
