@@ -4,6 +4,7 @@
 /* ctest: TIMEOUT=120 */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -508,6 +509,156 @@ static void chan_close_from_a_coroutine_wakes_a_plain_thread_blocked_in_recv(voi
     assert_int_equal(coho_chan_destroy(g_ch), 0);
 }
 
+/* Timed receives that expire while another thread sends: a timeout racing with a transfer
+ * either returns the element or leaves it in the channel, never loses or duplicates it. */
+enum { RACE_N = 20000 };
+
+static void *race_sender(void *arg)
+{
+    uint64_t rng = *(uint64_t *)arg;
+
+    for (int i = 0; i < RACE_N; i++) {
+        if (coho_chan_send(g_ch, &i) != 0)
+            abort();
+        if (coho_test_rand(&rng) % 64 == 0) {
+            struct timespec ts = {0, (long)(coho_test_rand(&rng) % 1500) * 1000};
+
+            nanosleep(&ts, NULL); /* lands near the receiver's 1 ms timeouts */
+        }
+    }
+    return NULL;
+}
+
+static int race_next;
+static int race_timeouts;
+
+static void race_receiver(void *arg)
+{
+    int v;
+
+    (void)arg;
+    while (race_next < RACE_N) {
+        if (coho_chan_timedrecv_ms(g_ch, &v, 1) != 0) {
+            assert_int_equal(errno, ETIMEDOUT);
+            race_timeouts++;
+            continue;
+        }
+        assert_int_equal(v, race_next);
+        race_next++;
+    }
+}
+
+static void chan_timed_receive_racing_a_cross_thread_send_loses_no_message(void **state)
+{
+    uint64_t seed = coho_test_seed();
+    pthread_t t;
+
+    (void)state;
+    race_next = race_timeouts = 0;
+    g_ch = coho_chan_create(sizeof(int), (size_t)(seed % 2)); /* capacity 0 or 1 */
+    assert_non_null(g_ch);
+    assert_int_equal(pthread_create(&t, NULL, race_sender, &seed), 0);
+    run_root(race_receiver, NULL);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(race_next, RACE_N);
+    assert_int_equal(coho_chan_count(g_ch), 0);
+    print_message("%d timeouts\n", race_timeouts);
+    assert_int_equal(coho_chan_destroy(g_ch), 0);
+}
+
+/* The exact race: the receiver's timeout has fired (it is ready, behind another coroutine)
+ * when a plain thread hands it an element. The transfer wins (the receive returns 0 with the
+ * element), and the receiver does not return before the posted wake that points at its wait
+ * record has run. */
+static atomic_int race_trigger;
+static atomic_int race_sent;
+static int race_rc;
+static int race_value;
+static uint64_t race_deadline_ms;
+
+static void *race_trigger_sender(void *arg)
+{
+    int v = 4242;
+
+    (void)arg;
+    while (!atomic_load(&race_trigger))
+        sched_yield();
+    if (coho_chan_try_send(g_ch, &v) != 0) /* the receiver is still queued: a direct handoff */
+        abort();
+    atomic_store(&race_sent, 1);
+    return NULL;
+}
+
+static int race_frame_intact;
+
+/* Covers the stack the finished receive used with a pattern, lets any late callback run, and
+ * checks nothing wrote into it. */
+__attribute__((noinline)) static int stack_survives_late_callbacks(void)
+{
+    volatile unsigned char buf[4096];
+
+    for (size_t i = 0; i < sizeof(buf); i++)
+        buf[i] = 0xa5;
+    coho_yield();
+    coho_yield();
+    for (size_t i = 0; i < sizeof(buf); i++) {
+        if (buf[i] != 0xa5)
+            return 0;
+    }
+    return 1;
+}
+
+static void race_timed_receiver(void *arg)
+{
+    (void)arg;
+    race_value = 0;
+    errno = 0;
+    race_rc = coho_chan_timedrecv_ms(g_ch, &race_value, 20);
+    race_frame_intact = stack_survives_late_callbacks();
+}
+
+static void race_holder(void *arg)
+{
+    (void)arg;
+    coho_yield(); /* the receiver parks */
+    /* Hold the thread past the receiver's deadline, so its timer fires in the next pass... */
+    while (now_ms() < race_deadline_ms + 5) {
+    }
+    coho_yield(); /* ...this one: the receiver is now ready, queued behind us */
+    atomic_store(&race_trigger, 1);
+    while (!atomic_load(&race_sent)) {
+    }
+}
+
+static void race_root(void *arg)
+{
+    (void)arg;
+    race_deadline_ms = now_ms() + 20;
+    spawn(race_timed_receiver, NULL);
+    spawn(race_holder, NULL);
+}
+
+static void chan_transfer_racing_a_fired_timeout_wins_and_outlives_the_posted_wake(void **state)
+{
+    pthread_t t;
+
+    (void)state;
+    atomic_store(&race_trigger, 0);
+    atomic_store(&race_sent, 0);
+    race_rc = -2;
+    race_frame_intact = 0;
+    g_ch = coho_chan_create(sizeof(int), 0);
+    assert_non_null(g_ch);
+    assert_int_equal(pthread_create(&t, NULL, race_trigger_sender, NULL), 0);
+    run_root(race_root, NULL);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(race_rc, 0);
+    assert_int_equal(race_value, 4242);
+    assert_true(race_frame_intact);
+    assert_int_equal(coho_chan_count(g_ch), 0);
+    assert_int_equal(coho_chan_destroy(g_ch), 0);
+}
+
 /* Producers (coroutines on two schedulers and a plain thread) and consumers on both schedulers,
  * with random yields and timed receives: every message arrives exactly once, and the messages
  * of one producer reach any one consumer in the order they were sent. */
@@ -648,6 +799,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(chan_carries_100k_messages_in_order_between_coroutine_and_plain_thread),
         cmocka_unit_test(chan_close_from_a_coroutine_wakes_a_plain_thread_blocked_in_recv),
         cmocka_unit_test(chan_delivers_every_message_once_to_many_consumers_across_threads),
+        cmocka_unit_test(chan_timed_receive_racing_a_cross_thread_send_loses_no_message),
+        cmocka_unit_test(chan_transfer_racing_a_fired_timeout_wins_and_outlives_the_posted_wake),
     };
 
     return coho_test_main("chan", tests, sizeof(tests) / sizeof(tests[0]), argc, argv);
