@@ -598,6 +598,85 @@ static void sem_timedwait_times_out_with_etimedout_and_wait_outside_fails_eperm(
     assert_int_equal(coho_sem_destroy(&g_sem), 0);
 }
 
+/* A post that reaches a waiter whose timeout already fired (it is ready, queued behind the
+ * poster, but has not run) hands it the unit: the wait returns 0, and the unit is neither lost
+ * nor left behind as well. */
+static int late_rc;
+static int late_errno;
+static uint64_t late_deadline_ms;
+
+static void late_sem_waiter(void *arg)
+{
+    (void)arg;
+    errno = 0;
+    late_rc = coho_sem_timedwait_ms(&g_sem, 20);
+    late_errno = errno;
+}
+
+static void late_cond_waiter(void *arg)
+{
+    (void)arg;
+    assert_int_equal(coho_mutex_lock(&g_mutex), 0);
+    errno = 0;
+    late_rc = coho_cond_timedwait_ms(&g_cond, &g_mutex, 20);
+    late_errno = errno;
+    assert_int_equal(coho_mutex_unlock(&g_mutex), 0);
+}
+
+/* Runs past the waiter's deadline without yielding, then yields once: the waiter's timer fires
+ * in that pass and queues it behind this coroutine. */
+static void hold_past_deadline(void)
+{
+    while (now_ms() < late_deadline_ms + 5) {
+    }
+    coho_yield();
+}
+
+static void late_sem_root(void *arg)
+{
+    (void)arg;
+    late_deadline_ms = now_ms() + 20;
+    spawn(late_sem_waiter, NULL);
+    coho_yield(); /* it parks */
+    hold_past_deadline();
+    assert_int_equal(late_rc, -2); /* timed out, but has not run yet */
+    assert_int_equal(coho_sem_post(&g_sem), 0);
+}
+
+static void late_cond_root(void *arg)
+{
+    (void)arg;
+    late_deadline_ms = now_ms() + 20;
+    spawn(late_cond_waiter, NULL);
+    coho_yield();
+    hold_past_deadline();
+    assert_int_equal(late_rc, -2);
+    assert_int_equal(coho_cond_signal(&g_cond), 0);
+}
+
+static void sem_post_to_a_waiter_whose_timeout_fired_is_delivered_not_lost(void **state)
+{
+    (void)state;
+    late_rc = -2;
+    coho_sem_init(&g_sem, 0);
+    run_root_with_sched(late_sem_root, NULL);
+    assert_int_equal(late_rc, 0);
+    assert_int_equal(coho_sem_value(&g_sem), 0);
+    assert_int_equal(coho_sem_destroy(&g_sem), 0);
+}
+
+static void cond_signal_to_a_waiter_whose_timeout_fired_is_delivered_not_lost(void **state)
+{
+    (void)state;
+    late_rc = -2;
+    coho_mutex_init(&g_mutex);
+    coho_cond_init(&g_cond);
+    run_root_with_sched(late_cond_root, NULL);
+    assert_int_equal(late_rc, 0);
+    assert_int_equal(coho_cond_destroy(&g_cond), 0);
+    assert_int_equal(coho_mutex_destroy(&g_mutex), 0);
+}
+
 /* ---- wait group ---- */
 
 static coho_wg_t g_wg;
@@ -717,6 +796,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(mutex_and_conds_pass_every_item_of_a_randomly_interleaved_bounded_queue),
         cmocka_unit_test(sem_hands_units_to_waiters_in_fifo_order),
         cmocka_unit_test(sem_timedwait_times_out_with_etimedout_and_wait_outside_fails_eperm),
+        cmocka_unit_test(sem_post_to_a_waiter_whose_timeout_fired_is_delivered_not_lost),
+        cmocka_unit_test(cond_signal_to_a_waiter_whose_timeout_fired_is_delivered_not_lost),
         cmocka_unit_test(wg_wait_returns_when_the_count_reaches_zero_for_every_waiter),
         cmocka_unit_test(wg_destroy_with_a_waiter_fails_ebusy),
         cmocka_unit_test(sem_wait_parks_the_coroutine_while_others_keep_running),
