@@ -133,6 +133,7 @@ struct TaskBase : TaskLink {
     }
     virtual void run() = 0;
     coho_sched_t *sched_;
+    bool joinable_ = true; // spawned detached: an escaped exception is only logged
 };
 
 // Destroys the callables of `s`'s coroutines that never finished (after coho_sched_destroy
@@ -187,10 +188,12 @@ inline void task_entry(void *arg) noexcept
             coho_log_error("coroutine %llu: exception escaped its callable: %s",
                            static_cast<unsigned long long>(id), what);
         }
-        try {
-            escaped()[id] = std::move(e);
-        } catch (...) {
-            // No memory to keep it: it was logged, join() will not rethrow it.
+        if (task == nullptr || task->joinable_) {
+            try {
+                escaped()[id] = std::move(e);
+            } catch (...) {
+                // No memory to keep it: it was logged, join() will not rethrow it.
+            }
         }
     }
 }
@@ -205,6 +208,7 @@ uint64_t spawn_on(coho_sched_t *s, F &&f, const coho_spawn_opts_t *opts)
         throw_errno("coho_spawn");
     }
     auto task = std::make_unique<Task<Fn>>(s, std::forward<F>(f));
+    task->joinable_ = opts == nullptr || !opts->detached;
     const uint64_t id = coho_spawn_ex(s, &task_entry, task.get(), opts);
     if (id == 0)
         throw_errno("coho_spawn");

@@ -417,6 +417,22 @@ TEST(CppJoin, RethrowsTheExceptionThatEscapedTheCoroutine)
     EXPECT_TRUE(second_join_esrch);
 }
 
+TEST(CppJoin, ExceptionOfADetachedCoroutineIsLoggedAndNotKept)
+{
+    coho::Scheduler s;
+    coho_spawn_opts_t o;
+    coho_spawn_opts_init(&o);
+    o.detached = true;
+    bool ran = false;
+    s.spawn(o, [&] {
+        ran = true;
+        throw std::runtime_error("nobody joins this");
+    });
+    s.run();
+    EXPECT_TRUE(ran);
+    EXPECT_TRUE(coho::detail::escaped().empty());
+}
+
 TEST(CppJoin, JoinForTimesOutAndThenJoinsACoroutineThatReturned)
 {
     coho::Scheduler s;
