@@ -220,6 +220,28 @@ static void mutex_lock_cancelled_while_waiting_fails_ecanceled_and_leaves_queue(
     assert_int_equal(coho_mutex_destroy(&g_mutex), 0);
 }
 
+static coho_mutex_t static_mutex = COHO_MUTEX_INITIALIZER;
+static coho_cond_t static_cond = COHO_COND_INITIALIZER;
+
+static void static_root(void *arg)
+{
+    (void)arg;
+    assert_int_equal(coho_mutex_lock(&static_mutex), 0);
+    errno = 0;
+    assert_int_equal(coho_cond_timedwait_ms(&static_cond, &static_mutex, 1), -1);
+    assert_int_equal(errno, ETIMEDOUT);
+    assert_int_equal(coho_cond_signal(&static_cond), 0);
+    assert_int_equal(coho_mutex_unlock(&static_mutex), 0);
+}
+
+static void static_initializers_give_a_usable_mutex_and_condvar(void **state)
+{
+    (void)state;
+    run_root(static_root, NULL);
+    assert_int_equal(coho_cond_destroy(&static_cond), 0);
+    assert_int_equal(coho_mutex_destroy(&static_mutex), 0);
+}
+
 /* ---- condition variable ---- */
 
 static coho_cond_t g_cond;
@@ -787,6 +809,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(mutex_unlock_hands_off_to_waiters_in_fifo_order),
         cmocka_unit_test(mutex_trylock_on_held_mutex_fails_ebusy_and_relock_fails_edeadlk),
         cmocka_unit_test(mutex_lock_cancelled_while_waiting_fails_ecanceled_and_leaves_queue),
+        cmocka_unit_test(static_initializers_give_a_usable_mutex_and_condvar),
         cmocka_unit_test(cond_signal_wakes_one_waiter_oldest_first),
         cmocka_unit_test(cond_broadcast_wakes_every_waiter_in_fifo_order),
         cmocka_unit_test(cond_timedwait_times_out_with_etimedout_and_holds_the_mutex_again),
