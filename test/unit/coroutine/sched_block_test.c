@@ -360,6 +360,123 @@ static void coroutine_flags_are_per_coroutine(void **state)
     run();
 }
 
+/* ---- randomized: wakes, duplicate and stale wakes, timeouts and cancels racing ---- */
+
+enum { RW_WAITERS = 200, RW_ROUNDS = 6, RW_AGITATORS = 4 };
+
+typedef struct rw_slot {
+    uint64_t id;
+    uint64_t token; /* published token, 0 while not waiting */
+    uint64_t stale_token;
+    int resumed;
+    int bad;
+    bool finished;
+} rw_slot_t;
+
+static rw_slot_t rw[RW_WAITERS];
+static uint64_t rw_seed;
+static int rw_agitators_left;
+static int rw_outcomes[3]; /* woken, timed out, cancelled */
+
+static int rw_result_for(uint64_t token)
+{
+    return (int)(token & 0xffff) + 1; /* > 0: told apart from -ETIMEDOUT / -ECANCELED */
+}
+
+static void rw_waiter(void *arg)
+{
+    rw_slot_t *sl = arg;
+    uint64_t st = rw_seed ^ (uint64_t)(uintptr_t)arg;
+
+    for (int r = 0; r < RW_ROUNDS; r++) {
+        uint64_t tok = coho__co_block_prepare();
+        int64_t timeout = coho_test_rand(&st) % 3 == 0 ? -1 : (int64_t)(coho_test_rand(&st) % 4);
+        int rc;
+
+        sl->token = tok;
+        rc = coho__co_block(timeout);
+        sl->stale_token = tok;
+        sl->token = 0;
+        sl->resumed++;
+        if (rc > 0 && rc != rw_result_for(tok))
+            sl->bad++; /* a wake meant for another wait got through */
+        if (rc <= 0 && rc != -ETIMEDOUT && rc != -ECANCELED)
+            sl->bad++;
+        if (rc == -ETIMEDOUT && timeout < 0)
+            sl->bad++;
+        rw_outcomes[rc > 0 ? 0 : rc == -ETIMEDOUT ? 1 : 2]++;
+        if (rc == -ECANCELED)
+            break;
+    }
+    sl->finished = true;
+}
+
+static void rw_agitator(void *arg)
+{
+    uint64_t st = rw_seed + (uint64_t)(uintptr_t)arg;
+
+    for (int i = 0; i < 3000; i++) {
+        rw_slot_t *sl = &rw[coho_test_rand(&st) % RW_WAITERS];
+        unsigned what = (unsigned)(coho_test_rand(&st) % 16);
+        uint64_t tok = sl->token;
+
+        if (what < 10 && tok != 0) {
+            int rc1 = coho__co_wake(sl->id, tok, rw_result_for(tok));
+            int rc2 = coho__co_wake(sl->id, tok, rw_result_for(tok)); /* duplicate */
+
+            if ((rc1 != 0 && rc1 != -ESTALE) || rc2 != -ESTALE)
+                sl->bad++;
+        } else if (what < 13 && sl->stale_token != 0) {
+            int rc = coho__co_wake(sl->id, sl->stale_token, 1);
+
+            if (rc != -ESTALE && rc != -ESRCH)
+                sl->bad++;
+        } else if (what == 13) {
+            coho_cancel(sl->id);
+        }
+        if (coho_test_rand(&st) % 8 == 0)
+            coho_sleep_ms(coho_test_rand(&st) % 2);
+        else
+            coho_yield();
+    }
+    if (--rw_agitators_left == 0) {
+        for (int i = 0; i < RW_WAITERS; i++)
+            if (!rw[i].finished)
+                coho_cancel(rw[i].id); /* ends the waits nobody will wake */
+    }
+}
+
+static void random_wakes_timeouts_and_cancels_resume_each_wait_exactly_once(void **state)
+{
+    coho_spawn_opts_t o;
+    int i;
+
+    (void)state;
+    begin();
+    rw_seed = coho_test_seed();
+    memset(rw, 0, sizeof(rw));
+    rw_agitators_left = RW_AGITATORS;
+    memset(rw_outcomes, 0, sizeof(rw_outcomes));
+    coho_spawn_opts_init(&o);
+    o.detached = true;
+    for (i = 0; i < RW_WAITERS; i++) {
+        rw[i].id = coho_spawn_ex(sched, rw_waiter, &rw[i], &o);
+        assert_int_not_equal(rw[i].id, 0);
+    }
+    for (i = 0; i < RW_AGITATORS; i++)
+        coho_spawn_ex(sched, rw_agitator, (void *)(uintptr_t)(i + 1), &o);
+    run();
+    for (i = 0; i < RW_WAITERS; i++) {
+        assert_true(rw[i].finished);
+        assert_int_equal(rw[i].bad, 0);
+        assert_true(rw[i].resumed >= 1 && rw[i].resumed <= RW_ROUNDS);
+    }
+    /* every kind of ending happened */
+    assert_true(rw_outcomes[0] > 0);
+    assert_true(rw_outcomes[1] > 0);
+    assert_true(rw_outcomes[2] > 0);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -374,6 +491,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(new_wait_makes_the_previous_token_stale),
         cmocka_unit_test(wake_from_a_driver_callback_resumes_the_waiter),
         cmocka_unit_test(coroutine_flags_are_per_coroutine),
+        cmocka_unit_test(random_wakes_timeouts_and_cancels_resume_each_wait_exactly_once),
     };
 
     return coho_test_main("sched_block", tests, sizeof(tests) / sizeof(tests[0]), argc, argv);
