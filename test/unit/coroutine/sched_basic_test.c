@@ -556,6 +556,29 @@ static void thousands_of_coroutines_with_random_yields_and_sleeps_all_finish(voi
     coho_sched_destroy(s);
 }
 
+static int dropped_exit_ran;
+
+static void never_runs(void *arg)
+{
+    (void)arg;
+    dropped_exit_ran = 1;
+}
+
+static void destroy_drops_coroutines_that_never_ran(void **state)
+{
+    coho_sched_t *s = new_sched();
+    coho_spawn_opts_t o;
+
+    (void)state;
+    dropped_exit_ran = 0;
+    coho_spawn_opts_init(&o);
+    o.name = "dropped";
+    for (int i = 0; i < 3; i++)
+        assert_int_not_equal(coho_spawn_ex(s, never_runs, NULL, &o), 0);
+    coho_sched_destroy(s); /* frees their stacks and nodes (ASan checks for leaks) */
+    assert_int_equal(dropped_exit_ran, 0);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -576,6 +599,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(max_coroutines_limits_spawn_with_eagain),
         cmocka_unit_test(spawn_with_larger_stack_size_gives_a_usable_stack),
         cmocka_unit_test(thousands_of_coroutines_with_random_yields_and_sleeps_all_finish),
+        cmocka_unit_test(destroy_drops_coroutines_that_never_ran),
     };
 
     return coho_test_main("sched_basic", tests, sizeof(tests) / sizeof(tests[0]), argc, argv);
