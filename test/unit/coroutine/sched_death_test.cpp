@@ -121,6 +121,37 @@ TEST_F(SchedDeath, GuardPageOverflowReportsCoroutineNameEntryAndStackSize)
 #endif
 }
 
+[[maybe_unused]] void *overflow_on_thread(void *)
+{
+    coho_sched_t *s = coho_sched_create(nullptr);
+    coho_spawn_opts_t so;
+
+    coho_spawn_opts_init(&so);
+    so.name = "second-thread";
+    coho_spawn_ex(s, overflows, nullptr, &so);
+    coho_sched_run(s);
+    return nullptr;
+}
+
+// Every scheduler thread gets its own alternate signal stack, so the report works there too.
+TEST_F(SchedDeath, GuardPageOverflowOnASecondSchedulerThreadIsReported)
+{
+#ifdef COHO_SANITIZE_BUILD
+    GTEST_SKIP() << "sanitizer builds leave SIGSEGV to the sanitizer";
+#else
+    EXPECT_DEATH(
+        {
+            coho_sched_t *main_sched = coho_sched_create(nullptr);
+            pthread_t t;
+
+            pthread_create(&t, nullptr, overflow_on_thread, nullptr);
+            pthread_join(t, nullptr);
+            coho_sched_destroy(main_sched);
+        },
+        "coroutine [0-9]+ \\(second-thread, entry [^)]+\\) overflowed its [0-9]+ KiB stack");
+#endif
+}
+
 [[maybe_unused]] void logs_then_overflows(void *)
 {
     coho_log_info("line buffered before the overflow");
