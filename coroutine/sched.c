@@ -33,6 +33,7 @@
 #endif
 
 #ifdef SCHED_ASAN
+#    include <sanitizer/asan_interface.h>
 #    include <sanitizer/common_interface_defs.h>
 #endif
 #ifdef SCHED_TSAN
@@ -267,6 +268,11 @@ static void co_release_stack(coho_sched_t *s, coho__co_t *co)
     if (co->tsan_fiber != NULL)
         __tsan_destroy_fiber(co->tsan_fiber);
     co->tsan_fiber = NULL;
+#endif
+#ifdef SCHED_ASAN
+    /* A coroutine that finished (or never finished) leaves the redzone poison of the frames it
+     * had live; the next coroutine on this stack must not trip over it. */
+    ASAN_UNPOISON_MEMORY_REGION(co->stack.lo, co->stack.size);
 #endif
     coho__stack_put(s->stacks, &co->stack);
     co->has_stack = false;
