@@ -32,12 +32,15 @@ coho__driver_t *coho__sched_driver(coho_sched_t *s);
 uint64_t coho__co_self_id(void);
 
 /* Starts a new wait of the running coroutine and returns its token (never 0). Must be inside
- * a coroutine. */
+ * a coroutine (outside one it returns 0). A wait opened and never blocked on simply ends at
+ * the next prepare. */
 uint64_t coho__co_block_prepare(void);
 
 /* Parks the running coroutine until coho__co_wake with the current token, the timeout
  * (`timeout_ms` < 0: none), or cancellation. Returns the wake result, -ETIMEDOUT or
- * -ECANCELED. A cancellation requested before the call returns -ECANCELED at once. */
+ * -ECANCELED. A cancellation requested before the call returns -ECANCELED at once (it is
+ * sticky: every later call does too), and a wake that arrived after the prepare returns its
+ * result at once. -EPERM outside a coroutine; without a prepare it is a COHO_CHECK abort. */
 int coho__co_block(int64_t timeout_ms);
 
 /* Describes the open wait of the running coroutine for coho_sched_dump(): `what` is a static
