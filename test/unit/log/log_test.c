@@ -665,6 +665,45 @@ static void only_regular_files_rotate(void **state)
     assert_true(S_ISCHR(st.st_mode));
 }
 
+static void log_to_full_device(void)
+{
+    coho_log_opts_t o;
+    uint64_t before = coho_log_dropped_count();
+    int i;
+
+    coho_log_opts_init(&o);
+    o.path = "/dev/full";         /* every write fails with ENOSPC */
+    o.flush_interval_ms = 600000; /* only the flushes below drain */
+    assert_int_equal(coho_log_open(&o), 0);
+    for (i = 0; i < 10; i++)
+        coho_log_info("lost line %d", i);
+    errno = 0;
+    assert_int_equal(coho_log_flush(), -1);
+    assert_int_equal(errno, ENOSPC);
+    assert_int_equal(coho_log_dropped_count() - before, 10);
+    for (i = 0; i < 5; i++)
+        coho_log_info("lost line %d", i);
+    assert_int_equal(coho_log_flush(), -1);
+    assert_int_equal(coho_log_close(), 0);
+    /* 15 lines, plus the "N lines dropped" reports that could not be written either are not
+     * counted twice */
+    assert_int_equal(coho_log_dropped_count() - before, 15);
+}
+
+static void failed_writes_are_counted_as_dropped_and_reported_once_on_stderr(void **state)
+{
+    char errpath[600], *err;
+
+    (void)state;
+    make_tmpdir();
+    tmp_path(errpath, sizeof(errpath), "stderr.txt");
+    with_stderr_to(errpath, log_to_full_device);
+    err = slurp(errpath, NULL);
+    assert_non_null(err);
+    assert_int_equal(count_substr(err, "coho log: write to the log file failed"), 1);
+    free(err);
+}
+
 /* ---- full buffer -------------------------------------------------------------------------- */
 
 static void *close_log_thread(void *arg)
@@ -755,6 +794,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(exited_threads_hand_their_lines_over_and_their_buffers_are_reused),
         cmocka_unit_test(file_rotates_by_size_and_keeps_the_newest_n_files),
         cmocka_unit_test(only_regular_files_rotate),
+        cmocka_unit_test(failed_writes_are_counted_as_dropped_and_reported_once_on_stderr),
         cmocka_unit_test(full_buffer_drops_are_counted_and_reported_in_the_file),
     };
 
