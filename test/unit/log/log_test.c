@@ -702,6 +702,21 @@ static void failed_writes_are_counted_as_dropped_and_reported_once_on_stderr(voi
     assert_non_null(err);
     assert_int_equal(count_substr(err, "coho log: write to the log file failed"), 1);
     free(err);
+
+    /* the count that could not be reported goes into the next file that works */
+    {
+        char path[600], *text;
+
+        tmp_path(path, sizeof(path), "after_full.log");
+        open_log(path, COHO_LOG_INFO);
+        assert_int_equal(coho_log_close(), 0);
+        text = slurp(path, NULL);
+        assert_non_null(text);
+        assert_int_equal(count_substr(text, "-[warn]-["), 1);
+        assert_non_null(strstr(text, "]coho log: 15 lines dropped (thread buffer full or write "
+                                     "failed)\n"));
+        free(text);
+    }
 }
 
 /* ---- full buffer -------------------------------------------------------------------------- */
