@@ -5,7 +5,7 @@ set -euo pipefail
 
 base=(cmake make g++ gcc pkg-config libcmocka-dev libgtest-dev libgmock-dev clang-format)
 test_extra=(clang libclang-rt-14-dev qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
-bench_extra=(libbenchmark-dev libboost-context-dev valgrind)
+bench_extra=(libbenchmark-dev libboost-context-dev valgrind strace)
 # Servers and unmodified blocking client libraries the hook integration tests drive.
 integration=(redis-server libhiredis-dev memcached libmemcached-dev mariadb-server libmariadb-dev
              libcurl4-openssl-dev)
