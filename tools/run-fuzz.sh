@@ -2,7 +2,7 @@
 # Runs every libFuzzer target of a fuzz build for a short time, each on its kept corpus.
 # Usage: tools/run-fuzz.sh BUILD_DIR SECONDS
 set -euo pipefail
-dir=$1/test/fuzz
+dir=$(cd "$1/test/fuzz" && pwd)
 secs=$2
 top=$(cd "$(dirname "$0")/.." && pwd)
 found=0
