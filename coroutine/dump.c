@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The live dump: one log line per coroutine of a scheduler (coho_sched_dump, and SIGUSR2 when a
- * scheduler opts in). */
+ * scheduler opts in), and the coroutine counts (coho_sched_get_stats). */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 
@@ -53,4 +54,18 @@ void coho_sched_dump(coho_sched_t *s)
     coho_log_info("scheduler %p: %zu coroutines (%zu unfinished, %zu user, %zu ready)", (void *)s,
                   coho__pool_count(s->pool), s->live, s->user_live, s->ready_count);
     coho__pool_for_each(s->pool, dump_one, &d);
+}
+
+int coho_sched_get_stats(const coho_sched_t *s, coho_sched_stats_t *out)
+{
+    if (s == NULL || out == NULL) {
+        errno = EINVAL;
+        return -1;
+    }
+    COHO_CHECK(coho__sched_current() == s,
+               "coho_sched_get_stats: scheduler %p belongs to another thread", (const void *)s);
+    out->coroutines = coho__pool_count(s->pool);
+    out->unfinished = s->live;
+    out->user = s->user_live;
+    return 0;
 }

@@ -178,6 +178,19 @@ COHO_API void *coho_key_get(coho_key_t key);
  * outside coroutines. */
 COHO_API void coho_sched_dump(coho_sched_t *s);
 
+/* Coroutine counts of a scheduler. */
+typedef struct coho_sched_stats {
+    size_t coroutines; /* held: unfinished, plus finished ones not reaped yet (joinable) */
+    size_t unfinished; /* running, ready or parked */
+    size_t user;       /* unfinished and not daemons: what keeps coho_sched_run() running */
+} coho_sched_stats_t;
+
+/* Fills `out` with the current counts of `s` (O(1)). A program checks for leaked coroutines
+ * with it: once its own work is joined, `user` counts only the caller (1) and `coroutines`
+ * only the caller and daemons. Scheduler thread, inside or outside coroutines. Errors: EINVAL
+ * (NULL s or out). */
+COHO_API int coho_sched_get_stats(const coho_sched_t *s, coho_sched_stats_t *out);
+
 /* ---- switch hook ------------------------------------------------------------------------- */
 
 /* Per-coroutine state that lives in thread-locals (coho.hpp keeps the C++ runtime's exception
