@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# Echo server comparison: the coho server (blocking calls, one coroutine per connection), a
+# hand-written level-triggered epoll server and a thread-per-connection server, each driven by
+# the same load client (bench/echo/) over loopback. Prints a markdown table: req/s (median of
+# the repetitions), coho / epoll, p99, and server CPU time per request (/proc utime+stime).
+# With STRACE=1 it also counts the server's syscalls per request (strace -c -f, attached once
+# the server listens, over a fixed number of requests).
+#
+# Usage: tools/bench-echo.sh BUILD_DIR
+# Environment (defaults): REPS=3 SECS=2 WARM=0.5 CONNS="1 100 1000" SIZES="32 4096"
+#   SERVERS="epoll coho thread" PORT=19600 STRACE=0 STRACE_REQS=50000
+set -euo pipefail
+
+dir=${1:?usage: tools/bench-echo.sh BUILD_DIR}/bench
+REPS=${REPS:-3}
+SECS=${SECS:-2}
+WARM=${WARM:-0.5}
+CONNS=${CONNS:-"1 100 1000"}
+SIZES=${SIZES:-"32 4096"}
+SERVERS=${SERVERS:-"epoll coho thread"}
+PORT=${PORT:-19600}
+STRACE=${STRACE:-0}
+STRACE_REQS=${STRACE_REQS:-50000}
+
+for s in $SERVERS client; do
+    [ -x "$dir/echo_$s" ] || { echo "bench-echo: $dir/echo_$s not built" >&2; exit 1; }
+done
+ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+# Server on CPU 0, client on CPU 1 when there are two.
+if [ "$(nproc)" -ge 2 ]; then
+    pin_srv="taskset -c 0"
+    pin_cli="taskset -c 1"
+else
+    pin_srv=""
+    pin_cli=""
+fi
+
+work=$(mktemp -d)
+srv_pid=""
+cleanup() {
+    if [ -n "$srv_pid" ]; then kill "$srv_pid" 2>/dev/null || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# start_server NAME PORT: starts it and waits until it listens; sets srv_pid.
+start_server() {
+    $pin_srv "$dir/echo_$1" "$2" >"$work/srv.out" 2>&1 &
+    srv_pid=$!
+    for _ in $(seq 100); do
+        if ss -ltnH "sport = :$2" | grep -q .; then return 0; fi
+        kill -0 "$srv_pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    echo "bench-echo: echo_$1 did not start:" >&2
+    cat "$work/srv.out" >&2
+    exit 1
+}
+
+stop_server() {
+    kill "$srv_pid" 2>/dev/null || true
+    wait "$srv_pid" 2>/dev/null || true
+    srv_pid=""
+}
+
+# CPU ticks (utime + stime, all threads) of a process.
+cpu_ticks() {
+    awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+hz=$(getconf CLK_TCK)
+
+# field NAME LINE: the value of NAME=... in the client's output line.
+field() {
+    printf '%s\n' "$2" | tr ' ' '\n' | awk -F= -v k="$1" '$1 == k { print $2 }'
+}
+
+res="$work/results"
+: >"$res"
+port=$PORT
+for rep in $(seq "$REPS"); do
+    for c in $CONNS; do
+        for s in $SIZES; do
+            # Rotate the server order per repetition so none always runs first.
+            set -- $SERVERS
+            order=""
+            for _ in $(seq $(((rep - 1) % $#))); do set -- "${@:2}" "$1"; done
+            for srv in "$@"; do
+                port=$((port + 1))
+                [ "$port" -lt 19999 ] || port=$PORT
+                start_server "$srv" "$port"
+                t0=$(cpu_ticks "$srv_pid")
+                out=$($pin_cli "$dir/echo_client" -p "$port" -c "$c" -s "$s" -d "$SECS" \
+                    -w "$WARM")
+                t1=$(cpu_ticks "$srv_pid")
+                stop_server
+                replies=$(field replies "$out")
+                cpu_us=$(awk -v t="$((t1 - t0))" -v hz="$hz" -v n="$replies" \
+                    'BEGIN { printf "%.2f", t * 1e6 / hz / n }')
+                echo "$srv $c $s $rep $(field rps "$out") $(field p99_us "$out") $cpu_us" >>"$res"
+                echo "# rep $rep $srv C=$c S=$s: $out cpu_us_per_req=$cpu_us" >&2
+            done
+        done
+    done
+done
+
+echo
+echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); commit: $(git -C "$(dirname "$0")/.." rev-parse --short HEAD 2>/dev/null || echo '?')"
+echo "repetitions: $REPS x ${SECS}s (+${WARM}s warm-up); medians; server pinned: ${pin_srv:-no}, client: ${pin_cli:-no}"
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+awk -v servers="$SERVERS" '
+function median(key,    n, i, j, t, a) {
+    n = split(vals[key], a, " ")
+    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}
+{
+    k = $1 SUBSEP $2 SUBSEP $3
+    vals[k SUBSEP "rps"] = vals[k SUBSEP "rps"] " " $5
+    vals[k SUBSEP "p99"] = vals[k SUBSEP "p99"] " " $6
+    vals[k SUBSEP "cpu"] = vals[k SUBSEP "cpu"] " " $7
+    # Per-repetition ratio to epoll (same repetition, same configuration).
+    rps[$1 SUBSEP $2 SUBSEP $3 SUBSEP $4] = $5
+    if (!(($2 SUBSEP $3) in seen)) { seen[$2 SUBSEP $3] = 1; cfg[++ncfg] = $2 SUBSEP $3 }
+    reps[$4] = 1
+}
+END {
+    ns = split(servers, sv, " ")
+    for (r in reps) for (i = 1; i <= ncfg; i++) for (j = 1; j <= ns; j++) {
+        e = rps["epoll" SUBSEP cfg[i] SUBSEP r]; v = rps[sv[j] SUBSEP cfg[i] SUBSEP r]
+        if (e > 0) vals[sv[j] SUBSEP cfg[i] SUBSEP "ratio"] = vals[sv[j] SUBSEP cfg[i] SUBSEP "ratio"] " " v / e
+    }
+    hdr = "| C | S |"; sep = "|---|---|"
+    for (j = 1; j <= ns; j++) { hdr = hdr " " sv[j] " req/s |"; sep = sep "---|" }
+    for (j = 1; j <= ns; j++) if (sv[j] != "epoll") { hdr = hdr " " sv[j] " / epoll |"; sep = sep "---|" }
+    hdr = hdr " p99 us (" servers ") | server CPU us/req (" servers ") | target |"; sep = sep "---|---|---|"
+    print hdr; print sep
+    for (i = 1; i <= ncfg; i++) {
+        split(cfg[i], cs, SUBSEP)
+        line = "| " cs[1] " | " cs[2] " B |"
+        for (j = 1; j <= ns; j++) line = line sprintf(" %.0f |", median(sv[j] SUBSEP cfg[i] SUBSEP "rps"))
+        for (j = 1; j <= ns; j++) if (sv[j] != "epoll") {
+            rm = median(sv[j] SUBSEP cfg[i] SUBSEP "rps") / median("epoll" SUBSEP cfg[i] SUBSEP "rps")
+            line = line sprintf(" %.2f (per-rep median %.2f) |", rm, median(sv[j] SUBSEP cfg[i] SUBSEP "ratio"))
+        }
+        p = ""; u = ""
+        for (j = 1; j <= ns; j++) {
+            p = p (j > 1 ? " / " : "") sprintf("%.0f", median(sv[j] SUBSEP cfg[i] SUBSEP "p99"))
+            u = u (j > 1 ? " / " : "") sprintf("%.1f", median(sv[j] SUBSEP cfg[i] SUBSEP "cpu"))
+        }
+        tgt = "-"
+        if (cs[1] >= 100) {
+            rm = median("coho" SUBSEP cfg[i] SUBSEP "rps") / median("epoll" SUBSEP cfg[i] SUBSEP "rps")
+            tgt = rm >= 0.9 ? "coho >= 0.9x: met" : "coho >= 0.9x: missed"
+        }
+        print line " " p " | " u " | " tgt " |"
+    }
+}' "$res"
+
+[ "$STRACE" = 1 ] || exit 0
+
+# Syscalls per request: strace attaches to every thread of the running server, the client
+# makes STRACE_REQS requests, then strace detaches and prints its summary.
+echo
+echo "syscalls per request (strace -c -f -p, $STRACE_REQS requests; setup of the connections included)"
+echo
+echo "| server | C | S | total | per syscall |"
+echo "|---|---|---|---|---|"
+for c in $CONNS; do
+    for s in $SIZES; do
+        for srv in $SERVERS; do
+            port=$((port + 1))
+            [ "$port" -lt 19999 ] || port=$PORT
+            start_server "$srv" "$port"
+            strace -f -c -q -p "$srv_pid" -o "$work/strace.txt" &
+            st_pid=$!
+            for _ in $(seq 100); do
+                if [ "$(awk '/TracerPid/ { print $2 }' "/proc/$srv_pid/status")" != 0 ]; then break; fi
+                sleep 0.05
+            done
+            $pin_cli "$dir/echo_client" -p "$port" -c "$c" -s "$s" -n "$STRACE_REQS" >/dev/null
+            kill -INT "$st_pid"
+            wait "$st_pid" 2>/dev/null || true
+            stop_server
+            awk -v n="$STRACE_REQS" -v srv="$srv" -v c="$c" -v s="$s" '
+                /^-/ { d++; next }
+                d == 1 && NF >= 5 { calls[$NF] = $4 }
+                d == 2 && $NF == "total" { total = $3 }
+                END {
+                    line = ""
+                    for (k in calls) if (calls[k] / n >= 0.005) line = line sprintf("%s %.3f, ", k, calls[k] / n)
+                    sub(/, $/, "", line)
+                    t = 0; for (k in calls) t += calls[k]
+                    printf "| %s | %s | %s B | %.3f | %s |\n", srv, c, s, t / n, line
+                }' "$work/strace.txt"
+        done
+    done
+done
