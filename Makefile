@@ -2,7 +2,8 @@
 # that need Debian packages first run tools/deps.sh, which installs whatever is missing.
 #
 #   make            release build (build/)
-#   make run        the main job (see README.md)
+#   make run        the load test: sock_svr + sock_client for 30 s in build/ (README.md "Load
+#                   test"); flags via RUN_ARGS, e.g. make run RUN_ARGS="--duration-s 10"
 #   make test       build + every ctest case
 #   make sanitize   ASan+UBSan build (build-asan/) + every ctest case
 #   make bench      benchmarks (build-bench/), results to compare with bench/RESULTS.md
@@ -14,6 +15,7 @@
 JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 WERROR   ?= ON
 CTEST_ARGS ?=
+RUN_ARGS ?=
 CMAKE    := cmake
 SOURCES   = $(shell git ls-files -co --exclude-standard -- '*.c' '*.h' '*.cc' '*.cpp' '*.hpp' 2>/dev/null)
 
@@ -33,7 +35,7 @@ build: deps
 	@$(CMAKE) --build build -j $(JOBS)
 
 run: build
-	@tools/run-main.sh build
+	@tools/run-main.sh build $(RUN_ARGS)
 
 test: deps-test
 	@$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=Release -DCOHO_WERROR=$(WERROR) >/dev/null
