@@ -5,9 +5,11 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "coroutine/internal.h"
@@ -170,6 +172,53 @@ static const char *entry_name(coho_sched_t *s, void (*fn)(void *))
     return NULL;
 }
 
+/* ---- spawn and exit trace lines ------------------------------------------------------------ */
+
+/* Debug lines that tools/coho-trace reads (format in coroutine/README.md). The level is checked
+ * before anything else, so with debug off a spawn and an exit each cost one call and a compare;
+ * the spawn time is only taken while debug is on (0: not taken). */
+static inline bool trace_on(void)
+{
+    return COHO_LOG_FLOOR <= COHO_LOG_DEBUG && coho_log_get_level() <= COHO_LOG_DEBUG;
+}
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Logged by the spawner, so the line's COID is the parent's (0 outside coroutines). The name
+ * comes last because it may contain spaces. */
+static __attribute__((noinline, cold)) void trace_spawn(coho__co_t *co)
+{
+    char addr[2 + 16 + 1];
+    const char *entry = co->entry_name;
+
+    if (entry == NULL) {
+        snprintf(addr, sizeof(addr), "%p", (void *)(uintptr_t)co->fn);
+        entry = addr;
+    }
+    co->spawn_ns = mono_ns() | 1u;
+    coho_log_debug("spawn co=%llu entry=%s name=%s", (unsigned long long)co->id, entry,
+                   co->name[0] != '\0' ? co->name : "-");
+}
+
+/* Logged by the coroutine itself after its exit callbacks and key destructors, so it is the
+ * last line it writes. The name is repeated because coho_set_name may have changed it. */
+static __attribute__((noinline, cold)) void trace_exit(const coho__co_t *co)
+{
+    const char *name = co->name[0] != '\0' ? co->name : "-";
+
+    if (co->spawn_ns != 0)
+        coho_log_debug("exit co=%llu ran=%lluus name=%s", (unsigned long long)co->id,
+                       (unsigned long long)((mono_ns() - co->spawn_ns) / 1000u), name);
+    else
+        coho_log_debug("exit co=%llu ran=? name=%s", (unsigned long long)co->id, name);
+}
+
 /* ---- switching ---------------------------------------------------------------------------- */
 
 /* Scheduler stack -> coroutine `co`; returns when `co` switches back. */
@@ -307,6 +356,8 @@ static void co_main(void *arg)
     }
     keys_run_destructors(co);
     co_free_extras(co);
+    if (__builtin_expect(trace_on(), 0))
+        trace_exit(co);
 
     co->state = COHO__CO_DONE;
     co->wait_open = false;
@@ -371,6 +422,8 @@ static uint64_t spawn(coho_sched_t *s, void (*fn)(void *), void *arg, const coho
     if (!co->daemon)
         s->user_live++;
     make_ready(s, co);
+    if (__builtin_expect(trace_on(), 0))
+        trace_spawn(co);
     return id;
 }
 

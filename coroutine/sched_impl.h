@@ -63,6 +63,7 @@ typedef struct coho__co {
     const char *wait_what; /* what a parked coroutine waits on (static string) */
     int64_t wait_detail;   /* an fd, an id, ... for the dump; -1: none */
     uint64_t wait_since_ms;
+    uint64_t spawn_ns;       /* CLOCK_MONOTONIC at spawn if debug logging was on then, else 0 */
     coho__key_value_t *keys; /* COHO_KEYS_MAX entries, allocated on first coho_key_set */
     coho__exit_cb_t *exit_cbs;
     void *asan_fake_stack;
