@@ -164,6 +164,8 @@ static void main_co(void *arg)
 
 int main(int argc, char **argv)
 {
+    coho_sched_opts_t so;
+
     tdp_opts_parse(argc, argv, &opts);
     if (strcmp(opts.mode, "tdp") != 0 && strcmp(opts.mode, "co") != 0) {
         fprintf(stderr, "tdp_server: --mode tdp|co\n");
@@ -171,7 +173,9 @@ int main(int argc, char **argv)
     }
     memset(resp_body, 'r', sizeof(resp_body));
     tdp_raise_nofile();
-    sched = coho_sched_create(NULL);
+    coho_sched_opts_init(&so);
+    so.idle_stacks_max = 4096; /* --spawn: bursts of a coroutine per request reuse warm stacks */
+    sched = coho_sched_create(&so);
     if (sched == NULL || coho_spawn(sched, main_co, NULL) == 0) {
         perror("tdp_server");
         return 1;
