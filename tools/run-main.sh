@@ -9,7 +9,7 @@
 # FLAGS (test/load/run_pair.sh routes each to its program; later ones win over the defaults):
 #   --duration-s S (30)  --conns M (4)  --coroutines N (200)  --max-body B (256K)
 #   --delay-ms D (5)  --timeout-ms T (5000)  --max-req-body B (1K)  --seed X
-#   --log-level L (debug)  --log-sample N (1: every request)  --quiet
+#   --log-level L (debug)  --log-sample N (16: requests whose seq is a multiple of 16)  --quiet
 set -euo pipefail
 [ $# -ge 1 ] || {
     echo "usage: $0 BUILD_DIR [FLAGS...]" >&2

@@ -62,7 +62,7 @@ static struct {
     .max_body = 256u << 10,
     .max_req_body = 1024,
     .timeout_ms = 5000,
-    .log_sample = 1,
+    .log_sample = 16,
     .log_level = COHO_LOG_DEBUG,
 };
 

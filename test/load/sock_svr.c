@@ -59,7 +59,7 @@ static struct {
     .host = "127.0.0.1",
     .delay_ms = 5,
     .max_body = 256u << 10,
-    .log_sample = 1,
+    .log_sample = 16,
     .log_level = COHO_LOG_DEBUG,
     .faulty = "",
     .faulty_every = 50,
