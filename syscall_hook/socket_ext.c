@@ -41,6 +41,7 @@ struct tdp_conn {
     coho_cbuf_t wbuf;     /* frames queued behind a flush in progress (tx_send_batched) */
     coho_list_t wwaiters; /* struct tx_waiter: senders whose frames are in wbuf */
     bool flushing;        /* a sender gathers and writes the frames of others too */
+    bool dispatching;     /* the receive coroutine is in rx_dispatch */
 };
 
 /* A sender parked until the flusher has written its queued frame. */
@@ -334,6 +335,8 @@ static int rx_dispatch(coho_tdp_pool_t *p, struct tdp_conn *c)
     return 0;
 }
 
+static void rx_flush_inline(coho_tdp_pool_t *p, struct tdp_conn *c);
+
 /* Reads and dispatches until the connection breaks. Returns the reason (an errno value). */
 static int rx_loop(coho_tdp_pool_t *p, struct tdp_conn *c)
 {
@@ -341,7 +344,7 @@ static int rx_loop(coho_tdp_pool_t *p, struct tdp_conn *c)
 
     for (;;) {
         ssize_t n;
-        int cnt = coho_cbuf_reserve_iov(&c->rbuf, TDP_READ_CHUNK, iov, TDP_IOV_MAX);
+        int rc, cnt = coho_cbuf_reserve_iov(&c->rbuf, TDP_READ_CHUNK, iov, TDP_IOV_MAX);
 
         if (cnt < 0)
             return errno == ENOBUFS ? EPROTO : errno;
@@ -351,7 +354,11 @@ static int rx_loop(coho_tdp_pool_t *p, struct tdp_conn *c)
         if (n < 0)
             return errno == EBADF ? ECONNRESET : errno;
         coho_cbuf_commit(&c->rbuf, (size_t)n);
-        if (rx_dispatch(p, c) != 0) {
+        c->dispatching = true;
+        rc = rx_dispatch(p, c);
+        c->dispatching = false;
+        rx_flush_inline(p, c);
+        if (rc != 0) {
             p->st.protocol_errors++;
             return EPROTO;
         }
@@ -833,47 +840,38 @@ static int tx_write_batch(coho_tdp_pool_t *p, uint64_t conn_id, int fd, const co
     return 0;
 }
 
-/* Group commit. The first sender on an idle connection appends its frame to wbuf, yields once
- * so that the coroutines ready in this pass (typically those a batch of responses just woke)
- * can append theirs and park, then writes everything queued with one writev per TDP_IOV_MAX
- * chunks and wakes them with the result. It keeps flushing while frames arrive during its own
- * write. One write(2) per frame was the dominant cost of a request (bench/RESULTS.md
- * "socket_ext"). Returns 0 or -errno: each sender gets the result of the write that carried its
- * frame (the flusher that of its first batch). */
-static int tx_send_batched(coho_tdp_pool_t *p, struct tdp_conn *c, const struct iovec *iov,
-                           int iovcnt)
+/* Parks the caller until the flusher of `c` has written the frames queued so far. Returns the
+ * write's result (0 or -errno). */
+static int tx_wait_flushed(struct tdp_conn *c)
 {
-    uint64_t conn_id = c->id;
-    size_t before = coho_cbuf_len(&c->wbuf);
-    int i, rc = 1;
+    struct tx_waiter w = {.co_id = coho_self()};
+    int rc;
 
-    for (i = 0; i < iovcnt; i++)
-        if (coho_cbuf_append(&c->wbuf, iov[i].iov_base, iov[i].iov_len) != 0) {
-            coho_cbuf_truncate(&c->wbuf, before); /* never half a frame */
-            return -ENOMEM;
-        }
-    if (c->flushing) {
-        struct tx_waiter w = {.co_id = coho_self()};
+    w.token = coho__co_block_prepare();
+    coho_list_push_back(&c->wwaiters, &w.link);
+    rc = coho__co_block(-1);
+    coho_list_del(&w.link); /* harmless when the waker already unlinked it */
+    return rc;
+}
 
-        w.token = coho__co_block_prepare();
-        coho_list_push_back(&c->wwaiters, &w.link);
-        rc = coho__co_block(-1);
-        coho_list_del(&w.link); /* harmless when the waker already unlinked it */
-        return rc;
-    }
-    c->flushing = true;
-    coho_yield();
+/* The flusher's loop (c->flushing set by the caller): writes everything queued on the
+ * connection, batch after batch, until nothing is left, and wakes the senders of each batch with
+ * its result. Returns the result of the first batch (0 or -errno). */
+static int tx_flush(coho_tdp_pool_t *p, uint64_t conn_id)
+{
+    int rc = 1;
+
     for (;;) {
+        struct tdp_conn *c = conn_get(p, conn_id);
         coho_list_t waiters, *pos;
         coho_cbuf_t batch;
         int res;
 
-        c = conn_get(p, conn_id);
         if (c == NULL) /* broken: conn_break failed the queued senders */
             return rc == 1 ? -ENOTCONN : rc;
         if (coho_cbuf_len(&c->wbuf) == 0) {
             c->flushing = false;
-            return rc;
+            return rc == 1 ? 0 : rc;
         }
         memcpy(&batch, &c->wbuf, sizeof(batch)); /* move: the connection may go while we write */
         coho_cbuf_init(&c->wbuf, NULL);
@@ -889,6 +887,56 @@ static int tx_send_batched(coho_tdp_pool_t *p, struct tdp_conn *c, const struct 
         if (rc == 1)
             rc = res;
     }
+}
+
+/* Appends a whole frame to the connection's queue (all or nothing). Returns 0 or -ENOMEM. */
+static int tx_queue(struct tdp_conn *c, const struct iovec *iov, int iovcnt)
+{
+    size_t before = coho_cbuf_len(&c->wbuf);
+    int i;
+
+    for (i = 0; i < iovcnt; i++)
+        if (coho_cbuf_append(&c->wbuf, iov[i].iov_base, iov[i].iov_len) != 0) {
+            coho_cbuf_truncate(&c->wbuf, before);
+            return -ENOMEM;
+        }
+    return 0;
+}
+
+/* Group commit. The first sender on an idle connection queues its frame, yields once so that
+ * the coroutines ready in this pass (typically those a batch of responses just woke) can queue
+ * theirs and park, then writes everything queued with one writev per TDP_IOV_MAX chunks and
+ * wakes them with the result (tx_flush). One write(2) per frame was the dominant cost of a
+ * request (bench/RESULTS.md "socket_ext"). Returns 0 or -errno: each sender gets the result of
+ * the write that carried its frame. */
+static int tx_send_batched(coho_tdp_pool_t *p, struct tdp_conn *c, const struct iovec *iov,
+                           int iovcnt)
+{
+    uint64_t conn_id = c->id;
+    int rc = tx_queue(c, iov, iovcnt);
+
+    if (rc != 0)
+        return rc;
+    if (c->flushing)
+        return tx_wait_flushed(c);
+    c->flushing = true;
+    coho_yield();
+    return tx_flush(p, conn_id);
+}
+
+/* After a dispatch: writes the answers on_req gave inline (queued by coho_tdp_sendv), or waits
+ * while another sender's flush carries them, so a peer that does not read stops this
+ * connection's reading too. */
+static void rx_flush_inline(coho_tdp_pool_t *p, struct tdp_conn *c)
+{
+    if (c->broken || coho_cbuf_len(&c->wbuf) == 0)
+        return;
+    if (c->flushing) {
+        tx_wait_flushed(c);
+        return;
+    }
+    c->flushing = true;
+    tx_flush(p, c->id);
 }
 
 /* Gathering costs the first sender one pass of the ready queue; it pays off when other senders
@@ -928,6 +976,18 @@ int coho_tdp_sendv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const 
         pd->conn_id = conn_id;
         coho_list_del(&pd->conn_link);
         coho_list_push_back(&c->inflight, &pd->conn_link);
+    }
+    if (c->dispatching && coho_self() == c->rx_co) {
+        /* An answer given inline by on_req: queued, and written with the other answers of the
+         * same read once the dispatch ends (rx_flush_inline); a failed write breaks the
+         * connection. */
+        int rc = tx_queue(c, iov, iovcnt);
+
+        if (rc < 0) {
+            errno = -rc;
+            return -1;
+        }
+        return 0;
     }
     if (c->flushing || (tx_gather_worthwhile(p) && coho_self() != c->rx_co)) {
         int rc = tx_send_batched(p, c, iov, iovcnt);

@@ -126,9 +126,12 @@ COHO_API uint64_t coho_tdp_pick(coho_tdp_pool_t *p, int64_t timeout_ms);
 COHO_API uint64_t coho_tdp_req_id(coho_tdp_pool_t *p);
 
 /* Sends one frame, given as `iovcnt` buffers, on connection `conn_id`. Concurrent senders on
- * one connection never interleave bytes of different frames. `req_id` != 0 ties the request
- * to the connection, so the waiter fails at once if the connection breaks. Returns 0, or -1
- * with errno ENOTCONN (stale or broken connection), EINVAL, or the send error. */
+ * one connection never interleave bytes of different frames, and their frames leave in one
+ * write when they send in the same scheduler pass. `req_id` != 0 ties the request to the
+ * connection, so the waiter fails at once if the connection breaks. Returns 0, or -1 with errno
+ * ENOTCONN (stale or broken connection), EINVAL, or the send error. Called by on_req on the
+ * connection the request came from, it only queues the frame: the answers to one read leave in
+ * one write when on_req has seen them all, and a failed write breaks the connection. */
 COHO_API int coho_tdp_sendv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id,
                             const struct iovec *iov, int iovcnt);
 COHO_API int coho_tdp_send(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const void *frame,

@@ -21,11 +21,12 @@
 
 static size_t max_body = 1u << 20;
 static coho_tdp_framer_t sock_framer;
-static unsigned char body_bytes[BIG_BODY];
+static unsigned char body_bytes[BIG_BODY]; /* a pattern, filled by main */
 
 struct server {
     coho_sched_t *sched;
     coho_tdp_pool_t *pool;
+    bool inline_answers; /* answer from on_req itself, not from a spawned coroutine */
     int done;
     int failed;
     int last_errno;
@@ -71,7 +72,10 @@ static void on_req(coho_tdp_req_t *rq, void *user)
 {
     struct server *sv = user;
 
-    assert_int_not_equal(coho_spawn(sv->sched, handle, rq), 0);
+    if (sv->inline_answers)
+        handle(rq);
+    else
+        assert_int_not_equal(coho_spawn(sv->sched, handle, rq), 0);
 }
 
 static void server_open(struct server *sv)
@@ -133,6 +137,73 @@ static void one_write_main(void *arg)
     assert_int_equal(coho_tdp_close(sv->pool), 0);
 }
 
+static void run_server_main(struct server *sv, void (*fn)(void *))
+{
+    sv->sched = coho_sched_create(NULL);
+    assert_non_null(sv->sched);
+    assert_int_not_equal(coho_spawn(sv->sched, fn, sv), 0);
+    assert_int_equal(coho_sched_run(sv->sched), 0);
+    coho_sched_destroy(sv->sched);
+}
+
+static void inline_answers_of_one_read_leave_in_one_write(void **state)
+{
+    struct server sv;
+
+    (void)state;
+    memset(&sv, 0, sizeof(sv));
+    sv.inline_answers = true;
+    run_server_main(&sv, one_write_main);
+    assert_int_equal(sv.done, NREQ);
+    assert_int_equal(sv.failed, 0);
+}
+
+/* Large inline answers to a peer that reads slowly: the receive coroutine parks in its flush,
+ * and every byte arrives whole and in order. */
+static void slow_reader_main(void *arg)
+{
+    struct server *sv = arg;
+    unsigned char req[NREQ * COHO_SOCK_HDR_LEN], *rec = malloc(NREQ * (COHO_SOCK_HDR_LEN + 65536));
+    size_t total = NREQ * (COHO_SOCK_HDR_LEN + 65536), got = 0, i;
+    int sp[2];
+
+    assert_non_null(rec);
+    server_open(sv);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
+    assert_int_not_equal(coho_tdp_attach(sv->pool, sp[0]), 0);
+    assert_int_equal(send(sp[1], req, requests(req, 65536), 0), (ssize_t)sizeof(req));
+    while (got < total) {
+        ssize_t n = recv(sp[1], rec + got, total - got < 1000 ? total - got : 1000, 0);
+
+        assert_true(n > 0);
+        got += (size_t)n;
+    }
+    for (i = 0; i < NREQ; i++) {
+        coho_sock_hdr_t h;
+        const unsigned char *f = rec + i * (COHO_SOCK_HDR_LEN + 65536);
+
+        assert_int_equal(coho_sock_hdr_decode(f, &h), 0);
+        assert_int_equal(h.seq, i + 1); /* inline answers keep the order of the requests */
+        assert_int_equal(h.body_len, 65536);
+        assert_memory_equal(f + COHO_SOCK_HDR_LEN, body_bytes, 65536);
+    }
+    free(rec);
+    close(sp[1]);
+    assert_int_equal(coho_tdp_close(sv->pool), 0);
+}
+
+static void inline_answers_to_a_slow_reader_arrive_whole_and_in_order(void **state)
+{
+    struct server sv;
+
+    (void)state;
+    memset(&sv, 0, sizeof(sv));
+    sv.inline_answers = true;
+    run_server_main(&sv, slow_reader_main);
+    assert_int_equal(sv.done, NREQ);
+    assert_int_equal(sv.failed, 0);
+}
+
 static void responses_of_concurrent_handlers_leave_in_one_write(void **state)
 {
     struct server sv;
@@ -188,10 +259,15 @@ static void queued_senders_fail_when_the_connection_breaks_mid_write(void **stat
 
 int main(int argc, char **argv)
 {
+    size_t i;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(responses_of_concurrent_handlers_leave_in_one_write),
         cmocka_unit_test(queued_senders_fail_when_the_connection_breaks_mid_write),
+        cmocka_unit_test(inline_answers_of_one_read_leave_in_one_write),
+        cmocka_unit_test(inline_answers_to_a_slow_reader_arrive_whole_and_in_order),
     };
 
+    for (i = 0; i < sizeof(body_bytes); i++)
+        body_bytes[i] = (unsigned char)(i * 7 + i / 251);
     return coho_test_main("socket_ext_batch", tests, sizeof(tests) / sizeof(tests[0]), argc, argv);
 }
