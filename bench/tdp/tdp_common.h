@@ -17,6 +17,15 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#if defined(__has_include)
+#    if __has_include(<valgrind/callgrind.h>)
+#        include <valgrind/callgrind.h>
+#    endif
+#endif
+#ifndef CALLGRIND_TOGGLE_COLLECT
+#    define CALLGRIND_TOGGLE_COLLECT ((void)0)
+#endif
+
 #define TDP_MAGIC     0x4F484F43u
 #define TDP_HDR_LEN   24
 #define TDP_RESP_BIT  0x80u
@@ -235,6 +244,7 @@ static inline void tdp_meas_init(struct tdp_meas *m, const struct tdp_opts *o)
         m->lat_cap = (size_t)o->requests;
         m->begun = true;
         m->cpu_begin = tdp_cpu_ns();
+        CALLGRIND_TOGGLE_COLLECT; /* under --collect-atstart=no: count the measured work only */
     } else {
         m->t_begin = now + (uint64_t)o->warmup_ms * 1000000u;
         m->t_end = m->t_begin + (uint64_t)o->duration_ms * 1000000u;
@@ -320,6 +330,8 @@ static inline void tdp_meas_report(struct tdp_meas *m, const struct tdp_opts *o)
         m->ended = true;
         m->cpu_end = tdp_cpu_ns();
     }
+    if (m->count_mode)
+        CALLGRIND_TOGGLE_COLLECT;
     qsort(m->lat_ns, n, sizeof(*m->lat_ns), tdp_cmp_u32);
     printf("RESULT mode=%s conns=%u inflight=%u body=%u requests=%llu seconds=%.3f rps=%.0f "
            "p50_us=%.1f p90_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f cpu_us_per_req=%.2f "
