@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* Stack-overflow forensics: a SIGSEGV handler on a per-thread alternate stack that recognises a
- * hit on a coroutine's guard page, names the coroutine on stderr, then chains to the handler
- * installed before it (the log's crash handler) or the default action. Sanitizer builds leave
- * SIGSEGV to the sanitizer (DESIGN.md "Signals"). */
+ * hit on a coroutine's guard page, names the coroutine in the log file and on stderr, then
+ * chains to the handler installed before it (the log's crash handler) or the default action.
+ * Sanitizer builds leave SIGSEGV to the sanitizer (DESIGN.md "Signals"). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
@@ -116,6 +116,10 @@ static void segv_handler(int signo, siginfo_t *si, void *uc)
             put_str(&b, "a coroutine stack guard page was hit at ");
             put_hex(&b, (uint64_t)(uintptr_t)si->si_addr);
         }
+        msg[b.n] = '\0';
+        /* The log first: its buffered lines, then the report, so the file reads in order and
+         * holds the report even when stderr goes nowhere. stderr gets it in any case. */
+        (void)coho__log_crash_write(COHO_LOG_FATAL, __FILE__, __LINE__, msg);
         put_str(&b, "\n");
         write_all(STDERR_FILENO, "coho: ", 6);
         write_all(STDERR_FILENO, msg, b.n);

@@ -84,6 +84,7 @@ static struct {
     bool write_error_reported;
 
     atomic_bool crash_flushing;
+    atomic_long utc_offset_s; /* local time minus UTC at the last localtime_r, for the crash path */
 } lg = {
     .ctl_mu = PTHREAD_MUTEX_INITIALIZER,
     .reg_mu = PTHREAD_MUTEX_INITIALIZER,
@@ -168,11 +169,38 @@ static bool mono_passed(const struct timespec *deadline)
 
 /* ---- formatting --------------------------------------------------------------------------- */
 
+/* Local calendar fields {YY, MM, DD, hh, mm, ss} of `sec` without localtime_r, which takes a
+ * lock and is not async-signal-safe: the UTC offset seen by the last localtime_r, then the
+ * days-to-civil conversion of H. Hinnant's date algorithms. For the crash path only (a DST
+ * change since the last line logged shows up as an hour off). */
+static void civil_fields_signal_safe(time_t sec, int f[6])
+{
+    int64_t t = (int64_t)sec + atomic_load_explicit(&lg.utc_offset_s, memory_order_relaxed);
+    int64_t days = t >= 0 ? t / 86400 : (t - 86399) / 86400;
+    int64_t rem = t - days * 86400;
+    int64_t z = days + 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    int64_t mon = mp < 10 ? mp + 3 : mp - 9;
+    int64_t year = yoe + era * 400 + (mon <= 2);
+
+    f[0] = (int)(((year % 100) + 100) % 100);
+    f[1] = (int)mon;
+    f[2] = (int)(doy - (153 * mp + 2) / 5 + 1);
+    f[3] = (int)(rem / 3600);
+    f[4] = (int)(rem / 60 % 60);
+    f[5] = (int)(rem % 60);
+}
+
 /* Formats "YY/MM/DD HH:MM:SS mmm [file:line]-[level]-[tid-coid]" into out (room for
  * COHO_LOG_LINE_MAX). The calendar part is cached per second in *stamp_sec/stamp, because
- * localtime_r costs far more than the rest of the line. Returns the length. */
+ * localtime_r costs far more than the rest of the line. `in_signal`: a fatal-signal handler
+ * calls, so the calendar part is computed without localtime_r. Returns the length. */
 static size_t format_prefix(char *out, time_t *stamp_sec, char *stamp, int level, const char *file,
-                            int line, pid_t tid, uint64_t coid)
+                            int line, pid_t tid, uint64_t coid, bool in_signal)
 {
     struct timespec ts;
     char *p = out;
@@ -180,12 +208,23 @@ static size_t format_prefix(char *out, time_t *stamp_sec, char *stamp, int level
 
     clock_gettime(CLOCK_REALTIME, &ts);
     if (ts.tv_sec != *stamp_sec) {
-        struct tm tm;
-
-        localtime_r(&ts.tv_sec, &tm);
-        const int f[6] = {tm.tm_year % 100, tm.tm_mon + 1, tm.tm_mday,
-                          tm.tm_hour,       tm.tm_min,     tm.tm_sec};
+        int f[6];
         int i;
+
+        if (in_signal) {
+            civil_fields_signal_safe(ts.tv_sec, f);
+        } else {
+            struct tm tm;
+
+            localtime_r(&ts.tv_sec, &tm);
+            atomic_store_explicit(&lg.utc_offset_s, tm.tm_gmtoff, memory_order_relaxed);
+            f[0] = tm.tm_year % 100;
+            f[1] = tm.tm_mon + 1;
+            f[2] = tm.tm_mday;
+            f[3] = tm.tm_hour;
+            f[4] = tm.tm_min;
+            f[5] = tm.tm_sec;
+        }
 
         for (i = 0; i < 6; i++) {
             stamp[3 * i] = (char)('0' + f[i] / 10 % 10);
@@ -227,7 +266,7 @@ static size_t format_line(char *out, time_t *stamp_sec, char *stamp, int level, 
 {
     uint64_t (*coid_fn)(void) = atomic_load_explicit(&lg.coid_fn, memory_order_acquire);
     size_t len = format_prefix(out, stamp_sec, stamp, level, file, line, tid,
-                               coid_fn != NULL ? coid_fn() : 0);
+                               coid_fn != NULL ? coid_fn() : 0, false);
     size_t room = COHO_LOG_LINE_MAX - len;
     int n;
 
@@ -589,7 +628,7 @@ static bool report_dropped(pid_t tid, uint64_t n)
     char line[256];
     time_t sec = (time_t)-1;
     char stamp[STAMP_LEN + 1];
-    size_t len = format_prefix(line, &sec, stamp, COHO_LOG_WARN, __FILE__, __LINE__, tid, 0);
+    size_t len = format_prefix(line, &sec, stamp, COHO_LOG_WARN, __FILE__, __LINE__, tid, 0, false);
 
     len += (size_t)snprintf(line + len, sizeof(line) - len,
                             "coho log: %llu lines dropped (thread buffer full or write failed)\n",
@@ -908,6 +947,14 @@ int coho_log_open(const coho_log_opts_t *o)
     atomic_store(&lg.level, o->level);
     atomic_store(&lg.fd, fd);
     pthread_mutex_unlock(&lg.reg_mu);
+    {
+        /* the crash path's clock: the UTC offset, before any line was formatted */
+        time_t now = time(NULL);
+        struct tm tm;
+
+        if (localtime_r(&now, &tm) != NULL)
+            atomic_store_explicit(&lg.utc_offset_s, tm.tm_gmtoff, memory_order_relaxed);
+    }
     coho__log_crash_install();
     pthread_once(&atexit_once, log_atexit_install);
     atomic_store(&lg.state, LOG_OPEN);
@@ -1041,4 +1088,31 @@ void coho__log_crash_flush(void)
         if (claimed)
             atomic_store(&tb->claim, false);
     }
+}
+
+/* Async-signal-safe like the flush it starts with: the prefix is formatted by hand (no
+ * localtime_r, no stdio) and the line goes to the file with the real write. O_APPEND keeps it
+ * whole against a writer thread that is still draining. */
+bool coho__log_crash_write(int level, const char *file, int line, const char *msg)
+{
+    uint64_t (*coid_fn)(void) = atomic_load_explicit(&lg.coid_fn, memory_order_acquire);
+    char out[COHO_LOG_LINE_MAX];
+    char stamp[STAMP_LEN + 1];
+    time_t sec = (time_t)-1;
+    size_t len, n;
+    int fd;
+
+    coho__log_crash_flush();
+    fd = atomic_load(&lg.fd);
+    if (fd < 0)
+        return false;
+    if (level < COHO_LOG_TRACE || level > COHO_LOG_FATAL)
+        level = COHO_LOG_FATAL;
+    len = format_prefix(out, &sec, stamp, level, file, line, thread_id(),
+                        coid_fn != NULL ? coid_fn() : 0, true);
+    n = strnlen(msg, COHO_LOG_LINE_MAX - len - 1);
+    memcpy(out + len, msg, n);
+    len += n;
+    out[len++] = '\n';
+    return write_all(fd, out, len) == 0;
 }

@@ -4,6 +4,7 @@
 #ifndef COHO_LOG_LOG_H
 #define COHO_LOG_LOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,6 +30,16 @@ void coho__log_crash_install(void);
  * most about 100 ms for a buffer the writer thread is draining, and runs once per process
  * (later calls return at once), since the process is about to die. */
 void coho__log_crash_flush(void);
+
+/* For a fatal-signal handler that has something to say before the process dies (the coroutine
+ * layer's stack-overflow report): runs coho__log_crash_flush(), so the lines buffered before
+ * come first, then writes `msg` (one line, without the newline) as a line of `level` from
+ * `file`:`line` with the calling thread's TID-COID straight to the log file. Async-signal-safe:
+ * the time stamp is computed without localtime_r, from the UTC offset the last formatted line
+ * saw. Returns true if the line was written; false if no log file is open (only the buffered
+ * lines then went to stderr, and the caller writes `msg` where it wants) or the write failed.
+ * Any thread. */
+bool coho__log_crash_write(int level, const char *file, int line, const char *msg);
 
 /* The number of per-thread buffers allocated so far (exited threads' buffers are reused, so
  * this tracks the peak number of logging threads). For tests. */

@@ -9,6 +9,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
+#include <regex>
 #include <string>
 
 #include <coho.h>
@@ -191,6 +193,123 @@ TEST_F(SchedDeath, GuardPageOverflowChainsToTheLogFlush)
     unlink(path.c_str());
     buf[n] = '\0';
     EXPECT_NE(std::strstr(buf, "line buffered before the overflow"), nullptr) << buf;
+#endif
+}
+
+// Seconds since the epoch of a line's "YY/MM/DD HH:MM:SS" stamp read as local time, or -1.
+time_t line_stamp(const std::string &line)
+{
+    struct tm tm = {};
+    int yy, mo, dd, hh, mi, ss;
+
+    if (std::sscanf(line.c_str(), "%2d/%2d/%2d %2d:%2d:%2d", &yy, &mo, &dd, &hh, &mi, &ss) != 6)
+        return -1;
+    tm.tm_year = 100 + yy;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = dd;
+    tm.tm_hour = hh;
+    tm.tm_min = mi;
+    tm.tm_sec = ss;
+    tm.tm_isdst = -1;
+    return mktime(&tm);
+}
+
+// The report chains to the log's crash handler, which writes the lines still buffered, and the
+// report itself is a fatal line of the log file, after them, in the overflowing coroutine's
+// name (TID-COID) and with the local time. A time zone that is not whole hours from UTC shows
+// that the signal-safe time stamp applies the offset.
+TEST_F(SchedDeath, GuardPageOverflowReportIsWrittenToTheLogAfterTheBufferedLines)
+{
+#ifdef COHO_SANITIZE_BUILD
+    GTEST_SKIP() << "sanitizer builds leave SIGSEGV to the sanitizer";
+#else
+    const char *dir = std::getenv("COHO_TEST_TMPDIR");
+    const char *old_tz = std::getenv("TZ");
+    std::string saved_tz = old_tz != nullptr ? old_tz : "";
+    // The parent's pid keeps concurrent runs apart. The threadsafe death test re-runs this body
+    // in a new process, which finds the parent's name in the environment.
+    const char *inherited = std::getenv("SCHED_DEATH_REPORT_LOG");
+    std::string path = inherited != nullptr
+                           ? inherited
+                           : std::string(dir != nullptr ? dir : "/tmp") + "/sched_death_report." +
+                                 std::to_string(getpid()) + ".log";
+    setenv("SCHED_DEATH_REPORT_LOG", path.c_str(), 1);
+
+    mkdir(dir != nullptr ? dir : "/tmp", 0755);
+    unlink(path.c_str());
+    setenv("TZ", "XST-5:30", 1); // POSIX form: no tzdata needed; the child inherits it
+    tzset();
+    time_t before = time(nullptr);
+    EXPECT_DEATH(
+        {
+            coho_log_opts_t lo;
+
+            coho_log_opts_init(&lo);
+            lo.path = path.c_str();
+            lo.flush_interval_ms = 60 * 1000; // nothing reaches the file before the crash
+            coho_log_open(&lo);
+            coho_sched_t *s = coho_sched_create(nullptr);
+            coho_spawn(s, logs_then_overflows, nullptr);
+            coho_sched_run(s);
+        },
+        "overflowed its [0-9]+ KiB stack");
+    time_t after = time(nullptr);
+    std::string text;
+    {
+        FILE *f = std::fopen(path.c_str(), "r");
+        ASSERT_NE(f, nullptr);
+        char buf[4096];
+        size_t n;
+
+        while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0)
+            text.append(buf, n);
+        std::fclose(f);
+    }
+    unlink(path.c_str());
+    unsetenv("SCHED_DEATH_REPORT_LOG");
+
+    size_t buffered = text.find("line buffered before the overflow");
+    size_t report = text.find("overflowed its ");
+    ASSERT_NE(buffered, std::string::npos) << text;
+    ASSERT_NE(report, std::string::npos) << text;
+    EXPECT_LT(buffered, report) << text;
+    size_t bol = text.rfind('\n', report);
+    bol = bol == std::string::npos ? 0 : bol + 1;
+    std::string line = text.substr(bol, text.find('\n', report) - bol);
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(
+        line, m,
+        std::regex(
+            "^[0-9]{2}/[0-9]{2}/[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2} [0-9]{3} "
+            "\\[coroutine/overflow\\.c:[0-9]+\\]-\\[fatal\\]-\\[[0-9]+-([0-9]+)\\]"
+            "coroutine ([0-9]+) \\(unnamed, entry [^)]+\\) overflowed its [0-9]+ KiB stack$")))
+        << line;
+    EXPECT_EQ(m[1].str(), m[2].str()) << "the COID field names the overflowing coroutine";
+    EXPECT_NE(m[1].str(), "0");
+    time_t stamp = line_stamp(line);
+    EXPECT_GE(stamp, before - 1) << line;
+    EXPECT_LE(stamp, after + 1) << line;
+    if (old_tz != nullptr)
+        setenv("TZ", saved_tz.c_str(), 1);
+    else
+        unsetenv("TZ");
+    tzset();
+#endif
+}
+
+// Without a log file the report still reaches stderr, and the buffered lines go there too.
+TEST_F(SchedDeath, GuardPageOverflowWithoutALogFileReportsOnStderr)
+{
+#ifdef COHO_SANITIZE_BUILD
+    GTEST_SKIP() << "sanitizer builds leave SIGSEGV to the sanitizer";
+#else
+    EXPECT_DEATH(
+        {
+            coho_sched_t *s = coho_sched_create(nullptr);
+            coho_spawn(s, overflows, nullptr);
+            coho_sched_run(s);
+        },
+        "coho: coroutine [0-9]+ \\(unnamed, entry [^)]+\\) overflowed its [0-9]+ KiB stack");
 #endif
 }
 
