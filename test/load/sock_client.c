@@ -357,8 +357,9 @@ static void client_main(void *arg)
     printf("  pool        %" PRIu64 " connections made, %" PRIu64 " reconnects, %" PRIu64
            " protocol errors, %" PRIu64 " late responses dropped\n",
            st.conns_total, st.reconnects, st.protocol_errors, st.responses_dropped);
-    printf("  coroutines  %zu user left (this one included), %zu daemons left\n", ss.user,
-           ss.unfinished - ss.user);
+    printf("  coroutines  %zu user left (this one included), %zu daemons left, %zu finished and "
+           "not reaped\n",
+           ss.user, ss.unfinished - ss.user, ss.coroutines - ss.unfinished);
     if (errors() > 0 || st.protocol_errors > 0 || g.ok == 0) {
         exit_code = 2;
         printf("  result      FAILED: %s\n",

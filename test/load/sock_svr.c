@@ -346,8 +346,9 @@ static void server_main(void *arg)
            g.bad_requests, g.send_errors, g.spawn_errors, st.protocol_errors, g.handlers_live);
     printf("  conns       %" PRIu64 " accepted, %" PRIu64 " rejected\n", st.conns_total,
            st.conns_rejected);
-    printf("  coroutines  %zu user left (this one included), %zu daemons left\n", ss.user,
-           ss.unfinished - ss.user);
+    printf("  coroutines  %zu user left (this one included), %zu daemons left, %zu finished and "
+           "not reaped\n",
+           ss.user, ss.unfinished - ss.user, ss.coroutines - ss.unfinished);
     if (g.fault != FAULT_NONE)
         printf("  faults      %" PRIu64 " injected deliberately (--faulty %s)\n", g.faults,
                g.faulty);
