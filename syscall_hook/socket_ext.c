@@ -285,15 +285,19 @@ static int rx_dispatch(coho_tdp_pool_t *p, struct tdp_conn *c)
                 break;
             }
         }
+        /* A frame that has not ended within max_frame_len bytes never will: without this
+         * bound a peer that sends no terminator would grow the buffer without limit. */
         if (kind == COHO_TDP_NEED_MORE)
-            return 0;
+            return coho_cbuf_len(&c->rbuf) > p->o.max_frame_len ? -EPROTO : 0;
         if (fr == NULL || (kind != COHO_TDP_REQUEST && kind != COHO_TDP_RESPONSE))
             return -EPROTO;
         coho_cbuf_seek(&c->rbuf, 0, SEEK_SET);
         flen = fr->scan(&c->rbuf, &req_id, fr->ctx);
         if (flen < 0 || (size_t)flen > p->o.max_frame_len)
             return -EPROTO;
-        if (flen == 0 || (size_t)flen > coho_cbuf_len(&c->rbuf))
+        if (flen == 0)
+            return coho_cbuf_len(&c->rbuf) > p->o.max_frame_len ? -EPROTO : 0;
+        if ((size_t)flen > coho_cbuf_len(&c->rbuf))
             return 0;
         if (kind == COHO_TDP_RESPONSE) {
             struct pending *pd = coho__hashmap_get(&p->pending, req_id);
@@ -349,6 +353,10 @@ static int rx_loop(coho_tdp_pool_t *p, struct tdp_conn *c)
         if (cnt < 0)
             return errno == ENOBUFS ? EPROTO : errno;
         n = readv(c->fd, iov, cnt);
+        if (n == 0 && coho_cbuf_len(&c->rbuf) > 0 && !c->broken) {
+            p->st.protocol_errors++; /* the peer closed halfway through a frame */
+            return EPROTO;
+        }
         if (n == 0)
             return ECONNRESET;
         if (n < 0)

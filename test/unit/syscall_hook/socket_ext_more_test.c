@@ -1,0 +1,935 @@
+/* SPDX-License-Identifier: MIT */
+/* socket_ext: reconnects with backoff, round-robin picks, the listen pool's connection limit,
+ * connection callbacks, frame limits and truncated frames, closing a pool with work in flight,
+ * and the connect timeout against a listener that never accepts. */
+/* ctest: TIMEOUT=60 */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <coho.h>
+
+#include "coroutine/internal.h"
+#include "test/support/cmocka_main.h"
+
+static size_t max_body = 1u << 20;
+static coho_tdp_framer_t sock_framer;
+static const unsigned char zeros[4096];
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void run_main(void (*fn)(void *), void *arg)
+{
+    coho_sched_t *s = coho_sched_create(NULL);
+
+    assert_non_null(s);
+    assert_int_not_equal(coho_spawn(s, fn, arg), 0);
+    assert_int_equal(coho_sched_run(s), 0);
+    coho_sched_destroy(s);
+}
+
+static uint64_t spawn(void (*fn)(void *), void *arg)
+{
+    uint64_t id = coho_spawn(coho__sched_current(), fn, arg);
+
+    assert_int_not_equal(id, 0);
+    return id;
+}
+
+static void sock_opts(coho_tdp_opts_t *o)
+{
+    coho_sock_framer_init(&sock_framer, &max_body);
+    coho_tdp_opts_init(o);
+    o->framers[0] = &sock_framer;
+    o->framer_count = 1;
+}
+
+static struct sockaddr_in loopback(uint16_t port)
+{
+    struct sockaddr_in a;
+
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(port);
+    return a;
+}
+
+/* ---- the server: answers a request with `arg` body bytes, after (type >> 8) ms when type
+ * bit 0 is set; records what its sends returned ---- */
+struct server {
+    coho_tdp_pool_t *pool;
+    int handled;
+    int send_failed;
+    int send_errno;
+    uint64_t new_ids[16];
+    int new_count;
+    uint64_t del_ids[16];
+    int del_errs[16];
+    int del_count;
+};
+
+/* A request and the server that took it: the handler records its send's result there, also
+ * after the pool is closed (rq->pool is then only good for the send and the free). */
+struct job {
+    struct server *sv;
+    coho_tdp_req_t *rq;
+};
+
+static void handle_job(void *arg)
+{
+    struct job *j = arg;
+    struct server *sv = j->sv;
+    coho_tdp_req_t *rq = j->rq;
+    unsigned char hdr[COHO_SOCK_HDR_LEN];
+    coho_sock_hdr_t h;
+    unsigned char *body;
+    struct iovec iov[2];
+
+    free(j);
+    if (coho_cbuf_read(&rq->frame, hdr, sizeof(hdr)) != (ssize_t)sizeof(hdr) ||
+        coho_sock_hdr_decode(hdr, &h) != 0) {
+        coho_tdp_req_free(rq); /* another framer's request: not answered */
+        return;
+    }
+    if (h.type & 1u)
+        coho_sleep_ms(h.type >> 8);
+    body = calloc(1, h.arg + 1u);
+    h.type |= COHO_SOCK_RESPONSE;
+    h.body_len = h.arg;
+    h.arg = 0;
+    coho_sock_hdr_encode(&h, hdr);
+    iov[0].iov_base = hdr;
+    iov[0].iov_len = sizeof(hdr);
+    iov[1].iov_base = body;
+    iov[1].iov_len = h.body_len;
+    errno = 0;
+    if (coho_tdp_sendv(rq->pool, rq->conn_id, 0, iov, h.body_len ? 2 : 1) != 0) {
+        sv->send_failed++;
+        sv->send_errno = errno;
+    }
+    free(body);
+    coho_tdp_req_free(rq);
+}
+
+static void on_req(coho_tdp_req_t *rq, void *user)
+{
+    struct job *j = malloc(sizeof(*j));
+
+    assert_non_null(j);
+    j->sv = user;
+    j->rq = rq;
+    j->sv->handled++;
+    spawn(handle_job, j);
+}
+
+static void on_conn_new(coho_tdp_pool_t *p, uint64_t conn_id, void *user)
+{
+    struct server *sv = user;
+
+    (void)p;
+    assert_true(sv->new_count < 16);
+    sv->new_ids[sv->new_count++] = conn_id;
+}
+
+static void on_conn_delete(coho_tdp_pool_t *p, uint64_t conn_id, int err, void *user)
+{
+    struct server *sv = user;
+
+    (void)p;
+    assert_true(sv->del_count < 16);
+    sv->del_errs[sv->del_count] = err;
+    sv->del_ids[sv->del_count++] = conn_id;
+}
+
+static coho_tdp_pool_t *server_listen(struct server *sv, uint16_t port)
+{
+    coho_tdp_opts_t o;
+    struct sockaddr_in a = loopback(port);
+
+    sock_opts(&o);
+    o.on_req = on_req;
+    o.on_conn_new = on_conn_new;
+    o.on_conn_delete = on_conn_delete;
+    o.user = sv;
+    sv->pool = coho_tdp_listen((struct sockaddr *)&a, sizeof(a), &o);
+    assert_non_null(sv->pool);
+    return sv->pool;
+}
+
+/* One request: `want` body bytes back, after `delay_ms` if not 0. */
+static int call(coho_tdp_pool_t *p, uint32_t want, unsigned delay_ms, int64_t pick_ms,
+                int64_t timeout_ms)
+{
+    unsigned char hdr[COHO_SOCK_HDR_LEN];
+    coho_sock_hdr_t h = {.magic = COHO_SOCK_MAGIC, .arg = want};
+    uint64_t conn = coho_tdp_pick(p, pick_ms), id;
+    coho_cbuf_t resp;
+    int rc, err;
+
+    if (conn == 0)
+        return -1;
+    if (delay_ms != 0)
+        h.type = 1u | (delay_ms << 8);
+    id = coho_tdp_req_id(p);
+    assert_int_not_equal(id, 0);
+    h.seq = id;
+    coho_sock_hdr_encode(&h, hdr);
+    if (coho_tdp_send(p, conn, id, hdr, sizeof(hdr)) != 0) {
+        err = errno;
+        coho_tdp_req_release(p, id);
+        errno = err;
+        return -1;
+    }
+    coho_cbuf_init(&resp, NULL);
+    rc = coho_tdp_wait_resp(p, id, timeout_ms, &resp);
+    err = errno;
+    if (rc == 0) {
+        coho_sock_hdr_t rh;
+
+        assert_int_equal(coho_cbuf_len(&resp), COHO_SOCK_HDR_LEN + want);
+        assert_int_equal(coho_sock_hdr_decode(coho_cbuf_linearize(&resp, COHO_SOCK_HDR_LEN), &rh),
+                         0);
+        assert_int_equal(rh.seq, id);
+    }
+    coho_cbuf_destroy(&resp);
+    errno = err;
+    return rc;
+}
+
+static coho_tdp_stats_t stats(const coho_tdp_pool_t *p)
+{
+    coho_tdp_stats_t st;
+
+    assert_int_equal(coho_tdp_get_stats(p, &st), 0);
+    return st;
+}
+
+/* Parks until the pool has `n` open connections (at most `limit_ms`). */
+static void wait_conns_open(coho_tdp_pool_t *p, uint64_t n, uint64_t limit_ms)
+{
+    uint64_t t0 = now_ms();
+
+    while (stats(p).conns_open != n) {
+        assert_true(now_ms() - t0 < limit_ms);
+        coho_sleep_ms(2);
+    }
+}
+
+static coho_tdp_pool_t *client_connect(uint16_t port, unsigned conns, struct server *cb)
+{
+    coho_tdp_opts_t o;
+    struct sockaddr_in a = loopback(port);
+    coho_tdp_pool_t *p;
+
+    sock_opts(&o);
+    o.conn_count = conns;
+    o.reconnect_min_ms = 5;
+    o.reconnect_max_ms = 40;
+    if (cb != NULL) {
+        o.on_conn_new = on_conn_new;
+        o.on_conn_delete = on_conn_delete;
+        o.user = cb;
+    }
+    p = coho_tdp_connect((struct sockaddr *)&a, sizeof(a), &o);
+    assert_non_null(p);
+    return p;
+}
+
+/* A raw client socket connected to `port`, with a receive timeout so a test fails rather than
+ * hangs when the server does not close it. */
+static int raw_connect(uint16_t port)
+{
+    struct sockaddr_in a = loopback(port);
+    struct timeval tv = {.tv_sec = 5};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    assert_true(fd >= 0);
+    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    return fd;
+}
+
+/* Asserts that the server closed `fd` (reads to EOF), then closes it. */
+static void expect_closed_by_server(int fd)
+{
+    char b[256];
+    ssize_t n;
+
+    while ((n = recv(fd, b, sizeof(b), 0)) > 0)
+        ;
+    assert_int_equal(n, 0);
+    close(fd);
+}
+
+/* ---- the server goes away and comes back: the pool reconnects with backoff ---- */
+static void reconnect_main(void *arg)
+{
+    struct server *sv = arg;
+    coho_tdp_pool_t *client;
+    coho_tdp_stats_t st;
+    uint16_t port;
+    uint64_t t0;
+
+    server_listen(sv, 0);
+    port = coho_tdp_local_port(sv->pool);
+    client = client_connect(port, 2, NULL);
+    assert_int_equal(call(client, 10, 0, 2000, 2000), 0);
+    assert_int_equal(stats(client).reconnects, 0);
+
+    assert_int_equal(coho_tdp_close(sv->pool), 0);
+    wait_conns_open(client, 0, 1000);
+    /* The outage: a caller fails when its pick times out, at the time it asked for. */
+    t0 = now_ms();
+    errno = 0;
+    assert_int_equal(call(client, 10, 0, 100, 2000), -1);
+    assert_int_equal(errno, ETIMEDOUT);
+    assert_true(now_ms() - t0 >= 100);
+    assert_true(now_ms() - t0 < 1000);
+    st = stats(client);
+    assert_true(st.reconnects >= 2); /* both keepers kept trying */
+    /* ... but backed off: 100 ms at 5..40 ms per attempt and keeper is ~6 attempts each. */
+    assert_true(st.reconnects <= 2 * 12);
+
+    memset(sv, 0, sizeof(*sv));
+    server_listen(sv, port);
+    t0 = now_ms();
+    assert_int_equal(call(client, 10, 0, 2000, 2000), 0);
+    assert_true(now_ms() - t0 < 40 + 500); /* the backoff cap plus slack */
+    wait_conns_open(client, 2, 1000);
+    st = stats(client);
+    assert_int_equal(st.conns_total, 4);
+    assert_true(st.reconnects > 2);
+    assert_int_equal(st.in_flight, 0);
+    assert_int_equal(coho_tdp_close(client), 0);
+    assert_int_equal(coho_tdp_close(sv->pool), 0);
+}
+
+static void pool_reconnects_with_backoff_after_server_returns(void **state)
+{
+    struct server sv;
+
+    (void)state;
+    memset(&sv, 0, sizeof(sv));
+    run_main(reconnect_main, &sv);
+}
+
+/* ---- pick spreads over every healthy connection, and skips a broken one ---- */
+static void collect_id(uint64_t conn_id, int fd, void *arg)
+{
+    uint64_t *ids = arg;
+    int i;
+
+    assert_true(fd >= 0);
+    for (i = 0; ids[i] != 0; i++)
+        ;
+    ids[i] = conn_id;
+}
+
+static void shutdown_first(uint64_t conn_id, int fd, void *arg)
+{
+    int *done = arg;
+
+    (void)conn_id;
+    if (!*done)
+        shutdown(fd, SHUT_RDWR);
+    *done = 1;
+}
+
+/* `n` picks over a pool with `conns` open connections: each comes up n / conns times. */
+static void expect_round_robin(coho_tdp_pool_t *p, unsigned conns)
+{
+    uint64_t live[17] = {0}, got;
+    unsigned i, j, count[16] = {0};
+
+    assert_int_equal(coho_tdp_for_each_conn(p, collect_id, live), 0);
+    for (i = 0; i < 3 * conns; i++) {
+        got = coho_tdp_pick(p, 0);
+        for (j = 0; j < conns && live[j] != got; j++)
+            ;
+        assert_true(j < conns); /* a live connection */
+        count[j]++;
+    }
+    for (j = 0; j < conns; j++)
+        assert_int_equal(count[j], 3);
+}
+
+static void rr_main(void *arg)
+{
+    struct server *sv = arg;
+    coho_tdp_pool_t *client;
+    coho_tdp_opts_t o;
+    struct sockaddr_in a;
+    int done = 0;
+
+    server_listen(sv, 0);
+    a = loopback(coho_tdp_local_port(sv->pool));
+    sock_opts(&o);
+    o.conn_count = 4;
+    o.reconnect_min_ms = 5000; /* a broken connection stays down during the test */
+    o.reconnect_max_ms = 5000;
+    client = coho_tdp_connect((struct sockaddr *)&a, sizeof(a), &o);
+    assert_non_null(client);
+    wait_conns_open(client, 4, 2000);
+    wait_conns_open(sv->pool, 4, 2000);
+    expect_round_robin(client, 4);
+    expect_round_robin(sv->pool, 4);
+
+    assert_int_equal(coho_tdp_for_each_conn(sv->pool, shutdown_first, &done), 0);
+    wait_conns_open(client, 3, 2000);
+    expect_round_robin(client, 3);
+    assert_int_equal(call(client, 100, 0, 0, 2000), 0);
+    assert_int_equal(coho_tdp_close(client), 0);
+    assert_int_equal(coho_tdp_close(sv->pool), 0);
+}
+
+static void pick_round_robins_over_healthy_connections(void **state)
+{
+    struct server sv;
+
+    (void)state;
+    memset(&sv, 0, sizeof(sv));
+    run_main(rr_main, &sv);
+}
+
+/* ---- a listen pool at max_conns accepts and closes the excess, and counts it ---- */
+static void max_conns_main(void *arg)
+{
+    struct server *sv = arg;
+    coho_tdp_opts_t o;
+    struct sockaddr_in a = loopback(0);
+    coho_tdp_stats_t st;
+    uint16_t port;
+    int fds[4];
+
+    sock_opts(&o);
+    o.on_req = on_req;
+    o.user = sv;
+    o.max_conns = 2;
+    sv->pool = coho_tdp_listen((struct sockaddr *)&a, sizeof(a), &o);
+    assert_non_null(sv->pool);
+    port = coho_tdp_local_port(sv->pool);
+    fds[0] = raw_connect(port);
+    fds[1] = raw_connect(port);
+    wait_conns_open(sv->pool, 2, 2000);
+    fds[2] = raw_connect(port);
+    expect_closed_by_server(fds[2]);
+    st = stats(sv->pool);
+    assert_int_equal(st.conns_rejected, 1);
+    assert_int_equal(st.conns_open, 2);
+    assert_int_equal(st.conns_total, 2);
+
+    close(fds[0]); /* room for one more */
+    wait_conns_open(sv->pool, 1, 2000);
+    fds[3] = raw_connect(port);
+    wait_conns_open(sv->pool, 2, 2000);
+    st = stats(sv->pool);
+    assert_int_equal(st.conns_rejected, 1);
+    assert_int_equal(st.conns_total, 3);
+    close(fds[1]);
+    close(fds[3]);
+    assert_int_equal(coho_tdp_close(sv->pool), 0);
+}
+
+static void listen_pool_past_max_conns_closes_and_counts_the_excess(void **state)
+{
+    struct server sv;
+
+    (void)state;
+    memset(&sv, 0, sizeof(sv));
+    run_main(max_conns_main, &sv);
+}
+
+/* ---- on_conn_new / on_conn_delete: once each per connection, with its id ---- */
+struct cb_world {
+    struct server sv; /* the listen side's records */
+    struct server cl; /* the connect side's records */
+    uint64_t sv_live[17];
+    uint64_t cl_live[17];
+};
+
+static void cb_main(void *arg)
+{
+    struct cb_world *w = arg;
+    coho_tdp_pool_t *client;
+    int i;
+
+    server_listen(&w->sv, 0);
+    client = client_connect(coho_tdp_local_port(w->sv.pool), 3, &w->cl);
+    wait_conns_open(client, 3, 2000);
+    wait_conns_open(w->sv.pool, 3, 2000);
+    assert_int_equal(call(client, 10, 0, 0, 2000), 0);
+    assert_int_equal(coho_tdp_for_each_conn(client, collect_id, w->cl_live), 0);
+    assert_int_equal(coho_tdp_for_each_conn(w->sv.pool, collect_id, w->sv_live), 0);
+    assert_int_equal(w->cl.del_count, 0);
+    assert_int_equal(w->sv.del_count, 0);
+    assert_int_equal(coho_tdp_close(client), 0);
+    /* Every connect-side connection is gone when close returns, ended by the close. */
+    assert_int_equal(w->cl.del_count, 3);
+    for (i = 0; i < 3; i++)
+        assert_int_equal(w->cl.del_errs[i], ECANCELED);
+    wait_conns_open(w->sv.pool, 0, 2000);
+    assert_int_equal(coho_tdp_close(w->sv.pool), 0);
+}
+
+/* Each of `live` (the ids for_each_conn saw) is in `ids` exactly once, and `ids` has 3. */
+static void expect_same_ids(const uint64_t *ids, int count, const uint64_t *live)
+{
+    int i, j, hits;
+
+    assert_int_equal(count, 3);
+    for (i = 0; i < 3; i++) {
+        assert_int_not_equal(live[i], 0);
+        for (hits = 0, j = 0; j < count; j++)
+            hits += ids[j] == live[i];
+        assert_int_equal(hits, 1);
+    }
+    assert_int_equal(live[3], 0);
+}
+
+static void conn_callbacks_run_once_per_connection_with_its_id(void **state)
+{
+    struct cb_world w;
+
+    (void)state;
+    memset(&w, 0, sizeof(w));
+    run_main(cb_main, &w);
+    expect_same_ids(w.cl.new_ids, w.cl.new_count, w.cl_live);
+    expect_same_ids(w.cl.del_ids, w.cl.del_count, w.cl_live);
+    expect_same_ids(w.sv.new_ids, w.sv.new_count, w.sv_live);
+    expect_same_ids(w.sv.del_ids, w.sv.del_count, w.sv_live);
+}
+
+/* ---- frame limits: a peer that breaks one closes only its connection ---- */
+struct limit_world {
+    struct server sv;
+    coho_tdp_pool_t *client;
+    int slow_rc;
+    int slow_errno;
+    uint64_t slow_ms;
+};
+
+/* A client call that is in flight while a bad peer is handled. */
+static void slow_call(void *arg)
+{
+    struct limit_world *w = arg;
+    uint64_t t0 = now_ms();
+
+    errno = 0;
+    w->slow_rc = call(w->client, 1000, 200, 2000, 5000);
+    w->slow_errno = errno;
+    w->slow_ms = now_ms() - t0;
+}
+
+static coho_tdp_pool_t *limit_server(struct limit_world *w, const coho_tdp_framer_t *fr,
+                                     size_t max_frame_len)
+{
+    coho_tdp_opts_t o;
+    struct sockaddr_in a = loopback(0);
+
+    sock_opts(&o);
+    if (fr != NULL) {
+        o.framers[1] = fr; /* tried after the sock framer */
+        o.framer_count = 2;
+    }
+    o.max_frame_len = max_frame_len;
+    o.on_req = on_req;
+    o.user = &w->sv;
+    w->sv.pool = coho_tdp_listen((struct sockaddr *)&a, sizeof(a), &o);
+    assert_non_null(w->sv.pool);
+    w->client = client_connect(coho_tdp_local_port(w->sv.pool), 2, NULL);
+    wait_conns_open(w->client, 2, 2000);
+    return w->sv.pool;
+}
+
+static void limit_finish(struct limit_world *w, uint64_t slow)
+{
+    coho_tdp_stats_t st;
+
+    coho_join(slow, -1);
+    assert_int_equal(w->slow_rc, 0);
+    assert_true(w->slow_ms >= 200);
+    assert_int_equal(call(w->client, 100, 0, 0, 2000), 0);
+    st = stats(w->sv.pool);
+    assert_int_equal(st.protocol_errors, 1);
+    assert_int_equal(st.conns_open, 2); /* the client's connections */
+    assert_int_equal(stats(w->client).conns_total, 2);
+    assert_int_equal(coho_tdp_close(w->client), 0);
+    assert_int_equal(coho_tdp_close(w->sv.pool), 0);
+}
+
+static void sock_header(unsigned char *hdr, uint32_t body_len)
+{
+    coho_sock_hdr_t h = {.magic = COHO_SOCK_MAGIC, .seq = 7, .body_len = body_len};
+
+    coho_sock_hdr_encode(&h, hdr);
+}
+
+/* The pool's max_frame_len (here below the framer's own body limit) bounds a frame. */
+static void frame_limit_main(void *arg)
+{
+    struct limit_world *w = arg;
+    unsigned char hdr[COHO_SOCK_HDR_LEN];
+    uint64_t slow;
+    int fd;
+
+    limit_server(w, NULL, COHO_SOCK_HDR_LEN + 100);
+    slow = spawn(slow_call, w);
+    coho_sleep_ms(20);
+    fd = raw_connect(coho_tdp_local_port(w->sv.pool));
+    sock_header(hdr, 100); /* exactly the limit: served */
+    assert_int_equal(send(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+    assert_int_equal(send(fd, zeros, 100, 0), 100);
+    sock_header(hdr, 101); /* one past */
+    assert_int_equal(send(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+    expect_closed_by_server(fd);
+    assert_int_equal(w->sv.handled, 2); /* the slow call's and the first frame */
+    limit_finish(w, slow);
+}
+
+static void frame_past_max_frame_len_closes_only_its_connection(void **state)
+{
+    struct limit_world w;
+
+    (void)state;
+    memset(&w, 0, sizeof(w));
+    run_main(frame_limit_main, &w);
+}
+
+/* A line framer ("L...\n" requests) whose scan needs more bytes until it sees a newline: a
+ * peer that never sends one must not make the pool buffer without bound. */
+static int line_detect(coho_cbuf_t *b, void *ctx)
+{
+    char c;
+
+    (void)ctx;
+    if (coho_cbuf_read(b, &c, 1) != 1)
+        return COHO_TDP_NEED_MORE;
+    return c == 'L' ? COHO_TDP_REQUEST : COHO_TDP_BAD;
+}
+
+static ssize_t line_scan(coho_cbuf_t *b, uint64_t *req_id, void *ctx)
+{
+    char buf[512];
+    ssize_t n, i, off = 0;
+
+    (void)ctx;
+    *req_id = 0;
+    while ((n = coho_cbuf_read(b, buf, sizeof(buf))) > 0) {
+        for (i = 0; i < n; i++)
+            if (buf[i] == '\n')
+                return off + i + 1;
+        off += n;
+    }
+    return 0;
+}
+
+static const coho_tdp_framer_t line_framer = {"line", line_detect, line_scan, NULL};
+
+static void endless_main(void *arg)
+{
+    struct limit_world *w = arg;
+    char junk[4096];
+    uint64_t slow;
+    int fd;
+
+    limit_server(w, &line_framer, 1000);
+    slow = spawn(slow_call, w);
+    coho_sleep_ms(20);
+    fd = raw_connect(coho_tdp_local_port(w->sv.pool));
+    assert_int_equal(send(fd, "L hello\n", 8, 0), 8); /* a whole line: a request */
+    memset(junk, 'x', sizeof(junk));
+    junk[0] = 'L';
+    assert_int_equal(send(fd, junk, sizeof(junk), 0), (ssize_t)sizeof(junk));
+    expect_closed_by_server(fd);
+    limit_finish(w, slow);
+}
+
+static void frame_without_end_past_max_frame_len_closes_its_connection(void **state)
+{
+    struct limit_world w;
+
+    (void)state;
+    memset(&w, 0, sizeof(w));
+    run_main(endless_main, &w);
+    assert_int_equal(w.sv.handled, 3); /* the slow call, the whole line, the last call */
+}
+
+/* A peer closes halfway through a frame: a protocol error, not a clean end. */
+static void truncated_main(void *arg)
+{
+    struct limit_world *w = arg;
+    unsigned char hdr[COHO_SOCK_HDR_LEN];
+    uint64_t slow;
+    int fd;
+
+    limit_server(w, NULL, 1u << 20);
+    slow = spawn(slow_call, w);
+    coho_sleep_ms(20);
+    fd = raw_connect(coho_tdp_local_port(w->sv.pool));
+    sock_header(hdr, 50);
+    assert_int_equal(send(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+    assert_int_equal(send(fd, zeros, 10, 0), 10);
+    assert_int_equal(shutdown(fd, SHUT_WR), 0);
+    expect_closed_by_server(fd);
+    limit_finish(w, slow);
+}
+
+static void truncated_frame_then_close_counts_a_protocol_error(void **state)
+{
+    struct limit_world w;
+
+    (void)state;
+    memset(&w, 0, sizeof(w));
+    run_main(truncated_main, &w);
+}
+
+/* A peer that closes between frames ends cleanly: no protocol error. */
+static void clean_close_main(void *arg)
+{
+    struct server *sv = arg;
+    unsigned char hdr[COHO_SOCK_HDR_LEN];
+    int fd;
+
+    server_listen(sv, 0);
+    fd = raw_connect(coho_tdp_local_port(sv->pool));
+    sock_header(hdr, 0);
+    assert_int_equal(send(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+    assert_int_equal(recv(fd, hdr, sizeof(hdr), MSG_WAITALL), (ssize_t)sizeof(hdr));
+    close(fd);
+    wait_conns_open(sv->pool, 0, 2000);
+    assert_int_equal(stats(sv->pool).protocol_errors, 0);
+    assert_int_equal(sv->del_count, 1);
+    assert_int_equal(sv->del_errs[0], ECONNRESET);
+    assert_int_equal(coho_tdp_close(sv->pool), 0);
+}
+
+static void peer_closing_between_frames_is_not_a_protocol_error(void **state)
+{
+    struct server sv;
+
+    (void)state;
+    memset(&sv, 0, sizeof(sv));
+    run_main(clean_close_main, &sv);
+}
+
+/* ---- coho_tdp_close with work in flight ---- */
+struct close_world {
+    struct server sv;
+    coho_tdp_pool_t *client;
+    int rc;
+    int err;
+    uint64_t ms;
+};
+
+static void close_waiter(void *arg)
+{
+    struct close_world *w = arg;
+    uint64_t t0 = now_ms();
+
+    errno = 0;
+    w->rc = call(w->client, 10, 1000, 2000, 5000);
+    w->err = errno;
+    w->ms = now_ms() - t0;
+}
+
+static void picker(void *arg)
+{
+    struct close_world *w = arg;
+
+    errno = 0;
+    w->rc = coho_tdp_pick(w->client, 5000) == 0 ? -1 : 0;
+    w->err = errno;
+}
+
+static void close_waiters_main(void *arg)
+{
+    struct close_world *w = arg;
+    struct close_world idle;
+    struct sockaddr_in nowhere = loopback(0);
+    coho_tdp_opts_t o;
+    uint64_t a, b;
+
+    server_listen(&w->sv, 0);
+    w->client = client_connect(coho_tdp_local_port(w->sv.pool), 1, NULL);
+    a = spawn(close_waiter, w);
+    coho_sleep_ms(50);
+    assert_int_equal(stats(w->client).in_flight, 1);
+    assert_int_equal(coho_tdp_close(w->client), 0);
+    coho_join(a, -1);
+    assert_int_equal(w->rc, -1);
+    assert_int_equal(w->err, ECANCELED);
+    assert_true(w->ms < 500); /* at once, not at the server's 1 s answer */
+
+    /* A coroutine parked in pick on a pool that never connects: ESHUTDOWN at the close. */
+    memset(&idle, 0, sizeof(idle));
+    sock_opts(&o);
+    o.conn_count = 1;
+    nowhere.sin_port = htons(1); /* refused */
+    idle.client = coho_tdp_connect((struct sockaddr *)&nowhere, sizeof(nowhere), &o);
+    assert_non_null(idle.client);
+    b = spawn(picker, &idle);
+    coho_sleep_ms(20);
+    assert_int_equal(coho_tdp_close(idle.client), 0);
+    coho_join(b, -1);
+    assert_int_equal(idle.rc, -1);
+    assert_int_equal(idle.err, ESHUTDOWN);
+    assert_int_equal(coho_tdp_close(w->sv.pool), 0);
+}
+
+static void close_fails_in_flight_waiters_with_ecanceled(void **state)
+{
+    struct close_world w;
+
+    (void)state;
+    memset(&w, 0, sizeof(w));
+    run_main(close_waiters_main, &w);
+    /* The server's handler answered after its pool was closed: ENOTCONN, and freed. */
+    assert_int_equal(w.sv.handled, 1);
+}
+
+static void close_held_main(void *arg)
+{
+    struct close_world *w = arg;
+    uint64_t a;
+
+    server_listen(&w->sv, 0);
+    w->client = client_connect(coho_tdp_local_port(w->sv.pool), 1, NULL);
+    a = spawn(close_waiter, w); /* the server holds the request for 1 s */
+    coho_sleep_ms(100);
+    assert_int_equal(w->sv.handled, 1);
+    assert_int_equal(coho_tdp_close(w->sv.pool), 0); /* returns with the request still held */
+    assert_int_equal(w->sv.send_failed, 0);
+    coho_join(a, -1);
+    assert_int_equal(w->rc, -1);
+    assert_int_equal(w->err, ECONNRESET); /* the client's connection broke */
+    assert_int_equal(coho_tdp_close(w->client), 0);
+}
+
+static void close_with_requests_held_by_on_req_keeps_them_valid_until_freed(void **state)
+{
+    struct close_world w;
+
+    (void)state;
+    memset(&w, 0, sizeof(w));
+    run_main(close_held_main, &w);
+    /* The handler woke after the close, its send failed, and its free released the pool (the
+     * ASan build reports a leak or a use after free otherwise). */
+    assert_int_equal(w.sv.send_failed, 1);
+    assert_int_equal(w.sv.send_errno, ENOTCONN);
+}
+
+/* ---- connect timeout: a listener that never accepts and whose queue is full ---- */
+static void blackhole_main(void *arg)
+{
+    struct sockaddr_in a = loopback(0);
+    socklen_t alen = sizeof(a);
+    coho_tdp_opts_t o;
+    coho_tdp_pool_t *p;
+    coho_tdp_stats_t st;
+    uint64_t t0;
+    int lfd, filler;
+
+    (void)arg;
+    lfd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(lfd >= 0);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(lfd, 0), 0);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+    filler = raw_connect(ntohs(a.sin_port)); /* fills the accept queue of backlog 0 */
+
+    sock_opts(&o);
+    o.conn_count = 1;
+    o.connect_timeout_ms = 100;
+    o.reconnect_min_ms = 10;
+    o.reconnect_max_ms = 10;
+    t0 = now_ms();
+    p = coho_tdp_connect((struct sockaddr *)&a, sizeof(a), &o);
+    assert_non_null(p);
+    errno = 0;
+    assert_int_equal(coho_tdp_pick(p, 350), 0);
+    assert_int_equal(errno, ETIMEDOUT);
+    assert_true(now_ms() - t0 >= 350);
+    st = stats(p);
+    /* Attempts end at their 100 ms timeout: about 3 in 350 ms, not one hanging for the
+     * kernel's SYN retries (over a minute) and not dozens failing at once. */
+    assert_true(st.reconnects >= 2);
+    assert_true(st.reconnects <= 3);
+    assert_int_equal(st.conns_total, 0);
+    assert_int_equal(coho_tdp_close(p), 0);
+    close(filler);
+    close(lfd);
+}
+
+static void connect_times_out_against_a_listener_that_never_accepts(void **state)
+{
+    (void)state;
+    run_main(blackhole_main, NULL);
+}
+
+/* ---- a request id has one waiter ---- */
+static void second_waiter_main(void *arg)
+{
+    struct close_world *w = arg;
+    coho_cbuf_t b;
+    uint64_t id;
+
+    server_listen(&w->sv, 0);
+    w->client = client_connect(coho_tdp_local_port(w->sv.pool), 1, NULL);
+    id = coho_tdp_req_id(w->client);
+    assert_int_not_equal(id, 0);
+    coho_cbuf_init(&b, NULL);
+    errno = 0;
+    assert_int_equal(coho_tdp_wait_resp(w->client, id, 10, &b), -1);
+    assert_int_equal(errno, ETIMEDOUT);
+    errno = 0;
+    assert_int_equal(coho_tdp_wait_resp(w->client, id, 10, &b), -1); /* released above */
+    assert_int_equal(errno, ENOENT);
+    coho_cbuf_destroy(&b);
+    assert_int_equal(stats(w->client).in_flight, 0);
+    assert_int_equal(coho_tdp_close(w->client), 0);
+    assert_int_equal(coho_tdp_close(w->sv.pool), 0);
+}
+
+static void wait_resp_releases_the_id_on_timeout(void **state)
+{
+    struct close_world w;
+
+    (void)state;
+    memset(&w, 0, sizeof(w));
+    run_main(second_waiter_main, &w);
+}
+
+int main(int argc, char **argv)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(pool_reconnects_with_backoff_after_server_returns),
+        cmocka_unit_test(pick_round_robins_over_healthy_connections),
+        cmocka_unit_test(listen_pool_past_max_conns_closes_and_counts_the_excess),
+        cmocka_unit_test(conn_callbacks_run_once_per_connection_with_its_id),
+        cmocka_unit_test(frame_past_max_frame_len_closes_only_its_connection),
+        cmocka_unit_test(frame_without_end_past_max_frame_len_closes_its_connection),
+        cmocka_unit_test(truncated_frame_then_close_counts_a_protocol_error),
+        cmocka_unit_test(peer_closing_between_frames_is_not_a_protocol_error),
+        cmocka_unit_test(close_fails_in_flight_waiters_with_ecanceled),
+        cmocka_unit_test(close_with_requests_held_by_on_req_keeps_them_valid_until_freed),
+        cmocka_unit_test(connect_times_out_against_a_listener_that_never_accepts),
+        cmocka_unit_test(wait_resp_releases_the_id_on_timeout),
+    };
+
+    return coho_test_main("socket_ext_more", tests, sizeof(tests) / sizeof(tests[0]), argc, argv);
+}
