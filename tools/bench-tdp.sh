@@ -53,10 +53,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
+field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<"$1"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # run_one NAME OUTFILE: one server + client pair; appends the client's RESULT line plus the
-# server's CPU use (percent of one core over the client's run).
+# server's CPU time per request (over the client's whole run, warm-up included).
 run_one() {
     local name=$1 out=$2 port t0 t1 c0 c1 line
     taskset -c "$scpu" ${server[$name]} >"$work/srv.out" 2>&1 &
@@ -70,8 +71,8 @@ run_one() {
     kill "$srv_pid"; wait "$srv_pid" 2>/dev/null || true; srv_pid=
     [ -n "$line" ] || { echo "bench-tdp: client of $name failed" >&2; exit 1; }
     local hz; hz=$(getconf CLK_TCK)
-    echo "$line server_cpu_pct=$(awk -v c=$((c1 - c0)) -v hz="$hz" -v ns=$((t1 - t0)) \
-        'BEGIN {printf "%.0f", 100 * c / hz / (ns / 1e9)}')" >>"$out"
+    echo "$line server_us_per_req=$(awk -v c=$((c1 - c0)) -v hz="$hz" -v n="$(field "$line" total)" \
+        'BEGIN {printf "%.2f", (n > 0) ? 1e6 * c / hz / n : 0}')" >>"$out"
 }
 
 echo "bench-tdp: $(date -u '+%F %T UTC'), $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs," \
@@ -86,7 +87,6 @@ for r in $(seq "$repeat"); do
     done
 done
 
-field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<"$1"; }
 declare -A med
 for name in $rows; do
     # the run with the median req/s
@@ -97,7 +97,7 @@ rps() { [ -n "${med[$1]:-}" ] && field "${med[$1]}" rps || echo 0; }
 ratio() { awk -v a="$(rps "$1")" -v b="$(rps "$2")" 'BEGIN {if (a > 0 && b > 0) printf "%.2f", a / b; else print "-"}'; }
 
 echo
-echo "| configuration | req/s | p50 | p99 | client CPU per request | server CPU | ratio | target |"
+echo "| configuration | req/s | p50 | p99 | client CPU per request | server CPU per request | ratio | target |"
 echo "|---|---|---|---|---|---|---|---|"
 for name in $rows; do
     l=${med[$name]}
@@ -111,11 +111,11 @@ for name in $rows; do
     tdp_srv) rat="$(ratio tdp_srv epoll4) of raw epoll (4 conns)"; tgt="-" ;;
     *) rat="1 (baseline)"; tgt="-" ;;
     esac
-    printf '| %s | %s | %s ms | %s ms | %s us | %s %% | %s | %s |\n' "${label[$name]}" \
+    printf '| %s | %s | %s ms | %s ms | %s us | %s us | %s | %s |\n' "${label[$name]}" \
         "$(awk -v r="$(field "$l" rps)" 'BEGIN {printf "%.0f k", r / 1000}')" \
         "$(awk -v u="$(field "$l" p50_us)" 'BEGIN {printf "%.2f", u / 1000}')" \
         "$(awk -v u="$p99" 'BEGIN {printf "%.2f", u / 1000}')" \
-        "$(field "$l" cpu_us_per_req)" "$(field "$l" server_cpu_pct)" "$rat" "$tgt"
+        "$(field "$l" cpu_us_per_req)" "$(field "$l" server_us_per_req)" "$rat" "$tgt"
 done
 
 # Instructions per request of the socket_ext client (user space, callgrind): two runs with

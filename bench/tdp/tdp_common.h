@@ -226,6 +226,7 @@ struct tdp_meas {
     uint64_t issued; /* count mode: requests handed out */
     uint64_t limit;
     uint64_t count;
+    uint64_t all; /* completions, warm-up included */
     uint64_t errors;
     uint32_t *lat_ns;
     size_t lat_cap;
@@ -274,6 +275,7 @@ static inline void tdp_meas_done(struct tdp_meas *m, uint64_t sent, uint64_t now
 {
     uint64_t d = now - sent;
 
+    m->all++;
     if (!m->begun && now >= m->t_begin) {
         m->begun = true;
         m->cpu_begin = tdp_cpu_ns();
@@ -335,13 +337,13 @@ static inline void tdp_meas_report(struct tdp_meas *m, const struct tdp_opts *o)
     qsort(m->lat_ns, n, sizeof(*m->lat_ns), tdp_cmp_u32);
     printf("RESULT mode=%s conns=%u inflight=%u body=%u requests=%llu seconds=%.3f rps=%.0f "
            "p50_us=%.1f p90_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f cpu_us_per_req=%.2f "
-           "errors=%llu\n",
+           "errors=%llu total=%llu\n",
            o->mode, o->conns, o->inflight, o->body, (unsigned long long)m->count, secs,
            secs > 0 ? (double)m->count / secs : 0.0, tdp_pct_us(m->lat_ns, n, 0.50),
            tdp_pct_us(m->lat_ns, n, 0.90), tdp_pct_us(m->lat_ns, n, 0.99),
            tdp_pct_us(m->lat_ns, n, 0.999), n ? m->lat_ns[n - 1] / 1000.0 : 0.0,
            m->count ? (double)(m->cpu_end - m->cpu_begin) / 1000.0 / (double)m->count : 0.0,
-           (unsigned long long)m->errors);
+           (unsigned long long)m->errors, (unsigned long long)m->all);
     fflush(stdout);
     free(m->lat_ns);
 }
