@@ -332,7 +332,7 @@ uint64_t sock_hist_percentile(const sock_hist_t *h, double pct)
     for (i = 0; i < SOCK_HIST_BUCKETS; i++) {
         seen += h->buckets[i];
         if (seen >= want) {
-            uint64_t up = hist_upper(i);
+            uint64_t up = i < SOCK_HIST_BUCKETS - 1 ? hist_upper(i) : h->max_us;
 
             return up < h->max_us ? up : h->max_us;
         }
