@@ -914,6 +914,64 @@ static void wait_resp_releases_the_id_on_timeout(void **state)
     run_main(second_waiter_main, &w);
 }
 
+/* A sender parked in a write to a peer that does not read, when the pool is closed: the send
+ * fails and touches no freed memory (the ASan build checks). */
+struct stuck_world {
+    coho_tdp_pool_t *client;
+    int rc;
+    int err;
+};
+
+static void stuck_sender(void *arg)
+{
+    struct stuck_world *w = arg;
+    size_t len = 16u << 20;
+    unsigned char *big = calloc(1, len);
+    uint64_t conn = coho_tdp_pick(w->client, 2000);
+
+    assert_non_null(big);
+    assert_int_not_equal(conn, 0);
+    errno = 0;
+    w->rc = coho_tdp_send(w->client, conn, 0, big, len);
+    w->err = errno;
+    free(big);
+}
+
+static void stuck_main(void *arg)
+{
+    struct stuck_world *w = arg;
+    struct sockaddr_in a = loopback(0);
+    socklen_t alen = sizeof(a);
+    uint64_t s;
+    int lfd, peer;
+
+    lfd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(lfd >= 0);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(lfd, 8), 0);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+    w->client = client_connect(ntohs(a.sin_port), 1, NULL);
+    peer = accept(lfd, NULL, NULL); /* and never read */
+    assert_true(peer >= 0);
+    s = spawn(stuck_sender, w);
+    coho_sleep_ms(50);
+    assert_int_equal(coho_tdp_close(w->client), 0);
+    coho_join(s, -1);
+    assert_int_equal(w->rc, -1);
+    close(peer);
+    close(lfd);
+}
+
+static void close_fails_a_sender_parked_in_its_write(void **state)
+{
+    struct stuck_world w;
+
+    (void)state;
+    memset(&w, 0, sizeof(w));
+    run_main(stuck_main, &w);
+    assert_true(w.err == ENOTCONN || w.err == ECANCELED || w.err == EPIPE);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -929,6 +987,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(close_with_requests_held_by_on_req_keeps_them_valid_until_freed),
         cmocka_unit_test(connect_times_out_against_a_listener_that_never_accepts),
         cmocka_unit_test(wait_resp_releases_the_id_on_timeout),
+        cmocka_unit_test(close_fails_a_sender_parked_in_its_write),
     };
 
     return coho_test_main("socket_ext_more", tests, sizeof(tests) / sizeof(tests[0]), argc, argv);
