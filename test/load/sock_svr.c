@@ -61,6 +61,7 @@ static struct {
     .max_body = 256u << 10,
     .log_sample = 16,
     .log_level = COHO_LOG_DEBUG,
+    .port_file = "",
     .faulty = "",
     .faulty_every = 50,
 };
@@ -291,7 +292,7 @@ static void server_main(void *arg)
                   " B, duration %" PRIu64 " s, log sample 1/%" PRIu64 "%s%s",
                   g.host, coho_tdp_local_port(g.pool), g.delay_ms, g.max_body, g.duration_s,
                   g.log_sample, g.fault != FAULT_NONE ? ", faulty: " : "", g.faulty);
-    if (g.port_file[0] != '\0') {
+    if (g.port_file != NULL && g.port_file[0] != '\0') {
         char tmp[512];
         FILE *f;
 
