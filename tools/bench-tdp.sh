@@ -7,7 +7,9 @@
 # Usage: tools/bench-tdp.sh [BUILD_DIR]     (default build-tdp; needs -DCOHO_BUILD_BENCH=ON)
 # Environment: REPEAT (3), WARMUP_MS (1000), DURATION_MS (5000), INFLIGHT (1000), BODY (32),
 #              SERVER_CPU (0), CLIENT_CPU (1), ROWS (all: a space-separated subset of the names
-#              below), CALLGRIND=1 also counts instructions per request of the socket_ext client.
+#              below), CALLGRIND=1 also counts instructions per request of the socket_ext client,
+#              BEFORE=OTHER_BUILD_DIR adds the socket_ext row built from another tree (a
+#              before/after comparison in the same run; BEFORE_NAME labels it).
 set -euo pipefail
 
 build=${1:-build-tdp}
@@ -43,6 +45,11 @@ add_row tdp_cli "socket_ext client vs raw epoll server (client side alone)" \
 add_row tdp_srv "raw epoll client (4 conns, pipelined) vs socket_ext server (server side alone)" \
     "$bin/tdp_server --mode tdp" "$bin/tdp_epoll client --conns 4 $common"
 order=(tdp tdp_spawn co epoll4 epoll1000 tdp_cli tdp_srv)
+if [ -n "${BEFORE:-}" ]; then
+    add_row tdp_before "socket_ext as above, ${BEFORE_NAME:-$BEFORE}" \
+        "$BEFORE/bench/tdp_server --mode tdp" "$BEFORE/bench/tdp_client --mode tdp --conns 4 $common"
+    order+=(tdp_before)
+fi
 rows=${ROWS:-${order[*]}}
 
 work=$(mktemp -d)
@@ -109,6 +116,9 @@ for name in $rows; do
     co) rat="$(ratio co epoll1000) of raw epoll (1000 conns)"; tgt="-" ;;
     tdp_cli) rat="$(ratio tdp_cli epoll4) of raw epoll (4 conns)"; tgt="-" ;;
     tdp_srv) rat="$(ratio tdp_srv epoll4) of raw epoll (4 conns)"; tgt="-" ;;
+    tdp_before) rat="$(ratio tdp_before epoll4) of raw epoll (4 conns); now $(ratio tdp tdp_before)x this"
+        tgt=$(awk -v r="$(field "$l" rps)" -v p="$p99" 'BEGIN {print (r >= 150000 && p <= 20000) ? "met" : "missed"}')
+        tgt=">= 150 k req/s, p99 <= 20 ms: $tgt" ;;
     *) rat="1 (baseline)"; tgt="-" ;;
     esac
     printf '| %s | %s | %s ms | %s ms | %s us | %s us | %s | %s |\n' "${label[$name]}" \
