@@ -78,6 +78,7 @@ workdir=$(pwd)
 rm -f sock_svr.port sock_svr.out
 
 svr_pid=""
+# shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
     if [ -n "$svr_pid" ] && kill -0 "$svr_pid" 2>/dev/null; then
         kill -KILL "$svr_pid" 2>/dev/null

@@ -219,22 +219,18 @@ static void worker(void *arg)
     free(body);
 }
 
+/* The client's progress line; `interval_us` is the time hist_sec covers. */
 static void progress(uint64_t elapsed_us, uint64_t interval_us)
 {
     static uint64_t bytes_before;
-    char p50[32], p99[32];
-    double secs = (double)interval_us / 1e6;
+    char extra[32];
 
-    if (!g.quiet && secs > 0)
-        printf("sock_client %5.1fs  %7.0f req/s  in flight %4" PRIu64 "  p50 %s  p99 %s  %5.0f "
-               "MB/s  errors %" PRIu64 "  timeouts %" PRIu64 "\n",
-               (double)elapsed_us / 1e6, (double)g.hist_sec.count / secs, g.in_flight,
-               sock_fmt_us(p50, sizeof(p50), sock_hist_percentile(&g.hist_sec, 50)),
-               sock_fmt_us(p99, sizeof(p99), sock_hist_percentile(&g.hist_sec, 99)),
-               (double)(g.body_bytes_in - bytes_before) / secs / 1e6, errors(), g.timeouts);
+    snprintf(extra, sizeof(extra), "%5.0f MB/s",
+             interval_us > 0 ? (double)(g.body_bytes_in - bytes_before) / (double)interval_us
+                             : 0.0);
     bytes_before = g.body_bytes_in;
-    sock_hist_merge(&g.hist_all, &g.hist_sec);
-    sock_hist_reset(&g.hist_sec);
+    sock_progress("sock_client", elapsed_us, interval_us, g.in_flight, &g.hist_sec, &g.hist_all,
+                  errors(), g.timeouts, extra, g.quiet);
 }
 
 static int exit_code = 1;

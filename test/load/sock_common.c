@@ -351,6 +351,25 @@ const char *sock_fmt_us(char *buf, size_t len, uint64_t us)
     return buf;
 }
 
+/* ---- progress ---------------------------------------------------------------------------- */
+
+void sock_progress(const char *who, uint64_t elapsed_us, uint64_t interval_us, uint64_t in_flight,
+                   sock_hist_t *sec, sock_hist_t *all, uint64_t errors, uint64_t timeouts,
+                   const char *extra, bool quiet)
+{
+    char p50[32], p99[32];
+
+    if (!quiet && interval_us > 0)
+        printf("%s %5.1fs  %7.0f req/s  in flight %4" PRIu64
+               "  p50 %8s  p99 %8s  %s%serrors %" PRIu64 "  timeouts %" PRIu64 "\n",
+               who, (double)elapsed_us / 1e6, (double)sec->count * 1e6 / (double)interval_us,
+               in_flight, sock_fmt_us(p50, sizeof(p50), sock_hist_percentile(sec, 50)),
+               sock_fmt_us(p99, sizeof(p99), sock_hist_percentile(sec, 99)), extra,
+               extra[0] != '\0' ? "  " : "", errors, timeouts);
+    sock_hist_merge(all, sec);
+    sock_hist_reset(sec);
+}
+
 /* ---- log ---------------------------------------------------------------------------------- */
 
 int sock_log_open(const char *name, int level)

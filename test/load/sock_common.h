@@ -96,6 +96,15 @@ uint64_t sock_hist_percentile(const sock_hist_t *h, double pct);
 /* Formats microseconds as "850us", "12.3ms" or "1.52s" into buf. Returns buf. */
 const char *sock_fmt_us(char *buf, size_t len, uint64_t us);
 
+/* ---- progress ------------------------------------------------------------------------------ */
+
+/* Prints one progress line to stdout (unless `quiet`) and folds `sec` into `all`, then resets
+ * `sec`:  "<who> <t>s <rate> req/s in flight <n> p50 <x> p99 <y> <extra> errors <e> timeouts <t>",
+ * the rate and percentiles over the `interval_us` that `sec` covers. `extra` may be "". */
+void sock_progress(const char *who, uint64_t elapsed_us, uint64_t interval_us, uint64_t in_flight,
+                   sock_hist_t *sec, sock_hist_t *all, uint64_t errors, uint64_t timeouts,
+                   const char *extra, bool quiet);
+
 /* ---- log --------------------------------------------------------------------------------------
  */
 

@@ -235,21 +235,17 @@ static void on_conn_delete(coho_tdp_pool_t *p, uint64_t conn_id, int err, void *
     coho_log_info("conn %" PRIu64 " closed: %s", conn_id, strerror(err));
 }
 
-static void progress(uint64_t elapsed_us)
+/* The server's progress line; `interval_us` is the time hist_sec covers. */
+static void progress(uint64_t elapsed_us, uint64_t interval_us)
 {
     coho_tdp_stats_t st;
-    char p50[32], p99[32];
+    char extra[32];
 
     coho_tdp_get_stats(g.pool, &st);
-    if (!g.quiet)
-        printf("sock_svr %5.1fs  %7" PRIu64 " req/s  handlers %4" PRIu64 "  conns %2" PRIu64
-               "  p50 %s  p99 %s  errors %" PRIu64 "\n",
-               (double)elapsed_us / 1e6, g.hist_sec.count, g.handlers_live, st.conns_open,
-               sock_fmt_us(p50, sizeof(p50), sock_hist_percentile(&g.hist_sec, 50)),
-               sock_fmt_us(p99, sizeof(p99), sock_hist_percentile(&g.hist_sec, 99)),
-               g.bad_requests + g.send_errors + g.spawn_errors + st.protocol_errors);
-    sock_hist_merge(&g.hist_all, &g.hist_sec);
-    sock_hist_reset(&g.hist_sec);
+    snprintf(extra, sizeof(extra), "conns %2" PRIu64, st.conns_open);
+    sock_progress("sock_svr", elapsed_us, interval_us, g.handlers_live, &g.hist_sec, &g.hist_all,
+                  g.bad_requests + g.send_errors + g.spawn_errors + st.protocol_errors, 0, extra,
+                  g.quiet);
 }
 
 static int exit_code = 1;
@@ -260,7 +256,7 @@ static void server_main(void *arg)
     coho_tdp_opts_t o;
     coho_tdp_stats_t st;
     coho_sched_stats_t ss;
-    uint64_t start, next_tick, wait_until;
+    uint64_t start, last, wait_until;
     char p50[32], p99[32], pmax[32];
     const char *why = "";
     double secs;
@@ -309,14 +305,16 @@ static void server_main(void *arg)
            g.host, coho_tdp_local_port(g.pool), g.delay_ms, g.max_body,
            g.fault != FAULT_NONE ? " FAULTY: " : "", g.faulty);
 
-    start = sock_now_us();
-    next_tick = start + 1000000;
+    start = last = sock_now_us();
     while (!g.quit && got_signal == 0 &&
            (g.duration_s == 0 || sock_now_us() - start < g.duration_s * 1000000)) {
+        uint64_t now;
+
         coho_sleep_ms(20);
-        if (sock_now_us() >= next_tick) {
-            progress(sock_now_us() - start);
-            next_tick += 1000000;
+        now = sock_now_us();
+        if (now - last >= 1000000) {
+            progress(now - start, now - last);
+            last = now;
         }
     }
     why = g.quit ? "quit request" : got_signal != 0 ? strsignal(got_signal) : "--duration-s";
@@ -325,7 +323,7 @@ static void server_main(void *arg)
     wait_until = sock_now_us() + (2000 + 2 * g.delay_ms) * 1000;
     while (g.handlers_live > 0 && sock_now_us() < wait_until)
         coho_sleep_ms(5);
-    progress(sock_now_us() - start);
+    progress(sock_now_us() - start, sock_now_us() - last);
     secs = (double)(sock_now_us() - start) / 1e6;
     coho_tdp_get_stats(g.pool, &st);
     coho_tdp_close(g.pool);
