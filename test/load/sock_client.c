@@ -241,7 +241,7 @@ static void client_main(void *arg)
     coho_tdp_opts_t o;
     coho_tdp_stats_t st;
     coho_sched_stats_t ss;
-    uint64_t *ids, start, last, end_us, i;
+    uint64_t *ids, start, last, end_us, i, unexpected;
     char p50[32], p99[32], p999[32], pmax[32], mean[32];
     const char *why = "--duration-s";
     double secs;
@@ -356,10 +356,18 @@ static void client_main(void *arg)
     printf("  coroutines  %zu user left (this one included), %zu daemons left, %zu finished and "
            "not reaped\n",
            ss.user, ss.unfinished - ss.user, ss.coroutines - ss.unfinished);
-    if (errors() > 0 || st.protocol_errors > 0 || g.ok == 0) {
+    /* Only a request that timed out or lost its connection can have a response arrive that
+     * nobody waits for; anything beyond those is a duplicate or unsolicited answer. */
+    unexpected = st.responses_dropped > g.timeouts + g.lost
+                     ? st.responses_dropped - (g.timeouts + g.lost)
+                     : 0;
+    if (unexpected > 0)
+        printf("  unexpected  %" PRIu64 " responses that no request was waiting for\n", unexpected);
+    if (errors() > 0 || unexpected > 0 || st.protocol_errors > 0 || g.ok == 0) {
         exit_code = 2;
         printf("  result      FAILED: %s\n",
-               g.ok == 0 ? "no request succeeded" : "lost or wrong responses (see above)");
+               g.ok == 0 ? "no request succeeded"
+                         : "lost, wrong or unexpected responses (see above)");
     } else if (ss.user != 1) {
         exit_code = 3;
         printf("  result      FAILED: %zu user coroutines other than main still alive\n",

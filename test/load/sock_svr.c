@@ -19,7 +19,15 @@
 #include "test/load/sock_common.h"
 
 /* Faults for the tests that prove the client notices them; never for real runs. */
-enum fault { FAULT_NONE, FAULT_CONTENT, FAULT_DROP, FAULT_SIZE, FAULT_SEQ, FAULT_STATUS };
+enum fault {
+    FAULT_NONE,
+    FAULT_CONTENT,
+    FAULT_DROP,
+    FAULT_SIZE,
+    FAULT_SEQ,
+    FAULT_STATUS,
+    FAULT_DUP
+};
 
 static struct {
     /* flags */
@@ -103,6 +111,8 @@ static bool inject_fault(uint64_t seq, coho_sock_hdr_t *h, unsigned char *body)
     case FAULT_STATUS:
         h->arg = SOCK_STATUS_BAD_TYPE;
         break;
+    case FAULT_DUP:
+        break; /* handled by the caller: the answer goes out twice */
     default:
         break;
     }
@@ -192,6 +202,8 @@ static void handle(void *arg)
         g.send_errors++;
         goto out;
     }
+    if (g.fault == FAULT_DUP && seq % g.faulty_every == 0)
+        coho_tdp_sendv(rq->pool, rq->conn_id, 0, iov, h.body_len > 0 ? 2 : 1);
     g.answered++;
     g.body_bytes_out += h.body_len;
     sock_hist_add(&g.hist_sec, sock_now_us() - t0);
@@ -383,10 +395,11 @@ int main(int argc, char **argv)
          "debug lines for requests whose seq is a multiple of N (0: none)"},
         {"quiet", SOCK_FLAG_BOOL, &g.quiet, "no per-second progress lines"},
         {"faulty", SOCK_FLAG_STR, &g.faulty,
-         "TESTS ONLY: break every Nth answer: content, drop, size, seq or status"},
+         "TESTS ONLY: break every Nth answer: content, drop, size, seq, status or dup"},
         {"faulty-every", SOCK_FLAG_U64, &g.faulty_every, "N for --faulty"},
     };
-    static const char *const fault_names[] = {"", "content", "drop", "size", "seq", "status"};
+    static const char *const fault_names[] = {"",    "content", "drop", "size",
+                                              "seq", "status",  "dup"};
     struct sigaction sa;
     unsigned i;
 
