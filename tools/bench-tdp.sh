@@ -9,7 +9,8 @@
 #              SERVER_CPU (0), CLIENT_CPU (1), ROWS (all: a space-separated subset of the names
 #              below), CALLGRIND=1 also counts instructions per request of the socket_ext client,
 #              BEFORE=OTHER_BUILD_DIR adds the socket_ext row built from another tree (a
-#              before/after comparison in the same run; BEFORE_NAME labels it).
+#              before/after comparison in the same run; BEFORE_NAME labels it), COMMIT names the
+#              commit in the header line when the tree is not a git checkout.
 set -euo pipefail
 
 build=${1:-build-tdp}
@@ -83,7 +84,7 @@ run_one() {
 }
 
 echo "bench-tdp: $(date -u '+%F %T UTC'), $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs," \
-    "kernel $(uname -r), commit $(git rev-parse --short HEAD 2>/dev/null || echo ?)," \
+    "kernel $(uname -r), commit ${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo ?)}," \
     "load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "bench-tdp: server on CPU $scpu, client on CPU $ccpu, $inflight in flight, $body-byte bodies," \
     "${warmup} ms warm-up + ${duration} ms measured, median of $repeat"
@@ -128,8 +129,10 @@ for name in $rows; do
         "$(field "$l" cpu_us_per_req)" "$(field "$l" server_us_per_req)" "$rat" "$tgt"
 done
 
-# Instructions per request of the socket_ext client (user space, callgrind): two runs with
-# different request counts against the raw epoll server; the difference cancels start-up.
+# Instructions per request of the socket_ext client (user space, callgrind): the client counts
+# only from the start of its measurement to its last response (CALLGRIND_TOGGLE_COLLECT under
+# --collect-atstart=no), in two runs with different request counts against the raw epoll
+# server; the difference cancels what is not per request (spawning the workers, closing).
 if [ "${CALLGRIND:-0}" = 1 ]; then
     command -v valgrind >/dev/null || { echo "bench-tdp: valgrind missing" >&2; exit 1; }
     taskset -c "$scpu" "$bin/tdp_epoll" server >"$work/srv.out" 2>&1 &
@@ -138,7 +141,8 @@ if [ "${CALLGRIND:-0}" = 1 ]; then
     port=$(awk '/^port/ {print $2}' "$work/srv.out")
     declare -A ir
     for n in 20000 120000; do
-        taskset -c "$ccpu" valgrind --tool=callgrind --callgrind-out-file="$work/cg.$n" \
+        taskset -c "$ccpu" valgrind --tool=callgrind --collect-atstart=no \
+            --callgrind-out-file="$work/cg.$n" \
             "$bin/tdp_client" --mode tdp --conns 4 --inflight "$inflight" --body "$body" \
             --want "$body" --requests "$n" --port "$port" >/dev/null 2>"$work/cg.$n.log"
         ir[$n]=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$work/cg.$n.log")
