@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
+#include <unistd.h>
 
 /* ---- body pattern ------------------------------------------------------------------------- */
 
@@ -377,6 +378,13 @@ int sock_log_open(const char *name, int level)
     char path[256];
     coho_log_opts_t o;
 
+    /* ./log/ of the source tree holds the log layer's sources: never write there. */
+    if (access("log/log.c", F_OK) == 0) {
+        fprintf(stderr,
+                "%s: ./log/ is coho's source folder; run from a build directory (make run does)\n",
+                name);
+        return -1;
+    }
     if (mkdir("log", 0755) != 0 && errno != EEXIST) {
         fprintf(stderr, "%s: mkdir log: %s\n", name, strerror(errno));
         return -1;

@@ -108,7 +108,8 @@ void sock_progress(const char *who, uint64_t elapsed_us, uint64_t interval_us, u
 /* ---- log --------------------------------------------------------------------------------------
  */
 
-/* Creates ./log/ and opens ./log/<name>.log at `level`. Returns 0, or -1 (reason on stderr). */
+/* Creates ./log/ and opens ./log/<name>.log at `level`; refuses to when ./log/ is coho's source
+ * folder (run from the repository root). Returns 0, or -1 (reason on stderr). */
 int sock_log_open(const char *name, int level);
 
 #endif /* COHO_TEST_LOAD_SOCK_COMMON_H */
