@@ -272,6 +272,15 @@ static void tool_free(tool_result_t *t)
     free(t->err);
 }
 
+/* Removes the case's temp dir; a failed case keeps it for a look. */
+static void remove_dir(void)
+{
+    char cmd[700];
+
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 /* Splits a log line into its TID, COID and message; false if it is not one. */
 static bool parse_line(const char *line, int *tid, uint64_t *coid, const char **msg)
 {
@@ -412,6 +421,7 @@ static void trace_of_a_root_is_exactly_its_subtree_in_log_order(void **state)
     t = run_tool("", args);
     expect_exact(&t, &run1, B);
     tool_free(&t);
+    remove_dir();
 }
 
 static void trace_of_an_inner_coroutine_leaves_out_its_parent_and_siblings(void **state)
@@ -444,6 +454,7 @@ static void trace_of_an_inner_coroutine_leaves_out_its_parent_and_siblings(void 
     expect_exact(&t, &run1, A1b);
     assert_int_equal(subtree_wants(&run1, A1b), (size_t)spec[A1b].steps + 1);
     tool_free(&t);
+    remove_dir();
 }
 
 static void trace_keeps_apart_threads_whose_coroutines_share_ids(void **state)
@@ -487,6 +498,7 @@ static void trace_keeps_apart_threads_whose_coroutines_share_ids(void **state)
     assert_int_equal(expect_subtree(t.out, &run2, A, &others), subtree_wants(&run2, A));
     assert_non_null(strstr(t.err, "names 2 coroutines"));
     tool_free(&t);
+    remove_dir();
 }
 
 /* One row of --summary. */
@@ -584,6 +596,7 @@ static void summary_lists_each_coroutine_of_the_subtree_with_its_parent(void **s
     assert_string_equal(row.ran, "-");
     assert_int_equal(row.lines, 0);
     tool_free(&t);
+    remove_dir();
 }
 
 static void trace_reads_rotated_files_and_stdin_in_order(void **state)
@@ -633,6 +646,7 @@ static void trace_reads_rotated_files_and_stdin_in_order(void **state)
         free(live);
     }
     tool_free(&t);
+    remove_dir();
 }
 
 static void tool_skips_malformed_lines_and_fails_clearly(void **state)
@@ -698,6 +712,7 @@ static void tool_skips_malformed_lines_and_fails_clearly(void **state)
     assert_int_equal(t.status, 0);
     assert_non_null(strstr(t.out, "usage: coho-trace"));
     tool_free(&t);
+    remove_dir();
 }
 
 /* The lines come at debug level only; one spawned with debug off ends with ran=?. */
@@ -745,6 +760,7 @@ static void spawn_and_exit_lines_are_written_at_debug_level_only(void **state)
         assert_null(strstr(text, exit_line));
     }
     free(text);
+    remove_dir();
 }
 
 int main(int argc, char **argv)
