@@ -179,10 +179,10 @@ static void deadline_after(struct timespec *ts, int64_t ms)
 }
 
 /* Parks the caller as `w` in `q` until a peer finishes the wait, the timeout (`timeout_ms` < 0:
- * none), cancellation, or close. Called and returns with ch->mu held. Returns 0 (the element
- * moved), -EPIPE, -ETIMEDOUT or -ECANCELED. */
+ * none), cancellation, or close; `what` labels the wait for the dump. Called and returns with
+ * ch->mu held. Returns 0 (the element moved), -EPIPE, -ETIMEDOUT or -ECANCELED. */
 static int wait_in(coho_chan_t *ch, struct chan_queue *q, struct chan_waiter *w, int kind,
-                   int64_t timeout_ms)
+                   int64_t timeout_ms, const char *what)
 {
     int rc = 0;
 
@@ -193,6 +193,7 @@ static int wait_in(coho_chan_t *ch, struct chan_queue *q, struct chan_waiter *w,
         w->co_id = coho__co_self_id();
         w->cv = NULL;
         w->token = coho__co_block_prepare();
+        coho__co_wait_note(what, (int64_t)(intptr_t)ch); /* '@': the dump prints the address */
         queue_push(q, w);
         for (;;) {
             pthread_mutex_unlock(&ch->mu);
@@ -201,6 +202,7 @@ static int wait_in(coho_chan_t *ch, struct chan_queue *q, struct chan_waiter *w,
             if (w->state != W_WAITING || rc < 0)
                 break;
             w->token = coho__co_block_prepare(); /* a wake that is not ours: wait again */
+            coho__co_wait_note(what, (int64_t)(intptr_t)ch);
         }
     } else {
         pthread_condattr_t attr;
@@ -271,7 +273,7 @@ static int chan_send(coho_chan_t *ch, const void *elem, int64_t timeout_ms)
         rc = -EAGAIN;
     } else {
         w.elem = (void *)elem;
-        rc = wait_in(ch, &ch->senders, &w, kind, timeout_ms);
+        rc = wait_in(ch, &ch->senders, &w, kind, timeout_ms, "chan send@");
         pthread_mutex_unlock(&ch->mu);
         if (kind == 1)
             waiter_leave(&w);
@@ -318,7 +320,7 @@ static int chan_recv(coho_chan_t *ch, void *elem, int64_t timeout_ms)
         rc = -EAGAIN;
     } else {
         w.elem = elem;
-        rc = wait_in(ch, &ch->receivers, &w, kind, timeout_ms);
+        rc = wait_in(ch, &ch->receivers, &w, kind, timeout_ms, "chan recv@");
         pthread_mutex_unlock(&ch->mu);
         if (kind == 1)
             waiter_leave(&w);

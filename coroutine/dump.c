@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "coroutine/internal.h"
 #include "coroutine/sched_impl.h"
@@ -14,12 +15,36 @@ typedef struct dump_ctx {
     uint64_t now_ms;
 } dump_ctx_t;
 
+/* Formats what a parked coroutine waits on from its wait note. The note is two stores on the
+ * waiter's path (coho__co_wait_note), so the formatting happens here, steered by the label's
+ * last character:
+ *
+ *   label ends in '@'   detail is an object's address    "mutex@" -> "mutex@0x5581c2a4e2a0"
+ *   label ends in '='   detail is a number that belongs   "read fd=" -> "read fd=7"
+ *   otherwise           detail (if >= 0) follows a space  "join", 5 -> "join 5"; "sleep", -1 */
+static void wait_format(char *out, size_t len, const char *what, int64_t detail)
+{
+    size_t n;
+
+    if (what == NULL)
+        what = "event";
+    n = strlen(what);
+    if (n > 0 && what[n - 1] == '@')
+        snprintf(out, len, "%s0x%" PRIx64, what, (uint64_t)detail);
+    else if (n > 0 && what[n - 1] == '=')
+        snprintf(out, len, "%s%" PRIu64, what, (uint64_t)detail);
+    else if (detail >= 0)
+        snprintf(out, len, "%s %" PRId64, what, detail);
+    else
+        snprintf(out, len, "%s", what);
+}
+
 static void dump_one(uint64_t id, void *node, void *arg)
 {
     const coho__co_t *co = node;
     const dump_ctx_t *d = arg;
     char entry[32];
-    char wait[96];
+    char wait[128];
     size_t hw = co->has_stack ? coho__stack_high_water(&co->stack) : 0;
 
     if (co->entry_name == NULL)
@@ -27,13 +52,10 @@ static void dump_one(uint64_t id, void *node, void *arg)
     wait[0] = '\0';
     if (co->state == COHO__CO_PARKED) {
         uint64_t since = d->now_ms >= co->wait_since_ms ? d->now_ms - co->wait_since_ms : 0;
+        char what[80];
 
-        if (co->wait_detail >= 0)
-            snprintf(wait, sizeof(wait), " waits on %s %" PRId64 " for %" PRIu64 " ms",
-                     co->wait_what != NULL ? co->wait_what : "event", co->wait_detail, since);
-        else
-            snprintf(wait, sizeof(wait), " waits on %s for %" PRIu64 " ms",
-                     co->wait_what != NULL ? co->wait_what : "event", since);
+        wait_format(what, sizeof(what), co->wait_what, co->wait_detail);
+        snprintf(wait, sizeof(wait), " waits on %s for %" PRIu64 " ms", what, since);
     }
     coho_log_info("coroutine %" PRIu64 " (%s, entry %s) %s%s%s%s%s, stack %zu of %zu KiB used%s",
                   id, co->name[0] != '\0' ? co->name : "unnamed",

@@ -44,8 +44,11 @@ uint64_t coho__co_block_prepare(void);
 int coho__co_block(int64_t timeout_ms);
 
 /* Describes the open wait of the running coroutine for coho_sched_dump(): `what` is a static
- * string ("recv", "mutex", ...), `detail` an fd, id or -1. Call it after
- * coho__co_block_prepare (which clears the note). No-op outside coroutines. */
+ * string, `detail` an fd, id, address or -1. The dump formats by the label's last character:
+ * '@' prints the detail as an address ("mutex@" -> "mutex@0x55..."), '=' prints it right after
+ * ("read fd=" -> "read fd=7"), anything else prints " <detail>" when it is >= 0 ("join 5").
+ * Two stores, so it costs nothing on the hot path. Call it after coho__co_block_prepare (which
+ * clears the note), again after every re-prepare. No-op outside coroutines. */
 void coho__co_wait_note(const char *what, int64_t detail);
 
 /* Makes the coroutine `co_id` ready with `result` if its current wait has token `token`.

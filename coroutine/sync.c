@@ -2,6 +2,7 @@
 /* The single-thread synchronisation primitives: mutex, condition variable, semaphore and wait
  * group. Each parks coroutines in a FIFO of wait records that live on the waiters' stacks. */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include <coho.h>
@@ -112,18 +113,31 @@ static struct coho__sync_waiter *grant_first(coho__sync_base_t *b)
     return w;
 }
 
+/* Opens a wait on `b` and labels it for coho_sched_dump: `what` is the primitive's kind with
+ * a trailing '@', so the dump prints the object's address after it. Two stores; the dump does
+ * the formatting. */
+static uint64_t wait_prepare(coho__sync_base_t *b, const char *what)
+{
+    uint64_t token = coho__co_block_prepare();
+
+    coho__co_wait_note(what, (int64_t)(intptr_t)b);
+    return token;
+}
+
 /* Queues the calling coroutine `self` on `b` with a fresh wait token. */
-static void wait_enqueue(coho__sync_base_t *b, struct coho__sync_waiter *w, uint64_t self)
+static void wait_enqueue(coho__sync_base_t *b, struct coho__sync_waiter *w, uint64_t self,
+                         const char *what)
 {
     w->co_id = self;
     w->granted = false;
-    w->token = coho__co_block_prepare();
+    w->token = wait_prepare(b, what);
     queue_push(b, w);
 }
 
 /* Parks until `w` is granted (returns 0), the timeout, or cancellation (returns -ETIMEDOUT /
  * -ECANCELED with `w` unlinked). A grant wins over a timeout that raced with it. */
-static int wait_block(coho__sync_base_t *b, struct coho__sync_waiter *w, int64_t timeout_ms)
+static int wait_block(coho__sync_base_t *b, struct coho__sync_waiter *w, int64_t timeout_ms,
+                      const char *what)
 {
     for (;;) {
         int rc = coho__co_block(timeout_ms);
@@ -135,7 +149,7 @@ static int wait_block(coho__sync_base_t *b, struct coho__sync_waiter *w, int64_t
             return rc;
         }
         /* A wake that did not come with a grant is not ours to act on: wait again. */
-        w->token = coho__co_block_prepare();
+        w->token = wait_prepare(b, what);
     }
 }
 
@@ -179,8 +193,8 @@ int coho_mutex_lock(coho_mutex_t *m)
     }
     if (m->owner_ == self)
         return posix_ret(-EDEADLK);
-    wait_enqueue(&m->base_, &w, self);
-    return posix_ret(wait_block(&m->base_, &w, -1));
+    wait_enqueue(&m->base_, &w, self, "mutex@");
+    return posix_ret(wait_block(&m->base_, &w, -1, "mutex@"));
 }
 
 int coho_mutex_trylock(coho_mutex_t *m)
@@ -257,7 +271,7 @@ static void mutex_relock(coho_mutex_t *m, uint64_t self)
         m->owner_ = self;
         return;
     }
-    wait_enqueue(&m->base_, &w, self);
+    wait_enqueue(&m->base_, &w, self, "mutex@");
     (void)coho__co_block(-1);
     while (!w.granted)
         coho_yield();
@@ -296,9 +310,9 @@ static int cond_wait(coho_cond_t *c, coho_mutex_t *m, int64_t timeout_ms, const 
         return -EPERM;
     /* Queue first, then release: a signal sent by the coroutine that gets the mutex next
      * finds this waiter already queued. */
-    wait_enqueue(&c->base_, &w, self);
+    wait_enqueue(&c->base_, &w, self, "cond@");
     mutex_release(m);
-    rc = wait_block(&c->base_, &w, timeout_ms);
+    rc = wait_block(&c->base_, &w, timeout_ms, "cond@");
     mutex_relock(m, self);
     return rc;
 }
@@ -362,8 +376,8 @@ static int sem_wait(coho_sem_t *s, int64_t timeout_ms, const char *fn)
     }
     if (timeout_ms == 0)
         return -ETIMEDOUT;
-    wait_enqueue(&s->base_, &w, self);
-    return wait_block(&s->base_, &w, timeout_ms);
+    wait_enqueue(&s->base_, &w, self, "sem@");
+    return wait_block(&s->base_, &w, timeout_ms, "sem@");
 }
 
 int coho_sem_wait(coho_sem_t *s)
@@ -452,8 +466,8 @@ static int wg_wait(coho_wg_t *wg, int64_t timeout_ms, const char *fn)
         return 0;
     if (timeout_ms == 0)
         return -ETIMEDOUT;
-    wait_enqueue(&wg->base_, &w, self);
-    return wait_block(&wg->base_, &w, timeout_ms);
+    wait_enqueue(&wg->base_, &w, self, "waitgroup@");
+    return wait_block(&wg->base_, &w, timeout_ms, "waitgroup@");
 }
 
 int coho_wg_wait(coho_wg_t *wg)

@@ -492,6 +492,15 @@ static void fd_sched_gone(coho_sched_t *s)
     pthread_mutex_unlock(&fd_lock);
 }
 
+/* The label of an fd wait in coho_sched_dump ("read fd=7"): '=' makes the dump print the fd
+ * right after it. */
+static const char *fd_wait_what(unsigned events)
+{
+    if ((events & COHO__EV_READ) && (events & COHO__EV_WRITE))
+        return "read/write fd=";
+    return (events & COHO__EV_WRITE) ? "write fd=" : "read fd=";
+}
+
 static void fd_foreign_event(coho__io_t *io, unsigned events)
 {
     coho__fd_waiter_t *w = io->data;
@@ -520,6 +529,7 @@ static int fd_wait_foreign(coho__fd_t *f, unsigned events, int64_t timeout_ms)
         int64_t slice = left < 0 || left > 100 ? 100 : left;
 
         w.token = coho__co_block_prepare();
+        coho__co_wait_note(fd_wait_what(events), f->fd);
         rc = coho__io_start(d, &io, events & (COHO__EV_READ | COHO__EV_WRITE), 0, -1);
         if (rc != 0)
             return rc;
@@ -545,6 +555,7 @@ int coho__fd_wait(coho__fd_t *f, unsigned events, int64_t timeout_ms)
     gen0 = atomic_load_explicit(&f->gen, memory_order_acquire);
     w.co_id = coho__co_self_id();
     w.token = coho__co_block_prepare();
+    coho__co_wait_note(fd_wait_what(events), f->fd);
     w.events = events;
     coho_list_push_back(&f->waiters, &w.link);
     rc = coho__hook_block(timeout_ms);
@@ -579,6 +590,7 @@ int coho__hook_sleep_ms(uint64_t ms)
     int rc;
 
     coho__co_block_prepare();
+    coho__co_wait_note("sleep", -1);
     rc = coho__hook_block(ms > INT64_MAX ? INT64_MAX : (int64_t)ms);
     return rc == -ETIMEDOUT ? 0 : rc;
 }

@@ -115,6 +115,7 @@ static int dns_run(struct dns_job *j)
 
     j->co_id = coho__co_self_id();
     j->token = coho__co_block_prepare();
+    coho__co_wait_note("dns", -1);
     rc = coho__driver_offload(d, dns_work, dns_done, j);
     if (rc != 0)
         return rc;

@@ -944,6 +944,7 @@ int coho_fd_lock(int fd, int dir)
     gen0 = atomic_load(&f->gen);
     w.co_id = coho__co_self_id();
     w.token = coho__co_block_prepare();
+    coho__co_wait_note(dir == COHO_FD_LOCK_READ ? "fd read lock fd=" : "fd write lock fd=", fd);
     w.events = 0;
     coho_list_push_back(&f->lock_q[dir], &w.link);
     rc = coho__hook_block(-1);

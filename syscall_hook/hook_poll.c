@@ -63,6 +63,7 @@ static int poll_co(struct pollfd *fds, nfds_t n, int64_t timeout_ms)
         bool recheck = false;
         int64_t left;
 
+        coho__co_wait_note("poll nfds=", (int64_t)n); /* select and ppoll park here too */
         for (i = 0; i < n; i++) {
             coho__fd_t *f;
             int err;
