@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the socket_ext load test: starts sock_svr on a free loopback port in WORKDIR, runs
 # sock_client against it (which sends a quit request at the end), stops the server, prints both
-# summaries and where the logs are (WORKDIR/log/), and checks the exit codes.
+# summaries and where the logs are (WORKDIR/log/; the previous run's are kept as *.log.prev), and
+# checks the exit codes.
 #
 # Usage: run_pair.sh --svr PATH --client PATH --workdir DIR [--expect pass|fail] [FLAGS...]
 #
@@ -76,6 +77,10 @@ mkdir -p "$workdir" || die "cannot create $workdir"
 cd "$workdir" || die "cannot enter $workdir"
 workdir=$(pwd)
 rm -f sock_svr.port sock_svr.out
+# Each run starts fresh logs (the programs append); the previous run's are kept as *.prev.
+for f in log/sock_svr.log log/sock_client.log; do
+    if [ -f "$f" ]; then mv -f "$f" "$f.prev"; fi
+done
 
 svr_pid=""
 # shellcheck disable=SC2317 # called by the EXIT trap
