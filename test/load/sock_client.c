@@ -241,6 +241,7 @@ static void client_main(void *arg)
     coho_tdp_opts_t o;
     coho_tdp_stats_t st;
     coho_sched_stats_t ss;
+    coho_spawn_opts_t so;
     uint64_t *ids, start, last, end_us, i, unexpected;
     char p50[32], p99[32], p999[32], pmax[32], mean[32];
     const char *why = "--duration-s";
@@ -289,8 +290,10 @@ static void client_main(void *arg)
            g.coroutines, g.conns, g.host, g.port, g.duration_s, g.max_body, g.timeout_ms, g.seed);
     start = last = sock_now_us();
     end_us = start + g.duration_s * 1000000;
+    coho_spawn_opts_init(&so);
+    so.name = "sock-worker";
     for (i = 0; i < g.coroutines; i++) {
-        ids[i] = coho_spawn(g.sched, worker, (void *)(uintptr_t)i);
+        ids[i] = coho_spawn_ex(g.sched, worker, (void *)(uintptr_t)i, &so);
         if (ids[i] == 0) {
             fprintf(stderr, "sock_client: spawn: %s\n", strerror(errno));
             g.spawn_errors++;

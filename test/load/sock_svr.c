@@ -225,6 +225,7 @@ static void on_req(coho_tdp_req_t *rq, void *user)
     g.requests++;
     coho_spawn_opts_init(&o);
     o.detached = true;
+    o.name = "sock-handle"; /* the entry is a static function: the log names it this way */
     if (coho_spawn_ex(g.sched, handle, rq, &o) == 0) {
         coho_log_error("req %" PRIu64 " on conn %" PRIu64 " dropped: spawn: %m", rq->req_id,
                        rq->conn_id);
