@@ -10,7 +10,9 @@
 #              below), CALLGRIND=1 also counts instructions per request of the socket_ext client,
 #              BEFORE=OTHER_BUILD_DIR adds the socket_ext row built from another tree (a
 #              before/after comparison in the same run; BEFORE_NAME labels it), COMMIT names the
-#              commit in the header line when the tree is not a git checkout.
+#              commit in the header line when the tree is not a git checkout, SYSCALLS=1 also
+#              counts system calls per request on both sides (perf stat, raw_syscalls:sys_enter),
+#              CALLGRIND_OUT=PREFIX keeps the callgrind files (PREFIX.tdp, PREFIX.epoll).
 set -euo pipefail
 
 build=${1:-build-tdp}
@@ -129,6 +131,38 @@ for name in $rows; do
         "$(field "$l" cpu_us_per_req)" "$(field "$l" server_us_per_req)" "$rat" "$tgt"
 done
 
+# System calls per request on each side: perf counts raw_syscalls:sys_enter of the client (run
+# with --requests N) and of the server (attached for the client's run), for two N; the
+# difference cancels connection set-up and start-up.
+perf_count() { awk -F, '/raw_syscalls:sys_enter/ {print $1}' "$1"; }
+if [ "${SYSCALLS:-0}" = 1 ]; then
+    command -v perf >/dev/null || { echo "bench-tdp: perf missing" >&2; exit 1; }
+    echo
+    echo "| configuration | client syscalls per request | server syscalls per request |"
+    echo "|---|---|---|"
+    for name in $rows; do
+        declare -A cs ss
+        for n in 50000 250000; do
+            taskset -c "$scpu" ${server[$name]} >"$work/srv.out" 2>&1 &
+            srv_pid=$!
+            for _ in $(seq 200); do grep -q '^port' "$work/srv.out" && break; sleep 0.05; done
+            port=$(awk '/^port/ {print $2}' "$work/srv.out")
+            perf stat -x, -e raw_syscalls:sys_enter -p "$srv_pid" -o "$work/perf.srv" &
+            perf_pid=$!
+            sleep 0.2
+            cmd=${client[$name]/--warmup-ms $warmup --duration-ms $duration/--requests $n}
+            taskset -c "$ccpu" perf stat -x, -e raw_syscalls:sys_enter -o "$work/perf.cli" \
+                $cmd --port "$port" >/dev/null
+            kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
+            kill "$srv_pid"; wait "$srv_pid" 2>/dev/null || true; srv_pid=
+            cs[$n]=$(perf_count "$work/perf.cli"); ss[$n]=$(perf_count "$work/perf.srv")
+        done
+        printf '| %s | %s | %s |\n' "${label[$name]}" \
+            "$(awk -v a="${cs[50000]}" -v b="${cs[250000]}" 'BEGIN {printf "%.3f", (b - a) / 200000}')" \
+            "$(awk -v a="${ss[50000]}" -v b="${ss[250000]}" 'BEGIN {printf "%.3f", (b - a) / 200000}')"
+    done
+fi
+
 # Instructions per request of the socket_ext client (user space, callgrind): the client counts
 # only from the start of its measurement to its last response (CALLGRIND_TOGGLE_COLLECT under
 # --collect-atstart=no), in two runs with different request counts against the raw epoll
@@ -139,16 +173,20 @@ if [ "${CALLGRIND:-0}" = 1 ]; then
     srv_pid=$!
     for _ in $(seq 200); do grep -q '^port' "$work/srv.out" && break; sleep 0.05; done
     port=$(awk '/^port/ {print $2}' "$work/srv.out")
-    declare -A ir
-    for n in 20000 120000; do
-        taskset -c "$ccpu" valgrind --tool=callgrind --collect-atstart=no \
-            --callgrind-out-file="$work/cg.$n" \
-            "$bin/tdp_client" --mode tdp --conns 4 --inflight "$inflight" --body "$body" \
-            --want "$body" --requests "$n" --port "$port" >/dev/null 2>"$work/cg.$n.log"
-        ir[$n]=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$work/cg.$n.log")
-    done
     echo
-    echo "callgrind: socket_ext client, $(( (ir[120000] - ir[20000]) / 100000 )) instructions per" \
-        "request (user space; (Ir(120k) - Ir(20k)) / 100k requests)"
-    if [ -n "${CALLGRIND_OUT:-}" ]; then cp "$work/cg.120000" "$CALLGRIND_OUT"; fi
+    for who in tdp epoll; do
+        if [ $who = tdp ]; then cli=("$bin/tdp_client" --mode tdp); else cli=("$bin/tdp_epoll" client); fi
+        declare -A ir
+        for n in 20000 120000; do
+            taskset -c "$ccpu" valgrind --tool=callgrind --collect-atstart=no \
+                --callgrind-out-file="$work/cg.$who.$n" "${cli[@]}" --conns 4 \
+                --inflight "$inflight" --body "$body" --want "$body" --requests "$n" \
+                --port "$port" >/dev/null 2>"$work/cg.$who.$n.log"
+            ir[$n]=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$work/cg.$who.$n.log")
+        done
+        echo "callgrind: $who client (4 conns), $(( (ir[120000] - ir[20000]) / 100000 ))" \
+            "instructions per request (user space; (Ir(120k) - Ir(20k)) / 100k requests)"
+        if [ -n "${CALLGRIND_OUT:-}" ]; then cp "$work/cg.$who.120000" "$CALLGRIND_OUT.$who"; fi
+    done
+    kill "$srv_pid"; wait "$srv_pid" 2>/dev/null || true; srv_pid=
 fi
