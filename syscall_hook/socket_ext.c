@@ -26,6 +26,7 @@
 
 #define TDP_READ_CHUNK 16384
 #define TDP_IOV_MAX    8
+#define TDP_DGRAM_MAX  65536 /* receive buffer of a datagram socket: the largest UDP payload */
 
 enum { TDP_CONNECT = 1, TDP_LISTEN = 2 };
 
@@ -35,9 +36,11 @@ struct tdp_conn {
     unsigned slot; /* connect pools: the keeper slot */
     bool broken;
     coho_cbuf_t rbuf;
-    coho_list_t inflight; /* struct pending.conn_link */
-    coho_list_t link;     /* in pool->conns_live */
-    uint64_t rx_co;       /* the receive coroutine */
+    coho_list_t inflight;         /* struct pending.conn_link */
+    coho_list_t link;             /* in pool->conns_live */
+    uint64_t rx_co;               /* the receive coroutine */
+    struct sockaddr_storage peer; /* datagram pools: sender of the datagram being dispatched */
+    socklen_t peer_len;
     coho_cbuf_t wbuf;     /* frames queued behind a flush in progress (tx_send_batched) */
     coho_list_t wwaiters; /* struct tx_waiter: senders whose frames are in wbuf */
     bool flushing;        /* a sender gathers and writes the frames of others too */
@@ -85,8 +88,9 @@ struct coho_tdp_pool {
     uint64_t accept_co;
     int reserve_fd; /* shed on EMFILE: closed, used to accept and drop, reopened */
     bool closing;
-    unsigned refs;      /* memory: the user's handle, each live pool coroutine, each request */
-    unsigned cos;       /* live pool coroutines (coho_tdp_close waits for them) */
+    bool dgram;    /* UDP: one datagram per frame (coho_tdp_udp_connect, coho_tdp_udp_listen) */
+    unsigned refs; /* memory: the user's handle, each live pool coroutine, each request */
+    unsigned cos;  /* live pool coroutines (coho_tdp_close waits for them) */
     unsigned reqs_live; /* requests handed to on_req and not yet freed */
     coho_list_t up_waiters;
     coho_tdp_stats_t st;
@@ -228,6 +232,10 @@ static void conn_break(coho_tdp_pool_t *p, struct tdp_conn *c, int err)
     }
     /* Senders parked on the fd or its write lock wake with EBADF at the close below. */
     shutdown(c->fd, SHUT_RDWR);
+    /* A non-blocking UDP socket reports EAGAIN, not end of file, after a shutdown, so the
+     * receive coroutine parked on it would never see it: cancel it instead. */
+    if (p->dgram && c->rx_co != 0 && c->rx_co != coho_self())
+        coho_cancel(c->rx_co);
 }
 
 /* Frees a broken connection (the receive coroutine's last step). */
@@ -321,6 +329,10 @@ static int rx_dispatch(coho_tdp_pool_t *p, struct tdp_conn *c)
                 rq->pool = p;
                 rq->conn_id = c->id;
                 rq->req_id = req_id;
+                if (p->dgram) {
+                    memcpy(&rq->peer, &c->peer, c->peer_len);
+                    rq->peer_len = c->peer_len;
+                }
                 coho_cbuf_init(&rq->frame, NULL);
                 if (cbuf_copy_front(&rq->frame, &c->rbuf, (size_t)flen) != 0) {
                     coho_tdp_req_free(rq);
@@ -375,6 +387,44 @@ static int rx_loop(coho_tdp_pool_t *p, struct tdp_conn *c)
     }
 }
 
+/* Receive loop of a datagram socket: each datagram carries one frame. A datagram that is not
+ * whole frames is dropped and counted in protocol_errors, and the socket stays: it serves every
+ * peer. Returns the reason the loop ended (an errno value). */
+static int rx_loop_dgram(coho_tdp_pool_t *p, struct tdp_conn *c)
+{
+    unsigned char *buf = malloc(TDP_DGRAM_MAX); /* once per socket, not per datagram */
+    int err = 0;
+
+    if (buf == NULL)
+        return ENOMEM;
+    while (err == 0) {
+        struct iovec iov = {.iov_base = buf, .iov_len = TDP_DGRAM_MAX};
+        struct msghdr mh = {
+            .msg_name = &c->peer, .msg_namelen = sizeof(c->peer), .msg_iov = &iov, .msg_iovlen = 1};
+        ssize_t n = recvmsg(c->fd, &mh, 0);
+
+        if (c->broken) {
+            err = ECONNRESET; /* shut down by conn_break: recvmsg returned 0 */
+        } else if (n < 0) {
+            /* ECONNREFUSED: an ICMP error for an earlier send on a connected socket; its
+             * waiter times out, the socket keeps serving. */
+            if (errno != ECONNREFUSED && errno != EINTR)
+                err = errno == EBADF ? ECONNRESET : errno;
+        } else if ((mh.msg_flags & MSG_TRUNC) || n == 0 || (size_t)n > p->o.max_frame_len ||
+                   coho_cbuf_append(&c->rbuf, buf, (size_t)n) != 0) {
+            p->st.protocol_errors++;
+        } else {
+            c->peer_len = mh.msg_namelen;
+            if (rx_dispatch(p, c) != 0 || coho_cbuf_len(&c->rbuf) != 0) {
+                p->st.protocol_errors++;
+                coho_cbuf_consume(&c->rbuf, coho_cbuf_len(&c->rbuf));
+            }
+        }
+    }
+    free(buf);
+    return err;
+}
+
 /* Receive coroutine of an accepted connection. */
 static void rx_main(void *arg)
 {
@@ -385,7 +435,7 @@ static void rx_main(void *arg)
 
     free(a);
     if (c != NULL) {
-        err = rx_loop(p, c);
+        err = p->dgram ? rx_loop_dgram(p, c) : rx_loop(p, c);
         conn_free(p, c, err);
     }
     pool_co_exit(p);
@@ -464,9 +514,9 @@ static void keeper_main(void *arg)
     pool_co_exit(p);
 }
 
-/* Adds a connected fd to a listen pool with its receive coroutine. Returns the connection id,
- * or 0 (-ENOMEM in *err; the fd is closed). */
-static uint64_t serve_conn(coho_tdp_pool_t *p, int fd)
+/* Adds a connected fd (or a datagram socket) to the pool with its receive coroutine, in keeper
+ * slot `slot` of a connect pool. Returns the connection id, or 0 (ENOMEM; the fd is closed). */
+static uint64_t serve_conn(coho_tdp_pool_t *p, int fd, unsigned slot)
 {
     int one = 1;
     uint64_t id;
@@ -474,7 +524,7 @@ static uint64_t serve_conn(coho_tdp_pool_t *p, int fd)
     struct tdp_conn *c;
 
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* fails harmlessly on AF_UNIX */
-    id = conn_add(p, fd, 0);
+    id = conn_add(p, fd, slot);
     if (id == 0)
         return 0;
     c = coho__pool_get(p->conns, id);
@@ -525,7 +575,7 @@ static void accept_main(void *arg)
             p->st.conns_rejected++;
             continue;
         }
-        serve_conn(p, fd);
+        serve_conn(p, fd, 0);
     }
     pool_co_exit(p);
 }
@@ -670,7 +720,7 @@ uint64_t coho_tdp_attach(coho_tdp_pool_t *p, int fd)
 {
     uint64_t id;
 
-    if (p == NULL || p->mode != TDP_LISTEN || fd < 0) {
+    if (p == NULL || p->mode != TDP_LISTEN || p->dgram || fd < 0) {
         errno = EINVAL;
         return 0;
     }
@@ -682,7 +732,7 @@ uint64_t coho_tdp_attach(coho_tdp_pool_t *p, int fd)
         errno = EPERM;
         return 0;
     }
-    id = serve_conn(p, fd);
+    id = serve_conn(p, fd, 0);
     if (id == 0)
         errno = ENOMEM;
     return id;
@@ -955,6 +1005,39 @@ static bool tx_gather_worthwhile(const coho_tdp_pool_t *p)
     return p->st.in_flight > 1 || p->reqs_live > 1;
 }
 
+/* Sends one frame as one datagram on `c`'s socket, to `to` (NULL: the connected peer).
+ * Returns 0, or -1 with errno EMSGSIZE (longer than max_frame_len or than a datagram can be),
+ * ENOTCONN, or the send error. */
+static int dgram_sendv(coho_tdp_pool_t *p, struct tdp_conn *c, const struct sockaddr_storage *to,
+                       socklen_t tolen, const struct iovec *iov, int iovcnt)
+{
+    struct msghdr mh = {.msg_name = (void *)to,
+                        .msg_namelen = to != NULL ? tolen : 0,
+                        .msg_iov = (struct iovec *)iov,
+                        .msg_iovlen = (size_t)iovcnt};
+    size_t total = 0;
+    ssize_t n;
+    int i;
+
+    for (i = 0; i < iovcnt; i++)
+        total += iov[i].iov_len;
+    if (total > p->o.max_frame_len || total > TDP_DGRAM_MAX) {
+        errno = EMSGSIZE;
+        return -1;
+    }
+    n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+    if (n < 0) {
+        if (errno == EBADF)
+            errno = ENOTCONN;
+        return -1;
+    }
+    if ((size_t)n != total) {
+        errno = EMSGSIZE;
+        return -1;
+    }
+    return 0;
+}
+
 int coho_tdp_sendv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const struct iovec *iov,
                    int iovcnt)
 {
@@ -985,6 +1068,8 @@ int coho_tdp_sendv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const 
         coho_list_del(&pd->conn_link);
         coho_list_push_back(&c->inflight, &pd->conn_link);
     }
+    if (p->dgram) /* one datagram per frame: never queued behind or batched with others */
+        return dgram_sendv(p, c, NULL, 0, iov, iovcnt);
     if (c->dispatching && coho_self() == c->rx_co) {
         /* An answer given inline by on_req: queued, and written with the other answers of the
          * same read once the dispatch ends (rx_flush_inline); a failed write breaks the
@@ -1125,6 +1210,116 @@ int coho_tdp_for_each_conn(coho_tdp_pool_t *p, void (*fn)(uint64_t conn_id, int 
         fn(c->id, c->fd, arg);
     }
     return 0;
+}
+
+int coho_tdp_replyv(const coho_tdp_req_t *req, const struct iovec *iov, int iovcnt)
+{
+    struct tdp_conn *c;
+
+    if (req == NULL || req->pool == NULL || iov == NULL || iovcnt <= 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (!req->pool->dgram)
+        return coho_tdp_sendv(req->pool, req->conn_id, 0, iov, iovcnt);
+    c = conn_get(req->pool, req->conn_id);
+    if (c == NULL) {
+        errno = ENOTCONN;
+        return -1;
+    }
+    return dgram_sendv(req->pool, c, &req->peer, req->peer_len, iov, iovcnt);
+}
+
+int coho_tdp_reply(const coho_tdp_req_t *req, const void *frame, size_t len)
+{
+    struct iovec iov = {.iov_base = (void *)frame, .iov_len = len};
+
+    if (frame == NULL || len == 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    return coho_tdp_replyv(req, &iov, 1);
+}
+
+coho_tdp_pool_t *coho_tdp_udp_connect(const struct sockaddr *addr, socklen_t addrlen,
+                                      const coho_tdp_opts_t *o)
+{
+    coho_tdp_pool_t *p;
+    unsigned i;
+    int err;
+
+    p = pool_create(TDP_CONNECT, addr, addrlen, o, &err);
+    if (p == NULL) {
+        errno = err;
+        return NULL;
+    }
+    p->dgram = true;
+    p->slots = calloc(o->conn_count, sizeof(*p->slots));
+    if (p->slots == NULL) {
+        err = ENOMEM;
+        goto fail;
+    }
+    for (i = 0; i < o->conn_count; i++) {
+        int fd = socket(addr->sa_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+        if (fd < 0) {
+            err = errno;
+            goto fail;
+        }
+        if (connect(fd, addr, addrlen) != 0) {
+            err = errno;
+            close(fd);
+            goto fail;
+        }
+        if (serve_conn(p, fd, i) == 0) {
+            err = ENOMEM;
+            goto fail;
+        }
+    }
+    return p;
+fail:
+    coho_tdp_close(p);
+    errno = err;
+    return NULL;
+}
+
+coho_tdp_pool_t *coho_tdp_udp_listen(const struct sockaddr *addr, socklen_t addrlen,
+                                     const coho_tdp_opts_t *o)
+{
+    struct sockaddr_storage bound;
+    socklen_t blen = sizeof(bound);
+    coho_tdp_pool_t *p;
+    int err, fd;
+
+    p = pool_create(TDP_LISTEN, addr, addrlen, o, &err);
+    if (p == NULL) {
+        errno = err;
+        return NULL;
+    }
+    p->dgram = true;
+    fd = socket(addr->sa_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto fail;
+    if (bind(fd, addr, addrlen) != 0 || getsockname(fd, (struct sockaddr *)&bound, &blen) != 0) {
+        err = errno;
+        close(fd);
+        errno = err;
+        goto fail;
+    }
+    if (bound.ss_family == AF_INET)
+        p->port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
+    else if (bound.ss_family == AF_INET6)
+        p->port = ntohs(((struct sockaddr_in6 *)&bound)->sin6_port);
+    if (serve_conn(p, fd, 0) == 0) {
+        errno = ENOMEM;
+        goto fail;
+    }
+    return p;
+fail:
+    err = errno;
+    coho_tdp_close(p);
+    errno = err;
+    return NULL;
 }
 
 int coho_tdp_get_stats(const coho_tdp_pool_t *p, coho_tdp_stats_t *out)

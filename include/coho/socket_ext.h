@@ -47,13 +47,16 @@ typedef struct coho_tdp_framer {
 typedef struct coho_tdp_pool coho_tdp_pool_t;
 
 /* A request frame handed to `on_req`. The callback takes ownership: it answers (usually from a
- * coroutine it spawns) with coho_tdp_send(req->pool, req->conn_id, ...) and then frees it with
- * coho_tdp_req_free. `frame` holds exactly the frame's bytes. */
+ * coroutine it spawns) with coho_tdp_reply(req, ...) (or, on stream pools,
+ * coho_tdp_send(req->pool, req->conn_id, ...)) and then frees it with coho_tdp_req_free.
+ * `frame` holds exactly the frame's bytes. */
 typedef struct coho_tdp_req {
     coho_tdp_pool_t *pool;
     uint64_t conn_id;
     uint64_t req_id;
     coho_cbuf_t frame;
+    struct sockaddr_storage peer; /* datagram pools: the sender, where the reply goes */
+    socklen_t peer_len;           /* datagram pools; 0 on stream pools */
 } coho_tdp_req_t;
 
 typedef struct coho_tdp_opts {
@@ -99,6 +102,22 @@ COHO_API coho_tdp_pool_t *coho_tdp_connect(const struct sockaddr *addr, socklen_
  * Returns NULL with errno (EINVAL, EPERM, EADDRINUSE, ...). */
 COHO_API coho_tdp_pool_t *coho_tdp_listen(const struct sockaddr *addr, socklen_t addrlen,
                                           const coho_tdp_opts_t *o);
+
+/* Datagram pools: the same request/response flow over UDP, one datagram per frame. A connect
+ * pool holds o->conn_count connected UDP sockets to `addr` (each a "connection": pick,
+ * req_id, send and wait_resp work as on stream pools; nothing reconnects, an ICMP error leaves
+ * the waiter to its timeout). A listen pool binds one socket to `addr` (port 0 picks one:
+ * coho_tdp_local_port) whose requests go to on_req; answer them with coho_tdp_reply, which
+ * sends to the request's sender. A datagram that is not whole frames (bad magic, truncated,
+ * longer than max_frame_len) is dropped and counted in protocol_errors; the socket stays.
+ * Frames are at most 65536 bytes (sends fail with EMSGSIZE). Delivery is UDP's: a lost
+ * datagram shows as a wait_resp timeout. The reconnect, connect-timeout, max_conns and
+ * backlog options do not apply. Inside a coroutine. Returns NULL with errno EINVAL, EPERM,
+ * ENOMEM, or the socket, bind or connect error (EADDRINUSE, ...). */
+COHO_API coho_tdp_pool_t *coho_tdp_udp_connect(const struct sockaddr *addr, socklen_t addrlen,
+                                               const coho_tdp_opts_t *o);
+COHO_API coho_tdp_pool_t *coho_tdp_udp_listen(const struct sockaddr *addr, socklen_t addrlen,
+                                              const coho_tdp_opts_t *o);
 
 /* Serves an already connected stream fd (a socketpair end, an fd handed over by another
  * process) as one more connection of listen pool `p`: it gets a receive coroutine and its
@@ -149,6 +168,14 @@ COHO_API int coho_tdp_req_release(coho_tdp_pool_t *p, uint64_t req_id);
 
 /* Frees a request handed to on_req. */
 COHO_API void coho_tdp_req_free(coho_tdp_req_t *req);
+
+/* Answers request `req` with one frame: on the connection it came from (coho_tdp_sendv with
+ * req_id 0), or on a datagram pool as one datagram to the request's sender. Works until `req`
+ * is freed; after its connection or pool is gone it fails with ENOTCONN. Inside a coroutine.
+ * Returns 0, or -1 with errno EINVAL, ENOTCONN, EMSGSIZE (datagram pools: longer than
+ * max_frame_len or 65536 bytes), or the send error. */
+COHO_API int coho_tdp_replyv(const coho_tdp_req_t *req, const struct iovec *iov, int iovcnt);
+COHO_API int coho_tdp_reply(const coho_tdp_req_t *req, const void *frame, size_t len);
 
 /* Calls fn(conn_id, fd, arg) for every live connection. */
 COHO_API int coho_tdp_for_each_conn(coho_tdp_pool_t *p,
