@@ -197,7 +197,7 @@ TEST_F(SchedDeath, GuardPageOverflowChainsToTheLogFlush)
 }
 
 // Seconds since the epoch of a line's "YY/MM/DD HH:MM:SS" stamp read as local time, or -1.
-time_t line_stamp(const std::string &line)
+[[maybe_unused]] time_t line_stamp(const std::string &line)
 {
     struct tm tm = {};
     int yy, mo, dd, hh, mi, ss;
