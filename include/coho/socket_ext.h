@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* socket_ext ("tdp"): request/response multiplexing over a pool of long TCP connections.
+/* socket_ext ("tdp"): request/response multiplexing over a pool of long TCP connections (or
+ * UDP sockets, one datagram per frame: coho_tdp_udp_connect, coho_tdp_udp_listen).
  *
  * Many coroutines share a few connections to one address: each allocates a request id,
  * sends one frame carrying it, and parks until the response frame with that id arrives. One

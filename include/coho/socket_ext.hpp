@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // The C++ face of socket_ext (include/coho/socket_ext.h): pooled request/response
-// multiplexing over long connections. Header-only; include it after (or instead of) coho.hpp.
+// multiplexing over long TCP connections or UDP sockets. Header-only; it includes coho.hpp.
 //
 //     // a server: every request frame goes to the callable, which owns the Request
 //     auto srv = coho::tdp::Pool::listen("127.0.0.1", 0, [](coho::tdp::Request rq) {
@@ -184,28 +184,28 @@ public:
         return s;
     }
 
-    // Sends `frame` back on the connection the request came from (coho_tdp_send); the answer
-    // is whole or not at all. Inside a coroutine. Throws system_error: ENOTCONN (the connection
-    // or its pool is gone), EINVAL (empty, or a moved-from Request), or the send error.
+    // Sends `frame` back (coho_tdp_reply): on the connection the request came from, or on a
+    // UDP pool as one datagram to its sender; the answer is whole or not at all. Inside a
+    // coroutine. Throws system_error: ENOTCONN (the connection or its pool is gone), EINVAL
+    // (empty, or a moved-from Request), EMSGSIZE (UDP), or the send error.
     void reply(std::string_view frame) const
     {
-        if (rq_ == nullptr) {
-            errno = EINVAL;
-            coho::detail::throw_errno("coho_tdp_send");
-        }
-        if (coho_tdp_send(rq_->pool, rq_->conn_id, 0, frame.data(), frame.size()) != 0)
-            coho::detail::throw_errno("coho_tdp_send");
+        if (coho_tdp_reply(rq_, frame.data(), frame.size()) != 0)
+            coho::detail::throw_errno("coho_tdp_reply");
     }
 
-    // reply() from buffers gathered by the caller (coho_tdp_sendv).
+    // reply() from buffers gathered by the caller (coho_tdp_replyv).
     void reply(const struct iovec *iov, int iovcnt) const
     {
-        if (rq_ == nullptr) {
-            errno = EINVAL;
-            coho::detail::throw_errno("coho_tdp_sendv");
-        }
-        if (coho_tdp_sendv(rq_->pool, rq_->conn_id, 0, iov, iovcnt) != 0)
-            coho::detail::throw_errno("coho_tdp_sendv");
+        if (coho_tdp_replyv(rq_, iov, iovcnt) != 0)
+            coho::detail::throw_errno("coho_tdp_replyv");
+    }
+
+    // UDP pools: the sender's address (where reply() goes); nullptr on stream pools.
+    const sockaddr *peer() const noexcept
+    {
+        return rq_ != nullptr && rq_->peer_len > 0 ? reinterpret_cast<const sockaddr *>(&rq_->peer)
+                                                   : nullptr;
     }
 
     coho_tdp_req_t *native_handle() const noexcept { return rq_; }
@@ -390,6 +390,49 @@ public:
     {
         detail::Address a(ip, port);
         return listen(a.get(), a.len, std::forward<F>(on_req), o);
+    }
+
+    // UDP pools, one datagram per frame (coho_tdp_udp_connect / coho_tdp_udp_listen): the same
+    // calls as the stream pools; a lost datagram shows as a wait_resp timeout, and frames are
+    // at most 65536 bytes. Reconnect, connect-timeout, max_conns and backlog do not apply.
+    static Pool udp_connect(const sockaddr *addr, socklen_t addrlen, const Options &o = Options())
+    {
+        Pool pool;
+        pool.st_ = std::make_unique<State>(o);
+        coho_tdp_opts_t c = pool.st_->c_opts(o);
+        pool.p_ = coho_tdp_udp_connect(addr, addrlen, &c);
+        if (pool.p_ == nullptr)
+            coho::detail::throw_errno("coho_tdp_udp_connect");
+        return pool;
+    }
+
+    static Pool udp_connect(const char *ip, uint16_t port, const Options &o = Options())
+    {
+        detail::Address a(ip, port);
+        return udp_connect(a.get(), a.len, o);
+    }
+
+    template <class F>
+    static Pool udp_listen(const sockaddr *addr, socklen_t addrlen, F &&on_req,
+                           const Options &o = Options())
+    {
+        static_assert(std::is_invocable_v<std::decay_t<F> &, Request>,
+                      "on_req must be callable with a coho::tdp::Request");
+        Pool pool;
+        pool.st_ = std::make_unique<State>(o);
+        pool.st_->on_req_ = std::make_unique<ReqFn<std::decay_t<F>>>(std::forward<F>(on_req));
+        coho_tdp_opts_t c = pool.st_->c_opts(o);
+        pool.p_ = coho_tdp_udp_listen(addr, addrlen, &c);
+        if (pool.p_ == nullptr)
+            coho::detail::throw_errno("coho_tdp_udp_listen");
+        return pool;
+    }
+
+    template <class F>
+    static Pool udp_listen(const char *ip, uint16_t port, F &&on_req, const Options &o = Options())
+    {
+        detail::Address a(ip, port);
+        return udp_listen(a.get(), a.len, std::forward<F>(on_req), o);
     }
 
     // Closes the pool (coho_tdp_close): waiters fail with ECANCELED, requests still held keep

@@ -344,3 +344,41 @@ TEST(TdpPool, BadArgumentsThrow)
         expect_system_error([&] { tdp::Pool::connect("127.0.0.1", 1, o); }, EINVAL);
     });
 }
+
+TEST(TdpPool, UdpPoolsAnswerEachRequestAtItsSender)
+{
+    int handled = 0, ok = 0;
+    run([&] {
+        auto srv = tdp::Pool::udp_listen("127.0.0.1", 0, [&](tdp::Request rq) {
+            EXPECT_NE(rq.peer(), nullptr);
+            handled++;
+            rq.reply(answer(rq)); // inline: one datagram back to the sender
+        });
+        tdp::Options o;
+        o.conn_count = 2;
+        auto a = tdp::Pool::udp_connect("127.0.0.1", srv.local_port(), o);
+        auto b = tdp::Pool::udp_connect("127.0.0.1", srv.local_port());
+        coho::WaitGroup wg;
+        for (int c = 0; c < 10; c++) {
+            wg.add();
+            coho::spawn([&, c] {
+                tdp::Pool &p = c % 2 ? a : b;
+                for (int i = 0; i < 5; i++) {
+                    const std::string body(static_cast<size_t>(c * 10 + i), 'a' + c);
+                    auto m = tdp::sock::decode(p.request(
+                        [&](uint64_t id) { return tdp::sock::encode_request(id, body + "!"); },
+                        2s));
+                    ASSERT_TRUE(m.has_value());
+                    EXPECT_EQ(m->body, reversed(body + "!"));
+                    ok++;
+                }
+                wg.done();
+            });
+        }
+        wg.wait();
+        EXPECT_EQ(a.stats().conns_open, 2u);
+        expect_system_error([&] { a.send(a.pick(), 0, std::string(70000, 'x')); }, EMSGSIZE);
+    });
+    EXPECT_EQ(ok, 50);
+    EXPECT_EQ(handled, 50);
+}
