@@ -1137,6 +1137,12 @@ int coho_tdp_wait_resp(coho_tdp_pool_t *p, uint64_t req_id, int64_t timeout_ms, 
         errno = ENOENT;
         return -1;
     }
+    if (pd->co_id != 0) {
+        /* One waiter per id: a second would take the wake-up, free the entry, and leave the
+         * first to wake at its timeout on freed memory. */
+        errno = EBUSY;
+        return -1;
+    }
     if (pd->status == 0) {
         pd->co_id = coho_self();
         if (pd->co_id == 0) {

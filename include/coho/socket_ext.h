@@ -160,7 +160,8 @@ COHO_API int coho_tdp_send(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id
 /* Parks until the response with `req_id` arrives, then moves its frame into `out` (an
  * initialised cbuf whose previous contents are dropped). The id is released either way.
  * `timeout_ms` -1: forever. Returns 0, or -1 with errno ETIMEDOUT, ECONNRESET (its connection
- * broke), ECANCELED, ENOENT (unknown or already collected id). */
+ * broke), ECANCELED, ENOENT (unknown or already collected id), EBUSY (another coroutine waits
+ * for this id; the id stays with that one). */
 COHO_API int coho_tdp_wait_resp(coho_tdp_pool_t *p, uint64_t req_id, int64_t timeout_ms,
                                 coho_cbuf_t *out);
 

@@ -972,6 +972,69 @@ static void close_fails_a_sender_parked_in_its_write(void **state)
     assert_true(w.err == ENOTCONN || w.err == ECANCELED || w.err == EPIPE);
 }
 
+/* ---- a request id has one waiter: a second one gets EBUSY, the first its response ---- */
+struct two_waiters {
+    coho_tdp_pool_t *client;
+    uint64_t id;
+    int rc;
+    int err;
+};
+
+static void second_waiter(void *arg)
+{
+    struct two_waiters *t = arg;
+    coho_cbuf_t b;
+
+    coho_cbuf_init(&b, NULL);
+    errno = 0;
+    t->rc = coho_tdp_wait_resp(t->client, t->id, 2000, &b);
+    t->err = errno;
+    coho_cbuf_destroy(&b);
+}
+
+static void two_waiters_main(void *arg)
+{
+    struct close_world *w = arg;
+    unsigned char hdr[COHO_SOCK_HDR_LEN];
+    coho_sock_hdr_t h = {.magic = COHO_SOCK_MAGIC, .type = 1u | (50u << 8), .arg = 3};
+    struct two_waiters t;
+    coho_cbuf_t b;
+    uint64_t conn, co;
+
+    server_listen(&w->sv, 0);
+    w->client = client_connect(coho_tdp_local_port(w->sv.pool), 1, NULL);
+    conn = coho_tdp_pick(w->client, 2000);
+    assert_int_not_equal(conn, 0);
+    memset(&t, 0, sizeof(t));
+    t.client = w->client;
+    t.id = coho_tdp_req_id(w->client);
+    h.seq = t.id;
+    coho_sock_hdr_encode(&h, hdr);
+    assert_int_equal(coho_tdp_send(w->client, conn, t.id, hdr, sizeof(hdr)), 0);
+    co = spawn(second_waiter, &t); /* parks first */
+    coho_yield();
+    coho_cbuf_init(&b, NULL);
+    errno = 0;
+    assert_int_equal(coho_tdp_wait_resp(w->client, t.id, 2000, &b), -1);
+    assert_int_equal(errno, EBUSY);
+    coho_join(co, -1);
+    assert_int_equal(t.rc, 0);
+    assert_int_equal(coho_cbuf_len(&b), 0);
+    coho_cbuf_destroy(&b);
+    assert_int_equal(stats(w->client).in_flight, 0);
+    assert_int_equal(coho_tdp_close(w->client), 0);
+    assert_int_equal(coho_tdp_close(w->sv.pool), 0);
+}
+
+static void second_waiter_on_one_id_gets_ebusy(void **state)
+{
+    struct close_world w;
+
+    (void)state;
+    memset(&w, 0, sizeof(w));
+    run_main(two_waiters_main, &w);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -988,6 +1051,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(connect_times_out_against_a_listener_that_never_accepts),
         cmocka_unit_test(wait_resp_releases_the_id_on_timeout),
         cmocka_unit_test(close_fails_a_sender_parked_in_its_write),
+        cmocka_unit_test(second_waiter_on_one_id_gets_ebusy),
     };
 
     return coho_test_main("socket_ext_more", tests, sizeof(tests) / sizeof(tests[0]), argc, argv);
