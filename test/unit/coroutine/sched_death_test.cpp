@@ -297,6 +297,57 @@ TEST_F(SchedDeath, GuardPageOverflowReportIsWrittenToTheLogAfterTheBufferedLines
 #endif
 }
 
+// A log opened after the first scheduler started (its handlers were installed with the
+// scheduler's, in the same order) still receives the report.
+TEST_F(SchedDeath, GuardPageOverflowReportReachesALogOpenedAfterTheScheduler)
+{
+#ifdef COHO_SANITIZE_BUILD
+    GTEST_SKIP() << "sanitizer builds leave SIGSEGV to the sanitizer";
+#else
+    const char *dir = std::getenv("COHO_TEST_TMPDIR");
+    const char *inherited = std::getenv("SCHED_DEATH_LATE_LOG");
+    std::string path = inherited != nullptr
+                           ? inherited
+                           : std::string(dir != nullptr ? dir : "/tmp") + "/sched_death_late." +
+                                 std::to_string(getpid()) + ".log";
+
+    setenv("SCHED_DEATH_LATE_LOG", path.c_str(), 1);
+    mkdir(dir != nullptr ? dir : "/tmp", 0755);
+    unlink(path.c_str());
+    EXPECT_DEATH(
+        {
+            coho_sched_t *s = coho_sched_create(nullptr);
+            coho_log_opts_t lo;
+
+            coho_log_opts_init(&lo);
+            lo.path = path.c_str();
+            coho_log_open(&lo);
+            coho_spawn(s, logs_then_overflows, nullptr);
+            coho_sched_run(s);
+        },
+        "overflowed its [0-9]+ KiB stack");
+    std::string text;
+    {
+        FILE *f = std::fopen(path.c_str(), "r");
+        ASSERT_NE(f, nullptr);
+        char buf[4096];
+        size_t n;
+
+        while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0)
+            text.append(buf, n);
+        std::fclose(f);
+    }
+    unlink(path.c_str());
+    unsetenv("SCHED_DEATH_LATE_LOG");
+    EXPECT_NE(text.find("line buffered before the overflow"), std::string::npos) << text;
+    EXPECT_TRUE(
+        std::regex_search(text, std::regex("\\]-\\[fatal\\]-\\[[0-9]+-[1-9][0-9]*\\]coroutine "
+                                           "[0-9]+ \\(unnamed, entry [^)]+\\) overflowed "
+                                           "its [0-9]+ KiB stack")))
+        << text;
+#endif
+}
+
 // Without a log file the report still reaches stderr, and the buffered lines go there too.
 TEST_F(SchedDeath, GuardPageOverflowWithoutALogFileReportsOnStderr)
 {
