@@ -93,6 +93,7 @@ struct coho_tdp_pool {
     unsigned cos;  /* live pool coroutines (coho_tdp_close waits for them) */
     unsigned reqs_live; /* requests handed to on_req and not yet freed */
     coho_list_t up_waiters;
+    coho_list_t cb_frames; /* struct cb_frame: coroutines inside a user callback now */
     coho_tdp_stats_t st;
 };
 
@@ -174,6 +175,60 @@ static void wake_up_waiters(coho_tdp_pool_t *p, int result)
     }
 }
 
+/* User callbacks run in the pool's coroutines. Each call is recorded (a frame on the caller's
+ * stack), so that coho_tdp_close called from inside one does not wait for its own coroutine to
+ * end. */
+struct cb_frame {
+    coho_list_t link;
+    uint64_t co_id;
+};
+
+static void cb_enter(coho_tdp_pool_t *p, struct cb_frame *f)
+{
+    f->co_id = coho_self();
+    coho_list_push_back(&p->cb_frames, &f->link);
+}
+
+static bool cb_is_inside(const coho_tdp_pool_t *p)
+{
+    const coho_list_t *pos;
+    uint64_t self = coho_self();
+
+    coho_list_for_each(pos, &p->cb_frames)
+    {
+        if (coho_list_entry(pos, struct cb_frame, link)->co_id == self)
+            return true;
+    }
+    return false;
+}
+
+static void cb_conn_new(coho_tdp_pool_t *p, uint64_t id)
+{
+    struct cb_frame f;
+
+    cb_enter(p, &f);
+    p->o.on_conn_new(p, id, p->o.user);
+    coho_list_del(&f.link);
+}
+
+static void cb_conn_delete(coho_tdp_pool_t *p, uint64_t id, int err)
+{
+    struct cb_frame f;
+
+    cb_enter(p, &f);
+    p->o.on_conn_delete(p, id, err, p->o.user);
+    coho_list_del(&f.link);
+}
+
+static void cb_req(coho_tdp_pool_t *p, coho_tdp_req_t *rq)
+{
+    struct cb_frame f;
+
+    cb_enter(p, &f);
+    p->o.on_req(rq, p->o.user);
+    coho_list_del(&f.link);
+}
+
 /* A new connection joins the pool. Returns its id, or 0 (ENOMEM: the fd is closed). */
 static uint64_t conn_add(coho_tdp_pool_t *p, int fd, unsigned slot)
 {
@@ -200,7 +255,7 @@ static uint64_t conn_add(coho_tdp_pool_t *p, int fd, unsigned slot)
         p->slots[slot] = id;
     wake_up_waiters(p, 0);
     if (p->o.on_conn_new != NULL)
-        p->o.on_conn_new(p, id, p->o.user);
+        cb_conn_new(p, id);
     return id;
 }
 
@@ -249,7 +304,7 @@ static void conn_free(coho_tdp_pool_t *p, struct tdp_conn *c, int err)
     coho_cbuf_destroy(&c->wbuf);
     coho__pool_free(p->conns, id);
     if (p->o.on_conn_delete != NULL)
-        p->o.on_conn_delete(p, id, err, p->o.user);
+        cb_conn_delete(p, id, err);
 }
 
 /* Copies the first `len` bytes of `src` into `dst` (appended). Returns 0 or -errno. */
@@ -341,7 +396,7 @@ static int rx_dispatch(coho_tdp_pool_t *p, struct tdp_conn *c)
             }
             if (rq != NULL && p->o.on_req != NULL) {
                 p->st.requests_in++;
-                p->o.on_req(rq, p->o.user);
+                cb_req(p, rq);
             } else if (rq != NULL) {
                 coho_tdp_req_free(rq);
             }
@@ -614,6 +669,7 @@ static coho_tdp_pool_t *pool_create(int mode, const struct sockaddr *addr, sockl
     p->next_req_id = 1;
     coho_list_init(&p->conns_live);
     coho_list_init(&p->up_waiters);
+    coho_list_init(&p->cb_frames);
     p->conns = coho__pool_create(sizeof(struct tdp_conn), 64, 0);
     if (p->conns == NULL)
         goto fail_conns;
@@ -778,8 +834,11 @@ int coho_tdp_close(coho_tdp_pool_t *p)
         if (p->keepers[i] != 0)
             coho_cancel(p->keepers[i]);
     if (coho_self() != 0) {
-        /* Let the pool's coroutines run to their end, then free. */
-        while (p->cos > 0 && coho_sleep_ms(1) == 0)
+        /* Let the pool's coroutines run to their end, then free; called from a callback, the
+         * caller's own coroutine ends only after this returns. */
+        unsigned self = cb_is_inside(p) ? 1 : 0;
+
+        while (p->cos > self && coho_sleep_ms(1) == 0)
             ;
     }
     pool_unref(p);

@@ -133,7 +133,9 @@ COHO_API uint16_t coho_tdp_local_port(const coho_tdp_pool_t *p);
 /* Shuts every connection down, stops accepting and reconnecting, fails in-flight waiters
  * with ECANCELED, waits for the pool's coroutines to end (inside a coroutine) and releases the
  * handle. Requests handed to on_req and not yet freed keep the pool's memory alive (their
- * sends fail with ENOTCONN); the last coho_tdp_req_free releases it. Outside a coroutine
+ * sends fail with ENOTCONN); the last coho_tdp_req_free releases it. It may be called from the
+ * pool's own callbacks (on_req, on_conn_new, on_conn_delete): it then waits for the pool's
+ * other coroutines, and the calling one ends after the callback returns. Outside a coroutine
  * (after coho_sched_run returned) it only releases. */
 COHO_API int coho_tdp_close(coho_tdp_pool_t *p);
 

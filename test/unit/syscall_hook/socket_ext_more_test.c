@@ -1035,6 +1035,62 @@ static void second_waiter_on_one_id_gets_ebusy(void **state)
     run_main(two_waiters_main, &w);
 }
 
+/* ---- on_req closes its own pool (a "shut down" request handled inline) ---- */
+struct self_close {
+    coho_tdp_pool_t *pool;
+    int closed;
+    uint64_t close_ms;
+};
+
+static void on_req_closing(coho_tdp_req_t *rq, void *user)
+{
+    struct self_close *sc = user;
+    uint64_t t0 = now_ms();
+
+    coho_tdp_req_free(rq);
+    assert_int_equal(coho_tdp_close(sc->pool), 0);
+    sc->close_ms = now_ms() - t0;
+    sc->closed++;
+}
+
+static void self_close_main(void *arg)
+{
+    struct self_close *sc = arg;
+    struct sockaddr_in a = loopback(0);
+    unsigned char hdr[COHO_SOCK_HDR_LEN];
+    coho_tdp_opts_t o;
+    uint64_t t0;
+    int fd, other;
+
+    sock_opts(&o);
+    o.on_req = on_req_closing;
+    o.user = sc;
+    sc->pool = coho_tdp_listen((struct sockaddr *)&a, sizeof(a), &o);
+    assert_non_null(sc->pool);
+    other = raw_connect(coho_tdp_local_port(sc->pool)); /* a second connection, idle */
+    fd = raw_connect(coho_tdp_local_port(sc->pool));
+    sock_header(hdr, 0);
+    assert_int_equal(send(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+    expect_closed_by_server(fd);
+    expect_closed_by_server(other);
+    t0 = now_ms();
+    while (sc->closed == 0) { /* the close waits for the pool's other coroutines */
+        assert_true(now_ms() - t0 < 2000);
+        coho_sleep_ms(2);
+    }
+    assert_int_equal(sc->closed, 1);
+    assert_true(sc->close_ms < 1000);
+}
+
+static void on_req_may_close_its_own_pool(void **state)
+{
+    struct self_close sc;
+
+    (void)state;
+    memset(&sc, 0, sizeof(sc));
+    run_main(self_close_main, &sc);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -1052,6 +1108,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(wait_resp_releases_the_id_on_timeout),
         cmocka_unit_test(close_fails_a_sender_parked_in_its_write),
         cmocka_unit_test(second_waiter_on_one_id_gets_ebusy),
+        cmocka_unit_test(on_req_may_close_its_own_pool),
     };
 
     return coho_test_main("socket_ext_more", tests, sizeof(tests) / sizeof(tests[0]), argc, argv);
