@@ -436,7 +436,9 @@ public:
     }
 
     // Closes the pool (coho_tdp_close): waiters fail with ECANCELED, requests still held keep
-    // working until freed (their replies fail with ENOTCONN). Idempotent; noexcept.
+    // working until freed (their replies fail with ENOTCONN). Idempotent; noexcept. Not from
+    // the pool's own on_req/on_conn_new/on_conn_delete (they live in the state this frees, and
+    // the calling coroutine still runs them): spawn a coroutine that closes it instead.
     void close() noexcept
     {
         if (p_ != nullptr)
