@@ -3,12 +3,14 @@
 # hand-written level-triggered epoll server and a thread-per-connection server, each driven by
 # the same load client (bench/echo/) over loopback. Prints a markdown table: req/s (median of
 # the repetitions), coho / epoll, p99, and server CPU time per request (/proc utime+stime).
-# With STRACE=1 it also counts the server's syscalls per request (strace -c -f, attached once
-# the server listens, over a fixed number of requests).
+# With PERF=1 it also counts the server's system calls per request (perf stat on the syscall
+# tracepoints, runs of PERF_REQS and 5 x PERF_REQS requests, difference / 4 x PERF_REQS, so the
+# connection set-up cancels out); with STRACE=1, by strace -c -f (which slows every call down
+# and so makes epoll_wait batches larger than in a real run).
 #
 # Usage: tools/bench-echo.sh BUILD_DIR
 # Environment (defaults): REPS=3 SECS=2 WARM=0.5 CONNS="1 100 1000" SIZES="32 4096"
-#   SERVERS="epoll coho thread" PORT=19600 STRACE=0 STRACE_REQS=50000
+#   SERVERS="epoll coho thread" PORT=19600 PERF=0 PERF_REQS=20000 STRACE=0 STRACE_REQS=50000
 set -euo pipefail
 
 dir=${1:?usage: tools/bench-echo.sh BUILD_DIR}/bench
@@ -20,6 +22,8 @@ SIZES=${SIZES:-"32 4096"}
 SERVERS=${SERVERS:-"epoll coho thread"}
 PORT=${PORT:-19600}
 STRACE=${STRACE:-0}
+PERF=${PERF:-0}
+PERF_REQS=${PERF_REQS:-20000}
 STRACE_REQS=${STRACE_REQS:-50000}
 
 for s in $SERVERS client; do
@@ -157,6 +161,47 @@ END {
         print line " " p " | " u " | " tgt " |"
     }
 }' "$res"
+
+# perf_count SERVER C S N: the server's system calls while the client makes N requests, as
+# "total recvfrom sendto epoll_wait+epoll_pwait2".
+perf_count() {
+    port=$((port + 1))
+    [ "$port" -lt 19999 ] || port=$PORT
+    start_server "$1" "$port"
+    perf stat -x, -o "$work/perf.txt" -e raw_syscalls:sys_enter,syscalls:sys_enter_recvfrom \
+        -e syscalls:sys_enter_sendto,syscalls:sys_enter_epoll_wait \
+        -e syscalls:sys_enter_epoll_pwait2 -p "$srv_pid" &
+    local pf_pid=$!
+    sleep 0.3
+    $pin_cli "$dir/echo_client" -p "$port" -c "$2" -s "$3" -n "$4" >/dev/null
+    kill -INT "$pf_pid"
+    wait "$pf_pid" 2>/dev/null || true
+    stop_server
+    awk -F, '$3 ~ /sys_enter/ { v[$3] = $1 }
+        END { print v["raw_syscalls:sys_enter"], v["syscalls:sys_enter_recvfrom"],
+              v["syscalls:sys_enter_sendto"],
+              v["syscalls:sys_enter_epoll_wait"] + v["syscalls:sys_enter_epoll_pwait2"] }' \
+        "$work/perf.txt"
+}
+
+if [ "$PERF" = 1 ]; then
+    echo
+    echo "system calls per request (perf stat, (count at $((5 * PERF_REQS)) - count at $PERF_REQS requests) / $((4 * PERF_REQS)))"
+    echo
+    echo "| server | C | S | total | recvfrom | sendto | epoll_wait / epoll_pwait2 |"
+    echo "|---|---|---|---|---|---|---|"
+    for c in $CONNS; do
+        for s in $SIZES; do
+            for srv in $SERVERS; do
+                a=$(perf_count "$srv" "$c" "$s" "$PERF_REQS")
+                b=$(perf_count "$srv" "$c" "$s" "$((5 * PERF_REQS))")
+                echo "$a $b" | awk -v n="$((4 * PERF_REQS))" -v srv="$srv" -v c="$c" -v s="$s" \
+                    '{ printf "| %s | %s | %s B | %.3f | %.3f | %.3f | %.3f |\n", srv, c, s,
+                       ($5 - $1) / n, ($6 - $2) / n, ($7 - $3) / n, ($8 - $4) / n }'
+            done
+        done
+    done
+fi
 
 [ "$STRACE" = 1 ] || exit 0
 
