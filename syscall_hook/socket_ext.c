@@ -452,14 +452,15 @@ static int rx_loop_dgram(coho_tdp_pool_t *p, struct tdp_conn *c)
 
     if (buf == NULL)
         return ENOMEM;
-    while (err == 0) {
+    /* c->broken: conn_break cancelled this coroutine, or a callback it ran closed the pool. */
+    while (err == 0 && !c->broken) {
         struct iovec iov = {.iov_base = buf, .iov_len = TDP_DGRAM_MAX};
         struct msghdr mh = {
             .msg_name = &c->peer, .msg_namelen = sizeof(c->peer), .msg_iov = &iov, .msg_iovlen = 1};
         ssize_t n = recvmsg(c->fd, &mh, 0);
 
         if (c->broken) {
-            err = ECONNRESET; /* shut down by conn_break: recvmsg returned 0 */
+            break;
         } else if (n < 0) {
             /* ECONNREFUSED: an ICMP error for an earlier send on a connected socket; its
              * waiter times out, the socket keeps serving. */
@@ -477,7 +478,7 @@ static int rx_loop_dgram(coho_tdp_pool_t *p, struct tdp_conn *c)
         }
     }
     free(buf);
-    return err;
+    return err != 0 ? err : ECONNRESET;
 }
 
 /* Receive coroutine of an accepted connection. */

@@ -509,6 +509,62 @@ static void udp_bad_arguments_give_einval(void **state)
     run_main(badarg_main, NULL);
 }
 
+/* ---- on_req may close its own pool ---- */
+static coho_tdp_pool_t *closing_pool;
+static int closed_inline;
+
+static void on_req_closing(coho_tdp_req_t *rq, void *user)
+{
+    (void)user;
+    coho_tdp_req_free(rq);
+    assert_int_equal(coho_tdp_close(closing_pool), 0);
+    closed_inline++;
+}
+
+static void self_close_main(void *arg)
+{
+    coho_tdp_opts_t o;
+    struct sockaddr_in a = loopback(0);
+    unsigned char hdr[COHO_SOCK_HDR_LEN];
+    coho_sock_hdr_t h = {.magic = COHO_SOCK_MAGIC, .seq = 1};
+    uint64_t t0 = now_ms();
+    int fd;
+
+    (void)arg;
+    sock_opts(&o);
+    o.on_req = on_req_closing;
+    closing_pool = coho_tdp_udp_listen((struct sockaddr *)&a, sizeof(a), &o);
+    assert_non_null(closing_pool);
+    a = loopback(coho_tdp_local_port(closing_pool));
+    fd = socket(AF_INET, SOCK_DGRAM, 0);
+    assert_true(fd >= 0);
+    coho_sock_hdr_encode(&h, hdr);
+    assert_int_equal(sendto(fd, hdr, sizeof(hdr), 0, (struct sockaddr *)&a, sizeof(a)),
+                     (ssize_t)sizeof(hdr));
+    close(fd);
+    while (closed_inline == 0) {
+        assert_true(now_ms() - t0 < 2000);
+        coho_sleep_ms(2);
+    }
+    /* The pool's receive coroutine ends too: only this one is left unfinished. */
+    for (;;) {
+        coho_sched_stats_t st;
+
+        assert_int_equal(coho_sched_get_stats(coho__sched_current(), &st), 0);
+        if (st.unfinished == 1)
+            break;
+        assert_true(now_ms() - t0 < 2000);
+        coho_sleep_ms(2);
+    }
+}
+
+static void udp_on_req_may_close_its_own_pool(void **state)
+{
+    (void)state;
+    run_main(self_close_main, NULL);
+    assert_int_equal(closed_inline, 1);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -518,6 +574,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(udp_frame_past_the_limits_fails_with_emsgsize),
         cmocka_unit_test(udp_close_cancels_waiters_and_held_requests_reply_enotconn),
         cmocka_unit_test(udp_bad_arguments_give_einval),
+        cmocka_unit_test(udp_on_req_may_close_its_own_pool),
     };
 
     return coho_test_main("socket_ext_udp", tests, sizeof(tests) / sizeof(tests[0]), argc, argv);
