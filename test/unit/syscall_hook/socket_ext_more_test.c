@@ -1091,6 +1091,60 @@ static void on_req_may_close_its_own_pool(void **state)
     run_main(self_close_main, &sc);
 }
 
+/* ---- on_conn_new closes its own connect pool ---- */
+static coho_tdp_pool_t *closing_client;
+static int client_closed;
+
+static void on_conn_new_closing(coho_tdp_pool_t *p, uint64_t conn_id, void *user)
+{
+    (void)conn_id;
+    (void)user;
+    assert_ptr_equal(p, closing_client);
+    if (client_closed++ == 0)
+        assert_int_equal(coho_tdp_close(p), 0);
+}
+
+static void conn_new_close_main(void *arg)
+{
+    struct server *sv = arg;
+    struct sockaddr_in a;
+    coho_tdp_opts_t o;
+    uint64_t t0 = now_ms();
+
+    server_listen(sv, 0);
+    a = loopback(coho_tdp_local_port(sv->pool));
+    sock_opts(&o);
+    o.conn_count = 3;
+    o.on_conn_new = on_conn_new_closing;
+    closing_client = coho_tdp_connect((struct sockaddr *)&a, sizeof(a), &o);
+    assert_non_null(closing_client);
+    while (client_closed == 0) {
+        assert_true(now_ms() - t0 < 2000);
+        coho_sleep_ms(2);
+    }
+    /* Every keeper ends: only this coroutine and the server's remain. */
+    for (;;) {
+        coho_sched_stats_t st;
+
+        assert_int_equal(coho_sched_get_stats(coho__sched_current(), &st), 0);
+        if (st.unfinished == 1 + 1 + stats(sv->pool).conns_open)
+            break;
+        assert_true(now_ms() - t0 < 2000);
+        coho_sleep_ms(2);
+    }
+    assert_int_equal(client_closed, 1);
+    assert_int_equal(coho_tdp_close(sv->pool), 0);
+}
+
+static void on_conn_new_may_close_its_own_pool(void **state)
+{
+    struct server sv;
+
+    (void)state;
+    memset(&sv, 0, sizeof(sv));
+    run_main(conn_new_close_main, &sv);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -1109,6 +1163,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(close_fails_a_sender_parked_in_its_write),
         cmocka_unit_test(second_waiter_on_one_id_gets_ebusy),
         cmocka_unit_test(on_req_may_close_its_own_pool),
+        cmocka_unit_test(on_conn_new_may_close_its_own_pool),
     };
 
     return coho_test_main("socket_ext_more", tests, sizeof(tests) / sizeof(tests[0]), argc, argv);
