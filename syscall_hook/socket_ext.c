@@ -881,6 +881,7 @@ uint64_t coho_tdp_pick(coho_tdp_pool_t *p, int64_t timeout_ms)
         }
         w.co_id = coho_self();
         w.token = coho__co_block_prepare();
+        coho__co_wait_note("tdp connection of pool@", (int64_t)(intptr_t)p);
         coho_list_push_back(&p->up_waiters, &w.link);
         rc = coho__co_block(timeout_ms);
         coho_list_del(&w.link);
@@ -966,6 +967,7 @@ static int tx_wait_flushed(struct tdp_conn *c)
     int rc;
 
     w.token = coho__co_block_prepare();
+    coho__co_wait_note("tdp flush of connection@", (int64_t)(intptr_t)c);
     coho_list_push_back(&c->wwaiters, &w.link);
     rc = coho__co_block(-1);
     coho_list_del(&w.link); /* harmless when the waker already unlinked it */
@@ -1210,6 +1212,7 @@ int coho_tdp_wait_resp(coho_tdp_pool_t *p, uint64_t req_id, int64_t timeout_ms, 
             return -1;
         }
         pd->token = coho__co_block_prepare();
+        coho__co_wait_note("tdp response req=", (int64_t)req_id);
         rc = coho__co_block(timeout_ms);
         pd->co_id = 0;
     }
