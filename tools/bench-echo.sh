@@ -10,7 +10,7 @@
 #
 # Usage: tools/bench-echo.sh BUILD_DIR
 # Environment (defaults): REPS=3 SECS=2 WARM=0.5 CONNS="1 100 1000" SIZES="32 4096"
-#   SERVERS="epoll coho thread" PORT=19600 PERF=0 PERF_REQS=20000 STRACE=0 STRACE_REQS=50000
+#   SERVERS="epoll coho thread" PIN=1 PORT=19600 PERF=0 PERF_REQS=20000 STRACE=0 STRACE_REQS=50000
 set -euo pipefail
 
 dir=${1:?usage: tools/bench-echo.sh BUILD_DIR}/bench
@@ -31,8 +31,8 @@ for s in $SERVERS client; do
 done
 ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-# Server on CPU 0, client on CPU 1 when there are two.
-if [ "$(nproc)" -ge 2 ]; then
+# Server on CPU 0, client on CPU 1 when there are two (PIN=0: let the kernel place them).
+if [ "$(nproc)" -ge 2 ] && [ "${PIN:-1}" = 1 ]; then
     pin_srv="taskset -c 0"
     pin_cli="taskset -c 1"
 else
