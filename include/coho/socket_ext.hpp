@@ -448,6 +448,17 @@ public:
 
     explicit operator bool() const noexcept { return p_ != nullptr; }
 
+    // Serves an already connected stream fd as one more connection of this (stream) listen
+    // pool (coho_tdp_attach); takes ownership of `fd`. Returns the connection id. Throws
+    // system_error: EINVAL, ESHUTDOWN, EPERM, ENOMEM.
+    uint64_t attach(int fd)
+    {
+        const uint64_t id = coho_tdp_attach(p_, fd);
+        if (id == 0)
+            coho::detail::throw_errno("coho_tdp_attach");
+        return id;
+    }
+
     // The bound port of a listen pool (host order), or 0.
     uint16_t local_port() const noexcept { return coho_tdp_local_port(p_); }
 

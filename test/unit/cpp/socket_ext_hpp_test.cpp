@@ -3,6 +3,8 @@
 // for_each_conn, close), Request ownership and replies after close, on_req with move-only
 // callables and escaping exceptions, Buffer, and the sock protocol helpers.
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <memory>
@@ -381,4 +383,31 @@ TEST(TdpPool, UdpPoolsAnswerEachRequestAtItsSender)
     });
     EXPECT_EQ(ok, 50);
     EXPECT_EQ(handled, 50);
+}
+
+TEST(TdpPool, AttachedSocketpairEndIsServedLikeAnAcceptedConnection)
+{
+    int handled = 0;
+    run([&] {
+        auto srv = tdp::Pool::listen("127.0.0.1", 0, echo_handler(&handled));
+        int sv[2];
+        ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+        const uint64_t id = srv.attach(sv[0]);
+        EXPECT_NE(id, 0u);
+        const std::string req = tdp::sock::encode_request(5, "pair");
+        ASSERT_EQ(sendn(sv[1], req.data(), req.size(), 0), static_cast<ssize_t>(req.size()));
+        std::string got(COHO_SOCK_HDR_LEN + 4, '\0');
+        ASSERT_EQ(recvn(sv[1], got.data(), got.size(), 0), static_cast<ssize_t>(got.size()));
+        auto m = tdp::sock::decode(got);
+        ASSERT_TRUE(m.has_value());
+        EXPECT_EQ(m->header.seq, 5u);
+        EXPECT_EQ(m->body, "riap");
+        close(sv[1]);
+        auto udp = tdp::Pool::udp_listen("127.0.0.1", 0, [](tdp::Request) {});
+        ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+        expect_system_error([&] { udp.attach(sv[0]); }, EINVAL);
+        close(sv[0]);
+        close(sv[1]);
+    });
+    EXPECT_EQ(handled, 1);
 }
