@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /* coho_sched_dump names what each parked coroutine waits on: the sync primitives and channels
- * (by address), fds, poll/select/epoll_wait, per-fd locks and DNS (by fd or count), sleep and
- * join, and for how long. */
+ * (by address), fds, poll/select/epoll_wait, per-fd locks, DNS and socket_ext waits (by fd,
+ * count or request id), sleep and join, and for how long. */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <semaphore.h>
 #include <stdio.h>
@@ -466,6 +468,130 @@ static void dump_names_a_dns_wait(void **state)
     sem_destroy(&blockers_go);
 }
 
+/* ---- socket_ext (tdp) ---------------------------------------------------------------------- */
+
+static size_t tdp_max_body = 1u << 16;
+static coho_tdp_framer_t tdp_framer;
+static coho_tdp_pool_t *tdp_server;  /* takes requests and never answers */
+static coho_tdp_pool_t *tdp_client;  /* connected to tdp_server */
+static coho_tdp_pool_t *tdp_nowhere; /* connects to a port nobody listens on */
+static coho_tdp_req_t *tdp_held;
+static uint64_t tdp_req;
+
+static void tdp_hold(coho_tdp_req_t *rq, void *user)
+{
+    (void)user;
+    if (tdp_held != NULL)
+        coho_tdp_req_free(tdp_held);
+    tdp_held = rq;
+}
+
+static void tdp_opts(coho_tdp_opts_t *o)
+{
+    coho_tdp_opts_init(o);
+    o->framers[0] = &tdp_framer;
+    o->framer_count = 1;
+    o->conn_count = 1;
+}
+
+/* A loopback port that refuses connections: bound once, then closed. */
+static uint16_t refusing_port(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static void tdp_picker(void *arg)
+{
+    (void)arg;
+    (void)coho_tdp_pick(tdp_nowhere, -1);
+}
+
+static void tdp_requester(void *arg)
+{
+    unsigned char hdr[COHO_SOCK_HDR_LEN];
+    coho_sock_hdr_t h = {.magic = COHO_SOCK_MAGIC};
+    uint64_t conn = coho_tdp_pick(tdp_client, 5000);
+    coho_cbuf_t resp;
+
+    (void)arg;
+    if (conn == 0)
+        return;
+    tdp_req = coho_tdp_req_id(tdp_client);
+    h.seq = tdp_req;
+    coho_sock_hdr_encode(&h, hdr);
+    if (coho_tdp_send(tdp_client, conn, tdp_req, hdr, sizeof(hdr)) != 0)
+        return;
+    coho_cbuf_init(&resp, NULL);
+    (void)coho_tdp_wait_resp(tdp_client, tdp_req, -1, &resp);
+    coho_cbuf_destroy(&resp);
+}
+
+static void tdp_main(void *arg)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    coho_tdp_opts_t o;
+
+    (void)arg;
+    coho_sock_framer_init(&tdp_framer, &tdp_max_body);
+    tdp_opts(&o);
+    o.on_req = tdp_hold;
+    tdp_server = coho_tdp_listen((struct sockaddr *)&a, sizeof(a), &o);
+    if (tdp_server == NULL)
+        return;
+    a.sin_port = htons(coho_tdp_local_port(tdp_server));
+    tdp_opts(&o);
+    tdp_client = coho_tdp_connect((struct sockaddr *)&a, sizeof(a), &o);
+    a.sin_port = htons(refusing_port());
+    tdp_opts(&o);
+    tdp_nowhere = coho_tdp_connect((struct sockaddr *)&a, sizeof(a), &o);
+    if (tdp_client == NULL || tdp_nowhere == NULL)
+        return;
+    spawn_named("tdp-picker", tdp_picker, NULL);
+    spawn_named("tdp-requester", tdp_requester, NULL);
+    coho_sleep_ms(200); /* the request has reached the server by now */
+    coho_sched_dump(sched);
+    coho_sched_stop(sched);
+}
+
+static void setup_tdp(void)
+{
+    tdp_server = tdp_client = tdp_nowhere = NULL;
+    tdp_held = NULL;
+    tdp_req = 0;
+    spawn_named("tdp-main", tdp_main, NULL);
+}
+
+static void dump_names_tdp_connection_and_response_waits(void **state)
+{
+    char want[96];
+
+    (void)state;
+    run_and_read(setup_tdp);
+    assert_non_null(tdp_server);
+    assert_non_null(tdp_client);
+    assert_non_null(tdp_nowhere);
+    assert_int_not_equal(tdp_req, 0);
+    snprintf(want, sizeof(want), "parked waits on tdp connection of pool@0x%" PRIxPTR " for ",
+             (uintptr_t)tdp_nowhere);
+    expect_dump_line("tdp-picker", want);
+    snprintf(want, sizeof(want), "parked waits on tdp response req=%" PRIu64 " for ", tdp_req);
+    expect_dump_line("tdp-requester", want);
+    free(dump_text);
+    if (tdp_held != NULL)
+        coho_tdp_req_free(tdp_held);
+    assert_int_equal(coho_tdp_close(tdp_nowhere), 0);
+    assert_int_equal(coho_tdp_close(tdp_client), 0);
+    assert_int_equal(coho_tdp_close(tdp_server), 0);
+}
+
 /* ---- how long ------------------------------------------------------------------------------ */
 
 static void long_sleeper(void *arg)
@@ -515,6 +641,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(dump_shows_a_signalled_cond_waiter_on_its_mutex),
         cmocka_unit_test(dump_names_fd_poll_select_epoll_and_fd_lock_waits),
         cmocka_unit_test(dump_names_a_dns_wait),
+        cmocka_unit_test(dump_names_tdp_connection_and_response_waits),
         cmocka_unit_test(dump_shows_how_long_a_coroutine_has_waited),
     };
 
