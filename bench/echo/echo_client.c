@@ -252,5 +252,9 @@ int main(int argc, char **argv)
     for (i = 0; i < nconn; i++)
         close(conns[i].fd);
     close(ep);
+    free(conns);
+    free(msg);
+    free(rbuf);
+    free(lat_hist);
     return 0;
 }
