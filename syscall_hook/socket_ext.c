@@ -503,6 +503,7 @@ static uint64_t spawn_daemon(void (*fn)(void *), void *arg, const char *name)
 
     coho_spawn_opts_init(&so);
     so.daemon = true;
+    so.detached = true; /* the pool counts its coroutines; nobody joins them */
     so.name = name;
     return coho_spawn_ex(coho__sched_current(), fn, arg, &so);
 }

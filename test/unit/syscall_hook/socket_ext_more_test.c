@@ -454,6 +454,48 @@ static void listen_pool_past_max_conns_closes_and_counts_the_excess(void **state
     run_main(max_conns_main, &sv);
 }
 
+/* ---- a pool's own coroutines are reaped when they end: connections that come and go leave
+ * no finished coroutine records behind ---- */
+static void churn_main(void *arg)
+{
+    struct server *sv = arg;
+    coho_tdp_opts_t o;
+    struct sockaddr_in a = loopback(0);
+    coho_sched_stats_t before, after;
+    uint16_t port;
+
+    sock_opts(&o);
+    o.on_req = on_req;
+    o.user = sv;
+    sv->pool = coho_tdp_listen((struct sockaddr *)&a, sizeof(a), &o);
+    assert_non_null(sv->pool);
+    port = coho_tdp_local_port(sv->pool);
+    assert_int_equal(coho_sched_get_stats(coho__sched_current(), &before), 0);
+    for (int i = 0; i < 200; i++) {
+        int fd = raw_connect(port);
+
+        wait_conns_open(sv->pool, 1, 2000);
+        close(fd);
+        wait_conns_open(sv->pool, 0, 2000);
+    }
+    assert_int_equal(stats(sv->pool).conns_total, 200);
+    coho_sleep_ms(20); /* the last receive coroutine runs to its end */
+    assert_int_equal(coho_sched_get_stats(coho__sched_current(), &after), 0);
+    /* 200 receive coroutines came and went: none of them is still held */
+    assert_true(after.coroutines <= before.coroutines + 1);
+    assert_int_equal(after.unfinished, before.unfinished);
+    assert_int_equal(coho_tdp_close(sv->pool), 0);
+}
+
+static void pool_coroutines_are_reaped_when_connections_end(void **state)
+{
+    struct server sv;
+
+    (void)state;
+    memset(&sv, 0, sizeof(sv));
+    run_main(churn_main, &sv);
+}
+
 /* ---- on_conn_new / on_conn_delete: once each per connection, with its id ---- */
 struct cb_world {
     struct server sv; /* the listen side's records */
@@ -1151,6 +1193,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(pool_reconnects_with_backoff_after_server_returns),
         cmocka_unit_test(pick_round_robins_over_healthy_connections),
         cmocka_unit_test(listen_pool_past_max_conns_closes_and_counts_the_excess),
+        cmocka_unit_test(pool_coroutines_are_reaped_when_connections_end),
         cmocka_unit_test(conn_callbacks_run_once_per_connection_with_its_id),
         cmocka_unit_test(frame_past_max_frame_len_closes_only_its_connection),
         cmocka_unit_test(frame_without_end_past_max_frame_len_closes_its_connection),
