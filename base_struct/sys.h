@@ -3,7 +3,7 @@
  *
  * Inside libcoho a plain call to read, write, close, poll... binds to coho's own hook once the
  * syscall_hook layer defines it, so every layer that needs the real call goes through this
- * table. It is resolved once with dlsym(RTLD_NEXT, ...) from a high-priority constructor, and
+ * table. It is resolved once with dlsym with RTLD_NEXT from a high-priority constructor, and
  * again on demand by coho__sys_init() (a hook that runs before constructors calls it first). */
 #ifndef COHO_BASE_STRUCT_SYS_H
 #define COHO_BASE_STRUCT_SYS_H
