@@ -62,7 +62,7 @@ static bool io_is_read(enum io_kind k)
 }
 
 /* One attempt. Returns bytes, or -errno (read right after the syscall). */
-static ssize_t io_once(int fd, struct io_args *a)
+__attribute__((hot)) static ssize_t io_once(int fd, struct io_args *a)
 {
     ssize_t n;
 
@@ -132,7 +132,7 @@ static size_t io_want(const struct io_args *a)
  * means the socket is drained: the next read parks until the next edge instead
  * of paying a failing syscall (LESSONS.md, "a recv that returns EAGAIN on every
  * request"). */
-static void io_note_read(coho__fd_t *f, const struct io_args *a, ssize_t n)
+__attribute__((hot)) static void io_note_read(coho__fd_t *f, const struct io_args *a, ssize_t n)
 {
     if (f->kind != COHO__FD_STREAM || f->sticky != 0 || n <= 0)
         return;
@@ -184,7 +184,8 @@ static void iov_cursor_destroy(struct iov_cursor *c, struct iovec *orig_alloc)
  * with a real poll. Returns 0, -ETIMEDOUT, -EBADF, -ECANCELED. */
 static int io_wait(coho__fd_t *f, unsigned ev, int64_t deadline, bool in_co)
 {
-    int64_t left = coho__hook_remaining(deadline, coho__hook_now_ms());
+    /* No deadline: no clock reading. */
+    int64_t left = deadline < 0 ? -1 : coho__hook_remaining(deadline, coho__hook_now_ms());
 
     if (deadline >= 0 && left == 0)
         return -ETIMEDOUT;
@@ -226,8 +227,10 @@ static void io_advance(struct io_args *a, struct iov_cursor *c, size_t done)
 }
 
 /* The blocking-view engine for an adopted fd (in a coroutine, or a plain thread
- * using a managed fd). Returns bytes or -errno. */
-static ssize_t io_blocking(coho__fd_t *f, struct io_args *a, bool in_co)
+ * using a managed fd). `again`: the caller's own first attempt (io_call's fast
+ * path) just failed with EAGAIN, so the first step is the wait. Returns bytes or
+ * -errno. */
+static ssize_t io_blocking(coho__fd_t *f, struct io_args *a, bool in_co, bool again)
 {
     bool rd = io_is_read(a->kind);
     unsigned ev = rd ? COHO__EV_READ : COHO__EV_WRITE;
@@ -237,13 +240,16 @@ static ssize_t io_blocking(coho__fd_t *f, struct io_args *a, bool in_co)
     bool waitall = rd && (a->flags & MSG_WAITALL) && f->kind == COHO__FD_STREAM;
     size_t want = (full || waitall) ? io_want(a) : 0;
     size_t done = 0;
-    struct iov_cursor cur = {.v = NULL};
+    struct iov_cursor cur; /* only cur.v is read before iov_cursor_init */
     struct iovec *cur_alloc = NULL;
     struct msghdr msg_copy;
-    struct io_args orig = *a;
+    struct msghdr *orig_msg = a->msg;
     ssize_t n, ret;
     int rc;
 
+    cur.v = NULL;
+    if (again)
+        goto wait;
     for (;;) {
         if (f->keep_mode) {
             if (!io_ready_now(f->fd, ev)) {
@@ -310,6 +316,7 @@ static ssize_t io_blocking(coho__fd_t *f, struct io_args *a, bool in_co)
             ret = n;
             goto out_err;
         }
+    wait:
         rc = io_wait(f, ev, deadline, in_co);
         if (rc < 0) {
             /* A timeout reports EAGAIN, as the kernel does for
@@ -322,19 +329,51 @@ out_err:
     if (done > 0)
         ret = (ssize_t)done;
 out:
-    if (a->kind == OP_RECVMSG && a->msg != orig.msg) {
+    if (a->kind == OP_RECVMSG && a->msg != orig_msg) {
         /* Report what the kernel said about the last part into the caller's msghdr.
          */
-        orig.msg->msg_flags = a->msg->msg_flags;
-        orig.msg->msg_controllen = a->msg->msg_controllen;
-        orig.msg->msg_namelen = a->msg->msg_namelen;
+        orig_msg->msg_flags = a->msg->msg_flags;
+        orig_msg->msg_controllen = a->msg->msg_controllen;
+        orig_msg->msg_namelen = a->msg->msg_namelen;
     }
     iov_cursor_destroy(&cur, cur_alloc);
     return ret;
 }
 
+/* The first attempt of a plain read/recv/write/send without MSG_WAITALL in a
+ * coroutine, on an adopted fd in the blocking view whose kernel file is
+ * non-blocking: the common case where the call does not block. It makes the
+ * same system calls, in the same order, as io_blocking would, and hands over to
+ * it only for what io_blocking alone does (a drained socket, EAGAIN, the rest of
+ * a partial stream write). */
+__attribute__((hot)) static ssize_t io_fast(coho__fd_t *f, struct io_args *a)
+{
+    ssize_t n, r;
+
+    if (a->kind == OP_READ || a->kind == OP_RECV) {
+        if (f->rd_drained && a->len <= SSIZE_MAX)
+            return io_blocking(f, a, true, false); /* parks for the next edge */
+        n = io_once(f->fd, a);
+        if (n == -EAGAIN)
+            return io_blocking(f, a, true, true);
+        io_note_read(f, a, n);
+        return n;
+    }
+    n = io_once(f->fd, a);
+    if (n == -EAGAIN)
+        return io_blocking(f, a, true, true);
+    if (n <= 0 || (size_t)n >= a->len || !io_is_full_write(f, a))
+        return n;
+    /* A stream write that went out in part: io_blocking sends the rest; what
+     * already went counts even if the rest fails. */
+    a->buf = (char *)a->buf + n;
+    a->len -= (size_t)n;
+    r = io_blocking(f, a, true, false);
+    return r < 0 ? n : n + r;
+}
+
 /* Dispatches one I/O call. `dontwait`: MSG_DONTWAIT was given. */
-static ssize_t io_call(int fd, struct io_args *a, bool dontwait)
+__attribute__((hot)) static ssize_t io_call(int fd, struct io_args *a, bool dontwait)
 {
     coho__fd_t *f;
     int err;
@@ -343,15 +382,20 @@ static ssize_t io_call(int fd, struct io_args *a, bool dontwait)
         f = coho__fd_for_hook(fd, &err);
         if (f == NULL || dontwait || coho__fd_user_nonblock(f))
             return io_once(fd, a);
-        return io_blocking(f, a, true);
+        if (!f->keep_mode &&
+            (a->kind == OP_READ || a->kind == OP_RECV || a->kind == OP_WRITE ||
+             a->kind == OP_SEND) &&
+            !(a->flags & MSG_WAITALL))
+            return io_fast(f, a);
+        return io_blocking(f, a, true, false);
     }
     f = coho__fd_adopted(fd);
     if (f == NULL || !f->managed || dontwait || coho__fd_user_nonblock(f))
         return io_once(fd, a);
-    return io_blocking(f, a, false);
+    return io_blocking(f, a, false, false);
 }
 
-COHO_HOOK ssize_t read(int fd, void *buf, size_t n)
+__attribute__((hot)) COHO_HOOK ssize_t read(int fd, void *buf, size_t n)
 {
     int saved = errno;
     struct io_args a = {.kind = OP_READ, .buf = buf, .len = n};
@@ -360,7 +404,7 @@ COHO_HOOK ssize_t read(int fd, void *buf, size_t n)
     return coho__posix_ret_keep(io_call(fd, &a, false), saved);
 }
 
-COHO_HOOK ssize_t write(int fd, const void *buf, size_t n)
+__attribute__((hot)) COHO_HOOK ssize_t write(int fd, const void *buf, size_t n)
 {
     int saved = errno;
     struct io_args a = {.kind = OP_WRITE, .buf = (void *)buf, .len = n};
@@ -391,7 +435,7 @@ COHO_HOOK ssize_t writev(int fd, const struct iovec *iov, int iovcnt)
     return coho__posix_ret_keep(io_call(fd, &a, false), saved);
 }
 
-COHO_HOOK ssize_t recv(int fd, void *buf, size_t n, int flags)
+__attribute__((hot)) COHO_HOOK ssize_t recv(int fd, void *buf, size_t n, int flags)
 {
     int saved = errno;
     struct io_args a = {.kind = OP_RECV, .buf = buf, .len = n, .flags = flags};
@@ -422,7 +466,7 @@ COHO_HOOK ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
     return coho__posix_ret_keep(io_call(fd, &a, (flags & MSG_DONTWAIT) != 0), saved);
 }
 
-COHO_HOOK ssize_t send(int fd, const void *buf, size_t n, int flags)
+__attribute__((hot)) COHO_HOOK ssize_t send(int fd, const void *buf, size_t n, int flags)
 {
     int saved = errno;
     struct io_args a = {.kind = OP_SEND, .buf = (void *)buf, .len = n, .flags = flags};
