@@ -22,12 +22,12 @@
 /* Two-level table: chunks of FD_CHUNK slots, allocated on first use and never
  * freed, so a slot pointer read without the lock stays valid for the life of
  * the process. */
-#define FD_CHUNK_SHIFT 10
+#define FD_CHUNK_SHIFT COHO__FD_CHUNK_SHIFT
 #define FD_CHUNK       (1u << FD_CHUNK_SHIFT)
 #define FD_LIMIT_MAX   (1u << 22)
 
-static _Atomic(coho__fd_t *) *fd_chunks;
-static unsigned fd_limit; /* slots addressable: a multiple of FD_CHUNK */
+_Atomic(coho__fd_t *) *coho__fd_chunks;
+unsigned coho__fd_limit; /* slots addressable: a multiple of FD_CHUNK */
 static pthread_mutex_t fd_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t fd_once = PTHREAD_ONCE_INIT;
 static unsigned char *fd_inherited; /* bitmap: open when the library was loaded */
@@ -45,10 +45,10 @@ static void fd_table_init(void)
         lim = rl.rlim_max > lim ? rl.rlim_max : lim;
     if (lim > FD_LIMIT_MAX)
         lim = FD_LIMIT_MAX;
-    fd_limit = (unsigned)((lim + FD_CHUNK - 1) & ~(rlim_t)(FD_CHUNK - 1));
-    fd_chunks = calloc(fd_limit / FD_CHUNK, sizeof(*fd_chunks));
-    if (fd_chunks == NULL) {
-        fd_limit = 0; /* every hook passes straight through */
+    coho__fd_limit = (unsigned)((lim + FD_CHUNK - 1) & ~(rlim_t)(FD_CHUNK - 1));
+    coho__fd_chunks = calloc(coho__fd_limit / FD_CHUNK, sizeof(*coho__fd_chunks));
+    if (coho__fd_chunks == NULL) {
+        coho__fd_limit = 0; /* every hook passes straight through */
         return;
     }
     /* fds open now were inherited (across exec, or opened before coho was
@@ -59,13 +59,13 @@ static void fd_table_init(void)
         struct dirent *de;
         int self = dirfd(dir);
 
-        fd_inherited_count = fd_limit;
-        fd_inherited = calloc(fd_limit / 8, 1);
+        fd_inherited_count = coho__fd_limit;
+        fd_inherited = calloc(coho__fd_limit / 8, 1);
         while (fd_inherited != NULL && (de = readdir(dir)) != NULL) {
             long n = strtol(de->d_name, NULL, 10);
 
             if (de->d_name[0] >= '0' && de->d_name[0] <= '9' && n != self && n >= 0 &&
-                (unsigned long)n < fd_limit)
+                (unsigned long)n < coho__fd_limit)
                 fd_inherited[n / 8] |= (unsigned char)(1u << (n % 8));
         }
         closedir(dir);
@@ -92,12 +92,7 @@ __attribute__((constructor(102))) static void fd_constructor(void)
 
 static coho__fd_t *fd_slot_if_exists(int fd)
 {
-    coho__fd_t *chunk;
-
-    if (fd < 0 || (unsigned)fd >= fd_limit)
-        return NULL;
-    chunk = atomic_load_explicit(&fd_chunks[(unsigned)fd >> FD_CHUNK_SHIFT], memory_order_acquire);
-    return chunk != NULL ? &chunk[(unsigned)fd & (FD_CHUNK - 1)] : NULL;
+    return coho__fd_slot_if_exists(fd);
 }
 
 coho__fd_t *coho__fd_slot(int fd)
@@ -107,10 +102,11 @@ coho__fd_t *coho__fd_slot(int fd)
 
     pthread_once(&fd_once, fd_table_init);
     f = fd_slot_if_exists(fd);
-    if (f != NULL || fd < 0 || (unsigned)fd >= fd_limit)
+    if (f != NULL || fd < 0 || (unsigned)fd >= coho__fd_limit)
         return f;
     pthread_mutex_lock(&fd_lock);
-    chunk = atomic_load_explicit(&fd_chunks[(unsigned)fd >> FD_CHUNK_SHIFT], memory_order_acquire);
+    chunk = atomic_load_explicit(&coho__fd_chunks[(unsigned)fd >> FD_CHUNK_SHIFT],
+                                 memory_order_acquire);
     if (chunk == NULL) {
         chunk = calloc(FD_CHUNK, sizeof(*chunk));
         if (chunk != NULL) {
@@ -123,26 +119,12 @@ coho__fd_t *coho__fd_slot(int fd)
                 coho_list_init(&chunk[i].lock_q[0]);
                 coho_list_init(&chunk[i].lock_q[1]);
             }
-            atomic_store_explicit(&fd_chunks[(unsigned)fd >> FD_CHUNK_SHIFT], chunk,
+            atomic_store_explicit(&coho__fd_chunks[(unsigned)fd >> FD_CHUNK_SHIFT], chunk,
                                   memory_order_release);
         }
     }
     pthread_mutex_unlock(&fd_lock);
     return chunk != NULL ? &chunk[(unsigned)fd & (FD_CHUNK - 1)] : NULL;
-}
-
-coho__fd_t *coho__fd_adopted(int fd)
-{
-    coho__fd_t *f = fd_slot_if_exists(fd);
-
-    return f != NULL && f->state == COHO__FDS_ADOPTED ? f : NULL;
-}
-
-bool coho__hook_active(void)
-{
-    uint32_t *flags = coho__co_flags();
-
-    return flags != NULL && (*flags & COHO__CO_FLAG_NOHOOK) == 0;
 }
 
 uint64_t coho__hook_now_ms(void)
@@ -291,7 +273,7 @@ static int fd_adopt_locked(coho__fd_t *f, coho__ofd_t *ofd, int keep)
     return 0;
 }
 
-coho__fd_t *coho__fd_for_hook(int fd, int *err)
+coho__fd_t *coho__fd_for_hook_slow(int fd, int *err)
 {
     coho__fd_t *f;
     int rc;
@@ -468,8 +450,8 @@ static void fd_sched_gone(coho_sched_t *s)
     unsigned c, i;
 
     pthread_mutex_lock(&fd_lock);
-    for (c = 0; c < fd_limit / FD_CHUNK; c++) {
-        coho__fd_t *chunk = atomic_load_explicit(&fd_chunks[c], memory_order_acquire);
+    for (c = 0; c < coho__fd_limit / FD_CHUNK; c++) {
+        coho__fd_t *chunk = atomic_load_explicit(&coho__fd_chunks[c], memory_order_acquire);
 
         for (i = 0; chunk != NULL && i < FD_CHUNK; i++) {
             coho__fd_t *f = &chunk[i];

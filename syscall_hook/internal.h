@@ -93,21 +93,62 @@ static inline ssize_t coho__posix_ret_keep(ssize_t rc, int saved)
     return rc < 0 ? -1 : rc;
 }
 
-/* True when the caller is a coroutine with hooking on. */
-bool coho__hook_active(void);
+/* True when the caller is a coroutine with hooking on. Inline: every hooked call asks. */
+static inline bool coho__hook_active(void)
+{
+    uint32_t *flags = coho__co_flags();
+
+    return flags != NULL && (*flags & COHO__CO_FLAG_NOHOOK) == 0;
+}
+
+/* The fd table (fdstate.c): chunks of 1 << COHO__FD_CHUNK_SHIFT slots, allocated on first use
+ * and never freed, read without a lock; `coho__fd_limit` slots are addressable (0 until the
+ * table is set up). Only fdstate.c writes them. */
+#define COHO__FD_CHUNK_SHIFT 10
+extern _Atomic(coho__fd_t *) *coho__fd_chunks;
+extern unsigned coho__fd_limit;
+
+/* The slot of `fd` if its chunk exists, else NULL. Never allocates. */
+static inline coho__fd_t *coho__fd_slot_if_exists(int fd)
+{
+    coho__fd_t *chunk;
+
+    if (fd < 0 || (unsigned)fd >= coho__fd_limit)
+        return NULL;
+    chunk = atomic_load_explicit(&coho__fd_chunks[(unsigned)fd >> COHO__FD_CHUNK_SHIFT],
+                                 memory_order_acquire);
+    return chunk != NULL ? &chunk[(unsigned)fd & ((1u << COHO__FD_CHUNK_SHIFT) - 1)] : NULL;
+}
 
 /* The slot of `fd` (created if needed), or NULL for a negative fd or one beyond the table's
  * limit (RLIMIT_NOFILE at start-up, at most 1 << 22). Never adopts. */
 coho__fd_t *coho__fd_slot(int fd);
 
 /* The slot of `fd` if it is adopted, else NULL. Never adopts; cheap. */
-coho__fd_t *coho__fd_adopted(int fd);
+static inline coho__fd_t *coho__fd_adopted(int fd)
+{
+    coho__fd_t *f = coho__fd_slot_if_exists(fd);
+
+    return f != NULL && f->state == COHO__FDS_ADOPTED ? f : NULL;
+}
+
+/* coho__fd_for_hook for an fd that is not adopted yet (or not in the table). */
+coho__fd_t *coho__fd_for_hook_slow(int fd, int *err);
 
 /* For a hooked call inside a coroutine: the adopted slot of `fd`, adopting it now if it was
  * never seen (fstat, kind, O_NONBLOCK, edge-triggered registration). NULL means "pass the call
  * straight to libc" (regular file, bad fd, unwatchable type, or an fd table limit); *err then
- * holds 0 or -EBADF. */
-coho__fd_t *coho__fd_for_hook(int fd, int *err);
+ * holds 0 or -EBADF. The adopted case is inline. */
+static inline coho__fd_t *coho__fd_for_hook(int fd, int *err)
+{
+    coho__fd_t *f = coho__fd_slot_if_exists(fd);
+
+    if (f != NULL && f->state == COHO__FDS_ADOPTED) {
+        *err = 0;
+        return f;
+    }
+    return coho__fd_for_hook_slow(fd, err);
+}
 
 /* Adopts a socket coho just created (socket, socketpair, accept) in a coroutine.
  * `user_nonblock`: the caller asked for SOCK_NONBLOCK. Returns 0 or -errno. */
