@@ -3,7 +3,8 @@
  *
  *   pool ── conns (generation-id node pool) ── conn: fd, rbuf (cbuf), in-flight list,
  *     │                                            receive coroutine (daemon)
- *     ├── pending (hash map req_id -> struct pending: waiter, status, response cbuf)
+ *     ├── pending (generation-id node pool: struct pending, waiter, status, response cbuf;
+ *     │            the node's id is the request id, so a stale or forged id finds nothing)
  *     └── connect pools: one daemon "keeper" coroutine per slot: connect, receive, back off
  *         listen pools:  one daemon accept coroutine, one receive coroutine per client
  *
@@ -20,7 +21,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "base_struct/hashmap.h"
 #include "base_struct/pool.h"
 #include "syscall_hook/internal.h"
 
@@ -80,8 +80,7 @@ struct coho_tdp_pool {
     coho_list_t conns_live;
     uint64_t *slots; /* connect pools: conn id per keeper slot (0: down) */
     uint64_t *keepers;
-    coho__hashmap_t pending;
-    uint64_t next_req_id;
+    coho__pool_t *pending; /* struct pending, by request id (= node id) */
     unsigned rr;
     int listen_fd;
     uint16_t port;
@@ -91,11 +90,20 @@ struct coho_tdp_pool {
     bool dgram;    /* UDP: one datagram per frame (coho_tdp_udp_connect, coho_tdp_udp_listen) */
     unsigned refs; /* memory: the user's handle, each live pool coroutine, each request */
     unsigned cos;  /* live pool coroutines (coho_tdp_close waits for them) */
-    unsigned reqs_live; /* requests handed to on_req and not yet freed */
+    unsigned reqs_live;         /* requests handed to on_req and not yet freed */
+    struct req_idle *reqs_idle; /* freed coho_tdp_req_t records kept for reuse */
+    unsigned reqs_idle_count;
     coho_list_t up_waiters;
     coho_list_t cb_frames; /* struct cb_frame: coroutines inside a user callback now */
     coho_tdp_stats_t st;
 };
+
+/* A freed coho_tdp_req_t kept by its pool for the next request (no malloc per request). */
+struct req_idle {
+    struct req_idle *next;
+};
+
+#define TDP_REQS_IDLE_MAX 256 /* records kept per pool */
 
 struct keeper_arg {
     coho_tdp_pool_t *p;
@@ -134,21 +142,27 @@ static void pool_co_exit(coho_tdp_pool_t *p)
     pool_unref(p);
 }
 
+static void pending_destroy_one(uint64_t id, void *node, void *arg)
+{
+    struct pending *pd = node;
+
+    (void)id;
+    (void)arg;
+    coho_cbuf_destroy(&pd->resp);
+}
+
 static void pool_unref(coho_tdp_pool_t *p)
 {
-    size_t pos = 0;
-    uint64_t key;
-    void *val;
-
     if (--p->refs > 0)
         return;
-    while (coho__hashmap_next(&p->pending, &pos, &key, &val)) {
-        struct pending *pd = val;
+    coho__pool_for_each(p->pending, pending_destroy_one, NULL);
+    coho__pool_destroy(p->pending);
+    while (p->reqs_idle != NULL) {
+        struct req_idle *r = p->reqs_idle;
 
-        coho_cbuf_destroy(&pd->resp);
-        free(pd);
+        p->reqs_idle = r->next;
+        free(r);
     }
-    coho__hashmap_destroy(&p->pending);
     coho__pool_destroy(p->conns);
     if (p->reserve_fd >= 0)
         coho__sys.close(p->reserve_fd);
@@ -329,6 +343,19 @@ static int cbuf_copy_front(coho_cbuf_t *dst, const coho_cbuf_t *src, size_t len)
     return 0;
 }
 
+/* A zeroed request record: a freed one of this pool, or a new one. */
+static coho_tdp_req_t *req_alloc(coho_tdp_pool_t *p)
+{
+    struct req_idle *r = p->reqs_idle;
+
+    if (r == NULL)
+        return calloc(1, sizeof(coho_tdp_req_t));
+    p->reqs_idle = r->next;
+    p->reqs_idle_count--;
+    memset(r, 0, sizeof(coho_tdp_req_t));
+    return (coho_tdp_req_t *)(void *)r;
+}
+
 /* Splits and dispatches every whole frame at the front of the connection's buffer.
  * Returns 0 (need more bytes) or -EPROTO (malformed: close the connection). */
 static int rx_dispatch(coho_tdp_pool_t *p, struct tdp_conn *c)
@@ -363,7 +390,7 @@ static int rx_dispatch(coho_tdp_pool_t *p, struct tdp_conn *c)
         if ((size_t)flen > coho_cbuf_len(&c->rbuf))
             return 0;
         if (kind == COHO_TDP_RESPONSE) {
-            struct pending *pd = coho__hashmap_get(&p->pending, req_id);
+            struct pending *pd = coho__pool_get(p->pending, req_id);
 
             if (pd != NULL && pd->status == 0 &&
                 cbuf_copy_front(&pd->resp, &c->rbuf, (size_t)flen) == 0) {
@@ -376,7 +403,7 @@ static int rx_dispatch(coho_tdp_pool_t *p, struct tdp_conn *c)
                 p->st.responses_dropped++;
             }
         } else {
-            coho_tdp_req_t *rq = calloc(1, sizeof(*rq));
+            coho_tdp_req_t *rq = req_alloc(p);
 
             if (rq != NULL) {
                 p->refs++; /* dropped by coho_tdp_req_free: the pool outlives its requests */
@@ -668,14 +695,14 @@ static coho_tdp_pool_t *pool_create(int mode, const struct sockaddr *addr, sockl
     p->listen_fd = -1;
     p->reserve_fd = -1;
     p->refs = 1;
-    p->next_req_id = 1;
     coho_list_init(&p->conns_live);
     coho_list_init(&p->up_waiters);
     coho_list_init(&p->cb_frames);
     p->conns = coho__pool_create(sizeof(struct tdp_conn), 64, 0);
     if (p->conns == NULL)
         goto fail_conns;
-    if (coho__hashmap_init(&p->pending, 256) != 0)
+    p->pending = coho__pool_create(sizeof(struct pending), 256, 0);
+    if (p->pending == NULL)
         goto fail_map;
     return p;
 fail_map:
@@ -801,12 +828,22 @@ uint16_t coho_tdp_local_port(const coho_tdp_pool_t *p)
     return p != NULL ? p->port : 0;
 }
 
+static void pending_cancel_one(uint64_t id, void *node, void *arg)
+{
+    struct pending *pd = node;
+
+    (void)id;
+    (void)arg;
+    if (pd->status == 0) {
+        pd->status = -ECANCELED;
+        if (pd->co_id != 0)
+            coho__co_wake(pd->co_id, pd->token, 0);
+    }
+}
+
 int coho_tdp_close(coho_tdp_pool_t *p)
 {
     coho_list_t *pos, *tmp;
-    size_t mpos = 0;
-    uint64_t key;
-    void *val;
     unsigned i;
 
     if (p == NULL) {
@@ -815,15 +852,7 @@ int coho_tdp_close(coho_tdp_pool_t *p)
     }
     p->closing = true;
     wake_up_waiters(p, -ESHUTDOWN);
-    while (coho__hashmap_next(&p->pending, &mpos, &key, &val)) {
-        struct pending *pd = val;
-
-        if (pd->status == 0) {
-            pd->status = -ECANCELED;
-            if (pd->co_id != 0)
-                coho__co_wake(pd->co_id, pd->token, 0);
-        }
-    }
+    coho__pool_for_each(p->pending, pending_cancel_one, NULL);
     coho_list_for_each_safe(pos, tmp, &p->conns_live)
     {
         conn_break(p, coho_list_entry(pos, struct tdp_conn, link), ECANCELED);
@@ -897,34 +926,33 @@ uint64_t coho_tdp_pick(coho_tdp_pool_t *p, int64_t timeout_ms)
 uint64_t coho_tdp_req_id(coho_tdp_pool_t *p)
 {
     struct pending *pd;
+    void *node = NULL;
+    uint64_t id;
 
     if (p == NULL || p->closing) {
         errno = p == NULL ? EINVAL : ESHUTDOWN;
         return 0;
     }
-    pd = calloc(1, sizeof(*pd));
-    if (pd == NULL) {
-        errno = ENOMEM;
+    /* The record comes from the pool's node pool (freed records are reused without malloc), and
+     * its node id is the request id: unique, never 0, and a stale id resolves to nothing. */
+    id = coho__pool_alloc(p->pending, &node, NULL);
+    if (id == 0) {
+        errno = ENOMEM; /* no cap on the node pool: only ENOMEM */
         return 0;
     }
-    pd->id = p->next_req_id++;
+    pd = node;
+    pd->id = id;
     coho_cbuf_init(&pd->resp, NULL);
     coho_list_init(&pd->conn_link);
-    if (coho__hashmap_put(&p->pending, pd->id, pd, NULL) != 0) {
-        free(pd);
-        errno = ENOMEM;
-        return 0;
-    }
     p->st.in_flight++;
-    return pd->id;
+    return id;
 }
 
 static void pending_free(coho_tdp_pool_t *p, struct pending *pd)
 {
-    coho__hashmap_del(&p->pending, pd->id);
     coho_list_del(&pd->conn_link);
     coho_cbuf_destroy(&pd->resp);
-    free(pd);
+    coho__pool_free(p->pending, pd->id);
     p->st.in_flight--;
 }
 
@@ -1122,7 +1150,7 @@ int coho_tdp_sendv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const 
         return -1;
     }
     if (req_id != 0) {
-        pd = coho__hashmap_get(&p->pending, req_id);
+        pd = coho__pool_get(p->pending, req_id);
         if (pd == NULL) {
             errno = ENOENT;
             return -1;
@@ -1195,7 +1223,7 @@ int coho_tdp_wait_resp(coho_tdp_pool_t *p, uint64_t req_id, int64_t timeout_ms, 
         errno = EINVAL;
         return -1;
     }
-    pd = coho__hashmap_get(&p->pending, req_id);
+    pd = coho__pool_get(p->pending, req_id);
     if (pd == NULL) {
         errno = ENOENT;
         return -1;
@@ -1235,7 +1263,7 @@ int coho_tdp_wait_resp(coho_tdp_pool_t *p, uint64_t req_id, int64_t timeout_ms, 
 
 int coho_tdp_req_release(coho_tdp_pool_t *p, uint64_t req_id)
 {
-    struct pending *pd = p != NULL ? coho__hashmap_get(&p->pending, req_id) : NULL;
+    struct pending *pd = p != NULL ? coho__pool_get(p->pending, req_id) : NULL;
 
     if (pd == NULL) {
         errno = p == NULL ? EINVAL : ENOENT;
@@ -1257,7 +1285,15 @@ void coho_tdp_req_free(coho_tdp_req_t *req)
         return;
     p = req->pool;
     coho_cbuf_destroy(&req->frame);
-    free(req);
+    if (p != NULL && p->reqs_idle_count < TDP_REQS_IDLE_MAX) {
+        struct req_idle *r = (struct req_idle *)(void *)req; /* kept for req_alloc */
+
+        r->next = p->reqs_idle;
+        p->reqs_idle = r;
+        p->reqs_idle_count++;
+    } else {
+        free(req);
+    }
     if (p != NULL) {
         p->reqs_live--;
         pool_unref(p);
