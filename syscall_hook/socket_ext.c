@@ -59,7 +59,8 @@ struct pending {
     uint64_t conn_id;
     uint64_t co_id; /* the waiter, 0 while nobody waits */
     uint64_t token;
-    int status; /* 0 waiting for the response, 1 arrived, -errno failed */
+    int status;     /* 0 waiting for the response, 1 arrived, -errno failed */
+    bool resp_live; /* resp is initialised (the response arrived and was not yet taken) */
     coho_cbuf_t resp;
     coho_list_t conn_link; /* in the connection's in-flight list once sent */
 };
@@ -148,7 +149,8 @@ static void pending_destroy_one(uint64_t id, void *node, void *arg)
 
     (void)id;
     (void)arg;
-    coho_cbuf_destroy(&pd->resp);
+    if (pd->resp_live)
+        coho_cbuf_destroy(&pd->resp);
 }
 
 static void pool_unref(coho_tdp_pool_t *p)
@@ -321,6 +323,22 @@ static void conn_free(coho_tdp_pool_t *p, struct tdp_conn *c, int err)
         cb_conn_delete(p, id, err);
 }
 
+/* Makes `b` an empty buffer for a frame of `len` bytes: a frame shorter than the default chunk
+ * gets the smallest chunk size that holds it whole (64, 128, ... bytes, from the chunk pool's
+ * class of that size), so a small response or request does not take a 4 KiB chunk. */
+static void cbuf_init_for(coho_cbuf_t *b, size_t len)
+{
+    coho_cbuf_opts_t o;
+
+    coho_cbuf_opts_init(&o);
+    if (len < o.chunk_size) {
+        o.chunk_size = COHO_CBUF_CHUNK_SIZE_MIN;
+        while (o.chunk_size < len)
+            o.chunk_size <<= 1;
+    }
+    coho_cbuf_init(b, &o);
+}
+
 /* Copies the first `len` bytes of `src` into `dst` (appended). Returns 0 or -errno. */
 static int cbuf_copy_front(coho_cbuf_t *dst, const coho_cbuf_t *src, size_t len)
 {
@@ -392,8 +410,15 @@ static int rx_dispatch(coho_tdp_pool_t *p, struct tdp_conn *c)
         if (kind == COHO_TDP_RESPONSE) {
             struct pending *pd = coho__pool_get(p->pending, req_id);
 
-            if (pd != NULL && pd->status == 0 &&
-                cbuf_copy_front(&pd->resp, &c->rbuf, (size_t)flen) == 0) {
+            if (pd != NULL && pd->status == 0) {
+                cbuf_init_for(&pd->resp, (size_t)flen);
+                pd->resp_live = true;
+                if (cbuf_copy_front(&pd->resp, &c->rbuf, (size_t)flen) != 0) {
+                    coho_cbuf_destroy(&pd->resp);
+                    pd->resp_live = false;
+                }
+            }
+            if (pd != NULL && pd->status == 0 && pd->resp_live) {
                 pd->status = 1;
                 coho_list_del(&pd->conn_link);
                 p->st.responses_in++;
@@ -415,7 +440,7 @@ static int rx_dispatch(coho_tdp_pool_t *p, struct tdp_conn *c)
                     memcpy(&rq->peer, &c->peer, c->peer_len);
                     rq->peer_len = c->peer_len;
                 }
-                coho_cbuf_init(&rq->frame, NULL);
+                cbuf_init_for(&rq->frame, (size_t)flen);
                 if (cbuf_copy_front(&rq->frame, &c->rbuf, (size_t)flen) != 0) {
                     coho_tdp_req_free(rq);
                     rq = NULL;
@@ -941,8 +966,7 @@ uint64_t coho_tdp_req_id(coho_tdp_pool_t *p)
         return 0;
     }
     pd = node;
-    pd->id = id;
-    coho_cbuf_init(&pd->resp, NULL);
+    pd->id = id; /* resp is made when the response arrives, sized for it */
     coho_list_init(&pd->conn_link);
     p->st.in_flight++;
     return id;
@@ -951,7 +975,8 @@ uint64_t coho_tdp_req_id(coho_tdp_pool_t *p)
 static void pending_free(coho_tdp_pool_t *p, struct pending *pd)
 {
     coho_list_del(&pd->conn_link);
-    coho_cbuf_destroy(&pd->resp);
+    if (pd->resp_live)
+        coho_cbuf_destroy(&pd->resp);
     coho__pool_free(p->pending, pd->id);
     p->st.in_flight--;
 }
@@ -1248,7 +1273,7 @@ int coho_tdp_wait_resp(coho_tdp_pool_t *p, uint64_t req_id, int64_t timeout_ms, 
     if (pd->status == 1) {
         coho_cbuf_destroy(out);
         memcpy(out, &pd->resp, sizeof(*out)); /* move: the cbuf struct may be memcpy'd */
-        coho_cbuf_init(&pd->resp, NULL);
+        pd->resp_live = false;
         rc = 0;
     } else if (pd->status < 0) {
         rc = pd->status;

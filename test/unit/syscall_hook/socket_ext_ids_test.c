@@ -1,0 +1,284 @@
+/* SPDX-License-Identifier: MIT */
+/* socket_ext: request ids (unique, never 0, stale ids find nothing, a response carrying the
+ * stale id of a reused record is dropped) and response buffers sized for small frames (correct
+ * content, and the buffer handed out keeps growing like any other). */
+/* ctest: TIMEOUT=60 */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <coho.h>
+
+#include "coroutine/internal.h"
+#include "test/support/cmocka_main.h"
+
+static size_t max_body = 1u << 20;
+static coho_tdp_framer_t sock_framer;
+
+static void run_main(void (*fn)(void *), void *arg)
+{
+    coho_sched_t *s = coho_sched_create(NULL);
+
+    assert_non_null(s);
+    assert_int_not_equal(coho_spawn(s, fn, arg), 0);
+    assert_int_equal(coho_sched_run(s), 0);
+    coho_sched_destroy(s);
+}
+
+static unsigned char pattern(uint64_t seq, size_t i)
+{
+    return (unsigned char)(seq * 7 + i * 13 + 1);
+}
+
+/* Answers inline: the header with the request's seq and `arg` body bytes of the pattern. */
+static void on_req(coho_tdp_req_t *rq, void *user)
+{
+    unsigned char hdr[COHO_SOCK_HDR_LEN];
+    coho_sock_hdr_t h;
+    unsigned char *body;
+    struct iovec iov[2];
+    size_t i;
+
+    (void)user;
+    assert_int_equal(coho_cbuf_read(&rq->frame, hdr, sizeof(hdr)), (ssize_t)sizeof(hdr));
+    assert_int_equal(coho_sock_hdr_decode(hdr, &h), 0);
+    body = malloc(h.arg + 1u);
+    for (i = 0; i < h.arg; i++)
+        body[i] = pattern(h.seq, i);
+    h.type |= COHO_SOCK_RESPONSE;
+    h.body_len = h.arg;
+    h.arg = 0;
+    coho_sock_hdr_encode(&h, hdr);
+    iov[0].iov_base = hdr;
+    iov[0].iov_len = sizeof(hdr);
+    iov[1].iov_base = body;
+    iov[1].iov_len = h.body_len;
+    assert_int_equal(coho_tdp_replyv(rq, iov, h.body_len ? 2 : 1), 0);
+    free(body);
+    coho_tdp_req_free(rq);
+}
+
+struct world {
+    coho_tdp_pool_t *server, *client;
+};
+
+static void world_open(struct world *w)
+{
+    struct sockaddr_in addr;
+    coho_tdp_opts_t o;
+
+    memset(&addr, 0, sizeof(addr));
+    coho_sock_framer_init(&sock_framer, &max_body);
+    coho_tdp_opts_init(&o);
+    o.framers[0] = &sock_framer;
+    o.framer_count = 1;
+    o.on_req = on_req;
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    w->server = coho_tdp_listen((struct sockaddr *)&addr, sizeof(addr), &o);
+    assert_non_null(w->server);
+    addr.sin_port = htons(coho_tdp_local_port(w->server));
+    coho_tdp_opts_init(&o);
+    o.framers[0] = &sock_framer;
+    o.framer_count = 1;
+    o.conn_count = 1;
+    w->client = coho_tdp_connect((struct sockaddr *)&addr, sizeof(addr), &o);
+    assert_non_null(w->client);
+}
+
+static void world_close(struct world *w)
+{
+    assert_int_equal(coho_tdp_close(w->client), 0);
+    assert_int_equal(coho_tdp_close(w->server), 0);
+}
+
+/* Sends a request with header seq `seq`, tied to `req_id` (0: untied), asking for `want`
+ * body bytes. */
+static void send_req(struct world *w, uint64_t req_id, uint64_t seq, uint32_t want)
+{
+    unsigned char hdr[COHO_SOCK_HDR_LEN];
+    coho_sock_hdr_t h = {.magic = COHO_SOCK_MAGIC, .seq = seq, .arg = want};
+    uint64_t conn = coho_tdp_pick(w->client, 2000);
+
+    assert_int_not_equal(conn, 0);
+    coho_sock_hdr_encode(&h, hdr);
+    assert_int_equal(coho_tdp_send(w->client, conn, req_id, hdr, sizeof(hdr)), 0);
+}
+
+static void check_resp(coho_cbuf_t *resp, uint64_t seq, uint32_t want)
+{
+    unsigned char hdr[COHO_SOCK_HDR_LEN];
+    unsigned char *body = malloc(want + 1u);
+    coho_sock_hdr_t h;
+    size_t i;
+
+    assert_int_equal(coho_cbuf_len(resp), COHO_SOCK_HDR_LEN + want);
+    coho_cbuf_seek(resp, 0, SEEK_SET);
+    assert_int_equal(coho_cbuf_read(resp, hdr, sizeof(hdr)), (ssize_t)sizeof(hdr));
+    assert_int_equal(coho_sock_hdr_decode(hdr, &h), 0);
+    assert_int_equal(h.seq, seq);
+    assert_int_equal(h.body_len, want);
+    assert_int_equal(coho_cbuf_read(resp, body, want), (ssize_t)want);
+    for (i = 0; i < want; i++)
+        assert_int_equal(body[i], pattern(seq, i));
+    free(body);
+}
+
+static uint64_t call(struct world *w, uint32_t want, coho_cbuf_t *resp)
+{
+    uint64_t id = coho_tdp_req_id(w->client);
+
+    assert_int_not_equal(id, 0);
+    send_req(w, id, id, want);
+    assert_int_equal(coho_tdp_wait_resp(w->client, id, 5000, resp), 0);
+    check_resp(resp, id, want);
+    return id;
+}
+
+/* ---- ids: never 0, never issued twice, dead once collected or released ---- */
+#define IDS 3000
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+static void ids_main(void *arg)
+{
+    struct world w;
+    uint64_t *ids = calloc(IDS, sizeof(*ids));
+    coho_cbuf_t resp;
+    coho_tdp_stats_t st;
+    uint64_t id;
+    int i;
+
+    (void)arg;
+    world_open(&w);
+    coho_cbuf_init(&resp, NULL);
+    /* Released at once, three at a time, so records are reused again and again. */
+    for (i = 0; i < IDS; i += 3) {
+        ids[i] = coho_tdp_req_id(w.client);
+        ids[i + 1] = coho_tdp_req_id(w.client);
+        ids[i + 2] = coho_tdp_req_id(w.client);
+        assert_int_equal(coho_tdp_req_release(w.client, ids[i + 1]), 0);
+        assert_int_equal(coho_tdp_req_release(w.client, ids[i]), 0);
+        assert_int_equal(coho_tdp_req_release(w.client, ids[i + 2]), 0);
+    }
+    qsort(ids, IDS, sizeof(*ids), cmp_u64);
+    assert_int_not_equal(ids[0], 0);
+    for (i = 1; i < IDS; i++)
+        assert_true(ids[i] != ids[i - 1]);
+    /* A released id: released again, waited for, or sent on, it is unknown. */
+    errno = 0;
+    assert_int_equal(coho_tdp_req_release(w.client, ids[5]), -1);
+    assert_int_equal(errno, ENOENT);
+    errno = 0;
+    assert_int_equal(coho_tdp_wait_resp(w.client, ids[5], 10, &resp), -1);
+    assert_int_equal(errno, ENOENT);
+    errno = 0;
+    assert_int_equal(coho_tdp_send(w.client, coho_tdp_pick(w.client, 2000), ids[5], "x", 1), -1);
+    assert_int_equal(errno, ENOENT);
+    /* A collected id is dead too. */
+    id = call(&w, 16, &resp);
+    errno = 0;
+    assert_int_equal(coho_tdp_wait_resp(w.client, id, 10, &resp), -1);
+    assert_int_equal(errno, ENOENT);
+    coho_tdp_get_stats(w.client, &st);
+    assert_int_equal(st.in_flight, 0);
+    coho_cbuf_destroy(&resp);
+    world_close(&w);
+    free(ids);
+}
+
+static void request_ids_are_unique_and_dead_once_collected_or_released(void **state)
+{
+    (void)state;
+    run_main(ids_main, NULL);
+}
+
+/* ---- a response carrying the id of a released request is dropped, even though its record
+ * went to the next request ---- */
+static void stale_main(void *arg)
+{
+    struct world w;
+    coho_cbuf_t resp;
+    coho_tdp_stats_t st;
+    uint64_t old, cur;
+
+    (void)arg;
+    world_open(&w);
+    coho_cbuf_init(&resp, NULL);
+    old = coho_tdp_req_id(w.client);
+    assert_int_equal(coho_tdp_req_release(w.client, old), 0);
+    cur = coho_tdp_req_id(w.client);
+    assert_true(cur != old);
+    send_req(&w, 0, old, 5); /* answered with seq = old */
+    coho_sleep_ms(100);
+    coho_tdp_get_stats(w.client, &st);
+    assert_int_equal(st.responses_dropped, 1);
+    assert_int_equal(st.responses_in, 0);
+    send_req(&w, cur, cur, 7);
+    assert_int_equal(coho_tdp_wait_resp(w.client, cur, 5000, &resp), 0);
+    check_resp(&resp, cur, 7);
+    coho_cbuf_destroy(&resp);
+    world_close(&w);
+}
+
+static void response_with_stale_id_of_reused_record_is_dropped(void **state)
+{
+    (void)state;
+    run_main(stale_main, NULL);
+}
+
+/* ---- small and large responses into one buffer, which then grows by appending ---- */
+static void sizes_main(void *arg)
+{
+    static const uint32_t wants[] = {0, 1, 39, 40, 41, 100, 4072, 4073, 9000, 8, 70000, 3};
+    struct world w;
+    coho_cbuf_t resp;
+    unsigned char *big = malloc(20000), *back = malloc(20000);
+    size_t i;
+
+    (void)arg;
+    world_open(&w);
+    coho_cbuf_init(&resp, NULL);
+    for (i = 0; i < sizeof(wants) / sizeof(wants[0]); i++)
+        call(&w, wants[i], &resp);
+    /* The last response (27 bytes) sits in a buffer made for it: it must still grow. */
+    for (i = 0; i < 20000; i++)
+        big[i] = (unsigned char)(i * 3);
+    assert_int_equal(coho_cbuf_append(&resp, big, 20000), 0);
+    assert_int_equal(coho_cbuf_len(&resp), COHO_SOCK_HDR_LEN + 3 + 20000);
+    assert_int_equal(coho_cbuf_seek(&resp, COHO_SOCK_HDR_LEN + 3, SEEK_SET), COHO_SOCK_HDR_LEN + 3);
+    assert_int_equal(coho_cbuf_read(&resp, back, 20000), 20000);
+    assert_memory_equal(back, big, 20000);
+    coho_cbuf_destroy(&resp);
+    world_close(&w);
+    free(big);
+    free(back);
+}
+
+static void small_and_large_responses_arrive_whole_and_the_buffer_grows(void **state)
+{
+    (void)state;
+    run_main(sizes_main, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(request_ids_are_unique_and_dead_once_collected_or_released),
+        cmocka_unit_test(response_with_stale_id_of_reused_record_is_dropped),
+        cmocka_unit_test(small_and_large_responses_arrive_whole_and_the_buffer_grows),
+    };
+
+    return coho_test_main("socket_ext_ids", tests, sizeof(tests) / sizeof(tests[0]), argc, argv);
+}
