@@ -362,7 +362,22 @@ out:
 __attribute__((hot)) static ssize_t io_fast(coho__fd_t *f, struct io_args *a)
 {
     ssize_t n, r;
+    int rc;
 
+    if ((a->kind == OP_READ || a->kind == OP_RECV) && f->rcvtimeo_ms < 0) {
+        /* io_blocking's loop for a read without a deadline, without its set-up. */
+        for (;;) {
+            /* Drained: park for the next edge (see io_blocking). */
+            n = f->rd_drained && a->len <= SSIZE_MAX ? -EAGAIN : io_once(f->fd, a);
+            if (n != -EAGAIN) {
+                io_note_read(f, a, n);
+                return n;
+            }
+            rc = io_wait(f, COHO__EV_READ, -1, true);
+            if (rc < 0)
+                return rc == -ETIMEDOUT ? -EAGAIN : rc;
+        }
+    }
     if (a->kind == OP_READ || a->kind == OP_RECV) {
         if (f->rd_drained && a->len <= SSIZE_MAX)
             return io_blocking(f, a, true, false); /* parks for the next edge */
