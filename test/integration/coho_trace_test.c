@@ -715,6 +715,139 @@ static void tool_skips_malformed_lines_and_fails_clearly(void **state)
     remove_dir();
 }
 
+/* Copies the log into the case's dir under `name`. */
+static void copy_log(const char *name)
+{
+    char path[700], *text;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    text = slurp(log_path);
+    assert_non_null(text);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    assert_true(fputs(text, f) >= 0);
+    assert_int_equal(fclose(f), 0);
+    free(text);
+}
+
+static void trace_takes_the_id_before_or_after_the_files(void **state)
+{
+    char args[2048], in_dir[700];
+    tool_result_t t;
+
+    (void)state;
+    memset(&run1, 0, sizeof(run1));
+    open_log(COHO_LOG_DEBUG, 0);
+    run_trees(&run1);
+    assert_int_equal(coho_log_close(), 0);
+    snprintf(in_dir, sizeof(in_dir), "cd '%s' &&", dir);
+
+    /* FILE ID, by COID and by TID-COID */
+    snprintf(args, sizeof(args), "'%s' %llu", log_path, (unsigned long long)run1.id[A]);
+    t = run_tool("", args);
+    expect_exact(&t, &run1, A);
+    assert_string_equal(t.err, "");
+    tool_free(&t);
+    snprintf(args, sizeof(args), "'%s' %d-%llu", log_path, run1.tid,
+             (unsigned long long)run1.id[A2]);
+    t = run_tool("", args);
+    expect_exact(&t, &run1, A2);
+    tool_free(&t);
+
+    /* FILE FILE ID: the second file is the standard input, here empty */
+    snprintf(args, sizeof(args), "'%s' - %llu </dev/null", log_path,
+             (unsigned long long)run1.id[B]);
+    t = run_tool("", args);
+    expect_exact(&t, &run1, B);
+    tool_free(&t);
+
+    /* an option after the ID */
+    snprintf(args, sizeof(args), "'%s' %llu --summary", log_path, (unsigned long long)run1.id[A]);
+    t = run_tool("", args);
+    assert_int_equal(t.status, 0);
+    assert_int_equal(strncmp(t.out, "co ", 3), 0);
+    assert_int_equal(count_rows(t.out), A2ai - A + 1);
+    tool_free(&t);
+
+    /* a file whose name reads as an ID: the first argument is the ID, or the file is ./NAME */
+    copy_log("7");
+    snprintf(args, sizeof(args), "%llu 7", (unsigned long long)run1.id[A]);
+    t = run_tool(in_dir, args);
+    expect_exact(&t, &run1, A);
+    tool_free(&t);
+    snprintf(args, sizeof(args), "./7 %llu", (unsigned long long)run1.id[A]);
+    t = run_tool(in_dir, args);
+    expect_exact(&t, &run1, A);
+    tool_free(&t);
+
+    /* no ID first or last */
+    snprintf(args, sizeof(args), "'%s' '%s'", log_path, log_path);
+    t = run_tool("", args);
+    assert_int_equal(t.status, 2);
+    assert_non_null(strstr(t.err, "no ID"));
+    assert_string_equal(t.out, "");
+    tool_free(&t);
+    t = run_tool("", "");
+    assert_int_equal(t.status, 2);
+    tool_free(&t);
+    remove_dir();
+}
+
+static void double_dash_ends_options_in_either_order(void **state)
+{
+    char args[2048], in_dir[700];
+    unsigned long long id;
+    tool_result_t t;
+
+    (void)state;
+    memset(&run1, 0, sizeof(run1));
+    open_log(COHO_LOG_DEBUG, 0);
+    run_trees(&run1);
+    assert_int_equal(coho_log_close(), 0);
+    snprintf(in_dir, sizeof(in_dir), "cd '%s' &&", dir);
+    id = (unsigned long long)run1.id[A];
+    copy_log("-odd.log");
+    copy_log("--summary");
+
+    /* "--" before the ID, between the ID and the file, and before the file then the ID */
+    snprintf(args, sizeof(args), "-- %llu -odd.log", id);
+    t = run_tool(in_dir, args);
+    expect_exact(&t, &run1, A);
+    tool_free(&t);
+    snprintf(args, sizeof(args), "%llu -- -odd.log", id);
+    t = run_tool(in_dir, args);
+    expect_exact(&t, &run1, A);
+    tool_free(&t);
+    snprintf(args, sizeof(args), "-- -odd.log %llu", id);
+    t = run_tool(in_dir, args);
+    expect_exact(&t, &run1, A);
+    tool_free(&t);
+    snprintf(args, sizeof(args), "--no-rotated -- -odd.log %llu", id);
+    t = run_tool(in_dir, args);
+    expect_exact(&t, &run1, A);
+    tool_free(&t);
+
+    /* after "--" an option's name is a file name; before it, an option */
+    snprintf(args, sizeof(args), "-- --summary %llu", id);
+    t = run_tool(in_dir, args);
+    expect_exact(&t, &run1, A);
+    tool_free(&t);
+    snprintf(args, sizeof(args), "--summary %llu -- --summary", id);
+    t = run_tool(in_dir, args);
+    assert_int_equal(t.status, 0);
+    assert_int_equal(count_rows(t.out), A2ai - A + 1);
+    tool_free(&t);
+
+    /* without "--" a name starting with '-' is an unknown option */
+    snprintf(args, sizeof(args), "-odd.log %llu", id);
+    t = run_tool(in_dir, args);
+    assert_int_equal(t.status, 2);
+    assert_string_equal(t.out, "");
+    tool_free(&t);
+    remove_dir();
+}
+
 /* The lines come at debug level only; one spawned with debug off ends with ran=?. */
 static uint64_t late_id;
 
@@ -772,6 +905,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(summary_lists_each_coroutine_of_the_subtree_with_its_parent),
         cmocka_unit_test(trace_reads_rotated_files_and_stdin_in_order),
         cmocka_unit_test(tool_skips_malformed_lines_and_fails_clearly),
+        cmocka_unit_test(trace_takes_the_id_before_or_after_the_files),
+        cmocka_unit_test(double_dash_ends_options_in_either_order),
         cmocka_unit_test(spawn_and_exit_lines_are_written_at_debug_level_only),
     };
 
