@@ -221,9 +221,16 @@ static __attribute__((noinline, cold)) void trace_exit(const coho__co_t *co)
 
 /* ---- switching ---------------------------------------------------------------------------- */
 
+/* errno is part of each flow's state (DESIGN.md "errno per coroutine"), the scheduler's stack
+ * included: the flow leaving saves it first thing, the flow arriving restores its own last
+ * thing, so nothing the switch does in between (hooks, sanitizer calls) leaks into either.
+ * One load and one store of the thread's errno each way, through the address cached at
+ * create (no __errno_location call). */
+
 /* Scheduler stack -> coroutine `co`; returns when `co` switches back. */
 static inline void switch_in(coho_sched_t *s, coho__co_t *co)
 {
+    s->saved_errno = *s->errno_loc;
     hook_run(s->hook_slot, co->hook_slot);
 #ifdef SCHED_TSAN
     __tsan_switch_to_fiber(co->tsan_fiber, 0);
@@ -235,19 +242,19 @@ static inline void switch_in(coho_sched_t *s, coho__co_t *co)
 #ifdef SCHED_ASAN
     __sanitizer_finish_switch_fiber(s->asan_fake_stack, NULL, NULL);
 #endif
+    *s->errno_loc = s->saved_errno;
 }
 
-/* Runs on `co`'s stack right after it was switched in. */
+/* Runs on `co`'s stack right after it was switched in (its first arrival included). */
 static inline void arrived(coho__co_t *co)
 {
-#ifdef SCHED_ASAN
     coho_sched_t *s = co->sched;
 
+#ifdef SCHED_ASAN
     __sanitizer_finish_switch_fiber(co->asan_fake_stack, &s->asan_stack_bottom,
                                     &s->asan_stack_size);
-#else
-    (void)co;
 #endif
+    *s->errno_loc = co->saved_errno;
 }
 
 /* Coroutine `co` -> its scheduler's stack; returns when `co` is switched in again. `last`:
@@ -256,6 +263,7 @@ static inline void switch_out(coho__co_t *co, bool last)
 {
     coho_sched_t *s = co->sched;
 
+    co->saved_errno = *s->errno_loc;
     hook_run(co->hook_slot, s->hook_slot);
 #ifdef SCHED_TSAN
     __tsan_switch_to_fiber(s->tsan_fiber, 0);
@@ -519,6 +527,7 @@ coho_sched_t *coho_sched_create(const coho_sched_opts_t *o)
     s->opts = *o;
     s->thread = pthread_self();
     s->tid = current_tid();
+    s->errno_loc = &errno;
     coho_list_init(&s->ready);
     atomic_init(&s->stop_requested, false);
 
@@ -628,6 +637,7 @@ static void run_ready(coho_sched_t *s)
 
 int coho_sched_run(coho_sched_t *s)
 {
+    int saved_errno = errno; /* a successful run leaves errno as it was, as libc calls do */
     int rc = 0;
 
     check_thread(s, "coho_sched_run");
@@ -658,7 +668,10 @@ int coho_sched_run(coho_sched_t *s)
     }
     s->draining = false;
     s->running = false;
-    return rc < 0 ? fail(rc) : 0;
+    if (rc < 0)
+        return fail(rc);
+    errno = saved_errno;
+    return 0;
 }
 
 static void wake_noop(void *arg)

@@ -55,6 +55,7 @@ typedef struct coho__co {
     bool has_stack;  /* stack is held (false once finished) */
     uint32_t flags;  /* coho__co_flags() */
     int wake_result; /* the result the current or last wait ended with */
+    int saved_errno; /* errno while switched out (0 for a new coroutine, as for a new thread) */
     uint64_t token;  /* token of the open wait */
     uint64_t token_seq;
     coho__timer_t timer; /* block timeouts and sleeps */
@@ -80,6 +81,8 @@ typedef struct coho_sched {
     coho__pool_t *pool;
     coho__stack_pool_t *stacks;
     coho__ctx_t ctx; /* the scheduler's own flow (the thread's stack) */
+    int *errno_loc;  /* &errno of the scheduler's thread: no __errno_location call per switch */
+    int saved_errno; /* the scheduler flow's errno while a coroutine runs */
     coho_list_t ready;
     size_t ready_count;
     coho__co_t *current;
