@@ -58,6 +58,9 @@ static void sys_resolve(void)
     SYS_RESOLVE(sendto, "sendto");
     SYS_RESOLVE(sendmsg, "sendmsg");
     SYS_RESOLVE(close, "close");
+    SYS_RESOLVE(close_range, "close_range");
+    SYS_RESOLVE(closefrom, "closefrom");
+    SYS_RESOLVE(fclose, "fclose");
     SYS_RESOLVE(shutdown, "shutdown");
     SYS_RESOLVE(dup, "dup");
     SYS_RESOLVE(dup2, "dup2");

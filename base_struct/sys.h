@@ -12,6 +12,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <sys/epoll.h>
 #include <sys/select.h>
 #include <sys/socket.h>
@@ -39,6 +40,9 @@ typedef struct coho__sys_table {
                       socklen_t len);
     ssize_t (*sendmsg)(int fd, const struct msghdr *msg, int flags);
     int (*close)(int fd);
+    int (*close_range)(unsigned int first, unsigned int last, int flags);
+    void (*closefrom)(int lowfd);
+    int (*fclose)(FILE *stream);
     int (*shutdown)(int fd, int how);
     int (*dup)(int fd);
     int (*dup2)(int fd, int fd2);

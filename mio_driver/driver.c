@@ -306,6 +306,10 @@ static uint32_t ev_to_epoll(unsigned events, unsigned flags)
         e |= EPOLLOUT;
     if (flags & COHO__IO_EDGE)
         e |= EPOLLET;
+    /* Urgent data: an edge-triggered registration hears of it once (level-triggered it would
+     * report it on every wait until read). */
+    if ((flags & COHO__IO_EDGE) && (events & COHO__EV_READ))
+        e |= EPOLLPRI;
     return e;
 }
 
@@ -321,6 +325,8 @@ static unsigned epoll_to_ev(uint32_t e)
         ev |= COHO__EV_ERROR;
     if (e & EPOLLHUP)
         ev |= COHO__EV_HUP;
+    if (e & EPOLLPRI)
+        ev |= COHO__EV_PRI;
     if (e & EPOLLRDHUP)
         ev |= COHO__EV_RDHUP;
     return ev;
@@ -457,6 +463,17 @@ int coho__io_modify(coho__driver_t *d, coho__io_t *io, unsigned events, int64_t 
         coho__timer_stop(d, &io->timer_);
     io_timeout_arm(d, io, timeout_ms);
     return 0;
+}
+
+coho__io_t *coho__driver_io_at(const coho__driver_t *d, int fd)
+{
+    return fd >= 0 && (size_t)fd < d->nfds ? d->fds[fd].io : NULL;
+}
+
+void coho__io_kernel_del(coho__driver_t *d, coho__io_t *io)
+{
+    /* epoll_ctl is safe from any thread; an fd already closed gives EBADF/ENOENT, ignored. */
+    coho__poller_ctl(d, EPOLL_CTL_DEL, io->fd, 0, 0);
 }
 
 int coho__io_stop(coho__driver_t *d, coho__io_t *io)

@@ -85,6 +85,7 @@ enum {
     COHO__EV_HUP = 1u << 3,     /* EPOLLHUP */
     COHO__EV_RDHUP = 1u << 4,   /* EPOLLRDHUP: the peer shut down its writing side */
     COHO__EV_TIMEOUT = 1u << 5, /* the registration's timeout expired with no event */
+    COHO__EV_PRI = 1u << 6,     /* urgent data (EPOLLPRI; edge-triggered read registrations) */
 };
 enum {
     COHO__IO_EDGE = 1u << 0, /* edge-triggered registration (EPOLLET); default level */
@@ -122,6 +123,12 @@ int coho__io_start(coho__driver_t *d, coho__io_t *io, unsigned events, unsigned 
 /* Changes the interest and timeout of an active registration. Returns 0, -ENOENT, -EBADF. */
 int coho__io_modify(coho__driver_t *d, coho__io_t *io, unsigned events, int64_t timeout_ms);
 
+/* The active registration of `fd` in `d`, or NULL. */
+coho__io_t *coho__driver_io_at(const coho__driver_t *d, int fd);
+/* Removes `io`'s registration from the kernel's epoll set only (EPOLL_CTL_DEL), leaving the
+ * driver's own record of it for coho__io_stop on the driver's thread. Any thread, while the
+ * driver exists: lets another thread close the fd without waiting for the driver's thread. */
+void coho__io_kernel_del(coho__driver_t *d, coho__io_t *io);
 /* Removes the registration (EPOLL_CTL_DEL first, so a later close of the fd is safe). No
  * callback runs for `io` after this returns, even for events already collected in this
  * iteration. Returns 0, or -ENOENT if not active. */

@@ -8,6 +8,8 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -30,6 +32,8 @@ _Atomic(coho__fd_t *) *coho__fd_chunks;
 unsigned coho__fd_limit; /* slots addressable: a multiple of FD_CHUNK */
 static pthread_mutex_t fd_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t fd_once = PTHREAD_ONCE_INIT;
+static pthread_once_t fd_atfork_once = PTHREAD_ONCE_INIT;
+static coho__ofd_t *ofd_free;       /* released ofd records, under fd_lock */
 static unsigned char *fd_inherited; /* bitmap: open when the library was loaded */
 static unsigned fd_inherited_count; /* bits in fd_inherited */
 
@@ -113,11 +117,7 @@ coho__fd_t *coho__fd_slot(int fd)
             base = (unsigned)fd & ~(FD_CHUNK - 1);
             for (i = 0; i < FD_CHUNK; i++) {
                 chunk[i].fd = (int)(base + i);
-                chunk[i].rcvtimeo_ms = -1;
-                chunk[i].sndtimeo_ms = -1;
-                coho_list_init(&chunk[i].waiters);
-                coho_list_init(&chunk[i].lock_q[0]);
-                coho_list_init(&chunk[i].lock_q[1]);
+                coho_list_init(&chunk[i].regs);
             }
             atomic_store_explicit(&coho__fd_chunks[(unsigned)fd >> FD_CHUNK_SHIFT], chunk,
                                   memory_order_release);
@@ -133,30 +133,6 @@ uint64_t coho__hook_now_ms(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-/* Driver callback for an adopted fd (on the owner's thread): record readiness
- * and wake the coroutines that wait for it. */
-static void fd_on_event(coho__io_t *io, unsigned events)
-{
-    coho__fd_t *f = io->data;
-    coho_list_t *pos, *tmp;
-    const unsigned bad = COHO__EV_HUP | COHO__EV_ERROR;
-
-    if (events & (COHO__EV_READ | COHO__EV_RDHUP | bad))
-        f->rd_drained = false;
-    f->sticky |= (uint8_t)(events & (COHO__EV_RDHUP | bad));
-    coho_list_for_each_safe(pos, tmp, &f->waiters)
-    {
-        coho__fd_waiter_t *w = coho_list_entry(pos, coho__fd_waiter_t, link);
-        bool hit = (w->events & events) != 0 || (events & bad) != 0 ||
-                   ((w->events & COHO__EV_READ) && (events & COHO__EV_RDHUP));
-
-        if (hit) {
-            coho_list_del(&w->link);
-            coho__co_wake(w->co_id, w->token, 0);
-        }
-    }
 }
 
 static uint8_t fd_kind_of(int fd, const struct stat *st, bool *watchable)
@@ -188,42 +164,285 @@ static uint8_t fd_kind_of(int fd, const struct stat *st, bool *watchable)
                             */
 }
 
-static coho__ofd_t *ofd_create(bool nonblock)
-{
-    coho__ofd_t *o = malloc(sizeof(*o));
+/* ---- the user's view records ---- */
 
-    if (o != NULL) {
-        atomic_init(&o->refs, 1);
-        atomic_init(&o->user_nonblock, nonblock);
-    }
+/* A fresh view (fd_lock held). Records come from a free list and are never freed, so a thread
+ * that read a slot's ofd pointer just before a close still reads valid memory. */
+static coho__ofd_t *ofd_create_locked(bool nonblock, int64_t rcvtimeo, int64_t sndtimeo)
+{
+    coho__ofd_t *o = ofd_free;
+
+    if (o != NULL)
+        ofd_free = o->next_free;
+    else if ((o = malloc(sizeof(*o))) == NULL)
+        return NULL;
+    o->next_free = NULL;
+    atomic_store(&o->refs, 1);
+    atomic_store(&o->user_nonblock, nonblock);
+    atomic_store(&o->rcvtimeo_ms, rcvtimeo);
+    atomic_store(&o->sndtimeo_ms, sndtimeo);
     return o;
 }
 
-static void ofd_put(coho__ofd_t *o)
+static void ofd_put_locked(coho__ofd_t *o)
 {
-    if (o != NULL && atomic_fetch_sub_explicit(&o->refs, 1, memory_order_acq_rel) == 1)
-        free(o);
+    if (o != NULL && atomic_fetch_sub_explicit(&o->refs, 1, memory_order_acq_rel) == 1) {
+        o->next_free = ofd_free;
+        ofd_free = o;
+    }
 }
 
-/* Registers `f` (fd_lock held) with the current scheduler's driver. `ofd` NULL:
- * new view from the kernel flags. `keep` < 0: decide keep-mode from the fd;
- * 0/1: as a dup's original says. Returns 0, 1 (pass through: unwatchable) or
- * -errno. */
-static int fd_adopt_locked(coho__fd_t *f, coho__ofd_t *ofd, int keep)
+/* A socket option timeout in ms (-1: none) as the kernel holds it. */
+static int64_t sock_timeo_ms(int fd, int opt)
+{
+    struct timeval tv;
+    socklen_t len = sizeof(tv);
+
+    if (coho__sys.getsockopt(fd, SOL_SOCKET, opt, &tv, &len) != 0 || len < sizeof(tv))
+        return -1;
+    return coho__timeval_to_ms(&tv);
+}
+
+int64_t coho__timeval_to_ms(const struct timeval *tv)
+{
+    int64_t ms;
+
+    if (tv->tv_sec < 0 || tv->tv_usec < 0)
+        return -1;
+    if (tv->tv_sec > INT64_MAX / 1000 - 1)
+        return INT64_MAX / 2; /* ~146 million years: for ever, without overflow */
+    ms = (int64_t)tv->tv_sec * 1000 + (tv->tv_usec + 999) / 1000;
+    return ms == 0 ? -1 : ms;
+}
+
+/* ---- registrations ---- */
+
+/* Driver callback for a registration (on its scheduler's thread): record readiness and wake
+ * the coroutines that wait for it. */
+static void fd_on_event(coho__io_t *io, unsigned events)
+{
+    coho__fd_reg_t *r = io->data;
+    coho_list_t *pos, *tmp;
+    const unsigned bad = COHO__EV_HUP | COHO__EV_ERROR;
+
+    if (events & (COHO__EV_READ | COHO__EV_RDHUP | COHO__EV_PRI | bad))
+        r->rd_drained = false;
+    r->sticky |= (uint8_t)(events & (COHO__EV_RDHUP | COHO__EV_PRI | bad));
+    coho_list_for_each_safe(pos, tmp, &r->waiters)
+    {
+        coho__fd_waiter_t *w = coho_list_entry(pos, coho__fd_waiter_t, link);
+        bool hit = (w->events & events) != 0 || (events & bad) != 0 ||
+                   ((w->events & COHO__EV_READ) && (events & (COHO__EV_RDHUP | COHO__EV_PRI)));
+
+        if (hit) {
+            coho_list_del(&w->link);
+            coho__co_wake(w->co_id, w->token, 0);
+        }
+    }
+}
+
+/* Stops `r`'s registration and wakes everything parked on it with -EBADF. On `r`'s thread. */
+static void reg_stop(coho__fd_reg_t *r)
+{
+    coho_list_t *pos, *tmp;
+    int i;
+
+    if (r->released)
+        return;
+    r->released = true;
+    coho__io_stop(r->drv, &r->io);
+    coho_list_for_each_safe(pos, tmp, &r->waiters)
+    {
+        coho__fd_waiter_t *w = coho_list_entry(pos, coho__fd_waiter_t, link);
+
+        coho_list_del(&w->link);
+        coho__co_wake(w->co_id, w->token, -EBADF);
+    }
+    for (i = 0; i < 2; i++) {
+        coho_list_for_each_safe(pos, tmp, &r->lock_q[i])
+        {
+            coho__fd_waiter_t *w = coho_list_entry(pos, coho__fd_waiter_t, link);
+
+            coho_list_del(&w->link);
+            coho__co_wake(w->co_id, w->token, -EBADF);
+        }
+        r->lock_owner[i] = 0;
+    }
+}
+
+/* The post a closing thread sends to a registration's scheduler. */
+static void reg_release_posted(void *arg)
+{
+    coho__fd_reg_t *r = arg;
+
+    reg_stop(r);
+    free(r);
+}
+
+/* Releases registrations taken off a slot (fd_lock held): this thread's at once; another
+ * scheduler's are removed from its epoll set here (so the real close that follows never leaves
+ * one behind a dup) and released by a post to that scheduler. Never waits. */
+static void regs_release_locked(coho_list_t *taken)
+{
+    coho_sched_t *self = coho__sched_current();
+    coho_list_t *pos;
+
+    while ((pos = coho_list_pop_front(taken)) != NULL) {
+        coho__fd_reg_t *r = coho_list_entry(pos, coho__fd_reg_t, link);
+
+        if (r->sched == self) {
+            reg_stop(r);
+            free(r);
+            continue;
+        }
+        coho__io_kernel_del(r->drv, &r->io);
+        /* Posted under fd_lock: the scheduler's destroy drops its registrations under the same
+         * lock before its driver goes, so the driver is alive here and runs the post (in its
+         * loop, or in its destroy). */
+        if (coho__sched_post(r->sched, reg_release_posted, r) != 0) {
+            /* Out of memory for the post: the registration stays with its (stale) driver entry;
+             * the next adoption of the number on that scheduler stops it (fd_reg_create). */
+            coho_log_warn("fd %d: cannot post the release of its registration to scheduler %p; "
+                          "its waiters wake when the number is reused there",
+                          r->io.fd, (void *)r->sched);
+        }
+    }
+}
+
+/* Takes every registration off `f` and forgets its description (fd_lock held); the
+ * registrations go to `taken`. */
+static void fd_reset_locked(coho__fd_t *f, coho_list_t *taken)
+{
+    atomic_fetch_add_explicit(&f->gen, 1, memory_order_acq_rel);
+    f->state = COHO__FDS_UNKNOWN;
+    f->sched0 = NULL;
+    f->reg0 = NULL;
+    coho_list_splice_back(taken, &f->regs);
+    ofd_put_locked(f->ofd);
+    f->ofd = NULL;
+    f->managed = false;
+    f->keep_mode = false;
+}
+
+static void fd_atfork_prepare(void)
+{
+    pthread_mutex_lock(&fd_lock);
+}
+
+static void fd_atfork_parent(void)
+{
+    pthread_mutex_unlock(&fd_lock);
+}
+
+/* The child has one thread: registrations of other threads' schedulers can never be released
+ * by their (absent) threads, and a close in the child must not wait for them. They are taken
+ * off their slots and left with their drivers, which no thread runs in the child. */
+static void fd_atfork_child(void)
+{
+    coho_sched_t *self = coho__sched_current();
+    unsigned c, i;
+
+    pthread_mutex_init(&fd_lock, NULL);
+    for (c = 0; c < coho__fd_limit / FD_CHUNK; c++) {
+        coho__fd_t *chunk = atomic_load_explicit(&coho__fd_chunks[c], memory_order_acquire);
+
+        for (i = 0; chunk != NULL && i < FD_CHUNK; i++) {
+            coho__fd_t *f = &chunk[i];
+            coho_list_t *pos, *tmp;
+
+            coho_list_for_each_safe(pos, tmp, &f->regs)
+            {
+                coho__fd_reg_t *r = coho_list_entry(pos, coho__fd_reg_t, link);
+
+                if (r->sched != self)
+                    coho_list_del(&r->link);
+            }
+            if (f->sched0 != NULL && f->sched0 != self) {
+                f->sched0 = NULL;
+                f->reg0 = NULL;
+            }
+        }
+    }
+}
+
+/* Registered once a scheduler exists, after mio_driver's handlers: prepare handlers run in
+ * reverse order, so fd_lock is taken before the driver's post locks, the order forget uses. */
+static void fd_atfork_register(void)
+{
+    pthread_atfork(fd_atfork_prepare, fd_atfork_parent, fd_atfork_child);
+}
+
+/* This scheduler's registration of `f` (fd_lock held, state ADOPTED), made if missing.
+ * Returns it, or NULL with *err = -errno. */
+static coho__fd_reg_t *fd_reg_get_locked(coho__fd_t *f, int *err)
 {
     coho_sched_t *s = coho__sched_current();
-    coho__driver_t *d;
+    coho__driver_t *d = coho__sched_driver(s);
+    unsigned gen = atomic_load_explicit(&f->gen, memory_order_relaxed);
+    coho__fd_reg_t *r;
+    coho__io_t *old;
+    coho_list_t *pos;
+    int rc;
+
+    coho_list_for_each(pos, &f->regs)
+    {
+        r = coho_list_entry(pos, coho__fd_reg_t, link);
+        if (r->sched == s)
+            goto found;
+    }
+    pthread_once(&fd_atfork_once, fd_atfork_register);
+    /* A registration of an earlier tenant of the number that a close on another thread took
+     * off the slot, whose release is still on its way here: stop it now (the post frees it). */
+    old = coho__driver_io_at(d, f->fd);
+    if (old != NULL && old->cb == fd_on_event)
+        reg_stop(old->data);
+    r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    r->f = f;
+    r->gen = gen;
+    r->sched = s;
+    r->drv = d;
+    coho_list_init(&r->waiters);
+    coho_list_init(&r->lock_q[0]);
+    coho_list_init(&r->lock_q[1]);
+    coho__io_init(&r->io, f->fd, fd_on_event, r);
+    rc = coho__io_start(d, &r->io, COHO__EV_READ | COHO__EV_WRITE, COHO__IO_EDGE, -1);
+    if (rc != 0) {
+        free(r);
+        *err = rc;
+        return NULL;
+    }
+    coho_list_push_back(&f->regs, &r->link);
+found:
+    if (f->reg0 == NULL) {
+        f->reg0 = r; /* reg0 before sched0: see coho__fd_for_hook */
+        f->sched0 = s;
+    }
+    *err = 0;
+    return r;
+}
+
+/* Learns what `f`'s fd is and adopts it (fd_lock held): kind, keep-mode, O_NONBLOCK underneath,
+ * the user's view (`ofd`, or a new one from the kernel's flags and timeouts), then this
+ * scheduler's registration. `keep` < 0: decide keep-mode from the fd; 0/1: as a dup's original
+ * says. Returns 0, 1 (pass through: unwatchable) or -errno. */
+static int fd_adopt_locked(coho__fd_t *f, coho__ofd_t *ofd, int keep)
+{
     struct stat st;
-    bool watchable;
+    bool watchable, keep_mode;
+    uint8_t kind;
     int flags, rc;
 
-    if (s == NULL)
+    if (coho__sched_current() == NULL)
         return 1;
-    d = coho__sched_driver(s);
     if (fstat(f->fd, &st) != 0)
         return -errno;
-    f->kind = fd_kind_of(f->fd, &st, &watchable);
+    kind = fd_kind_of(f->fd, &st, &watchable);
     if (!watchable) {
+        f->kind = kind;
         f->state = COHO__FDS_PASSTHROUGH;
         return 1;
     }
@@ -231,57 +450,57 @@ static int fd_adopt_locked(coho__fd_t *f, coho__ofd_t *ofd, int keep)
     if (flags < 0)
         return -errno;
     if (keep >= 0)
-        f->keep_mode = keep != 0;
+        keep_mode = keep != 0;
     else
-        f->keep_mode = f->fd <= 2 || f->kind == COHO__FD_TTY || fd_is_inherited(f->fd);
+        keep_mode = f->fd <= 2 || kind == COHO__FD_TTY || fd_is_inherited(f->fd);
     if (ofd == NULL) {
-        ofd = ofd_create((flags & O_NONBLOCK) != 0);
+        bool sock = S_ISSOCK(st.st_mode);
+
+        ofd = ofd_create_locked((flags & O_NONBLOCK) != 0,
+                                sock ? sock_timeo_ms(f->fd, SO_RCVTIMEO) : -1,
+                                sock ? sock_timeo_ms(f->fd, SO_SNDTIMEO) : -1);
         if (ofd == NULL)
             return -ENOMEM;
     } else {
         atomic_fetch_add_explicit(&ofd->refs, 1, memory_order_relaxed);
     }
-    /* Every adopted fd but the keep-mode ones runs non-blocking in the kernel;
-     * the user's blocking view lives in the shared ofd and is emulated by the
-     * hooks. */
-    f->managed = !f->keep_mode;
-    if (f->managed && !(flags & O_NONBLOCK) &&
+    /* Every adopted fd but the keep-mode ones runs non-blocking in the kernel; the user's
+     * blocking view lives in the shared ofd and is emulated by the hooks. */
+    if (!keep_mode && !(flags & O_NONBLOCK) &&
         coho__sys.fcntl(f->fd, F_SETFL, flags | O_NONBLOCK) != 0) {
         rc = -errno;
-        ofd_put(ofd);
+        ofd_put_locked(ofd);
         return rc;
     }
-    coho__io_init(&f->io, f->fd, fd_on_event, f);
-    rc = coho__io_start(d, &f->io, COHO__EV_READ | COHO__EV_WRITE, COHO__IO_EDGE, -1);
-    if (rc != 0) {
-        if (f->managed && (flags & O_NONBLOCK) == 0)
+    f->kind = kind;
+    f->keep_mode = keep_mode;
+    f->managed = !keep_mode;
+    f->ofd = ofd;
+    f->state = COHO__FDS_ADOPTED;
+    if (fd_reg_get_locked(f, &rc) == NULL) {
+        coho_list_t none;
+
+        if (!keep_mode && (flags & O_NONBLOCK) == 0)
             coho__sys.fcntl(f->fd, F_SETFL, flags); /* give back the mode it had */
-        ofd_put(ofd);
-        f->managed = false;
+        coho_list_init(&none);
+        fd_reset_locked(f, &none);
         if (rc == -EPERM) {
             f->state = COHO__FDS_PASSTHROUGH;
             return 1;
         }
         return rc;
     }
-    f->ofd = ofd;
-    f->rd_drained = false;
-    f->sticky = 0;
-    f->owner = s;
-    f->drv = d;
-    f->state = COHO__FDS_ADOPTED;
     return 0;
 }
 
-coho__fd_t *coho__fd_for_hook_slow(int fd, int *err)
+coho__fd_reg_t *coho__fd_for_hook_slow(int fd, int *err)
 {
+    coho__fd_reg_t *r = NULL;
     coho__fd_t *f;
     int rc;
 
     *err = 0;
     f = fd_slot_if_exists(fd);
-    if (f != NULL && f->state == COHO__FDS_ADOPTED)
-        return f;
     if (f != NULL && f->state == COHO__FDS_PASSTHROUGH)
         return NULL;
     if (fd < 0) {
@@ -292,159 +511,121 @@ coho__fd_t *coho__fd_for_hook_slow(int fd, int *err)
     if (f == NULL)
         return NULL;
     pthread_mutex_lock(&fd_lock);
-    rc = f->state == COHO__FDS_UNKNOWN ? fd_adopt_locked(f, NULL, -1) : 0;
-    pthread_mutex_unlock(&fd_lock);
-    if (rc < 0) {
-        *err = rc == -EBADF ? -EBADF : 0;
-        return NULL;
+    if (f->state == COHO__FDS_UNKNOWN) {
+        rc = fd_adopt_locked(f, NULL, -1);
+        if (rc == 0)
+            r = fd_reg_get_locked(f, &rc);
+    } else if (f->state == COHO__FDS_ADOPTED) {
+        r = fd_reg_get_locked(f, &rc);
+    } else {
+        rc = 0;
     }
-    return f->state == COHO__FDS_ADOPTED ? f : NULL;
+    pthread_mutex_unlock(&fd_lock);
+    if (r == NULL)
+        *err = rc == -EBADF ? -EBADF : 0;
+    return r;
 }
 
-int coho__fd_adopt_new(int fd, bool user_nonblock)
+int coho__fd_adopt_new(int fd, bool user_nonblock, const coho__fd_t *from)
 {
     coho__fd_t *f = coho__fd_slot(fd);
+    coho_list_t taken;
     coho__ofd_t *o;
     int rc;
 
     if (f == NULL)
         return 0; /* beyond the table: the fd simply stays unhooked */
-    o = ofd_create(user_nonblock);
-    if (o == NULL)
-        return -ENOMEM;
+    coho_list_init(&taken);
     pthread_mutex_lock(&fd_lock);
     fd_clear_inherited(fd);
-    if (f->state != COHO__FDS_UNKNOWN) {
-        /* A stale tenant closed behind coho's back (glibc-internal close): start
-         * afresh. */
-        atomic_fetch_add_explicit(&f->gen, 1, memory_order_relaxed);
-        f->state = COHO__FDS_UNKNOWN;
-        ofd_put(f->ofd);
-        f->ofd = NULL;
+    /* Whatever the slot holds belongs to an earlier tenant closed behind coho's back (a raw
+     * close, or one inside another library): start afresh. */
+    fd_reset_locked(f, &taken);
+    regs_release_locked(&taken);
+    o = ofd_create_locked(user_nonblock, from != NULL ? coho__fd_rcvtimeo(from) : -1,
+                          from != NULL ? coho__fd_sndtimeo(from) : -1);
+    if (o == NULL) {
+        pthread_mutex_unlock(&fd_lock);
+        return -ENOMEM;
     }
     rc = fd_adopt_locked(f, o, -1);
+    ofd_put_locked(o); /* fd_adopt_locked took its own reference */
     pthread_mutex_unlock(&fd_lock);
-    ofd_put(o); /* fd_adopt_locked took its own reference */
     return rc < 0 ? rc : 0;
-}
-
-/* Removes the registration and wakes every waiter with -EBADF. Runs on the
- * owner's thread. */
-static void fd_detach(coho__fd_t *f)
-{
-    coho_list_t *pos, *tmp;
-    int i;
-
-    if (f->drv != NULL)
-        coho__io_stop(f->drv, &f->io);
-    coho_list_for_each_safe(pos, tmp, &f->waiters)
-    {
-        coho__fd_waiter_t *w = coho_list_entry(pos, coho__fd_waiter_t, link);
-
-        coho_list_del(&w->link);
-        coho__co_wake(w->co_id, w->token, -EBADF);
-    }
-    for (i = 0; i < 2; i++) {
-        coho_list_for_each_safe(pos, tmp, &f->lock_q[i])
-        {
-            coho__fd_waiter_t *w = coho_list_entry(pos, coho__fd_waiter_t, link);
-
-            coho_list_del(&w->link);
-            coho__co_wake(w->co_id, w->token, -EBADF);
-        }
-        f->lock_owner[i] = 0;
-    }
-}
-
-static void fd_reset_locked(coho__fd_t *f)
-{
-    atomic_fetch_add_explicit(&f->gen, 1, memory_order_release);
-    f->state = COHO__FDS_UNKNOWN;
-    ofd_put(f->ofd);
-    f->ofd = NULL;
-    f->owner = NULL;
-    f->drv = NULL;
-    f->managed = false;
-    f->keep_mode = false;
-    f->rd_drained = false;
-    f->sticky = 0;
-    f->rcvtimeo_ms = -1;
-    f->sndtimeo_ms = -1;
-}
-
-/* Cross-thread detach: the owner's thread removes the registration; the closing
- * thread waits for it, so the real close never races the owner's epoll set. */
-struct fd_remote {
-    coho__fd_t *f;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool done;
-};
-
-static void fd_remote_detach(void *arg)
-{
-    struct fd_remote *r = arg;
-
-    fd_detach(r->f);
-    pthread_mutex_lock(&r->mu);
-    r->done = true;
-    pthread_cond_signal(&r->cv);
-    pthread_mutex_unlock(&r->mu);
 }
 
 void coho__fd_forget(int fd)
 {
     coho__fd_t *f = fd_slot_if_exists(fd);
+    coho_list_t taken;
 
     if (f == NULL)
         return;
+    coho_list_init(&taken);
+    pthread_mutex_lock(&fd_lock);
     fd_clear_inherited(fd);
     if (f->state == COHO__FDS_UNKNOWN)
-        return;
-    if (f->state == COHO__FDS_ADOPTED && f->owner != NULL && f->owner != coho__sched_current()) {
-        struct fd_remote r = {.f = f, .done = false};
-
-        pthread_mutex_init(&r.mu, NULL);
-        pthread_cond_init(&r.cv, NULL);
-        if (coho__sched_post(f->owner, fd_remote_detach, &r) == 0) {
-            pthread_mutex_lock(&r.mu);
-            while (!r.done)
-                pthread_cond_wait(&r.cv, &r.mu);
-            pthread_mutex_unlock(&r.mu);
-        }
-        pthread_cond_destroy(&r.cv);
-        pthread_mutex_destroy(&r.mu);
-    } else if (f->state == COHO__FDS_ADOPTED) {
-        fd_detach(f);
-    }
-    pthread_mutex_lock(&fd_lock);
-    fd_reset_locked(f);
+        atomic_fetch_add_explicit(&f->gen, 1, memory_order_acq_rel); /* for sendn's check */
+    else
+        fd_reset_locked(f, &taken);
+    regs_release_locked(&taken);
     pthread_mutex_unlock(&fd_lock);
+}
+
+void coho__fd_forget_range(unsigned first, unsigned last)
+{
+    unsigned fd;
+
+    if (coho__fd_limit == 0 || first >= coho__fd_limit)
+        return;
+    if (last >= coho__fd_limit)
+        last = coho__fd_limit - 1;
+    for (fd = first; fd <= last; fd++) {
+        if (atomic_load_explicit(&coho__fd_chunks[fd >> FD_CHUNK_SHIFT], memory_order_acquire) ==
+            NULL) {
+            fd |= FD_CHUNK - 1; /* no slot of this chunk was ever used */
+            continue;
+        }
+        coho__fd_forget((int)fd);
+    }
 }
 
 void coho__fd_on_dup(int oldfd, int newfd)
 {
     coho__fd_t *o = fd_slot_if_exists(oldfd);
     coho__fd_t *n;
+    coho_list_t taken;
 
-    if (o == NULL || o->state != COHO__FDS_ADOPTED || o->ofd == NULL)
+    if (o == NULL || o->state != COHO__FDS_ADOPTED)
         return;
     n = coho__fd_slot(newfd);
     if (n == NULL)
         return;
+    coho_list_init(&taken);
     pthread_mutex_lock(&fd_lock);
     fd_clear_inherited(newfd);
-    if (n->state == COHO__FDS_UNKNOWN && coho__sched_current() != NULL) {
-        if (fd_adopt_locked(n, o->ofd, o->keep_mode) == 0) {
-            n->rcvtimeo_ms = o->rcvtimeo_ms;
-            n->sndtimeo_ms = o->sndtimeo_ms;
+    fd_reset_locked(n, &taken); /* the new number's previous tenant is gone */
+    regs_release_locked(&taken);
+    if (o->state == COHO__FDS_ADOPTED && o->ofd != NULL) {
+        if (coho__sched_current() != NULL) {
+            fd_adopt_locked(n, o->ofd, o->keep_mode);
+        } else {
+            /* A plain thread: the description and view now, a registration on first use in a
+             * coroutine. */
+            atomic_fetch_add_explicit(&o->ofd->refs, 1, memory_order_relaxed);
+            n->kind = o->kind;
+            n->keep_mode = o->keep_mode;
+            n->managed = o->managed;
+            n->ofd = o->ofd;
+            n->state = COHO__FDS_ADOPTED;
         }
     }
     pthread_mutex_unlock(&fd_lock);
 }
 
-/* A scheduler is going away with its driver: forget every registration that
- * lived there. */
+/* A scheduler is going away with its driver: drop its registrations. An fd no other scheduler
+ * waits on goes back to the kernel mode of the user's view and is forgotten; it stays open in
+ * the user's hands. */
 static void fd_sched_gone(coho_sched_t *s)
 {
     unsigned c, i;
@@ -455,19 +636,35 @@ static void fd_sched_gone(coho_sched_t *s)
 
         for (i = 0; chunk != NULL && i < FD_CHUNK; i++) {
             coho__fd_t *f = &chunk[i];
+            coho_list_t *pos, *tmp;
+            bool had = false;
 
-            if (f->state == COHO__FDS_ADOPTED && f->owner == s) {
-                if (f->drv != NULL)
-                    coho__io_stop(f->drv, &f->io);
-                /* The fd stays open in the user's hands: give the kernel file back its
-                 * blocking mode if coho changed it. */
-                if (f->managed) {
+            coho_list_for_each_safe(pos, tmp, &f->regs)
+            {
+                coho__fd_reg_t *r = coho_list_entry(pos, coho__fd_reg_t, link);
+
+                if (r->sched != s)
+                    continue;
+                had = true;
+                coho_list_del(&r->link);
+                reg_stop(r);
+                free(r);
+            }
+            if (f->sched0 == s) {
+                f->sched0 = NULL;
+                f->reg0 = NULL;
+            }
+            if (had && coho_list_is_empty(&f->regs) && f->state == COHO__FDS_ADOPTED) {
+                coho_list_t none;
+
+                if (f->managed && !coho__fd_user_nonblock(f)) {
                     int fl = coho__sys.fcntl(f->fd, F_GETFL);
 
                     if (fl >= 0)
                         coho__sys.fcntl(f->fd, F_SETFL, fl & ~O_NONBLOCK);
                 }
-                fd_reset_locked(f);
+                coho_list_init(&none);
+                fd_reset_locked(f, &none);
             }
         }
     }
@@ -483,83 +680,67 @@ static const char *fd_wait_what(unsigned events)
     return (events & COHO__EV_WRITE) ? "write fd=" : "read fd=";
 }
 
-static void fd_foreign_event(coho__io_t *io, unsigned events)
+int coho__fd_wait(coho__fd_reg_t *r, unsigned events, int64_t timeout_ms)
 {
-    coho__fd_waiter_t *w = io->data;
-
-    (void)events;
-    coho__co_wake(w->co_id, w->token, 0);
-}
-
-/* A coroutine of another scheduler waits on an fd owned elsewhere: a temporary
- * level-triggered registration in its own driver. The kernel drops that
- * registration silently if the fd is closed, so the wait re-checks the
- * generation at least every 100 ms. */
-static int fd_wait_foreign(coho__fd_t *f, unsigned events, int64_t timeout_ms)
-{
-    coho__driver_t *d = coho__sched_driver(coho__sched_current());
-    unsigned gen0 = atomic_load_explicit(&f->gen, memory_order_acquire);
-    int64_t deadline = timeout_ms < 0 ? -1 : (int64_t)(coho__hook_now_ms() + (uint64_t)timeout_ms);
+    coho__fd_t *f = r->f;
     coho__fd_waiter_t w;
-    coho__io_t io;
     int rc;
 
-    w.co_id = coho__co_self_id();
-    coho__io_init(&io, f->fd, fd_foreign_event, &w);
-    for (;;) {
-        int64_t left = coho__hook_remaining(deadline, coho__hook_now_ms());
-        int64_t slice = left < 0 || left > 100 ? 100 : left;
-
-        w.token = coho__co_block_prepare();
-        coho__co_wait_note(fd_wait_what(events), f->fd);
-        rc = coho__io_start(d, &io, events & (COHO__EV_READ | COHO__EV_WRITE), 0, -1);
-        if (rc != 0)
-            return rc;
-        rc = coho__hook_block(slice);
-        coho__io_stop(d, &io);
-        if (atomic_load_explicit(&f->gen, memory_order_acquire) != gen0)
-            return -EBADF;
-        if (rc != -ETIMEDOUT)
-            return rc;
-        if (deadline >= 0 && coho__hook_remaining(deadline, coho__hook_now_ms()) == 0)
-            return -ETIMEDOUT;
-    }
-}
-
-int coho__fd_wait(coho__fd_t *f, unsigned events, int64_t timeout_ms)
-{
-    coho__fd_waiter_t w;
-    unsigned gen0;
-    int rc;
-
-    if (f->owner != coho__sched_current())
-        return fd_wait_foreign(f, events, timeout_ms);
-    gen0 = atomic_load_explicit(&f->gen, memory_order_acquire);
+    if (atomic_load_explicit(&f->gen, memory_order_acquire) != r->gen || r->released)
+        return -EBADF;
     w.co_id = coho__co_self_id();
     w.token = coho__co_block_prepare();
     coho__co_wait_note(fd_wait_what(events), f->fd);
     w.events = events;
-    coho_list_push_back(&f->waiters, &w.link);
+    coho_list_push_back(&r->waiters, &w.link);
     rc = coho__hook_block(timeout_ms);
-    coho_list_del(&w.link);
-    if (atomic_load_explicit(&f->gen, memory_order_acquire) != gen0)
+    coho_list_del(&w.link); /* a release unlinked it already; the node is self-linked then */
+    /* Checked before touching `r` again: a close since the park may have freed it. */
+    if (atomic_load_explicit(&f->gen, memory_order_acquire) != r->gen)
         return -EBADF;
     return rc;
+}
+
+/* True when every installed signal handler has SA_RESTART: a blocking call libc makes would
+ * then restart after any signal that interrupts it. */
+static bool signals_restart(void)
+{
+    int sig;
+
+    for (sig = 1; sig < NSIG; sig++) {
+        struct sigaction sa;
+
+        if (sigaction(sig, NULL, &sa) != 0)
+            continue;
+        if ((sa.sa_flags & SA_SIGINFO) == 0 &&
+            (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN))
+            continue;
+        if ((sa.sa_flags & SA_RESTART) == 0)
+            return false;
+    }
+    return true;
 }
 
 int coho__fd_wait_thread(int fd, unsigned events, int64_t timeout_ms)
 {
     struct pollfd p = {.fd = fd, .events = 0};
+    int64_t deadline = timeout_ms < 0 ? -1 : (int64_t)(coho__hook_now_ms() + (uint64_t)timeout_ms);
     int rc;
 
     if (events & COHO__EV_READ)
         p.events |= POLLIN;
     if (events & COHO__EV_WRITE)
         p.events |= POLLOUT;
-    rc = coho__sys.poll(
-        &p, 1, timeout_ms < 0 ? -1 : (timeout_ms > INT32_MAX ? INT32_MAX : (int)timeout_ms));
-    if (rc < 0)
-        return -errno;
+    for (;;) {
+        int64_t left = coho__hook_remaining(deadline, coho__hook_now_ms());
+
+        rc = coho__sys.poll(&p, 1, left < 0 ? -1 : (left > INT32_MAX ? INT32_MAX : (int)left));
+        if (rc >= 0)
+            break;
+        /* Socket calls with a timeout are never restarted by the kernel (signal(7)). */
+        if (errno != EINTR || timeout_ms >= 0 || !signals_restart())
+            return -errno;
+    }
     if (rc == 0)
         return -ETIMEDOUT;
     if (p.revents & POLLNVAL)

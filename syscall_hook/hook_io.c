@@ -14,8 +14,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/close_range.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -115,6 +117,55 @@ __attribute__((hot)) static ssize_t io_once(int fd, struct io_args *a)
     return n < 0 ? -errno : n;
 }
 
+/* One attempt that never blocks on a keep-mode socket (whose kernel file is in the user's
+ * blocking mode, shared with other processes): the socket calls with MSG_DONTWAIT, so a sibling
+ * process that took the data between the readiness check and the call cannot block the thread.
+ * Returns bytes, or -errno. */
+static ssize_t io_once_dontwait(int fd, struct io_args *a)
+{
+    struct msghdr m = {0};
+    ssize_t n;
+
+    switch (a->kind) {
+    case OP_READ:
+        n = coho__sys.recv(fd, a->buf, a->len, MSG_DONTWAIT);
+        break;
+    case OP_RECV:
+        n = coho__sys.recv(fd, a->buf, a->len, a->flags | MSG_DONTWAIT);
+        break;
+    case OP_RECVFROM:
+        n = coho__sys.recvfrom(fd, a->buf, a->len, a->flags | MSG_DONTWAIT, a->addr, a->alen);
+        break;
+    case OP_READV:
+        m.msg_iov = (struct iovec *)a->iov;
+        m.msg_iovlen = (size_t)a->iovcnt;
+        n = coho__sys.recvmsg(fd, &m, MSG_DONTWAIT);
+        break;
+    case OP_RECVMSG:
+        n = coho__sys.recvmsg(fd, a->msg, a->flags | MSG_DONTWAIT);
+        break;
+    case OP_WRITE:
+        n = coho__sys.send(fd, a->buf, a->len, MSG_DONTWAIT);
+        break;
+    case OP_SEND:
+        n = coho__sys.send(fd, a->buf, a->len, a->flags | MSG_DONTWAIT);
+        break;
+    case OP_SENDTO:
+        n = coho__sys.sendto(fd, a->buf, a->len, a->flags | MSG_DONTWAIT, a->daddr, a->dlen);
+        break;
+    case OP_WRITEV:
+        m.msg_iov = (struct iovec *)a->iov;
+        m.msg_iovlen = (size_t)a->iovcnt;
+        n = coho__sys.sendmsg(fd, &m, MSG_DONTWAIT);
+        break;
+    case OP_SENDMSG:
+    default:
+        n = coho__sys.sendmsg(fd, a->msg, a->flags | MSG_DONTWAIT);
+        break;
+    }
+    return n < 0 ? -errno : n;
+}
+
 /* Total length of an iovec array, saturating at SIZE_MAX. */
 static size_t iov_total(const struct iovec *iov, int n)
 {
@@ -141,20 +192,22 @@ static size_t io_want(const struct io_args *a)
     }
 }
 
-/* A short read on a stream socket, with no ancillary data and no hang-up seen,
- * means the socket is drained: the next read parks until the next edge instead
- * of paying a failing syscall (LESSONS.md, "a recv that returns EAGAIN on every
- * request"). */
-__attribute__((hot)) static void io_note_read(coho__fd_t *f, const struct io_args *a, ssize_t n)
+/* A short read on a stream socket, with no ancillary data and no hang-up or
+ * urgent data seen, means the socket is drained: the next read parks until the
+ * next edge instead of paying a failing syscall (LESSONS.md, "a recv that
+ * returns EAGAIN on every request"). Peeks and reads of the error queue or of
+ * out-of-band data say nothing about the stream. */
+__attribute__((hot)) static void io_note_read(coho__fd_reg_t *r, const struct io_args *a, ssize_t n)
 {
-    if (f->kind != COHO__FD_STREAM || f->sticky != 0 || n <= 0)
+    if (r->f->kind != COHO__FD_STREAM || r->sticky != 0 || n <= 0)
         return;
-    if ((a->flags & MSG_PEEK) && a->kind != OP_READ && a->kind != OP_READV)
+    if ((a->flags & (MSG_PEEK | MSG_OOB | MSG_ERRQUEUE)) && a->kind != OP_READ &&
+        a->kind != OP_READV)
         return;
     if (a->kind == OP_RECVMSG && (a->msg->msg_controllen != 0 || (a->msg->msg_flags & MSG_CTRUNC)))
         return;
     if ((size_t)n < io_want(a))
-        f->rd_drained = true;
+        r->rd_drained = true;
 }
 
 /* Copies of the iovec array for the write loop, advanced past `done` bytes. */
@@ -193,16 +246,17 @@ static void iov_cursor_destroy(struct iov_cursor *c, struct iovec *orig_alloc)
         free(orig_alloc);
 }
 
-/* Waits for `ev` on `f` within the deadline: in a coroutine on the driver, else
- * with a real poll. Returns 0, -ETIMEDOUT, -EBADF, -ECANCELED. */
-static int io_wait(coho__fd_t *f, unsigned ev, int64_t deadline, bool in_co)
+/* Waits for `ev` within the deadline: in a coroutine on its registration `r`,
+ * else (`r` NULL) with a real poll on `fd`. Returns 0, -ETIMEDOUT, -EBADF (then
+ * `r` must not be touched again), -ECANCELED. */
+static int io_wait(int fd, coho__fd_reg_t *r, unsigned ev, int64_t deadline)
 {
     /* No deadline: no clock reading. */
     int64_t left = deadline < 0 ? -1 : coho__hook_remaining(deadline, coho__hook_now_ms());
 
     if (deadline >= 0 && left == 0)
         return -ETIMEDOUT;
-    return in_co ? coho__fd_wait(f, ev, left) : coho__fd_wait_thread(f->fd, ev, left);
+    return r != NULL ? coho__fd_wait(r, ev, left) : coho__fd_wait_thread(fd, ev, left);
 }
 
 /* Level check for keep-mode fds, whose kernel mode is blocking: is `ev` ready
@@ -239,15 +293,24 @@ static void io_advance(struct io_args *a, struct iov_cursor *c, size_t done)
     }
 }
 
-/* The blocking-view engine for an adopted fd (in a coroutine, or a plain thread
- * using a managed fd). `again`: the caller's own first attempt (io_call's fast
- * path) just failed with EAGAIN, so the first step is the wait. Returns bytes or
- * -errno. */
-static ssize_t io_blocking(coho__fd_t *f, struct io_args *a, bool in_co, bool again)
+/* Whether `f` is a socket (the calls take per-call flags). */
+static bool io_is_socket(const coho__fd_t *f)
 {
+    uint8_t k = f->kind;
+
+    return k == COHO__FD_STREAM || k == COHO__FD_DGRAM || k == COHO__FD_SEQPACKET;
+}
+
+/* The blocking-view engine for an adopted fd: in a coroutine with its
+ * registration `r`, or in a plain thread using a managed fd (`r` NULL).
+ * `again`: the caller's own first attempt (io_call's fast path) just failed with
+ * EAGAIN, so the first step is the wait. Returns bytes or -errno. */
+static ssize_t io_blocking(coho__fd_t *f, coho__fd_reg_t *r, struct io_args *a, bool again)
+{
+    bool in_co = r != NULL;
     bool rd = io_is_read(a->kind);
     unsigned ev = rd ? COHO__EV_READ : COHO__EV_WRITE;
-    int64_t tmo = rd ? f->rcvtimeo_ms : f->sndtimeo_ms;
+    int64_t tmo = rd ? coho__fd_rcvtimeo(f) : coho__fd_sndtimeo(f);
     int64_t deadline = tmo < 0 ? -1 : (int64_t)(coho__hook_now_ms() + (uint64_t)tmo);
     bool full = io_is_full_write(f, a);
     bool waitall = rd && (a->flags & MSG_WAITALL) && f->kind == COHO__FD_STREAM;
@@ -266,24 +329,25 @@ static ssize_t io_blocking(coho__fd_t *f, struct io_args *a, bool in_co, bool ag
     for (;;) {
         if (f->keep_mode) {
             if (!io_ready_now(f->fd, ev)) {
-                rc = io_wait(f, ev, deadline, in_co);
+                rc = io_wait(f->fd, r, ev, deadline);
                 if (rc < 0) {
                     ret = rc;
                     goto out_err;
                 }
                 continue;
             }
-            n = io_once(f->fd, a);
-        } else if (rd && f->rd_drained && in_co && io_want(a) <= SSIZE_MAX) {
-            /* Drained: park for the next edge. (A length the kernel rejects up front is
-             * passed on, so its error comes back at once, as from libc.) */
+            n = io_is_socket(f) ? io_once_dontwait(f->fd, a) : io_once(f->fd, a);
+        } else if (rd && in_co && r->rd_drained && io_want(a) - 1 < SSIZE_MAX) {
+            /* Drained: park for the next edge. (A zero length returns at once, and a length
+             * the kernel rejects up front is passed on, so its error comes back at once, as
+             * from libc.) */
             n = -EAGAIN;
         } else {
             n = io_once(f->fd, a);
         }
         if (n >= 0) {
             if (rd && in_co)
-                io_note_read(f, a, n);
+                io_note_read(r, a, n);
             if (!(full || waitall) || n == 0 || done + (size_t)n >= want) {
                 ret = (ssize_t)done + n;
                 goto out;
@@ -304,7 +368,12 @@ static ssize_t io_blocking(coho__fd_t *f, struct io_args *a, bool in_co, bool ag
                 }
                 cur_alloc = cur.v;
                 if (a->kind == OP_SENDMSG || a->kind == OP_RECVMSG) {
+                    /* Ancillary data goes with the first part only, as the kernel does:
+                     * the rest never resends SCM_RIGHTS fds nor overwrites the control
+                     * data already received. */
                     msg_copy = *a->msg;
+                    msg_copy.msg_control = NULL;
+                    msg_copy.msg_controllen = 0;
                     a->msg = &msg_copy;
                 }
             }
@@ -330,7 +399,7 @@ static ssize_t io_blocking(coho__fd_t *f, struct io_args *a, bool in_co, bool ag
             goto out_err;
         }
     wait:
-        rc = io_wait(f, ev, deadline, in_co);
+        rc = io_wait(f->fd, r, ev, deadline);
         if (rc < 0) {
             /* A timeout reports EAGAIN, as the kernel does for
              * SO_RCVTIMEO/SO_SNDTIMEO. */
@@ -343,11 +412,9 @@ out_err:
         ret = (ssize_t)done;
 out:
     if (a->kind == OP_RECVMSG && a->msg != orig_msg) {
-        /* Report what the kernel said about the last part into the caller's msghdr.
-         */
-        orig_msg->msg_flags = a->msg->msg_flags;
-        orig_msg->msg_controllen = a->msg->msg_controllen;
-        orig_msg->msg_namelen = a->msg->msg_namelen;
+        /* The caller's msghdr keeps the first part's control data; the flags say what
+         * any part reported. */
+        orig_msg->msg_flags |= a->msg->msg_flags;
     }
     iov_cursor_destroy(&cur, cur_alloc);
     return ret;
@@ -359,68 +426,70 @@ out:
  * same system calls, in the same order, as io_blocking would, and hands over to
  * it only for what io_blocking alone does (a drained socket, EAGAIN, the rest of
  * a partial stream write). */
-__attribute__((hot)) static ssize_t io_fast(coho__fd_t *f, struct io_args *a)
+__attribute__((hot)) static ssize_t io_fast(coho__fd_reg_t *r, struct io_args *a)
 {
-    ssize_t n, r;
+    coho__fd_t *f = r->f;
+    ssize_t n, more;
     int rc;
 
-    if ((a->kind == OP_READ || a->kind == OP_RECV) && f->rcvtimeo_ms < 0) {
+    if ((a->kind == OP_READ || a->kind == OP_RECV) && coho__fd_rcvtimeo(f) < 0) {
         /* io_blocking's loop for a read without a deadline, without its set-up. */
         for (;;) {
             /* Drained: park for the next edge (see io_blocking). */
-            n = f->rd_drained && a->len <= SSIZE_MAX ? -EAGAIN : io_once(f->fd, a);
+            n = r->rd_drained && a->len - 1 < SSIZE_MAX ? -EAGAIN : io_once(f->fd, a);
             if (n != -EAGAIN) {
-                io_note_read(f, a, n);
+                io_note_read(r, a, n);
                 return n;
             }
-            rc = io_wait(f, COHO__EV_READ, -1, true);
+            rc = io_wait(f->fd, r, COHO__EV_READ, -1);
             if (rc < 0)
                 return rc == -ETIMEDOUT ? -EAGAIN : rc;
         }
     }
     if (a->kind == OP_READ || a->kind == OP_RECV) {
-        if (f->rd_drained && a->len <= SSIZE_MAX)
-            return io_blocking(f, a, true, false); /* parks for the next edge */
+        if (r->rd_drained && a->len - 1 < SSIZE_MAX)
+            return io_blocking(f, r, a, false); /* parks for the next edge */
         n = io_once(f->fd, a);
         if (n == -EAGAIN)
-            return io_blocking(f, a, true, true);
-        io_note_read(f, a, n);
+            return io_blocking(f, r, a, true);
+        io_note_read(r, a, n);
         return n;
     }
     n = io_once(f->fd, a);
     if (n == -EAGAIN)
-        return io_blocking(f, a, true, true);
+        return io_blocking(f, r, a, true);
     if (n <= 0 || (size_t)n >= a->len || !io_is_full_write(f, a))
         return n;
     /* A stream write that went out in part: io_blocking sends the rest; what
      * already went counts even if the rest fails. */
     a->buf = (char *)a->buf + n;
     a->len -= (size_t)n;
-    r = io_blocking(f, a, true, false);
-    return r < 0 ? n : n + r;
+    more = io_blocking(f, r, a, false);
+    return more < 0 ? n : n + more;
 }
 
 /* Dispatches one I/O call. `dontwait`: MSG_DONTWAIT was given. */
 __attribute__((hot)) static ssize_t io_call(int fd, struct io_args *a, bool dontwait)
 {
+    coho__fd_reg_t *r;
     coho__fd_t *f;
     int err;
 
     if (coho__hook_active()) {
-        f = coho__fd_for_hook(fd, &err);
-        if (f == NULL || dontwait || coho__fd_user_nonblock(f))
+        r = coho__fd_for_hook(fd, &err);
+        if (r == NULL || dontwait || coho__fd_user_nonblock(r->f))
             return io_once(fd, a);
-        if (!f->keep_mode &&
+        if (!r->f->keep_mode &&
             (a->kind == OP_READ || a->kind == OP_RECV || a->kind == OP_WRITE ||
              a->kind == OP_SEND) &&
             !(a->flags & MSG_WAITALL))
-            return io_fast(f, a);
-        return io_blocking(f, a, true, false);
+            return io_fast(r, a);
+        return io_blocking(r->f, r, a, false);
     }
     f = coho__fd_adopted(fd);
     if (f == NULL || !f->managed || dontwait || coho__fd_user_nonblock(f))
         return io_once(fd, a);
-    return io_blocking(f, a, false, false);
+    return io_blocking(f, NULL, a, false);
 }
 
 __attribute__((hot)) COHO_HOOK ssize_t read(int fd, void *buf, size_t n)
@@ -573,7 +642,7 @@ COHO_HOOK int socket(int domain, int type, int protocol)
     fd = coho__sys.socket(domain, type, protocol);
     if (fd < 0 || !coho__hook_active())
         return fd;
-    rc = coho__fd_adopt_new(fd, (type & SOCK_NONBLOCK) != 0);
+    rc = coho__fd_adopt_new(fd, (type & SOCK_NONBLOCK) != 0, NULL);
     if (rc < 0) {
         coho__sys.close(fd);
         return (int)coho__posix_ret(rc);
@@ -589,9 +658,9 @@ COHO_HOOK int socketpair(int domain, int type, int protocol, int sv[2])
     rc = coho__sys.socketpair(domain, type, protocol, sv);
     if (rc != 0 || !coho__hook_active())
         return rc;
-    rc = coho__fd_adopt_new(sv[0], (type & SOCK_NONBLOCK) != 0);
+    rc = coho__fd_adopt_new(sv[0], (type & SOCK_NONBLOCK) != 0, NULL);
     if (rc == 0)
-        rc = coho__fd_adopt_new(sv[1], (type & SOCK_NONBLOCK) != 0);
+        rc = coho__fd_adopt_new(sv[1], (type & SOCK_NONBLOCK) != 0, NULL);
     if (rc < 0) {
         coho__fd_forget(sv[0]);
         coho__sys.close(sv[0]);
@@ -601,23 +670,41 @@ COHO_HOOK int socketpair(int domain, int type, int protocol, int sv[2])
     return 0;
 }
 
+/* Adopts an accepted socket in a coroutine (it inherits the listener's timeouts, as in the
+ * kernel); on failure it is closed. Returns the fd or -errno. */
+static int accept_adopt(int nfd, int flags, const coho__fd_t *lf)
+{
+    int rc = coho__fd_adopt_new(nfd, (flags & SOCK_NONBLOCK) != 0, lf);
+
+    if (rc < 0) {
+        coho__sys.close(nfd);
+        return rc;
+    }
+    return nfd;
+}
+
 static int accept_common(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
 {
     bool in_co = coho__hook_active();
+    coho__fd_reg_t *r = NULL;
     coho__fd_t *f;
-    int64_t deadline;
+    int64_t deadline, tmo;
     int err, nfd, rc;
 
-    f = in_co ? coho__fd_for_hook(fd, &err) : coho__fd_adopted(fd);
-    if (f == NULL || coho__fd_user_nonblock(f) || (!in_co && !f->managed)) {
-        nfd = coho__sys.accept4(fd, addr, alen, flags);
-        if (nfd >= 0 && in_co && (rc = coho__fd_adopt_new(nfd, (flags & SOCK_NONBLOCK) != 0)) < 0) {
-            coho__sys.close(nfd);
-            return -rc;
-        }
-        return nfd >= 0 ? nfd : -errno;
+    if (in_co) {
+        r = coho__fd_for_hook(fd, &err);
+        f = r != NULL ? r->f : coho__fd_adopted(fd);
+    } else {
+        f = coho__fd_adopted(fd);
     }
-    deadline = f->rcvtimeo_ms < 0 ? -1 : (int64_t)(coho__hook_now_ms() + (uint64_t)f->rcvtimeo_ms);
+    if (f == NULL || coho__fd_user_nonblock(f) || (in_co && r == NULL) || (!in_co && !f->managed)) {
+        nfd = coho__sys.accept4(fd, addr, alen, flags);
+        if (nfd < 0)
+            return -errno;
+        return in_co ? accept_adopt(nfd, flags, f) : nfd;
+    }
+    tmo = coho__fd_rcvtimeo(f);
+    deadline = tmo < 0 ? -1 : (int64_t)(coho__hook_now_ms() + (uint64_t)tmo);
     for (;;) {
         if (f->keep_mode && !io_ready_now(fd, COHO__EV_READ)) {
             nfd = -1;
@@ -630,15 +717,11 @@ static int accept_common(int fd, struct sockaddr *addr, socklen_t *alen, int fla
             break;
         if (err != EAGAIN)
             return -err;
-        rc = io_wait(f, COHO__EV_READ, deadline, in_co);
+        rc = io_wait(fd, r, COHO__EV_READ, deadline);
         if (rc < 0)
             return rc == -ETIMEDOUT ? -EAGAIN : rc;
     }
-    if (in_co && (rc = coho__fd_adopt_new(nfd, (flags & SOCK_NONBLOCK) != 0)) < 0) {
-        coho__sys.close(nfd);
-        return rc;
-    }
-    return nfd;
+    return in_co ? accept_adopt(nfd, flags, f) : nfd;
 }
 
 COHO_HOOK int accept(int fd, struct sockaddr *addr, socklen_t *alen)
@@ -655,16 +738,47 @@ COHO_HOOK int accept4(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
     return (int)coho__posix_ret_keep(accept_common(fd, addr, alen, flags), saved);
 }
 
+/* After a connect completed: an unconnected socket polls as hung up, so the
+ * hang-ups the registration recorded before may be no hang-up of this
+ * connection. What holds now is asked of the kernel (a peer that wrote and
+ * closed at once has hung up already). */
+static void connect_resync(coho__fd_reg_t *r, int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
+    uint8_t sticky = 0;
+
+    if (r == NULL)
+        return;
+    if (coho__sys.poll(&p, 1, 0) > 0) {
+        if (p.revents & POLLRDHUP)
+            sticky |= COHO__EV_RDHUP;
+        if (p.revents & POLLHUP)
+            sticky |= COHO__EV_HUP;
+        if (p.revents & POLLERR)
+            sticky |= COHO__EV_ERROR;
+    }
+    r->sticky = sticky;
+    r->rd_drained = false;
+}
+
 static int connect_common(int fd, const struct sockaddr *addr, socklen_t alen)
 {
     bool in_co = coho__hook_active();
+    coho__fd_reg_t *r = NULL;
     coho__fd_t *f;
-    int64_t deadline;
+    int64_t deadline, tmo;
     int err, first, rc;
 
-    f = in_co ? coho__fd_for_hook(fd, &err) : coho__fd_adopted(fd);
-    if (coho__sys.connect(fd, addr, alen) == 0)
+    if (in_co) {
+        r = coho__fd_for_hook(fd, &err);
+        f = r != NULL ? r->f : NULL;
+    } else {
+        f = coho__fd_adopted(fd);
+    }
+    if (coho__sys.connect(fd, addr, alen) == 0) {
+        connect_resync(r, fd);
         return 0;
+    }
     first = err = errno;
     if (f == NULL || (err != EINPROGRESS && err != EALREADY) || coho__fd_user_nonblock(f) ||
         (!in_co && !f->managed))
@@ -674,12 +788,13 @@ static int connect_common(int fd, const struct sockaddr *addr, socklen_t alen)
      * waits again and then says EALREADY. The outcome is learnt by calling connect again,
      * which (unlike reading SO_ERROR) also moves the socket to "connected", so a later
      * connect reports EISCONN as libc's would. */
-    deadline = f->sndtimeo_ms < 0 ? -1 : (int64_t)(coho__hook_now_ms() + (uint64_t)f->sndtimeo_ms);
+    tmo = coho__fd_sndtimeo(f);
+    deadline = tmo < 0 ? -1 : (int64_t)(coho__hook_now_ms() + (uint64_t)tmo);
     for (;;) {
         struct pollfd p = {.fd = fd, .events = POLLOUT};
 
         if (coho__sys.poll(&p, 1, 0) == 0) {
-            rc = io_wait(f, COHO__EV_WRITE, deadline, in_co);
+            rc = io_wait(fd, r, COHO__EV_WRITE, deadline);
             if (rc == -ETIMEDOUT)
                 return -first;
             if (rc < 0)
@@ -691,14 +806,13 @@ static int connect_common(int fd, const struct sockaddr *addr, socklen_t alen)
         if (errno != EALREADY && errno != EINPROGRESS)
             return -errno;
         /* Writable but still in progress: wait for the next edge. */
-        rc = io_wait(f, COHO__EV_WRITE, deadline, in_co);
+        rc = io_wait(fd, r, COHO__EV_WRITE, deadline);
         if (rc == -ETIMEDOUT)
             return -first;
         if (rc < 0)
             return rc;
     }
-    /* An unconnected socket polls as hung up; that was no hang-up of this connection. */
-    f->sticky = 0;
+    connect_resync(r, fd);
     return 0;
 }
 
@@ -716,6 +830,38 @@ COHO_HOOK int close(int fd)
     coho__sys_init();
     coho__fd_forget(fd);
     return coho__sys.close(fd);
+}
+
+/* close_range(2): every fd of the range that coho knows is forgotten first (its waiters wake
+ * with EBADF), as close does; with CLOSE_RANGE_CLOEXEC nothing is closed. */
+COHO_HOOK int close_range(unsigned int first, unsigned int last, int flags)
+{
+    coho__sys_init();
+    if (first <= last && (flags & CLOSE_RANGE_CLOEXEC) == 0)
+        coho__fd_forget_range(first, last);
+    return coho__sys.close_range(first, last, flags);
+}
+
+COHO_HOOK void closefrom(int lowfd)
+{
+    coho__sys_init();
+    if (lowfd >= 0)
+        coho__fd_forget_range((unsigned)lowfd, UINT_MAX);
+    coho__sys.closefrom(lowfd);
+}
+
+/* glibc closes a stream's fd inside fclose without going through close: the fd is forgotten
+ * first, so the number is not left with a stale registration. */
+COHO_HOOK int fclose(FILE *stream)
+{
+    coho__sys_init();
+    if (stream != NULL) {
+        int fd = fileno(stream);
+
+        if (fd >= 0)
+            coho__fd_forget(fd);
+    }
+    return coho__sys.fclose(stream);
 }
 
 COHO_HOOK int shutdown(int fd, int how)
@@ -845,17 +991,6 @@ COHO_HOOK int ioctl(int fd, unsigned long req, ...)
     return coho__sys.ioctl(fd, req, arg);
 }
 
-/* SO_RCVTIMEO/SO_SNDTIMEO in milliseconds, rounded up; 0 (none) becomes -1. */
-static int64_t timeval_to_ms(const struct timeval *tv)
-{
-    int64_t ms;
-
-    if (tv->tv_sec < 0 || tv->tv_usec < 0)
-        return -1;
-    ms = (int64_t)tv->tv_sec * 1000 + (tv->tv_usec + 999) / 1000;
-    return ms == 0 ? -1 : ms;
-}
-
 COHO_HOOK int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
 {
     coho__fd_t *f;
@@ -866,12 +1001,15 @@ COHO_HOOK int setsockopt(int fd, int level, int name, const void *val, socklen_t
     if (rc != 0 || level != SOL_SOCKET || (name != SO_RCVTIMEO && name != SO_SNDTIMEO) ||
         len < (socklen_t)sizeof(struct timeval) || val == NULL)
         return rc;
-    f = coho__fd_slot(fd);
+    /* The timeouts belong to the socket: kept in the view every dup shares. An fd coho has
+     * not adopted keeps nothing here; adoption reads them from the kernel. */
+    f = coho__fd_adopted(fd);
     if (f != NULL) {
-        if (name == SO_RCVTIMEO)
-            f->rcvtimeo_ms = timeval_to_ms(val);
-        else
-            f->sndtimeo_ms = timeval_to_ms(val);
+        coho__ofd_t *o = f->ofd;
+
+        if (o != NULL)
+            atomic_store(name == SO_RCVTIMEO ? &o->rcvtimeo_ms : &o->sndtimeo_ms,
+                         coho__timeval_to_ms(val));
     }
     return rc;
 }
@@ -917,8 +1055,20 @@ ssize_t recvn(int fd, void *buf, size_t len, int flags)
     return rc;
 }
 
+/* Whether a whole-buffer write may go on after a partial transfer: not if the
+ * fd was closed meanwhile (its generation moved), even if the number has a new
+ * tenant: no byte of this buffer may reach a later socket. */
+static bool n_same_tenant(int fd, unsigned gen0, ssize_t *rc)
+{
+    if (coho__fd_gen(fd) == gen0)
+        return true;
+    *rc = -EBADF;
+    return false;
+}
+
 ssize_t sendn(int fd, const void *buf, size_t len, int flags)
 {
+    unsigned gen0 = coho__fd_gen(fd);
     ssize_t rc = 0;
     size_t done = 0;
     int err;
@@ -928,6 +1078,8 @@ ssize_t sendn(int fd, const void *buf, size_t len, int flags)
         return -1;
     }
     while (done < len) {
+        if (done > 0 && !n_same_tenant(fd, gen0, &rc))
+            break;
         rc = send(fd, (const char *)buf + done, len - done, flags | MSG_NOSIGNAL);
         if (rc < 0) {
             rc = -errno;
@@ -944,6 +1096,7 @@ ssize_t sendn(int fd, const void *buf, size_t len, int flags)
 
 ssize_t writevn(int fd, const struct iovec *iov, int iovcnt)
 {
+    unsigned gen0 = coho__fd_gen(fd);
     struct iov_cursor c;
     struct iovec *alloc;
     size_t total, done = 0;
@@ -965,6 +1118,8 @@ ssize_t writevn(int fd, const struct iovec *iov, int iovcnt)
     }
     alloc = c.v;
     while (done < total) {
+        if (done > 0 && !n_same_tenant(fd, gen0, &rc))
+            break;
         rc = writev(fd, c.v, c.n);
         if (rc < 0) {
             rc = -errno;
@@ -1006,6 +1161,7 @@ bool coho_hook_is_enabled(void)
 int coho_fd_lock(int fd, int dir)
 {
     coho__fd_waiter_t w;
+    coho__fd_reg_t *r;
     coho__fd_t *f;
     unsigned gen0;
     int err, rc;
@@ -1014,49 +1170,51 @@ int coho_fd_lock(int fd, int dir)
         return (int)coho__posix_ret(-EINVAL);
     if (!coho__hook_active())
         return (int)coho__posix_ret(-EPERM);
-    f = coho__fd_for_hook(fd, &err);
-    if (f == NULL)
+    r = coho__fd_for_hook(fd, &err);
+    if (r == NULL)
         return (int)coho__posix_ret(err != 0 ? err : -EBADF);
-    if (f->lock_owner[dir] == 0) {
-        f->lock_owner[dir] = coho__co_self_id();
+    if (r->lock_owner[dir] == 0) {
+        r->lock_owner[dir] = coho__co_self_id();
         return 0;
     }
-    gen0 = atomic_load(&f->gen);
+    f = r->f;
+    gen0 = r->gen;
     w.co_id = coho__co_self_id();
     w.token = coho__co_block_prepare();
     coho__co_wait_note(dir == COHO_FD_LOCK_READ ? "fd read lock fd=" : "fd write lock fd=", fd);
     w.events = 0;
-    coho_list_push_back(&f->lock_q[dir], &w.link);
+    coho_list_push_back(&r->lock_q[dir], &w.link);
     rc = coho__hook_block(-1);
     if (coho_list_is_linked(&w.link)) {
         coho_list_del(&w.link); /* cancelled while queued: never became the owner */
     }
-    if (rc == 0 && atomic_load(&f->gen) != gen0)
-        rc = -EBADF;
-    if (rc != 0 && f->lock_owner[dir] == w.co_id)
+    if (atomic_load(&f->gen) != gen0)
+        return (int)coho__posix_ret(-EBADF); /* closed: `r` may be gone */
+    if (rc != 0 && r->lock_owner[dir] == w.co_id)
         coho_fd_unlock(fd, dir); /* handed over, then cancelled: pass it on */
     return (int)coho__posix_ret(rc);
 }
 
 int coho_fd_unlock(int fd, int dir)
 {
-    coho__fd_t *f;
+    coho__fd_reg_t *r;
     coho_list_t *first;
+    int err;
 
     if (dir != COHO_FD_LOCK_READ && dir != COHO_FD_LOCK_WRITE)
         return (int)coho__posix_ret(-EINVAL);
-    f = coho__fd_adopted(fd);
-    if (f == NULL || f->lock_owner[dir] == 0 || f->lock_owner[dir] != coho__co_self_id())
+    r = coho__co_self_id() != 0 ? coho__fd_for_hook(fd, &err) : NULL;
+    if (r == NULL || r->lock_owner[dir] == 0 || r->lock_owner[dir] != coho__co_self_id())
         return (int)coho__posix_ret(-EPERM);
-    first = coho_list_pop_front(&f->lock_q[dir]);
+    first = coho_list_pop_front(&r->lock_q[dir]);
     if (first == NULL) {
-        f->lock_owner[dir] = 0;
+        r->lock_owner[dir] = 0;
         return 0;
     }
     {
         coho__fd_waiter_t *w = coho_list_entry(first, coho__fd_waiter_t, link);
 
-        f->lock_owner[dir] = w->co_id; /* FIFO handoff */
+        r->lock_owner[dir] = w->co_id; /* FIFO handoff */
         coho__co_wake(w->co_id, w->token, 0);
     }
     return 0;

@@ -22,8 +22,8 @@
 
 extern void __chk_fail(void) __attribute__((noreturn));
 
-/* Fds that cannot be parked on (unwatchable, or owned by another scheduler) are
- * re-polled at this interval while the call waits. */
+/* Fds that cannot be parked on (a type epoll cannot watch) are re-polled at this
+ * interval while the call waits. */
 #define POLL_RECHECK_MS 10
 
 static unsigned poll_to_ev(short events)
@@ -43,7 +43,6 @@ static int poll_co(struct pollfd *fds, nfds_t n, int64_t timeout_ms)
 {
     coho__fd_waiter_t small[16];
     coho__fd_waiter_t *w = small;
-    coho_sched_t *self = coho__sched_current();
     int64_t deadline;
     nfds_t i;
     int rc;
@@ -65,21 +64,21 @@ static int poll_co(struct pollfd *fds, nfds_t n, int64_t timeout_ms)
 
         coho__co_wait_note("poll nfds=", (int64_t)n); /* select and ppoll park here too */
         for (i = 0; i < n; i++) {
-            coho__fd_t *f;
+            coho__fd_reg_t *r;
             int err;
 
             coho_list_init(&w[i].link);
             if (fds[i].fd < 0)
                 continue;
-            f = coho__fd_for_hook(fds[i].fd, &err);
-            if (f == NULL || f->owner != self) {
+            r = coho__fd_for_hook(fds[i].fd, &err);
+            if (r == NULL) {
                 recheck = true;
                 continue;
             }
             w[i].co_id = me;
             w[i].token = tok;
             w[i].events = poll_to_ev(fds[i].events);
-            coho_list_push_back(&f->waiters, &w[i].link);
+            coho_list_push_back(&r->waiters, &w[i].link);
         }
         left = coho__hook_remaining(deadline, coho__hook_now_ms());
         if (recheck && (left < 0 || left > POLL_RECHECK_MS))
@@ -189,10 +188,12 @@ COHO_HOOK int select(int nfds, fd_set *r, fd_set *w, fd_set *e, struct timeval *
 
     coho__sys_init();
     if (!coho__hook_active() || nfds < 0 || nfds > FD_SETSIZE ||
-        (tv != NULL && (tv->tv_sec < 0 || tv->tv_usec < 0)))
-        return coho__sys.select(nfds, r, w, e, tv);
+        (tv != NULL && (tv->tv_sec < 0 || tv->tv_usec < 0 || tv->tv_usec >= 1000000)))
+        return coho__sys.select(nfds, r, w, e, tv); /* libc's own result, EINVAL included */
     if (tv != NULL)
-        ms = (int64_t)tv->tv_sec * 1000 + (tv->tv_usec + 999) / 1000;
+        ms = tv->tv_sec > INT64_MAX / 1000 - 1
+                 ? INT64_MAX / 2 /* for ever, without overflow */
+                 : (int64_t)tv->tv_sec * 1000 + (tv->tv_usec + 999) / 1000;
     if (fdset_copy_in(&rs, r, nfds) != 0 || fdset_copy_in(&ws, w, nfds) != 0 ||
         fdset_copy_in(&es, e, nfds) != 0)
         return (int)coho__posix_ret(-EFAULT);
@@ -270,7 +271,7 @@ COHO_HOOK int select(int nfds, fd_set *r, fd_set *w, fd_set *e, struct timeval *
 
 static int epoll_co(int epfd, struct epoll_event *ev, int max, int64_t timeout_ms)
 {
-    coho__fd_t *f;
+    coho__fd_reg_t *f;
     int64_t deadline;
     int err, rc;
 

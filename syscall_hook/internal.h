@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/time.h>
 #include <sys/types.h>
 
 #include <coho.h>
@@ -36,42 +37,66 @@ enum coho__fd_state {
     COHO__FDS_PASSTHROUGH, /* regular file, directory, or a type epoll cannot watch */
 };
 
-/* The user's blocking view of one open file description, shared by dup'ed fds. */
+/* The user's blocking view of one open file description, shared by dup'ed fds, and the socket's
+ * timeouts (a property of the socket, seen through every dup). Records are never freed: a
+ * released one goes to a free list, so a racing reader never touches freed memory. */
 typedef struct coho__ofd {
     atomic_int refs;
-    atomic_bool user_nonblock; /* what F_GETFL shows and what the hooks honour */
+    atomic_bool user_nonblock;   /* what F_GETFL shows and what the hooks honour */
+    _Atomic int64_t rcvtimeo_ms; /* SO_RCVTIMEO, -1 for none */
+    _Atomic int64_t sndtimeo_ms; /* SO_SNDTIMEO, -1 for none */
+    struct coho__ofd *next_free;
 } coho__ofd_t;
 
 /* A coroutine parked on an fd (lives on the parked coroutine's stack). */
 typedef struct coho__fd_waiter {
-    coho_list_t link; /* in coho__fd_t.waiters while parked */
+    coho_list_t link; /* in coho__fd_reg_t.waiters while parked */
     uint64_t co_id;
     uint64_t token;
     unsigned events; /* COHO__EV_READ / COHO__EV_WRITE wanted */
 } coho__fd_waiter_t;
 
-/* Per-fd state. Slots are never freed (a table of chunks that only grows), so a pointer to a
- * slot stays valid; `gen` tells tenants of the same fd number apart. Mutated only by the thread
- * of the scheduler that owns the registration, or under the table lock. */
-typedef struct coho__fd {
-    int fd;
-    atomic_uint gen; /* bumped whenever the number is closed or re-adopted */
-    uint8_t state;   /* enum coho__fd_state */
-    uint8_t kind;    /* enum coho__fd_kind */
-    bool managed;    /* coho set O_NONBLOCK on the kernel file: emulate blocking */
-    bool keep_mode;  /* fds 0-2, ttys, inherited fds: the kernel mode is the user's */
-    bool rd_drained; /* stream: a short read emptied it; skip the next syscall until an edge */
-    uint8_t sticky;  /* COHO__EV_RDHUP | COHO__EV_HUP | COHO__EV_ERROR seen (never cleared) */
-    coho__ofd_t *ofd;
-    int64_t rcvtimeo_ms; /* SO_RCVTIMEO, -1 for none */
-    int64_t sndtimeo_ms; /* SO_SNDTIMEO, -1 for none */
-    coho_sched_t *owner; /* scheduler whose driver holds `io` */
+typedef struct coho__fd coho__fd_t;
+
+/* One scheduler's registration of one tenancy of an fd: an edge-triggered registration in that
+ * scheduler's driver and the coroutines of that scheduler parked on it. Every field but `link`
+ * belongs to the scheduler's thread; `link` (in the slot's list) is under the table lock.
+ * A close on another thread takes the registration off the slot, removes it from the kernel's
+ * epoll set and posts its release to the owner, which wakes the waiters with EBADF and frees it:
+ * a registration is freed only on its own scheduler's thread. */
+typedef struct coho__fd_reg {
+    coho__fd_t *f;
+    unsigned gen; /* the slot generation it was made for */
+    coho_sched_t *sched;
     coho__driver_t *drv;
     coho__io_t io;
+    coho_list_t link;      /* in coho__fd_t.regs (table lock) */
     coho_list_t waiters;   /* coho__fd_waiter_t */
     coho_list_t lock_q[2]; /* coho_fd_lock waiters: [0] read, [1] write */
     uint64_t lock_owner[2];
-} coho__fd_t;
+    bool rd_drained; /* stream: a short read emptied it; skip the next syscall until an edge */
+    uint8_t sticky;  /* COHO__EV_RDHUP | COHO__EV_HUP | COHO__EV_ERROR | COHO__EV_PRI seen */
+    bool released;   /* io stopped and waiters woken; only the memory is left to free */
+} coho__fd_reg_t;
+
+/* Per-fd state: what the fd is (its description) and the registrations of the schedulers that
+ * wait on it. Slots are never freed (a table of chunks that only grows), so a pointer to a slot
+ * stays valid; `gen` tells tenants of the same fd number apart. Fields are written under the
+ * table lock and read without it (hence atomic: a plain load on the hot path). */
+struct coho__fd {
+    int fd;
+    atomic_uint gen;       /* bumped whenever the number is closed or re-adopted */
+    _Atomic uint8_t state; /* enum coho__fd_state */
+    _Atomic uint8_t kind;  /* enum coho__fd_kind */
+    atomic_bool managed;   /* coho set O_NONBLOCK on the kernel file: emulate blocking */
+    atomic_bool keep_mode; /* fds 0-2, ttys, inherited fds: the kernel mode is the user's */
+    _Atomic(coho__ofd_t *) ofd;
+    /* The registration of the scheduler that adopted the fd (the hot path's); others are
+     * found in `regs`. Set only by the thread of `sched0`, cleared by any. */
+    _Atomic(coho_sched_t *) sched0;
+    _Atomic(coho__fd_reg_t *) reg0;
+    coho_list_t regs; /* coho__fd_reg_t.link, table lock */
+};
 
 /* Converts an internal result (>= 0, or -errno) to the POSIX form. The one place errno is
  * written by the hooks, right before returning. */
@@ -132,48 +157,101 @@ static inline coho__fd_t *coho__fd_adopted(int fd)
     return f != NULL && f->state == COHO__FDS_ADOPTED ? f : NULL;
 }
 
-/* coho__fd_for_hook for an fd that is not adopted yet (or not in the table). */
-coho__fd_t *coho__fd_for_hook_slow(int fd, int *err);
+/* coho__fd_for_hook for an fd that is not adopted yet, not in the table, or whose registration
+ * for this scheduler is not the slot's first. */
+coho__fd_reg_t *coho__fd_for_hook_slow(int fd, int *err);
 
-/* For a hooked call inside a coroutine: the adopted slot of `fd`, adopting it now if it was
- * never seen (fstat, kind, O_NONBLOCK, edge-triggered registration). NULL means "pass the call
- * straight to libc" (regular file, bad fd, unwatchable type, or an fd table limit); *err then
- * holds 0 or -EBADF. The adopted case is inline. */
-static inline coho__fd_t *coho__fd_for_hook(int fd, int *err)
+/* For a hooked call inside a coroutine: this scheduler's registration of `fd`, adopting the fd
+ * now if it was never seen (fstat, kind, O_NONBLOCK, edge-triggered registration) and
+ * registering it with this scheduler's driver if another scheduler adopted it. NULL means "pass
+ * the call straight to libc" (regular file, bad fd, unwatchable type, or an fd table limit);
+ * *err then holds 0 or -EBADF. The common case (the adopting scheduler) is inline: the slot's
+ * first registration is this scheduler's if `sched0` reads the same before and after it. */
+static inline coho__fd_reg_t *coho__fd_for_hook(int fd, int *err)
 {
     coho__fd_t *f = coho__fd_slot_if_exists(fd);
 
     if (f != NULL && f->state == COHO__FDS_ADOPTED) {
-        *err = 0;
-        return f;
+        coho_sched_t *s = coho__sched_current();
+
+        if (f->sched0 == s) {
+            coho__fd_reg_t *r = f->reg0;
+
+            if (r != NULL && f->sched0 == s) {
+                *err = 0;
+                return r;
+            }
+        }
     }
     return coho__fd_for_hook_slow(fd, err);
 }
 
-/* Adopts a socket coho just created (socket, socketpair, accept) in a coroutine.
- * `user_nonblock`: the caller asked for SOCK_NONBLOCK. Returns 0 or -errno. */
-int coho__fd_adopt_new(int fd, bool user_nonblock);
+/* Adopts a socket coho just created (socket, socketpair, accept) in a coroutine, discarding
+ * whatever the slot held for an earlier tenant of the number (a close that bypassed the hooks).
+ * `user_nonblock`: the caller asked for SOCK_NONBLOCK. `from`: the listening socket's slot for
+ * an accepted socket (which inherits its timeouts), else NULL. Returns 0 or -errno. */
+int coho__fd_adopt_new(int fd, bool user_nonblock, const coho__fd_t *from);
 
-/* Before closing `fd` (close, dup2/dup3 over it): removes the registration, wakes every parked
- * coroutine with -EBADF, forgets the state. Safe for unknown fds. */
+/* Before closing `fd` (close, close_range, fclose, dup2/dup3 over it), from any thread: removes
+ * every registration from the kernel's epoll sets, wakes every parked coroutine of every
+ * scheduler with -EBADF (this thread's at once, others' through a post to their scheduler) and
+ * forgets the state. Never waits for another thread. Safe for unknown fds. */
 void coho__fd_forget(int fd);
+
+/* coho__fd_forget for every fd in [first, last] that coho knows. */
+void coho__fd_forget_range(unsigned first, unsigned last);
+
+/* The generation of `fd`'s slot (0 for an fd beyond the table): a whole-buffer call that
+ * continues after a partial transfer checks it is unchanged, so no byte reaches a later tenant
+ * of the number. */
+static inline unsigned coho__fd_gen(int fd)
+{
+    coho__fd_t *f = coho__fd_slot_if_exists(fd);
+
+    return f != NULL ? atomic_load_explicit(&f->gen, memory_order_acquire) : 0;
+}
 
 /* After a successful dup of `oldfd` into `newfd`: `newfd` shares the user view of `oldfd`. */
 void coho__fd_on_dup(int oldfd, int newfd);
 
-/* Parks the running coroutine until `f` reports one of `events` (COHO__EV_READ/WRITE; error
+/* Parks the running coroutine until `r` reports one of `events` (COHO__EV_READ/WRITE; error
  * and hang-up always count), `timeout_ms` passes (< 0: never), or the fd is closed.
- * Returns 0, -ETIMEDOUT, -EBADF (closed meanwhile), -ECANCELED. */
-int coho__fd_wait(coho__fd_t *f, unsigned events, int64_t timeout_ms);
+ * Returns 0, -ETIMEDOUT, -EBADF (closed meanwhile), -ECANCELED. After -EBADF `r` may be freed:
+ * the caller must not touch it again. */
+int coho__fd_wait(coho__fd_reg_t *r, unsigned events, int64_t timeout_ms);
 
-/* Waits for `events` on `f` from outside a coroutine (a plain thread using a managed fd in its
- * blocking view): real poll with the timeout. Returns 0, -ETIMEDOUT or -errno. */
+/* Waits for `events` on `fd` from outside a coroutine (a plain thread using a managed fd in its
+ * blocking view): real poll with the timeout. A signal restarts the wait as SA_RESTART would
+ * (when every installed handler has SA_RESTART and `timeout_ms` < 0, as the kernel restarts
+ * socket calls without a timeout), else the call fails with EINTR. Returns 0, -ETIMEDOUT or
+ * -errno. */
 int coho__fd_wait_thread(int fd, unsigned events, int64_t timeout_ms);
+
+/* SO_RCVTIMEO/SO_SNDTIMEO as milliseconds, rounded up; 0 (none) and negative become -1, and a
+ * huge tv_sec saturates instead of overflowing. */
+int64_t coho__timeval_to_ms(const struct timeval *tv);
+
+/* The user's timeouts of `f` (-1: none). */
+static inline int64_t coho__fd_rcvtimeo(const coho__fd_t *f)
+{
+    coho__ofd_t *o = f->ofd;
+
+    return o != NULL ? atomic_load_explicit(&o->rcvtimeo_ms, memory_order_relaxed) : -1;
+}
+
+static inline int64_t coho__fd_sndtimeo(const coho__fd_t *f)
+{
+    coho__ofd_t *o = f->ofd;
+
+    return o != NULL ? atomic_load_explicit(&o->sndtimeo_ms, memory_order_relaxed) : -1;
+}
 
 /* The user's O_NONBLOCK view of `f`. */
 static inline bool coho__fd_user_nonblock(const coho__fd_t *f)
 {
-    return f->ofd != NULL && atomic_load_explicit(&f->ofd->user_nonblock, memory_order_relaxed);
+    coho__ofd_t *o = f->ofd;
+
+    return o != NULL && atomic_load_explicit(&o->user_nonblock, memory_order_relaxed);
 }
 
 /* Monotonic milliseconds (fresh reading). */
