@@ -15,6 +15,7 @@
 #include <coho.h>
 
 #include "test/support/cmocka_main.h"
+#include "test/unit/syscall_hook/socket_ext_check.h"
 
 #define NREQ     10
 #define BIG_BODY (256u * 1024u)
@@ -24,7 +25,6 @@ static coho_tdp_framer_t sock_framer;
 static unsigned char body_bytes[BIG_BODY]; /* a pattern, filled by main */
 
 struct server {
-    coho_sched_t *sched;
     coho_tdp_pool_t *pool;
     bool inline_answers; /* answer from on_req itself, not from a spawned coroutine */
     int done;
@@ -50,8 +50,11 @@ static void handle(void *arg)
     coho_sock_hdr_t h;
     struct iovec iov[2];
 
-    assert_int_equal(coho_cbuf_read(&rq->frame, hdr, sizeof(hdr)), (ssize_t)sizeof(hdr));
-    assert_int_equal(coho_sock_hdr_decode(hdr, &h), 0);
+    if (!CO_CHECK_EQ(coho_cbuf_read(&rq->frame, hdr, sizeof(hdr)), (ssize_t)sizeof(hdr)) ||
+        !CO_CHECK_EQ(coho_sock_hdr_decode(hdr, &h), 0)) {
+        coho_tdp_req_free(rq);
+        return;
+    }
     h.type |= COHO_SOCK_RESPONSE;
     h.body_len = h.arg;
     h.arg = 0;
@@ -75,7 +78,7 @@ static void on_req(coho_tdp_req_t *rq, void *user)
     if (sv->inline_answers)
         handle(rq);
     else
-        assert_int_not_equal(coho_spawn(sv->sched, handle, rq), 0);
+        CO_CHECK_NE(co_spawn(handle, rq), 0);
 }
 
 static void server_open(struct server *sv)
@@ -91,7 +94,7 @@ static void server_open(struct server *sv)
     o.on_req = on_req;
     o.user = sv;
     sv->pool = coho_tdp_listen((struct sockaddr *)&a, sizeof(a), &o);
-    assert_non_null(sv->pool);
+    CO_CHECK(sv->pool != NULL);
     the_server = sv;
 }
 
@@ -119,31 +122,22 @@ static void one_write_main(void *arg)
 
     server_open(sv);
     /* SOCK_SEQPACKET keeps write boundaries: one record read is one write of the pool. */
-    assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp), 0);
-    assert_int_not_equal(coho_tdp_attach(sv->pool, sp[0]), 0);
-    assert_int_equal(send(sp[1], req, requests(req, 16), 0), (ssize_t)sizeof(req));
+    CO_CHECK_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp), 0);
+    CO_CHECK_NE(coho_tdp_attach(sv->pool, sp[0]), 0);
+    CO_CHECK_EQ(send(sp[1], req, requests(req, 16), 0), (ssize_t)sizeof(req));
     n = recv(sp[1], rec, sizeof(rec), 0);
-    assert_int_equal(n, NREQ * (COHO_SOCK_HDR_LEN + 16));
+    CO_CHECK_EQ(n, NREQ * (COHO_SOCK_HDR_LEN + 16));
     for (i = 0; i < NREQ; i++) {
         coho_sock_hdr_t h;
 
-        assert_int_equal(coho_sock_hdr_decode(rec + i * (COHO_SOCK_HDR_LEN + 16), &h), 0);
-        assert_true(h.type & COHO_SOCK_RESPONSE);
-        assert_true(h.seq >= 1 && h.seq <= NREQ);
-        assert_false(seen[h.seq]);
+        CO_CHECK_EQ(coho_sock_hdr_decode(rec + i * (COHO_SOCK_HDR_LEN + 16), &h), 0);
+        CO_CHECK(h.type & COHO_SOCK_RESPONSE);
+        CO_CHECK(h.seq >= 1 && h.seq <= NREQ);
+        CO_CHECK(!seen[h.seq]);
         seen[h.seq] = true;
     }
     close(sp[1]);
-    assert_int_equal(coho_tdp_close(sv->pool), 0);
-}
-
-static void run_server_main(struct server *sv, void (*fn)(void *))
-{
-    sv->sched = coho_sched_create(NULL);
-    assert_non_null(sv->sched);
-    assert_int_not_equal(coho_spawn(sv->sched, fn, sv), 0);
-    assert_int_equal(coho_sched_run(sv->sched), 0);
-    coho_sched_destroy(sv->sched);
+    CO_CHECK_EQ(coho_tdp_close(sv->pool), 0);
 }
 
 static void inline_answers_of_one_read_leave_in_one_write(void **state)
@@ -153,7 +147,7 @@ static void inline_answers_of_one_read_leave_in_one_write(void **state)
     (void)state;
     memset(&sv, 0, sizeof(sv));
     sv.inline_answers = true;
-    run_server_main(&sv, one_write_main);
+    co_run(one_write_main, &sv);
     assert_int_equal(sv.done, NREQ);
     assert_int_equal(sv.failed, 0);
 }
@@ -167,29 +161,30 @@ static void slow_reader_main(void *arg)
     size_t total = NREQ * (COHO_SOCK_HDR_LEN + 65536), got = 0, i;
     int sp[2];
 
-    assert_non_null(rec);
+    CO_CHECK(rec != NULL);
     server_open(sv);
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
-    assert_int_not_equal(coho_tdp_attach(sv->pool, sp[0]), 0);
-    assert_int_equal(send(sp[1], req, requests(req, 65536), 0), (ssize_t)sizeof(req));
+    CO_CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
+    CO_CHECK_NE(coho_tdp_attach(sv->pool, sp[0]), 0);
+    CO_CHECK_EQ(send(sp[1], req, requests(req, 65536), 0), (ssize_t)sizeof(req));
     while (got < total) {
         ssize_t n = recv(sp[1], rec + got, total - got < 1000 ? total - got : 1000, 0);
 
-        assert_true(n > 0);
+        if (!CO_CHECK(n > 0))
+            break;
         got += (size_t)n;
     }
     for (i = 0; i < NREQ; i++) {
         coho_sock_hdr_t h;
         const unsigned char *f = rec + i * (COHO_SOCK_HDR_LEN + 65536);
 
-        assert_int_equal(coho_sock_hdr_decode(f, &h), 0);
-        assert_int_equal(h.seq, i + 1); /* inline answers keep the order of the requests */
-        assert_int_equal(h.body_len, 65536);
-        assert_memory_equal(f + COHO_SOCK_HDR_LEN, body_bytes, 65536);
+        CO_CHECK_EQ(coho_sock_hdr_decode(f, &h), 0);
+        CO_CHECK_EQ(h.seq, i + 1); /* inline answers keep the order of the requests */
+        CO_CHECK_EQ(h.body_len, 65536);
+        CO_CHECK(memcmp(f + COHO_SOCK_HDR_LEN, body_bytes, 65536) == 0);
     }
     free(rec);
     close(sp[1]);
-    assert_int_equal(coho_tdp_close(sv->pool), 0);
+    CO_CHECK_EQ(coho_tdp_close(sv->pool), 0);
 }
 
 static void inline_answers_to_a_slow_reader_arrive_whole_and_in_order(void **state)
@@ -199,7 +194,7 @@ static void inline_answers_to_a_slow_reader_arrive_whole_and_in_order(void **sta
     (void)state;
     memset(&sv, 0, sizeof(sv));
     sv.inline_answers = true;
-    run_server_main(&sv, slow_reader_main);
+    co_run(slow_reader_main, &sv);
     assert_int_equal(sv.done, NREQ);
     assert_int_equal(sv.failed, 0);
 }
@@ -210,11 +205,7 @@ static void responses_of_concurrent_handlers_leave_in_one_write(void **state)
 
     (void)state;
     memset(&sv, 0, sizeof(sv));
-    sv.sched = coho_sched_create(NULL);
-    assert_non_null(sv.sched);
-    assert_int_not_equal(coho_spawn(sv.sched, one_write_main, &sv), 0);
-    assert_int_equal(coho_sched_run(sv.sched), 0);
-    coho_sched_destroy(sv.sched);
+    co_run(one_write_main, &sv);
     assert_int_equal(sv.done, NREQ);
     assert_int_equal(sv.failed, 0);
 }
@@ -227,18 +218,18 @@ static void break_main(void *arg)
     int sp[2];
 
     server_open(sv);
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
-    assert_int_not_equal(coho_tdp_attach(sv->pool, sp[0]), 0);
+    CO_CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
+    CO_CHECK_NE(coho_tdp_attach(sv->pool, sp[0]), 0);
     /* 10 responses of 256 KiB: the first batch fills the socket and its writer parks with the
      * others queued behind it, since nobody reads. */
-    assert_int_equal(send(sp[1], req, requests(req, BIG_BODY), 0), (ssize_t)sizeof(req));
+    CO_CHECK_EQ(send(sp[1], req, requests(req, BIG_BODY), 0), (ssize_t)sizeof(req));
     coho_sleep_ms(50);
-    assert_int_equal(sv->done, 0);
+    CO_CHECK_EQ(sv->done, 0);
     close(sp[1]);
     t0 = now_ms();
     while (sv->done < NREQ && now_ms() - t0 < 2000)
         coho_sleep_ms(1);
-    assert_int_equal(coho_tdp_close(sv->pool), 0);
+    CO_CHECK_EQ(coho_tdp_close(sv->pool), 0);
 }
 
 static void queued_senders_fail_when_the_connection_breaks_mid_write(void **state)
@@ -247,11 +238,7 @@ static void queued_senders_fail_when_the_connection_breaks_mid_write(void **stat
 
     (void)state;
     memset(&sv, 0, sizeof(sv));
-    sv.sched = coho_sched_create(NULL);
-    assert_non_null(sv.sched);
-    assert_int_not_equal(coho_spawn(sv.sched, break_main, &sv), 0);
-    assert_int_equal(coho_sched_run(sv.sched), 0);
-    coho_sched_destroy(sv.sched);
+    co_run(break_main, &sv);
     assert_int_equal(sv.done, NREQ);
     assert_int_equal(sv.failed, NREQ);
     assert_true(sv.last_errno == EPIPE || sv.last_errno == ECONNRESET || sv.last_errno == ENOTCONN);

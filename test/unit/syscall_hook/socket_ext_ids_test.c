@@ -15,21 +15,11 @@
 
 #include <coho.h>
 
-#include "coroutine/internal.h"
 #include "test/support/cmocka_main.h"
+#include "test/unit/syscall_hook/socket_ext_check.h"
 
 static size_t max_body = 1u << 20;
 static coho_tdp_framer_t sock_framer;
-
-static void run_main(void (*fn)(void *), void *arg)
-{
-    coho_sched_t *s = coho_sched_create(NULL);
-
-    assert_non_null(s);
-    assert_int_not_equal(coho_spawn(s, fn, arg), 0);
-    assert_int_equal(coho_sched_run(s), 0);
-    coho_sched_destroy(s);
-}
 
 static unsigned char pattern(uint64_t seq, size_t i)
 {
@@ -46,8 +36,11 @@ static void on_req(coho_tdp_req_t *rq, void *user)
     size_t i;
 
     (void)user;
-    assert_int_equal(coho_cbuf_read(&rq->frame, hdr, sizeof(hdr)), (ssize_t)sizeof(hdr));
-    assert_int_equal(coho_sock_hdr_decode(hdr, &h), 0);
+    if (!CO_CHECK_EQ(coho_cbuf_read(&rq->frame, hdr, sizeof(hdr)), (ssize_t)sizeof(hdr)) ||
+        !CO_CHECK_EQ(coho_sock_hdr_decode(hdr, &h), 0)) {
+        coho_tdp_req_free(rq);
+        return;
+    }
     body = malloc(h.arg + 1u);
     for (i = 0; i < h.arg; i++)
         body[i] = pattern(h.seq, i);
@@ -59,7 +52,7 @@ static void on_req(coho_tdp_req_t *rq, void *user)
     iov[0].iov_len = sizeof(hdr);
     iov[1].iov_base = body;
     iov[1].iov_len = h.body_len;
-    assert_int_equal(coho_tdp_replyv(rq, iov, h.body_len ? 2 : 1), 0);
+    CO_CHECK_EQ(coho_tdp_replyv(rq, iov, h.body_len ? 2 : 1), 0);
     free(body);
     coho_tdp_req_free(rq);
 }
@@ -82,20 +75,20 @@ static void world_open(struct world *w)
     addr.sin_family = AF_INET;
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     w->server = coho_tdp_listen((struct sockaddr *)&addr, sizeof(addr), &o);
-    assert_non_null(w->server);
+    CO_CHECK(w->server != NULL);
     addr.sin_port = htons(coho_tdp_local_port(w->server));
     coho_tdp_opts_init(&o);
     o.framers[0] = &sock_framer;
     o.framer_count = 1;
     o.conn_count = 1;
     w->client = coho_tdp_connect((struct sockaddr *)&addr, sizeof(addr), &o);
-    assert_non_null(w->client);
+    CO_CHECK(w->client != NULL);
 }
 
 static void world_close(struct world *w)
 {
-    assert_int_equal(coho_tdp_close(w->client), 0);
-    assert_int_equal(coho_tdp_close(w->server), 0);
+    CO_CHECK_EQ(coho_tdp_close(w->client), 0);
+    CO_CHECK_EQ(coho_tdp_close(w->server), 0);
 }
 
 /* Sends a request with header seq `seq`, tied to `req_id` (0: untied), asking for `want`
@@ -106,9 +99,9 @@ static void send_req(struct world *w, uint64_t req_id, uint64_t seq, uint32_t wa
     coho_sock_hdr_t h = {.magic = COHO_SOCK_MAGIC, .seq = seq, .arg = want};
     uint64_t conn = coho_tdp_pick(w->client, 2000);
 
-    assert_int_not_equal(conn, 0);
+    CO_CHECK_NE(conn, 0);
     coho_sock_hdr_encode(&h, hdr);
-    assert_int_equal(coho_tdp_send(w->client, conn, req_id, hdr, sizeof(hdr)), 0);
+    CO_CHECK_EQ(coho_tdp_send(w->client, conn, req_id, hdr, sizeof(hdr)), 0);
 }
 
 static void check_resp(coho_cbuf_t *resp, uint64_t seq, uint32_t want)
@@ -118,15 +111,15 @@ static void check_resp(coho_cbuf_t *resp, uint64_t seq, uint32_t want)
     coho_sock_hdr_t h;
     size_t i;
 
-    assert_int_equal(coho_cbuf_len(resp), COHO_SOCK_HDR_LEN + want);
+    CO_CHECK_EQ(coho_cbuf_len(resp), COHO_SOCK_HDR_LEN + want);
     coho_cbuf_seek(resp, 0, SEEK_SET);
-    assert_int_equal(coho_cbuf_read(resp, hdr, sizeof(hdr)), (ssize_t)sizeof(hdr));
-    assert_int_equal(coho_sock_hdr_decode(hdr, &h), 0);
-    assert_int_equal(h.seq, seq);
-    assert_int_equal(h.body_len, want);
-    assert_int_equal(coho_cbuf_read(resp, body, want), (ssize_t)want);
+    CO_CHECK_EQ(coho_cbuf_read(resp, hdr, sizeof(hdr)), (ssize_t)sizeof(hdr));
+    CO_CHECK_EQ(coho_sock_hdr_decode(hdr, &h), 0);
+    CO_CHECK_EQ(h.seq, seq);
+    CO_CHECK_EQ(h.body_len, want);
+    CO_CHECK_EQ(coho_cbuf_read(resp, body, want), (ssize_t)want);
     for (i = 0; i < want; i++)
-        assert_int_equal(body[i], pattern(seq, i));
+        CO_CHECK_EQ(body[i], pattern(seq, i));
     free(body);
 }
 
@@ -134,9 +127,9 @@ static uint64_t call(struct world *w, uint32_t want, coho_cbuf_t *resp)
 {
     uint64_t id = coho_tdp_req_id(w->client);
 
-    assert_int_not_equal(id, 0);
+    CO_CHECK_NE(id, 0);
     send_req(w, id, id, want);
-    assert_int_equal(coho_tdp_wait_resp(w->client, id, 5000, resp), 0);
+    CO_CHECK_EQ(coho_tdp_wait_resp(w->client, id, 5000, resp), 0);
     check_resp(resp, id, want);
     return id;
 }
@@ -168,31 +161,31 @@ static void ids_main(void *arg)
         ids[i] = coho_tdp_req_id(w.client);
         ids[i + 1] = coho_tdp_req_id(w.client);
         ids[i + 2] = coho_tdp_req_id(w.client);
-        assert_int_equal(coho_tdp_req_release(w.client, ids[i + 1]), 0);
-        assert_int_equal(coho_tdp_req_release(w.client, ids[i]), 0);
-        assert_int_equal(coho_tdp_req_release(w.client, ids[i + 2]), 0);
+        CO_CHECK_EQ(coho_tdp_req_release(w.client, ids[i + 1]), 0);
+        CO_CHECK_EQ(coho_tdp_req_release(w.client, ids[i]), 0);
+        CO_CHECK_EQ(coho_tdp_req_release(w.client, ids[i + 2]), 0);
     }
     qsort(ids, IDS, sizeof(*ids), cmp_u64);
-    assert_int_not_equal(ids[0], 0);
+    CO_CHECK_NE(ids[0], 0);
     for (i = 1; i < IDS; i++)
-        assert_true(ids[i] != ids[i - 1]);
+        CO_CHECK(ids[i] != ids[i - 1]);
     /* A released id: released again, waited for, or sent on, it is unknown. */
     errno = 0;
-    assert_int_equal(coho_tdp_req_release(w.client, ids[5]), -1);
-    assert_int_equal(errno, ENOENT);
+    CO_CHECK_EQ(coho_tdp_req_release(w.client, ids[5]), -1);
+    CO_CHECK_EQ(errno, ENOENT);
     errno = 0;
-    assert_int_equal(coho_tdp_wait_resp(w.client, ids[5], 10, &resp), -1);
-    assert_int_equal(errno, ENOENT);
+    CO_CHECK_EQ(coho_tdp_wait_resp(w.client, ids[5], 10, &resp), -1);
+    CO_CHECK_EQ(errno, ENOENT);
     errno = 0;
-    assert_int_equal(coho_tdp_send(w.client, coho_tdp_pick(w.client, 2000), ids[5], "x", 1), -1);
-    assert_int_equal(errno, ENOENT);
+    CO_CHECK_EQ(coho_tdp_send(w.client, coho_tdp_pick(w.client, 2000), ids[5], "x", 1), -1);
+    CO_CHECK_EQ(errno, ENOENT);
     /* A collected id is dead too. */
     id = call(&w, 16, &resp);
     errno = 0;
-    assert_int_equal(coho_tdp_wait_resp(w.client, id, 10, &resp), -1);
-    assert_int_equal(errno, ENOENT);
+    CO_CHECK_EQ(coho_tdp_wait_resp(w.client, id, 10, &resp), -1);
+    CO_CHECK_EQ(errno, ENOENT);
     coho_tdp_get_stats(w.client, &st);
-    assert_int_equal(st.in_flight, 0);
+    CO_CHECK_EQ(st.in_flight, 0);
     coho_cbuf_destroy(&resp);
     world_close(&w);
     free(ids);
@@ -201,7 +194,7 @@ static void ids_main(void *arg)
 static void request_ids_are_unique_and_dead_once_collected_or_released(void **state)
 {
     (void)state;
-    run_main(ids_main, NULL);
+    co_run(ids_main, NULL);
 }
 
 /* ---- a response carrying the id of a released request is dropped, even though its record
@@ -217,16 +210,16 @@ static void stale_main(void *arg)
     world_open(&w);
     coho_cbuf_init(&resp, NULL);
     old = coho_tdp_req_id(w.client);
-    assert_int_equal(coho_tdp_req_release(w.client, old), 0);
+    CO_CHECK_EQ(coho_tdp_req_release(w.client, old), 0);
     cur = coho_tdp_req_id(w.client);
-    assert_true(cur != old);
+    CO_CHECK(cur != old);
     send_req(&w, 0, old, 5); /* answered with seq = old */
     coho_sleep_ms(100);
     coho_tdp_get_stats(w.client, &st);
-    assert_int_equal(st.responses_dropped, 1);
-    assert_int_equal(st.responses_in, 0);
+    CO_CHECK_EQ(st.responses_dropped, 1);
+    CO_CHECK_EQ(st.responses_in, 0);
     send_req(&w, cur, cur, 7);
-    assert_int_equal(coho_tdp_wait_resp(w.client, cur, 5000, &resp), 0);
+    CO_CHECK_EQ(coho_tdp_wait_resp(w.client, cur, 5000, &resp), 0);
     check_resp(&resp, cur, 7);
     coho_cbuf_destroy(&resp);
     world_close(&w);
@@ -235,7 +228,7 @@ static void stale_main(void *arg)
 static void response_with_stale_id_of_reused_record_is_dropped(void **state)
 {
     (void)state;
-    run_main(stale_main, NULL);
+    co_run(stale_main, NULL);
 }
 
 /* ---- small and large responses into one buffer, which then grows by appending ---- */
@@ -255,11 +248,11 @@ static void sizes_main(void *arg)
     /* The last response (27 bytes) sits in a buffer made for it: it must still grow. */
     for (i = 0; i < 20000; i++)
         big[i] = (unsigned char)(i * 3);
-    assert_int_equal(coho_cbuf_append(&resp, big, 20000), 0);
-    assert_int_equal(coho_cbuf_len(&resp), COHO_SOCK_HDR_LEN + 3 + 20000);
-    assert_int_equal(coho_cbuf_seek(&resp, COHO_SOCK_HDR_LEN + 3, SEEK_SET), COHO_SOCK_HDR_LEN + 3);
-    assert_int_equal(coho_cbuf_read(&resp, back, 20000), 20000);
-    assert_memory_equal(back, big, 20000);
+    CO_CHECK_EQ(coho_cbuf_append(&resp, big, 20000), 0);
+    CO_CHECK_EQ(coho_cbuf_len(&resp), COHO_SOCK_HDR_LEN + 3 + 20000);
+    CO_CHECK_EQ(coho_cbuf_seek(&resp, COHO_SOCK_HDR_LEN + 3, SEEK_SET), COHO_SOCK_HDR_LEN + 3);
+    CO_CHECK_EQ(coho_cbuf_read(&resp, back, 20000), 20000);
+    CO_CHECK(memcmp(back, big, 20000) == 0);
     coho_cbuf_destroy(&resp);
     world_close(&w);
     free(big);
@@ -269,7 +262,7 @@ static void sizes_main(void *arg)
 static void small_and_large_responses_arrive_whole_and_the_buffer_grows(void **state)
 {
     (void)state;
-    run_main(sizes_main, NULL);
+    co_run(sizes_main, NULL);
 }
 
 int main(int argc, char **argv)

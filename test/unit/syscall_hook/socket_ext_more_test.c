@@ -17,8 +17,8 @@
 
 #include <coho.h>
 
-#include "coroutine/internal.h"
 #include "test/support/cmocka_main.h"
+#include "test/unit/syscall_hook/socket_ext_check.h"
 
 static size_t max_body = 1u << 20;
 static coho_tdp_framer_t sock_framer;
@@ -30,24 +30,6 @@ static uint64_t now_ms(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void run_main(void (*fn)(void *), void *arg)
-{
-    coho_sched_t *s = coho_sched_create(NULL);
-
-    assert_non_null(s);
-    assert_int_not_equal(coho_spawn(s, fn, arg), 0);
-    assert_int_equal(coho_sched_run(s), 0);
-    coho_sched_destroy(s);
-}
-
-static uint64_t spawn(void (*fn)(void *), void *arg)
-{
-    uint64_t id = coho_spawn(coho__sched_current(), fn, arg);
-
-    assert_int_not_equal(id, 0);
-    return id;
 }
 
 static void sock_opts(coho_tdp_opts_t *o)
@@ -130,11 +112,11 @@ static void on_req(coho_tdp_req_t *rq, void *user)
 {
     struct job *j = malloc(sizeof(*j));
 
-    assert_non_null(j);
+    CO_CHECK(j != NULL);
     j->sv = user;
     j->rq = rq;
     j->sv->handled++;
-    spawn(handle_job, j);
+    co_spawn(handle_job, j);
 }
 
 static void on_conn_new(coho_tdp_pool_t *p, uint64_t conn_id, void *user)
@@ -142,7 +124,7 @@ static void on_conn_new(coho_tdp_pool_t *p, uint64_t conn_id, void *user)
     struct server *sv = user;
 
     (void)p;
-    assert_true(sv->new_count < 16);
+    CO_CHECK(sv->new_count < 16);
     sv->new_ids[sv->new_count++] = conn_id;
 }
 
@@ -151,7 +133,7 @@ static void on_conn_delete(coho_tdp_pool_t *p, uint64_t conn_id, int err, void *
     struct server *sv = user;
 
     (void)p;
-    assert_true(sv->del_count < 16);
+    CO_CHECK(sv->del_count < 16);
     sv->del_errs[sv->del_count] = err;
     sv->del_ids[sv->del_count++] = conn_id;
 }
@@ -167,7 +149,7 @@ static coho_tdp_pool_t *server_listen(struct server *sv, uint16_t port)
     o.on_conn_delete = on_conn_delete;
     o.user = sv;
     sv->pool = coho_tdp_listen((struct sockaddr *)&a, sizeof(a), &o);
-    assert_non_null(sv->pool);
+    CO_CHECK(sv->pool != NULL);
     return sv->pool;
 }
 
@@ -186,7 +168,7 @@ static int call(coho_tdp_pool_t *p, uint32_t want, unsigned delay_ms, int64_t pi
     if (delay_ms != 0)
         h.type = 1u | (delay_ms << 8);
     id = coho_tdp_req_id(p);
-    assert_int_not_equal(id, 0);
+    CO_CHECK_NE(id, 0);
     h.seq = id;
     coho_sock_hdr_encode(&h, hdr);
     if (coho_tdp_send(p, conn, id, hdr, sizeof(hdr)) != 0) {
@@ -201,10 +183,9 @@ static int call(coho_tdp_pool_t *p, uint32_t want, unsigned delay_ms, int64_t pi
     if (rc == 0) {
         coho_sock_hdr_t rh;
 
-        assert_int_equal(coho_cbuf_len(&resp), COHO_SOCK_HDR_LEN + want);
-        assert_int_equal(coho_sock_hdr_decode(coho_cbuf_linearize(&resp, COHO_SOCK_HDR_LEN), &rh),
-                         0);
-        assert_int_equal(rh.seq, id);
+        CO_CHECK_EQ(coho_cbuf_len(&resp), COHO_SOCK_HDR_LEN + want);
+        CO_CHECK_EQ(coho_sock_hdr_decode(coho_cbuf_linearize(&resp, COHO_SOCK_HDR_LEN), &rh), 0);
+        CO_CHECK_EQ(rh.seq, id);
     }
     coho_cbuf_destroy(&resp);
     errno = err;
@@ -215,7 +196,7 @@ static coho_tdp_stats_t stats(const coho_tdp_pool_t *p)
 {
     coho_tdp_stats_t st;
 
-    assert_int_equal(coho_tdp_get_stats(p, &st), 0);
+    CO_CHECK_EQ(coho_tdp_get_stats(p, &st), 0);
     return st;
 }
 
@@ -224,10 +205,8 @@ static void wait_conns_open(coho_tdp_pool_t *p, uint64_t n, uint64_t limit_ms)
 {
     uint64_t t0 = now_ms();
 
-    while (stats(p).conns_open != n) {
-        assert_true(now_ms() - t0 < limit_ms);
+    while (stats(p).conns_open != n && CO_CHECK(now_ms() - t0 < limit_ms))
         coho_sleep_ms(2);
-    }
 }
 
 static coho_tdp_pool_t *client_connect(uint16_t port, unsigned conns, struct server *cb)
@@ -246,7 +225,7 @@ static coho_tdp_pool_t *client_connect(uint16_t port, unsigned conns, struct ser
         o.user = cb;
     }
     p = coho_tdp_connect((struct sockaddr *)&a, sizeof(a), &o);
-    assert_non_null(p);
+    CO_CHECK(p != NULL);
     return p;
 }
 
@@ -258,9 +237,9 @@ static int raw_connect(uint16_t port)
     struct timeval tv = {.tv_sec = 5};
     int fd = socket(AF_INET, SOCK_STREAM, 0);
 
-    assert_true(fd >= 0);
-    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    CO_CHECK(fd >= 0);
+    CO_CHECK_EQ(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+    CO_CHECK_EQ(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
     return fd;
 }
 
@@ -272,7 +251,7 @@ static void expect_closed_by_server(int fd)
 
     while ((n = recv(fd, b, sizeof(b), 0)) > 0)
         ;
-    assert_int_equal(n, 0);
+    CO_CHECK_EQ(n, 0);
     close(fd);
 }
 
@@ -288,35 +267,35 @@ static void reconnect_main(void *arg)
     server_listen(sv, 0);
     port = coho_tdp_local_port(sv->pool);
     client = client_connect(port, 2, NULL);
-    assert_int_equal(call(client, 10, 0, 2000, 2000), 0);
-    assert_int_equal(stats(client).reconnects, 0);
+    CO_CHECK_EQ(call(client, 10, 0, 2000, 2000), 0);
+    CO_CHECK_EQ(stats(client).reconnects, 0);
 
-    assert_int_equal(coho_tdp_close(sv->pool), 0);
+    CO_CHECK_EQ(coho_tdp_close(sv->pool), 0);
     wait_conns_open(client, 0, 1000);
     /* The outage: a caller fails when its pick times out, at the time it asked for. */
     t0 = now_ms();
     errno = 0;
-    assert_int_equal(call(client, 10, 0, 100, 2000), -1);
-    assert_int_equal(errno, ETIMEDOUT);
-    assert_true(now_ms() - t0 >= 100);
-    assert_true(now_ms() - t0 < 1000);
+    CO_CHECK_EQ(call(client, 10, 0, 100, 2000), -1);
+    CO_CHECK_EQ(errno, ETIMEDOUT);
+    CO_CHECK(now_ms() - t0 >= 100);
+    CO_CHECK(now_ms() - t0 < 1000);
     st = stats(client);
-    assert_true(st.reconnects >= 2); /* both keepers kept trying */
+    CO_CHECK(st.reconnects >= 2); /* both keepers kept trying */
     /* ... but backed off: 100 ms at 5..40 ms per attempt and keeper is ~6 attempts each. */
-    assert_true(st.reconnects <= 2 * 12);
+    CO_CHECK(st.reconnects <= 2 * 12);
 
     memset(sv, 0, sizeof(*sv));
     server_listen(sv, port);
     t0 = now_ms();
-    assert_int_equal(call(client, 10, 0, 2000, 2000), 0);
-    assert_true(now_ms() - t0 < 40 + 500); /* the backoff cap plus slack */
+    CO_CHECK_EQ(call(client, 10, 0, 2000, 2000), 0);
+    CO_CHECK(now_ms() - t0 < 40 + 500); /* the backoff cap plus slack */
     wait_conns_open(client, 2, 1000);
     st = stats(client);
-    assert_int_equal(st.conns_total, 4);
-    assert_true(st.reconnects > 2);
-    assert_int_equal(st.in_flight, 0);
-    assert_int_equal(coho_tdp_close(client), 0);
-    assert_int_equal(coho_tdp_close(sv->pool), 0);
+    CO_CHECK_EQ(st.conns_total, 4);
+    CO_CHECK(st.reconnects > 2);
+    CO_CHECK_EQ(st.in_flight, 0);
+    CO_CHECK_EQ(coho_tdp_close(client), 0);
+    CO_CHECK_EQ(coho_tdp_close(sv->pool), 0);
 }
 
 static void pool_reconnects_with_backoff_after_server_returns(void **state)
@@ -325,7 +304,7 @@ static void pool_reconnects_with_backoff_after_server_returns(void **state)
 
     (void)state;
     memset(&sv, 0, sizeof(sv));
-    run_main(reconnect_main, &sv);
+    co_run(reconnect_main, &sv);
 }
 
 /* ---- pick spreads over every healthy connection, and skips a broken one ---- */
@@ -334,7 +313,7 @@ static void collect_id(uint64_t conn_id, int fd, void *arg)
     uint64_t *ids = arg;
     int i;
 
-    assert_true(fd >= 0);
+    CO_CHECK(fd >= 0);
     for (i = 0; ids[i] != 0; i++)
         ;
     ids[i] = conn_id;
@@ -356,16 +335,16 @@ static void expect_round_robin(coho_tdp_pool_t *p, unsigned conns)
     uint64_t live[17] = {0}, got;
     unsigned i, j, count[16] = {0};
 
-    assert_int_equal(coho_tdp_for_each_conn(p, collect_id, live), 0);
+    CO_CHECK_EQ(coho_tdp_for_each_conn(p, collect_id, live), 0);
     for (i = 0; i < 3 * conns; i++) {
         got = coho_tdp_pick(p, 0);
         for (j = 0; j < conns && live[j] != got; j++)
             ;
-        assert_true(j < conns); /* a live connection */
+        CO_CHECK(j < conns); /* a live connection */
         count[j]++;
     }
     for (j = 0; j < conns; j++)
-        assert_int_equal(count[j], 3);
+        CO_CHECK_EQ(count[j], 3);
 }
 
 static void rr_main(void *arg)
@@ -383,18 +362,18 @@ static void rr_main(void *arg)
     o.reconnect_min_ms = 5000; /* a broken connection stays down during the test */
     o.reconnect_max_ms = 5000;
     client = coho_tdp_connect((struct sockaddr *)&a, sizeof(a), &o);
-    assert_non_null(client);
+    CO_CHECK(client != NULL);
     wait_conns_open(client, 4, 2000);
     wait_conns_open(sv->pool, 4, 2000);
     expect_round_robin(client, 4);
     expect_round_robin(sv->pool, 4);
 
-    assert_int_equal(coho_tdp_for_each_conn(sv->pool, shutdown_first, &done), 0);
+    CO_CHECK_EQ(coho_tdp_for_each_conn(sv->pool, shutdown_first, &done), 0);
     wait_conns_open(client, 3, 2000);
     expect_round_robin(client, 3);
-    assert_int_equal(call(client, 100, 0, 0, 2000), 0);
-    assert_int_equal(coho_tdp_close(client), 0);
-    assert_int_equal(coho_tdp_close(sv->pool), 0);
+    CO_CHECK_EQ(call(client, 100, 0, 0, 2000), 0);
+    CO_CHECK_EQ(coho_tdp_close(client), 0);
+    CO_CHECK_EQ(coho_tdp_close(sv->pool), 0);
 }
 
 static void pick_round_robins_over_healthy_connections(void **state)
@@ -403,7 +382,7 @@ static void pick_round_robins_over_healthy_connections(void **state)
 
     (void)state;
     memset(&sv, 0, sizeof(sv));
-    run_main(rr_main, &sv);
+    co_run(rr_main, &sv);
 }
 
 /* ---- a listen pool at max_conns accepts and closes the excess, and counts it ---- */
@@ -421,7 +400,7 @@ static void max_conns_main(void *arg)
     o.user = sv;
     o.max_conns = 2;
     sv->pool = coho_tdp_listen((struct sockaddr *)&a, sizeof(a), &o);
-    assert_non_null(sv->pool);
+    CO_CHECK(sv->pool != NULL);
     port = coho_tdp_local_port(sv->pool);
     fds[0] = raw_connect(port);
     fds[1] = raw_connect(port);
@@ -429,20 +408,20 @@ static void max_conns_main(void *arg)
     fds[2] = raw_connect(port);
     expect_closed_by_server(fds[2]);
     st = stats(sv->pool);
-    assert_int_equal(st.conns_rejected, 1);
-    assert_int_equal(st.conns_open, 2);
-    assert_int_equal(st.conns_total, 2);
+    CO_CHECK_EQ(st.conns_rejected, 1);
+    CO_CHECK_EQ(st.conns_open, 2);
+    CO_CHECK_EQ(st.conns_total, 2);
 
     close(fds[0]); /* room for one more */
     wait_conns_open(sv->pool, 1, 2000);
     fds[3] = raw_connect(port);
     wait_conns_open(sv->pool, 2, 2000);
     st = stats(sv->pool);
-    assert_int_equal(st.conns_rejected, 1);
-    assert_int_equal(st.conns_total, 3);
+    CO_CHECK_EQ(st.conns_rejected, 1);
+    CO_CHECK_EQ(st.conns_total, 3);
     close(fds[1]);
     close(fds[3]);
-    assert_int_equal(coho_tdp_close(sv->pool), 0);
+    CO_CHECK_EQ(coho_tdp_close(sv->pool), 0);
 }
 
 static void listen_pool_past_max_conns_closes_and_counts_the_excess(void **state)
@@ -451,7 +430,7 @@ static void listen_pool_past_max_conns_closes_and_counts_the_excess(void **state
 
     (void)state;
     memset(&sv, 0, sizeof(sv));
-    run_main(max_conns_main, &sv);
+    co_run(max_conns_main, &sv);
 }
 
 /* ---- a pool's own coroutines are reaped when they end: connections that come and go leave
@@ -468,9 +447,9 @@ static void churn_main(void *arg)
     o.on_req = on_req;
     o.user = sv;
     sv->pool = coho_tdp_listen((struct sockaddr *)&a, sizeof(a), &o);
-    assert_non_null(sv->pool);
+    CO_CHECK(sv->pool != NULL);
     port = coho_tdp_local_port(sv->pool);
-    assert_int_equal(coho_sched_get_stats(coho__sched_current(), &before), 0);
+    CO_CHECK_EQ(coho_sched_get_stats(co_checks.sched, &before), 0);
     for (int i = 0; i < 200; i++) {
         int fd = raw_connect(port);
 
@@ -478,13 +457,13 @@ static void churn_main(void *arg)
         close(fd);
         wait_conns_open(sv->pool, 0, 2000);
     }
-    assert_int_equal(stats(sv->pool).conns_total, 200);
+    CO_CHECK_EQ(stats(sv->pool).conns_total, 200);
     coho_sleep_ms(20); /* the last receive coroutine runs to its end */
-    assert_int_equal(coho_sched_get_stats(coho__sched_current(), &after), 0);
+    CO_CHECK_EQ(coho_sched_get_stats(co_checks.sched, &after), 0);
     /* 200 receive coroutines came and went: none of them is still held */
-    assert_true(after.coroutines <= before.coroutines + 1);
-    assert_int_equal(after.unfinished, before.unfinished);
-    assert_int_equal(coho_tdp_close(sv->pool), 0);
+    CO_CHECK(after.coroutines <= before.coroutines + 1);
+    CO_CHECK_EQ(after.unfinished, before.unfinished);
+    CO_CHECK_EQ(coho_tdp_close(sv->pool), 0);
 }
 
 static void pool_coroutines_are_reaped_when_connections_end(void **state)
@@ -493,7 +472,7 @@ static void pool_coroutines_are_reaped_when_connections_end(void **state)
 
     (void)state;
     memset(&sv, 0, sizeof(sv));
-    run_main(churn_main, &sv);
+    co_run(churn_main, &sv);
 }
 
 /* ---- on_conn_new / on_conn_delete: once each per connection, with its id ---- */
@@ -514,18 +493,18 @@ static void cb_main(void *arg)
     client = client_connect(coho_tdp_local_port(w->sv.pool), 3, &w->cl);
     wait_conns_open(client, 3, 2000);
     wait_conns_open(w->sv.pool, 3, 2000);
-    assert_int_equal(call(client, 10, 0, 0, 2000), 0);
-    assert_int_equal(coho_tdp_for_each_conn(client, collect_id, w->cl_live), 0);
-    assert_int_equal(coho_tdp_for_each_conn(w->sv.pool, collect_id, w->sv_live), 0);
-    assert_int_equal(w->cl.del_count, 0);
-    assert_int_equal(w->sv.del_count, 0);
-    assert_int_equal(coho_tdp_close(client), 0);
+    CO_CHECK_EQ(call(client, 10, 0, 0, 2000), 0);
+    CO_CHECK_EQ(coho_tdp_for_each_conn(client, collect_id, w->cl_live), 0);
+    CO_CHECK_EQ(coho_tdp_for_each_conn(w->sv.pool, collect_id, w->sv_live), 0);
+    CO_CHECK_EQ(w->cl.del_count, 0);
+    CO_CHECK_EQ(w->sv.del_count, 0);
+    CO_CHECK_EQ(coho_tdp_close(client), 0);
     /* Every connect-side connection is gone when close returns, ended by the close. */
-    assert_int_equal(w->cl.del_count, 3);
+    CO_CHECK_EQ(w->cl.del_count, 3);
     for (i = 0; i < 3; i++)
-        assert_int_equal(w->cl.del_errs[i], ECANCELED);
+        CO_CHECK_EQ(w->cl.del_errs[i], ECANCELED);
     wait_conns_open(w->sv.pool, 0, 2000);
-    assert_int_equal(coho_tdp_close(w->sv.pool), 0);
+    CO_CHECK_EQ(coho_tdp_close(w->sv.pool), 0);
 }
 
 /* Each of `live` (the ids for_each_conn saw) is in `ids` exactly once, and `ids` has 3. */
@@ -549,7 +528,7 @@ static void conn_callbacks_run_once_per_connection_with_its_id(void **state)
 
     (void)state;
     memset(&w, 0, sizeof(w));
-    run_main(cb_main, &w);
+    co_run(cb_main, &w);
     expect_same_ids(w.cl.new_ids, w.cl.new_count, w.cl_live);
     expect_same_ids(w.cl.del_ids, w.cl.del_count, w.cl_live);
     expect_same_ids(w.sv.new_ids, w.sv.new_count, w.sv_live);
@@ -592,7 +571,7 @@ static coho_tdp_pool_t *limit_server(struct limit_world *w, const coho_tdp_frame
     o.on_req = on_req;
     o.user = &w->sv;
     w->sv.pool = coho_tdp_listen((struct sockaddr *)&a, sizeof(a), &o);
-    assert_non_null(w->sv.pool);
+    CO_CHECK(w->sv.pool != NULL);
     w->client = client_connect(coho_tdp_local_port(w->sv.pool), 2, NULL);
     wait_conns_open(w->client, 2, 2000);
     return w->sv.pool;
@@ -603,15 +582,15 @@ static void limit_finish(struct limit_world *w, uint64_t slow)
     coho_tdp_stats_t st;
 
     coho_join(slow, -1);
-    assert_int_equal(w->slow_rc, 0);
-    assert_true(w->slow_ms >= 200);
-    assert_int_equal(call(w->client, 100, 0, 0, 2000), 0);
+    CO_CHECK_EQ(w->slow_rc, 0);
+    CO_CHECK(w->slow_ms >= 200);
+    CO_CHECK_EQ(call(w->client, 100, 0, 0, 2000), 0);
     st = stats(w->sv.pool);
-    assert_int_equal(st.protocol_errors, 1);
-    assert_int_equal(st.conns_open, 2); /* the client's connections */
-    assert_int_equal(stats(w->client).conns_total, 2);
-    assert_int_equal(coho_tdp_close(w->client), 0);
-    assert_int_equal(coho_tdp_close(w->sv.pool), 0);
+    CO_CHECK_EQ(st.protocol_errors, 1);
+    CO_CHECK_EQ(st.conns_open, 2); /* the client's connections */
+    CO_CHECK_EQ(stats(w->client).conns_total, 2);
+    CO_CHECK_EQ(coho_tdp_close(w->client), 0);
+    CO_CHECK_EQ(coho_tdp_close(w->sv.pool), 0);
 }
 
 static void sock_header(unsigned char *hdr, uint32_t body_len)
@@ -630,16 +609,16 @@ static void frame_limit_main(void *arg)
     int fd;
 
     limit_server(w, NULL, COHO_SOCK_HDR_LEN + 100);
-    slow = spawn(slow_call, w);
+    slow = co_spawn(slow_call, w);
     coho_sleep_ms(20);
     fd = raw_connect(coho_tdp_local_port(w->sv.pool));
     sock_header(hdr, 100); /* exactly the limit: served */
-    assert_int_equal(send(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
-    assert_int_equal(send(fd, zeros, 100, 0), 100);
+    CO_CHECK_EQ(send(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+    CO_CHECK_EQ(send(fd, zeros, 100, 0), 100);
     sock_header(hdr, 101); /* one past */
-    assert_int_equal(send(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+    CO_CHECK_EQ(send(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
     expect_closed_by_server(fd);
-    assert_int_equal(w->sv.handled, 2); /* the slow call's and the first frame */
+    CO_CHECK_EQ(w->sv.handled, 2); /* the slow call's and the first frame */
     limit_finish(w, slow);
 }
 
@@ -649,7 +628,7 @@ static void frame_past_max_frame_len_closes_only_its_connection(void **state)
 
     (void)state;
     memset(&w, 0, sizeof(w));
-    run_main(frame_limit_main, &w);
+    co_run(frame_limit_main, &w);
 }
 
 /* A line framer ("L...\n" requests) whose scan needs more bytes until it sees a newline: a
@@ -690,13 +669,13 @@ static void endless_main(void *arg)
     int fd;
 
     limit_server(w, &line_framer, 1000);
-    slow = spawn(slow_call, w);
+    slow = co_spawn(slow_call, w);
     coho_sleep_ms(20);
     fd = raw_connect(coho_tdp_local_port(w->sv.pool));
-    assert_int_equal(send(fd, "L hello\n", 8, 0), 8); /* a whole line: a request */
+    CO_CHECK_EQ(send(fd, "L hello\n", 8, 0), 8); /* a whole line: a request */
     memset(junk, 'x', sizeof(junk));
     junk[0] = 'L';
-    assert_int_equal(send(fd, junk, sizeof(junk), 0), (ssize_t)sizeof(junk));
+    CO_CHECK_EQ(send(fd, junk, sizeof(junk), 0), (ssize_t)sizeof(junk));
     expect_closed_by_server(fd);
     limit_finish(w, slow);
 }
@@ -707,7 +686,7 @@ static void frame_without_end_past_max_frame_len_closes_its_connection(void **st
 
     (void)state;
     memset(&w, 0, sizeof(w));
-    run_main(endless_main, &w);
+    co_run(endless_main, &w);
     assert_int_equal(w.sv.handled, 3); /* the slow call, the whole line, the last call */
 }
 
@@ -720,13 +699,13 @@ static void truncated_main(void *arg)
     int fd;
 
     limit_server(w, NULL, 1u << 20);
-    slow = spawn(slow_call, w);
+    slow = co_spawn(slow_call, w);
     coho_sleep_ms(20);
     fd = raw_connect(coho_tdp_local_port(w->sv.pool));
     sock_header(hdr, 50);
-    assert_int_equal(send(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
-    assert_int_equal(send(fd, zeros, 10, 0), 10);
-    assert_int_equal(shutdown(fd, SHUT_WR), 0);
+    CO_CHECK_EQ(send(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+    CO_CHECK_EQ(send(fd, zeros, 10, 0), 10);
+    CO_CHECK_EQ(shutdown(fd, SHUT_WR), 0);
     expect_closed_by_server(fd);
     limit_finish(w, slow);
 }
@@ -737,7 +716,7 @@ static void truncated_frame_then_close_counts_a_protocol_error(void **state)
 
     (void)state;
     memset(&w, 0, sizeof(w));
-    run_main(truncated_main, &w);
+    co_run(truncated_main, &w);
 }
 
 /* A peer that closes between frames ends cleanly: no protocol error. */
@@ -750,14 +729,14 @@ static void clean_close_main(void *arg)
     server_listen(sv, 0);
     fd = raw_connect(coho_tdp_local_port(sv->pool));
     sock_header(hdr, 0);
-    assert_int_equal(send(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
-    assert_int_equal(recv(fd, hdr, sizeof(hdr), MSG_WAITALL), (ssize_t)sizeof(hdr));
+    CO_CHECK_EQ(send(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+    CO_CHECK_EQ(recv(fd, hdr, sizeof(hdr), MSG_WAITALL), (ssize_t)sizeof(hdr));
     close(fd);
     wait_conns_open(sv->pool, 0, 2000);
-    assert_int_equal(stats(sv->pool).protocol_errors, 0);
-    assert_int_equal(sv->del_count, 1);
-    assert_int_equal(sv->del_errs[0], ECONNRESET);
-    assert_int_equal(coho_tdp_close(sv->pool), 0);
+    CO_CHECK_EQ(stats(sv->pool).protocol_errors, 0);
+    CO_CHECK_EQ(sv->del_count, 1);
+    CO_CHECK_EQ(sv->del_errs[0], ECONNRESET);
+    CO_CHECK_EQ(coho_tdp_close(sv->pool), 0);
 }
 
 static void peer_closing_between_frames_is_not_a_protocol_error(void **state)
@@ -766,7 +745,7 @@ static void peer_closing_between_frames_is_not_a_protocol_error(void **state)
 
     (void)state;
     memset(&sv, 0, sizeof(sv));
-    run_main(clean_close_main, &sv);
+    co_run(clean_close_main, &sv);
 }
 
 /* ---- coho_tdp_close with work in flight ---- */
@@ -808,14 +787,14 @@ static void close_waiters_main(void *arg)
 
     server_listen(&w->sv, 0);
     w->client = client_connect(coho_tdp_local_port(w->sv.pool), 1, NULL);
-    a = spawn(close_waiter, w);
+    a = co_spawn(close_waiter, w);
     coho_sleep_ms(50);
-    assert_int_equal(stats(w->client).in_flight, 1);
-    assert_int_equal(coho_tdp_close(w->client), 0);
+    CO_CHECK_EQ(stats(w->client).in_flight, 1);
+    CO_CHECK_EQ(coho_tdp_close(w->client), 0);
     coho_join(a, -1);
-    assert_int_equal(w->rc, -1);
-    assert_int_equal(w->err, ECANCELED);
-    assert_true(w->ms < 500); /* at once, not at the server's 1 s answer */
+    CO_CHECK_EQ(w->rc, -1);
+    CO_CHECK_EQ(w->err, ECANCELED);
+    CO_CHECK(w->ms < 500); /* at once, not at the server's 1 s answer */
 
     /* A coroutine parked in pick on a pool that never connects: ESHUTDOWN at the close. */
     memset(&idle, 0, sizeof(idle));
@@ -823,14 +802,14 @@ static void close_waiters_main(void *arg)
     o.conn_count = 1;
     nowhere.sin_port = htons(1); /* refused */
     idle.client = coho_tdp_connect((struct sockaddr *)&nowhere, sizeof(nowhere), &o);
-    assert_non_null(idle.client);
-    b = spawn(picker, &idle);
+    CO_CHECK(idle.client != NULL);
+    b = co_spawn(picker, &idle);
     coho_sleep_ms(20);
-    assert_int_equal(coho_tdp_close(idle.client), 0);
+    CO_CHECK_EQ(coho_tdp_close(idle.client), 0);
     coho_join(b, -1);
-    assert_int_equal(idle.rc, -1);
-    assert_int_equal(idle.err, ESHUTDOWN);
-    assert_int_equal(coho_tdp_close(w->sv.pool), 0);
+    CO_CHECK_EQ(idle.rc, -1);
+    CO_CHECK_EQ(idle.err, ESHUTDOWN);
+    CO_CHECK_EQ(coho_tdp_close(w->sv.pool), 0);
 }
 
 static void close_fails_in_flight_waiters_with_ecanceled(void **state)
@@ -839,7 +818,7 @@ static void close_fails_in_flight_waiters_with_ecanceled(void **state)
 
     (void)state;
     memset(&w, 0, sizeof(w));
-    run_main(close_waiters_main, &w);
+    co_run(close_waiters_main, &w);
     /* The server's handler answered after its pool was closed: ENOTCONN, and freed. */
     assert_int_equal(w.sv.handled, 1);
 }
@@ -851,15 +830,15 @@ static void close_held_main(void *arg)
 
     server_listen(&w->sv, 0);
     w->client = client_connect(coho_tdp_local_port(w->sv.pool), 1, NULL);
-    a = spawn(close_waiter, w); /* the server holds the request for 1 s */
+    a = co_spawn(close_waiter, w); /* the server holds the request for 1 s */
     coho_sleep_ms(100);
-    assert_int_equal(w->sv.handled, 1);
-    assert_int_equal(coho_tdp_close(w->sv.pool), 0); /* returns with the request still held */
-    assert_int_equal(w->sv.send_failed, 0);
+    CO_CHECK_EQ(w->sv.handled, 1);
+    CO_CHECK_EQ(coho_tdp_close(w->sv.pool), 0); /* returns with the request still held */
+    CO_CHECK_EQ(w->sv.send_failed, 0);
     coho_join(a, -1);
-    assert_int_equal(w->rc, -1);
-    assert_int_equal(w->err, ECONNRESET); /* the client's connection broke */
-    assert_int_equal(coho_tdp_close(w->client), 0);
+    CO_CHECK_EQ(w->rc, -1);
+    CO_CHECK_EQ(w->err, ECONNRESET); /* the client's connection broke */
+    CO_CHECK_EQ(coho_tdp_close(w->client), 0);
 }
 
 static void close_with_requests_held_by_on_req_keeps_them_valid_until_freed(void **state)
@@ -868,7 +847,7 @@ static void close_with_requests_held_by_on_req_keeps_them_valid_until_freed(void
 
     (void)state;
     memset(&w, 0, sizeof(w));
-    run_main(close_held_main, &w);
+    co_run(close_held_main, &w);
     /* The handler woke after the close, its send failed, and its free released the pool (the
      * ASan build reports a leak or a use after free otherwise). */
     assert_int_equal(w.sv.send_failed, 1);
@@ -888,10 +867,10 @@ static void blackhole_main(void *arg)
 
     (void)arg;
     lfd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(lfd >= 0);
-    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(listen(lfd, 0), 0);
-    assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+    CO_CHECK(lfd >= 0);
+    CO_CHECK_EQ(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    CO_CHECK_EQ(listen(lfd, 0), 0);
+    CO_CHECK_EQ(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
     filler = raw_connect(ntohs(a.sin_port)); /* fills the accept queue of backlog 0 */
 
     sock_opts(&o);
@@ -901,18 +880,18 @@ static void blackhole_main(void *arg)
     o.reconnect_max_ms = 10;
     t0 = now_ms();
     p = coho_tdp_connect((struct sockaddr *)&a, sizeof(a), &o);
-    assert_non_null(p);
+    CO_CHECK(p != NULL);
     errno = 0;
-    assert_int_equal(coho_tdp_pick(p, 350), 0);
-    assert_int_equal(errno, ETIMEDOUT);
-    assert_true(now_ms() - t0 >= 350);
+    CO_CHECK_EQ(coho_tdp_pick(p, 350), 0);
+    CO_CHECK_EQ(errno, ETIMEDOUT);
+    CO_CHECK(now_ms() - t0 >= 350);
     st = stats(p);
     /* Attempts end at their 100 ms timeout: about 3 in 350 ms, not one hanging for the
      * kernel's SYN retries (over a minute) and not dozens failing at once. */
-    assert_true(st.reconnects >= 2);
-    assert_true(st.reconnects <= 3);
-    assert_int_equal(st.conns_total, 0);
-    assert_int_equal(coho_tdp_close(p), 0);
+    CO_CHECK(st.reconnects >= 2);
+    CO_CHECK(st.reconnects <= 3);
+    CO_CHECK_EQ(st.conns_total, 0);
+    CO_CHECK_EQ(coho_tdp_close(p), 0);
     close(filler);
     close(lfd);
 }
@@ -920,7 +899,7 @@ static void blackhole_main(void *arg)
 static void connect_times_out_against_a_listener_that_never_accepts(void **state)
 {
     (void)state;
-    run_main(blackhole_main, NULL);
+    co_run(blackhole_main, NULL);
 }
 
 /* ---- a request id has one waiter ---- */
@@ -933,18 +912,18 @@ static void second_waiter_main(void *arg)
     server_listen(&w->sv, 0);
     w->client = client_connect(coho_tdp_local_port(w->sv.pool), 1, NULL);
     id = coho_tdp_req_id(w->client);
-    assert_int_not_equal(id, 0);
+    CO_CHECK_NE(id, 0);
     coho_cbuf_init(&b, NULL);
     errno = 0;
-    assert_int_equal(coho_tdp_wait_resp(w->client, id, 10, &b), -1);
-    assert_int_equal(errno, ETIMEDOUT);
+    CO_CHECK_EQ(coho_tdp_wait_resp(w->client, id, 10, &b), -1);
+    CO_CHECK_EQ(errno, ETIMEDOUT);
     errno = 0;
-    assert_int_equal(coho_tdp_wait_resp(w->client, id, 10, &b), -1); /* released above */
-    assert_int_equal(errno, ENOENT);
+    CO_CHECK_EQ(coho_tdp_wait_resp(w->client, id, 10, &b), -1); /* released above */
+    CO_CHECK_EQ(errno, ENOENT);
     coho_cbuf_destroy(&b);
-    assert_int_equal(stats(w->client).in_flight, 0);
-    assert_int_equal(coho_tdp_close(w->client), 0);
-    assert_int_equal(coho_tdp_close(w->sv.pool), 0);
+    CO_CHECK_EQ(stats(w->client).in_flight, 0);
+    CO_CHECK_EQ(coho_tdp_close(w->client), 0);
+    CO_CHECK_EQ(coho_tdp_close(w->sv.pool), 0);
 }
 
 static void wait_resp_releases_the_id_on_timeout(void **state)
@@ -953,7 +932,7 @@ static void wait_resp_releases_the_id_on_timeout(void **state)
 
     (void)state;
     memset(&w, 0, sizeof(w));
-    run_main(second_waiter_main, &w);
+    co_run(second_waiter_main, &w);
 }
 
 /* A sender parked in a write to a peer that does not read, when the pool is closed: the send
@@ -971,8 +950,8 @@ static void stuck_sender(void *arg)
     unsigned char *big = calloc(1, len);
     uint64_t conn = coho_tdp_pick(w->client, 2000);
 
-    assert_non_null(big);
-    assert_int_not_equal(conn, 0);
+    CO_CHECK(big != NULL);
+    CO_CHECK_NE(conn, 0);
     errno = 0;
     w->rc = coho_tdp_send(w->client, conn, 0, big, len);
     w->err = errno;
@@ -988,18 +967,18 @@ static void stuck_main(void *arg)
     int lfd, peer;
 
     lfd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(lfd >= 0);
-    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(listen(lfd, 8), 0);
-    assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+    CO_CHECK(lfd >= 0);
+    CO_CHECK_EQ(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    CO_CHECK_EQ(listen(lfd, 8), 0);
+    CO_CHECK_EQ(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
     w->client = client_connect(ntohs(a.sin_port), 1, NULL);
     peer = accept(lfd, NULL, NULL); /* and never read */
-    assert_true(peer >= 0);
-    s = spawn(stuck_sender, w);
+    CO_CHECK(peer >= 0);
+    s = co_spawn(stuck_sender, w);
     coho_sleep_ms(50);
-    assert_int_equal(coho_tdp_close(w->client), 0);
+    CO_CHECK_EQ(coho_tdp_close(w->client), 0);
     coho_join(s, -1);
-    assert_int_equal(w->rc, -1);
+    CO_CHECK_EQ(w->rc, -1);
     close(peer);
     close(lfd);
 }
@@ -1010,7 +989,7 @@ static void close_fails_a_sender_parked_in_its_write(void **state)
 
     (void)state;
     memset(&w, 0, sizeof(w));
-    run_main(stuck_main, &w);
+    co_run(stuck_main, &w);
     assert_true(w.err == ENOTCONN || w.err == ECANCELED || w.err == EPIPE);
 }
 
@@ -1046,26 +1025,26 @@ static void two_waiters_main(void *arg)
     server_listen(&w->sv, 0);
     w->client = client_connect(coho_tdp_local_port(w->sv.pool), 1, NULL);
     conn = coho_tdp_pick(w->client, 2000);
-    assert_int_not_equal(conn, 0);
+    CO_CHECK_NE(conn, 0);
     memset(&t, 0, sizeof(t));
     t.client = w->client;
     t.id = coho_tdp_req_id(w->client);
     h.seq = t.id;
     coho_sock_hdr_encode(&h, hdr);
-    assert_int_equal(coho_tdp_send(w->client, conn, t.id, hdr, sizeof(hdr)), 0);
-    co = spawn(second_waiter, &t); /* parks first */
+    CO_CHECK_EQ(coho_tdp_send(w->client, conn, t.id, hdr, sizeof(hdr)), 0);
+    co = co_spawn(second_waiter, &t); /* parks first */
     coho_yield();
     coho_cbuf_init(&b, NULL);
     errno = 0;
-    assert_int_equal(coho_tdp_wait_resp(w->client, t.id, 2000, &b), -1);
-    assert_int_equal(errno, EBUSY);
+    CO_CHECK_EQ(coho_tdp_wait_resp(w->client, t.id, 2000, &b), -1);
+    CO_CHECK_EQ(errno, EBUSY);
     coho_join(co, -1);
-    assert_int_equal(t.rc, 0);
-    assert_int_equal(coho_cbuf_len(&b), 0);
+    CO_CHECK_EQ(t.rc, 0);
+    CO_CHECK_EQ(coho_cbuf_len(&b), 0);
     coho_cbuf_destroy(&b);
-    assert_int_equal(stats(w->client).in_flight, 0);
-    assert_int_equal(coho_tdp_close(w->client), 0);
-    assert_int_equal(coho_tdp_close(w->sv.pool), 0);
+    CO_CHECK_EQ(stats(w->client).in_flight, 0);
+    CO_CHECK_EQ(coho_tdp_close(w->client), 0);
+    CO_CHECK_EQ(coho_tdp_close(w->sv.pool), 0);
 }
 
 static void second_waiter_on_one_id_gets_ebusy(void **state)
@@ -1074,7 +1053,7 @@ static void second_waiter_on_one_id_gets_ebusy(void **state)
 
     (void)state;
     memset(&w, 0, sizeof(w));
-    run_main(two_waiters_main, &w);
+    co_run(two_waiters_main, &w);
 }
 
 /* ---- on_req closes its own pool (a "shut down" request handled inline) ---- */
@@ -1090,7 +1069,7 @@ static void on_req_closing(coho_tdp_req_t *rq, void *user)
     uint64_t t0 = now_ms();
 
     coho_tdp_req_free(rq);
-    assert_int_equal(coho_tdp_close(sc->pool), 0);
+    CO_CHECK_EQ(coho_tdp_close(sc->pool), 0);
     sc->close_ms = now_ms() - t0;
     sc->closed++;
 }
@@ -1108,20 +1087,19 @@ static void self_close_main(void *arg)
     o.on_req = on_req_closing;
     o.user = sc;
     sc->pool = coho_tdp_listen((struct sockaddr *)&a, sizeof(a), &o);
-    assert_non_null(sc->pool);
+    CO_CHECK(sc->pool != NULL);
     other = raw_connect(coho_tdp_local_port(sc->pool)); /* a second connection, idle */
     fd = raw_connect(coho_tdp_local_port(sc->pool));
     sock_header(hdr, 0);
-    assert_int_equal(send(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+    CO_CHECK_EQ(send(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
     expect_closed_by_server(fd);
     expect_closed_by_server(other);
     t0 = now_ms();
-    while (sc->closed == 0) { /* the close waits for the pool's other coroutines */
-        assert_true(now_ms() - t0 < 2000);
+    /* The close waits for the pool's other coroutines. */
+    while (sc->closed == 0 && CO_CHECK(now_ms() - t0 < 2000))
         coho_sleep_ms(2);
-    }
-    assert_int_equal(sc->closed, 1);
-    assert_true(sc->close_ms < 1000);
+    CO_CHECK_EQ(sc->closed, 1);
+    CO_CHECK(sc->close_ms < 1000);
 }
 
 static void on_req_may_close_its_own_pool(void **state)
@@ -1130,7 +1108,7 @@ static void on_req_may_close_its_own_pool(void **state)
 
     (void)state;
     memset(&sc, 0, sizeof(sc));
-    run_main(self_close_main, &sc);
+    co_run(self_close_main, &sc);
 }
 
 /* ---- on_conn_new closes its own connect pool ---- */
@@ -1141,9 +1119,9 @@ static void on_conn_new_closing(coho_tdp_pool_t *p, uint64_t conn_id, void *user
 {
     (void)conn_id;
     (void)user;
-    assert_ptr_equal(p, closing_client);
+    CO_CHECK(p == closing_client);
     if (client_closed++ == 0)
-        assert_int_equal(coho_tdp_close(p), 0);
+        CO_CHECK_EQ(coho_tdp_close(p), 0);
 }
 
 static void conn_new_close_main(void *arg)
@@ -1159,23 +1137,22 @@ static void conn_new_close_main(void *arg)
     o.conn_count = 3;
     o.on_conn_new = on_conn_new_closing;
     closing_client = coho_tdp_connect((struct sockaddr *)&a, sizeof(a), &o);
-    assert_non_null(closing_client);
-    while (client_closed == 0) {
-        assert_true(now_ms() - t0 < 2000);
+    CO_CHECK(closing_client != NULL);
+    while (client_closed == 0 && CO_CHECK(now_ms() - t0 < 2000))
         coho_sleep_ms(2);
-    }
     /* Every keeper ends: only this coroutine and the server's remain. */
     for (;;) {
         coho_sched_stats_t st;
 
-        assert_int_equal(coho_sched_get_stats(coho__sched_current(), &st), 0);
+        CO_CHECK_EQ(coho_sched_get_stats(co_checks.sched, &st), 0);
         if (st.unfinished == 1 + 1 + stats(sv->pool).conns_open)
             break;
-        assert_true(now_ms() - t0 < 2000);
+        if (!CO_CHECK(now_ms() - t0 < 2000))
+            break;
         coho_sleep_ms(2);
     }
-    assert_int_equal(client_closed, 1);
-    assert_int_equal(coho_tdp_close(sv->pool), 0);
+    CO_CHECK_EQ(client_closed, 1);
+    CO_CHECK_EQ(coho_tdp_close(sv->pool), 0);
 }
 
 static void on_conn_new_may_close_its_own_pool(void **state)
@@ -1184,7 +1161,7 @@ static void on_conn_new_may_close_its_own_pool(void **state)
 
     (void)state;
     memset(&sv, 0, sizeof(sv));
-    run_main(conn_new_close_main, &sv);
+    co_run(conn_new_close_main, &sv);
 }
 
 int main(int argc, char **argv)

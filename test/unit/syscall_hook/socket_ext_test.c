@@ -14,8 +14,8 @@
 
 #include <coho.h>
 
-#include "coroutine/internal.h"
 #include "test/support/cmocka_main.h"
+#include "test/unit/syscall_hook/socket_ext_check.h"
 
 static size_t max_body = 1u << 20;
 static coho_tdp_framer_t sock_framer;
@@ -26,16 +26,6 @@ static uint64_t now_ms(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void run_main(void (*fn)(void *), void *arg)
-{
-    coho_sched_t *s = coho_sched_create(NULL);
-
-    assert_non_null(s);
-    assert_int_not_equal(coho_spawn(s, fn, arg), 0);
-    assert_int_equal(coho_sched_run(s), 0);
-    coho_sched_destroy(s);
 }
 
 /* Fills the body pattern of request `seq`. */
@@ -62,8 +52,11 @@ static void handle(void *arg)
     unsigned char *body;
     struct iovec iov[2];
 
-    assert_int_equal(coho_cbuf_read(&rq->frame, hdr, sizeof(hdr)), (ssize_t)sizeof(hdr));
-    assert_int_equal(coho_sock_hdr_decode(hdr, &h), 0);
+    if (!CO_CHECK_EQ(coho_cbuf_read(&rq->frame, hdr, sizeof(hdr)), (ssize_t)sizeof(hdr)) ||
+        !CO_CHECK_EQ(coho_sock_hdr_decode(hdr, &h), 0)) {
+        coho_tdp_req_free(rq);
+        return;
+    }
     if (h.type & 1u)
         coho_sleep_ms(h.type >> 8); /* test knob: the client asks for a delay */
     body = malloc(h.arg + 1u);
@@ -86,7 +79,7 @@ static void on_req(coho_tdp_req_t *rq, void *user)
     struct server *sv = user;
 
     sv->handled++;
-    coho_spawn(coho__sched_current(), handle, rq);
+    co_spawn(handle, rq);
 }
 
 /* ---- client helpers ---- */
@@ -119,15 +112,15 @@ static void check_resp(coho_cbuf_t *resp, uint64_t seq, uint32_t want)
     coho_sock_hdr_t h;
 
     coho_cbuf_seek(resp, 0, SEEK_SET);
-    assert_int_equal(coho_cbuf_len(resp), COHO_SOCK_HDR_LEN + want);
-    assert_int_equal(coho_cbuf_read(resp, hdr, sizeof(hdr)), (ssize_t)sizeof(hdr));
-    assert_int_equal(coho_sock_hdr_decode(hdr, &h), 0);
-    assert_true(h.type & COHO_SOCK_RESPONSE);
-    assert_int_equal(h.seq, seq);
-    assert_int_equal(h.body_len, want);
-    assert_int_equal(coho_cbuf_read(resp, body, want), (ssize_t)want);
+    CO_CHECK_EQ(coho_cbuf_len(resp), COHO_SOCK_HDR_LEN + want);
+    CO_CHECK_EQ(coho_cbuf_read(resp, hdr, sizeof(hdr)), (ssize_t)sizeof(hdr));
+    CO_CHECK_EQ(coho_sock_hdr_decode(hdr, &h), 0);
+    CO_CHECK(h.type & COHO_SOCK_RESPONSE);
+    CO_CHECK_EQ(h.seq, seq);
+    CO_CHECK_EQ(h.body_len, want);
+    CO_CHECK_EQ(coho_cbuf_read(resp, body, want), (ssize_t)want);
     fill(exp, want, seq);
-    assert_memory_equal(body, exp, want);
+    CO_CHECK(memcmp(body, exp, want) == 0);
     free(body);
     free(exp);
 }
@@ -155,20 +148,20 @@ static void world_open(struct world *w, unsigned conns)
     w->addr.sin_family = AF_INET;
     w->addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     w->sv.pool = coho_tdp_listen((struct sockaddr *)&w->addr, sizeof(w->addr), &o);
-    assert_non_null(w->sv.pool);
+    CO_CHECK(w->sv.pool != NULL);
     w->addr.sin_port = htons(coho_tdp_local_port(w->sv.pool));
     coho_tdp_opts_init(&o);
     o.framers[0] = &sock_framer;
     o.framer_count = 1;
     o.conn_count = conns;
     w->client = coho_tdp_connect((struct sockaddr *)&w->addr, sizeof(w->addr), &o);
-    assert_non_null(w->client);
+    CO_CHECK(w->client != NULL);
 }
 
 static void world_close(struct world *w)
 {
-    assert_int_equal(coho_tdp_close(w->client), 0);
-    assert_int_equal(coho_tdp_close(w->sv.pool), 0);
+    CO_CHECK_EQ(coho_tdp_close(w->client), 0);
+    CO_CHECK_EQ(coho_tdp_close(w->sv.pool), 0);
 }
 
 /* ---- many coroutines share 4 connections; every response is checked ---- */
@@ -208,7 +201,7 @@ static void many_main(void *arg)
 
     world_open(w, 4);
     for (i = 0; i < 100; i++)
-        ids[i] = coho_spawn(coho__sched_current(), worker, &wa);
+        ids[i] = co_spawn(worker, &wa);
     for (i = 0; i < 100; i++)
         coho_join(ids[i], -1);
     world_close(w);
@@ -220,7 +213,7 @@ static void many_coroutines_share_few_connections_and_get_their_own_responses(vo
 
     (void)state;
     memset(&w, 0, sizeof(w));
-    run_main(many_main, &w);
+    co_run(many_main, &w);
     assert_int_equal(w.failed, 0);
     assert_int_equal(w.ok, 2000);
     assert_int_equal(w.sv.handled, 2000);
@@ -237,13 +230,13 @@ static void timeout_main(void *arg)
     coho_cbuf_init(&resp, NULL);
     world_open(w, 1);
     errno = 0;
-    assert_int_equal(call(w->client, 10, 1u | (200u << 8), 30, &resp, NULL), -1);
-    assert_int_equal(errno, ETIMEDOUT);
-    assert_true(now_ms() - t0 >= 30);
+    CO_CHECK_EQ(call(w->client, 10, 1u | (200u << 8), 30, &resp, NULL), -1);
+    CO_CHECK_EQ(errno, ETIMEDOUT);
+    CO_CHECK(now_ms() - t0 >= 30);
     coho_sleep_ms(300);
     coho_tdp_get_stats(w->client, &st);
-    assert_int_equal(st.responses_dropped, 1);
-    assert_int_equal(st.in_flight, 0);
+    CO_CHECK_EQ(st.responses_dropped, 1);
+    CO_CHECK_EQ(st.in_flight, 0);
     coho_cbuf_destroy(&resp);
     world_close(w);
 }
@@ -254,7 +247,7 @@ static void wait_resp_times_out_and_late_response_is_dropped(void **state)
 
     (void)state;
     memset(&w, 0, sizeof(w));
-    run_main(timeout_main, &w);
+    co_run(timeout_main, &w);
 }
 
 /* ---- a malformed frame closes that connection only; waiters elsewhere are unaffected ---- */
@@ -265,9 +258,9 @@ static void bad_peer(void *arg)
     char junk[64];
 
     memset(junk, 'Z', sizeof(junk)); /* wrong magic */
-    assert_int_equal(connect(fd, (struct sockaddr *)&w->addr, sizeof(w->addr)), 0);
-    assert_int_equal(send(fd, junk, sizeof(junk), 0), (ssize_t)sizeof(junk));
-    assert_int_equal(recv(fd, junk, 1, 0), 0); /* the server closed it */
+    CO_CHECK_EQ(connect(fd, (struct sockaddr *)&w->addr, sizeof(w->addr)), 0);
+    CO_CHECK_EQ(send(fd, junk, sizeof(junk), 0), (ssize_t)sizeof(junk));
+    CO_CHECK_EQ(recv(fd, junk, 1, 0), 0); /* the server closed it */
     close(fd);
 }
 
@@ -280,9 +273,9 @@ static void oversize_peer(void *arg)
     char b;
 
     coho_sock_hdr_encode(&h, hdr);
-    assert_int_equal(connect(fd, (struct sockaddr *)&w->addr, sizeof(w->addr)), 0);
-    assert_int_equal(send(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
-    assert_int_equal(recv(fd, &b, 1, 0), 0);
+    CO_CHECK_EQ(connect(fd, (struct sockaddr *)&w->addr, sizeof(w->addr)), 0);
+    CO_CHECK_EQ(send(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+    CO_CHECK_EQ(recv(fd, &b, 1, 0), 0);
     close(fd);
 }
 
@@ -295,14 +288,14 @@ static void bad_main(void *arg)
     int i;
 
     world_open(w, 2);
-    ids[0] = coho_spawn(coho__sched_current(), bad_peer, w);
-    ids[1] = coho_spawn(coho__sched_current(), oversize_peer, w);
+    ids[0] = co_spawn(bad_peer, w);
+    ids[1] = co_spawn(oversize_peer, w);
     for (i = 2; i < 12; i++)
-        ids[i] = coho_spawn(coho__sched_current(), worker, &wa);
+        ids[i] = co_spawn(worker, &wa);
     for (i = 0; i < 12; i++)
         coho_join(ids[i], -1);
     coho_tdp_get_stats(w->sv.pool, &st);
-    assert_int_equal(st.protocol_errors, 2);
+    CO_CHECK_EQ(st.protocol_errors, 2);
     world_close(w);
 }
 
@@ -312,7 +305,7 @@ static void malformed_frame_closes_only_its_connection(void **state)
 
     (void)state;
     memset(&w, 0, sizeof(w));
-    run_main(bad_main, &w);
+    co_run(bad_main, &w);
     assert_int_equal(w.failed, 0);
     assert_int_equal(w.ok, 100);
 }
@@ -349,11 +342,11 @@ static void broken_main(void *arg)
     uint64_t a, b;
 
     world_open(w, 1);
-    a = coho_spawn(coho__sched_current(), slow_caller, w);
-    b = coho_spawn(coho__sched_current(), kill_server, w);
+    a = co_spawn(slow_caller, w);
+    b = co_spawn(kill_server, w);
     coho_join(a, -1);
     coho_join(b, -1);
-    assert_int_equal(coho_tdp_close(w->client), 0);
+    CO_CHECK_EQ(coho_tdp_close(w->client), 0);
 }
 
 static void broken_connection_fails_in_flight_waiters_at_once(void **state)
@@ -362,7 +355,7 @@ static void broken_connection_fails_in_flight_waiters_at_once(void **state)
 
     (void)state;
     memset(&w, 0, sizeof(w));
-    run_main(broken_main, &w);
+    co_run(broken_main, &w);
     assert_int_equal(w.failed, 1);
     assert_int_equal(w.failed_errno, ECONNRESET);
     assert_true(w.done < 1000); /* far below the 1.5 s server delay and 10 s timeout */
@@ -402,7 +395,7 @@ static void interleave_main(void *arg)
 
     world_open(w, 1);
     for (i = 0; i < 8; i++)
-        ids[i] = coho_spawn(coho__sched_current(), big_sender, &ba);
+        ids[i] = co_spawn(big_sender, &ba);
     for (i = 0; i < 8; i++)
         coho_join(ids[i], -1);
     world_close(w);
@@ -415,7 +408,7 @@ static void concurrent_large_frames_on_one_connection_never_interleave(void **st
     (void)state;
     memset(&w, 0, sizeof(w));
     max_body = 1u << 20;
-    run_main(interleave_main, &w);
+    co_run(interleave_main, &w);
     assert_int_equal(w.failed, 0);
     assert_int_equal(w.ok, 40);
 }
@@ -430,15 +423,15 @@ static void badinput_main(void *arg)
     (void)arg;
     coho_tdp_opts_init(&o);
     errno = 0;
-    assert_null(coho_tdp_listen((struct sockaddr *)&a, sizeof(a), &o)); /* no framer */
-    assert_int_equal(errno, EINVAL);
+    CO_CHECK(coho_tdp_listen((struct sockaddr *)&a, sizeof(a), &o) == NULL); /* no framer */
+    CO_CHECK_EQ(errno, EINVAL);
     errno = 0;
-    assert_null(coho_tdp_connect(NULL, 0, &o));
-    assert_int_equal(errno, EINVAL);
+    CO_CHECK(coho_tdp_connect(NULL, 0, &o) == NULL);
+    CO_CHECK_EQ(errno, EINVAL);
     coho_cbuf_init(&b, NULL);
     errno = 0;
-    assert_int_equal(coho_tdp_wait_resp(NULL, 1, 0, &b), -1);
-    assert_int_equal(errno, EINVAL);
+    CO_CHECK_EQ(coho_tdp_wait_resp(NULL, 1, 0, &b), -1);
+    CO_CHECK_EQ(errno, EINVAL);
     coho_cbuf_destroy(&b);
 }
 
@@ -454,7 +447,7 @@ static void bad_arguments_give_einval(void **state)
     errno = 0;
     assert_null(coho_tdp_connect((struct sockaddr *)&a, sizeof(a), &o)); /* outside: EPERM */
     assert_int_equal(errno, EPERM);
-    run_main(badinput_main, NULL);
+    co_run(badinput_main, NULL);
 }
 
 int main(int argc, char **argv)

@@ -15,8 +15,8 @@
 
 #include <coho.h>
 
-#include "coroutine/internal.h"
 #include "test/support/cmocka_main.h"
+#include "test/unit/syscall_hook/socket_ext_check.h"
 
 static size_t max_body = 60000;
 static coho_tdp_framer_t sock_framer;
@@ -28,24 +28,6 @@ static uint64_t now_ms(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void run_main(void (*fn)(void *), void *arg)
-{
-    coho_sched_t *s = coho_sched_create(NULL);
-
-    assert_non_null(s);
-    assert_int_not_equal(coho_spawn(s, fn, arg), 0);
-    assert_int_equal(coho_sched_run(s), 0);
-    coho_sched_destroy(s);
-}
-
-static uint64_t spawn(void (*fn)(void *), void *arg)
-{
-    uint64_t id = coho_spawn(coho__sched_current(), fn, arg);
-
-    assert_int_not_equal(id, 0);
-    return id;
 }
 
 static struct sockaddr_in loopback(uint16_t port)
@@ -101,10 +83,13 @@ static void handle_job(void *arg)
     struct iovec iov[2];
 
     free(j);
-    assert_int_equal(coho_cbuf_read(&rq->frame, hdr, sizeof(hdr)), (ssize_t)sizeof(hdr));
-    assert_int_equal(coho_sock_hdr_decode(hdr, &h), 0);
-    assert_int_equal(rq->req_id, h.seq);
-    assert_true(rq->peer_len > 0);
+    if (!CO_CHECK_EQ(coho_cbuf_read(&rq->frame, hdr, sizeof(hdr)), (ssize_t)sizeof(hdr)) ||
+        !CO_CHECK_EQ(coho_sock_hdr_decode(hdr, &h), 0)) {
+        coho_tdp_req_free(rq);
+        return;
+    }
+    CO_CHECK_EQ(rq->req_id, h.seq);
+    CO_CHECK(rq->peer_len > 0);
     if (h.type & 1u)
         coho_sleep_ms(h.type >> 8);
     if (h.type & 2u) {
@@ -134,11 +119,11 @@ static void on_req(coho_tdp_req_t *rq, void *user)
 {
     struct job *j = malloc(sizeof(*j));
 
-    assert_non_null(j);
+    CO_CHECK(j != NULL);
     j->sv = user;
     j->rq = rq;
     j->sv->handled++;
-    spawn(handle_job, j);
+    co_spawn(handle_job, j);
 }
 
 static void server_listen(struct server *sv, uint16_t port)
@@ -150,8 +135,8 @@ static void server_listen(struct server *sv, uint16_t port)
     o.on_req = on_req;
     o.user = sv;
     sv->pool = coho_tdp_udp_listen((struct sockaddr *)&a, sizeof(a), &o);
-    assert_non_null(sv->pool);
-    assert_int_not_equal(coho_tdp_local_port(sv->pool), 0);
+    CO_CHECK(sv->pool != NULL);
+    CO_CHECK_NE(coho_tdp_local_port(sv->pool), 0);
 }
 
 static coho_tdp_pool_t *client(uint16_t port, unsigned conns)
@@ -163,7 +148,7 @@ static coho_tdp_pool_t *client(uint16_t port, unsigned conns)
     sock_opts(&o);
     o.conn_count = conns;
     p = coho_tdp_udp_connect((struct sockaddr *)&a, sizeof(a), &o);
-    assert_non_null(p);
+    CO_CHECK(p != NULL);
     return p;
 }
 
@@ -179,7 +164,7 @@ static int call(coho_tdp_pool_t *p, uint32_t want, uint32_t type, int64_t timeou
     if (conn == 0)
         return -1;
     id = coho_tdp_req_id(p);
-    assert_int_not_equal(id, 0);
+    CO_CHECK_NE(id, 0);
     h.seq = id;
     coho_sock_hdr_encode(&h, hdr);
     if (coho_tdp_send(p, conn, id, hdr, sizeof(hdr)) != 0) {
@@ -195,13 +180,13 @@ static int call(coho_tdp_pool_t *p, uint32_t want, uint32_t type, int64_t timeou
         unsigned char *body = malloc(want + 1u), *exp = malloc(want + 1u);
         coho_sock_hdr_t rh;
 
-        assert_int_equal(coho_cbuf_len(&resp), COHO_SOCK_HDR_LEN + want);
-        assert_int_equal(coho_cbuf_read(&resp, hdr, sizeof(hdr)), (ssize_t)sizeof(hdr));
-        assert_int_equal(coho_sock_hdr_decode(hdr, &rh), 0);
-        assert_int_equal(rh.seq, id);
-        assert_int_equal(coho_cbuf_read(&resp, body, want), (ssize_t)want);
+        CO_CHECK_EQ(coho_cbuf_len(&resp), COHO_SOCK_HDR_LEN + want);
+        CO_CHECK_EQ(coho_cbuf_read(&resp, hdr, sizeof(hdr)), (ssize_t)sizeof(hdr));
+        CO_CHECK_EQ(coho_sock_hdr_decode(hdr, &rh), 0);
+        CO_CHECK_EQ(rh.seq, id);
+        CO_CHECK_EQ(coho_cbuf_read(&resp, body, want), (ssize_t)want);
         fill(exp, want, id);
-        assert_memory_equal(body, exp, want);
+        CO_CHECK(memcmp(body, exp, want) == 0);
         free(body);
         free(exp);
     }
@@ -214,7 +199,7 @@ static coho_tdp_stats_t stats(const coho_tdp_pool_t *p)
 {
     coho_tdp_stats_t st;
 
-    assert_int_equal(coho_tdp_get_stats(p, &st), 0);
+    CO_CHECK_EQ(coho_tdp_get_stats(p, &st), 0);
     return st;
 }
 
@@ -263,15 +248,15 @@ static void many_main(void *arg)
         wa[i].p = m->clients[i];
     }
     for (i = 0; i < 40; i++)
-        ids[i] = spawn(worker, &wa[i % 2]);
+        ids[i] = co_spawn(worker, &wa[i % 2]);
     for (i = 0; i < 40; i++)
         coho_join(ids[i], -1);
-    assert_int_equal(stats(m->clients[0]).conns_open, 2);
-    assert_int_equal(stats(m->clients[0]).in_flight, 0);
-    assert_int_equal(stats(m->sv.pool).requests_in, 400);
-    assert_int_equal(coho_tdp_close(m->clients[0]), 0);
-    assert_int_equal(coho_tdp_close(m->clients[1]), 0);
-    assert_int_equal(coho_tdp_close(m->sv.pool), 0);
+    CO_CHECK_EQ(stats(m->clients[0]).conns_open, 2);
+    CO_CHECK_EQ(stats(m->clients[0]).in_flight, 0);
+    CO_CHECK_EQ(stats(m->sv.pool).requests_in, 400);
+    CO_CHECK_EQ(coho_tdp_close(m->clients[0]), 0);
+    CO_CHECK_EQ(coho_tdp_close(m->clients[1]), 0);
+    CO_CHECK_EQ(coho_tdp_close(m->sv.pool), 0);
 }
 
 static void udp_requests_from_many_coroutines_get_their_own_responses(void **state)
@@ -280,7 +265,7 @@ static void udp_requests_from_many_coroutines_get_their_own_responses(void **sta
 
     (void)state;
     memset(&m, 0, sizeof(m));
-    run_main(many_main, &m);
+    co_run(many_main, &m);
     assert_int_equal(m.failed, 0);
     assert_int_equal(m.ok, 400);
 }
@@ -301,37 +286,37 @@ static void raw_main(void *arg)
     server_listen(sv, 0);
     a = loopback(coho_tdp_local_port(sv->pool));
     fd = socket(AF_INET, SOCK_DGRAM, 0);
-    assert_true(fd >= 0);
-    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+    CO_CHECK(fd >= 0);
+    CO_CHECK_EQ(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
 
     memset(junk, 'Z', sizeof(junk)); /* wrong magic */
-    assert_int_equal(sendto(fd, junk, sizeof(junk), 0, (struct sockaddr *)&a, sizeof(a)), 64);
+    CO_CHECK_EQ(sendto(fd, junk, sizeof(junk), 0, (struct sockaddr *)&a, sizeof(a)), 64);
     h.body_len = 50; /* a truncated frame: the header says 50 body bytes, 10 follow */
     coho_sock_hdr_encode(&h, hdr);
     memcpy(got, hdr, sizeof(hdr));
     memset(got + sizeof(hdr), 0, 10);
-    assert_int_equal(sendto(fd, got, sizeof(hdr) + 10, 0, (struct sockaddr *)&a, sizeof(a)),
-                     (ssize_t)sizeof(hdr) + 10);
-    assert_int_equal(sendto(fd, zeros, sizeof(zeros), 0, (struct sockaddr *)&a, sizeof(a)),
-                     (ssize_t)sizeof(zeros)); /* zeros: no magic */
+    CO_CHECK_EQ(sendto(fd, got, sizeof(hdr) + 10, 0, (struct sockaddr *)&a, sizeof(a)),
+                (ssize_t)sizeof(hdr) + 10);
+    CO_CHECK_EQ(sendto(fd, zeros, sizeof(zeros), 0, (struct sockaddr *)&a, sizeof(a)),
+                (ssize_t)sizeof(zeros)); /* zeros: no magic */
     h.body_len = 0;
     coho_sock_hdr_encode(&h, hdr);
-    assert_int_equal(sendto(fd, hdr, sizeof(hdr), 0, (struct sockaddr *)&a, sizeof(a)),
-                     (ssize_t)sizeof(hdr));
-    assert_int_equal(recv(fd, got, sizeof(got), 0), COHO_SOCK_HDR_LEN + 5);
-    assert_int_equal(coho_sock_hdr_decode(got, &h), 0);
-    assert_int_equal(h.seq, 77);
-    assert_true(h.type & COHO_SOCK_RESPONSE);
+    CO_CHECK_EQ(sendto(fd, hdr, sizeof(hdr), 0, (struct sockaddr *)&a, sizeof(a)),
+                (ssize_t)sizeof(hdr));
+    CO_CHECK_EQ(recv(fd, got, sizeof(got), 0), COHO_SOCK_HDR_LEN + 5);
+    CO_CHECK_EQ(coho_sock_hdr_decode(got, &h), 0);
+    CO_CHECK_EQ(h.seq, 77);
+    CO_CHECK(h.type & COHO_SOCK_RESPONSE);
     close(fd);
 
     st = stats(sv->pool);
-    assert_int_equal(st.protocol_errors, 3);
-    assert_int_equal(st.requests_in, 1);
-    assert_int_equal(st.conns_open, 1); /* the socket stays */
+    CO_CHECK_EQ(st.protocol_errors, 3);
+    CO_CHECK_EQ(st.requests_in, 1);
+    CO_CHECK_EQ(st.conns_open, 1); /* the socket stays */
     cli = client(coho_tdp_local_port(sv->pool), 1);
-    assert_int_equal(call(cli, 1000, 0, 2000), 0);
-    assert_int_equal(coho_tdp_close(cli), 0);
-    assert_int_equal(coho_tdp_close(sv->pool), 0);
+    CO_CHECK_EQ(call(cli, 1000, 0, 2000), 0);
+    CO_CHECK_EQ(coho_tdp_close(cli), 0);
+    CO_CHECK_EQ(coho_tdp_close(sv->pool), 0);
 }
 
 static void udp_reply_goes_to_the_sender_and_bad_datagrams_are_dropped(void **state)
@@ -340,7 +325,7 @@ static void udp_reply_goes_to_the_sender_and_bad_datagrams_are_dropped(void **st
 
     (void)state;
     memset(&sv, 0, sizeof(sv));
-    run_main(raw_main, &sv);
+    co_run(raw_main, &sv);
     assert_int_equal(sv.reply_failed, 0);
 }
 
@@ -357,22 +342,22 @@ static void lost_main(void *arg)
     cli = client(port, 1);
     t0 = now_ms();
     errno = 0;
-    assert_int_equal(call(cli, 10, 2u, 50), -1); /* the server drops it */
-    assert_int_equal(errno, ETIMEDOUT);
-    assert_true(now_ms() - t0 >= 50);
-    assert_int_equal(stats(cli).in_flight, 0);
+    CO_CHECK_EQ(call(cli, 10, 2u, 50), -1); /* the server drops it */
+    CO_CHECK_EQ(errno, ETIMEDOUT);
+    CO_CHECK(now_ms() - t0 >= 50);
+    CO_CHECK_EQ(stats(cli).in_flight, 0);
 
-    assert_int_equal(coho_tdp_close(sv->pool), 0);
+    CO_CHECK_EQ(coho_tdp_close(sv->pool), 0);
     errno = 0;
-    assert_int_equal(call(cli, 10, 0, 50), -1); /* ICMP port unreachable: still a timeout */
-    assert_int_equal(errno, ETIMEDOUT);
-    assert_int_equal(stats(cli).conns_open, 1);
+    CO_CHECK_EQ(call(cli, 10, 0, 50), -1); /* ICMP port unreachable: still a timeout */
+    CO_CHECK_EQ(errno, ETIMEDOUT);
+    CO_CHECK_EQ(stats(cli).conns_open, 1);
 
     memset(sv, 0, sizeof(*sv));
     server_listen(sv, port);
-    assert_int_equal(call(cli, 10, 0, 2000), 0); /* the same socket works again */
-    assert_int_equal(coho_tdp_close(cli), 0);
-    assert_int_equal(coho_tdp_close(sv->pool), 0);
+    CO_CHECK_EQ(call(cli, 10, 0, 2000), 0); /* the same socket works again */
+    CO_CHECK_EQ(coho_tdp_close(cli), 0);
+    CO_CHECK_EQ(coho_tdp_close(sv->pool), 0);
 }
 
 static void udp_lost_answer_or_missing_server_is_a_timeout(void **state)
@@ -381,7 +366,7 @@ static void udp_lost_answer_or_missing_server_is_a_timeout(void **state)
 
     (void)state;
     memset(&sv, 0, sizeof(sv));
-    run_main(lost_main, &sv);
+    co_run(lost_main, &sv);
 }
 
 /* ---- frames past a datagram or max_frame_len fail with EMSGSIZE, and nothing is sent ---- */
@@ -392,21 +377,21 @@ static void big_main(void *arg)
     unsigned char *big = calloc(1, 70000);
     uint64_t conn;
 
-    assert_non_null(big);
+    CO_CHECK(big != NULL);
     server_listen(sv, 0);
     cli = client(coho_tdp_local_port(sv->pool), 1);
     conn = coho_tdp_pick(cli, 0);
-    assert_int_not_equal(conn, 0);
+    CO_CHECK_NE(conn, 0);
     errno = 0;
-    assert_int_equal(coho_tdp_send(cli, conn, 0, big, 70000), -1);
-    assert_int_equal(errno, EMSGSIZE);
+    CO_CHECK_EQ(coho_tdp_send(cli, conn, 0, big, 70000), -1);
+    CO_CHECK_EQ(errno, EMSGSIZE);
     errno = 0;
-    assert_int_equal(coho_tdp_send(cli, conn, 0, big, COHO_SOCK_HDR_LEN + max_body + 1), -1);
-    assert_int_equal(errno, EMSGSIZE);
-    assert_int_equal(call(cli, (uint32_t)max_body, 0, 2000), 0); /* the largest answer */
+    CO_CHECK_EQ(coho_tdp_send(cli, conn, 0, big, COHO_SOCK_HDR_LEN + max_body + 1), -1);
+    CO_CHECK_EQ(errno, EMSGSIZE);
+    CO_CHECK_EQ(call(cli, (uint32_t)max_body, 0, 2000), 0); /* the largest answer */
     free(big);
-    assert_int_equal(coho_tdp_close(cli), 0);
-    assert_int_equal(coho_tdp_close(sv->pool), 0);
+    CO_CHECK_EQ(coho_tdp_close(cli), 0);
+    CO_CHECK_EQ(coho_tdp_close(sv->pool), 0);
 }
 
 static void udp_frame_past_the_limits_fails_with_emsgsize(void **state)
@@ -415,7 +400,7 @@ static void udp_frame_past_the_limits_fails_with_emsgsize(void **state)
 
     (void)state;
     memset(&sv, 0, sizeof(sv));
-    run_main(big_main, &sv);
+    co_run(big_main, &sv);
 }
 
 /* ---- close: waiters get ECANCELED, held requests' replies ENOTCONN ---- */
@@ -445,15 +430,15 @@ static void close_main(void *arg)
 
     server_listen(&w->sv, 0);
     w->cli = client(coho_tdp_local_port(w->sv.pool), 1);
-    a = spawn(close_waiter, w);
+    a = co_spawn(close_waiter, w);
     coho_sleep_ms(50);
-    assert_int_equal(w->sv.handled, 1);
-    assert_int_equal(coho_tdp_close(w->sv.pool), 0); /* the request stays held */
-    assert_int_equal(coho_tdp_close(w->cli), 0);
+    CO_CHECK_EQ(w->sv.handled, 1);
+    CO_CHECK_EQ(coho_tdp_close(w->sv.pool), 0); /* the request stays held */
+    CO_CHECK_EQ(coho_tdp_close(w->cli), 0);
     coho_join(a, -1);
-    assert_int_equal(w->rc, -1);
-    assert_int_equal(w->err, ECANCELED);
-    assert_true(w->ms < 250);
+    CO_CHECK_EQ(w->rc, -1);
+    CO_CHECK_EQ(w->err, ECANCELED);
+    CO_CHECK(w->ms < 250);
 }
 
 static void udp_close_cancels_waiters_and_held_requests_reply_enotconn(void **state)
@@ -462,7 +447,7 @@ static void udp_close_cancels_waiters_and_held_requests_reply_enotconn(void **st
 
     (void)state;
     memset(&w, 0, sizeof(w));
-    run_main(close_main, &w);
+    co_run(close_main, &w);
     assert_int_equal(w.sv.reply_failed, 1);
     assert_int_equal(w.sv.reply_errno, ENOTCONN);
 }
@@ -478,22 +463,22 @@ static void badarg_main(void *arg)
     (void)arg;
     sock_opts(&o);
     errno = 0;
-    assert_null(coho_tdp_udp_listen((struct sockaddr *)&a, sizeof(a), &o)); /* no on_req */
-    assert_int_equal(errno, EINVAL);
+    CO_CHECK(coho_tdp_udp_listen((struct sockaddr *)&a, sizeof(a), &o) == NULL); /* no on_req */
+    CO_CHECK_EQ(errno, EINVAL);
     o.on_req = on_req;
     o.user = NULL;
     p = coho_tdp_udp_listen((struct sockaddr *)&a, sizeof(a), &o);
-    assert_non_null(p);
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    CO_CHECK(p != NULL);
+    CO_CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
     errno = 0;
-    assert_int_equal(coho_tdp_attach(p, sv[0]), 0); /* stream fds are not for datagram pools */
-    assert_int_equal(errno, EINVAL);
+    CO_CHECK_EQ(coho_tdp_attach(p, sv[0]), 0); /* stream fds are not for datagram pools */
+    CO_CHECK_EQ(errno, EINVAL);
     close(sv[0]);
     close(sv[1]);
     errno = 0;
-    assert_int_equal(coho_tdp_reply(NULL, "x", 1), -1);
-    assert_int_equal(errno, EINVAL);
-    assert_int_equal(coho_tdp_close(p), 0);
+    CO_CHECK_EQ(coho_tdp_reply(NULL, "x", 1), -1);
+    CO_CHECK_EQ(errno, EINVAL);
+    CO_CHECK_EQ(coho_tdp_close(p), 0);
 }
 
 static void udp_bad_arguments_give_einval(void **state)
@@ -506,7 +491,7 @@ static void udp_bad_arguments_give_einval(void **state)
     errno = 0;
     assert_null(coho_tdp_udp_connect((struct sockaddr *)&a, sizeof(a), &o)); /* outside */
     assert_int_equal(errno, EPERM);
-    run_main(badarg_main, NULL);
+    co_run(badarg_main, NULL);
 }
 
 /* ---- on_req may close its own pool ---- */
@@ -517,7 +502,7 @@ static void on_req_closing(coho_tdp_req_t *rq, void *user)
 {
     (void)user;
     coho_tdp_req_free(rq);
-    assert_int_equal(coho_tdp_close(closing_pool), 0);
+    CO_CHECK_EQ(coho_tdp_close(closing_pool), 0);
     closed_inline++;
 }
 
@@ -534,26 +519,25 @@ static void self_close_main(void *arg)
     sock_opts(&o);
     o.on_req = on_req_closing;
     closing_pool = coho_tdp_udp_listen((struct sockaddr *)&a, sizeof(a), &o);
-    assert_non_null(closing_pool);
+    CO_CHECK(closing_pool != NULL);
     a = loopback(coho_tdp_local_port(closing_pool));
     fd = socket(AF_INET, SOCK_DGRAM, 0);
-    assert_true(fd >= 0);
+    CO_CHECK(fd >= 0);
     coho_sock_hdr_encode(&h, hdr);
-    assert_int_equal(sendto(fd, hdr, sizeof(hdr), 0, (struct sockaddr *)&a, sizeof(a)),
-                     (ssize_t)sizeof(hdr));
+    CO_CHECK_EQ(sendto(fd, hdr, sizeof(hdr), 0, (struct sockaddr *)&a, sizeof(a)),
+                (ssize_t)sizeof(hdr));
     close(fd);
-    while (closed_inline == 0) {
-        assert_true(now_ms() - t0 < 2000);
+    while (closed_inline == 0 && CO_CHECK(now_ms() - t0 < 2000))
         coho_sleep_ms(2);
-    }
     /* The pool's receive coroutine ends too: only this one is left unfinished. */
     for (;;) {
         coho_sched_stats_t st;
 
-        assert_int_equal(coho_sched_get_stats(coho__sched_current(), &st), 0);
+        CO_CHECK_EQ(coho_sched_get_stats(co_checks.sched, &st), 0);
         if (st.unfinished == 1)
             break;
-        assert_true(now_ms() - t0 < 2000);
+        if (!CO_CHECK(now_ms() - t0 < 2000))
+            break;
         coho_sleep_ms(2);
     }
 }
@@ -561,7 +545,7 @@ static void self_close_main(void *arg)
 static void udp_on_req_may_close_its_own_pool(void **state)
 {
     (void)state;
-    run_main(self_close_main, NULL);
+    co_run(self_close_main, NULL);
     assert_int_equal(closed_inline, 1);
 }
 
