@@ -4,7 +4,9 @@
  *   pool ── conns (generation-id node pool) ── conn: fd, rbuf (cbuf), in-flight list,
  *     │                                            receive coroutine (daemon)
  *     ├── pending (generation-id node pool: struct pending, waiter, status, response cbuf;
- *     │            the node's id is the request id, so a stale or forged id finds nothing)
+ *     │            the request id is the node's id under a per-pool secret permutation, so
+ *     │            a stale, guessed or forged id finds nothing; a response is only taken from
+ *     │            the connection its request went out on)
  *     └── connect pools: one daemon "keeper" coroutine per slot: connect, receive, back off
  *         listen pools:  one daemon accept coroutine, one receive coroutine per client
  *
@@ -18,7 +20,9 @@
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base_struct/pool.h"
@@ -27,6 +31,7 @@
 #define TDP_READ_CHUNK 16384
 #define TDP_IOV_MAX    8
 #define TDP_DGRAM_MAX  65536 /* receive buffer of a datagram socket: the largest UDP payload */
+#define TDP_ID_ROUNDS  4     /* Feistel rounds of the request id permutation */
 
 enum { TDP_CONNECT = 1, TDP_LISTEN = 2 };
 
@@ -55,9 +60,9 @@ struct tx_waiter {
 };
 
 struct pending {
-    uint64_t id;
-    uint64_t conn_id;
-    uint64_t co_id; /* the waiter, 0 while nobody waits */
+    uint64_t id;      /* the node id (the request id is its permutation: id_encode) */
+    uint64_t conn_id; /* the connection the request last went out on; 0: not sent */
+    uint64_t co_id;   /* the waiter, 0 while nobody waits */
     uint64_t token;
     int status;     /* 0 waiting for the response, 1 arrived, -errno failed */
     bool resp_live; /* resp is initialised (the response arrived and was not yet taken) */
@@ -81,7 +86,9 @@ struct coho_tdp_pool {
     coho_list_t conns_live;
     uint64_t *slots; /* connect pools: conn id per keeper slot (0: down) */
     uint64_t *keepers;
-    coho__pool_t *pending; /* struct pending, by request id (= node id) */
+    coho__pool_t *pending;           /* struct pending, by node id (id_decode of the request id) */
+    uint64_t id_keys[TDP_ID_ROUNDS]; /* the pool's secret: round keys of the id permutation */
+    uint64_t id_zero;                /* the permutation of 0, xored out so that 0 stays 0 */
     unsigned rr;
     int listen_fd;
     uint16_t port;
@@ -129,6 +136,99 @@ void coho_tdp_opts_init(coho_tdp_opts_t *o)
 }
 
 static void pool_unref(coho_tdp_pool_t *p);
+
+/* ---- request ids ----
+ *
+ * A request id is the pending record's node id under a keyed permutation of the 64-bit values:
+ * a 4-round Feistel network over 32-bit halves whose round keys are drawn per pool from
+ * getrandom. Node ids count up (generation and slot), so without it every peer could tell how
+ * many requests a pool makes and predict the ids of those on other connections. The round
+ * function is the splitmix64 finalizer, some 50 instructions per encode or decode and no memory
+ * access: hard to predict for a peer that sees its own ids, not a cryptographic guarantee. What
+ * keeps a peer from completing another connection's request is the check in rx_dispatch that a
+ * response arrives on the connection its request went out on. */
+static inline uint32_t id_round(uint32_t half, uint64_t key)
+{
+    uint64_t z = ((uint64_t)half << 32 | half) ^ key;
+
+    z = (z ^ (z >> 31)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return (uint32_t)((z ^ (z >> 31)) >> 32);
+}
+
+static inline uint64_t id_permute(const uint64_t *keys, uint64_t x)
+{
+    uint32_t l = (uint32_t)(x >> 32), r = (uint32_t)x;
+    unsigned i;
+
+    for (i = 0; i < TDP_ID_ROUNDS; i++) {
+        uint32_t t = l ^ id_round(r, keys[i]);
+
+        l = r;
+        r = t;
+    }
+    return (uint64_t)l << 32 | r;
+}
+
+static inline uint64_t id_unpermute(const uint64_t *keys, uint64_t y)
+{
+    uint32_t l = (uint32_t)(y >> 32), r = (uint32_t)y;
+    unsigned i;
+
+    for (i = TDP_ID_ROUNDS; i-- > 0;) {
+        uint32_t t = r ^ id_round(l, keys[i]);
+
+        r = l;
+        l = t;
+    }
+    return (uint64_t)l << 32 | r;
+}
+
+/* Node id -> request id. A bijection that keeps 0 at 0 (node ids are never 0, nor then are
+ * request ids). */
+static inline uint64_t id_encode(const coho_tdp_pool_t *p, uint64_t node_id)
+{
+    return id_permute(p->id_keys, node_id) ^ p->id_zero;
+}
+
+static inline uint64_t id_decode(const coho_tdp_pool_t *p, uint64_t req_id)
+{
+    return id_unpermute(p->id_keys, req_id ^ p->id_zero);
+}
+
+/* The pending record of request id `req_id`, or NULL (0, stale, unknown or forged). */
+static inline struct pending *pending_get(const coho_tdp_pool_t *p, uint64_t req_id)
+{
+    return coho__pool_get(p->pending, id_decode(p, req_id));
+}
+
+static uint64_t splitmix64(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Draws the pool's id keys: from getrandom, or, where it fails (no entropy yet at boot, an
+ * old kernel, a seccomp filter), from the clocks and the pool's address. */
+static void id_keys_init(coho_tdp_pool_t *p)
+{
+    if (getrandom(p->id_keys, sizeof(p->id_keys), GRND_NONBLOCK) != (ssize_t)sizeof(p->id_keys)) {
+        struct timespec rt, mono;
+        uint64_t seed;
+        unsigned i;
+
+        clock_gettime(CLOCK_REALTIME, &rt);
+        clock_gettime(CLOCK_MONOTONIC, &mono);
+        seed = (uint64_t)rt.tv_sec * 1000000007u ^ (uint64_t)rt.tv_nsec ^
+               (uint64_t)mono.tv_nsec << 32 ^ (uint64_t)(uintptr_t)p;
+        for (i = 0; i < TDP_ID_ROUNDS; i++)
+            p->id_keys[i] ^= splitmix64(&seed);
+    }
+    p->id_zero = id_permute(p->id_keys, 0);
+}
 
 /* A pool coroutine starts / ends. */
 static void pool_co_enter(coho_tdp_pool_t *p)
@@ -408,8 +508,13 @@ static int rx_dispatch(coho_tdp_pool_t *p, struct tdp_conn *c)
         if ((size_t)flen > coho_cbuf_len(&c->rbuf))
             return 0;
         if (kind == COHO_TDP_RESPONSE) {
-            struct pending *pd = coho__pool_get(p->pending, req_id);
+            struct pending *pd = pending_get(p, req_id);
 
+            /* Only the connection the request went out on answers it: a response carrying the
+             * id on any other connection (a client of a listen pool answering another client's
+             * request, with a guessed or leaked id) is dropped and counted. */
+            if (pd != NULL && pd->conn_id != c->id)
+                pd = NULL;
             if (pd != NULL && pd->status == 0) {
                 cbuf_init_for(&pd->resp, (size_t)flen);
                 pd->resp_live = true;
@@ -729,6 +834,7 @@ static coho_tdp_pool_t *pool_create(int mode, const struct sockaddr *addr, sockl
     p->pending = coho__pool_create(sizeof(struct pending), 256, 0);
     if (p->pending == NULL)
         goto fail_map;
+    id_keys_init(p);
     return p;
 fail_map:
     coho__pool_destroy(p->conns);
@@ -959,7 +1065,8 @@ uint64_t coho_tdp_req_id(coho_tdp_pool_t *p)
         return 0;
     }
     /* The record comes from the pool's node pool (freed records are reused without malloc), and
-     * its node id is the request id: unique, never 0, and a stale id resolves to nothing. */
+     * the request id is its node id permuted: unique, never 0, and a stale id resolves to
+     * nothing. */
     id = coho__pool_alloc(p->pending, &node, NULL);
     if (id == 0) {
         errno = ENOMEM; /* no cap on the node pool: only ENOMEM */
@@ -969,7 +1076,7 @@ uint64_t coho_tdp_req_id(coho_tdp_pool_t *p)
     pd->id = id; /* resp is made when the response arrives, sized for it */
     coho_list_init(&pd->conn_link);
     p->st.in_flight++;
-    return id;
+    return id_encode(p, id);
 }
 
 static void pending_free(coho_tdp_pool_t *p, struct pending *pd)
@@ -1175,7 +1282,7 @@ int coho_tdp_sendv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const 
         return -1;
     }
     if (req_id != 0) {
-        pd = coho__pool_get(p->pending, req_id);
+        pd = pending_get(p, req_id);
         if (pd == NULL) {
             errno = ENOENT;
             return -1;
@@ -1248,7 +1355,7 @@ int coho_tdp_wait_resp(coho_tdp_pool_t *p, uint64_t req_id, int64_t timeout_ms, 
         errno = EINVAL;
         return -1;
     }
-    pd = coho__pool_get(p->pending, req_id);
+    pd = pending_get(p, req_id);
     if (pd == NULL) {
         errno = ENOENT;
         return -1;
@@ -1288,7 +1395,7 @@ int coho_tdp_wait_resp(coho_tdp_pool_t *p, uint64_t req_id, int64_t timeout_ms, 
 
 int coho_tdp_req_release(coho_tdp_pool_t *p, uint64_t req_id)
 {
-    struct pending *pd = p != NULL ? coho__pool_get(p->pending, req_id) : NULL;
+    struct pending *pd = p != NULL ? pending_get(p, req_id) : NULL;
 
     if (pd == NULL) {
         errno = p == NULL ? EINVAL : ENOENT;

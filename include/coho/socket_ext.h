@@ -5,8 +5,9 @@
  * Many coroutines share a few connections to one address: each allocates a request id,
  * sends one frame carrying it, and parks until the response frame with that id arrives. One
  * background receive coroutine per connection (a daemon) reads into the connection's cbuf with
- * readv, splits frames with the pool's framers, wakes the waiting coroutine by request id and
- * hands request frames to the `on_req` callback. A broken connection leaves the pool at once,
+ * readv, splits frames with the pool's framers, wakes the waiting coroutine by request id (a
+ * response counts only on the connection its request was sent on) and hands request frames to
+ * the `on_req` callback. A broken connection leaves the pool at once,
  * its in-flight waiters fail immediately with ECONNRESET, and a connect pool reconnects with
  * backoff. A frame a framer rejects closes that connection (counted); nothing else is touched.
  *
@@ -85,7 +86,8 @@ typedef struct coho_tdp_stats {
     uint64_t protocol_errors;   /* connections closed for a malformed frame */
     uint64_t requests_in;       /* request frames handed to on_req */
     uint64_t responses_in;      /* response frames delivered to a waiter */
-    uint64_t responses_dropped; /* responses nobody waits for (timed out, unknown id) */
+    uint64_t responses_dropped; /* responses nobody waits for (timed out, unknown id, or the
+                                   id of a request sent on another connection) */
     uint64_t in_flight;         /* request ids allocated and not yet collected */
 } coho_tdp_stats_t;
 
@@ -144,13 +146,21 @@ COHO_API int coho_tdp_close(coho_tdp_pool_t *p);
 COHO_API uint64_t coho_tdp_pick(coho_tdp_pool_t *p, int64_t timeout_ms);
 
 /* Allocates a request id (never 0) and registers it, so a response that arrives before
- * coho_tdp_wait_resp is kept for it. Returns the id, or 0 with errno ENOMEM/ESHUTDOWN. */
+ * coho_tdp_wait_resp is kept for it. Ids come from a permutation keyed by a per-pool random
+ * secret: they neither count up nor repeat between pools, so a peer cannot tell the ids of
+ * other connections' requests from its own (hard to predict, not a cryptographic guarantee).
+ * A response completes the request only when it arrives on the connection the request was sent
+ * on with this id (coho_tdp_sendv's req_id); one carrying the id on another connection, or for
+ * an id never sent, is dropped and counted in responses_dropped. Returns the id, or 0 with
+ * errno ENOMEM/ESHUTDOWN. */
 COHO_API uint64_t coho_tdp_req_id(coho_tdp_pool_t *p);
 
 /* Sends one frame, given as `iovcnt` buffers, on connection `conn_id`. Concurrent senders on
  * one connection never interleave bytes of different frames, and their frames leave in one
  * write when they send in the same scheduler pass. `req_id` != 0 ties the request to the
- * connection, so the waiter fails at once if the connection breaks. Returns 0, or -1 with errno
+ * connection: only a response arriving on it completes the request, and the waiter fails at
+ * once if the connection breaks (a request sent again on another connection is tied to that
+ * one). Returns 0, or -1 with errno
  * ENOTCONN (stale or broken connection), EINVAL, or the send error. Called by on_req on the
  * connection the request came from, it only queues the frame: the answers to one read leave in
  * one write when on_req has seen them all, and a failed write breaks the connection. */

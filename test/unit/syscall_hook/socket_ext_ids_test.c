@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* socket_ext: request ids (unique, never 0, stale ids find nothing, a response carrying the
- * stale id of a reused record is dropped) and response buffers sized for small frames (correct
- * content, and the buffer handed out keeps growing like any other). */
+ * stale id of a reused record is dropped, a response on another connection than its request's
+ * is dropped, ids differ between pools and do not count up) and response buffers sized for
+ * small frames (correct content, and the buffer handed out keeps growing like any other). */
 /* ctest: TIMEOUT=60 */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -265,12 +266,179 @@ static void small_and_large_responses_arrive_whole_and_the_buffer_grows(void **s
     co_run(sizes_main, NULL);
 }
 
+/* ---- a response counts only on the connection its request went out on ---- */
+struct cross_world {
+    coho_tdp_pool_t *server;
+    uint64_t id;
+    int rc;
+    int err;
+    bool done;
+    coho_cbuf_t resp;
+};
+
+static void cross_waiter(void *arg)
+{
+    struct cross_world *w = arg;
+
+    errno = 0;
+    w->rc = coho_tdp_wait_resp(w->server, w->id, 5000, &w->resp);
+    w->err = errno;
+    w->done = true;
+}
+
+/* Writes a response frame with header seq `seq` and the 4-byte body `body` to `fd`. */
+static void write_resp(int fd, uint64_t seq, const char *body)
+{
+    unsigned char f[COHO_SOCK_HDR_LEN + 4];
+    coho_sock_hdr_t h = {.magic = COHO_SOCK_MAGIC, .type = COHO_SOCK_RESPONSE, .seq = seq};
+
+    h.body_len = 4;
+    coho_sock_hdr_encode(&h, f);
+    memcpy(f + COHO_SOCK_HDR_LEN, body, 4);
+    CO_CHECK_EQ(send(fd, f, sizeof(f), 0), (ssize_t)sizeof(f));
+}
+
+/* A listen pool asks client A something; client B, on another connection of the same pool,
+ * answers with A's request id (guessed, leaked, or learnt as A's accomplice). B's answer is
+ * dropped and counted, the request stays waiting, and A's answer completes it. */
+static void cross_main(void *arg)
+{
+    struct cross_world *w = arg;
+    unsigned char hdr[COHO_SOCK_HDR_LEN];
+    struct sockaddr_in a;
+    coho_tdp_opts_t o;
+    coho_tdp_stats_t st;
+    coho_sock_hdr_t h = {.magic = COHO_SOCK_MAGIC};
+    char body[4] = {0};
+    int sa[2], sb[2];
+    uint64_t ca, cb, waiter;
+
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    coho_sock_framer_init(&sock_framer, &max_body);
+    coho_tdp_opts_init(&o);
+    o.framers[0] = &sock_framer;
+    o.framer_count = 1;
+    o.on_req = on_req;
+    w->server = coho_tdp_listen((struct sockaddr *)&a, sizeof(a), &o);
+    if (!CO_CHECK(w->server != NULL))
+        return;
+    CO_CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sa), 0);
+    CO_CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sb), 0);
+    ca = coho_tdp_attach(w->server, sa[0]);
+    cb = coho_tdp_attach(w->server, sb[0]);
+    CO_CHECK(ca != 0 && cb != 0 && ca != cb);
+
+    w->id = coho_tdp_req_id(w->server);
+    h.seq = w->id;
+    coho_sock_hdr_encode(&h, hdr);
+    CO_CHECK_EQ(coho_tdp_send(w->server, ca, w->id, hdr, sizeof(hdr)), 0);
+    waiter = co_spawn(cross_waiter, w);
+    /* A reads the request (and so learns its id); B answers it first. */
+    CO_CHECK_EQ(recv(sa[1], hdr, sizeof(hdr), MSG_WAITALL), (ssize_t)sizeof(hdr));
+    CO_CHECK_EQ(coho_sock_hdr_decode(hdr, &h), 0);
+    CO_CHECK_EQ(h.seq, w->id);
+    write_resp(sb[1], w->id, "evil");
+    coho_sleep_ms(50);
+    CO_CHECK(!w->done);
+    CO_CHECK_EQ(coho_tdp_get_stats(w->server, &st), 0);
+    CO_CHECK_EQ(st.responses_dropped, 1);
+    CO_CHECK_EQ(st.responses_in, 0);
+    CO_CHECK_EQ(st.conns_open, 2); /* a stray response is not a protocol error */
+
+    write_resp(sa[1], w->id, "good");
+    coho_join(waiter, 2000);
+    CO_CHECK(w->done);
+    CO_CHECK_EQ(w->rc, 0);
+    CO_CHECK_EQ(coho_cbuf_len(&w->resp), COHO_SOCK_HDR_LEN + 4);
+    CO_CHECK_EQ(coho_cbuf_seek(&w->resp, COHO_SOCK_HDR_LEN, SEEK_SET), COHO_SOCK_HDR_LEN);
+    CO_CHECK_EQ(coho_cbuf_read(&w->resp, body, sizeof(body)), (ssize_t)sizeof(body));
+    CO_CHECK(memcmp(body, "good", 4) == 0);
+    CO_CHECK_EQ(coho_tdp_get_stats(w->server, &st), 0);
+    CO_CHECK_EQ(st.responses_in, 1);
+    CO_CHECK_EQ(st.responses_dropped, 1);
+    CO_CHECK_EQ(st.in_flight, 0);
+    close(sa[1]);
+    close(sb[1]);
+    CO_CHECK_EQ(coho_tdp_close(w->server), 0);
+}
+
+static void response_on_another_connection_does_not_complete_the_request(void **state)
+{
+    struct cross_world w;
+
+    (void)state;
+    memset(&w, 0, sizeof(w));
+    coho_cbuf_init(&w.resp, NULL);
+    co_run(cross_main, &w);
+    coho_cbuf_destroy(&w.resp);
+}
+
+/* ---- ids carry a per-pool secret: they do not count up, and two pools that allocate in the
+ * same pattern hand out different ids ---- */
+#define SEQ_IDS 64
+
+static coho_tdp_pool_t *idle_listen_pool(void)
+{
+    struct sockaddr_in a;
+    coho_tdp_opts_t o;
+
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    coho_sock_framer_init(&sock_framer, &max_body);
+    coho_tdp_opts_init(&o);
+    o.framers[0] = &sock_framer;
+    o.framer_count = 1;
+    o.on_req = on_req;
+    return coho_tdp_listen((struct sockaddr *)&a, sizeof(a), &o);
+}
+
+static void secret_main(void *arg)
+{
+    coho_tdp_pool_t *p[2] = {idle_listen_pool(), idle_listen_pool()};
+    uint64_t ids[2][SEQ_IDS], diffs[SEQ_IDS - 1];
+    int k, i, j;
+
+    (void)arg;
+    if (!CO_CHECK(p[0] != NULL && p[1] != NULL))
+        return;
+    /* Allocated and released one at a time: the same record again and again, its generation
+     * counting up, in both pools alike. */
+    for (k = 0; k < 2; k++)
+        for (i = 0; i < SEQ_IDS; i++) {
+            ids[k][i] = coho_tdp_req_id(p[k]);
+            CO_CHECK_NE(ids[k][i], 0);
+            CO_CHECK_EQ(coho_tdp_req_release(p[k], ids[k][i]), 0);
+        }
+    for (i = 0; i < SEQ_IDS; i++)
+        for (j = 0; j < SEQ_IDS; j++)
+            CO_CHECK(ids[0][i] != ids[1][j]);
+    /* No stride: the steps between consecutive ids are all different. */
+    for (i = 0; i < SEQ_IDS - 1; i++) {
+        diffs[i] = ids[0][i + 1] - ids[0][i];
+        for (j = 0; j < i; j++)
+            CO_CHECK(diffs[i] != diffs[j]);
+    }
+    CO_CHECK_EQ(coho_tdp_close(p[0]), 0);
+    CO_CHECK_EQ(coho_tdp_close(p[1]), 0);
+}
+
+static void request_ids_differ_between_pools_and_do_not_count_up(void **state)
+{
+    (void)state;
+    co_run(secret_main, NULL);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(request_ids_are_unique_and_dead_once_collected_or_released),
         cmocka_unit_test(response_with_stale_id_of_reused_record_is_dropped),
         cmocka_unit_test(small_and_large_responses_arrive_whole_and_the_buffer_grows),
+        cmocka_unit_test(response_on_another_connection_does_not_complete_the_request),
+        cmocka_unit_test(request_ids_differ_between_pools_and_do_not_count_up),
     };
 
     return coho_test_main("socket_ext_ids", tests, sizeof(tests) / sizeof(tests[0]), argc, argv);
