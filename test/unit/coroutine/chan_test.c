@@ -23,18 +23,81 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+/* ---- checks made off the case's stack ----
+ * A failing CMocka assertion longjmps to the case's frame: from a coroutine body that jump
+ * crosses stacks and skips the scheduler's frames, and an assertion in a body that never runs
+ * proves nothing. Bodies record their checks with CO_CHECK() and CO_CHECK_INT() and count
+ * their ends with co_ended(); the case calls expect_co() once the scheduler has returned. */
+static struct {
+    unsigned failed; /* checks that failed */
+    unsigned ended;  /* bodies that ran to their end */
+    int line;        /* of the first failed check */
+    char what[256];
+} co_checks;
+
+#define CO_CHECK(cond)     co_check((cond), __LINE__, #cond)
+#define CO_CHECK_INT(a, b) co_check_int((long long)(a), (long long)(b), __LINE__, #a " == " #b)
+
+static void co_record(int line, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void co_record(int line, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (__atomic_fetch_add(&co_checks.failed, 1, __ATOMIC_RELAXED) != 0)
+        return;
+    co_checks.line = line;
+    va_start(ap, fmt);
+    vsnprintf(co_checks.what, sizeof(co_checks.what), fmt, ap);
+    va_end(ap);
+}
+
+static bool co_check(bool ok, int line, const char *what)
+{
+    if (!ok)
+        co_record(line, "%s", what);
+    return ok;
+}
+
+static bool co_check_int(long long got, long long want, int line, const char *what)
+{
+    if (got != want)
+        co_record(line, "%s: got %lld", what, got);
+    return got == want;
+}
+
+static void co_ended(void)
+{
+    __atomic_fetch_add(&co_checks.ended, 1, __ATOMIC_RELAXED);
+}
+
+/* Asserts that no recorded check failed and that `ended` bodies ran to their end, then clears
+ * the record. */
+static void expect_co(unsigned ended)
+{
+    unsigned failed = co_checks.failed, n = co_checks.ended;
+
+    co_checks.failed = 0;
+    co_checks.ended = 0;
+    if (failed != 0)
+        fail_msg("%u check(s) failed off the case's stack; the first, line %d: %s", failed,
+                 co_checks.line, co_checks.what);
+    assert_int_equal(n, ended);
+}
+
 static coho_sched_t *current_sched;
 
 static uint64_t spawn(void (*fn)(void *), void *arg)
 {
     uint64_t id = coho_spawn(current_sched, fn, arg);
 
-    assert_true(id != 0);
+    CO_CHECK(id != 0);
     return id;
 }
 
-/* Runs fn(arg) as the root coroutine of a fresh scheduler on this thread. */
-static void run_root(void (*fn)(void *), void *arg)
+/* Runs fn(arg) as the root coroutine of a fresh scheduler on this thread; then expects the
+ * checks made in coroutines to have passed and `ended` bodies to have run to their end. */
+static void run_root(void (*fn)(void *), void *arg, unsigned ended)
 {
     coho_sched_t *s = coho_sched_create(NULL);
 
@@ -44,6 +107,7 @@ static void run_root(void (*fn)(void *), void *arg)
     assert_int_equal(coho_sched_run(s), 0);
     coho_sched_destroy(s);
     current_sched = NULL;
+    expect_co(ended);
 }
 
 /* A thread that runs fn(arg) as the root coroutine of its own scheduler. */
@@ -163,10 +227,11 @@ static void rv_receiver(void *arg)
     int v = 0;
 
     (void)arg;
-    assert_int_equal(rv_stage, 1); /* the sender is parked by now */
-    assert_int_equal(coho_chan_recv(g_ch, &v), 0);
-    assert_int_equal(v, 42);
+    CO_CHECK_INT(rv_stage, 1); /* the sender is parked by now */
+    CO_CHECK_INT(coho_chan_recv(g_ch, &v), 0);
+    CO_CHECK_INT(v, 42);
     rv_stage = 2;
+    co_ended();
 }
 
 static void rv_root(void *arg)
@@ -175,13 +240,14 @@ static void rv_root(void *arg)
 
     (void)arg;
     errno = 0;
-    assert_int_equal(coho_chan_try_send(g_ch, &v), -1); /* no receiver waits */
-    assert_int_equal(errno, EAGAIN);
+    CO_CHECK_INT(coho_chan_try_send(g_ch, &v), -1); /* no receiver waits */
+    CO_CHECK_INT(errno, EAGAIN);
     spawn(rv_receiver, NULL);
     rv_stage = 1;
-    assert_int_equal(coho_chan_send(g_ch, &v), 0); /* parks until the receiver takes it */
-    assert_int_equal(rv_stage, 2);
-    assert_int_equal(coho_chan_count(g_ch), 0);
+    CO_CHECK_INT(coho_chan_send(g_ch, &v), 0); /* parks until the receiver takes it */
+    CO_CHECK_INT(rv_stage, 2);
+    CO_CHECK_INT(coho_chan_count(g_ch), 0);
+    co_ended();
 }
 
 static void chan_of_capacity_zero_completes_a_send_only_when_a_receiver_takes_it(void **state)
@@ -190,7 +256,7 @@ static void chan_of_capacity_zero_completes_a_send_only_when_a_receiver_takes_it
     rv_stage = 0;
     g_ch = coho_chan_create(sizeof(int), 0);
     assert_non_null(g_ch);
-    run_root(rv_root, NULL);
+    run_root(rv_root, NULL, 2);
     assert_int_equal(rv_stage, 2);
     assert_int_equal(coho_chan_destroy(g_ch), 0);
 }
@@ -228,32 +294,33 @@ static void close_root(void *arg)
         spawn(close_receiver, (void *)(intptr_t)i);
     coho_yield(); /* three receivers parked on the empty channel */
     errno = 0;
-    assert_int_equal(coho_chan_destroy(empty), -1);
-    assert_int_equal(errno, EBUSY);
-    assert_int_equal(coho_chan_close(empty), 0);
+    CO_CHECK_INT(coho_chan_destroy(empty), -1);
+    CO_CHECK_INT(errno, EBUSY);
+    CO_CHECK_INT(coho_chan_close(empty), 0);
     coho_yield();
     for (int i = 0; i < 3; i++) {
-        assert_int_equal(close_results[i], -1);
-        assert_int_equal(close_errnos[i], EPIPE);
+        CO_CHECK_INT(close_results[i], -1);
+        CO_CHECK_INT(close_errnos[i], EPIPE);
     }
     /* senders parked on a full channel fail too; the buffered element stays for draining */
     g_ch = full;
-    assert_int_equal(coho_chan_try_send(full, &v), 0);
+    CO_CHECK_INT(coho_chan_try_send(full, &v), 0);
     for (int i = 3; i < 6; i++)
         spawn(close_sender, (void *)(intptr_t)i);
     coho_yield();
-    assert_int_equal(coho_chan_close(full), 0);
+    CO_CHECK_INT(coho_chan_close(full), 0);
     coho_yield();
     for (int i = 3; i < 6; i++) {
-        assert_int_equal(close_results[i], -1);
-        assert_int_equal(close_errnos[i], EPIPE);
+        CO_CHECK_INT(close_results[i], -1);
+        CO_CHECK_INT(close_errnos[i], EPIPE);
     }
-    assert_int_equal(coho_chan_recv(full, &v), 0);
-    assert_int_equal(v, 0);
+    CO_CHECK_INT(coho_chan_recv(full, &v), 0);
+    CO_CHECK_INT(v, 0);
     errno = 0;
-    assert_int_equal(coho_chan_recv(full, &v), -1);
-    assert_int_equal(errno, EPIPE);
+    CO_CHECK_INT(coho_chan_recv(full, &v), -1);
+    CO_CHECK_INT(errno, EPIPE);
     g_ch = empty;
+    co_ended();
 }
 
 static void chan_close_wakes_parked_receivers_and_senders_with_epipe(void **state)
@@ -265,7 +332,7 @@ static void chan_close_wakes_parked_receivers_and_senders_with_epipe(void **stat
     assert_non_null(g_ch);
     assert_non_null(full);
     memset(close_results, 0, sizeof(close_results));
-    run_root(close_root, full);
+    run_root(close_root, full, 1);
     assert_int_equal(coho_chan_destroy(g_ch), 0);
     assert_int_equal(coho_chan_destroy(full), 0);
 }
@@ -279,22 +346,23 @@ static void timed_root(void *arg)
     (void)arg;
     t0 = now_ms();
     errno = 0;
-    assert_int_equal(coho_chan_timedrecv_ms(g_ch, &v, 40), -1);
-    assert_int_equal(errno, ETIMEDOUT);
+    CO_CHECK_INT(coho_chan_timedrecv_ms(g_ch, &v, 40), -1);
+    CO_CHECK_INT(errno, ETIMEDOUT);
     elapsed = now_ms() - t0;
-    assert_true(elapsed >= 40 && elapsed < 40 + 1000);
-    assert_int_equal(coho_chan_try_send(g_ch, &v), 0);
+    CO_CHECK(elapsed >= 40 && elapsed < 40 + 1000);
+    CO_CHECK_INT(coho_chan_try_send(g_ch, &v), 0);
     t0 = now_ms();
     errno = 0;
-    assert_int_equal(coho_chan_timedsend_ms(g_ch, &v, 40), -1); /* full */
-    assert_int_equal(errno, ETIMEDOUT);
+    CO_CHECK_INT(coho_chan_timedsend_ms(g_ch, &v, 40), -1); /* full */
+    CO_CHECK_INT(errno, ETIMEDOUT);
     elapsed = now_ms() - t0;
-    assert_true(elapsed >= 40 && elapsed < 40 + 1000);
+    CO_CHECK(elapsed >= 40 && elapsed < 40 + 1000);
     errno = 0;
-    assert_int_equal(coho_chan_timedsend_ms(g_ch, &v, 0), -1);
-    assert_int_equal(errno, ETIMEDOUT);
-    assert_int_equal(coho_chan_timedrecv_ms(g_ch, &v, 40), 0);
-    assert_int_equal(v, 1);
+    CO_CHECK_INT(coho_chan_timedsend_ms(g_ch, &v, 0), -1);
+    CO_CHECK_INT(errno, ETIMEDOUT);
+    CO_CHECK_INT(coho_chan_timedrecv_ms(g_ch, &v, 40), 0);
+    CO_CHECK_INT(v, 1);
+    co_ended();
 }
 
 static void chan_timed_calls_fail_etimedout_in_a_coroutine_and_in_a_plain_thread(void **state)
@@ -306,7 +374,7 @@ static void chan_timed_calls_fail_etimedout_in_a_coroutine_and_in_a_plain_thread
     (void)state;
     g_ch = coho_chan_create(sizeof(int), 1);
     assert_non_null(g_ch);
-    run_root(timed_root, NULL);
+    run_root(timed_root, NULL, 1);
     /* the plain-thread path: a condition variable on the monotonic clock */
     t0 = now_ms();
     errno = 0;
@@ -364,8 +432,9 @@ static void stream_producer(void *arg)
     struct stream *st = arg;
 
     for (int i = 0; i < st->n; i++)
-        assert_int_equal(coho_chan_send(st->ch, &i), 0);
-    assert_int_equal(coho_chan_close(st->ch), 0);
+        CO_CHECK_INT(coho_chan_send(st->ch, &i), 0);
+    CO_CHECK_INT(coho_chan_close(st->ch), 0);
+    co_ended();
 }
 
 static void stream_consumer(void *arg)
@@ -379,7 +448,8 @@ static void stream_consumer(void *arg)
             st->in_order = 0;
         st->received++;
     }
-    assert_int_equal(errno, EPIPE);
+    CO_CHECK_INT(errno, EPIPE);
+    co_ended();
 }
 
 static void run_two_schedulers(size_t capacity, int n)
@@ -394,6 +464,7 @@ static void run_two_schedulers(size_t capacity, int n)
     sched_thread_start(&a, stream_producer, &st);
     assert_int_equal(pthread_join(a.tid, NULL), 0);
     assert_int_equal(pthread_join(b.tid, NULL), 0);
+    expect_co(2);
     assert_int_equal(st.received, n);
     assert_true(st.in_order);
     assert_int_equal(coho_chan_destroy(st.ch), 0);
@@ -460,6 +531,7 @@ static void chan_carries_100k_messages_in_order_between_coroutine_and_plain_thre
     current_sched = NULL;
     assert_int_equal(pthread_join(consumer, NULL), 0);
     assert_int_equal(pthread_join(producer, NULL), 0);
+    expect_co(2);
     assert_int_equal(to_thread.received, N_MSG);
     assert_true(to_thread.in_order);
     assert_int_equal(to_co.received, N_MSG);
@@ -486,11 +558,12 @@ static void close_remote_root(void *arg)
 {
     (void)arg;
     while (!atomic_load(&plain_waiter_started))
-        assert_int_equal(coho_sleep_ms(1), 0);
+        CO_CHECK_INT(coho_sleep_ms(1), 0);
     /* give the thread time to block in recv (if it has not, recv sees the close: same answer) */
-    assert_int_equal(coho_sleep_ms(50), 0);
-    assert_int_equal(atomic_load(&plain_waiter_result), 0);
-    assert_int_equal(coho_chan_close(g_ch), 0);
+    CO_CHECK_INT(coho_sleep_ms(50), 0);
+    CO_CHECK_INT(atomic_load(&plain_waiter_result), 0);
+    CO_CHECK_INT(coho_chan_close(g_ch), 0);
+    co_ended();
 }
 
 static void chan_close_from_a_coroutine_wakes_a_plain_thread_blocked_in_recv(void **state)
@@ -503,7 +576,7 @@ static void chan_close_from_a_coroutine_wakes_a_plain_thread_blocked_in_recv(voi
     g_ch = coho_chan_create(sizeof(int), 1);
     assert_non_null(g_ch);
     assert_int_equal(pthread_create(&t, NULL, plain_blocked_receiver, NULL), 0);
-    run_root(close_remote_root, NULL);
+    run_root(close_remote_root, NULL, 1);
     assert_int_equal(pthread_join(t, NULL), 0);
     assert_int_equal(atomic_load(&plain_waiter_result), 1);
     assert_int_equal(coho_chan_destroy(g_ch), 0);
@@ -539,13 +612,14 @@ static void race_receiver(void *arg)
     (void)arg;
     while (race_next < RACE_N) {
         if (coho_chan_timedrecv_ms(g_ch, &v, 1) != 0) {
-            assert_int_equal(errno, ETIMEDOUT);
+            CO_CHECK_INT(errno, ETIMEDOUT);
             race_timeouts++;
             continue;
         }
-        assert_int_equal(v, race_next);
+        CO_CHECK_INT(v, race_next);
         race_next++;
     }
+    co_ended();
 }
 
 static void chan_timed_receive_racing_a_cross_thread_send_loses_no_message(void **state)
@@ -558,7 +632,7 @@ static void chan_timed_receive_racing_a_cross_thread_send_loses_no_message(void 
     g_ch = coho_chan_create(sizeof(int), (size_t)(seed % 2)); /* capacity 0 or 1 */
     assert_non_null(g_ch);
     assert_int_equal(pthread_create(&t, NULL, race_sender, &seed), 0);
-    run_root(race_receiver, NULL);
+    run_root(race_receiver, NULL, 1);
     assert_int_equal(pthread_join(t, NULL), 0);
     assert_int_equal(race_next, RACE_N);
     assert_int_equal(coho_chan_count(g_ch), 0);
@@ -636,6 +710,7 @@ static void race_root(void *arg)
     race_deadline_ms = now_ms() + 20;
     spawn(race_timed_receiver, NULL);
     spawn(race_holder, NULL);
+    co_ended();
 }
 
 static void chan_transfer_racing_a_fired_timeout_wins_and_outlives_the_posted_wake(void **state)
@@ -650,7 +725,7 @@ static void chan_transfer_racing_a_fired_timeout_wins_and_outlives_the_posted_wa
     g_ch = coho_chan_create(sizeof(int), 0);
     assert_non_null(g_ch);
     assert_int_equal(pthread_create(&t, NULL, race_trigger_sender, NULL), 0);
-    run_root(race_root, NULL);
+    run_root(race_root, NULL, 1);
     assert_int_equal(pthread_join(t, NULL), 0);
     assert_int_equal(race_rc, 0);
     assert_int_equal(race_value, 4242);

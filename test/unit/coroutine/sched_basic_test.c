@@ -3,6 +3,7 @@
  * other threads, limits, and coho's blocking calls outside a coroutine. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -19,6 +20,68 @@ static uint64_t mono_ms(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* ---- checks made off the case's stack ----
+ * A failing CMocka assertion longjmps to the case's frame: from a coroutine body that jump
+ * crosses stacks and skips the scheduler's frames, and an assertion in a body that never runs
+ * proves nothing. Bodies record their checks with CO_CHECK() and CO_CHECK_INT() and count
+ * their ends with co_ended(); the case calls expect_co() once the scheduler has returned. */
+static struct {
+    unsigned failed; /* checks that failed */
+    unsigned ended;  /* bodies that ran to their end */
+    int line;        /* of the first failed check */
+    char what[256];
+} co_checks;
+
+#define CO_CHECK(cond)     co_check((cond), __LINE__, #cond)
+#define CO_CHECK_INT(a, b) co_check_int((long long)(a), (long long)(b), __LINE__, #a " == " #b)
+
+static void co_record(int line, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void co_record(int line, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (__atomic_fetch_add(&co_checks.failed, 1, __ATOMIC_RELAXED) != 0)
+        return;
+    co_checks.line = line;
+    va_start(ap, fmt);
+    vsnprintf(co_checks.what, sizeof(co_checks.what), fmt, ap);
+    va_end(ap);
+}
+
+static bool co_check(bool ok, int line, const char *what)
+{
+    if (!ok)
+        co_record(line, "%s", what);
+    return ok;
+}
+
+static bool co_check_int(long long got, long long want, int line, const char *what)
+{
+    if (got != want)
+        co_record(line, "%s: got %lld", what, got);
+    return got == want;
+}
+
+static void co_ended(void)
+{
+    __atomic_fetch_add(&co_checks.ended, 1, __ATOMIC_RELAXED);
+}
+
+/* Asserts that no recorded check failed and that `ended` bodies ran to their end, then clears
+ * the record. */
+static void expect_co(unsigned ended)
+{
+    unsigned failed = co_checks.failed, n = co_checks.ended;
+
+    co_checks.failed = 0;
+    co_checks.ended = 0;
+    if (failed != 0)
+        fail_msg("%u check(s) failed off the case's stack; the first, line %d: %s", failed,
+                 co_checks.line, co_checks.what);
+    assert_int_equal(n, ended);
 }
 
 static coho_sched_t *new_sched(void)
@@ -107,11 +170,12 @@ static void parent_spawns(void *arg)
     coho_sched_t *s = arg;
 
     seen_self = coho_self();
-    assert_int_equal(seen_self, coho__co_self_id());
-    assert_int_not_equal(coho_spawn(s, child_records, NULL), 0);
+    CO_CHECK_INT(seen_self, coho__co_self_id());
+    CO_CHECK(coho_spawn(s, child_records, NULL) != 0);
     order[order_n++] = 1; /* the child waits until the parent yields */
     coho_yield();
     order[order_n++] = 3;
+    co_ended();
 }
 
 static void spawn_inside_coroutine_runs_child_after_parent_yields(void **state)
@@ -125,6 +189,7 @@ static void spawn_inside_coroutine_runs_child_after_parent_yields(void **state)
     id = coho_spawn(s, parent_spawns, s);
     assert_int_not_equal(id, 0);
     assert_int_equal(coho_sched_run(s), 0);
+    expect_co(1);
     assert_int_equal(seen_self, id);
     assert_int_equal(order_n, 3);
     assert_int_equal(order[0], 1);
@@ -143,9 +208,10 @@ static void sleeper(void *arg)
     int i = (int)(intptr_t)arg;
     uint64_t t0 = mono_ms();
 
-    assert_int_equal(coho_sleep_ms((uint64_t)(i + 1) * 20), 0);
+    CO_CHECK_INT(coho_sleep_ms((uint64_t)(i + 1) * 20), 0);
     slept_ms[i] = mono_ms() - t0;
     order[order_n++] = i;
+    co_ended();
 }
 
 static void sleep_ms_waits_at_least_the_delay_and_wakes_in_deadline_order(void **state)
@@ -158,6 +224,7 @@ static void sleep_ms_waits_at_least_the_delay_and_wakes_in_deadline_order(void *
     for (i = 3; i >= 0; i--)
         coho_spawn(s, sleeper, (void *)(intptr_t)i);
     assert_int_equal(coho_sched_run(s), 0);
+    expect_co(4);
     assert_int_equal(order_n, 4);
     for (i = 0; i < 4; i++) {
         uint64_t want = (uint64_t)(i + 1) * 20;
@@ -176,9 +243,10 @@ static void sleeps_then_counts(void *arg)
     int *n = arg;
 
     for (int i = 0; i < 5; i++) {
-        assert_int_equal(coho_sleep_ms(0), 0);
+        CO_CHECK_INT(coho_sleep_ms(0), 0);
         (*n)++;
     }
+    co_ended();
 }
 
 static void sleep_zero_lets_others_run(void **state)
@@ -190,6 +258,7 @@ static void sleep_zero_lets_others_run(void **state)
     coho_spawn(s, sleeps_then_counts, &a);
     coho_spawn(s, sleeps_then_counts, &b);
     assert_int_equal(coho_sched_run(s), 0);
+    expect_co(2);
     assert_int_equal(a, 5);
     assert_int_equal(b, 5);
     coho_sched_destroy(s);
@@ -249,18 +318,20 @@ static void parks_forever(void *arg)
     errno = 0;
     if (coho_sleep_ms(UINT64_MAX / 2) == -1 && errno == ECANCELED)
         cancelled_seen++;
-    assert_true(coho_is_cancelled());
+    CO_CHECK(coho_is_cancelled());
     /* the cancellation is sticky: every later blocking call fails too */
-    assert_int_equal(coho_sleep_ms(1), -1);
-    assert_int_equal(errno, ECANCELED);
+    CO_CHECK_INT(coho_sleep_ms(1), -1);
+    CO_CHECK_INT(errno, ECANCELED);
+    co_ended();
 }
 
 static void stopper(void *arg)
 {
     coho_sched_t *s = arg;
 
-    assert_int_equal(coho_sleep_ms(5), 0);
+    CO_CHECK_INT(coho_sleep_ms(5), 0);
     coho_sched_stop(s);
+    co_ended();
 }
 
 static void spawn_after_stop_fails_with_eshutdown(void **state)
@@ -288,6 +359,7 @@ static void stop_cancels_parked_user_coroutines_and_run_returns(void **state)
     coho_spawn(s, stopper, s);
     t0 = mono_ms();
     assert_int_equal(coho_sched_run(s), 0);
+    expect_co(3);
     assert_true(mono_ms() - t0 < 5000);
     assert_int_equal(cancelled_seen, 2);
     errno = 0;
@@ -301,8 +373,9 @@ static int user_done;
 static void short_user(void *arg)
 {
     (void)arg;
-    assert_int_equal(coho_sleep_ms(10), 0);
+    CO_CHECK_INT(coho_sleep_ms(10), 0);
     user_done = 1;
+    co_ended();
 }
 
 static void daemon_does_not_keep_run_running_and_is_cancelled(void **state)
@@ -320,6 +393,7 @@ static void daemon_does_not_keep_run_running_and_is_cancelled(void **state)
     coho_spawn(s, short_user, NULL);
     t0 = mono_ms();
     assert_int_equal(coho_sched_run(s), 0);
+    expect_co(2);
     assert_true(mono_ms() - t0 < 5000);
     assert_int_equal(user_done, 1);
     assert_int_equal(cancelled_seen, 1);
@@ -332,8 +406,9 @@ static void daemon_does_not_keep_run_running_and_is_cancelled(void **state)
 static void becomes_daemon(void *arg)
 {
     (void)arg;
-    assert_int_equal(coho_set_daemon(0, true), 0);
+    CO_CHECK_INT(coho_set_daemon(0, true), 0);
     parks_forever(NULL);
+    co_ended();
 }
 
 static void set_daemon_at_run_time_releases_run(void **state)
@@ -344,6 +419,7 @@ static void set_daemon_at_run_time_releases_run(void **state)
     cancelled_seen = 0;
     coho_spawn(s, becomes_daemon, NULL);
     assert_int_equal(coho_sched_run(s), 0);
+    expect_co(2);
     assert_int_equal(cancelled_seen, 1);
     coho_sched_destroy(s);
 }
@@ -369,8 +445,9 @@ static void posted(void *arg)
     post_state_t *p = arg;
 
     p->ran_on_main = pthread_equal(pthread_self(), p->main_thread) ? 1 : -1;
-    assert_int_equal(coho_self(), 0); /* on the scheduler's own stack */
-    assert_int_not_equal(coho_spawn(p->s, spawned_by_post, p), 0);
+    CO_CHECK_INT(coho_self(), 0); /* on the scheduler's own stack */
+    CO_CHECK(coho_spawn(p->s, spawned_by_post, p) != 0);
+    co_ended();
 }
 
 static void *post_thread(void *arg)
@@ -401,6 +478,7 @@ static void post_from_another_thread_runs_on_the_scheduler_thread(void **state)
     coho_spawn(s, waits_for_post, &p);
     assert_int_equal(pthread_create(&t, NULL, post_thread, &p), 0);
     assert_int_equal(coho_sched_run(s), 0);
+    expect_co(1);
     pthread_join(t, NULL);
     assert_int_equal(p.ran_on_main, 1);
     assert_int_equal(p.spawned_ran, 1);
@@ -425,6 +503,7 @@ static void stop_from_another_thread_wakes_an_idle_loop(void **state)
     coho_spawn(s, parks_forever, NULL);
     assert_int_equal(pthread_create(&t, NULL, stop_thread, s), 0);
     assert_int_equal(coho_sched_run(s), 0);
+    expect_co(1);
     pthread_join(t, NULL);
     assert_true(mono_ms() - t0 < 5000);
     assert_int_equal(cancelled_seen, 1);
@@ -528,9 +607,10 @@ static void random_worker(void *arg)
         if (coho_test_rand(&st) % 2)
             coho_yield();
         else
-            assert_int_equal(coho_sleep_ms(coho_test_rand(&st) % 3), 0);
+            CO_CHECK_INT(coho_sleep_ms(coho_test_rand(&st) % 3), 0);
     }
     (*r->done)++;
+    co_ended();
 }
 
 static void thousands_of_coroutines_with_random_yields_and_sleeps_all_finish(void **state)
@@ -551,6 +631,7 @@ static void thousands_of_coroutines_with_random_yields_and_sleeps_all_finish(voi
         assert_int_not_equal(coho_spawn_ex(s, random_worker, &rs[i], &o), 0);
     }
     assert_int_equal(coho_sched_run(s), 0);
+    expect_co(N);
     assert_int_equal(done, N);
     free(rs);
     coho_sched_destroy(s);

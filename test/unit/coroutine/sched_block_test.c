@@ -27,7 +27,9 @@ static uint64_t mono_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* A waiter publishes its id and token here, then parks. */
+/* A waiter publishes its id and token here, then parks. Coroutine bodies record what they
+ * see and the case asserts it after coho_sched_run has returned: a CMocka assertion failing on
+ * a coroutine's stack would longjmp across stacks, and one that never runs proves nothing. */
 typedef struct wait_rec {
     uint64_t id;
     uint64_t token;
@@ -35,6 +37,7 @@ typedef struct wait_rec {
     int result;
     int resumed; /* how many times coho__co_block returned */
     uint64_t waited_ms;
+    int pre_rc; /* of the call made before blocking (a cancel or a wake of itself) */
 } wait_rec_t;
 
 static void waiter(void *arg)
@@ -44,7 +47,6 @@ static void waiter(void *arg)
 
     w->id = coho_self();
     w->token = coho__co_block_prepare();
-    assert_int_not_equal(w->token, 0);
     t0 = mono_ms();
     w->result = coho__co_block(w->timeout_ms);
     w->waited_ms = mono_ms() - t0;
@@ -62,6 +64,8 @@ typedef struct waker_args {
     wait_rec_t *w;
     int rc1;
     int rc2;
+    int join_rc;
+    bool ended;
 } waker_args_t;
 
 static void wakes_twice(void *arg)
@@ -74,14 +78,15 @@ static void wakes_twice(void *arg)
 
 static void wake_with_the_current_token_resumes_once_with_its_result(void **state)
 {
-    wait_rec_t w = {0, 0, -1, 0, 0, 0};
-    waker_args_t a = {&w, 1, 1};
+    wait_rec_t w = {0, 0, -1, 0, 0, 0, 1};
+    waker_args_t a = {&w, 1, 1, 1, false};
 
     (void)state;
     begin();
     coho_spawn(sched, waiter, &w);
     coho_spawn(sched, wakes_twice, &a);
     run();
+    assert_int_not_equal(w.token, 0);
     assert_int_equal(a.rc1, 0);
     assert_int_equal(a.rc2, -ESTALE); /* duplicate wake: ignored */
     assert_int_equal(w.result, 42);
@@ -98,14 +103,15 @@ static void wakes_with_a_wrong_token(void *arg)
 
 static void wake_with_a_stale_token_is_ignored(void **state)
 {
-    wait_rec_t w = {0, 0, 30, 0, 0, 0};
-    waker_args_t a = {&w, 1, 1};
+    wait_rec_t w = {0, 0, 30, 0, 0, 0, 1};
+    waker_args_t a = {&w, 1, 1, 1, false};
 
     (void)state;
     begin();
     coho_spawn(sched, waiter, &w);
     coho_spawn(sched, wakes_with_a_wrong_token, &a);
     run();
+    assert_int_not_equal(w.token, 0);
     assert_int_equal(a.rc1, -ESTALE);
     assert_int_equal(a.rc2, -ESTALE);
     assert_int_equal(w.result, -ETIMEDOUT);
@@ -114,12 +120,14 @@ static void wake_with_a_stale_token_is_ignored(void **state)
 
 static void block_timeout_returns_etimedout_no_earlier_than_the_timeout(void **state)
 {
-    wait_rec_t w = {0, 0, 25, 0, 0, 0};
+    wait_rec_t w = {0, 0, 25, 0, 0, 0, 1};
 
     (void)state;
     begin();
     coho_spawn(sched, waiter, &w);
     run();
+    assert_int_equal(w.resumed, 1);
+    assert_int_not_equal(w.token, 0);
     assert_int_equal(w.result, -ETIMEDOUT);
     assert_true(w.waited_ms + 1 >= 25);
     assert_true(w.waited_ms < 1000);
@@ -131,7 +139,9 @@ static void block_timeout_returns_etimedout_no_earlier_than_the_timeout(void **s
 typedef struct race {
     wait_rec_t w;
     coho__timer_t t;
+    int start_rc;
     int wake_rc;
+    bool spun; /* the spinner ran to its end */
 } race_t;
 
 static void race_timer_fired(coho__timer_t *t)
@@ -147,10 +157,11 @@ static void arms_racing_timer_then_spins(void *arg)
     uint64_t t0;
 
     coho__timer_init(&r->t, race_timer_fired, r);
-    assert_int_equal(coho__timer_start(coho__sched_driver(sched), &r->t, 5, 0, 0), 0);
+    r->start_rc = coho__timer_start(coho__sched_driver(sched), &r->t, 5, 0, 0);
     t0 = mono_ms();
     while (mono_ms() - t0 < 30) {
     }
+    r->spun = true;
 }
 
 static void timer_and_wake_in_the_same_iteration_resume_the_waiter_once(void **state)
@@ -161,10 +172,14 @@ static void timer_and_wake_in_the_same_iteration_resume_the_waiter_once(void **s
     begin();
     memset(&r, 0, sizeof(r));
     r.w.timeout_ms = 5;
+    r.start_rc = 1;
     r.wake_rc = 1;
     coho_spawn(sched, waiter, &r.w);
     coho_spawn(sched, arms_racing_timer_then_spins, &r);
     run();
+    assert_int_equal(r.start_rc, 0);
+    assert_true(r.spun);
+    assert_int_not_equal(r.w.token, 0);
     assert_int_equal(r.w.resumed, 1);
     if (r.wake_rc == 0) {
         assert_int_equal(r.w.result, 7);
@@ -184,14 +199,15 @@ static void cancels_then_wakes(void *arg)
 
 static void wake_after_cancel_is_ignored(void **state)
 {
-    wait_rec_t w = {0, 0, -1, 0, 0, 0};
-    waker_args_t a = {&w, 1, 1};
+    wait_rec_t w = {0, 0, -1, 0, 0, 0, 1};
+    waker_args_t a = {&w, 1, 1, 1, false};
 
     (void)state;
     begin();
     coho_spawn(sched, waiter, &w);
     coho_spawn(sched, cancels_then_wakes, &a);
     run();
+    assert_int_not_equal(w.token, 0);
     assert_int_equal(a.rc1, 0);
     assert_int_equal(a.rc2, -ESTALE);
     assert_int_equal(w.result, -ECANCELED);
@@ -213,21 +229,25 @@ static void wakes_finished_then_reaped(void *arg)
 
     coho_yield();
     a->rc1 = coho__co_wake(a->w->id, a->w->token, 1); /* finished, still joinable */
-    assert_int_equal(coho_join(a->w->id, -1), 0);
+    a->join_rc = coho_join(a->w->id, -1);
     a->rc2 = coho__co_wake(a->w->id, a->w->token, 1); /* reaped */
+    a->ended = true;
 }
 
 static void wake_of_a_finished_coroutine_is_ignored(void **state)
 {
-    wait_rec_t w = {0, 0, -1, 0, 0, 0};
-    waker_args_t a = {&w, 1, 1};
+    wait_rec_t w = {0, 0, -1, 0, 0, 0, 1};
+    waker_args_t a = {&w, 1, 1, 1, false};
 
     (void)state;
     begin();
     coho_spawn(sched, finishes_at_once, &w);
     coho_spawn(sched, wakes_finished_then_reaped, &a);
     run();
+    assert_true(a.ended);
+    assert_int_not_equal(w.token, 0);
     assert_int_equal(a.rc1, -ESTALE);
+    assert_int_equal(a.join_rc, 0);
     assert_int_equal(a.rc2, -ESRCH);
 }
 
@@ -235,7 +255,7 @@ static void cancel_self_then_block(void *arg)
 {
     wait_rec_t *w = arg;
 
-    assert_int_equal(coho_cancel(0), 0);
+    w->pre_rc = coho_cancel(0);
     w->token = coho__co_block_prepare();
     w->result = coho__co_block(-1); /* must not park */
     w->resumed++;
@@ -243,12 +263,13 @@ static void cancel_self_then_block(void *arg)
 
 static void cancel_before_block_returns_ecanceled_at_once(void **state)
 {
-    wait_rec_t w = {0, 0, -1, 0, 0, 0};
+    wait_rec_t w = {0, 0, -1, 0, 0, 0, 1};
 
     (void)state;
     begin();
     coho_spawn(sched, cancel_self_then_block, &w);
     run();
+    assert_int_equal(w.pre_rc, 0);
     assert_int_equal(w.result, -ECANCELED);
     assert_int_equal(w.resumed, 1);
 }
@@ -260,45 +281,63 @@ static void wake_self_then_block(void *arg)
 
     /* a wake that lands between prepare and block (e.g. from a callback the coroutine ran
      * itself) makes block return at once */
-    assert_int_equal(coho__co_wake(coho_self(), tok, 9), 0);
+    w->pre_rc = coho__co_wake(coho_self(), tok, 9);
     w->result = coho__co_block(-1);
     w->resumed++;
 }
 
 static void wake_before_block_makes_block_return_at_once(void **state)
 {
-    wait_rec_t w = {0, 0, -1, 0, 0, 0};
+    wait_rec_t w = {0, 0, -1, 0, 0, 0, 1};
 
     (void)state;
     begin();
     coho_spawn(sched, wake_self_then_block, &w);
     run();
+    assert_int_equal(w.pre_rc, 0);
     assert_int_equal(w.result, 9);
     assert_int_equal(w.resumed, 1);
 }
 
+typedef struct two_waits {
+    uint64_t t1, t2;
+    int wake_t1_rc; /* while the second wait is open */
+    int block_rc;   /* of the second wait, with timeout 0 */
+    int wake_t2_rc; /* after the second wait ended */
+    bool ended;
+} two_waits_t;
+
 static void new_wait_makes_the_previous_token_stale_co(void *arg)
 {
-    uint64_t t1 = coho__co_block_prepare();
-    uint64_t t2 = coho__co_block_prepare();
+    two_waits_t *r = arg;
 
-    (void)arg;
-    assert_int_not_equal(t1, t2);
-    assert_int_equal(coho__co_wake(coho_self(), t1, 1), -ESTALE);
-    assert_int_equal(coho__co_block(0), -ETIMEDOUT);
-    assert_int_equal(coho__co_wake(coho_self(), t2, 1), -ESTALE); /* that wait ended */
+    r->t1 = coho__co_block_prepare();
+    r->t2 = coho__co_block_prepare();
+    r->wake_t1_rc = coho__co_wake(coho_self(), r->t1, 1);
+    r->block_rc = coho__co_block(0);
+    r->wake_t2_rc = coho__co_wake(coho_self(), r->t2, 1); /* that wait ended */
+    r->ended = true;
 }
 
 static void new_wait_makes_the_previous_token_stale(void **state)
 {
+    two_waits_t r = {0, 0, 1, 1, 1, false};
+
     (void)state;
     begin();
-    coho_spawn(sched, new_wait_makes_the_previous_token_stale_co, NULL);
+    coho_spawn(sched, new_wait_makes_the_previous_token_stale_co, &r);
     run();
+    assert_true(r.ended);
+    assert_int_not_equal(r.t1, 0);
+    assert_int_not_equal(r.t1, r.t2);
+    assert_int_equal(r.wake_t1_rc, -ESTALE);
+    assert_int_equal(r.block_rc, -ETIMEDOUT);
+    assert_int_equal(r.wake_t2_rc, -ESTALE);
 }
 
 typedef struct post_wake {
     wait_rec_t w;
+    int post_rc;
     int rc;
 } post_wake_t;
 
@@ -313,7 +352,7 @@ static void posts_a_wake(void *arg)
 {
     post_wake_t *p = arg;
 
-    assert_int_equal(coho__sched_post(sched, wake_from_post, p), 0);
+    p->post_rc = coho__sched_post(sched, wake_from_post, p);
 }
 
 static void wake_from_a_driver_callback_resumes_the_waiter(void **state)
@@ -324,40 +363,64 @@ static void wake_from_a_driver_callback_resumes_the_waiter(void **state)
     begin();
     memset(&p, 0, sizeof(p));
     p.w.timeout_ms = 5000;
+    p.post_rc = 1;
     p.rc = 1;
     coho_spawn(sched, waiter, &p.w);
     coho_spawn(sched, posts_a_wake, &p);
     run();
+    assert_int_equal(p.post_rc, 0);
+    assert_int_not_equal(p.w.token, 0);
     assert_int_equal(p.rc, 0);
+    assert_int_equal(p.w.resumed, 1);
     assert_int_equal(p.w.result, 11);
     assert_true(p.w.waited_ms < 4000);
 }
 
+typedef struct flags_rec {
+    bool had_flags;       /* coho__co_flags() was not NULL */
+    uint32_t at_start;    /* the first coroutine's, before it sets NOHOOK */
+    uint32_t after_yield; /* the first coroutine's, after the other one ran */
+    uint32_t other;       /* the second coroutine's, while the first one has NOHOOK */
+    int ended;            /* coroutines that ran to their end */
+} flags_rec_t;
+
 static void flags_are_per_coroutine_co(void *arg)
 {
+    flags_rec_t *r = arg;
     uint32_t *f = coho__co_flags();
 
-    (void)arg;
-    assert_non_null(f);
-    assert_int_equal(*f, 0);
+    r->had_flags = f != NULL;
+    if (f == NULL)
+        return;
+    r->at_start = *f;
     *f |= COHO__CO_FLAG_NOHOOK;
     coho_yield();
-    assert_int_equal(*coho__co_flags(), COHO__CO_FLAG_NOHOOK);
+    r->after_yield = *coho__co_flags();
+    r->ended++;
 }
 
 static void flags_are_per_coroutine_other(void *arg)
 {
-    (void)arg;
-    assert_int_equal(*coho__co_flags(), 0);
+    flags_rec_t *r = arg;
+
+    r->other = *coho__co_flags();
+    r->ended++;
 }
 
 static void coroutine_flags_are_per_coroutine(void **state)
 {
+    flags_rec_t r = {false, ~0u, 0, ~0u, 0};
+
     (void)state;
     begin();
-    coho_spawn(sched, flags_are_per_coroutine_co, NULL);
-    coho_spawn(sched, flags_are_per_coroutine_other, NULL);
+    coho_spawn(sched, flags_are_per_coroutine_co, &r);
+    coho_spawn(sched, flags_are_per_coroutine_other, &r);
     run();
+    assert_true(r.had_flags);
+    assert_int_equal(r.ended, 2);
+    assert_int_equal(r.at_start, 0);
+    assert_int_equal(r.other, 0);
+    assert_int_equal(r.after_yield, COHO__CO_FLAG_NOHOOK);
 }
 
 /* ---- randomized: wakes, duplicate and stale wakes, timeouts and cancels racing ---- */

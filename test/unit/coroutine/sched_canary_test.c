@@ -90,10 +90,13 @@ static void canary_breach_on_unguarded_stack_aborts_naming_the_coroutine(void **
         fail_msg("child said: %s", out);
 }
 
+static int yielded; /* coroutines that ran past their yield to their end */
+
 static void yields_once(void *arg)
 {
     (void)arg;
     coho_yield();
+    yielded++;
 }
 
 static void intact_canary_lets_unguarded_coroutines_run(void **state)
@@ -107,10 +110,12 @@ static void intact_canary_lets_unguarded_coroutines_run(void **state)
     o.guarded_stacks_max = 0;
     s = coho_sched_create(&o);
     assert_non_null(s);
+    yielded = 0;
     for (i = 0; i < 100; i++)
         assert_int_not_equal(coho_spawn(s, yields_once, NULL), 0);
     assert_int_equal(coho_sched_run(s), 0);
     coho_sched_destroy(s);
+    assert_int_equal(yielded, 100);
 }
 
 int main(int argc, char **argv)

@@ -14,6 +14,68 @@
 #include "coroutine/internal.h"
 #include "test/support/cmocka_main.h"
 
+/* ---- checks made off the case's stack ----
+ * A failing CMocka assertion longjmps to the case's frame: from a coroutine body that jump
+ * crosses stacks and skips the scheduler's frames, and an assertion in a body that never runs
+ * proves nothing. Bodies record their checks with CO_CHECK() and CO_CHECK_INT() and count
+ * their ends with co_ended(); the case calls expect_co() once the scheduler has returned. */
+static struct {
+    unsigned failed; /* checks that failed */
+    unsigned ended;  /* bodies that ran to their end */
+    int line;        /* of the first failed check */
+    char what[256];
+} co_checks;
+
+#define CO_CHECK(cond)     co_check((cond), __LINE__, #cond)
+#define CO_CHECK_INT(a, b) co_check_int((long long)(a), (long long)(b), __LINE__, #a " == " #b)
+
+static void co_record(int line, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void co_record(int line, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (__atomic_fetch_add(&co_checks.failed, 1, __ATOMIC_RELAXED) != 0)
+        return;
+    co_checks.line = line;
+    va_start(ap, fmt);
+    vsnprintf(co_checks.what, sizeof(co_checks.what), fmt, ap);
+    va_end(ap);
+}
+
+static bool co_check(bool ok, int line, const char *what)
+{
+    if (!ok)
+        co_record(line, "%s", what);
+    return ok;
+}
+
+static bool co_check_int(long long got, long long want, int line, const char *what)
+{
+    if (got != want)
+        co_record(line, "%s: got %lld", what, got);
+    return got == want;
+}
+
+static void co_ended(void)
+{
+    __atomic_fetch_add(&co_checks.ended, 1, __ATOMIC_RELAXED);
+}
+
+/* Asserts that no recorded check failed and that `ended` bodies ran to their end, then clears
+ * the record. */
+static void expect_co(unsigned ended)
+{
+    unsigned failed = co_checks.failed, n = co_checks.ended;
+
+    co_checks.failed = 0;
+    co_checks.ended = 0;
+    if (failed != 0)
+        fail_msg("%u check(s) failed off the case's stack; the first, line %d: %s", failed,
+                 co_checks.line, co_checks.what);
+    assert_int_equal(n, ended);
+}
+
 static coho_sched_t *sched;
 
 static void begin(void)
@@ -22,11 +84,13 @@ static void begin(void)
     assert_non_null(sched);
 }
 
-static void run_and_end(void)
+/* Runs the scheduler; `ended` coroutine bodies must have run to their end. */
+static void run_and_end(unsigned ended)
 {
     assert_int_equal(coho_sched_run(sched), 0);
     coho_sched_destroy(sched);
     sched = NULL;
+    expect_co(ended);
 }
 
 /* ---- names ---- */
@@ -36,19 +100,20 @@ static void names_co(void *arg)
     char buf[COHO_NAME_MAX];
 
     (void)arg;
-    assert_int_equal(coho_get_name(0, buf, sizeof(buf)), 0);
-    assert_string_equal(buf, "from-spawn");
-    assert_int_equal(coho_set_name(0, "renamed"), 0);
-    assert_int_equal(coho_get_name(coho_self(), buf, sizeof(buf)), 0);
-    assert_string_equal(buf, "renamed");
-    assert_int_equal(coho_get_name(0, buf, 4), 0); /* cut to fit */
-    assert_string_equal(buf, "ren");
-    assert_int_equal(coho_set_name(0, "a-name-much-longer-than-thirty-one-bytes-is-cut"), 0);
-    assert_int_equal(coho_get_name(0, buf, sizeof(buf)), 0);
-    assert_int_equal(strlen(buf), COHO_NAME_MAX - 1);
-    assert_int_equal(coho_set_name(0, NULL), 0);
-    assert_int_equal(coho_get_name(0, buf, sizeof(buf)), 0);
-    assert_string_equal(buf, "");
+    CO_CHECK_INT(coho_get_name(0, buf, sizeof(buf)), 0);
+    CO_CHECK(strcmp(buf, "from-spawn") == 0);
+    CO_CHECK_INT(coho_set_name(0, "renamed"), 0);
+    CO_CHECK_INT(coho_get_name(coho_self(), buf, sizeof(buf)), 0);
+    CO_CHECK(strcmp(buf, "renamed") == 0);
+    CO_CHECK_INT(coho_get_name(0, buf, 4), 0); /* cut to fit */
+    CO_CHECK(strcmp(buf, "ren") == 0);
+    CO_CHECK_INT(coho_set_name(0, "a-name-much-longer-than-thirty-one-bytes-is-cut"), 0);
+    CO_CHECK_INT(coho_get_name(0, buf, sizeof(buf)), 0);
+    CO_CHECK_INT(strlen(buf), COHO_NAME_MAX - 1);
+    CO_CHECK_INT(coho_set_name(0, NULL), 0);
+    CO_CHECK_INT(coho_get_name(0, buf, sizeof(buf)), 0);
+    CO_CHECK(strcmp(buf, "") == 0);
+    co_ended();
 }
 
 static void set_name_and_get_name_round_trip(void **state)
@@ -67,7 +132,7 @@ static void set_name_and_get_name_round_trip(void **state)
     errno = 0;
     assert_int_equal(coho_get_name(0, NULL, 0), -1);
     assert_int_equal(errno, EINVAL);
-    run_and_end();
+    run_and_end(1);
 }
 
 /* ---- keys ---- */
@@ -89,10 +154,11 @@ static void key_user(void *arg)
 {
     intptr_t me = (intptr_t)arg;
 
-    assert_null(coho_key_get(key_a));
-    assert_int_equal(coho_key_set(key_a, (void *)me), 0);
+    CO_CHECK(coho_key_get(key_a) == NULL);
+    CO_CHECK_INT(coho_key_set(key_a, (void *)me), 0);
     coho_yield(); /* the other coroutine sets its own value meanwhile */
-    assert_ptr_equal(coho_key_get(key_a), (void *)me);
+    CO_CHECK(coho_key_get(key_a) == ((void *)me));
+    co_ended();
 }
 
 static void key_values_are_per_coroutine_and_destructed_at_exit(void **state)
@@ -104,7 +170,7 @@ static void key_values_are_per_coroutine_and_destructed_at_exit(void **state)
     assert_int_equal(coho_key_create(&key_a, dtor_a), 0);
     coho_spawn(sched, key_user, (void *)(intptr_t)1);
     coho_spawn(sched, key_user, (void *)(intptr_t)2);
-    run_and_end();
+    run_and_end(2);
     assert_int_equal(dtor_calls, 2);
     assert_int_equal(order[0], 101);
     assert_int_equal(order[1], 102);
@@ -124,7 +190,8 @@ static void dtor_resets(void *v)
 static void sets_b(void *arg)
 {
     (void)arg;
-    assert_int_equal(coho_key_set(key_b, &key_b), 0);
+    CO_CHECK_INT(coho_key_set(key_b, &key_b), 0);
+    co_ended();
 }
 
 static void destructor_that_sets_again_gets_at_most_four_rounds(void **state)
@@ -134,7 +201,7 @@ static void destructor_that_sets_again_gets_at_most_four_rounds(void **state)
     dtor_calls = 0;
     assert_int_equal(coho_key_create(&key_b, dtor_resets), 0);
     coho_spawn(sched, sets_b, NULL);
-    run_and_end();
+    run_and_end(1);
     assert_int_equal(dtor_calls, 4);
     assert_int_equal(coho_key_delete(key_b), 0);
 }
@@ -144,16 +211,17 @@ static void reuses_deleted_key(void *arg)
     coho_key_t old = key_a;
 
     (void)arg;
-    assert_int_equal(coho_key_set(old, &old), 0);
-    assert_int_equal(coho_key_delete(old), 0);
-    assert_null(coho_key_get(old));
+    CO_CHECK_INT(coho_key_set(old, &old), 0);
+    CO_CHECK_INT(coho_key_delete(old), 0);
+    CO_CHECK(coho_key_get(old) == NULL);
     errno = 0;
-    assert_int_equal(coho_key_set(old, &old), -1);
-    assert_int_equal(errno, EINVAL);
+    CO_CHECK_INT(coho_key_set(old, &old), -1);
+    CO_CHECK_INT(errno, EINVAL);
     /* a new key may reuse the slot; the old value must not show through it */
-    assert_int_equal(coho_key_create(&key_b, NULL), 0);
-    assert_null(coho_key_get(key_b));
-    assert_int_equal(coho_key_delete(key_b), 0);
+    CO_CHECK_INT(coho_key_create(&key_b, NULL), 0);
+    CO_CHECK(coho_key_get(key_b) == NULL);
+    CO_CHECK_INT(coho_key_delete(key_b), 0);
+    co_ended();
 }
 
 static void deleted_key_value_never_shows_through_a_new_key(void **state)
@@ -163,7 +231,7 @@ static void deleted_key_value_never_shows_through_a_new_key(void **state)
     dtor_calls = 0;
     assert_int_equal(coho_key_create(&key_a, dtor_a), 0);
     coho_spawn(sched, reuses_deleted_key, NULL);
-    run_and_end();
+    run_and_end(1);
     assert_int_equal(dtor_calls, 0); /* no destructor for a deleted key */
 }
 
@@ -177,11 +245,12 @@ static void exit_cb(void *arg)
 static void registers_exit_cbs(void *arg)
 {
     (void)arg;
-    assert_int_equal(coho_key_set(key_a, (void *)(intptr_t)5), 0);
-    assert_int_equal(coho_at_exit(exit_cb, (void *)(intptr_t)1), 0);
-    assert_int_equal(coho_at_exit(exit_cb, (void *)(intptr_t)2), 0);
-    assert_int_equal(coho_at_exit(exit_cb, (void *)(intptr_t)3), 0);
+    CO_CHECK_INT(coho_key_set(key_a, (void *)(intptr_t)5), 0);
+    CO_CHECK_INT(coho_at_exit(exit_cb, (void *)(intptr_t)1), 0);
+    CO_CHECK_INT(coho_at_exit(exit_cb, (void *)(intptr_t)2), 0);
+    CO_CHECK_INT(coho_at_exit(exit_cb, (void *)(intptr_t)3), 0);
     order[order_n++] = 0;
+    co_ended();
 }
 
 static void exit_callbacks_run_lifo_before_key_destructors(void **state)
@@ -191,7 +260,7 @@ static void exit_callbacks_run_lifo_before_key_destructors(void **state)
     order_n = 0;
     assert_int_equal(coho_key_create(&key_a, dtor_a), 0);
     coho_spawn(sched, registers_exit_cbs, NULL);
-    run_and_end();
+    run_and_end(1);
     assert_int_equal(order_n, 5);
     assert_int_equal(order[0], 0);
     assert_int_equal(order[1], 3);
@@ -222,12 +291,13 @@ static void hook_user(void *arg)
 {
     uint64_t mine = (uint64_t)(uintptr_t)arg;
 
-    assert_int_equal(fake_tls, 0); /* a new coroutine starts from a zeroed slot */
+    CO_CHECK_INT(fake_tls, 0); /* a new coroutine starts from a zeroed slot */
     fake_tls = mine;
     for (int i = 0; i < 3; i++) {
         coho_yield();
-        assert_int_equal(fake_tls, mine);
+        CO_CHECK_INT(fake_tls, mine);
     }
+    co_ended();
 }
 
 static void switch_hook_keeps_a_slot_per_coroutine(void **state)
@@ -247,7 +317,7 @@ static void switch_hook_keeps_a_slot_per_coroutine(void **state)
     fake_tls = 777; /* the scheduler's own value survives the coroutines */
     coho_spawn(sched, hook_user, (void *)(uintptr_t)1);
     coho_spawn(sched, hook_user, (void *)(uintptr_t)2);
-    run_and_end();
+    run_and_end(2);
     assert_int_equal(fake_tls, 777);
     assert_true(saves >= 8);
     assert_int_equal(saves, restores);
@@ -316,7 +386,7 @@ static void log_lines_carry_the_coroutine_id(void **state)
     open_temp_log();
     begin();
     coho_spawn(sched, logs_a_line, NULL);
-    run_and_end();
+    run_and_end(0);
     text = read_log();
     snprintf(want, sizeof(want), "-%llu]hello from a coroutine", (unsigned long long)logged_id);
     assert_non_null(strstr(text, want));
@@ -351,7 +421,7 @@ static void dump_writes_one_line_per_coroutine_with_state_and_wait(void **state)
     o.name = "parker";
     parker = coho_spawn_ex(sched, dumped_parker, NULL, &o);
     coho_spawn(sched, dumper, NULL);
-    run_and_end();
+    run_and_end(0);
     text = read_log();
     snprintf(want, sizeof(want), "coroutine %llu (parker, entry ", (unsigned long long)parker);
     assert_non_null(strstr(text, want));
@@ -385,7 +455,7 @@ static void sigusr2_dumps_when_the_scheduler_opts_in(void **state)
     coho_spawn_opts_init(&o);
     o.name = "usr2-target";
     coho_spawn_ex(sched, sigusr2_dumper, NULL, &o);
-    run_and_end();
+    run_and_end(0);
     text = read_log();
     assert_non_null(strstr(text, "(usr2-target, entry "));
     free(text);
