@@ -761,35 +761,63 @@ static uint64_t serve_conn(coho_tdp_pool_t *p, int fd, unsigned slot)
     return id;
 }
 
-/* Accept coroutine of a listen pool. Survives running out of fds: the reserve fd is closed,
- * the new connection accepted and shed, and the reserve reopened (LESSONS.md). */
+/* Accept coroutine of a listen pool. It ends only when the pool closes its listen socket (or the
+ * scheduler cancels it as it shuts down): every other failure is a state of the system that
+ * passes, so it backs off and tries again.
+ *   - Out of fds (EMFILE, ENFILE) with the reserve fd at hand: the reserve is closed, the new
+ *     connection accepted and shed (counted in conns_rejected), and the reserve reopened
+ *     (LESSONS.md), so the backlog keeps moving and clients see a close, not a hang.
+ *   - Out of fds without the reserve (it could not be reopened), out of memory or buffers
+ *     (ENOMEM, ENOBUFS), a connection that failed in the accept (EPROTO, ENETDOWN, ...), a
+ *     firewall's EPERM: exponential backoff from TDP_ACCEPT_BACKOFF_MIN_MS to
+ *     TDP_ACCEPT_BACKOFF_MAX_MS, reset by the next accepted connection, so a persistent error
+ *     does not spin and a passing one costs at most the cap. Each round first tries to get the
+ *     reserve back. */
+#define TDP_ACCEPT_BACKOFF_MIN_MS 1
+#define TDP_ACCEPT_BACKOFF_MAX_MS 100
+
 static void accept_main(void *arg)
 {
     coho_tdp_pool_t *p = arg;
+    uint64_t backoff_ms = 0;
 
     while (!p->closing) {
-        int fd = accept4(p->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        int fd, err;
 
-        if (fd < 0) {
-            if ((errno == EMFILE || errno == ENFILE) && p->reserve_fd >= 0) {
-                coho__sys.close(p->reserve_fd);
-                fd = coho__sys.accept4(p->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-                if (fd >= 0)
-                    coho__sys.close(fd);
-                p->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (p->reserve_fd < 0)
+            p->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        fd = accept4(p->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd >= 0) {
+            backoff_ms = 0;
+            if (p->st.conns_open >= p->o.max_conns) {
+                close(fd);
                 p->st.conns_rejected++;
                 continue;
             }
-            if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN)
-                continue;
-            break; /* EBADF (closed), ECANCELED, ... */
+            serve_conn(p, fd, 0);
+            continue;
         }
-        if (p->st.conns_open >= p->o.max_conns) {
-            close(fd);
+        err = errno;
+        /* EBADF: the pool closed its socket (a number closed behind its back may be someone
+         * else's socket by now); ECANCELED: the scheduler is shutting down. */
+        if (err == EBADF || err == ECANCELED)
+            break;
+        if (err == EINTR || err == ECONNABORTED || err == EAGAIN)
+            continue;
+        if ((err == EMFILE || err == ENFILE) && p->reserve_fd >= 0) {
+            coho__sys.close(p->reserve_fd);
+            fd = coho__sys.accept4(p->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+            if (fd >= 0)
+                coho__sys.close(fd);
+            p->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
             p->st.conns_rejected++;
             continue;
         }
-        serve_conn(p, fd, 0);
+        backoff_ms = backoff_ms == 0 ? TDP_ACCEPT_BACKOFF_MIN_MS : backoff_ms * 2;
+        if (backoff_ms > TDP_ACCEPT_BACKOFF_MAX_MS)
+            backoff_ms = TDP_ACCEPT_BACKOFF_MAX_MS;
+        if (coho_sleep_ms(backoff_ms) != 0)
+            break; /* cancelled: the scheduler is shutting down */
     }
     pool_co_exit(p);
 }

@@ -101,8 +101,11 @@ COHO_API coho_tdp_pool_t *coho_tdp_connect(const struct sockaddr *addr, socklen_
                                            const coho_tdp_opts_t *o);
 
 /* A listen pool on `addr` (port 0 picks one: see coho_tdp_local_port): an accept daemon
- * coroutine adds a connection and its receive coroutine per client. Inside a coroutine.
- * Returns NULL with errno (EINVAL, EPERM, EADDRINUSE, ...). */
+ * coroutine adds a connection and its receive coroutine per client. Accepting stops only when
+ * the pool closes: out of fds, it accepts and closes the connection with the help of a reserve
+ * fd (counted in conns_rejected); on any other failure (no reserve fd, ENOMEM, ENOBUFS,
+ * EPROTO, EPERM, ...) it backs off, 1 ms doubling up to 100 ms, and tries again. Inside a
+ * coroutine. Returns NULL with errno (EINVAL, EPERM, EADDRINUSE, ...). */
 COHO_API coho_tdp_pool_t *coho_tdp_listen(const struct sockaddr *addr, socklen_t addrlen,
                                           const coho_tdp_opts_t *o);
 

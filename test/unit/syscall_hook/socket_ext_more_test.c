@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
@@ -255,6 +256,14 @@ static void expect_closed_by_server(int fd)
     close(fd);
 }
 
+/* A request header with seq 7 and `body_len` body bytes to follow. */
+static void sock_header(unsigned char *hdr, uint32_t body_len)
+{
+    coho_sock_hdr_t h = {.magic = COHO_SOCK_MAGIC, .seq = 7, .body_len = body_len};
+
+    coho_sock_hdr_encode(&h, hdr);
+}
+
 /* ---- the server goes away and comes back: the pool reconnects with backoff ---- */
 static void reconnect_main(void *arg)
 {
@@ -433,6 +442,98 @@ static void listen_pool_past_max_conns_closes_and_counts_the_excess(void **state
     co_run(max_conns_main, &sv);
 }
 
+/* ---- out of fds with no reserve fd to shed with: the accept loop backs off and accepts again
+ * once fds are free ---- */
+#define EMFILE_FILL_MAX 512
+
+/* One request on `fd`, and its answer read back. */
+static void raw_exchange(int fd)
+{
+    unsigned char hdr[COHO_SOCK_HDR_LEN];
+    coho_sock_hdr_t h;
+
+    sock_header(hdr, 0);
+    CO_CHECK_EQ(send(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+    CO_CHECK_EQ(recv(fd, hdr, sizeof(hdr), MSG_WAITALL), (ssize_t)sizeof(hdr));
+    CO_CHECK_EQ(coho_sock_hdr_decode(hdr, &h), 0);
+    CO_CHECK(h.type & COHO_SOCK_RESPONSE);
+}
+
+static void emfile_main(void *arg)
+{
+    struct server *sv = arg;
+    struct sockaddr_in a = loopback(0);
+    struct timeval tv = {.tv_sec = 5};
+    struct rlimit old, low;
+    coho_tdp_opts_t o;
+    coho_tdp_stats_t st;
+    int *fill = calloc(EMFILE_FILL_MAX, sizeof(*fill));
+    int nul, c1, c2, nfill = 0;
+
+    /* The clients' sockets and the fd the table is filled with exist before it is full. */
+    nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    c1 = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    c2 = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (!CO_CHECK(fill != NULL && nul >= 0 && c1 >= 0 && c2 >= 0))
+        return;
+    CO_CHECK_EQ(setsockopt(c1, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+    CO_CHECK_EQ(setsockopt(c2, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+    /* A soft limit a little above the lowest free fd, every number below it taken but one: the
+     * listen socket takes that one, and the pool finds no fd for its reserve. (Each test case
+     * is a process of its own: the limit dies with it.) */
+    CO_CHECK_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+    low = old;
+    low.rlim_cur = (rlim_t)c2 + 32;
+    CO_CHECK_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+    while (nfill < EMFILE_FILL_MAX && (fill[nfill] = fcntl(nul, F_DUPFD_CLOEXEC, 0)) >= 0)
+        nfill++;
+    CO_CHECK_EQ(errno, EMFILE);
+    if (!CO_CHECK(nfill > 0))
+        return;
+    close(fill[--nfill]);
+
+    sock_opts(&o);
+    o.on_req = on_req;
+    o.user = sv;
+    sv->pool = coho_tdp_listen((struct sockaddr *)&a, sizeof(a), &o);
+    if (!CO_CHECK(sv->pool != NULL))
+        return;
+    a = loopback(coho_tdp_local_port(sv->pool));
+    CO_CHECK_EQ(connect(c1, (struct sockaddr *)&a, sizeof(a)), 0); /* waits in the backlog */
+    coho_sleep_ms(30);
+    st = stats(sv->pool);
+    CO_CHECK_EQ(st.conns_total, 0);
+    CO_CHECK_EQ(st.conns_rejected, 0); /* no reserve: nothing could be shed either */
+
+    /* fds free again: the accept loop, backing off meanwhile, takes c1 from the backlog, and
+     * c2 after it; both are served. */
+    while (nfill > 0)
+        close(fill[--nfill]);
+    CO_CHECK_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+    CO_CHECK_EQ(connect(c2, (struct sockaddr *)&a, sizeof(a)), 0);
+    wait_conns_open(sv->pool, 2, 1000);
+    raw_exchange(c1);
+    raw_exchange(c2);
+    st = stats(sv->pool);
+    CO_CHECK_EQ(st.conns_total, 2);
+    CO_CHECK_EQ(st.conns_rejected, 0);
+    close(c1);
+    close(c2);
+    close(nul);
+    free(fill);
+    CO_CHECK_EQ(coho_tdp_close(sv->pool), 0);
+}
+
+static void accept_backs_off_when_out_of_fds_and_resumes_when_fds_are_free(void **state)
+{
+    struct server sv;
+
+    (void)state;
+    memset(&sv, 0, sizeof(sv));
+    co_run(emfile_main, &sv);
+    assert_int_equal(sv.handled, 2);
+}
+
 /* ---- a pool's own coroutines are reaped when they end: connections that come and go leave
  * no finished coroutine records behind ---- */
 static void churn_main(void *arg)
@@ -591,13 +692,6 @@ static void limit_finish(struct limit_world *w, uint64_t slow)
     CO_CHECK_EQ(stats(w->client).conns_total, 2);
     CO_CHECK_EQ(coho_tdp_close(w->client), 0);
     CO_CHECK_EQ(coho_tdp_close(w->sv.pool), 0);
-}
-
-static void sock_header(unsigned char *hdr, uint32_t body_len)
-{
-    coho_sock_hdr_t h = {.magic = COHO_SOCK_MAGIC, .seq = 7, .body_len = body_len};
-
-    coho_sock_hdr_encode(&h, hdr);
 }
 
 /* The pool's max_frame_len (here below the framer's own body limit) bounds a frame. */
@@ -1170,6 +1264,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(pool_reconnects_with_backoff_after_server_returns),
         cmocka_unit_test(pick_round_robins_over_healthy_connections),
         cmocka_unit_test(listen_pool_past_max_conns_closes_and_counts_the_excess),
+        cmocka_unit_test(accept_backs_off_when_out_of_fds_and_resumes_when_fds_are_free),
         cmocka_unit_test(pool_coroutines_are_reaped_when_connections_end),
         cmocka_unit_test(conn_callbacks_run_once_per_connection_with_its_id),
         cmocka_unit_test(frame_past_max_frame_len_closes_only_its_connection),
