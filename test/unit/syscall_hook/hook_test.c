@@ -12,6 +12,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -32,8 +33,71 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* Runs fn(arg) as the only user coroutine of a fresh scheduler, to completion. */
-static void run_in_coroutine(void (*fn)(void *), void *arg)
+/* ---- checks made off the case's stack ----
+ * A failing CMocka assertion longjmps to the case's frame: from a coroutine body that jump
+ * crosses stacks and skips the scheduler's frames, and an assertion in a body that never runs
+ * proves nothing. Bodies record their checks with CO_CHECK() and CO_CHECK_INT() and count
+ * their ends with co_ended(); the case calls expect_co() once the scheduler has returned. */
+static struct {
+    unsigned failed; /* checks that failed */
+    unsigned ended;  /* bodies that ran to their end */
+    int line;        /* of the first failed check */
+    char what[256];
+} co_checks;
+
+#define CO_CHECK(cond)     co_check((cond), __LINE__, #cond)
+#define CO_CHECK_INT(a, b) co_check_int((long long)(a), (long long)(b), __LINE__, #a " == " #b)
+
+static void co_record(int line, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void co_record(int line, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (__atomic_fetch_add(&co_checks.failed, 1, __ATOMIC_RELAXED) != 0)
+        return;
+    co_checks.line = line;
+    va_start(ap, fmt);
+    vsnprintf(co_checks.what, sizeof(co_checks.what), fmt, ap);
+    va_end(ap);
+}
+
+static bool co_check(bool ok, int line, const char *what)
+{
+    if (!ok)
+        co_record(line, "%s", what);
+    return ok;
+}
+
+static bool co_check_int(long long got, long long want, int line, const char *what)
+{
+    if (got != want)
+        co_record(line, "%s: got %lld", what, got);
+    return got == want;
+}
+
+static void co_ended(void)
+{
+    __atomic_fetch_add(&co_checks.ended, 1, __ATOMIC_RELAXED);
+}
+
+/* Asserts that no recorded check failed and that `ended` bodies ran to their end, then clears
+ * the record. */
+static void expect_co(unsigned ended)
+{
+    unsigned failed = co_checks.failed, n = co_checks.ended;
+
+    co_checks.failed = 0;
+    co_checks.ended = 0;
+    if (failed != 0)
+        fail_msg("%u check(s) failed off the case's stack; the first, line %d: %s", failed,
+                 co_checks.line, co_checks.what);
+    assert_int_equal(n, ended);
+}
+
+/* Runs fn(arg) as the only user coroutine of a fresh scheduler, to completion; `ended`
+ * coroutine bodies (fn and what it spawned) must have run to their end. */
+static void run_in_coroutine(void (*fn)(void *), void *arg, unsigned ended)
 {
     coho_sched_t *s = coho_sched_create(NULL);
 
@@ -41,6 +105,7 @@ static void run_in_coroutine(void (*fn)(void *), void *arg)
     assert_int_not_equal(coho_spawn(s, fn, arg), 0);
     assert_int_equal(coho_sched_run(s), 0);
     coho_sched_destroy(s);
+    expect_co(ended);
 }
 
 /* ---- a ticker proves the thread keeps running coroutines while another is parked ---- */
@@ -83,7 +148,8 @@ static void late_writer(void *arg)
     struct park_ctx *c = arg;
 
     coho_sleep_ms(30);
-    assert_int_equal(send(c->sv[1], "hello", 5, 0), 5);
+    CO_CHECK_INT(send(c->sv[1], "hello", 5, 0), 5);
+    co_ended();
 }
 
 static void park_main(void *arg)
@@ -91,10 +157,11 @@ static void park_main(void *arg)
     struct park_ctx *c = arg;
     coho_sched_t *s = coho__sched_current();
 
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, c->sv), 0);
+    CO_CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM, 0, c->sv), 0);
     coho_spawn(s, ticker_main, &c->t);
     coho_spawn(s, parked_reader, c);
     coho_spawn(s, late_writer, c);
+    co_ended();
 }
 
 static void recv_parks_coroutine_while_others_run(void **state)
@@ -103,7 +170,7 @@ static void recv_parks_coroutine_while_others_run(void **state)
 
     (void)state;
     memset(&c, 0, sizeof(c));
-    run_in_coroutine(park_main, &c);
+    run_in_coroutine(park_main, &c, 2);
     assert_int_equal(c.got, 5);
     assert_memory_equal(c.buf, "hello", 5);
     assert_true(c.ticks_seen >= 5); /* ~30 ticks of 1 ms while the reader was parked */
@@ -118,34 +185,35 @@ static void view_main(void *arg)
     char b;
 
     (void)arg;
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    CO_CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
     fl = fcntl(sv[0], F_GETFL);
-    assert_false(fl & O_NONBLOCK); /* coho's own O_NONBLOCK never shows */
-    assert_true(coho__sys.fcntl(sv[0], F_GETFL) & O_NONBLOCK);
-    assert_int_equal(fcntl(sv[0], F_SETFL, fl | O_NONBLOCK), 0);
-    assert_true(fcntl(sv[0], F_GETFL) & O_NONBLOCK);
+    CO_CHECK(!(fl & O_NONBLOCK)); /* coho's own O_NONBLOCK never shows */
+    CO_CHECK(coho__sys.fcntl(sv[0], F_GETFL) & O_NONBLOCK);
+    CO_CHECK_INT(fcntl(sv[0], F_SETFL, fl | O_NONBLOCK), 0);
+    CO_CHECK(fcntl(sv[0], F_GETFL) & O_NONBLOCK);
     errno = 0;
-    assert_int_equal(recv(sv[0], &b, 1, 0), -1);
-    assert_int_equal(errno, EAGAIN); /* user non-blocking: never parks */
-    assert_int_equal(fcntl(sv[0], F_SETFL, fl), 0);
-    assert_false(fcntl(sv[0], F_GETFL) & O_NONBLOCK);
-    assert_int_equal(ioctl(sv[1], FIONBIO, &on), 0);
-    assert_true(fcntl(sv[1], F_GETFL) & O_NONBLOCK);
+    CO_CHECK_INT(recv(sv[0], &b, 1, 0), -1);
+    CO_CHECK_INT(errno, EAGAIN); /* user non-blocking: never parks */
+    CO_CHECK_INT(fcntl(sv[0], F_SETFL, fl), 0);
+    CO_CHECK(!(fcntl(sv[0], F_GETFL) & O_NONBLOCK));
+    CO_CHECK_INT(ioctl(sv[1], FIONBIO, &on), 0);
+    CO_CHECK(fcntl(sv[1], F_GETFL) & O_NONBLOCK);
     {
         int d = dup(sv[1]); /* the view belongs to the open file description */
 
-        assert_true(d >= 0);
-        assert_true(fcntl(d, F_GETFL) & O_NONBLOCK);
+        CO_CHECK(d >= 0);
+        CO_CHECK(fcntl(d, F_GETFL) & O_NONBLOCK);
         close(d);
     }
     close(sv[0]);
     close(sv[1]);
+    co_ended();
 }
 
 static void f_getfl_shows_user_view_and_user_nonblock_returns_eagain(void **state)
 {
     (void)state;
-    run_in_coroutine(view_main, NULL);
+    run_in_coroutine(view_main, NULL, 1);
 }
 
 /* ---- SO_RCVTIMEO ---- */
@@ -157,22 +225,23 @@ static void rcvtimeo_main(void *arg)
     char b;
 
     (void)arg;
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+    CO_CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    CO_CHECK_INT(setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
     t0 = now_ms();
     errno = 0;
-    assert_int_equal(recv(sv[0], &b, 1, 0), -1);
-    assert_int_equal(errno, EAGAIN);
-    assert_true(now_ms() - t0 >= 50);
-    assert_true(now_ms() - t0 < 2000);
+    CO_CHECK_INT(recv(sv[0], &b, 1, 0), -1);
+    CO_CHECK_INT(errno, EAGAIN);
+    CO_CHECK(now_ms() - t0 >= 50);
+    CO_CHECK(now_ms() - t0 < 2000);
     close(sv[0]);
     close(sv[1]);
+    co_ended();
 }
 
 static void so_rcvtimeo_expires_with_eagain(void **state)
 {
     (void)state;
-    run_in_coroutine(rcvtimeo_main, NULL);
+    run_in_coroutine(rcvtimeo_main, NULL, 1);
 }
 
 /* ---- close while another coroutine waits ---- */
@@ -199,20 +268,22 @@ static void close_closer(void *arg)
     coho_sleep_ms(10);
     close(c->sv[0]);
     /* The number is likely reused at once; the old waiter must not see the new tenant. */
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, again), 0);
+    CO_CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM, 0, again), 0);
     send(again[1], "x", 1, 0);
     coho_sleep_ms(10);
     close(again[0]);
     close(again[1]);
+    co_ended();
 }
 
 static void close_main(void *arg)
 {
     struct close_ctx *c = arg;
 
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, c->sv), 0);
+    CO_CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM, 0, c->sv), 0);
     coho_spawn(coho__sched_current(), close_waiter, c);
     coho_spawn(coho__sched_current(), close_closer, c);
+    co_ended();
 }
 
 static void close_wakes_waiter_with_ebadf(void **state)
@@ -220,17 +291,25 @@ static void close_wakes_waiter_with_ebadf(void **state)
     struct close_ctx c = {.got = 99};
 
     (void)state;
-    run_in_coroutine(close_main, &c);
+    run_in_coroutine(close_main, &c, 2);
     assert_int_equal(c.got, -1);
     assert_int_equal(c.err, EBADF);
     close(c.sv[1]);
 }
 
-/* ---- the drained-socket shortcut still sees data and FIN ---- */
+/* ---- the drained-socket shortcut still sees data and FIN ----
+ * The writer sends each "ping" only once the reader has taken the previous one, so every read
+ * is short (4 of 64 bytes: the socket is drained) and the next one parks without a syscall
+ * until the next edge. Exactly 101 reads prove that each of those edges woke the reader and no
+ * data was merged or lost; the last edge carries "last" and the FIN together. */
+enum { DRAIN_PINGS = 100 };
+
 struct drain_ctx {
     int sv[2];
-    int msgs;
+    int msgs; /* reads that returned data */
     bool eof;
+    size_t len;
+    char data[8 * (DRAIN_PINGS + 1)];
 };
 
 static void drain_reader(void *arg)
@@ -239,13 +318,17 @@ static void drain_reader(void *arg)
     char buf[64];
 
     for (;;) {
-        ssize_t n = recv(c->sv[0], buf, sizeof(buf), 0); /* short reads: drained each time */
+        ssize_t n = recv(c->sv[0], buf, sizeof(buf), 0);
 
         if (n == 0) {
             c->eof = true;
+            co_ended();
             return;
         }
-        assert_true(n > 0);
+        if (!CO_CHECK(n > 0) || !CO_CHECK((size_t)n <= sizeof(c->data) - c->len))
+            return;
+        memcpy(c->data + c->len, buf, (size_t)n);
+        c->len += (size_t)n;
         c->msgs++;
     }
 }
@@ -253,35 +336,48 @@ static void drain_reader(void *arg)
 static void drain_writer(void *arg)
 {
     struct drain_ctx *c = arg;
+    uint64_t deadline = now_ms() + 5000;
     int i;
 
-    for (i = 0; i < 100; i++) {
-        assert_int_equal(send(c->sv[1], "ping", 4, 0), 4);
-        coho_yield();
-        coho_yield();
+    for (i = 0; i < DRAIN_PINGS; i++) {
+        CO_CHECK_INT(send(c->sv[1], "ping", 4, 0), 4);
+        while (c->msgs == i && now_ms() < deadline) /* until the reader took it */
+            coho_yield();
+        if (!CO_CHECK_INT(c->msgs, i + 1))
+            break;
     }
     /* Data and FIN in one edge: the reader must get both. */
-    assert_int_equal(send(c->sv[1], "last", 4, 0), 4);
+    CO_CHECK_INT(send(c->sv[1], "last", 4, 0), 4);
     shutdown(c->sv[1], SHUT_WR);
+    co_ended();
 }
 
 static void drain_main(void *arg)
 {
     struct drain_ctx *c = arg;
 
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, c->sv), 0);
+    CO_CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM, 0, c->sv), 0);
     coho_spawn(coho__sched_current(), drain_reader, c);
     coho_spawn(coho__sched_current(), drain_writer, c);
+    co_ended();
 }
 
 static void short_reads_then_data_and_fin_are_all_seen(void **state)
 {
     struct drain_ctx c = {0};
+    char want[sizeof(c.data)];
+    size_t n = 0;
 
     (void)state;
-    run_in_coroutine(drain_main, &c);
+    run_in_coroutine(drain_main, &c, 3);
+    for (int i = 0; i < DRAIN_PINGS; i++, n += 4)
+        memcpy(want + n, "ping", 4);
+    memcpy(want + n, "last", 4);
+    n += 4;
     assert_true(c.eof);
-    assert_true(c.msgs >= 2 && c.msgs <= 101);
+    assert_int_equal(c.msgs, DRAIN_PINGS + 1);
+    assert_int_equal(c.len, n);
+    assert_memory_equal(c.data, want, n);
     close(c.sv[0]);
     close(c.sv[1]);
 }
@@ -297,20 +393,21 @@ static void refused_main(void *arg)
     /* A port nobody listens on: bind one, note it, close it. */
     l = socket(AF_INET, SOCK_STREAM, 0);
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(getsockname(l, (struct sockaddr *)&a, &len), 0);
+    CO_CHECK_INT(bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
+    CO_CHECK_INT(getsockname(l, (struct sockaddr *)&a, &len), 0);
     close(l);
     fd = socket(AF_INET, SOCK_STREAM, 0);
     errno = 0;
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), -1);
-    assert_int_equal(errno, ECONNREFUSED);
+    CO_CHECK_INT(connect(fd, (struct sockaddr *)&a, sizeof(a)), -1);
+    CO_CHECK_INT(errno, ECONNREFUSED);
     close(fd);
+    co_ended();
 }
 
 static void connect_refused_reports_econnrefused(void **state)
 {
     (void)state;
-    run_in_coroutine(refused_main, NULL);
+    run_in_coroutine(refused_main, NULL, 1);
 }
 
 /* ---- a loopback accept/connect/echo with recvn/sendn and big writes ---- */
@@ -327,11 +424,12 @@ static void echo_server(void *arg)
     char *buf = malloc(c->size);
     int fd = accept(c->lfd, NULL, NULL);
 
-    assert_true(fd >= 0);
-    assert_int_equal(recvn(fd, buf, c->size, 0), (ssize_t)c->size);
-    assert_int_equal(sendn(fd, buf, c->size, 0), (ssize_t)c->size);
+    CO_CHECK(fd >= 0);
+    CO_CHECK_INT(recvn(fd, buf, c->size, 0), (ssize_t)c->size);
+    CO_CHECK_INT(sendn(fd, buf, c->size, 0), (ssize_t)c->size);
     close(fd);
     free(buf);
+    co_ended();
 }
 
 static void echo_client(void *arg)
@@ -343,15 +441,16 @@ static void echo_client(void *arg)
 
     for (i = 0; i < c->size; i++)
         out[i] = (char)(i * 7 + 3);
-    assert_int_equal(connect(fd, (struct sockaddr *)&c->addr, sizeof(c->addr)), 0);
+    CO_CHECK_INT(connect(fd, (struct sockaddr *)&c->addr, sizeof(c->addr)), 0);
     /* 8 MiB in one blocking send: returns only when all of it went. */
-    assert_int_equal(send(fd, out, c->size, 0), (ssize_t)c->size);
-    assert_int_equal(recv(fd, in, c->size, MSG_WAITALL), (ssize_t)c->size);
+    CO_CHECK_INT(send(fd, out, c->size, 0), (ssize_t)c->size);
+    CO_CHECK_INT(recv(fd, in, c->size, MSG_WAITALL), (ssize_t)c->size);
     c->ok = memcmp(in, out, c->size) == 0;
-    assert_int_equal(recv(fd, in, 1, 0), 0); /* the server closed */
+    CO_CHECK_INT(recv(fd, in, 1, 0), 0); /* the server closed */
     close(fd);
     free(out);
     free(in);
+    co_ended();
 }
 
 static void echo_main(void *arg)
@@ -362,11 +461,12 @@ static void echo_main(void *arg)
     c->lfd = socket(AF_INET, SOCK_STREAM, 0);
     c->addr.sin_family = AF_INET;
     c->addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(c->lfd, (struct sockaddr *)&c->addr, sizeof(c->addr)), 0);
-    assert_int_equal(listen(c->lfd, 16), 0);
-    assert_int_equal(getsockname(c->lfd, (struct sockaddr *)&c->addr, &len), 0);
+    CO_CHECK_INT(bind(c->lfd, (struct sockaddr *)&c->addr, sizeof(c->addr)), 0);
+    CO_CHECK_INT(listen(c->lfd, 16), 0);
+    CO_CHECK_INT(getsockname(c->lfd, (struct sockaddr *)&c->addr, &len), 0);
     coho_spawn(coho__sched_current(), echo_server, c);
     coho_spawn(coho__sched_current(), echo_client, c);
+    co_ended();
 }
 
 static void blocking_8mib_send_and_waitall_recv_complete_in_one_thread(void **state)
@@ -374,7 +474,7 @@ static void blocking_8mib_send_and_waitall_recv_complete_in_one_thread(void **st
     struct echo_ctx c = {.size = 8u << 20};
 
     (void)state;
-    run_in_coroutine(echo_main, &c);
+    run_in_coroutine(echo_main, &c, 3);
     assert_true(c.ok);
     close(c.lfd);
 }
@@ -391,10 +491,11 @@ static void locker(void *arg)
     struct lock_ctx *c = arg;
     int me = (int)(coho_self() & 0xff);
 
-    assert_int_equal(coho_fd_lock(c->sv[0], COHO_FD_LOCK_WRITE), 0);
+    CO_CHECK_INT(coho_fd_lock(c->sv[0], COHO_FD_LOCK_WRITE), 0);
     c->order[c->n++] = me;
     coho_sleep_ms(5); /* hold it across a park */
-    assert_int_equal(coho_fd_unlock(c->sv[0], COHO_FD_LOCK_WRITE), 0);
+    CO_CHECK_INT(coho_fd_unlock(c->sv[0], COHO_FD_LOCK_WRITE), 0);
+    co_ended();
 }
 
 static void lock_main(void *arg)
@@ -403,18 +504,19 @@ static void lock_main(void *arg)
     uint64_t ids[3];
     int i;
 
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, c->sv), 0);
+    CO_CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM, 0, c->sv), 0);
     for (i = 0; i < 3; i++)
         ids[i] = coho_spawn(coho__sched_current(), locker, c);
     for (i = 0; i < 3; i++)
-        assert_int_equal(coho_join(ids[i], -1), 0);
+        CO_CHECK_INT(coho_join(ids[i], -1), 0);
     for (i = 0; i < 3; i++)
-        assert_int_equal(c->order[i], (int)(ids[i] & 0xff));
+        CO_CHECK_INT(c->order[i], (int)(ids[i] & 0xff));
     errno = 0;
-    assert_int_equal(coho_fd_unlock(c->sv[0], COHO_FD_LOCK_WRITE), -1);
-    assert_int_equal(errno, EPERM);
+    CO_CHECK_INT(coho_fd_unlock(c->sv[0], COHO_FD_LOCK_WRITE), -1);
+    CO_CHECK_INT(errno, EPERM);
     close(c->sv[0]);
     close(c->sv[1]);
+    co_ended();
 }
 
 static void fd_write_lock_is_fifo_and_owner_checked(void **state)
@@ -422,7 +524,7 @@ static void fd_write_lock_is_fifo_and_owner_checked(void **state)
     struct lock_ctx c = {0};
 
     (void)state;
-    run_in_coroutine(lock_main, &c);
+    run_in_coroutine(lock_main, &c, 4);
 }
 
 /* ---- a socket made in a coroutine keeps blocking semantics in a plain thread ---- */
@@ -432,7 +534,8 @@ static void make_socket_main(void *arg)
 {
     int *sv = arg;
 
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    CO_CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    co_ended();
 }
 
 static void *late_sender(void *arg)
@@ -452,7 +555,7 @@ static void plain_thread_blocks_on_socket_made_in_coroutine(void **state)
     char b = 0;
 
     (void)state;
-    run_in_coroutine(make_socket_main, sv);
+    run_in_coroutine(make_socket_main, sv, 1);
     thread_fd = sv[1];
     assert_int_equal(pthread_create(&th, NULL, late_sender, NULL), 0);
     /* Outside any coroutine: libc's blocking recv, even though the kernel file is O_NONBLOCK. */
@@ -473,28 +576,29 @@ static void poll_main(void *arg)
 
     (void)arg;
     for (i = 0; i < N; i++) {
-        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv[i]), 0);
+        CO_CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv[i]), 0);
         p[i].fd = sv[i][0];
         p[i].events = POLLIN;
     }
     t0 = now_ms();
-    assert_int_equal(poll(p, N, 20), 0); /* nothing ready: times out */
-    assert_true(now_ms() - t0 >= 20);
+    CO_CHECK_INT(poll(p, N, 20), 0); /* nothing ready: times out */
+    CO_CHECK(now_ms() - t0 >= 20);
     send(sv[N - 1][1], "a", 1, 0);
     send(sv[7][1], "b", 1, 0);
-    assert_int_equal(poll(p, N, -1), 2);
+    CO_CHECK_INT(poll(p, N, -1), 2);
     for (i = 0; i < N; i++)
-        assert_int_equal(p[i].revents, (i == 7 || i == N - 1) ? POLLIN : 0);
+        CO_CHECK_INT(p[i].revents, (i == 7 || i == N - 1) ? POLLIN : 0);
     for (i = 0; i < N; i++) {
         close(sv[i][0]);
         close(sv[i][1]);
     }
+    co_ended();
 }
 
 static void poll_reports_exact_revents_and_honours_timeout(void **state)
 {
     (void)state;
-    run_in_coroutine(poll_main, NULL);
+    run_in_coroutine(poll_main, NULL, 1);
 }
 
 /* ---- DNS runs off-thread ---- */
@@ -510,11 +614,13 @@ static void dns_lookup(void *arg)
 
     c->rc = getaddrinfo("localhost", "80", &hints, &res);
     if (c->rc == 0) {
-        assert_non_null(res);
-        assert_int_equal(res->ai_family, AF_INET);
-        freeaddrinfo(res);
+        if (CO_CHECK(res != NULL)) {
+            CO_CHECK_INT(res->ai_family, AF_INET);
+            freeaddrinfo(res);
+        }
     }
     c->t.stop = true;
+    co_ended();
 }
 
 static void dns_main(void *arg)
@@ -531,7 +637,7 @@ static void getaddrinfo_resolves_localhost_in_a_coroutine(void **state)
 
     (void)state;
     memset(&c, 0, sizeof(c));
-    run_in_coroutine(dns_main, &c);
+    run_in_coroutine(dns_main, &c, 1);
     assert_int_equal(c.rc, 0);
 }
 
@@ -542,22 +648,23 @@ static void nohook_main(void *arg)
     char b;
 
     (void)arg;
-    assert_true(coho_hook_is_enabled());
-    assert_int_equal(coho_hook_enable(false), 0);
-    assert_false(coho_hook_is_enabled());
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    assert_false(coho__sys.fcntl(sv[0], F_GETFL) & O_NONBLOCK); /* not adopted */
+    CO_CHECK(coho_hook_is_enabled());
+    CO_CHECK_INT(coho_hook_enable(false), 0);
+    CO_CHECK(!coho_hook_is_enabled());
+    CO_CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    CO_CHECK(!(coho__sys.fcntl(sv[0], F_GETFL) & O_NONBLOCK)); /* not adopted */
     send(sv[1], "q", 1, 0);
-    assert_int_equal(recv(sv[0], &b, 1, 0), 1);
-    assert_int_equal(coho_hook_enable(true), 0);
+    CO_CHECK_INT(recv(sv[0], &b, 1, 0), 1);
+    CO_CHECK_INT(coho_hook_enable(true), 0);
     close(sv[0]);
     close(sv[1]);
+    co_ended();
 }
 
 static void hook_enable_false_passes_calls_to_libc(void **state)
 {
     (void)state;
-    run_in_coroutine(nohook_main, NULL);
+    run_in_coroutine(nohook_main, NULL, 1);
     errno = 0;
     assert_int_equal(coho_hook_enable(true), -1);
     assert_int_equal(errno, EPERM);
