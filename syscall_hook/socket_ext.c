@@ -50,6 +50,10 @@ struct tdp_conn {
     coho_list_t wwaiters; /* struct tx_waiter: senders whose frames are in wbuf */
     bool flushing;        /* a sender gathers and writes the frames of others too */
     bool dispatching;     /* the receive coroutine is in rx_dispatch */
+    unsigned reqs_held;   /* requests of this connection handed to on_req and not yet freed */
+    size_t reqs_held_len; /* ... the bytes of their frames */
+    uint64_t room_co;     /* the receive coroutine, parked until those drain (0: not parked) */
+    uint64_t room_token;
 };
 
 /* A sender parked until the flusher has written its queued frame. */
@@ -98,17 +102,22 @@ struct coho_tdp_pool {
     bool dgram;    /* UDP: one datagram per frame (coho_tdp_udp_connect, coho_tdp_udp_listen) */
     unsigned refs; /* memory: the user's handle, each live pool coroutine, each request */
     unsigned cos;  /* live pool coroutines (coho_tdp_close waits for them) */
-    unsigned reqs_live;         /* requests handed to on_req and not yet freed */
-    struct req_idle *reqs_idle; /* freed coho_tdp_req_t records kept for reuse */
+    unsigned reqs_live;        /* requests handed to on_req and not yet freed */
+    struct tdp_req *reqs_idle; /* freed request records kept for reuse */
     unsigned reqs_idle_count;
     coho_list_t up_waiters;
     coho_list_t cb_frames; /* struct cb_frame: coroutines inside a user callback now */
     coho_tdp_stats_t st;
 };
 
-/* A freed coho_tdp_req_t kept by its pool for the next request (no malloc per request). */
-struct req_idle {
-    struct req_idle *next;
+/* A request handed to on_req: the public record, and what it holds of its connection's
+ * allowance (max_conn_reqs, max_conn_req_len). A freed record is kept by its pool for the next
+ * request (no malloc per request). */
+struct tdp_req {
+    coho_tdp_req_t pub;        /* first: a coho_tdp_req_t * is a struct tdp_req * */
+    struct tdp_req *idle_next; /* in the pool's reqs_idle while freed */
+    size_t held_len;           /* frame bytes counted in the connection's reqs_held_len */
+    bool held;                 /* counted in the connection's reqs_held */
 };
 
 #define TDP_REQS_IDLE_MAX 256 /* records kept per pool */
@@ -133,6 +142,8 @@ void coho_tdp_opts_init(coho_tdp_opts_t *o)
     o->reconnect_max_ms = 2000;
     o->max_conns = 10000;
     o->backlog = 1024;
+    o->max_conn_reqs = 1024;
+    o->max_conn_req_len = 4u << 20;
 }
 
 static void pool_unref(coho_tdp_pool_t *p);
@@ -260,9 +271,9 @@ static void pool_unref(coho_tdp_pool_t *p)
     coho__pool_for_each(p->pending, pending_destroy_one, NULL);
     coho__pool_destroy(p->pending);
     while (p->reqs_idle != NULL) {
-        struct req_idle *r = p->reqs_idle;
+        struct tdp_req *r = p->reqs_idle;
 
-        p->reqs_idle = r->next;
+        p->reqs_idle = r->idle_next;
         free(r);
     }
     coho__pool_destroy(p->conns);
@@ -401,6 +412,8 @@ static void conn_break(coho_tdp_pool_t *p, struct tdp_conn *c, int err)
 
         coho__co_wake(w->co_id, w->token, -ENOTCONN);
     }
+    if (c->room_co != 0) /* the receive coroutine, parked for backpressure: it ends */
+        coho__co_wake(c->room_co, c->room_token, 0);
     /* Senders parked on the fd or its write lock wake with EBADF at the close below. */
     shutdown(c->fd, SHUT_RDWR);
     /* A non-blocking UDP socket reports EAGAIN, not end of file, after a shutdown, so the
@@ -462,23 +475,70 @@ static int cbuf_copy_front(coho_cbuf_t *dst, const coho_cbuf_t *src, size_t len)
 }
 
 /* A zeroed request record: a freed one of this pool, or a new one. */
-static coho_tdp_req_t *req_alloc(coho_tdp_pool_t *p)
+static struct tdp_req *req_alloc(coho_tdp_pool_t *p)
 {
-    struct req_idle *r = p->reqs_idle;
+    struct tdp_req *r = p->reqs_idle;
 
     if (r == NULL)
-        return calloc(1, sizeof(coho_tdp_req_t));
-    p->reqs_idle = r->next;
+        return calloc(1, sizeof(*r));
+    p->reqs_idle = r->idle_next;
     p->reqs_idle_count--;
-    memset(r, 0, sizeof(coho_tdp_req_t));
-    return (coho_tdp_req_t *)(void *)r;
+    memset(r, 0, sizeof(*r));
+    return r;
 }
 
-/* Splits and dispatches every whole frame at the front of the connection's buffer.
- * Returns 0 (need more bytes) or -EPROTO (malformed: close the connection). */
+/* Backpressure. A connection whose requests in on_req (handed over, not yet freed) reach
+ * max_conn_reqs, or whose frames reach max_conn_req_len bytes, is full: its receive coroutine
+ * dispatches no further frame and reads nothing more until coho_tdp_req_free makes room. The
+ * peer's writes then fill the socket buffers and stall; the connection stays open. One peer
+ * that pipelines without end thus holds at most max_conn_req_len bytes of requests (plus the
+ * frame that crossed the bound) and its receive buffer (at most one partial frame and a read). */
+static bool conn_is_full(const coho_tdp_pool_t *p, const struct tdp_conn *c)
+{
+    return (p->o.max_conn_reqs != 0 && c->reqs_held >= p->o.max_conn_reqs) ||
+           (p->o.max_conn_req_len != 0 && c->reqs_held_len >= p->o.max_conn_req_len);
+}
+
+/* Parks the receive coroutine of `c` while it is full. Returns 0 (room, or the connection
+ * broke: see c->broken) or -ECANCELED. */
+static int rx_wait_room(coho_tdp_pool_t *p, struct tdp_conn *c)
+{
+    while (conn_is_full(p, c) && !c->broken) {
+        int rc;
+
+        c->room_token = coho__co_block_prepare();
+        c->room_co = coho_self();
+        coho__co_wait_note("tdp requests to drain, connection@", (int64_t)(intptr_t)c);
+        rc = coho__co_block(-1);
+        c->room_co = 0;
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* A request of connection `conn_id` was freed: gives its share back, and wakes the receive
+ * coroutine when that makes room. */
+static void conn_req_done(coho_tdp_pool_t *p, uint64_t conn_id, size_t len)
+{
+    struct tdp_conn *c = coho__pool_get(p->conns, conn_id);
+
+    if (c == NULL) /* the connection is gone, and its counts with it */
+        return;
+    c->reqs_held--;
+    c->reqs_held_len -= len;
+    if (c->room_co != 0 && !conn_is_full(p, c))
+        coho__co_wake(c->room_co, c->room_token, 0);
+}
+
+/* Splits and dispatches the whole frames at the front of the connection's buffer, until a
+ * stream connection is full (conn_is_full: the rest waits in the buffer). Returns 0 (need more
+ * bytes, or full) or -EPROTO (malformed: close the connection). */
 static int rx_dispatch(coho_tdp_pool_t *p, struct tdp_conn *c)
 {
-    while (coho_cbuf_len(&c->rbuf) > 0 && !c->broken) {
+    /* A datagram is dispatched whole (its frames cannot wait in the buffer): datagram pools
+     * check the bound between datagrams, in rx_loop_dgram. */
+    while (coho_cbuf_len(&c->rbuf) > 0 && !c->broken && (p->dgram || !conn_is_full(p, c))) {
         const coho_tdp_framer_t *fr = NULL;
         uint64_t req_id = 0;
         ssize_t flen = 0;
@@ -533,7 +593,8 @@ static int rx_dispatch(coho_tdp_pool_t *p, struct tdp_conn *c)
                 p->st.responses_dropped++;
             }
         } else {
-            coho_tdp_req_t *rq = req_alloc(p);
+            struct tdp_req *r = req_alloc(p);
+            coho_tdp_req_t *rq = r != NULL ? &r->pub : NULL;
 
             if (rq != NULL) {
                 p->refs++; /* dropped by coho_tdp_req_free: the pool outlives its requests */
@@ -552,6 +613,10 @@ static int rx_dispatch(coho_tdp_pool_t *p, struct tdp_conn *c)
                 }
             }
             if (rq != NULL && p->o.on_req != NULL) {
+                r->held = true;
+                r->held_len = (size_t)flen;
+                c->reqs_held++;
+                c->reqs_held_len += (size_t)flen;
                 p->st.requests_in++;
                 cb_req(p, rq);
             } else if (rq != NULL) {
@@ -569,23 +634,28 @@ static void rx_flush_inline(coho_tdp_pool_t *p, struct tdp_conn *c);
 static int rx_loop(coho_tdp_pool_t *p, struct tdp_conn *c)
 {
     struct iovec iov[TDP_IOV_MAX];
+    bool read_more = true;
 
     for (;;) {
-        ssize_t n;
-        int rc, cnt = coho_cbuf_reserve_iov(&c->rbuf, TDP_READ_CHUNK, iov, TDP_IOV_MAX);
+        int rc;
 
-        if (cnt < 0)
-            return errno == ENOBUFS ? EPROTO : errno;
-        n = readv(c->fd, iov, cnt);
-        if (n == 0 && coho_cbuf_len(&c->rbuf) > 0 && !c->broken) {
-            p->st.protocol_errors++; /* the peer closed halfway through a frame */
-            return EPROTO;
+        if (read_more) {
+            ssize_t n;
+            int cnt = coho_cbuf_reserve_iov(&c->rbuf, TDP_READ_CHUNK, iov, TDP_IOV_MAX);
+
+            if (cnt < 0)
+                return errno == ENOBUFS ? EPROTO : errno;
+            n = readv(c->fd, iov, cnt);
+            if (n == 0 && coho_cbuf_len(&c->rbuf) > 0 && !c->broken) {
+                p->st.protocol_errors++; /* the peer closed halfway through a frame */
+                return EPROTO;
+            }
+            if (n == 0)
+                return ECONNRESET;
+            if (n < 0)
+                return errno == EBADF ? ECONNRESET : errno;
+            coho_cbuf_commit(&c->rbuf, (size_t)n);
         }
-        if (n == 0)
-            return ECONNRESET;
-        if (n < 0)
-            return errno == EBADF ? ECONNRESET : errno;
-        coho_cbuf_commit(&c->rbuf, (size_t)n);
         c->dispatching = true;
         rc = rx_dispatch(p, c);
         c->dispatching = false;
@@ -596,6 +666,10 @@ static int rx_loop(coho_tdp_pool_t *p, struct tdp_conn *c)
         }
         if (c->broken)
             return ECONNRESET;
+        /* Full: wait for room, then dispatch what the buffer still holds before reading. */
+        read_more = !conn_is_full(p, c);
+        if (!read_more && rx_wait_room(p, c) < 0)
+            return ECANCELED;
     }
 }
 
@@ -614,8 +688,16 @@ static int rx_loop_dgram(coho_tdp_pool_t *p, struct tdp_conn *c)
         struct iovec iov = {.iov_base = buf, .iov_len = TDP_DGRAM_MAX};
         struct msghdr mh = {
             .msg_name = &c->peer, .msg_namelen = sizeof(c->peer), .msg_iov = &iov, .msg_iovlen = 1};
-        ssize_t n = recvmsg(c->fd, &mh, 0);
+        ssize_t n;
 
+        /* Full (backpressure): what arrives meanwhile waits in the socket's receive buffer, and
+         * the kernel drops what does not fit. */
+        if (conn_is_full(p, c)) {
+            if (rx_wait_room(p, c) < 0)
+                err = ECANCELED;
+            continue;
+        }
+        n = recvmsg(c->fd, &mh, 0);
         if (c->broken) {
             break;
         } else if (n < 0) {
@@ -1439,20 +1521,21 @@ int coho_tdp_req_release(coho_tdp_pool_t *p, uint64_t req_id)
 
 void coho_tdp_req_free(coho_tdp_req_t *req)
 {
+    struct tdp_req *r = (struct tdp_req *)req;
     coho_tdp_pool_t *p;
 
     if (req == NULL)
         return;
     p = req->pool;
+    if (p != NULL && r->held)
+        conn_req_done(p, req->conn_id, r->held_len);
     coho_cbuf_destroy(&req->frame);
     if (p != NULL && p->reqs_idle_count < TDP_REQS_IDLE_MAX) {
-        struct req_idle *r = (struct req_idle *)(void *)req; /* kept for req_alloc */
-
-        r->next = p->reqs_idle;
+        r->idle_next = p->reqs_idle; /* kept for req_alloc */
         p->reqs_idle = r;
         p->reqs_idle_count++;
     } else {
-        free(req);
+        free(r);
     }
     if (p != NULL) {
         p->reqs_live--;

@@ -71,6 +71,19 @@ typedef struct coho_tdp_opts {
     uint64_t reconnect_max_ms;  /* connect pools: backoff cap (default 2000) */
     unsigned max_conns;         /* listen pools: more are accepted and closed (default 10000) */
     int backlog;                /* listen pools: listen(2) backlog (default 1024) */
+    /* Backpressure, per connection: once the requests of one connection that were handed to
+     * on_req and not yet freed (coho_tdp_req_free) number max_conn_reqs, or their frames add
+     * up to max_conn_req_len bytes, the connection reads nothing more until enough of them are
+     * freed; it is not closed. Meanwhile the peer's writes stall once the socket buffers are
+     * full, and its frames already read wait, unparsed, with the responses that came with them
+     * (on a connect pool, a response behind a full connection waits too). A connection thus
+     * holds at most max_conn_req_len bytes of requests plus the one frame that crossed the
+     * bound, plus its receive buffer (one partial frame, up to max_frame_len, and a 16 KiB
+     * read). Datagram pools count the requests of their socket and check between datagrams;
+     * datagrams that arrive meanwhile wait in the socket's buffer, and the kernel drops what does
+     * not fit. 0 means no limit. */
+    unsigned max_conn_reqs;                          /* default 1024 */
+    size_t max_conn_req_len;                         /* default 4 MiB */
     void (*on_req)(coho_tdp_req_t *req, void *user); /* in the receive coroutine */
     void (*on_conn_new)(coho_tdp_pool_t *p, uint64_t conn_id, void *user);
     void (*on_conn_delete)(coho_tdp_pool_t *p, uint64_t conn_id, int err, void *user);

@@ -316,6 +316,10 @@ struct Options {
     std::chrono::milliseconds reconnect_max{2000};   // connect pools
     unsigned max_conns = 10000;                      // listen pools
     int backlog = 1024;                              // listen pools
+    // Backpressure per connection (coho_tdp_opts_t): requests in on_req (held Request objects)
+    // and their bytes at which a connection stops reading until some are released; 0: no limit.
+    unsigned max_conn_reqs = 1024;
+    size_t max_conn_req_len = 4u << 20;
     // Called in the pool's coroutines for each connection that joins the pool, and for each
     // that leaves it with the errno value that ended it. Exceptions are logged and dropped.
     std::function<void(uint64_t conn_id)> on_conn_new;
@@ -611,6 +615,8 @@ private:
             c.reconnect_max_ms = coho::detail::to_ms(o.reconnect_max);
             c.max_conns = o.max_conns;
             c.backlog = o.backlog;
+            c.max_conn_reqs = o.max_conn_reqs;
+            c.max_conn_req_len = o.max_conn_req_len;
             c.on_req = on_req_ != nullptr ? on_req_thunk : nullptr;
             c.on_conn_new = on_new_ ? on_new_thunk : nullptr;
             c.on_conn_delete = on_del_ ? on_del_thunk : nullptr;

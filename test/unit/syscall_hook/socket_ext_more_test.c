@@ -534,6 +534,185 @@ static void accept_backs_off_when_out_of_fds_and_resumes_when_fds_are_free(void 
     assert_int_equal(sv.handled, 2);
 }
 
+/* ---- backpressure: a client that pipelines far more requests than its connection may hold
+ * in on_req is read no further until they drain; every request is answered, nothing closed ---- */
+#define BP_REQS 200
+
+struct bp_world {
+    coho_tdp_pool_t *pool;
+    unsigned max_reqs;
+    size_t max_len;
+    uint32_t body_len; /* of each request */
+    unsigned live;     /* requests in on_req, not yet freed */
+    unsigned live_max;
+    size_t live_len; /* ... their frames' bytes */
+    size_t live_len_max;
+    unsigned answered;
+    unsigned hold_ms; /* how long a handler holds its request (default 2) */
+    bool closed;      /* the pool was closed under the handlers: their replies fail */
+    bool seen[BP_REQS + 1];
+};
+
+static struct bp_world *bp;
+
+/* Holds the request hold_ms, answers it (header only, same seq), frees it. */
+static void bp_handle(void *arg)
+{
+    coho_tdp_req_t *rq = arg;
+    unsigned char hdr[COHO_SOCK_HDR_LEN];
+    coho_sock_hdr_t h;
+    size_t len = coho_cbuf_len(&rq->frame);
+
+    coho_sleep_ms(bp->hold_ms != 0 ? bp->hold_ms : 2);
+    if (!bp->closed &&
+        CO_CHECK_EQ(coho_cbuf_read(&rq->frame, hdr, sizeof(hdr)), (ssize_t)sizeof(hdr)) &&
+        CO_CHECK_EQ(coho_sock_hdr_decode(hdr, &h), 0)) {
+        h.type |= COHO_SOCK_RESPONSE;
+        h.body_len = 0;
+        coho_sock_hdr_encode(&h, hdr);
+        CO_CHECK_EQ(coho_tdp_reply(rq, hdr, sizeof(hdr)), 0);
+    }
+    bp->live--;
+    bp->live_len -= len;
+    coho_tdp_req_free(rq);
+}
+
+static void bp_on_req(coho_tdp_req_t *rq, void *user)
+{
+    (void)user;
+    bp->live++;
+    bp->live_len += coho_cbuf_len(&rq->frame);
+    if (bp->live > bp->live_max)
+        bp->live_max = bp->live;
+    if (bp->live_len > bp->live_len_max)
+        bp->live_len_max = bp->live_len;
+    co_spawn(bp_handle, rq);
+}
+
+static void bp_main(void *arg)
+{
+    struct bp_world *w = arg;
+    struct sockaddr_in a = loopback(0);
+    size_t flen = COHO_SOCK_HDR_LEN + w->body_len;
+    unsigned char *reqs = calloc(BP_REQS, flen), hdr[COHO_SOCK_HDR_LEN];
+    coho_tdp_opts_t o;
+    coho_tdp_stats_t st;
+    int sp[2];
+    unsigned i;
+
+    if (!CO_CHECK(reqs != NULL))
+        return;
+    bp = w;
+    sock_opts(&o);
+    o.on_req = bp_on_req;
+    o.max_conn_reqs = w->max_reqs;
+    o.max_conn_req_len = w->max_len;
+    w->pool = coho_tdp_listen((struct sockaddr *)&a, sizeof(a), &o);
+    if (!CO_CHECK(w->pool != NULL))
+        return;
+    CO_CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
+    CO_CHECK_NE(coho_tdp_attach(w->pool, sp[0]), 0);
+    /* All the requests at once: they fit the socket buffers, so the pool could read them all. */
+    for (i = 0; i < BP_REQS; i++) {
+        coho_sock_hdr_t h = {.magic = COHO_SOCK_MAGIC, .seq = i + 1, .body_len = w->body_len};
+
+        coho_sock_hdr_encode(&h, reqs + i * flen);
+    }
+    CO_CHECK_EQ(send(sp[1], reqs, BP_REQS * flen, 0), (ssize_t)(BP_REQS * flen));
+    for (i = 0; i < BP_REQS; i++) {
+        coho_sock_hdr_t h;
+
+        if (!CO_CHECK_EQ(recv(sp[1], hdr, sizeof(hdr), MSG_WAITALL), (ssize_t)sizeof(hdr)))
+            break;
+        CO_CHECK_EQ(coho_sock_hdr_decode(hdr, &h), 0);
+        if (CO_CHECK(h.seq >= 1 && h.seq <= BP_REQS && !w->seen[h.seq]))
+            w->seen[h.seq] = true;
+        w->answered++;
+    }
+    st = stats(w->pool);
+    CO_CHECK_EQ(st.requests_in, BP_REQS);
+    CO_CHECK_EQ(st.conns_open, 1); /* held back, never closed */
+    CO_CHECK_EQ(st.protocol_errors, 0);
+    close(sp[1]);
+    free(reqs);
+    CO_CHECK_EQ(coho_tdp_close(w->pool), 0);
+}
+
+static void pipelined_requests_past_max_conn_reqs_wait_and_are_all_answered(void **state)
+{
+    struct bp_world w;
+
+    (void)state;
+    memset(&w, 0, sizeof(w));
+    w.max_reqs = 8;
+    w.max_len = 0; /* no byte limit */
+    co_run(bp_main, &w);
+    assert_int_equal(w.answered, BP_REQS);
+    assert_int_equal(w.live_max, 8); /* reached, never passed */
+}
+
+static void pipelined_requests_past_max_conn_req_len_wait_and_are_all_answered(void **state)
+{
+    struct bp_world w;
+
+    (void)state;
+    memset(&w, 0, sizeof(w));
+    w.max_reqs = 0; /* no count limit */
+    w.max_len = 1000;
+    w.body_len = 100; /* 124-byte frames: the 9th reaches 1000 bytes */
+    co_run(bp_main, &w);
+    assert_int_equal(w.answered, BP_REQS);
+    assert_int_equal(w.live_max, 9);
+    assert_true(w.live_len_max < 1000 + COHO_SOCK_HDR_LEN + 100);
+}
+
+/* A connection held back waits for room, not for its peer: closing the pool ends it at once. */
+static void bp_close_main(void *arg)
+{
+    struct bp_world *w = arg;
+    struct sockaddr_in a = loopback(0);
+    unsigned char reqs[10 * COHO_SOCK_HDR_LEN];
+    coho_tdp_opts_t o;
+    uint64_t t0;
+    unsigned i;
+    int sp[2];
+
+    bp = w;
+    sock_opts(&o);
+    o.on_req = bp_on_req;
+    o.max_conn_reqs = 2;
+    w->pool = coho_tdp_listen((struct sockaddr *)&a, sizeof(a), &o);
+    if (!CO_CHECK(w->pool != NULL))
+        return;
+    CO_CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
+    CO_CHECK_NE(coho_tdp_attach(w->pool, sp[0]), 0);
+    for (i = 0; i < 10; i++) {
+        coho_sock_hdr_t h = {.magic = COHO_SOCK_MAGIC, .seq = i + 1};
+
+        coho_sock_hdr_encode(&h, reqs + i * COHO_SOCK_HDR_LEN);
+    }
+    CO_CHECK_EQ(send(sp[1], reqs, sizeof(reqs), 0), (ssize_t)sizeof(reqs));
+    coho_sleep_ms(50);
+    CO_CHECK_EQ(w->live, 2);
+    w->closed = true;
+    t0 = now_ms();
+    CO_CHECK_EQ(coho_tdp_close(w->pool), 0);
+    CO_CHECK(now_ms() - t0 < 300); /* not at the handlers' 1 s */
+    close(sp[1]);
+}
+
+static void close_ends_a_connection_held_back_by_backpressure(void **state)
+{
+    struct bp_world w;
+
+    (void)state;
+    memset(&w, 0, sizeof(w));
+    w.hold_ms = 1000;
+    co_run(bp_close_main, &w);
+    assert_int_equal(w.live_max, 2);
+    assert_int_equal(w.live, 0); /* the held requests were freed after the close */
+}
+
 /* ---- a pool's own coroutines are reaped when they end: connections that come and go leave
  * no finished coroutine records behind ---- */
 static void churn_main(void *arg)
@@ -1265,6 +1444,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(pick_round_robins_over_healthy_connections),
         cmocka_unit_test(listen_pool_past_max_conns_closes_and_counts_the_excess),
         cmocka_unit_test(accept_backs_off_when_out_of_fds_and_resumes_when_fds_are_free),
+        cmocka_unit_test(pipelined_requests_past_max_conn_reqs_wait_and_are_all_answered),
+        cmocka_unit_test(pipelined_requests_past_max_conn_req_len_wait_and_are_all_answered),
+        cmocka_unit_test(close_ends_a_connection_held_back_by_backpressure),
         cmocka_unit_test(pool_coroutines_are_reaped_when_connections_end),
         cmocka_unit_test(conn_callbacks_run_once_per_connection_with_its_id),
         cmocka_unit_test(frame_past_max_frame_len_closes_only_its_connection),
