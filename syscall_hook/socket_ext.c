@@ -241,6 +241,17 @@ static void id_keys_init(coho_tdp_pool_t *p)
     p->id_zero = id_permute(p->id_keys, 0);
 }
 
+/* The pool's memory lives while anyone holds a reference (coho_tdp_pool.refs). Besides the
+ * user's handle, the pool's coroutines and the requests handed to on_req, every caller of a
+ * public function that may park in it (pick, wait_resp, sendv, attach) holds one for the time
+ * of the call: coho_tdp_close wakes such callers but does not wait for them to run, and a
+ * closer that is itself cancelled does not wait for the pool's coroutines either, so without it
+ * the last of those could free the pool before a woken caller looks at it again. */
+static inline void pool_ref(coho_tdp_pool_t *p)
+{
+    p->refs++;
+}
+
 /* A pool coroutine starts / ends. */
 static void pool_co_enter(coho_tdp_pool_t *p)
 {
@@ -1058,7 +1069,9 @@ uint64_t coho_tdp_attach(coho_tdp_pool_t *p, int fd)
         errno = EPERM;
         return 0;
     }
+    pool_ref(p); /* on_conn_new runs in this coroutine, and may park or close the pool */
     id = serve_conn(p, fd, 0);
+    pool_unref(p);
     if (id == 0)
         errno = ENOMEM;
     return id;
@@ -1117,25 +1130,25 @@ int coho_tdp_close(coho_tdp_pool_t *p)
     return 0;
 }
 
-uint64_t coho_tdp_pick(coho_tdp_pool_t *p, int64_t timeout_ms)
+/* coho_tdp_pick's loop. Returns 0 with the connection's id in *id, or -errno. */
+static int pick_conn(coho_tdp_pool_t *p, int64_t timeout_ms, uint64_t *id)
 {
     for (;;) {
         struct up_waiter w;
         int rc;
 
-        if (p == NULL || p->closing) {
-            errno = p == NULL ? EINVAL : ESHUTDOWN;
-            return 0;
-        }
+        if (p->closing)
+            return -ESHUTDOWN;
         if (p->mode == TDP_CONNECT) {
             unsigned i;
 
             for (i = 0; i < p->o.conn_count; i++) {
-                uint64_t id = p->slots[(p->rr + i) % p->o.conn_count];
+                uint64_t cid = p->slots[(p->rr + i) % p->o.conn_count];
 
-                if (conn_get(p, id) != NULL) {
+                if (conn_get(p, cid) != NULL) {
                     p->rr = (p->rr + i + 1) % p->o.conn_count;
-                    return id;
+                    *id = cid;
+                    return 0;
                 }
             }
         } else if (!coho_list_is_empty(&p->conns_live)) {
@@ -1144,24 +1157,40 @@ uint64_t coho_tdp_pick(coho_tdp_pool_t *p, int64_t timeout_ms)
 
             coho_list_del(&c->link); /* rotate: round robin */
             coho_list_push_back(&p->conns_live, &c->link);
-            return c->id;
-        }
-        if (timeout_ms == 0 || coho_self() == 0) {
-            errno = ETIMEDOUT;
+            *id = c->id;
             return 0;
         }
+        if (timeout_ms == 0 || coho_self() == 0)
+            return -ETIMEDOUT;
         w.co_id = coho_self();
         w.token = coho__co_block_prepare();
         coho__co_wait_note("tdp connection of pool@", (int64_t)(intptr_t)p);
         coho_list_push_back(&p->up_waiters, &w.link);
         rc = coho__co_block(timeout_ms);
         coho_list_del(&w.link);
-        if (rc < 0) {
-            errno = -rc;
-            return 0;
-        }
+        if (rc < 0)
+            return rc;
         /* One came up; a timeout then restarts from its full value, which only errs long. */
     }
+}
+
+uint64_t coho_tdp_pick(coho_tdp_pool_t *p, int64_t timeout_ms)
+{
+    uint64_t id = 0;
+    int rc;
+
+    if (p == NULL) {
+        errno = EINVAL;
+        return 0;
+    }
+    pool_ref(p);
+    rc = pick_conn(p, timeout_ms, &id);
+    pool_unref(p);
+    if (rc < 0) {
+        errno = -rc;
+        return 0;
+    }
+    return id;
 }
 
 uint64_t coho_tdp_req_id(coho_tdp_pool_t *p)
@@ -1339,8 +1368,8 @@ static bool tx_gather_worthwhile(const coho_tdp_pool_t *p)
 }
 
 /* Sends one frame as one datagram on `c`'s socket, to `to` (NULL: the connected peer).
- * Returns 0, or -1 with errno EMSGSIZE (longer than max_frame_len or than a datagram can be),
- * ENOTCONN, or the send error. */
+ * Returns 0, or -EMSGSIZE (longer than max_frame_len or than a datagram can be), -ENOTCONN, or
+ * the send error. */
 static int dgram_sendv(coho_tdp_pool_t *p, struct tdp_conn *c, const struct sockaddr_storage *to,
                        socklen_t tolen, const struct iovec *iov, int iovcnt)
 {
@@ -1354,25 +1383,19 @@ static int dgram_sendv(coho_tdp_pool_t *p, struct tdp_conn *c, const struct sock
 
     for (i = 0; i < iovcnt; i++)
         total += iov[i].iov_len;
-    if (total > p->o.max_frame_len || total > TDP_DGRAM_MAX) {
-        errno = EMSGSIZE;
-        return -1;
-    }
+    if (total > p->o.max_frame_len || total > TDP_DGRAM_MAX)
+        return -EMSGSIZE;
     n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
-    if (n < 0) {
-        if (errno == EBADF)
-            errno = ENOTCONN;
-        return -1;
-    }
-    if ((size_t)n != total) {
-        errno = EMSGSIZE;
-        return -1;
-    }
+    if (n < 0)
+        return errno == EBADF ? -ENOTCONN : -errno;
+    if ((size_t)n != total)
+        return -EMSGSIZE;
     return 0;
 }
 
-int coho_tdp_sendv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const struct iovec *iov,
-                   int iovcnt)
+/* coho_tdp_sendv on a live pool. Returns 0 or -errno. */
+static int tdp_sendv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const struct iovec *iov,
+                     int iovcnt)
 {
     struct tdp_conn *c;
     struct pending *pd = NULL;
@@ -1380,23 +1403,15 @@ int coho_tdp_sendv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const 
     size_t total = 0;
     int i, fd, err;
 
-    if (p == NULL || iov == NULL || iovcnt <= 0) {
-        errno = EINVAL;
-        return -1;
-    }
     for (i = 0; i < iovcnt; i++)
         total += iov[i].iov_len;
     c = conn_get(p, conn_id);
-    if (c == NULL) {
-        errno = ENOTCONN;
-        return -1;
-    }
+    if (c == NULL)
+        return -ENOTCONN;
     if (req_id != 0) {
         pd = pending_get(p, req_id);
-        if (pd == NULL) {
-            errno = ENOENT;
-            return -1;
-        }
+        if (pd == NULL)
+            return -ENOENT;
         pd->conn_id = conn_id;
         coho_list_del(&pd->conn_link);
         coho_list_push_back(&c->inflight, &pd->conn_link);
@@ -1407,30 +1422,14 @@ int coho_tdp_sendv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const 
         /* An answer given inline by on_req: queued, and written with the other answers of the
          * same read once the dispatch ends (rx_flush_inline); a failed write breaks the
          * connection. */
-        int rc = tx_queue(c, iov, iovcnt);
-
-        if (rc < 0) {
-            errno = -rc;
-            return -1;
-        }
-        return 0;
+        return tx_queue(c, iov, iovcnt);
     }
-    if (c->flushing || (tx_gather_worthwhile(p) && coho_self() != c->rx_co)) {
-        int rc = tx_send_batched(p, c, iov, iovcnt);
-
-        if (rc < 0) {
-            errno = -rc;
-            return -1;
-        }
-        return 0;
-    }
+    if (c->flushing || (tx_gather_worthwhile(p) && coho_self() != c->rx_co))
+        return tx_send_batched(p, c, iov, iovcnt);
     fd = c->fd;
     /* Whole frames only: the write lock keeps concurrent senders' bytes apart. */
-    if (coho_fd_lock(fd, COHO_FD_LOCK_WRITE) != 0) {
-        err = errno == EBADF ? ENOTCONN : errno;
-        errno = err;
-        return -1;
-    }
+    if (coho_fd_lock(fd, COHO_FD_LOCK_WRITE) != 0)
+        return errno == EBADF ? -ENOTCONN : -errno;
     n = writevn(fd, iov, iovcnt);
     err = errno;
     coho_fd_unlock(fd, COHO_FD_LOCK_WRITE);
@@ -1438,7 +1437,25 @@ int coho_tdp_sendv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const 
         c = conn_get(p, conn_id);
         if (c != NULL)
             conn_break(p, c, err != 0 ? err : EPIPE); /* half a frame went: unusable */
-        errno = err == EBADF || err == 0 ? ENOTCONN : err;
+        return err == EBADF || err == 0 ? -ENOTCONN : -err;
+    }
+    return 0;
+}
+
+int coho_tdp_sendv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const struct iovec *iov,
+                   int iovcnt)
+{
+    int rc;
+
+    if (p == NULL || iov == NULL || iovcnt <= 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    pool_ref(p);
+    rc = tdp_sendv(p, conn_id, req_id, iov, iovcnt);
+    pool_unref(p);
+    if (rc < 0) {
+        errno = -rc;
         return -1;
     }
     return 0;
@@ -1459,6 +1476,7 @@ int coho_tdp_send(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const v
 int coho_tdp_wait_resp(coho_tdp_pool_t *p, uint64_t req_id, int64_t timeout_ms, coho_cbuf_t *out)
 {
     struct pending *pd;
+    bool parked = false;
     int rc = 0;
 
     if (p == NULL || out == NULL) {
@@ -1484,6 +1502,8 @@ int coho_tdp_wait_resp(coho_tdp_pool_t *p, uint64_t req_id, int64_t timeout_ms, 
         }
         pd->token = coho__co_block_prepare();
         coho__co_wait_note("tdp response req=", (int64_t)req_id);
+        pool_ref(p); /* see pool_ref: pd and the pool outlive a close while parked */
+        parked = true;
         rc = coho__co_block(timeout_ms);
         pd->co_id = 0;
     }
@@ -1496,6 +1516,8 @@ int coho_tdp_wait_resp(coho_tdp_pool_t *p, uint64_t req_id, int64_t timeout_ms, 
         rc = pd->status;
     }
     pending_free(p, pd);
+    if (parked)
+        pool_unref(p);
     if (rc < 0) {
         errno = -rc;
         return -1;
@@ -1564,6 +1586,7 @@ int coho_tdp_for_each_conn(coho_tdp_pool_t *p, void (*fn)(uint64_t conn_id, int 
 int coho_tdp_replyv(const coho_tdp_req_t *req, const struct iovec *iov, int iovcnt)
 {
     struct tdp_conn *c;
+    int rc;
 
     if (req == NULL || req->pool == NULL || iov == NULL || iovcnt <= 0) {
         errno = EINVAL;
@@ -1572,11 +1595,12 @@ int coho_tdp_replyv(const coho_tdp_req_t *req, const struct iovec *iov, int iovc
     if (!req->pool->dgram)
         return coho_tdp_sendv(req->pool, req->conn_id, 0, iov, iovcnt);
     c = conn_get(req->pool, req->conn_id);
-    if (c == NULL) {
-        errno = ENOTCONN;
+    rc = c != NULL ? dgram_sendv(req->pool, c, &req->peer, req->peer_len, iov, iovcnt) : -ENOTCONN;
+    if (rc < 0) {
+        errno = -rc;
         return -1;
     }
-    return dgram_sendv(req->pool, c, &req->peer, req->peer_len, iov, iovcnt);
+    return 0;
 }
 
 int coho_tdp_reply(const coho_tdp_req_t *req, const void *frame, size_t len)

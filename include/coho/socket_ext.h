@@ -153,8 +153,11 @@ COHO_API uint16_t coho_tdp_local_port(const coho_tdp_pool_t *p);
  * handle. Requests handed to on_req and not yet freed keep the pool's memory alive (their
  * sends fail with ENOTCONN); the last coho_tdp_req_free releases it. It may be called from the
  * pool's own callbacks (on_req, on_conn_new, on_conn_delete): it then waits for the pool's
- * other coroutines, and the calling one ends after the callback returns. Outside a coroutine
- * (after coho_sched_run returned) it only releases. */
+ * other coroutines, and the calling one ends after the callback returns. Coroutines parked in
+ * the pool's calls (pick, wait_resp, send, attach) hold its memory too: they wake with ESHUTDOWN,
+ * ECANCELED or ENOTCONN, and the last one out releases it, also when the closing coroutine is
+ * cancelled and so stops waiting. Outside a coroutine (after coho_sched_run returned) it only
+ * releases. */
 COHO_API int coho_tdp_close(coho_tdp_pool_t *p);
 
 /* A healthy connection, round-robin, parking up to `timeout_ms` (-1: forever) while none is

@@ -1127,6 +1127,96 @@ static void close_with_requests_held_by_on_req_keeps_them_valid_until_freed(void
     assert_int_equal(w.sv.send_errno, ENOTCONN);
 }
 
+/* ---- a coroutine waiting for a response while another closes the pool and is cancelled: the
+ * closer stops waiting for the pool's coroutines, the last of them ends before the waiter runs
+ * again, and the waiter must still find its pool (it holds a reference) and get ECANCELED ---- */
+struct cancel_world {
+    struct server sv;
+    coho_tdp_pool_t *client;
+    coho_sem_t gate; /* the client's keeper is held here, in on_conn_new */
+    int rc;
+    int err;
+    bool waited;
+    int close_rc;
+    bool closed;
+};
+
+static struct cancel_world *cw;
+
+static void cw_on_conn_new(coho_tdp_pool_t *p, uint64_t conn_id, void *user)
+{
+    (void)p;
+    (void)conn_id;
+    (void)user;
+    (void)coho_sem_wait(&cw->gate);
+}
+
+static void cw_waiter(void *arg)
+{
+    struct cancel_world *w = arg;
+
+    errno = 0;
+    w->rc = call(w->client, 10, 1000, 2000, 5000); /* the server answers after 1 s */
+    w->err = errno;
+    w->waited = true;
+}
+
+static void cw_closer(void *arg)
+{
+    struct cancel_world *w = arg;
+
+    CO_CHECK_EQ(coho_sleep_ms(10000), -1); /* cancelled: it closes the pool on its way out */
+    CO_CHECK(coho_is_cancelled());
+    w->close_rc = coho_tdp_close(w->client);
+    w->closed = true;
+}
+
+static void cancelled_closer_main(void *arg)
+{
+    struct cancel_world *w = arg;
+    coho_tdp_opts_t o;
+    struct sockaddr_in a;
+    uint64_t waiter, closer;
+
+    cw = w;
+    CO_CHECK_EQ(coho_sem_init(&w->gate, 0), 0);
+    server_listen(&w->sv, 0);
+    a = loopback(coho_tdp_local_port(w->sv.pool));
+    sock_opts(&o);
+    o.conn_count = 1;
+    o.on_conn_new = cw_on_conn_new;
+    w->client = coho_tdp_connect((struct sockaddr *)&a, sizeof(a), &o);
+    if (!CO_CHECK(w->client != NULL))
+        return;
+    waiter = co_spawn(cw_waiter, w);
+    closer = co_spawn(cw_closer, w);
+    coho_sleep_ms(100);
+    CO_CHECK_EQ(w->sv.handled, 1); /* the waiter's request reached the server */
+    CO_CHECK(!w->waited);
+    /* In one step: the closer is cancelled (it runs first), then the keeper let go, so it runs
+     * right after the close and, the pool closing, ends. */
+    CO_CHECK_EQ(coho_cancel(closer), 0);
+    CO_CHECK_EQ(coho_sem_post(&w->gate), 0);
+    CO_CHECK_EQ(coho_join(closer, 2000), 0);
+    CO_CHECK_EQ(coho_join(waiter, 2000), 0);
+    CO_CHECK(w->closed);
+    CO_CHECK_EQ(w->close_rc, 0);
+    CO_CHECK(w->waited);
+    CO_CHECK_EQ(w->rc, -1);
+    CO_CHECK_EQ(w->err, ECANCELED);
+    CO_CHECK_EQ(coho_tdp_close(w->sv.pool), 0);
+    coho_sem_destroy(&w->gate);
+}
+
+static void wait_resp_survives_a_cancelled_closer_and_fails_with_ecanceled(void **state)
+{
+    struct cancel_world w;
+
+    (void)state;
+    memset(&w, 0, sizeof(w));
+    co_run(cancelled_closer_main, &w);
+}
+
 /* ---- connect timeout: a listener that never accepts and whose queue is full ---- */
 static void blackhole_main(void *arg)
 {
@@ -1455,6 +1545,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(peer_closing_between_frames_is_not_a_protocol_error),
         cmocka_unit_test(close_fails_in_flight_waiters_with_ecanceled),
         cmocka_unit_test(close_with_requests_held_by_on_req_keeps_them_valid_until_freed),
+        cmocka_unit_test(wait_resp_survives_a_cancelled_closer_and_fails_with_ecanceled),
         cmocka_unit_test(connect_times_out_against_a_listener_that_never_accepts),
         cmocka_unit_test(wait_resp_releases_the_id_on_timeout),
         cmocka_unit_test(close_fails_a_sender_parked_in_its_write),
