@@ -701,8 +701,9 @@ int coho__fd_wait(coho__fd_reg_t *r, unsigned events, int64_t timeout_ms)
     return rc;
 }
 
-/* True when every installed signal handler has SA_RESTART: a blocking call libc makes would
- * then restart after any signal that interrupts it. */
+/* True when every installed handler of a signal that can interrupt a call has SA_RESTART: a
+ * blocking call libc makes would then restart after any signal that interrupts it. (Fault
+ * signals are raised by an instruction, never while a call waits; abort does not return.) */
 static bool signals_restart(void)
 {
     int sig;
@@ -710,6 +711,9 @@ static bool signals_restart(void)
     for (sig = 1; sig < NSIG; sig++) {
         struct sigaction sa;
 
+        if (sig == SIGSEGV || sig == SIGBUS || sig == SIGFPE || sig == SIGILL || sig == SIGTRAP ||
+            sig == SIGSYS || sig == SIGABRT)
+            continue;
         if (sigaction(sig, NULL, &sa) != 0)
             continue;
         if ((sa.sa_flags & SA_SIGINFO) == 0 &&

@@ -54,59 +54,12 @@
 
 #include <coho.h>
 
+#include "test/integration/coho_api.h"
 #include "test/support/loopback.h"
 
 namespace {
 
-// ---- the scheduler API: linked, or found in the preloaded library -------------------------------
-
-struct Api {
-    decltype(&coho_sched_opts_init) opts_init;
-    decltype(&coho_sched_create) create;
-    decltype(&coho_sched_run) run;
-    decltype(&coho_sched_destroy) destroy;
-    decltype(&coho_spawn) spawn;
-    decltype(&coho_sleep_ms) sleep_ms;
-    decltype(&coho_self) self;
-    decltype(&coho_cancel) cancel;
-    bool ok;
-};
-
-template <class T>
-void lookup(T &fn, const char *name, bool &ok)
-{
-    fn = reinterpret_cast<T>(dlsym(RTLD_DEFAULT, name));
-    ok = ok && fn != nullptr;
-}
-
-const Api &api()
-{
-    static const Api a = [] {
-        Api r{};
-        r.ok = true;
-#if COHO_CONF_PRELOAD
-        lookup(r.opts_init, "coho_sched_opts_init", r.ok);
-        lookup(r.create, "coho_sched_create", r.ok);
-        lookup(r.run, "coho_sched_run", r.ok);
-        lookup(r.destroy, "coho_sched_destroy", r.ok);
-        lookup(r.spawn, "coho_spawn", r.ok);
-        lookup(r.sleep_ms, "coho_sleep_ms", r.ok);
-        lookup(r.self, "coho_self", r.ok);
-        lookup(r.cancel, "coho_cancel", r.ok);
-#else
-        r.opts_init = &coho_sched_opts_init;
-        r.create = &coho_sched_create;
-        r.run = &coho_sched_run;
-        r.destroy = &coho_sched_destroy;
-        r.spawn = &coho_spawn;
-        r.sleep_ms = &coho_sleep_ms;
-        r.self = &coho_self;
-        r.cancel = &coho_cancel;
-#endif
-        return r;
-    }();
-    return a;
-}
+using coho_test::api;
 
 // ---- timing -----------------------------------------------------------------------------------
 
@@ -847,6 +800,63 @@ void half_close_delivers_data_then_eof_every_time(Ctx &c)
     CALL(c, "send on the half-open side", send(p.a, "x", 1, 0));
     long long m = CALL(c, "peer reads", recv(p.b, buf, sizeof(buf), 0));
     c.bytes("peer data", buf, m);
+}
+
+// A read of zero bytes returns 0 at once, also on a socket a short read has just drained. (A
+// recv of zero bytes on an empty TCP socket waits for data in the kernel: not asked here.)
+void zero_length_read_on_a_drained_socket_returns_zero(Ctx &c)
+{
+    Fds p;
+    tcp_pair(c, p);
+    put(p.b, "abc");
+    char buf[64];
+    long long n = CALL(c, "recv", recv(p.a, buf, sizeof(buf), 0)); // short: drained
+    c.bytes("data", buf, n);
+    int64_t m0 = now_ms();
+    CALL(c, "read 0 bytes", read(p.a, buf, runtime_len(0)));
+    c.expect_took(m0, 0, kFastMs, "a zero-length read");
+}
+
+// A read stops short at the urgent mark: that is no sign of a drained socket, so the next read
+// returns the rest at once.
+void a_read_stopped_by_urgent_data_is_not_a_drained_socket(Ctx &c)
+{
+    Fds p;
+    tcp_pair(c, p);
+    put(p.b, "abc");
+    EXPECT_EQ(send(p.b, "!", 1, MSG_OOB), 1);
+    put(p.b, "def");
+    c.nap(20); // every segment is in, and a coroutine's scheduler has polled their edges
+    char buf[64];
+    long long n = CALL(c, "recv up to the mark", recv(p.a, buf, sizeof(buf), 0));
+    c.bytes("data", buf, n);
+    int64_t m0 = now_ms();
+    n = CALL(c, "recv past the mark", recv(p.a, buf, sizeof(buf), 0));
+    c.bytes("rest", buf, n);
+    c.expect_took(m0, 0, kFastMs, "the read after the urgent mark");
+}
+
+// Timeouts so large that milliseconds overflow mean "for ever", in the socket option and in
+// select, as in the kernel.
+void huge_timeouts_mean_for_ever(Ctx &c)
+{
+    Fds p;
+    tcp_pair(c, p);
+    timeval huge{LONG_MAX, 0};
+    CALL(c, "setsockopt(SO_RCVTIMEO huge)",
+         setsockopt(p.a, SOL_SOCKET, SO_RCVTIMEO, &huge, sizeof(huge)));
+    int b = p.b;
+    c.later(kLateMs, [b] { put(b, "late"); });
+    char buf[16];
+    long long n = CALL(c, "recv", recv(p.a, buf, sizeof(buf), 0));
+    c.bytes("data", buf, n);
+    put(p.b, "more");
+    fd_set rs;
+    FD_ZERO(&rs);
+    FD_SET(p.a, &rs);
+    timeval tv{LONG_MAX, 0};
+    CALL(c, "select with a huge timeout", select(p.a + 1, &rs, nullptr, nullptr, &tv));
+    c.note(std::string("readable ") + (FD_ISSET(p.a, &rs) ? "1" : "0"));
 }
 
 void shutdown_write_gives_the_peer_eof_and_send_epipe(Ctx &c)
@@ -2212,6 +2222,9 @@ const Scenario kScenarios[] = {
     SAME(send_after_a_peer_reset_gives_econnreset_then_epipe),
     SAME(half_close_delivers_data_then_eof_every_time),
     SAME(shutdown_write_gives_the_peer_eof_and_send_epipe),
+    SAME(zero_length_read_on_a_drained_socket_returns_zero),
+    SAME(a_read_stopped_by_urgent_data_is_not_a_drained_socket),
+    SAME(huge_timeouts_mean_for_ever),
     SAME(msg_waitall_collects_every_byte),
     SAME(msg_waitall_returns_a_short_count_at_eof),
     SAME(msg_waitall_with_so_rcvtimeo_returns_the_partial_count),
