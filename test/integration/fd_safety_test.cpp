@@ -859,6 +859,29 @@ TEST(FdSafety, two_coroutines_wait_on_an_fd_another_scheduler_adopted)
     close(p[1]);
 }
 
+// When its scheduler goes, an fd keeps the user's O_NONBLOCK: the kernel file goes back to the
+// mode of the user's view, not always to blocking.
+TEST(FdSafety, a_destroyed_scheduler_leaves_the_users_o_nonblock_in_place)
+{
+    Watchdog w("a_destroyed_scheduler_leaves_the_users_o_nonblock_in_place");
+    int p[2] = {-1, -1};
+    in_coroutines([&](coho_sched_t *) {
+        ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, p), 0); // adopted
+        ASSERT_EQ(fcntl(p[0], F_SETFL, fcntl(p[0], F_GETFL) | O_NONBLOCK), 0);
+        char c;
+        EXPECT_EQ(recv(p[0], &c, 1, 0), -1);
+        EXPECT_EQ(errno, EAGAIN);
+    });
+    int fl = fcntl(p[0], F_GETFL);
+    EXPECT_NE(fl & O_NONBLOCK, 0) << "F_GETFL in a plain thread after the scheduler is gone";
+    char c;
+    errno = 0;
+    EXPECT_EQ(recv(p[0], &c, 1, 0), -1) << "a non-blocking recv returns at once";
+    EXPECT_EQ(errno, EAGAIN) << errname(errno);
+    close(p[0]);
+    close(p[1]);
+}
+
 // ================================ fork ==========================================================
 
 // A child forked while another thread's scheduler has coroutines parked on fds can close every
