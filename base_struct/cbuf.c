@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "base_struct/cbuf_internal.h"
+#include "base_struct/err.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #    define CBUF_ASAN 1
@@ -420,12 +421,6 @@ static void drop_front(coho_cbuf_t *b, size_t n)
     trim_idle(b, SPARE_CHUNKS);
 }
 
-static inline int fail(int neg_errno)
-{
-    errno = -neg_errno;
-    return -1;
-}
-
 /* ---- the public API ----------------------------------------------------------------------------
  */
 
@@ -448,7 +443,7 @@ int coho_cbuf_init(coho_cbuf_t *b, const coho_cbuf_opts_t *o)
     if (b == NULL || o->chunk_size < COHO_CBUF_CHUNK_SIZE_MIN ||
         o->chunk_size > COHO_CBUF_CHUNK_SIZE_MAX || (o->chunk_size & (o->chunk_size - 1)) != 0 ||
         o->max_len == 0 || o->max_len > COHO_CBUF_MAX_LEN_LIMIT)
-        return fail(-EINVAL);
+        return (int)coho__posix_ret(-EINVAL);
     memset(b, 0, sizeof(*b));
     b->magic = CBUF_MAGIC;
     b->shift = (uint32_t)__builtin_ctzll(o->chunk_size);
@@ -460,7 +455,7 @@ int coho_cbuf_init(coho_cbuf_t *b, const coho_cbuf_opts_t *o)
 int coho_cbuf_destroy(coho_cbuf_t *b)
 {
     if (!is_live(b))
-        return fail(-EINVAL);
+        return (int)coho__posix_ret(-EINVAL);
     while (b->nchunks > 0)
         chunk_put(b->shift, table_pop_front(b));
     if (b->table_cap > COHO_CBUF_INLINE_CHUNKS)
@@ -485,7 +480,7 @@ static __attribute__((noinline)) int append_slow(coho_cbuf_t *b, const void *dat
     int rc = grow(b, len);
 
     if (rc < 0)
-        return fail(rc);
+        return (int)coho__posix_ret(rc);
     copy_in(b, b->len, data, len);
     b->len += len;
     return 0;
@@ -496,9 +491,9 @@ int coho_cbuf_append(coho_cbuf_t *b, const void *data, size_t len)
     size_t abs, off, idx;
 
     if (!is_live(b) || (data == NULL && len > 0))
-        return fail(-EINVAL);
+        return (int)coho__posix_ret(-EINVAL);
     if (len > b->max_len - b->len)
-        return fail(-ENOBUFS);
+        return (int)coho__posix_ret(-ENOBUFS);
     if (len == 0)
         return 0;
     /* The common case, one copy into a chunk the buffer already holds, stays short. */
@@ -515,7 +510,7 @@ int coho_cbuf_append(coho_cbuf_t *b, const void *data, size_t len)
 int coho_cbuf_consume(coho_cbuf_t *b, size_t n)
 {
     if (!is_live(b) || n > b->len)
-        return fail(-EINVAL);
+        return (int)coho__posix_ret(-EINVAL);
     if (n > 0)
         drop_front(b, n);
     return 0;
@@ -527,19 +522,19 @@ int coho_cbuf_reserve_iov(coho_cbuf_t *b, size_t min_bytes, struct iovec *iov, i
     int rc, count = 0;
 
     if (!is_live(b) || iov == NULL || min_bytes == 0 || max_iov < 1)
-        return fail(-EINVAL);
+        return (int)coho__posix_ret(-EINVAL);
     if (max_iov > IOV_MAX)
         max_iov = IOV_MAX;
     if (min_bytes > b->max_len - b->len)
-        return fail(-ENOBUFS);
+        return (int)coho__posix_ret(-ENOBUFS);
     size = chunk_size(b);
     abs = b->head_off + b->len;
     /* The first entry holds what is left of the last data chunk, each further one a chunk. */
     if (min_bytes > size - (abs & (size - 1)) + (size_t)(max_iov - 1) * size)
-        return fail(-EINVAL);
+        return (int)coho__posix_ret(-EINVAL);
     rc = grow(b, min_bytes);
     if (rc < 0)
-        return fail(rc);
+        return (int)coho__posix_ret(rc);
     limit = free_space(b);
     if (limit > b->max_len - b->len)
         limit = b->max_len - b->len;
@@ -560,9 +555,9 @@ int coho_cbuf_reserve_iov(coho_cbuf_t *b, size_t min_bytes, struct iovec *iov, i
 int coho_cbuf_commit(coho_cbuf_t *b, size_t n)
 {
     if (!is_live(b) || n > free_space(b))
-        return fail(-EINVAL);
+        return (int)coho__posix_ret(-EINVAL);
     if (n > b->max_len - b->len)
-        return fail(-ENOBUFS);
+        return (int)coho__posix_ret(-ENOBUFS);
     b->len += n;
     return 0;
 }
@@ -573,7 +568,7 @@ int coho_cbuf_data_iov(const coho_cbuf_t *b, size_t offset, struct iovec *iov, i
     int count = 0;
 
     if (!is_live(b) || iov == NULL || max_iov < 1 || offset > b->len)
-        return fail(-EINVAL);
+        return (int)coho__posix_ret(-EINVAL);
     if (max_iov > IOV_MAX)
         max_iov = IOV_MAX;
     size = chunk_size(b);
@@ -599,7 +594,7 @@ off_t coho_cbuf_seek(coho_cbuf_t *b, off_t off, int whence)
     off_t base, pos;
 
     if (!is_live(b))
-        return fail(-EINVAL);
+        return (off_t)coho__posix_ret(-EINVAL);
     switch (whence) {
     case SEEK_SET:
         base = 0;
@@ -611,10 +606,10 @@ off_t coho_cbuf_seek(coho_cbuf_t *b, off_t off, int whence)
         base = (off_t)b->len;
         break;
     default:
-        return fail(-EINVAL);
+        return (off_t)coho__posix_ret(-EINVAL);
     }
     if (__builtin_add_overflow(base, off, &pos) || pos < 0 || (size_t)pos > b->len)
-        return fail(-EINVAL);
+        return (off_t)coho__posix_ret(-EINVAL);
     b->cursor = (size_t)pos;
     return pos;
 }
@@ -624,7 +619,7 @@ ssize_t coho_cbuf_read(coho_cbuf_t *b, void *dst, size_t n)
     size_t k, abs, off;
 
     if (!is_live(b) || (dst == NULL && n > 0) || n > SSIZE_MAX)
-        return fail(-EINVAL);
+        return coho__posix_ret(-EINVAL);
     k = b->len - b->cursor;
     if (k > n)
         k = n;
@@ -646,14 +641,14 @@ ssize_t coho_cbuf_write(coho_cbuf_t *b, const void *src, size_t n)
     int rc;
 
     if (!is_live(b) || (src == NULL && n > 0) || n > SSIZE_MAX)
-        return fail(-EINVAL);
+        return coho__posix_ret(-EINVAL);
     if (n > b->max_len - b->cursor)
-        return fail(-ENOBUFS);
+        return coho__posix_ret(-ENOBUFS);
     end = b->cursor + n;
     if (end > b->len) {
         rc = grow(b, end - b->len);
         if (rc < 0)
-            return fail(rc);
+            return coho__posix_ret(rc);
     }
     copy_in(b, b->cursor, src, n);
     if (end > b->len)
@@ -667,9 +662,9 @@ int coho_cbuf_truncate(coho_cbuf_t *b, size_t len)
     int rc;
 
     if (!is_live(b))
-        return fail(-EINVAL);
+        return (int)coho__posix_ret(-EINVAL);
     if (len > b->max_len)
-        return fail(-ENOBUFS);
+        return (int)coho__posix_ret(-ENOBUFS);
     if (len < b->len) {
         b->len = len;
         if (b->cursor > len)
@@ -680,7 +675,7 @@ int coho_cbuf_truncate(coho_cbuf_t *b, size_t len)
     } else if (len > b->len) {
         rc = grow(b, len - b->len);
         if (rc < 0)
-            return fail(rc);
+            return (int)coho__posix_ret(rc);
         copy_in(b, b->len, NULL, len - b->len);
         b->len = len;
     }
@@ -720,7 +715,7 @@ int coho_cbuf_shrink(coho_cbuf_t *b)
     size_t cap = COHO_CBUF_INLINE_CHUNKS;
 
     if (!is_live(b))
-        return fail(-EINVAL);
+        return (int)coho__posix_ret(-EINVAL);
     trim_idle(b, 0);
     if (b->nchunks == 0)
         b->head_off = 0;

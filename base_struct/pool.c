@@ -23,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base_struct/pool_impl.h"
+
 #if defined(__SANITIZE_ADDRESS__)
 #    include <sanitizer/asan_interface.h>
 /* Free nodes are poisoned so that a pointer kept past coho__pool_free is caught by ASan. */
@@ -33,50 +35,9 @@
 #    define POOL_UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
-#define SLOT_LIVE          UINT32_MAX
-#define SLOT_END           (UINT32_MAX - 1)
-#define SLOT_RETIRED       (UINT32_MAX - 2)
-#define SLOT_INDEX_LIMIT   ((UINT64_C(1) << 32) - 3) /* indices 0 .. 2^32 - 4: below the markers */
 #define POOL_DEFAULT_SLAB  256u
 #define POOL_MAX_SLAB      (1u << 24)
-#define POOL_HEADER_SIZE   8u
 #define POOL_MAX_SLAB_SIZE ((size_t)1 << 40)
-
-typedef struct slot_header {
-    uint32_t gen;
-    uint32_t next;
-} slot_header_t;
-
-struct coho__pool {
-    char **slabs;  /* slot 0 of each slab (8 mod 16) */
-    char **allocs; /* what malloc returned for each slab */
-    uint32_t nslabs;
-    uint32_t slabs_cap;
-    uint32_t shift;   /* log2(slots per slab) */
-    uint32_t mask;    /* slots per slab - 1 */
-    size_t stride;    /* header + node, a multiple of 16 */
-    size_t node_size; /* as asked; what alloc zeroes */
-    uint64_t fresh;   /* first never-used slot index */
-    uint64_t capacity;
-    uint32_t free_head;
-    uint32_t live;
-    uint32_t max_count; /* UINT32_MAX when uncapped */
-};
-
-static inline slot_header_t *pool_slot(const coho__pool_t *p, uint32_t index)
-{
-    return (slot_header_t *)(p->slabs[index >> p->shift] + (size_t)(index & p->mask) * p->stride);
-}
-
-static inline void *slot_node(slot_header_t *s)
-{
-    return (char *)s + POOL_HEADER_SIZE;
-}
-
-static inline uint64_t make_id(uint32_t gen, uint32_t index)
-{
-    return (uint64_t)gen << 32 | index;
-}
 
 coho__pool_t *coho__pool_create(size_t node_size, uint32_t slab_count, uint32_t max_count)
 {
@@ -198,21 +159,6 @@ uint64_t coho__pool_alloc(coho__pool_t *p, void **node, int *err)
     return make_id(s->gen, index);
 }
 
-/* The slot of a live id, or NULL. */
-static inline slot_header_t *pool_live_slot(const coho__pool_t *p, uint64_t id)
-{
-    uint32_t index = (uint32_t)id;
-    uint32_t gen = (uint32_t)(id >> 32);
-    slot_header_t *s;
-
-    if (index >= p->fresh || gen == 0)
-        return NULL;
-    s = pool_slot(p, index);
-    if (s->gen != gen || s->next != SLOT_LIVE)
-        return NULL;
-    return s;
-}
-
 void *coho__pool_get(const coho__pool_t *p, uint64_t id)
 {
     slot_header_t *s = pool_live_slot(p, id);
@@ -255,14 +201,4 @@ void coho__pool_for_each(const coho__pool_t *p, void (*fn)(uint64_t id, void *no
         if (s->next == SLOT_LIVE)
             fn(make_id(s->gen, (uint32_t)i), slot_node(s), arg);
     }
-}
-
-uint64_t coho__pool_test_set_generation(coho__pool_t *p, uint64_t id, uint32_t gen)
-{
-    slot_header_t *s = pool_live_slot(p, id);
-
-    if (s == NULL || gen == 0)
-        return 0;
-    s->gen = gen;
-    return make_id(gen, (uint32_t)id);
 }

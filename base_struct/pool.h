@@ -45,8 +45,4 @@ size_t coho__pool_count(const coho__pool_t *p);
 void coho__pool_for_each(const coho__pool_t *p, void (*fn)(uint64_t id, void *node, void *arg),
                          void *arg);
 
-/* For tests of generation wrap-around only: gives the live node of `id` the generation `gen`
- * (>= 1) and returns its new id, or 0 if `id` is not live or `gen` is 0. */
-uint64_t coho__pool_test_set_generation(coho__pool_t *p, uint64_t id, uint32_t gen);
-
 #endif /* COHO_BASE_STRUCT_POOL_H */

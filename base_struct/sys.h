@@ -1,95 +1,82 @@
 /* SPDX-License-Identifier: MIT */
-/* coho__sys: the table of real libc functions.
+/* The tables of real libc functions.
  *
  * Inside libcoho a plain call to read, write, close, poll... binds to coho's own hook once the
- * syscall_hook layer defines it, so every layer that needs the real call goes through this
- * table. It is resolved once with dlsym with RTLD_NEXT from a high-priority constructor, and
- * again on demand by coho__sys_init() (a hook that runs before constructors calls it first). */
+ * syscall_hook layer defines it, so every layer that needs the real call goes through a table.
+ * Two tables are resolved once with dlsym and RTLD_NEXT from a high-priority constructor, and
+ * again on demand by coho__sys_init() (a hook that runs before constructors calls it first):
+ *
+ *   coho__sys_base  (this header)              the fd, poll and sleep functions; what the
+ *                                              layers below syscall_hook/ use
+ *   coho__sys       (base_struct/sys_net.h)    the hook table: the same entries plus the
+ *                                              socket and DNS functions, for syscall_hook/
+ *
+ * This header knows nothing of sockets (DESIGN.md "Layers"). An entry is declared once, in an
+ * X-macro list: X(return type, name, (parameters), required). A required function that libc
+ * lacks is fatal at start-up: the message names it and the process aborts, since no call could
+ * be made correctly. An optional one (required 0) is NULL in the table when libc lacks it, and
+ * its caller checks. */
 #ifndef COHO_BASE_STRUCT_SYS_H
 #define COHO_BASE_STRUCT_SYS_H
 
-#include <netdb.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <sys/epoll.h>
 #include <sys/select.h>
-#include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
-typedef struct coho__sys_table {
-    int (*socket)(int domain, int type, int protocol);
-    int (*socketpair)(int domain, int type, int protocol, int sv[2]);
-    int (*accept)(int fd, struct sockaddr *addr, socklen_t *len);
-    int (*accept4)(int fd, struct sockaddr *addr, socklen_t *len, int flags);
-    int (*connect)(int fd, const struct sockaddr *addr, socklen_t len);
-    ssize_t (*read)(int fd, void *buf, size_t n);
-    ssize_t (*write)(int fd, const void *buf, size_t n);
-    ssize_t (*readv)(int fd, const struct iovec *iov, int iovcnt);
-    ssize_t (*writev)(int fd, const struct iovec *iov, int iovcnt);
-    ssize_t (*recv)(int fd, void *buf, size_t n, int flags);
-    ssize_t (*recvfrom)(int fd, void *buf, size_t n, int flags, struct sockaddr *addr,
-                        socklen_t *len);
-    ssize_t (*recvmsg)(int fd, struct msghdr *msg, int flags);
-    ssize_t (*send)(int fd, const void *buf, size_t n, int flags);
-    ssize_t (*sendto)(int fd, const void *buf, size_t n, int flags, const struct sockaddr *addr,
-                      socklen_t len);
-    ssize_t (*sendmsg)(int fd, const struct msghdr *msg, int flags);
-    int (*close)(int fd);
-    int (*close_range)(unsigned int first, unsigned int last, int flags);
-    void (*closefrom)(int lowfd);
-    int (*fclose)(FILE *stream);
-    int (*shutdown)(int fd, int how);
-    int (*dup)(int fd);
-    int (*dup2)(int fd, int fd2);
-    int (*dup3)(int fd, int fd2, int flags);
-    int (*fcntl)(int fd, int cmd, ...);
-    int (*fcntl64)(int fd, int cmd, ...);
-    int (*ioctl)(int fd, unsigned long req, ...);
-    int (*setsockopt)(int fd, int level, int name, const void *val, socklen_t len);
-    int (*getsockopt)(int fd, int level, int name, void *val, socklen_t *len);
-    int (*poll)(struct pollfd *fds, nfds_t n, int timeout_ms);
-    int (*ppoll)(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *mask);
-    int (*select)(int n, fd_set *r, fd_set *w, fd_set *e, struct timeval *tv);
-    int (*epoll_wait)(int epfd, struct epoll_event *ev, int max, int timeout_ms);
-    int (*epoll_pwait)(int epfd, struct epoll_event *ev, int max, int timeout_ms,
-                       const sigset_t *mask);
-    unsigned int (*sleep)(unsigned int s);
-    int (*usleep)(useconds_t us);
-    int (*nanosleep)(const struct timespec *req, struct timespec *rem);
-    int (*getaddrinfo)(const char *node, const char *service, const struct addrinfo *hints,
-                       struct addrinfo **res);
-    int (*getnameinfo)(const struct sockaddr *addr, socklen_t len, char *host, socklen_t hostlen,
-                       char *serv, socklen_t servlen, int flags);
-    struct hostent *(*gethostbyname)(const char *name);
-    int (*gethostbyname_r)(const char *name, struct hostent *ret, char *buf, size_t buflen,
-                           struct hostent **result, int *h_errnop);
-    struct hostent *(*gethostbyname2)(const char *name, int af);
-    int (*gethostbyname2_r)(const char *name, int af, struct hostent *ret, char *buf, size_t buflen,
-                            struct hostent **result, int *h_errnop);
-    ssize_t (*read_chk)(int fd, void *buf, size_t n, size_t buflen);
-    ssize_t (*recv_chk)(int fd, void *buf, size_t n, size_t buflen, int flags);
-    ssize_t (*recvfrom_chk)(int fd, void *buf, size_t n, size_t buflen, int flags,
-                            struct sockaddr *addr, socklen_t *len);
-    int (*poll_chk)(struct pollfd *fds, nfds_t n, int timeout_ms, size_t fdslen);
-    int (*ppoll_chk)(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *mask,
-                     size_t fdslen);
-} coho__sys_table_t;
+/* close_range and closefrom arrived in glibc 2.34: optional. */
+#define COHO__SYS_BASE_FUNCS(X)                                                             \
+    X(ssize_t, read, (int fd, void *buf, size_t n), 1)                                      \
+    X(ssize_t, write, (int fd, const void *buf, size_t n), 1)                               \
+    X(ssize_t, readv, (int fd, const struct iovec *iov, int iovcnt), 1)                     \
+    X(ssize_t, writev, (int fd, const struct iovec *iov, int iovcnt), 1)                    \
+    X(int, close, (int fd), 1)                                                              \
+    X(int, close_range, (unsigned int first, unsigned int last, int flags), 0)              \
+    X(void, closefrom, (int lowfd), 0)                                                      \
+    X(int, fclose, (FILE * stream), 1)                                                      \
+    X(int, dup, (int fd), 1)                                                                \
+    X(int, dup2, (int fd, int fd2), 1)                                                      \
+    X(int, dup3, (int fd, int fd2, int flags), 1)                                           \
+    X(int, fcntl, (int fd, int cmd, ...), 1)                                                \
+    X(int, ioctl, (int fd, unsigned long req, ...), 1)                                      \
+    X(int, poll, (struct pollfd * fds, nfds_t n, int timeout_ms), 1)                        \
+    X(int, ppoll,                                                                           \
+      (struct pollfd * fds, nfds_t n, const struct timespec *ts, const sigset_t *mask), 1)  \
+    X(int, select, (int n, fd_set *r, fd_set *w, fd_set *e, struct timeval *tv), 1)         \
+    X(int, epoll_wait, (int epfd, struct epoll_event *ev, int max, int timeout_ms), 1)      \
+    X(int, epoll_pwait,                                                                     \
+      (int epfd, struct epoll_event *ev, int max, int timeout_ms, const sigset_t *mask), 1) \
+    X(unsigned int, sleep, (unsigned int s), 1)                                             \
+    X(int, usleep, (useconds_t us), 1)                                                      \
+    X(int, nanosleep, (const struct timespec *req, struct timespec *rem), 1)
 
-/* The table. Every entry is non-NULL once coho__sys_init() has returned. */
-extern coho__sys_table_t coho__sys;
+/* One table field per X-macro entry. */
+#define COHO__SYS_FIELD(ret, name, params, required) ret(*name) params;
 
-/* Resolves the table (idempotent, thread-safe, cheap after the first call). Called from a
+typedef struct coho__sys_base_table {
+    COHO__SYS_BASE_FUNCS(COHO__SYS_FIELD)
+} coho__sys_base_table_t;
+
+/* The base table. Every required entry is non-NULL once coho__sys_init() has returned. */
+extern coho__sys_base_table_t coho__sys_base;
+
+/* Resolves both tables (idempotent, thread-safe, cheap after the first call). Called from a
  * constructor; a hook that may run before constructors (another library's constructor calling
- * a hooked function) calls it first. A libc function that cannot be found is fatal: the
- * message names it and the process aborts, since no call could be made correctly. */
+ * a hooked function) calls it first. */
 void coho__sys_init(void);
 
-/* True once the table is resolved. */
+/* True once the tables are resolved. */
 bool coho__sys_is_ready(void);
+
+/* Writes all `len` bytes of `buf` to `fd` with the real write, retrying EINTR and short writes.
+ * Returns 0 or -errno (-EIO if write returns 0). Async-signal-safe (it only calls write), for
+ * the log writer and crash paths. The table must be resolved. */
+int coho__sys_write_all(int fd, const void *buf, size_t len);
 
 #endif /* COHO_BASE_STRUCT_SYS_H */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* The library's version, for header/library mismatch checks. */
-#include <coho.h>
+#include <coho/version.h>
 
 int coho_version(void)
 {

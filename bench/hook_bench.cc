@@ -29,7 +29,7 @@
 #include <coho.h>
 
 extern "C" {
-#include "base_struct/sys.h"
+#include "base_struct/sys_net.h"
 }
 
 namespace {

@@ -11,6 +11,8 @@
 
 #include <coho.h>
 
+#include "base_struct/clock.h"
+#include "base_struct/err.h"
 #include "coroutine/internal.h"
 
 /*
@@ -66,15 +68,6 @@ struct coho_chan {
     struct chan_queue receivers;
     unsigned char *ring;
 };
-
-static inline int posix_ret(int rc)
-{
-    if (rc < 0) {
-        errno = -rc;
-        return -1;
-    }
-    return rc;
-}
 
 static void queue_push(struct chan_queue *q, struct chan_waiter *w)
 {
@@ -167,17 +160,6 @@ static int caller_kind(void)
     return coho__sched_current() != NULL ? -EPERM : 0;
 }
 
-static void deadline_after(struct timespec *ts, int64_t ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += (time_t)(ms / 1000);
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 /* Parks the caller as `w` in `q` until a peer finishes the wait, the timeout (`timeout_ms` < 0:
  * none), cancellation, or close; `what` labels the wait for the dump. Called and returns with
  * ch->mu held. Returns 0 (the element moved), -EPIPE, -ETIMEDOUT or -ECANCELED. */
@@ -218,7 +200,7 @@ static int wait_in(coho_chan_t *ch, struct chan_queue *q, struct chan_waiter *w,
         w->token = 0;
         w->cv = &cv;
         if (timeout_ms >= 0)
-            deadline_after(&deadline, timeout_ms);
+            coho__mono_deadline(&deadline, (uint64_t)timeout_ms);
         queue_push(q, w);
         while (w->state == W_WAITING && rc == 0) {
             if (timeout_ms < 0)
@@ -377,7 +359,7 @@ int coho_chan_destroy(coho_chan_t *ch)
     pthread_mutex_lock(&ch->mu);
     if (ch->senders.count != 0 || ch->receivers.count != 0) {
         pthread_mutex_unlock(&ch->mu);
-        return posix_ret(-EBUSY);
+        return (int)coho__posix_ret(-EBUSY);
     }
     pthread_mutex_unlock(&ch->mu);
     pthread_mutex_destroy(&ch->mu);
@@ -393,7 +375,7 @@ int coho_chan_close(coho_chan_t *ch)
     pthread_mutex_lock(&ch->mu);
     if (ch->closed) {
         pthread_mutex_unlock(&ch->mu);
-        return posix_ret(-EPIPE);
+        return (int)coho__posix_ret(-EPIPE);
     }
     ch->closed = true;
     /* Parked receivers imply an empty ring: nothing is left for them to drain. */
@@ -423,12 +405,12 @@ bool coho_chan_is_closed(coho_chan_t *ch)
 
 int coho_chan_send(coho_chan_t *ch, const void *elem)
 {
-    return posix_ret(chan_send(ch, elem, -1));
+    return (int)coho__posix_ret(chan_send(ch, elem, -1));
 }
 
 int coho_chan_try_send(coho_chan_t *ch, const void *elem)
 {
-    return posix_ret(chan_send(ch, elem, 0));
+    return (int)coho__posix_ret(chan_send(ch, elem, 0));
 }
 
 int coho_chan_timedsend_ms(coho_chan_t *ch, const void *elem, uint64_t ms)
@@ -436,24 +418,24 @@ int coho_chan_timedsend_ms(coho_chan_t *ch, const void *elem, uint64_t ms)
     /* A zero timeout still must not report "full" as EAGAIN: it is a timed call. */
     int rc = chan_send(ch, elem, ms == 0 ? 0 : timeout_arg(ms));
 
-    return posix_ret(rc == -EAGAIN ? -ETIMEDOUT : rc);
+    return (int)coho__posix_ret(rc == -EAGAIN ? -ETIMEDOUT : rc);
 }
 
 int coho_chan_recv(coho_chan_t *ch, void *elem)
 {
-    return posix_ret(chan_recv(ch, elem, -1));
+    return (int)coho__posix_ret(chan_recv(ch, elem, -1));
 }
 
 int coho_chan_try_recv(coho_chan_t *ch, void *elem)
 {
-    return posix_ret(chan_recv(ch, elem, 0));
+    return (int)coho__posix_ret(chan_recv(ch, elem, 0));
 }
 
 int coho_chan_timedrecv_ms(coho_chan_t *ch, void *elem, uint64_t ms)
 {
     int rc = chan_recv(ch, elem, ms == 0 ? 0 : timeout_arg(ms));
 
-    return posix_ret(rc == -EAGAIN ? -ETIMEDOUT : rc);
+    return (int)coho__posix_ret(rc == -EAGAIN ? -ETIMEDOUT : rc);
 }
 
 size_t coho_chan_count(coho_chan_t *ch)

@@ -84,20 +84,6 @@ static struct sigaction prev_segv;
 static pthread_once_t segv_once = PTHREAD_ONCE_INIT;
 static int segv_install_err;
 
-static void write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = coho__sys.write(fd, p, n);
-
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return;
-        p += w;
-        n -= (size_t)w;
-    }
-}
-
 static void segv_handler(int signo, siginfo_t *si, void *uc)
 {
     const coho__stack_t *st = NULL;
@@ -121,8 +107,8 @@ static void segv_handler(int signo, siginfo_t *si, void *uc)
          * holds the report even when stderr goes nowhere. stderr gets it in any case. */
         (void)coho__log_crash_write(COHO_LOG_FATAL, __FILE__, __LINE__, msg);
         put_str(&b, "\n");
-        write_all(STDERR_FILENO, "coho: ", 6);
-        write_all(STDERR_FILENO, msg, b.n);
+        (void)coho__sys_write_all(STDERR_FILENO, "coho: ", 6);
+        (void)coho__sys_write_all(STDERR_FILENO, msg, b.n);
     }
     errno = saved;
 

@@ -9,9 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "base_struct/clock.h"
+#include "base_struct/err.h"
 #include "coroutine/internal.h"
 #include "coroutine/sched_impl.h"
 #include "log/check.h"
@@ -98,12 +99,6 @@ static inline void hook_run(void *out_slot, void *in_slot)
 /* ---- helpers ----------------------------------------------------------------------------------
  */
 
-static inline int fail(int neg_errno)
-{
-    errno = -neg_errno;
-    return -1;
-}
-
 static inline pid_t current_tid(void)
 {
     return (pid_t)syscall(SYS_gettid);
@@ -182,14 +177,6 @@ static inline bool trace_on(void)
     return COHO_LOG_FLOOR <= COHO_LOG_DEBUG && coho_log_get_level() <= COHO_LOG_DEBUG;
 }
 
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Logged by the spawner, so the line's COID is the parent's (0 outside coroutines). The name
  * comes last because it may contain spaces. */
 static __attribute__((noinline, cold)) void trace_spawn(coho__co_t *co)
@@ -201,7 +188,7 @@ static __attribute__((noinline, cold)) void trace_spawn(coho__co_t *co)
         snprintf(addr, sizeof(addr), "%p", (void *)(uintptr_t)co->fn);
         entry = addr;
     }
-    co->spawn_ns = mono_ns() | 1u;
+    co->spawn_ns = coho__mono_ns() | 1u;
     coho_log_debug("spawn co=%llu entry=%s name=%s", (unsigned long long)co->id, entry,
                    co->name[0] != '\0' ? co->name : "-");
 }
@@ -214,7 +201,7 @@ static __attribute__((noinline, cold)) void trace_exit(const coho__co_t *co)
 
     if (co->spawn_ns != 0)
         coho_log_debug("exit co=%llu ran=%lluus name=%s", (unsigned long long)co->id,
-                       (unsigned long long)((mono_ns() - co->spawn_ns) / 1000u), name);
+                       (unsigned long long)((coho__mono_ns() - co->spawn_ns) / 1000u), name);
     else
         coho_log_debug("exit co=%llu ran=? name=%s", (unsigned long long)co->id, name);
 }
@@ -669,7 +656,7 @@ int coho_sched_run(coho_sched_t *s)
     s->draining = false;
     s->running = false;
     if (rc < 0)
-        return fail(rc);
+        return (int)coho__posix_ret(rc);
     errno = saved_errno;
     return 0;
 }
@@ -730,7 +717,7 @@ int coho_sched_post(coho_sched_t *s, void (*fn)(void *), void *arg)
 {
     int rc = coho__sched_post(s, fn, arg);
 
-    return rc < 0 ? fail(rc) : 0;
+    return (int)coho__posix_ret(rc);
 }
 
 int coho__sched_post(coho_sched_t *s, void (*fn)(void *), void *arg)
@@ -863,7 +850,7 @@ int coho_sleep_ms(uint64_t ms)
     int rc;
 
     if (tls_co == NULL)
-        return fail(-EPERM);
+        return (int)coho__posix_ret(-EPERM);
     coho__co_block_prepare();
     coho__co_wait_note("sleep", -1);
     /* Beyond 2^52 ms (140,000 years) a sleep is a wait for cancellation: no timer deadline
@@ -871,7 +858,7 @@ int coho_sleep_ms(uint64_t ms)
     rc = coho__co_block(ms >= (UINT64_C(1) << 52) ? -1 : (int64_t)ms);
     if (rc == -ETIMEDOUT || rc == 0)
         return 0;
-    return fail(rc);
+    return (int)coho__posix_ret(rc);
 }
 
 int coho_join(uint64_t id, int64_t timeout_ms)
@@ -882,18 +869,18 @@ int coho_join(uint64_t id, int64_t timeout_ms)
     int rc;
 
     if (self == NULL)
-        return fail(-EPERM);
+        return (int)coho__posix_ret(-EPERM);
     if (id == self->id)
-        return fail(-EDEADLK);
+        return (int)coho__posix_ret(-EDEADLK);
     s = self->sched;
     co = co_lookup(s, id);
     if (co == NULL)
-        return fail(-ESRCH);
+        return (int)coho__posix_ret(-ESRCH);
     if (co->detached || co->joiner_id != 0)
-        return fail(-EINVAL);
+        return (int)coho__posix_ret(-EINVAL);
     if (co->state != COHO__CO_DONE) {
         if (timeout_ms == 0)
-            return fail(-ETIMEDOUT);
+            return (int)coho__posix_ret(-ETIMEDOUT);
         co->joiner_token = coho__co_block_prepare();
         co->joiner_id = self->id;
         coho__co_wait_note("join", (int64_t)id);
@@ -902,7 +889,7 @@ int coho_join(uint64_t id, int64_t timeout_ms)
         co->joiner_id = 0;
         co->joiner_token = 0;
         if (co->state != COHO__CO_DONE)
-            return fail(rc < 0 ? rc : -EINTR);
+            return (int)coho__posix_ret(rc < 0 ? rc : -EINTR);
     }
     coho__pool_free(s->pool, id);
     return 0;
@@ -914,12 +901,12 @@ int coho_detach(uint64_t id)
     coho__co_t *co;
 
     if (s == NULL)
-        return fail(-ESRCH);
+        return (int)coho__posix_ret(-ESRCH);
     co = id == 0 ? tls_co : co_lookup(s, id);
     if (co == NULL)
-        return fail(-ESRCH);
+        return (int)coho__posix_ret(-ESRCH);
     if (co->detached || co->joiner_id != 0)
-        return fail(-EINVAL);
+        return (int)coho__posix_ret(-EINVAL);
     co->detached = true;
     if (co->state == COHO__CO_DONE)
         coho__pool_free(s->pool, co->id);
@@ -941,7 +928,7 @@ int coho_set_name(uint64_t id, const char *name)
     coho__co_t *co = co_find(id);
 
     if (co == NULL)
-        return fail(-ESRCH);
+        return (int)coho__posix_ret(-ESRCH);
     memset(co->name, 0, sizeof(co->name));
     if (name != NULL)
         strncpy(co->name, name, sizeof(co->name) - 1);
@@ -954,10 +941,10 @@ int coho_get_name(uint64_t id, char *buf, size_t len)
     size_t n;
 
     if (buf == NULL || len == 0)
-        return fail(-EINVAL);
+        return (int)coho__posix_ret(-EINVAL);
     co = co_find(id);
     if (co == NULL)
-        return fail(-ESRCH);
+        return (int)coho__posix_ret(-ESRCH);
     n = strnlen(co->name, sizeof(co->name));
     if (n >= len)
         n = len - 1;
@@ -971,7 +958,7 @@ int coho_set_daemon(uint64_t id, bool daemon)
     coho__co_t *co = co_find(id);
 
     if (co == NULL || co->state == COHO__CO_DONE)
-        return fail(-ESRCH);
+        return (int)coho__posix_ret(-ESRCH);
     if (co->daemon != daemon) {
         co->daemon = daemon;
         if (daemon)
@@ -987,7 +974,7 @@ int coho_cancel(uint64_t id)
     coho__co_t *co = co_find(id);
 
     if (co == NULL)
-        return fail(-ESRCH);
+        return (int)coho__posix_ret(-ESRCH);
     if (co->state == COHO__CO_DONE)
         return 0;
     co->cancelled = true;
@@ -1007,12 +994,12 @@ int coho_at_exit(void (*fn)(void *), void *arg)
     coho__exit_cb_t *cb;
 
     if (co == NULL)
-        return fail(-EPERM);
+        return (int)coho__posix_ret(-EPERM);
     if (fn == NULL)
-        return fail(-EINVAL);
+        return (int)coho__posix_ret(-EINVAL);
     cb = malloc(sizeof(*cb));
     if (cb == NULL)
-        return fail(-ENOMEM);
+        return (int)coho__posix_ret(-ENOMEM);
     cb->fn = fn;
     cb->arg = arg;
     cb->next = co->exit_cbs;
@@ -1042,7 +1029,7 @@ int coho_key_create(coho_key_t *key, void (*dtor)(void *))
     uint32_t i;
 
     if (key == NULL)
-        return fail(-EINVAL);
+        return (int)coho__posix_ret(-EINVAL);
     for (i = 0; i < COHO_KEYS_MAX; i++) {
         uint32_t seq = atomic_load(&key_table[i].seq);
 
@@ -1052,7 +1039,7 @@ int coho_key_create(coho_key_t *key, void (*dtor)(void *))
             return 0;
         }
     }
-    return fail(-EAGAIN);
+    return (int)coho__posix_ret(-EAGAIN);
 }
 
 int coho_key_delete(coho_key_t key)
@@ -1060,10 +1047,10 @@ int coho_key_delete(coho_key_t key)
     uint32_t idx, seq;
 
     if (!key_decode(key, &idx, &seq))
-        return fail(-EINVAL);
+        return (int)coho__posix_ret(-EINVAL);
     atomic_store(&key_table[idx].dtor, NULL);
     if (!atomic_compare_exchange_strong(&key_table[idx].seq, &seq, seq + 1))
-        return fail(-EINVAL);
+        return (int)coho__posix_ret(-EINVAL);
     return 0;
 }
 
@@ -1073,15 +1060,15 @@ int coho_key_set(coho_key_t key, void *value)
     uint32_t idx, seq;
 
     if (co == NULL)
-        return fail(-EPERM);
+        return (int)coho__posix_ret(-EPERM);
     if (!key_decode(key, &idx, &seq))
-        return fail(-EINVAL);
+        return (int)coho__posix_ret(-EINVAL);
     if (co->keys == NULL) {
         if (value == NULL)
             return 0;
         co->keys = calloc(COHO_KEYS_MAX, sizeof(*co->keys));
         if (co->keys == NULL)
-            return fail(-ENOMEM);
+            return (int)coho__posix_ret(-ENOMEM);
     }
     co->keys[idx].value = value;
     co->keys[idx].seq = seq;

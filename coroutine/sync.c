@@ -7,6 +7,7 @@
 
 #include <coho.h>
 
+#include "base_struct/err.h"
 #include "coroutine/internal.h"
 #include "log/check.h"
 
@@ -33,15 +34,6 @@ enum {
 
 /* The address of this thread-local byte identifies the calling thread cheaply. */
 static __thread char thread_tag;
-
-static inline int posix_ret(int rc)
-{
-    if (rc < 0) {
-        errno = -rc;
-        return -1;
-    }
-    return rc;
-}
 
 static void base_init(coho__sync_base_t *b, uint32_t magic)
 {
@@ -172,7 +164,7 @@ int coho_mutex_destroy(coho_mutex_t *m)
     COHO_CHECK(m->base_.magic_ == MUTEX_MAGIC,
                "coho_mutex_destroy: mutex %p is not initialised or was destroyed", (void *)m);
     if (m->owner_ != 0 || m->base_.nwaiters_ != 0)
-        return posix_ret(-EBUSY);
+        return (int)coho__posix_ret(-EBUSY);
     m->base_.magic_ = 0;
     return 0;
 }
@@ -185,16 +177,16 @@ int coho_mutex_lock(coho_mutex_t *m)
     uint64_t self = coho__co_self_id();
 
     if (self == 0)
-        return posix_ret(-EPERM);
+        return (int)coho__posix_ret(-EPERM);
     base_check(&m->base_, MUTEX_MAGIC, "mutex", "coho_mutex_lock");
     if (m->owner_ == 0) {
         m->owner_ = self;
         return 0;
     }
     if (m->owner_ == self)
-        return posix_ret(-EDEADLK);
+        return (int)coho__posix_ret(-EDEADLK);
     wait_enqueue(&m->base_, &w, self, "mutex@");
-    return posix_ret(wait_block(&m->base_, &w, -1, "mutex@"));
+    return (int)coho__posix_ret(wait_block(&m->base_, &w, -1, "mutex@"));
 }
 
 int coho_mutex_trylock(coho_mutex_t *m)
@@ -202,10 +194,10 @@ int coho_mutex_trylock(coho_mutex_t *m)
     uint64_t self = coho__co_self_id();
 
     if (self == 0)
-        return posix_ret(-EPERM);
+        return (int)coho__posix_ret(-EPERM);
     base_check(&m->base_, MUTEX_MAGIC, "mutex", "coho_mutex_trylock");
     if (m->owner_ != 0)
-        return posix_ret(-EBUSY);
+        return (int)coho__posix_ret(-EBUSY);
     m->owner_ = self;
     return 0;
 }
@@ -251,7 +243,7 @@ int coho_mutex_unlock(coho_mutex_t *m)
     uint64_t self = coho__co_self_id();
 
     if (self == 0)
-        return posix_ret(-EPERM);
+        return (int)coho__posix_ret(-EPERM);
     base_check(&m->base_, MUTEX_MAGIC, "mutex", "coho_mutex_unlock");
     if (__builtin_expect(m->owner_ != self, 0))
         unlock_by_non_owner(m, self);
@@ -291,7 +283,7 @@ int coho_cond_destroy(coho_cond_t *c)
                "coho_cond_destroy: condition variable %p is not initialised or was destroyed",
                (void *)c);
     if (c->base_.nwaiters_ != 0)
-        return posix_ret(-EBUSY);
+        return (int)coho__posix_ret(-EBUSY);
     c->base_.magic_ = 0;
     return 0;
 }
@@ -319,12 +311,12 @@ static int cond_wait(coho_cond_t *c, coho_mutex_t *m, int64_t timeout_ms, const 
 
 int coho_cond_wait(coho_cond_t *c, coho_mutex_t *m)
 {
-    return posix_ret(cond_wait(c, m, -1, "coho_cond_wait"));
+    return (int)coho__posix_ret(cond_wait(c, m, -1, "coho_cond_wait"));
 }
 
 int coho_cond_timedwait_ms(coho_cond_t *c, coho_mutex_t *m, uint64_t ms)
 {
-    return posix_ret(cond_wait(c, m, timeout_arg(ms), "coho_cond_timedwait_ms"));
+    return (int)coho__posix_ret(cond_wait(c, m, timeout_arg(ms), "coho_cond_timedwait_ms"));
 }
 
 int coho_cond_signal(coho_cond_t *c)
@@ -356,7 +348,7 @@ int coho_sem_destroy(coho_sem_t *s)
     COHO_CHECK(s->base_.magic_ == SEM_MAGIC,
                "coho_sem_destroy: semaphore %p is not initialised or was destroyed", (void *)s);
     if (s->base_.nwaiters_ != 0)
-        return posix_ret(-EBUSY);
+        return (int)coho__posix_ret(-EBUSY);
     s->base_.magic_ = 0;
     return 0;
 }
@@ -382,19 +374,19 @@ static int sem_wait(coho_sem_t *s, int64_t timeout_ms, const char *fn)
 
 int coho_sem_wait(coho_sem_t *s)
 {
-    return posix_ret(sem_wait(s, -1, "coho_sem_wait"));
+    return (int)coho__posix_ret(sem_wait(s, -1, "coho_sem_wait"));
 }
 
 int coho_sem_timedwait_ms(coho_sem_t *s, uint64_t ms)
 {
-    return posix_ret(sem_wait(s, timeout_arg(ms), "coho_sem_timedwait_ms"));
+    return (int)coho__posix_ret(sem_wait(s, timeout_arg(ms), "coho_sem_timedwait_ms"));
 }
 
 int coho_sem_trywait(coho_sem_t *s)
 {
     base_check(&s->base_, SEM_MAGIC, "semaphore", "coho_sem_trywait");
     if (s->value_ == 0)
-        return posix_ret(-EAGAIN);
+        return (int)coho__posix_ret(-EAGAIN);
     s->value_--;
     return 0;
 }
@@ -405,7 +397,7 @@ int coho_sem_post(coho_sem_t *s)
     if (grant_first(&s->base_) != NULL)
         return 0;
     if (s->value_ == UINT64_MAX)
-        return posix_ret(-EOVERFLOW);
+        return (int)coho__posix_ret(-EOVERFLOW);
     s->value_++;
     return 0;
 }
@@ -429,7 +421,7 @@ int coho_wg_destroy(coho_wg_t *wg)
     COHO_CHECK(wg->base_.magic_ == WG_MAGIC,
                "coho_wg_destroy: wait group %p is not initialised or was destroyed", (void *)wg);
     if (wg->base_.nwaiters_ != 0)
-        return posix_ret(-EBUSY);
+        return (int)coho__posix_ret(-EBUSY);
     wg->base_.magic_ = 0;
     return 0;
 }
@@ -472,10 +464,10 @@ static int wg_wait(coho_wg_t *wg, int64_t timeout_ms, const char *fn)
 
 int coho_wg_wait(coho_wg_t *wg)
 {
-    return posix_ret(wg_wait(wg, -1, "coho_wg_wait"));
+    return (int)coho__posix_ret(wg_wait(wg, -1, "coho_wg_wait"));
 }
 
 int coho_wg_timedwait_ms(coho_wg_t *wg, uint64_t ms)
 {
-    return posix_ret(wg_wait(wg, timeout_arg(ms), "coho_wg_timedwait_ms"));
+    return (int)coho__posix_ret(wg_wait(wg, timeout_arg(ms), "coho_wg_timedwait_ms"));
 }

@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include <coho.h>
+#include <coho/log.h>
 
 #include "base_struct/sys.h"
 
@@ -31,8 +31,8 @@ void coho__check_fail(const char *file, int line, const char *fmt, ...)
             n = snprintf(out, sizeof(out), "coho: CHECK failed at %s:%d: %s\n", file, line, msg);
             coho__sys_init();
             if (n > 0)
-                (void)coho__sys.write(2, out,
-                                      (size_t)n < sizeof(out) ? (size_t)n : sizeof(out) - 1);
+                (void)coho__sys_write_all(2, out,
+                                          (size_t)n < sizeof(out) ? (size_t)n : sizeof(out) - 1);
         }
     }
     abort();

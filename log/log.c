@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base_struct/clock.h"
 #include "base_struct/sys.h"
 
 #define TBUF_MIN_SIZE  (16u * 1024u)
@@ -127,35 +128,6 @@ static char *put_str(char *p, const char *s, size_t max)
 
     memcpy(p, s, n);
     return p + n;
-}
-
-/* Writes all of buf to fd through the real write; retries EINTR and short writes. Returns 0 or
- * -errno. Async-signal-safe. */
-static int write_all(int fd, const char *buf, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = coho__sys.write(fd, buf, len);
-
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        buf += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-static void mono_deadline(struct timespec *ts, unsigned ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
 }
 
 static bool mono_passed(const struct timespec *deadline)
@@ -409,7 +381,7 @@ static int tbuf_wait_room(tbuf_t *tb, size_t len)
     struct timespec deadline, slice;
     unsigned wait_ms = atomic_load_explicit(&lg.full_wait_ms, memory_order_relaxed);
 
-    mono_deadline(&deadline, wait_ms);
+    coho__mono_deadline(&deadline, wait_ms);
     for (;;) {
         if (atomic_load(&lg.state) != LOG_OPEN)
             return -1;
@@ -417,7 +389,7 @@ static int tbuf_wait_room(tbuf_t *tb, size_t len)
             return 1;
         if (wait_ms == 0 || mono_passed(&deadline))
             return 0;
-        mono_deadline(&slice, 2);
+        coho__mono_deadline(&slice, 2);
         pthread_mutex_lock(&lg.wake_mu);
         lg.wake_pending = true;
         pthread_cond_signal(&lg.wake_cond);
@@ -431,7 +403,7 @@ static int tbuf_wait_room(tbuf_t *tb, size_t len)
 static void stderr_line(const char *line, size_t len)
 {
     coho__sys_init();
-    (void)write_all(STDERR_FILENO, line, len);
+    (void)coho__sys_write_all(STDERR_FILENO, line, len);
 }
 
 static void log_line(int level, const char *file, int line, int caller_errno, const char *fmt,
@@ -529,7 +501,7 @@ static void rotate(void)
     unsigned i;
 
     if (fd >= 0)
-        coho__sys.close(fd);
+        coho__sys_base.close(fd);
     if (lg.files_kept > 0) {
         for (i = lg.files_kept - 1; i >= 1; i--) {
             snprintf(from, sizeof(from), "%s.%u", lg.path, i);
@@ -599,7 +571,7 @@ static int out_write(const char *p, size_t len, uint64_t *lost)
             return rc;
         }
         {
-            int w = write_all(fd, p, n);
+            int w = coho__sys_write_all(fd, p, n);
 
             if (w < 0) {
                 rc = rc != 0 ? rc : w;
@@ -608,7 +580,7 @@ static int out_write(const char *p, size_t len, uint64_t *lost)
                     static const char msg[] = "coho log: write to the log file failed; lines "
                                               "are counted as dropped\n";
                     lg.write_error_reported = true;
-                    (void)write_all(STDERR_FILENO, msg, sizeof(msg) - 1);
+                    (void)coho__sys_write_all(STDERR_FILENO, msg, sizeof(msg) - 1);
                 }
             } else {
                 lg.file_size += n;
@@ -743,7 +715,7 @@ static void *writer_main(void *arg)
         } else if (!lg.wake_pending) {
             struct timespec deadline;
 
-            mono_deadline(&deadline, lg.flush_interval_ms);
+            coho__mono_deadline(&deadline, lg.flush_interval_ms);
             pthread_cond_timedwait(&lg.wake_cond, &lg.wake_mu, &deadline);
         }
         lg.wake_pending = false;
@@ -985,7 +957,7 @@ int coho_log_close(void)
     (void)drain_all();
     fd = atomic_exchange(&lg.fd, -1);
     if (fd >= 0)
-        coho__sys.close(fd);
+        coho__sys_base.close(fd);
     pthread_mutex_unlock(&lg.reg_mu);
     wake_space_waiters();
     pthread_mutex_unlock(&lg.ctl_mu);
@@ -1071,7 +1043,7 @@ void coho__log_crash_flush(void)
             struct timespec ms = {0, 1000000};
 
             expect = false;
-            coho__sys.nanosleep(&ms, NULL);
+            coho__sys_base.nanosleep(&ms, NULL);
             spins--;
         }
         head = atomic_load(&tb->head);
@@ -1080,9 +1052,9 @@ void coho__log_crash_flush(void)
             n = (size_t)(head - tail);
             at = (size_t)tail & (tb->cap - 1);
             first = tb->cap - at < n ? tb->cap - at : n;
-            (void)write_all(fd, tb->data + at, first);
+            (void)coho__sys_write_all(fd, tb->data + at, first);
             if (first < n)
-                (void)write_all(fd, tb->data, n - first);
+                (void)coho__sys_write_all(fd, tb->data, n - first);
             atomic_store(&tb->tail, head);
         }
         if (claimed)
@@ -1114,5 +1086,5 @@ bool coho__log_crash_write(int level, const char *file, int line, const char *ms
     memcpy(out + len, msg, n);
     len += n;
     out[len++] = '\n';
-    return write_all(fd, out, len) == 0;
+    return coho__sys_write_all(fd, out, len) == 0;
 }

@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <coho.h>
+#include <coho/log.h>
 
 /* Registers the function that returns the current coroutine id for the TID-COID field of every
  * line (0 on a scheduler's own stack). Called by the coroutine layer at start-up; NULL

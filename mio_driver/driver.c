@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <time.h>
 
+#include "base_struct/clock.h"
 #include "base_struct/sys.h"
 #include "mio_driver/internal.h"
 
@@ -23,14 +23,6 @@ struct coho__tgroup {
 static pthread_mutex_t all_mu = PTHREAD_MUTEX_INITIALIZER;
 static coho_list_t all_drivers = {&all_drivers, &all_drivers};
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-
-uint64_t coho__mono_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 void coho__driver_opts_init(coho__driver_opts_t *o)
 {
@@ -621,7 +613,7 @@ static void fork_child(void)
          * on it would be shared. Replace it, then re-register every live fd. */
         d->epfd = epoll_create1(EPOLL_CLOEXEC);
         if (old >= 0)
-            coho__sys.close(old);
+            coho__sys_base.close(old);
         coho__post_fork_child(d);   /* new eventfd, re-registered */
         coho__signal_fork_child(d); /* new signalfd, re-registered */
         for (size_t fd = 0; fd < d->nfds; fd++) {

@@ -91,9 +91,6 @@ struct coho__driver {
     coho_list_t all_link; /* in the process-wide list that the fork handlers walk */
 };
 
-/* ---- time ---- */
-uint64_t coho__mono_ns(void);
-
 /* ---- poller (poller_epoll.c): the shape of redis's ae_epoll.c ---- */
 int coho__poller_init(coho__driver_t *d);
 /* op: EPOLL_CTL_ADD/MOD/DEL; `ev`: EPOLL* bits; `data`: the registration's token. */

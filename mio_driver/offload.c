@@ -31,7 +31,7 @@ static void *offload_worker(void *arg)
             while (coho__post_push(d, job.done, job.arg, true) == -ENOMEM) {
                 struct timespec ts = {0, 1000000};
 
-                coho__sys.nanosleep(&ts, NULL);
+                coho__sys_base.nanosleep(&ts, NULL);
             }
         }
         pthread_mutex_lock(&d->off_mu);

@@ -67,7 +67,7 @@ int coho__poller_wait(coho__driver_t *d, int64_t timeout_ns)
 
         ms = m > 0x7fffffff ? 0x7fffffff : (int)m;
     }
-    n = coho__sys.epoll_wait(d->epfd, ev, d->maxevents, ms);
+    n = coho__sys_base.epoll_wait(d->epfd, ev, d->maxevents, ms);
     if (n < 0)
         return errno == EINTR ? 0 : -errno;
     return n;
@@ -84,7 +84,7 @@ void coho__poller_event(const coho__driver_t *d, int i, uint32_t *ev, uint64_t *
 void coho__poller_close(coho__driver_t *d)
 {
     if (d->epfd >= 0)
-        coho__sys.close(d->epfd);
+        coho__sys_base.close(d->epfd);
     d->epfd = -1;
     free(d->events);
     d->events = NULL;

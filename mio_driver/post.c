@@ -17,7 +17,7 @@ static void eventfd_drain(int fd)
 {
     uint64_t v;
 
-    (void)!coho__sys.read(fd, &v, sizeof(v));
+    (void)!coho__sys_base.read(fd, &v, sizeof(v));
 }
 
 static void eventfd_signal(int fd)
@@ -25,7 +25,7 @@ static void eventfd_signal(int fd)
     uint64_t one = 1;
 
     /* EAGAIN (counter saturated) still leaves the eventfd readable: the wake-up is not lost. */
-    (void)!coho__sys.write(fd, &one, sizeof(one));
+    (void)!coho__sys_base.write(fd, &one, sizeof(one));
 }
 
 /* The eventfd is readable: run every queued post, in queue order. */
@@ -80,7 +80,7 @@ int coho__post_init(coho__driver_t *d)
     return 0;
 
 fail_io:
-    coho__sys.close(d->evfd);
+    coho__sys_base.close(d->evfd);
     d->evfd = -1;
 fail_alloc:
     free(d->post_q);
@@ -146,7 +146,7 @@ void coho__post_destroy(coho__driver_t *d)
     if (d->post_io.active_)
         coho__io_stop(d, &d->post_io);
     if (d->evfd >= 0)
-        coho__sys.close(d->evfd);
+        coho__sys_base.close(d->evfd);
     d->evfd = -1;
     free(d->post_q);
     free(d->post_spare);
@@ -172,7 +172,7 @@ void coho__post_fork_child(coho__driver_t *d)
     if (fd < 0)
         return;
     if (d->evfd >= 0)
-        coho__sys.close(d->evfd);
+        coho__sys_base.close(d->evfd);
     d->evfd = fd;
     coho__driver_io_refd(d, &d->post_io, fd);
     if (d->post_len > 0)

@@ -17,7 +17,7 @@ static void signal_ready(coho__io_t *io, unsigned events)
 
     (void)events;
     d->ncb--; /* the signalfd itself is not a user callback */
-    while ((n = coho__sys.read(d->sigfd, si, sizeof(si))) > 0) {
+    while ((n = coho__sys_base.read(d->sigfd, si, sizeof(si))) > 0) {
         for (size_t i = 0; i < (size_t)n / sizeof(si[0]); i++) {
             int signo = (int)si[i].ssi_signo;
 
@@ -58,7 +58,7 @@ int coho__driver_signal_start(coho__driver_t *d, int signo, void (*cb)(int signo
     if (d->sigfd < 0) {
         d->sigfd = fd;
         if ((rc = coho__driver_io_internal(d, &d->sig_io, fd, signal_ready)) < 0) {
-            coho__sys.close(fd);
+            coho__sys_base.close(fd);
             d->sigfd = -1;
             return rc;
         }
@@ -91,7 +91,7 @@ void coho__signal_destroy(coho__driver_t *d)
     if (d->sigfd < 0)
         return;
     coho__io_stop(d, &d->sig_io);
-    coho__sys.close(d->sigfd);
+    coho__sys_base.close(d->sigfd);
     d->sigfd = -1;
 }
 
@@ -104,7 +104,7 @@ void coho__signal_fork_child(coho__driver_t *d)
     fd = signalfd(-1, &d->sigmask, SFD_NONBLOCK | SFD_CLOEXEC);
     if (fd < 0)
         return;
-    coho__sys.close(d->sigfd);
+    coho__sys_base.close(d->sigfd);
     d->sigfd = fd;
     coho__driver_io_refd(d, &d->sig_io, fd);
 }

@@ -19,6 +19,7 @@
 #include <termios.h>
 #include <time.h>
 
+#include "base_struct/sys_net.h"
 #include "syscall_hook/internal.h"
 
 /* Two-level table: chunks of FD_CHUNK slots, allocated on first use and never

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base_struct/sys_net.h"
 #include "syscall_hook/internal.h"
 
 enum dns_kind { DNS_GAI, DNS_GNI, DNS_GHBN };

@@ -25,6 +25,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "base_struct/sys_net.h"
 #include "syscall_hook/internal.h"
 
 extern void __chk_fail(void) __attribute__((noreturn));

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base_struct/sys_net.h"
 #include "syscall_hook/internal.h"
 
 extern void __chk_fail(void) __attribute__((noreturn));

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "base_struct/pool.h"
+#include "base_struct/sys_net.h"
 #include "syscall_hook/internal.h"
 
 #define TDP_READ_CHUNK 16384

@@ -15,7 +15,7 @@
 #include <coho.h>
 
 #include "base_struct/cbuf_internal.h"
-#include "base_struct/sys.h"
+#include "base_struct/sys_net.h"
 #include "test/support/cmocka_main.h"
 
 /* A buffer with small chunks, so that short data crosses chunk boundaries. */

@@ -7,6 +7,7 @@
 
 #include "base_struct/pool.h"
 #include "test/support/cmocka_main.h"
+#include "test/support/pool_testing.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #    include <sanitizer/asan_interface.h>

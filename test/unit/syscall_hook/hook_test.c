@@ -22,6 +22,7 @@
 
 #include <coho.h>
 
+#include "base_struct/sys_net.h"
 #include "syscall_hook/internal.h"
 #include "test/support/cmocka_main.h"
 

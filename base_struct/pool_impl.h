@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: MIT */
+/* The node pool's memory layout (pool.c's comment draws it), shared by pool.c and its white-box
+ * tests (test/support/pool_testing.h); nothing else includes it. */
+#ifndef COHO_BASE_STRUCT_POOL_IMPL_H
+#define COHO_BASE_STRUCT_POOL_IMPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base_struct/pool.h"
+
+#define SLOT_LIVE        UINT32_MAX
+#define SLOT_END         (UINT32_MAX - 1)
+#define SLOT_RETIRED     (UINT32_MAX - 2)
+#define SLOT_INDEX_LIMIT ((UINT64_C(1) << 32) - 3) /* indices 0 .. 2^32 - 4: below the markers */
+#define POOL_HEADER_SIZE 8u
+
+typedef struct slot_header {
+    uint32_t gen;
+    uint32_t next;
+} slot_header_t;
+
+struct coho__pool {
+    char **slabs;  /* slot 0 of each slab (8 mod 16) */
+    char **allocs; /* what malloc returned for each slab */
+    uint32_t nslabs;
+    uint32_t slabs_cap;
+    uint32_t shift;   /* log2(slots per slab) */
+    uint32_t mask;    /* slots per slab - 1 */
+    size_t stride;    /* header + node, a multiple of 16 */
+    size_t node_size; /* as asked; what alloc zeroes */
+    uint64_t fresh;   /* first never-used slot index */
+    uint64_t capacity;
+    uint32_t free_head;
+    uint32_t live;
+    uint32_t max_count; /* UINT32_MAX when uncapped */
+};
+
+static inline slot_header_t *pool_slot(const coho__pool_t *p, uint32_t index)
+{
+    return (slot_header_t *)(p->slabs[index >> p->shift] + (size_t)(index & p->mask) * p->stride);
+}
+
+static inline void *slot_node(slot_header_t *s)
+{
+    return (char *)s + POOL_HEADER_SIZE;
+}
+
+static inline uint64_t make_id(uint32_t gen, uint32_t index)
+{
+    return (uint64_t)gen << 32 | index;
+}
+
+/* The slot of a live id, or NULL. */
+static inline slot_header_t *pool_live_slot(const coho__pool_t *p, uint64_t id)
+{
+    uint32_t index = (uint32_t)id;
+    uint32_t gen = (uint32_t)(id >> 32);
+    slot_header_t *s;
+
+    if (index >= p->fresh || gen == 0)
+        return NULL;
+    s = pool_slot(p, index);
+    if (s->gen != gen || s->next != SLOT_LIVE)
+        return NULL;
+    return s;
+}
+
+#endif /* COHO_BASE_STRUCT_POOL_IMPL_H */
