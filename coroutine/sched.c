@@ -661,19 +661,17 @@ int coho_sched_run(coho_sched_t *s)
     return 0;
 }
 
-static void wake_noop(void *arg)
-{
-    (void)arg;
-}
-
 void coho_sched_stop(coho_sched_t *s)
 {
     if (s == NULL)
         return;
     atomic_store_explicit(&s->stop_requested, true, memory_order_release);
-    /* Another thread may find the loop asleep in epoll_wait: a post wakes it. */
-    if (tls_sched != s)
-        coho__driver_post(s->driver, wake_noop, NULL);
+    /* The loop may be asleep in epoll_wait, or about to enter it: a handler on the scheduler's
+     * own thread may have run between the loop's check of the flag and the wait. A write to
+     * the driver's eventfd wakes it in every case and takes no lock, so this is
+     * async-signal-safe (a post would take the queue's lock, which the interrupted thread may
+     * hold). */
+    coho__driver_wake(s->driver);
 }
 
 static void drop_one(uint64_t id, void *node, void *arg)

@@ -47,6 +47,12 @@ int coho__driver_run_once(coho__driver_t *d, int timeout_ms);
  * returns at once). Posts are still accepted and run when the loop runs again. Any thread. */
 void coho__driver_stop(coho__driver_t *d);
 
+/* Wakes the loop of `d` if it is asleep, or makes its next wait return at once: one write to
+ * the driver's eventfd, no lock, no allocation, errno preserved. Any thread, and
+ * async-signal-safe (coho_sched_stop calls it from signal handlers); not concurrently with
+ * coho__driver_destroy(d). */
+void coho__driver_wake(coho__driver_t *d);
+
 /* Stops the driver for good: from now on posts and offload submissions fail with -ESHUTDOWN,
  * and run() returns. What was accepted before still runs (in the loop, or in destroy). Any
  * thread. */

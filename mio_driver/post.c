@@ -130,6 +130,18 @@ void coho__post_wake(coho__driver_t *d)
     pthread_mutex_unlock(&d->post_mu);
 }
 
+void coho__driver_wake(coho__driver_t *d)
+{
+    int saved = errno;
+    int fd = d->evfd;
+
+    /* No post_mu: a signal handler may have interrupted its own thread while it held it. The
+     * eventfd stays open until destroy, which the caller must not race with. */
+    if (fd >= 0)
+        eventfd_signal(fd);
+    errno = saved;
+}
+
 void coho__post_shutdown(coho__driver_t *d)
 {
     pthread_mutex_lock(&d->post_mu);

@@ -55,7 +55,20 @@ COHO_API coho_sched_t *coho_sched_create(const coho_sched_opts_t *o);
 COHO_API int coho_sched_run(coho_sched_t *s);
 
 /* Requests that coho_sched_run() of `s` wind down as described there. It is final: later
- * spawns fail with ESHUTDOWN. Any thread; inside coroutines too. */
+ * spawns fail with ESHUTDOWN. Any thread, inside coroutines too, and async-signal-safe: an
+ * atomic store and one write to the scheduler's eventfd, no lock, errno preserved. Calling it
+ * from a SIGINT or SIGTERM handler is the supported way to stop on a signal, whichever thread
+ * the handler interrupts; `s` must not be being destroyed meanwhile:
+ *
+ *     static coho_sched_t *g_sched;
+ *     static void on_signal(int signo) { (void)signo; coho_sched_stop(g_sched); }
+ *
+ *     g_sched = coho_sched_create(NULL);
+ *     signal(SIGINT, on_signal);      // after g_sched is set; sigaction works too
+ *     ...spawn...
+ *     coho_sched_run(g_sched);        // parked coroutines see ECANCELED and return
+ *     signal(SIGINT, SIG_DFL);        // before coho_sched_destroy(g_sched)
+ */
 COHO_API void coho_sched_stop(coho_sched_t *s);
 
 /* Destroys `s`, which must not be running. Coroutines still alive (never run to the end) are
