@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <set>
@@ -383,6 +384,43 @@ TEST(TdpPool, UdpPoolsAnswerEachRequestAtItsSender)
     });
     EXPECT_EQ(ok, 50);
     EXPECT_EQ(handled, 50);
+}
+
+TEST(TdpPool, MaxConnReqsHoldsBackAPeerThatPipelines)
+{
+    int live = 0, live_max = 0, answered = 0;
+    run([&] {
+        tdp::Options o;
+        o.max_conn_reqs = 3;
+        auto srv = tdp::Pool::listen(
+            "127.0.0.1", 0,
+            [&](tdp::Request rq) {
+                live_max = std::max(live_max, ++live);
+                coho::spawn([&, rq = std::move(rq)]() mutable {
+                    coho::this_co::sleep_for(2ms);
+                    rq.reply(answer(rq));
+                    live--;
+                    tdp::Request gone(std::move(rq)); // frees it: room for the next
+                });
+            },
+            o);
+        int sv[2];
+        ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+        EXPECT_NE(srv.attach(sv[0]), 0u);
+        std::string reqs;
+        for (uint64_t i = 1; i <= 30; i++)
+            reqs += tdp::sock::encode_request(i, "x");
+        ASSERT_EQ(sendn(sv[1], reqs.data(), reqs.size(), 0), static_cast<ssize_t>(reqs.size()));
+        std::string got(COHO_SOCK_HDR_LEN + 1, '\0');
+        for (int i = 0; i < 30; i++) {
+            ASSERT_EQ(recvn(sv[1], got.data(), got.size(), 0), static_cast<ssize_t>(got.size()));
+            answered++;
+        }
+        EXPECT_EQ(srv.stats().conns_open, 1u);
+        close(sv[1]);
+    });
+    EXPECT_EQ(answered, 30);
+    EXPECT_EQ(live_max, 3);
 }
 
 TEST(TdpPool, AttachedSocketpairEndIsServedLikeAnAcceptedConnection)
