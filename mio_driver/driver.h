@@ -184,8 +184,20 @@ int coho__driver_signal_stop(coho__driver_t *d, int signo);
 /* ---- offload pool ---- */
 
 /* Runs work(arg) on a worker thread (workers block all signals), then done(arg) on the driver's
- * thread. Returns 0, -EAGAIN (queue full: nothing queued), -ESHUTDOWN, -ENOMEM. */
+ * thread. Returns 0, -EAGAIN (queue full: nothing queued), -ESHUTDOWN, -ENOMEM. In a child
+ * forked while the job waited in the queue, it runs there; while work(arg) was running on a
+ * worker (a thread the child does not have), done(arg) runs in the child as if the work had
+ * returned: use coho__driver_offload_ex when work's results cannot be trusted then. */
 int coho__driver_offload(coho__driver_t *d, void (*work)(void *arg), void (*done)(void *arg),
                          void *arg);
+
+/* coho__driver_offload, with `lost`: in a child forked while work(arg) was running, the child's
+ * driver runs lost(arg) on its thread instead of done(arg) (what work wrote is partial there),
+ * so whoever waits on the job learns it failed instead of waiting forever. A job whose work had
+ * returned before the fork gets done(arg) in the child (its results are in the child's memory).
+ * Every accepted job thus completes exactly once in each process that has it, unless the driver
+ * is destroyed with the job still queued. NULL `lost`: done(arg) runs in its place. */
+int coho__driver_offload_ex(coho__driver_t *d, void (*work)(void *arg), void (*done)(void *arg),
+                            void (*lost)(void *arg), void *arg);
 
 #endif /* COHO_MIO_DRIVER_DRIVER_H */

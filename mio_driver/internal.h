@@ -29,8 +29,21 @@ typedef struct coho__post_item {
 typedef struct coho__offload_job {
     void (*work)(void *arg);
     void (*done)(void *arg);
+    void (*lost)(void *arg); /* in a forked child, for a job whose work was running; or NULL */
     void *arg;
 } coho__offload_job_t;
+
+/* An offload worker and the job it holds (offload.c). `state` tells a forked child what became
+ * of that job: COHO__OFF_IDLE (none), COHO__OFF_RUNNING (work had not returned), or
+ * COHO__OFF_FINISHED (work returned, done not posted yet). */
+enum { COHO__OFF_IDLE, COHO__OFF_RUNNING, COHO__OFF_FINISHED };
+
+typedef struct coho__offload_worker {
+    pthread_t thread;
+    struct coho__driver *d;
+    coho__offload_job_t job; /* meaningful while state is not COHO__OFF_IDLE */
+    atomic_int state;
+} coho__offload_worker_t;
 
 typedef struct coho__tgroup coho__tgroup_t;
 
@@ -83,7 +96,7 @@ struct coho__driver {
     pthread_cond_t off_cv;
     coho__offload_job_t *off_ring;
     size_t off_head, off_len;
-    pthread_t *off_threads;
+    coho__offload_worker_t *off_workers; /* opts.offload_threads entries, once started */
     unsigned off_started;
     bool off_stopping;
     bool off_shutdown;

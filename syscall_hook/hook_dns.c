@@ -4,7 +4,8 @@
  * job the hook owns and copied out in the coroutine, so glibc's static buffers
  * are never shared and a coroutine cancelled while parked simply abandons its
  * job (the completion frees it). A full offload queue fails at once with
- * EAI_AGAIN / TRY_AGAIN instead of blocking the thread. */
+ * EAI_AGAIN / TRY_AGAIN instead of blocking the thread, and so does, in a forked
+ * child, a lookup that was running in the parent's worker at the fork. */
 #define _GNU_SOURCE /* IOV_MAX, POLLRDHUP, SOCK_NONBLOCK, F_DUPFD_CLOEXEC */
 #include <errno.h>
 #include <netdb.h>
@@ -94,6 +95,9 @@ static void dns_work(void *arg)
     }
 }
 
+/* What coho__co_wake hands the parked coroutine. */
+enum { DNS_DONE = 1, DNS_LOST = 2 };
+
 /* Driver thread: wake the coroutine, or clean up after one that left. */
 static void dns_done(void *arg)
 {
@@ -103,12 +107,28 @@ static void dns_done(void *arg)
         dns_job_free(j);
         return;
     }
-    coho__co_wake(j->co_id, j->token, 1);
+    coho__co_wake(j->co_id, j->token, DNS_DONE);
+}
+
+/* Driver thread of a forked child, for a lookup that was running in the parent's worker: it
+ * never ends here. What it wrote is partial, so the result list is dropped unread (one that
+ * glibc finished just before the fork leaks in the child rather than risk freeing half of
+ * one); the lookup fails as if the offload queue were full. */
+static void dns_lost(void *arg)
+{
+    struct dns_job *j = arg;
+
+    j->res = NULL;
+    if (j->abandoned) {
+        dns_job_free(j);
+        return;
+    }
+    coho__co_wake(j->co_id, j->token, DNS_LOST);
 }
 
 /* Runs `j` on the offload pool and parks until it is done. Returns 0, -EAGAIN
- * (queue full), -ECANCELED (the job is then abandoned: not to be touched),
- * -ENOMEM. */
+ * (queue full, or the lookup was lost to a fork), -ECANCELED (the job is then
+ * abandoned: not to be touched), -ENOMEM. */
 static int dns_run(struct dns_job *j)
 {
     coho__driver_t *d = coho__sched_driver(coho__sched_current());
@@ -117,12 +137,14 @@ static int dns_run(struct dns_job *j)
     j->co_id = coho__co_self_id();
     j->token = coho__co_block_prepare();
     coho__co_wait_note("dns", -1);
-    rc = coho__driver_offload(d, dns_work, dns_done, j);
+    rc = coho__driver_offload_ex(d, dns_work, dns_done, dns_lost, j);
     if (rc != 0)
         return rc;
     rc = coho__hook_block(-1);
-    if (rc == 1)
+    if (rc == DNS_DONE)
         return 0;
+    if (rc == DNS_LOST)
+        return -EAGAIN;
     j->abandoned = true;
     return rc < 0 ? rc : -EIO;
 }
