@@ -34,7 +34,8 @@ unsigned coho__fd_limit; /* slots addressable: a multiple of FD_CHUNK */
 static pthread_mutex_t fd_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t fd_once = PTHREAD_ONCE_INIT;
 static pthread_once_t fd_atfork_once = PTHREAD_ONCE_INIT;
-static coho__ofd_t *ofd_free;       /* released ofd records, under fd_lock */
+static coho__ofd_t *ofd_free; /* released ofd records, under fd_lock */
+__thread coho_sched_t *coho__fd_tls_sched __attribute__((tls_model("initial-exec")));
 static unsigned char *fd_inherited; /* bitmap: open when the library was loaded */
 static unsigned fd_inherited_count; /* bits in fd_inherited */
 
@@ -377,7 +378,7 @@ static void fd_atfork_register(void)
  * Returns it, or NULL with *err = -errno. */
 static coho__fd_reg_t *fd_reg_get_locked(coho__fd_t *f, int *err)
 {
-    coho_sched_t *s = coho__sched_current();
+    coho_sched_t *s = coho__fd_cur_sched();
     coho__driver_t *d = coho__sched_driver(s);
     unsigned gen = atomic_load_explicit(&f->gen, memory_order_relaxed);
     coho__fd_reg_t *r;
@@ -403,7 +404,10 @@ static coho__fd_reg_t *fd_reg_get_locked(coho__fd_t *f, int *err)
         return NULL;
     }
     r->f = f;
+    r->ofd = f->ofd;
     r->gen = gen;
+    r->kind = f->kind;
+    r->keep_mode = f->keep_mode;
     r->sched = s;
     r->drv = d;
     coho_list_init(&r->waiters);
@@ -631,6 +635,8 @@ static void fd_sched_gone(coho_sched_t *s)
 {
     unsigned c, i;
 
+    if (coho__fd_tls_sched == s)
+        coho__fd_tls_sched = NULL; /* destroy runs on the scheduler's own thread */
     pthread_mutex_lock(&fd_lock);
     for (c = 0; c < coho__fd_limit / FD_CHUNK; c++) {
         coho__fd_t *chunk = atomic_load_explicit(&coho__fd_chunks[c], memory_order_acquire);
@@ -684,10 +690,11 @@ static const char *fd_wait_what(unsigned events)
 int coho__fd_wait(coho__fd_reg_t *r, unsigned events, int64_t timeout_ms)
 {
     coho__fd_t *f = r->f;
+    unsigned gen0 = r->gen;
     coho__fd_waiter_t w;
     int rc;
 
-    if (atomic_load_explicit(&f->gen, memory_order_acquire) != r->gen || r->released)
+    if (atomic_load_explicit(&f->gen, memory_order_acquire) != gen0 || r->released)
         return -EBADF;
     w.co_id = coho__co_self_id();
     w.token = coho__co_block_prepare();
@@ -696,8 +703,8 @@ int coho__fd_wait(coho__fd_reg_t *r, unsigned events, int64_t timeout_ms)
     coho_list_push_back(&r->waiters, &w.link);
     rc = coho__hook_block(timeout_ms);
     coho_list_del(&w.link); /* a release unlinked it already; the node is self-linked then */
-    /* Checked before touching `r` again: a close since the park may have freed it. */
-    if (atomic_load_explicit(&f->gen, memory_order_acquire) != r->gen)
+    /* Checked without touching `r`: a close since the park may have freed it. */
+    if (atomic_load_explicit(&f->gen, memory_order_acquire) != gen0)
         return -EBADF;
     return rc;
 }

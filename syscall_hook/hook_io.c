@@ -198,9 +198,10 @@ static size_t io_want(const struct io_args *a)
  * next edge instead of paying a failing syscall (LESSONS.md, "a recv that
  * returns EAGAIN on every request"). Peeks and reads of the error queue or of
  * out-of-band data say nothing about the stream. */
-__attribute__((hot)) static void io_note_read(coho__fd_reg_t *r, const struct io_args *a, ssize_t n)
+__attribute__((hot, always_inline)) static inline void
+io_note_read(coho__fd_reg_t *r, const struct io_args *a, ssize_t n)
 {
-    if (r->f->kind != COHO__FD_STREAM || r->sticky != 0 || n <= 0)
+    if (r->kind != COHO__FD_STREAM || r->sticky != 0 || n <= 0)
         return;
     if ((a->flags & (MSG_PEEK | MSG_OOB | MSG_ERRQUEUE)) && a->kind != OP_READ &&
         a->kind != OP_READV)
@@ -433,7 +434,8 @@ __attribute__((hot)) static ssize_t io_fast(coho__fd_reg_t *r, struct io_args *a
     ssize_t n, more;
     int rc;
 
-    if ((a->kind == OP_READ || a->kind == OP_RECV) && coho__fd_rcvtimeo(f) < 0) {
+    if ((a->kind == OP_READ || a->kind == OP_RECV) &&
+        atomic_load_explicit(&r->ofd->rcvtimeo_ms, memory_order_relaxed) < 0) {
         /* io_blocking's loop for a read without a deadline, without its set-up. */
         for (;;) {
             /* Drained: park for the next edge (see io_blocking). */
@@ -478,9 +480,10 @@ __attribute__((hot)) static ssize_t io_call(int fd, struct io_args *a, bool dont
 
     if (coho__hook_active()) {
         r = coho__fd_for_hook(fd, &err);
-        if (r == NULL || dontwait || coho__fd_user_nonblock(r->f))
+        if (r == NULL || dontwait ||
+            atomic_load_explicit(&r->ofd->user_nonblock, memory_order_relaxed))
             return io_once(fd, a);
-        if (!r->f->keep_mode &&
+        if (!r->keep_mode &&
             (a->kind == OP_READ || a->kind == OP_RECV || a->kind == OP_WRITE ||
              a->kind == OP_SEND) &&
             !(a->flags & MSG_WAITALL))

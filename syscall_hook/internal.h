@@ -66,7 +66,10 @@ typedef struct coho__fd coho__fd_t;
  * a registration is freed only on its own scheduler's thread. */
 typedef struct coho__fd_reg {
     coho__fd_t *f;
-    unsigned gen; /* the slot generation it was made for */
+    coho__ofd_t *ofd; /* the tenancy's view (f->ofd when made; constant for the tenancy) */
+    unsigned gen;     /* the slot generation it was made for */
+    uint8_t kind;     /* f->kind, f->keep_mode: constant for the tenancy, kept here for the */
+    bool keep_mode;   /* hot path */
     coho_sched_t *sched;
     coho__driver_t *drv;
     coho__io_t io;
@@ -157,6 +160,19 @@ static inline coho__fd_t *coho__fd_adopted(int fd)
     return f != NULL && f->state == COHO__FDS_ADOPTED ? f : NULL;
 }
 
+/* The calling thread's scheduler, cached for the hot path (coho__sched_current() is a call into
+ * coroutine/): filled on first use, cleared when that scheduler is destroyed. */
+extern __thread coho_sched_t *coho__fd_tls_sched __attribute__((tls_model("initial-exec")));
+
+static inline coho_sched_t *coho__fd_cur_sched(void)
+{
+    coho_sched_t *s = coho__fd_tls_sched;
+
+    if (s == NULL)
+        s = coho__fd_tls_sched = coho__sched_current();
+    return s;
+}
+
 /* coho__fd_for_hook for an fd that is not adopted yet, not in the table, or whose registration
  * for this scheduler is not the slot's first. */
 coho__fd_reg_t *coho__fd_for_hook_slow(int fd, int *err);
@@ -172,7 +188,7 @@ static inline coho__fd_reg_t *coho__fd_for_hook(int fd, int *err)
     coho__fd_t *f = coho__fd_slot_if_exists(fd);
 
     if (f != NULL && f->state == COHO__FDS_ADOPTED) {
-        coho_sched_t *s = coho__sched_current();
+        coho_sched_t *s = coho__fd_cur_sched();
 
         if (f->sched0 == s) {
             coho__fd_reg_t *r = f->reg0;
