@@ -129,14 +129,6 @@ coho__fd_t *coho__fd_slot(int fd)
     return chunk != NULL ? &chunk[(unsigned)fd & (FD_CHUNK - 1)] : NULL;
 }
 
-uint64_t coho__hook_now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static uint8_t fd_kind_of(int fd, const struct stat *st, bool *watchable)
 {
     *watchable = true;

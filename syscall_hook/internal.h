@@ -13,6 +13,8 @@
 
 #include <coho.h>
 
+#include "base_struct/clock.h"
+#include "base_struct/err.h"
 #include "base_struct/list.h"
 #include "base_struct/sys.h"
 #include "coroutine/internal.h"
@@ -101,20 +103,10 @@ struct coho__fd {
     coho_list_t regs; /* coho__fd_reg_t.link, table lock */
 };
 
-/* Converts an internal result (>= 0, or -errno) to the POSIX form. The one place errno is
- * written by the hooks, right before returning. */
-static inline ssize_t coho__posix_ret(ssize_t rc)
-{
-    if (rc < 0) {
-        errno = (int)-rc;
-        return -1;
-    }
-    return rc;
-}
-
-/* coho__posix_ret for calls that may have made failing syscalls on the way (EAGAIN before a
- * park): on success errno is put back to `saved`, its value when the call began, as libc
- * leaves errno untouched on success. */
+/* coho__posix_ret (base_struct/err.h) converts an internal result to the POSIX form, right
+ * before a hook returns. coho__posix_ret for calls that may have made failing syscalls on the way
+ * (EAGAIN before a park): on success errno is put back to `saved`, its value when the call began,
+ * as libc leaves errno untouched on success. */
 static inline ssize_t coho__posix_ret_keep(ssize_t rc, int saved)
 {
     errno = rc < 0 ? (int)-rc : saved;
@@ -271,7 +263,10 @@ static inline bool coho__fd_user_nonblock(const coho__fd_t *f)
 }
 
 /* Monotonic milliseconds (fresh reading). */
-uint64_t coho__hook_now_ms(void);
+static inline uint64_t coho__hook_now_ms(void)
+{
+    return coho__mono_ms();
+}
 
 /* Remaining budget for a deadline (-1: none), never negative. */
 static inline int64_t coho__hook_remaining(int64_t deadline_ms, uint64_t now_ms)
