@@ -285,6 +285,55 @@ TEST(FdSafety, a_close_that_bypasses_the_hooks_does_not_poison_the_number)
     }
 }
 
+// closefrom closes every fd from a number up, so it runs in a child process: the sockets it
+// closed leave no registration behind, and new sockets on their numbers park and wake.
+TEST(FdSafety, closefrom_forgets_the_fds_it_closes)
+{
+    Watchdog w("closefrom_forgets_the_fds_it_closes");
+    ASSERT_TRUE(api().ok);
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        int failures = 0;
+        coho_sched_t *s = api().create(nullptr);
+        if (s == nullptr)
+            _exit(10);
+        go(s, [&] {
+            int sv[2];
+            if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) {
+                failures++;
+                return;
+            }
+            char c;
+            if (send(sv[1], "x", 1, 0) != 1 || recv(sv[0], &c, 1, 0) != 1)
+                failures++;
+            closefrom(sv[0]);
+            int p[2];
+            if (socketpair(AF_UNIX, SOCK_STREAM, 0, p) != 0 || p[0] != sv[0]) {
+                failures++;
+                return;
+            }
+            int peer = p[1];
+            go(s, [peer] {
+                api().sleep_ms(10);
+                send(peer, "hi", 2, 0);
+            });
+            char buf[4];
+            if (recv(p[0], buf, sizeof(buf), 0) != 2)
+                failures++;
+            close(p[0]);
+            close(p[1]);
+        });
+        api().run(s);
+        api().destroy(s);
+        _exit(failures == 0 ? 0 : 1);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status)) << "the child died";
+    EXPECT_EQ(WEXITSTATUS(status), 0) << "a socket on a number closefrom closed did not work";
+}
+
 // accept on a listen socket the user made non-blocking returns an fd (never a positive errno
 // value) when the accepted socket lands on a number whose earlier tenant was closed behind the
 // hooks.
