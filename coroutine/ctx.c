@@ -49,6 +49,15 @@ void coho__ctx_make(coho__ctx_t *c, void *stack_lo, size_t size, coho__ctx_entry
     c->sp = f;
 }
 
+int coho__ctx_fp_policy = COHO__CTX_FP_COMPARE;
+
+/* Chosen before main (and before any scheduler can switch); a switch made earlier, from another
+ * constructor, runs under COMPARE, which is correct too. */
+__attribute__((constructor)) static void ctx_fp_policy_init(void)
+{
+    coho__ctx_fp_policy = coho__ctx_fp_policy_default();
+}
+
 void coho__ctx_entry_returned(void)
 {
     coho__check_fail(__FILE__, __LINE__,

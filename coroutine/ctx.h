@@ -25,8 +25,23 @@ void coho__ctx_make(coho__ctx_t *c, void *stack_lo, size_t size, coho__ctx_entry
                     void *arg);
 
 /* Saves the current flow into `from` and resumes `to`. Returns when something switches back to
- * `from`. Reloads MXCSR / the x87 control word (FPCR on aarch64) only when the incoming control
- * bits differ from the current ones; sticky status flags are not kept per context. */
+ * `from`. The incoming context's FP control bits (MXCSR bits 6-15 and the x87 control word;
+ * FPCR on aarch64) are in force when it resumes, under either policy below; sticky status flags
+ * are not kept per context. */
 void coho__ctx_switch(coho__ctx_t *from, coho__ctx_t *to);
+
+/* How the x86_64 switch keeps the FP control bits (aarch64 always compares FPCR):
+ * COHO__CTX_FP_COMPARE reloads MXCSR and the x87 control word only when the incoming control
+ * bits differ; COHO__CTX_FP_RELOAD reloads MXCSR on every switch and the x87 control word when
+ * it differs. Both keep the control bits per context; they differ only in cost, which depends
+ * on the core (coroutine/README.md "Context switch"). */
+enum { COHO__CTX_FP_COMPARE = 0, COHO__CTX_FP_RELOAD = 1 };
+
+/* The policy in force, set once at load time from coho__ctx_fp_policy_default(). Tests and
+ * benchmarks may set it while no context other than the caller's is between switches. */
+extern int coho__ctx_fp_policy;
+
+/* The cheaper policy for this CPU, by vendor and family (per-architecture, in the .S). */
+int coho__ctx_fp_policy_default(void);
 
 #endif /* COHO_COROUTINE_CTX_H */

@@ -137,4 +137,18 @@ coho__ctx_fpctl_current:
     .cfi_endproc
     .size   coho__ctx_fpctl_current, .-coho__ctx_fpctl_current
 
+/* int coho__ctx_fp_policy_default(void): COHO__CTX_FP_COMPARE; this switch compares FPCR
+ * whatever coho__ctx_fp_policy says. */
+    .globl  coho__ctx_fp_policy_default
+    .hidden coho__ctx_fp_policy_default
+    .type   coho__ctx_fp_policy_default, %function
+    .p2align 4
+coho__ctx_fp_policy_default:
+    .cfi_startproc
+    COHO_BTI_C
+    mov     w0, #0
+    ret
+    .cfi_endproc
+    .size   coho__ctx_fp_policy_default, .-coho__ctx_fp_policy_default
+
     .section .note.GNU-stack, "", %progbits

@@ -30,11 +30,18 @@
  *   switch must swap them (saveprevssp/rstorssp), and the pop+jmp resume would leave the
  *   shadow stack unbalanced. This file does not mark itself SHSTK-compatible, so a linker that
  *   sees it turns SHSTK off for the whole program.
- * - MXCSR and x87 control word: ldmxcsr and fldcw are serialising (33-55 ns a switch when the
- *   two sides differ on every switch). They are saved on every switch-out, but reloaded only
- *   when the incoming control bits (MXCSR bits 6-15, the whole x87 CW) differ from the current
- *   ones. The MXCSR sticky exception flags (bits 0-5) are not kept per context: they stay as
- *   they are while no reload happens, and a reload loads the incoming context's saved flags.
+ * - MXCSR and x87 control word: saved on every switch-out; the incoming control bits (MXCSR bits
+ *   6-15, the whole x87 CW) are always in force after the switch. Which is cheapest depends on
+ *   the core, so the policy is chosen once per process (coho__ctx_fp_policy, ctx.h; README.md
+ *   "Context switch" has both measurements):
+ *   COMPARE (Intel and others): reload only when the control bits differ. On Intel cores
+ *     ldmxcsr of a new value serialises (33-55 ns a switch when the sides differ on every
+ *     switch, e.g. only in sticky flags, as fcontext's unconditional reload does).
+ *   RELOAD (AMD family 17h and later): ldmxcsr on every switch, the x87 CW compared. Reading
+ *     back what stmxcsr just stored is what costs on these cores (~1.4 ns a switch), while an
+ *     unconditional ldmxcsr is cheap even when the value changes.
+ *   The MXCSR sticky exception flags (bits 0-5) are not kept per context under either policy:
+ *   a reload loads the incoming context's saved flags, no reload leaves them as they are.
  * - Red zone: a leaf function may use 128 bytes below rsp without moving rsp. The switch pushes
  *   its frame below the caller's rsp, which is allowed because the caller made a call (callers
  *   never keep live data in their red zone across a call). The slow MXCSR path uses the red
@@ -47,6 +54,8 @@
  * - The direction flag is clear at every call boundary (ABI), so it needs no saving.
  */
 #include "coroutine/ctx_offsets.h"
+
+    .hidden coho__ctx_fp_policy         /* int, ctx.c: COHO__CTX_FP_COMPARE (0) or _RELOAD (1) */
 
     .text
 
@@ -82,23 +91,20 @@ coho__ctx_switch:
      * describes it: an unwinder stopped here sees the incoming context's caller. The resume
      * address is loaded first so the indirect jump's target is known early. */
     movq    COHO_CTX_OFF_RIP(%rsp), %rcx
+    cmpl    $0, coho__ctx_fp_policy(%rip)
+    je      .Lcompare
+    /* RELOAD: MXCSR as saved, at once (nothing waits for the stmxcsr above); the x87 CW read
+     * back is cheap, so fldcw stays conditional. */
+    ldmxcsr COHO_CTX_OFF_MXCSR(%rsp)
     movq    COHO_CTX_OFF_R15(%rsp), %r15
     movq    COHO_CTX_OFF_R14(%rsp), %r14
     movq    COHO_CTX_OFF_R13(%rsp), %r13
     movq    COHO_CTX_OFF_R12(%rsp), %r12
     movq    COHO_CTX_OFF_RBX(%rsp), %rbx
     movq    COHO_CTX_OFF_RBP(%rsp), %rbp
-
-    /* Compare the control bits of the outgoing frame (just stored by stmxcsr/fnstcw) with the
-     * incoming ones. Reading back what stmxcsr stored waits for that store, so it comes last,
-     * after the restores it would otherwise delay. Same-size loads, so forwarding applies. */
-    movl    COHO_CTX_OFF_MXCSR(%rax), %edx
-    xorl    COHO_CTX_OFF_MXCSR(%rsp), %edx
-    andl    $COHO_CTX_MXCSR_CONTROL_MASK, %edx
-    movzwl  COHO_CTX_OFF_X87CW(%rax), %eax
-    xorw    COHO_CTX_OFF_X87CW(%rsp), %ax
-    orl     %eax, %edx
-    jnz     .Lreload_fp
+    movzwl  COHO_CTX_OFF_X87CW(%rax), %edx
+    cmpw    COHO_CTX_OFF_X87CW(%rsp), %dx
+    jne     .Lreload_x87
 .Lresume:
     .cfi_remember_state
     leaq    COHO_CTX_FRAME_SIZE(%rsp), %rsp
@@ -106,13 +112,31 @@ coho__ctx_switch:
     .cfi_register %rip, %rcx
     jmp     *%rcx
 
-.Lreload_fp:
+.Lcompare:
+    .cfi_restore_state
+    movq    COHO_CTX_OFF_R15(%rsp), %r15
+    movq    COHO_CTX_OFF_R14(%rsp), %r14
+    movq    COHO_CTX_OFF_R13(%rsp), %r13
+    movq    COHO_CTX_OFF_R12(%rsp), %r12
+    movq    COHO_CTX_OFF_RBX(%rsp), %rbx
+    movq    COHO_CTX_OFF_RBP(%rsp), %rbp
+    /* COMPARE: the control bits of the outgoing frame (just stored by stmxcsr/fnstcw) against
+     * the incoming ones. Reading back what stmxcsr stored waits for that store, so it comes
+     * last, after the restores it would otherwise delay. Same-size loads, so forwarding
+     * applies. */
+    movl    COHO_CTX_OFF_MXCSR(%rax), %edx
+    xorl    COHO_CTX_OFF_MXCSR(%rsp), %edx
+    andl    $COHO_CTX_MXCSR_CONTROL_MASK, %edx
+    movzwl  COHO_CTX_OFF_X87CW(%rax), %eax
+    xorw    COHO_CTX_OFF_X87CW(%rsp), %ax
+    orl     %eax, %edx
+    jz      .Lresume
     /* Out of line: the incoming control bits differ. Load the incoming MXCSR and x87 control
      * word as saved; the sticky flags come along with the MXCSR, which is within "not kept per
      * context" and costs less than merging them (a store-forwarded ldmxcsr). rcx holds the
      * resume address. */
-    .cfi_restore_state
     ldmxcsr COHO_CTX_OFF_MXCSR(%rsp)
+.Lreload_x87:
     fldcw   COHO_CTX_OFF_X87CW(%rsp)
     jmp     .Lresume
     .cfi_endproc
@@ -155,5 +179,64 @@ coho__ctx_fpctl_current:
     ret
     .cfi_endproc
     .size   coho__ctx_fpctl_current, .-coho__ctx_fpctl_current
+
+/* int coho__ctx_fp_policy_default(void): COHO__CTX_FP_RELOAD on AMD and Hygon cores of family
+ * 17h (Zen) and later, where it was measured to be the cheaper policy; COHO__CTX_FP_COMPARE on
+ * everything else (the policy DESIGN.md's rule was measured with, on Intel). cpuid leaf 0 gives
+ * the vendor, leaf 1 the family (base + extended when the base is 0xf). */
+    .globl  coho__ctx_fp_policy_default
+    .hidden coho__ctx_fp_policy_default
+    .type   coho__ctx_fp_policy_default, @function
+    .p2align 4
+coho__ctx_fp_policy_default:
+    .cfi_startproc
+    endbr64
+    pushq   %rbx
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset %rbx, 0
+    xorl    %eax, %eax
+    cpuid
+    cmpl    $0x68747541, %ebx           /* "Auth" enti cAMD */
+    jne     1f
+    cmpl    $0x69746e65, %edx
+    jne     .Lpolicy_compare
+    cmpl    $0x444d4163, %ecx
+    jne     .Lpolicy_compare
+    jmp     2f
+1:  cmpl    $0x6f677948, %ebx           /* "Hygo" nGen uine */
+    jne     .Lpolicy_compare
+    cmpl    $0x6e65476e, %edx
+    jne     .Lpolicy_compare
+    cmpl    $0x656e6975, %ecx
+    jne     .Lpolicy_compare
+2:  cmpl    $1, %eax                    /* leaf 1 must exist */
+    jb      .Lpolicy_compare
+    movl    $1, %eax
+    cpuid
+    movl    %eax, %edx
+    shrl    $8, %edx
+    andl    $0xf, %edx                  /* base family */
+    cmpl    $0xf, %edx
+    jne     3f
+    shrl    $20, %eax
+    andl    $0xff, %eax
+    addl    %eax, %edx                  /* + extended family */
+3:  xorl    %eax, %eax
+    cmpl    $0x17, %edx
+    setae   %al                         /* COHO__CTX_FP_RELOAD = 1 */
+    popq    %rbx
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore %rbx
+    ret
+.Lpolicy_compare:
+    .cfi_adjust_cfa_offset 8
+    .cfi_rel_offset %rbx, 0
+    xorl    %eax, %eax                  /* COHO__CTX_FP_COMPARE = 0 */
+    popq    %rbx
+    .cfi_adjust_cfa_offset -8
+    .cfi_restore %rbx
+    ret
+    .cfi_endproc
+    .size   coho__ctx_fp_policy_default, .-coho__ctx_fp_policy_default
 
     .section .note.GNU-stack, "", %progbits

@@ -230,25 +230,33 @@ static void mxcsr_entry(void *arg)
     }
 }
 
+/* Under both FP policies (coho__ctx_fp_policy): each must keep the control bits per context. */
 static void ctx_switch_keeps_mxcsr_rounding_mode_per_context(void **state)
 {
     (void)state;
-    fp_saved_t saved;
-    fp_save(&saved);
-    reset_main();
-    fp_rounds = 0;
-    fp_co_failures = 0;
-    tctx_make(&fp_co, 64 * 1024, mxcsr_entry, NULL);
-    assert_true(double_rounds_to_nearest());
-    for (int i = 0; i < 10000; i++) {
-        tswitch(&main_ctx, &fp_co);
-        if (!double_rounds_to_nearest())
-            fail_msg("main context lost round-to-nearest after %d switches", i);
+    int policy_saved = coho__ctx_fp_policy;
+
+    for (int policy = COHO__CTX_FP_COMPARE; policy <= COHO__CTX_FP_RELOAD; policy++) {
+        fp_saved_t saved;
+        fp_save(&saved);
+        coho__ctx_fp_policy = policy;
+        reset_main();
+        fp_rounds = 0;
+        fp_co_failures = 0;
+        tctx_make(&fp_co, 64 * 1024, mxcsr_entry, NULL);
+        assert_true(double_rounds_to_nearest());
+        for (int i = 0; i < 10000; i++) {
+            tswitch(&main_ctx, &fp_co);
+            if (!double_rounds_to_nearest())
+                fail_msg("main context lost round-to-nearest after %d switches (policy %d)", i,
+                         policy);
+        }
+        assert_int_equal(fp_rounds, 10000);
+        assert_int_equal(fp_co_failures, 0);
+        fp_restore(&saved);
+        tctx_free(&fp_co);
     }
-    assert_int_equal(fp_rounds, 10000);
-    assert_int_equal(fp_co_failures, 0);
-    fp_restore(&saved);
-    tctx_free(&fp_co);
+    coho__ctx_fp_policy = policy_saved;
 }
 
 static void x87_entry(void *arg)
@@ -264,25 +272,33 @@ static void x87_entry(void *arg)
     }
 }
 
+/* Under both FP policies (coho__ctx_fp_policy): each must keep the control bits per context. */
 static void ctx_switch_keeps_x87_control_word_per_context(void **state)
 {
     (void)state;
-    fp_saved_t saved;
-    fp_save(&saved);
-    reset_main();
-    fp_rounds = 0;
-    fp_co_failures = 0;
-    tctx_make(&fp_co, 64 * 1024, x87_entry, NULL);
-    assert_true(long_double_rounds_to_nearest());
-    for (int i = 0; i < 10000; i++) {
-        tswitch(&main_ctx, &fp_co);
-        if (!long_double_rounds_to_nearest())
-            fail_msg("main context lost x87 round-to-nearest after %d switches", i);
+    int policy_saved = coho__ctx_fp_policy;
+
+    for (int policy = COHO__CTX_FP_COMPARE; policy <= COHO__CTX_FP_RELOAD; policy++) {
+        fp_saved_t saved;
+        fp_save(&saved);
+        coho__ctx_fp_policy = policy;
+        reset_main();
+        fp_rounds = 0;
+        fp_co_failures = 0;
+        tctx_make(&fp_co, 64 * 1024, x87_entry, NULL);
+        assert_true(long_double_rounds_to_nearest());
+        for (int i = 0; i < 10000; i++) {
+            tswitch(&main_ctx, &fp_co);
+            if (!long_double_rounds_to_nearest())
+                fail_msg("main context lost x87 round-to-nearest after %d switches (policy %d)", i,
+                         policy);
+        }
+        assert_int_equal(fp_rounds, 10000);
+        assert_int_equal(fp_co_failures, 0);
+        fp_restore(&saved);
+        tctx_free(&fp_co);
     }
-    assert_int_equal(fp_rounds, 10000);
-    assert_int_equal(fp_co_failures, 0);
-    fp_restore(&saved);
-    tctx_free(&fp_co);
+    coho__ctx_fp_policy = policy_saved;
 }
 
 static void inherit_entry(void *arg)
@@ -308,6 +324,33 @@ static void ctx_make_starts_with_the_fp_control_of_its_creator(void **state)
     assert_int_equal(fp_co_failures, 0);
     assert_true(double_rounds_to_nearest());
     tctx_free(&fp_co);
+}
+
+/* The policy picked at load time follows the vendor and family in /proc/cpuinfo: RELOAD on AMD
+ * and Hygon family 17h (Zen) and later, COMPARE elsewhere (and on every non-x86 CPU). */
+static void ctx_fp_policy_default_follows_cpu_vendor_and_family(void **state)
+{
+    (void)state;
+    char line[256], vendor[64] = "";
+    int family = -1;
+    FILE *f = fopen("/proc/cpuinfo", "r");
+
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f) != NULL && (vendor[0] == 0 || family < 0)) {
+        if (vendor[0] == 0)
+            (void)sscanf(line, "vendor_id : %63s", vendor);
+        if (family < 0)
+            (void)sscanf(line, "cpu family : %d", &family);
+    }
+    fclose(f);
+#if defined(__x86_64__)
+    bool amd = strcmp(vendor, "AuthenticAMD") == 0 || strcmp(vendor, "HygonGenuine") == 0;
+    int want = amd && family >= 0x17 ? COHO__CTX_FP_RELOAD : COHO__CTX_FP_COMPARE;
+#else
+    int want = COHO__CTX_FP_COMPARE;
+#endif
+    assert_int_equal(coho__ctx_fp_policy_default(), want);
+    assert_int_equal(coho__ctx_fp_policy, want);
 }
 
 /* ---- callee-saved registers ----------------------------------------------------------------- */
@@ -645,6 +688,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(ctx_switch_keeps_mxcsr_rounding_mode_per_context),
         cmocka_unit_test(ctx_switch_keeps_x87_control_word_per_context),
         cmocka_unit_test(ctx_make_starts_with_the_fp_control_of_its_creator),
+        cmocka_unit_test(ctx_fp_policy_default_follows_cpu_vendor_and_family),
         cmocka_unit_test(ctx_switch_preserves_callee_saved_registers),
         cmocka_unit_test(ctx_switch_keeps_many_live_locals),
         cmocka_unit_test(ctx_deep_recursion_runs_on_the_new_stack),
