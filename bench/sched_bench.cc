@@ -1,13 +1,16 @@
 // SPDX-License-Identifier: MIT
 // Scheduler benchmarks: spawn -> run -> exit per coroutine (id allocation, queueing and a
-// pooled stack included) against Boost.Context callcc with a pooled stack; the yield round
-// trip against a Boost continuation ping-pong; and RSS per coroutine with 10^6 coroutines
-// parked at once (unguarded stacks beyond the guarded cap). Baselines run in the same binary.
+// pooled stack included) at batch sizes past every pool threshold, against Boost.Context callcc
+// with a pooled stack; a fan-out (a coroutine spawning batches of 100 and yielding); the yield
+// round trip against a Boost continuation ping-pong; RSS after a burst of 10^5 coroutines and
+// while idling; and RSS and creation time per coroutine with 10^6 coroutines parked at once
+// (unguarded stacks beyond the guarded cap). Baselines run in the same binary.
 #include <benchmark/benchmark.h>
 #include <unistd.h>
 
 #include <boost/context/continuation.hpp>
 #include <boost/context/pooled_fixedsize_stack.hpp>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 
@@ -35,9 +38,8 @@ void noop(void *) {}
 
 // ---- spawn -> run -> exit ----
 
-// state.range(0) coroutines are spawned, then run to completion, per iteration. Up to 64 the
-// stacks cycle through the pool's resident free list; beyond the default idle watermark (64)
-// the surplus is returned with MADV_DONTNEED and faults back in, which dominates the cost;
+// state.range(0) coroutines are spawned, then run to completion, per iteration, so that many
+// stacks are live at once (1 to 10,000: below and far past idle_stacks_max, 64 by default);
 // state.range(1) = 1 raises idle_stacks_max to the batch size.
 void BM_Spawn_Coho(benchmark::State &state)
 {
@@ -62,7 +64,50 @@ void BM_Spawn_Coho(benchmark::State &state)
                            benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
     coho_sched_destroy(s);
 }
-BENCHMARK(BM_Spawn_Coho)->Args({1, 0})->Args({32, 0})->Args({1024, 0})->Args({1024, 1});
+BENCHMARK(BM_Spawn_Coho)
+    ->Args({1, 0})
+    ->Args({32, 0})
+    ->Args({100, 0})
+    ->Args({1024, 0})
+    ->Args({10000, 0})
+    ->Args({1024, 1});
+
+// A fan-out as servers write it: one coroutine spawns batches of 100 detached children and
+// yields so they run; state.range(0) batches per iteration. Time per child.
+struct FanOut {
+    coho_sched_t *s;
+    int batches;
+};
+
+void fan_out_parent(void *arg)
+{
+    auto *f = static_cast<FanOut *>(arg);
+    coho_spawn_opts_t o;
+
+    coho_spawn_opts_init(&o);
+    o.detached = true;
+    for (int b = 0; b < f->batches; b++) {
+        for (int i = 0; i < 100; i++)
+            coho_spawn_ex(f->s, noop, nullptr, &o);
+        coho_yield();
+    }
+}
+
+void BM_Spawn_CohoFanOut(benchmark::State &state)
+{
+    coho_sched_t *s = coho_sched_create(nullptr);
+    FanOut f{s, static_cast<int>(state.range(0))};
+
+    for (auto _ : state) {
+        coho_spawn(s, fan_out_parent, &f);
+        coho_sched_run(s);
+    }
+    state.counters["per_co"] =
+        benchmark::Counter(static_cast<double>(state.iterations()) * f.batches * 100,
+                           benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+    coho_sched_destroy(s);
+}
+BENCHMARK(BM_Spawn_CohoFanOut)->Arg(10);
 
 void BM_Spawn_BoostCallccPooled(benchmark::State &state)
 {
@@ -81,7 +126,7 @@ void BM_Spawn_BoostCallccPooled(benchmark::State &state)
         benchmark::Counter(static_cast<double>(state.iterations()) * kBatch,
                            benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
-BENCHMARK(BM_Spawn_BoostCallccPooled)->Arg(1)->Arg(32)->Arg(1024);
+BENCHMARK(BM_Spawn_BoostCallccPooled)->Arg(1)->Arg(32)->Arg(100)->Arg(1024)->Arg(10000);
 
 // ---- yield round trip ----
 
@@ -147,6 +192,75 @@ void BM_Yield_BoostContinuation(benchmark::State &state)
 }
 BENCHMARK(BM_Yield_BoostContinuation);
 
+// ---- RSS after a burst ----
+
+// 10^5 coroutines live at once (each yields once, so all of them hold a stack together), then
+// the scheduler idles (one coroutine sleeping) for 5 s. Counters: RSS before the burst, at its
+// peak, after 1, 2 and 5 s of idling, and the idle time after which RSS was back within 10 %
+// of the value before the burst (-1: not within 5 s).
+struct Burst {
+    coho_sched_t *s;
+    int n;
+    size_t rss_before, rss_peak, rss_1s, rss_2s, rss_5s;
+    double back_s;
+};
+
+void burst_child(void *)
+{
+    coho_yield();
+}
+
+void burst_main(void *arg)
+{
+    auto *b = static_cast<Burst *>(arg);
+    coho_spawn_opts_t o;
+
+    coho_spawn_opts_init(&o);
+    o.detached = true;
+    for (int i = 0; i < b->n; i++)
+        coho_spawn_ex(b->s, burst_child, nullptr, &o);
+    coho_yield(); // every child runs to its yield
+    b->rss_peak = rss_bytes();
+    coho_yield(); // and finishes
+    auto t0 = std::chrono::steady_clock::now();
+    b->back_s = -1;
+    for (int ms = 0; ms < 5000; ms += 50) {
+        coho_sleep_ms(50);
+        size_t r = rss_bytes();
+        double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+        if (b->back_s < 0 && r <= b->rss_before + b->rss_before / 10)
+            b->back_s = t;
+        if (b->rss_1s == 0 && t >= 1.0)
+            b->rss_1s = r;
+        if (b->rss_2s == 0 && t >= 2.0)
+            b->rss_2s = r;
+    }
+    b->rss_5s = rss_bytes();
+}
+
+void BM_Burst_RssReturns(benchmark::State &state)
+{
+    Burst b{};
+
+    for (auto _ : state) {
+        b = Burst{};
+        b.s = coho_sched_create(nullptr);
+        b.n = static_cast<int>(state.range(0));
+        b.rss_before = rss_bytes();
+        coho_spawn(b.s, burst_main, &b);
+        coho_sched_run(b.s);
+        coho_sched_destroy(b.s);
+    }
+    state.counters["rss_before_KiB"] = static_cast<double>(b.rss_before) / 1024;
+    state.counters["rss_peak_KiB"] = static_cast<double>(b.rss_peak) / 1024;
+    state.counters["rss_1s_KiB"] = static_cast<double>(b.rss_1s) / 1024;
+    state.counters["rss_2s_KiB"] = static_cast<double>(b.rss_2s) / 1024;
+    state.counters["rss_5s_KiB"] = static_cast<double>(b.rss_5s) / 1024;
+    state.counters["back_within_10pct_s"] = b.back_s;
+}
+BENCHMARK(BM_Burst_RssReturns)->Arg(100000)->Iterations(1)->Unit(benchmark::kMillisecond);
+
 // ---- 10^6 parked coroutines ----
 
 struct ParkState {
@@ -155,6 +269,7 @@ struct ParkState {
     int64_t parked;
     size_t rss_before;
     size_t rss_parked;
+    std::chrono::steady_clock::time_point t0, t_parked;
 };
 
 void parks(void *arg)
@@ -171,6 +286,7 @@ void measures(void *arg)
 
     while (p->parked < p->target)
         coho_sleep_ms(1);
+    p->t_parked = std::chrono::steady_clock::now();
     p->rss_parked = rss_bytes();
     coho_sched_stop(p->s);
 }
@@ -178,13 +294,14 @@ void measures(void *arg)
 void BM_Parked_RssPerCoroutine(benchmark::State &state)
 {
     const int64_t n = state.range(0);
-    double per_co = 0;
+    double per_co = 0, create_ns = 0;
 
     for (auto _ : state) {
         ParkState p{};
         coho_spawn_opts_t o;
 
         p.rss_before = rss_bytes();
+        p.t0 = std::chrono::steady_clock::now();
         p.s = coho_sched_create(nullptr);
         p.target = n;
         coho_spawn_opts_init(&o);
@@ -199,8 +316,12 @@ void BM_Parked_RssPerCoroutine(benchmark::State &state)
         coho_sched_run(p.s);
         coho_sched_destroy(p.s);
         per_co = static_cast<double>(p.rss_parked - p.rss_before) / static_cast<double>(n);
+        create_ns = std::chrono::duration<double, std::nano>(p.t_parked - p.t0).count() /
+                    static_cast<double>(n);
     }
     state.counters["rss_per_co_B"] = per_co;
+    // From the first spawn until every coroutine has run and parked (wall time).
+    state.counters["create_ns_per_co"] = create_ns;
 }
 BENCHMARK(BM_Parked_RssPerCoroutine)
     ->Arg(100000)
