@@ -307,6 +307,23 @@ static void timer_fired(coho__timer_t *t)
 
 static void keys_run_destructors(coho__co_t *co);
 
+/* Stacks given back per decay step: a burst's surplus goes back in slices (one madvise each),
+ * a millisecond apart, so no single step stalls the loop for long. */
+#define STACK_DECAY_BATCH 512
+
+/* The stack decay (coroutine/stack.h): idle stacks beyond idle_stacks_max go back to the kernel
+ * once they have been idle for the decay time; the timer is armed only while there are such
+ * stacks, so an idle scheduler sleeps. */
+static void stack_decay_fired(coho__timer_t *t)
+{
+    coho_sched_t *s = t->data;
+    int64_t next =
+        coho__stack_pool_decay(s->stacks, coho__driver_now_ms(s->driver), STACK_DECAY_BATCH);
+
+    if (next >= 0)
+        coho__timer_start(s->driver, &s->stack_decay, next > 0 ? (uint64_t)next : 1, 0, 0);
+}
+
 /* Frees what a finished or dropped coroutine holds besides its pool node. */
 static void co_release_stack(coho_sched_t *s, coho__co_t *co)
 {
@@ -325,7 +342,8 @@ static void co_release_stack(coho_sched_t *s, coho__co_t *co)
      * had live; the next coroutine on this stack must not trip over it. */
     ASAN_UNPOISON_MEMORY_REGION(co->stack.lo, co->stack.size);
 #endif
-    coho__stack_put(s->stacks, &co->stack);
+    if (coho__stack_put(s->stacks, &co->stack) && !coho__timer_is_active(&s->stack_decay))
+        coho__timer_start(s->driver, &s->stack_decay, s->stack_decay_ms, 0, 0);
     co->has_stack = false;
 }
 
@@ -546,6 +564,9 @@ coho_sched_t *coho_sched_create(const coho_sched_opts_t *o)
         rc = -errno;
         goto fail_driver;
     }
+    s->stack_decay_ms = so.decay_ms;
+    coho__timer_init(&s->stack_decay, stack_decay_fired, s);
+    coho__stack_pool_set_now(s->stacks, coho__driver_now_ms(s->driver));
     rc = coho__overflow_install(s);
     if (rc < 0)
         goto fail_overflow;
@@ -656,6 +677,7 @@ int coho_sched_run(coho_sched_t *s)
         if (s->draining && s->live == 0)
             break;
         rc = coho__driver_run_once(s->driver, s->ready_count > 0 ? 0 : -1);
+        coho__stack_pool_set_now(s->stacks, coho__driver_now_ms(s->driver));
         if (rc < 0 && rc != -EINTR)
             break;
         rc = 0;
@@ -708,6 +730,8 @@ void coho_sched_destroy(coho_sched_t *s)
             fn(s);
     }
     coho__pool_for_each(s->pool, drop_one, s);
+    if (coho__timer_is_active(&s->stack_decay))
+        coho__timer_stop(s->driver, &s->stack_decay);
     if (s->dump_signal)
         coho__driver_signal_stop(s->driver, SIGUSR2);
     coho__driver_destroy(s->driver);

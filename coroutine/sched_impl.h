@@ -80,6 +80,8 @@ typedef struct coho_sched {
     coho__driver_t *driver;
     coho__pool_t *pool;
     coho__stack_pool_t *stacks;
+    coho__timer_t stack_decay; /* armed while more than idle_stacks_max stacks are idle */
+    unsigned stack_decay_ms;
     coho__ctx_t ctx; /* the scheduler's own flow (the thread's stack) */
     int *errno_loc;  /* &errno of the scheduler's thread: no __errno_location call per switch */
     int saved_errno; /* the scheduler flow's errno while a coroutine runs */

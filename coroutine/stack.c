@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* Coroutine stacks: slabs of guarded or canary-protected stacks, a free list that keeps hot
- * stacks first, MADV_DONTNEED for idle stacks past the watermark, the mincore high-water mark,
- * and the process-wide guard registry read by the SIGSEGV handler. Stack map: README.md. */
+/* Coroutine stacks: slabs of guarded or canary-protected stacks, free lists of hot (resident)
+ * and cold stacks, time-based decay of idle stacks past the watermark (MADV_DONTNEED, and
+ * munmap of slabs left with no resident stack), the mincore high-water mark, and the
+ * process-wide guard registry read by the SIGSEGV handler. Stack map: README.md. */
 #include "coroutine/stack.h"
 
 #include <errno.h>
@@ -36,9 +37,10 @@ typedef struct size_class size_class_t;
 
 /* One stack of a slab; coho__stack_t.internal_ points here. */
 typedef struct slot {
-    coho_list_t link; /* in its class's free list while free */
+    coho_list_t link; /* in its class's hot or cold list while free */
     slab_t *slab;
     const coho__stack_t *_Atomic live; /* the descriptor handed out; NULL while free */
+    uint64_t idle_since_ms;            /* the pool's clock when it was put back (hot) */
     unsigned index;
     unsigned char state;
 } slot_t;
@@ -72,13 +74,15 @@ struct slab {
     size_t usable;
     unsigned cls; /* index of its size class in the pool */
     unsigned count;
-    int reg; /* index in the guard registry, -1 if none */
+    unsigned cold; /* slots in SLOT_COLD: all of them -> the decay unmaps the slab */
+    int reg;       /* index in the guard registry, -1 if none */
     slot_t slots[];
 };
 
 struct size_class {
     size_t nominal;   /* requested size rounded to pages: the key */
-    coho_list_t free; /* hot slots first, cold slots at the back */
+    coho_list_t hot;  /* resident free slots, most recently put first (oldest at the back) */
+    coho_list_t cold; /* free slots whose memory was given back (or never touched) */
     unsigned slabs;   /* slabs made so far (sets the next slab's size) */
 };
 
@@ -90,6 +94,7 @@ struct coho__stack_pool {
     unsigned guarded;  /* guarded slots mapped (live or free) */
     unsigned idle_hot; /* free slots kept resident */
     unsigned live;
+    uint64_t now_ms; /* coho__stack_pool_set_now: stamps the slots put back */
 };
 
 /* The guard registry: published slabs, read without locks by coho__stack_find_guard (in a
@@ -122,6 +127,7 @@ void coho__stack_pool_opts_init(coho__stack_pool_opts_t *o)
     o->guard_size = page_size();
     o->guarded_max = 8192;
     o->idle_keep = 64;
+    o->decay_ms = 1000;
 }
 
 coho__stack_pool_t *coho__stack_pool_create(const coho__stack_pool_opts_t *o)
@@ -250,13 +256,14 @@ static int slab_create(coho__stack_pool_t *p, size_class_t *cls)
     s->usable = guard != 0 ? cls->nominal : stride - CANARY_SIZE;
     s->cls = (unsigned)(cls - p->classes);
     s->count = (unsigned)n;
+    s->cold = (unsigned)n;
     s->reg = -1;
     for (unsigned i = 0; i < s->count; i++) {
         s->slots[i].slab = s;
         s->slots[i].index = i;
         s->slots[i].state = SLOT_COLD;
         atomic_init(&s->slots[i].live, NULL);
-        coho_list_push_back(&cls->free, &s->slots[i].link);
+        coho_list_push_back(&cls->cold, &s->slots[i].link);
     }
     if (guard != 0) {
         p->guarded += s->count;
@@ -281,8 +288,10 @@ static size_class_t *class_find(coho__stack_pool_t *p, size_t nominal)
         /* The free lists are anchored in the array: re-anchor them when it moves. */
         for (unsigned i = 0; i < p->nclasses; i++) {
             c[i] = p->classes[i];
-            coho_list_init(&c[i].free);
-            coho_list_splice_back(&c[i].free, &p->classes[i].free);
+            coho_list_init(&c[i].hot);
+            coho_list_splice_back(&c[i].hot, &p->classes[i].hot);
+            coho_list_init(&c[i].cold);
+            coho_list_splice_back(&c[i].cold, &p->classes[i].cold);
         }
         free(p->classes);
         p->classes = c;
@@ -291,7 +300,8 @@ static size_class_t *class_find(coho__stack_pool_t *p, size_t nominal)
     size_class_t *cls = &p->classes[p->nclasses++];
     cls->nominal = nominal;
     cls->slabs = 0;
-    coho_list_init(&cls->free);
+    coho_list_init(&cls->hot);
+    coho_list_init(&cls->cold);
     return cls;
 }
 
@@ -309,14 +319,18 @@ int coho__stack_get(coho__stack_pool_t *p, size_t size, coho__stack_t *out)
     cls = class_find(p, round_page(size));
     if (cls == NULL)
         return -ENOMEM;
-    if (coho_list_is_empty(&cls->free)) {
-        rc = slab_create(p, cls);
-        if (rc < 0)
-            return rc;
-    }
-    slot = coho_list_entry(coho_list_pop_front(&cls->free), slot_t, link);
-    if (slot->state == SLOT_HOT)
+    if (!coho_list_is_empty(&cls->hot)) {
+        slot = coho_list_entry(coho_list_pop_front(&cls->hot), slot_t, link);
         p->idle_hot--;
+    } else {
+        if (coho_list_is_empty(&cls->cold)) {
+            rc = slab_create(p, cls);
+            if (rc < 0)
+                return rc;
+        }
+        slot = coho_list_entry(coho_list_pop_front(&cls->cold), slot_t, link);
+        slot->slab->cold--;
+    }
     slot->state = SLOT_LIVE;
     s = slot->slab;
     if (s->guard == 0)
@@ -356,7 +370,15 @@ static void slot_drop(const slab_t *s, unsigned i)
     madvise(start, (size_t)(end - start), MADV_DONTNEED);
 }
 
-void coho__stack_put(coho__stack_pool_t *p, coho__stack_t *st)
+static void slot_make_cold(size_class_t *cls, slot_t *slot)
+{
+    slot->state = SLOT_COLD;
+    slot->slab->cold++;
+    slot_drop(slot->slab, slot->index);
+    coho_list_push_back(&cls->cold, &slot->link);
+}
+
+bool coho__stack_put(coho__stack_pool_t *p, coho__stack_t *st)
 {
     slot_t *slot = st->internal_;
 
@@ -364,17 +386,67 @@ void coho__stack_put(coho__stack_pool_t *p, coho__stack_t *st)
                "coho__stack_put: stack %p is not a live stack of this pool", st->lo);
     atomic_store_explicit(&slot->live, NULL, memory_order_release);
     p->live--;
-    size_class_t *cls = &p->classes[slot->slab->cls];
-    if (p->idle_hot < p->o.idle_keep) {
-        slot->state = SLOT_HOT;
-        p->idle_hot++;
-        coho_list_push_front(&cls->free, &slot->link);
-    } else {
-        slot->state = SLOT_COLD;
-        slot_drop(slot->slab, slot->index);
-        coho_list_push_back(&cls->free, &slot->link);
-    }
     st->internal_ = NULL;
+    size_class_t *cls = &p->classes[slot->slab->cls];
+    if (p->o.decay_ms == 0 && p->idle_hot >= p->o.idle_keep) {
+        slot_make_cold(cls, slot); /* no decay: given back at once */
+        return false;
+    }
+    slot->state = SLOT_HOT;
+    slot->idle_since_ms = p->now_ms;
+    p->idle_hot++;
+    coho_list_push_front(&cls->hot, &slot->link);
+    return p->idle_hot > p->o.idle_keep;
+}
+
+void coho__stack_pool_set_now(coho__stack_pool_t *p, uint64_t now_ms)
+{
+    p->now_ms = now_ms;
+}
+
+/* Unmaps a slab none of whose slots is live or resident. Its slots leave the cold list. */
+static void slab_release(coho__stack_pool_t *p, slab_t *s)
+{
+    for (unsigned i = 0; i < s->count; i++)
+        coho_list_del(&s->slots[i].link);
+    registry_del(s);
+    if (s->guard != 0)
+        p->guarded -= s->count;
+    coho_list_del(&s->link);
+    munmap(s->base, s->map_size);
+    free(s);
+}
+
+int64_t coho__stack_pool_decay(coho__stack_pool_t *p, uint64_t now_ms, unsigned max)
+{
+    int64_t next = -1;
+    unsigned done = 0;
+
+    p->now_ms = now_ms;
+    for (unsigned c = 0; c < p->nclasses && p->idle_hot > p->o.idle_keep; c++) {
+        size_class_t *cls = &p->classes[c];
+
+        while (p->idle_hot > p->o.idle_keep && !coho_list_is_empty(&cls->hot)) {
+            slot_t *slot = coho_list_entry(cls->hot.prev, slot_t, link); /* the oldest */
+            uint64_t due = slot->idle_since_ms + p->o.decay_ms;
+            slab_t *s = slot->slab;
+
+            if (due > now_ms) {
+                if (next < 0 || (int64_t)(due - now_ms) < next)
+                    next = (int64_t)(due - now_ms);
+                break;
+            }
+            if (done == max)
+                return 0;
+            coho_list_del(&slot->link);
+            p->idle_hot--;
+            slot_make_cold(cls, slot);
+            done++;
+            if (s->cold == s->count)
+                slab_release(p, s);
+        }
+    }
+    return p->idle_hot > p->o.idle_keep ? next : -1;
 }
 
 void coho__stack_pool_destroy(coho__stack_pool_t *p)

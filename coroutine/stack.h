@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* Coroutine stacks: mmap'd slabs, PROT_NONE guard pages for the first guarded_max stacks of a
  * pool, unguarded stacks with a canary word beyond that (DESIGN.md "Stacks within
- * vm.max_map_count"), a free list for reuse, MADV_DONTNEED for idle stacks past a watermark,
- * and the high-water mark read from page residency (mincore). One pool per scheduler; a pool is
- * used by one thread. */
+ * vm.max_map_count"), free lists for reuse, lazy time-based decay of idle stacks past a
+ * watermark (MADV_DONTNEED, then munmap of slabs with nothing resident left), and the
+ * high-water mark read from page residency (mincore). One pool per scheduler; a pool is used
+ * by one thread. */
 #ifndef COHO_COROUTINE_STACK_H
 #define COHO_COROUTINE_STACK_H
 
@@ -25,10 +26,13 @@ typedef struct coho__stack_pool_opts {
     size_t stack_size;    /* default usable size per stack, rounded up to pages */
     size_t guard_size;    /* bytes of PROT_NONE guard, rounded up to pages (>= 1 page) */
     unsigned guarded_max; /* stacks with a guard at most (default 8192); beyond: canary */
-    unsigned idle_keep;   /* idle stacks kept resident; beyond: MADV_DONTNEED */
+    unsigned idle_keep;   /* idle stacks kept resident; beyond: given back by the decay */
+    unsigned decay_ms;    /* an idle stack beyond idle_keep is given back once it has been idle
+                             this long (coho__stack_pool_decay); 0: at once, in the put */
 } coho__stack_pool_opts_t;
 
-/* Fills defaults: 128 KiB (x4 in sanitizer builds), 1 page guard, 8192 guarded, 64 idle. */
+/* Fills defaults: 128 KiB (x4 in sanitizer builds), 1 page guard, 8192 guarded, 64 idle,
+ * 1000 ms decay. */
 void coho__stack_pool_opts_init(coho__stack_pool_opts_t *o);
 
 /* Creates a pool (NULL `o`: defaults). Returns NULL with errno EINVAL (stack_size 0 or over
@@ -45,9 +49,25 @@ void coho__stack_pool_destroy(coho__stack_pool_t *p);
  * are reused first (their pages are still resident). */
 int coho__stack_get(coho__stack_pool_t *p, size_t size, coho__stack_t *out);
 
-/* Returns a stack to the pool for reuse (pass the descriptor coho__stack_get filled). Beyond
- * idle_keep idle stacks, its memory is given back with MADV_DONTNEED. */
-void coho__stack_put(coho__stack_pool_t *p, coho__stack_t *s);
+/* Returns a stack to the pool for reuse (pass the descriptor coho__stack_get filled). It stays
+ * resident and is reused first (most recently put, first taken), stamped with the pool's clock
+ * (coho__stack_pool_set_now). Returns true when more than idle_keep stacks are idle, so a
+ * coho__stack_pool_decay call has work once they have been idle for decay_ms. With decay_ms 0,
+ * a stack beyond idle_keep is given back at once instead (and false is returned). O(1); no
+ * system call unless decay_ms is 0. */
+bool coho__stack_put(coho__stack_pool_t *p, coho__stack_t *s);
+
+/* Sets the pool's clock (monotonic ms, any origin, never going back): the stamp of the stacks
+ * put from now on. The scheduler sets it from its driver's cached time after every poll. */
+void coho__stack_pool_set_now(coho__stack_pool_t *p, uint64_t now_ms);
+
+/* The decay: sets the clock to `now_ms`, then, while more than idle_keep stacks are idle,
+ * gives back the memory (MADV_DONTNEED) of those idle for decay_ms or longer, oldest first, at
+ * most `max` per call; a slab left with no live or resident stack is unmapped (its maps and
+ * descriptors go too). Returns -1 when at most idle_keep stacks are idle (nothing to wait for),
+ * 0 when `max` stopped it with more due, else the ms until the next idle stack beyond
+ * idle_keep is due. */
+int64_t coho__stack_pool_decay(coho__stack_pool_t *p, uint64_t now_ms, unsigned max);
 
 /* False when the canary word of an unguarded stack was overwritten (always true when guarded).
  * The scheduler checks it at every switch-out. */

@@ -30,9 +30,11 @@ typedef struct coho_sched_opts {
                                     (DESIGN.md "Stacks within vm.max_map_count") */
     size_t guard_size;           /* bytes of guard below a guarded stack, default one page;
                                     raise it for code with frames larger than a page */
-    unsigned idle_stacks_max;    /* free stacks kept resident for reuse, default 64; the
-                                    memory of free stacks beyond it is returned to the kernel
-                                    (MADV_DONTNEED) and faults back in when reused */
+    unsigned idle_stacks_max;    /* free stacks kept resident for reuse, default 64; free
+                                    stacks beyond it stay resident (and are reused first) until
+                                    they have been idle for about a second, then their memory
+                                    is returned to the kernel (MADV_DONTNEED; slabs left with
+                                    nothing resident are unmapped) */
     bool dump_on_sigusr2;        /* SIGUSR2 runs coho_sched_dump() on this scheduler (the signal
                                     is then blocked in this thread and read via signalfd);
                                     default false */

@@ -3,6 +3,7 @@
  * (also from a signal handler), canaries of unguarded stacks, the mincore high-water mark, the
  * guarded_max cap on kernel maps, MADV_DONTNEED of idle stacks, and bad input. */
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -22,7 +23,9 @@ static size_t pg(void)
     return (size_t)sysconf(_SC_PAGESIZE);
 }
 
-static coho__stack_pool_t *pool_with(size_t size, unsigned guarded_max, unsigned idle_keep)
+/* decay_ms 0: stacks beyond idle_keep are given back in the put, so a test sees it at once. */
+static coho__stack_pool_t *pool_decaying(size_t size, unsigned guarded_max, unsigned idle_keep,
+                                         unsigned decay_ms)
 {
     coho__stack_pool_opts_t o;
     coho__stack_pool_t *p;
@@ -31,9 +34,15 @@ static coho__stack_pool_t *pool_with(size_t size, unsigned guarded_max, unsigned
     o.stack_size = size;
     o.guarded_max = guarded_max;
     o.idle_keep = idle_keep;
+    o.decay_ms = decay_ms;
     p = coho__stack_pool_create(&o);
     assert_non_null(p);
     return p;
+}
+
+static coho__stack_pool_t *pool_with(size_t size, unsigned guarded_max, unsigned idle_keep)
+{
+    return pool_decaying(size, guarded_max, idle_keep, 0);
 }
 
 static size_t rss_bytes(void)
@@ -66,6 +75,7 @@ static void stack_pool_opts_init_fills_documented_defaults(void **state)
     assert_int_equal(o.guard_size, pg());
     assert_int_equal(o.guarded_max, 8192);
     assert_int_equal(o.idle_keep, 64);
+    assert_int_equal(o.decay_ms, 1000);
 }
 
 static void stack_get_reuses_a_returned_stack(void **state)
@@ -433,6 +443,95 @@ static void stack_idle_stacks_within_idle_keep_stay_resident(void **state)
     coho__stack_pool_destroy(p);
 }
 
+/* Lazy decay: stacks beyond idle_keep stay resident (and are reused first) until they have
+ * been idle for decay_ms on the pool's clock; then the decay gives them back, oldest first. */
+static void stack_idle_stacks_beyond_idle_keep_stay_resident_until_they_decay(void **state)
+{
+    (void)state;
+    enum { N = 8, KEEP = 2 };
+    coho__stack_pool_t *p = pool_decaying(64 * KIB, 16, KEEP, 1000);
+    coho__stack_t s[N];
+    void *lo[N];
+
+    coho__stack_pool_set_now(p, 5000);
+    assert_int_equal(coho__stack_pool_decay(p, 5000, UINT_MAX), -1); /* nothing idle */
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(coho__stack_get(p, 0, &s[i]), 0);
+        touch_all(&s[i]);
+        lo[i] = s[i].lo;
+    }
+    /* puts at 5000 (the first N - KEEP) and 5600 (the rest): the first ones are the oldest */
+    for (int i = 0; i < N; i++) {
+        if (i == N - KEEP)
+            coho__stack_pool_set_now(p, 5600);
+        assert_int_equal(coho__stack_put(p, &s[i]), i + 1 > KEEP);
+    }
+    for (int i = 0; i < N; i++)
+        assert_int_equal(coho__stack_high_water(&s[i]), s[i].size); /* all still resident */
+    /* not due yet: the oldest became idle 999 ms ago */
+    assert_int_equal(coho__stack_pool_decay(p, 5999, UINT_MAX), 1);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(coho__stack_high_water(&s[i]), s[i].size);
+    /* due: the N - KEEP oldest go, at most 2 per call */
+    assert_int_equal(coho__stack_pool_decay(p, 6000, 2), 0);
+    assert_int_equal(coho__stack_pool_decay(p, 6000, 2), 0);
+    assert_int_equal(coho__stack_pool_decay(p, 6000, 2), -1);
+    for (int i = 0; i < N; i++) {
+        if (i < N - KEEP)
+            assert_true(coho__stack_high_water(&s[i]) <= pg());
+        else
+            assert_int_equal(coho__stack_high_water(&s[i]), s[i].size);
+    }
+    /* the resident ones are reused first, most recently put first */
+    for (int i = N - 1; i >= 0; i--) {
+        coho__stack_t t;
+        assert_int_equal(coho__stack_get(p, 0, &t), 0);
+        if (i >= N - KEEP)
+            assert_ptr_equal(t.lo, lo[i]);
+        s[i] = t;
+    }
+    for (int i = 0; i < N; i++)
+        coho__stack_put(p, &s[i]);
+    coho__stack_pool_destroy(p);
+}
+
+/* A slab whose stacks all decayed (none live, none resident) is unmapped, guards included; the
+ * pool maps a new one when stacks are needed again. */
+static void stack_decay_unmaps_slabs_left_with_nothing_resident(void **state)
+{
+    (void)state;
+    enum { N = 48 };
+    coho__stack_pool_t *p = pool_decaying(32 * KIB, 8, 0, 10);
+    coho__stack_t s[N], copy[N];
+    long maps, none;
+
+    coho__stack_pool_set_now(p, 0);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(coho__stack_get(p, 0, &s[i]), 0);
+        memset(s[i].lo, 1, 64);
+    }
+    memcpy(copy, s, sizeof(s));
+    count_stack_maps(copy, N, pg(), &maps, &none);
+    assert_true(maps > 0);
+    assert_int_equal(none, 8);
+    for (int i = 0; i < N; i++)
+        coho__stack_put(p, &s[i]);
+    assert_int_equal(coho__stack_pool_decay(p, 10, UINT_MAX), -1);
+    count_stack_maps(copy, N, pg(), &maps, &none);
+    assert_int_equal(maps, 0);
+    /* usable again, guarded again up to guarded_max */
+    int guarded = 0;
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(coho__stack_get(p, 0, &s[i]), 0);
+        memset(s[i].lo, 2, 64);
+        guarded += s[i].guarded;
+    }
+    assert_int_equal(guarded, 8);
+    for (int i = 0; i < N; i++)
+        coho__stack_put(p, &s[i]);
+    coho__stack_pool_destroy(p);
+}
+
 static void stack_bad_sizes_are_einval(void **state)
 {
     (void)state;
@@ -477,6 +576,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(stack_guarded_max_caps_the_guarded_stacks_and_their_maps),
         cmocka_unit_test(stack_idle_stacks_beyond_idle_keep_give_memory_back),
         cmocka_unit_test(stack_idle_stacks_within_idle_keep_stay_resident),
+        cmocka_unit_test(stack_idle_stacks_beyond_idle_keep_stay_resident_until_they_decay),
+        cmocka_unit_test(stack_decay_unmaps_slabs_left_with_nothing_resident),
         cmocka_unit_test(stack_bad_sizes_are_einval),
     };
 
