@@ -217,16 +217,30 @@ static __attribute__((noinline, cold)) void trace_exit(const coho__co_t *co)
  * yield round trip about 15 ns slower (a store to errno straight after the switch is
  * expensive there), while the store before it costs about 2 ns. */
 
-/* Scheduler stack -> coroutine `co`; returns when `co` switches back (and has put the
- * scheduler's errno back). */
+/* Who runs now: the scheduler's bookkeeping and the thread-locals the log and the API read.
+ * Set by the flow that switches, before the switch (NULL: the scheduler's own stack). */
+static inline void set_current(coho_sched_t *s, coho__co_t *co)
+{
+    s->current = co;
+    tls_co = co;
+    tls_co_id = co != NULL ? co->id : 0;
+    if (co != NULL)
+        co->state = COHO__CO_RUNNING;
+}
+
+/* Scheduler stack -> coroutine `co`; returns when some coroutine switches back to the
+ * scheduler's stack (s->left says which: `co` itself, or one `co` handed the CPU to), having
+ * put the scheduler's errno back. */
 static inline void switch_in(coho_sched_t *s, coho__co_t *co)
 {
     s->saved_errno = *s->errno_loc;
+    set_current(s, co);
     hook_run(s->hook_slot, co->hook_slot);
 #ifdef SCHED_TSAN
     __tsan_switch_to_fiber(co->tsan_fiber, 0);
 #endif
 #ifdef SCHED_ASAN
+    s->asan_from_sched = true;
     __sanitizer_start_switch_fiber(&s->asan_fake_stack, co->stack.lo, co->stack.size);
 #endif
     *s->errno_loc = co->saved_errno;
@@ -242,21 +256,61 @@ static inline void arrived(coho__co_t *co)
 #ifdef SCHED_ASAN
     coho_sched_t *s = co->sched;
 
-    __sanitizer_finish_switch_fiber(co->asan_fake_stack, &s->asan_stack_bottom,
-                                    &s->asan_stack_size);
+    /* The bounds of the stack left behind: the thread's own (learnt for the switches back)
+     * only when the switch came from the scheduler's stack, not from another coroutine. */
+    const void *bottom;
+    size_t size;
+
+    __sanitizer_finish_switch_fiber(co->asan_fake_stack, &bottom, &size);
+    if (s->asan_from_sched) {
+        s->asan_stack_bottom = bottom;
+        s->asan_stack_size = size;
+    }
 #else
     (void)co;
 #endif
 }
 
+static __attribute__((noinline, cold, noreturn)) void canary_breached(const coho__co_t *co);
+
+/* Coroutine `co` -> coroutine `next` of the same scheduler, without passing through the
+ * scheduler's stack (a yield or a park with another coroutine ready and no poll due). `co`
+ * leaves as it would to the scheduler: its canary is checked (it cannot be after the switch,
+ * since nothing returns to the scheduler for it), errno saved, hooks and sanitizers told. */
+static inline void switch_to_prepare(coho_sched_t *s, coho__co_t *co, coho__co_t *next)
+{
+    if (!co->stack.guarded && !coho__stack_canary_is_intact(&co->stack))
+        canary_breached(co);
+    co->saved_errno = *s->errno_loc;
+    set_current(s, next);
+    hook_run(co->hook_slot, next->hook_slot);
+#ifdef SCHED_TSAN
+    __tsan_switch_to_fiber(next->tsan_fiber, 0);
+#endif
+#ifdef SCHED_ASAN
+    s->asan_from_sched = false;
+    __sanitizer_start_switch_fiber(&co->asan_fake_stack, next->stack.lo, next->stack.size);
+#endif
+    *s->errno_loc = next->saved_errno; /* last thing before the jump, as everywhere */
+}
+
+static inline void switch_to(coho_sched_t *s, coho__co_t *co, coho__co_t *next)
+{
+    switch_to_prepare(s, co, next);
+    coho__ctx_switch(&co->ctx, &next->ctx);
+    arrived(co);
+}
+
 /* Coroutine `co` -> its scheduler's stack; returns when `co` is switched in again (with its
- * errno put back by the scheduler). `last`: the coroutine has finished and is never switched
- * in again. */
+ * errno put back by whoever switched to it). `last`: the coroutine has finished and is never
+ * switched in again. */
 static inline void switch_out(coho__co_t *co, bool last)
 {
     coho_sched_t *s = co->sched;
 
     co->saved_errno = *s->errno_loc;
+    s->left = co;
+    set_current(s, NULL);
     hook_run(co->hook_slot, s->hook_slot);
 #ifdef SCHED_TSAN
     __tsan_switch_to_fiber(s->tsan_fiber, 0);
@@ -279,6 +333,67 @@ static inline void make_ready(coho_sched_t *s, coho__co_t *co)
     co->state = COHO__CO_READY;
     coho_list_push_back(&s->ready, &co->ready_link);
     s->ready_count++;
+}
+
+static inline coho__co_t *ready_pop(coho_sched_t *s)
+{
+    coho_list_t *l = coho_list_pop_front(&s->ready);
+
+    s->ready_count--;
+    return coho_list_entry(l, coho__co_t, ready_link);
+}
+
+/* The driver is polled (epoll_wait with a zero timeout, then posts and due timers) whenever
+ * the ready queue runs dry, and otherwise at a bounded interval: every SCHED_CLOCK_EVERY resumes
+ * of coroutines the clock is read, and the driver is polled if SCHED_POLL_NS have passed since
+ * the last poll. In between, a coroutine that yields or parks with others ready hands the CPU
+ * straight to the next one (FIFO), without passing through the scheduler's stack: a yield is
+ * one switch and no system call. An fd event or a timer therefore waits at most
+ * max(SCHED_POLL_NS, SCHED_CLOCK_EVERY coroutine slices) for a busy loop to notice it.
+ * A poll costs ~3.5 us here (epoll_wait with PTI in a KVM guest) and a clock read ~80 ns;
+ * bench/RESULTS.md ("coroutine: scheduler") compares this with polling every N resumes. */
+#ifndef SCHED_CLOCK_EVERY
+#    define SCHED_CLOCK_EVERY 64
+#endif
+#ifndef SCHED_POLL_NS
+#    define SCHED_POLL_NS 200000u /* 0: poll every SCHED_CLOCK_EVERY resumes (no clock) */
+#endif
+
+/* The resume budget is spent: is a poll due? If not, a new budget starts. */
+static __attribute__((noinline)) bool poll_is_due(coho_sched_t *s)
+{
+    if (SCHED_POLL_NS == 0 || coho__mono_ns() - s->last_poll_ns >= SCHED_POLL_NS)
+        return true;
+    s->poll_budget = SCHED_CLOCK_EVERY - 1;
+    return false;
+}
+
+/* Counts one resume; false when the driver must be polled first. */
+static inline bool may_resume(coho_sched_t *s)
+{
+    if (__builtin_expect(s->poll_budget > 0, 1)) {
+        s->poll_budget--;
+        return true;
+    }
+    return !poll_is_due(s);
+}
+
+/* A running coroutine that parks (or yielded and is queued again): runs the next ready
+ * coroutine directly, or returns at once when that is `co` itself (nothing else was ready), or
+ * switches to the scheduler's stack when the queue is empty or the driver is due a poll. */
+static inline void co_leave(coho_sched_t *s, coho__co_t *co)
+{
+    if (s->ready_count > 0 && may_resume(s)) {
+        coho__co_t *next = ready_pop(s);
+
+        if (next == co) {
+            co->state = COHO__CO_RUNNING;
+            return;
+        }
+        switch_to(s, co, next);
+        return;
+    }
+    switch_out(co, false);
 }
 
 /* Ends the open wait of a parked or running coroutine with `result`. */
@@ -565,6 +680,8 @@ coho_sched_t *coho_sched_create(const coho_sched_opts_t *o)
         goto fail_driver;
     }
     s->stack_decay_ms = so.decay_ms;
+    s->poll_budget = SCHED_CLOCK_EVERY; /* both carry over from one run() to the next */
+    s->last_poll_ns = coho__mono_ns();
     coho__timer_init(&s->stack_decay, stack_decay_fired, s);
     coho__stack_pool_set_now(s->stacks, coho__driver_now_ms(s->driver));
     rc = coho__overflow_install(s);
@@ -618,35 +735,28 @@ static __attribute__((noinline, cold, noreturn)) void canary_breached(const coho
                      co->stack.lo);
 }
 
-/* Runs the coroutines that are ready now; those made ready meanwhile wait for the next pass,
- * so a yielding coroutine cannot starve fd events and timers. */
+/* Runs ready coroutines until the queue is empty or a poll is due (see may_resume; resumes are
+ * counted here, in co_leave and in coho_yield). Each return to this stack is from the coroutine in
+ * s->left: its canary is checked here, and a finished one's stack released (it could not be while
+ * the coroutine ran on it). Returns early when no user coroutine is left or a stop was asked. */
 static void run_ready(coho_sched_t *s)
 {
-    size_t n = s->ready_count;
-
-    while (n-- > 0) {
-        coho_list_t *l = coho_list_pop_front(&s->ready);
+    while (s->ready_count > 0 && may_resume(s)) {
         coho__co_t *co;
 
-        if (l == NULL)
-            break;
-        s->ready_count--;
-        co = coho_list_entry(l, coho__co_t, ready_link);
-        co->state = COHO__CO_RUNNING;
-        s->current = co;
-        tls_co = co;
-        tls_co_id = co->id;
-        switch_in(s, co);
-        tls_co = NULL;
-        tls_co_id = 0;
-        s->current = NULL;
+        switch_in(s, ready_pop(s));
+        co = s->left;
         if (!co->stack.guarded && !coho__stack_canary_is_intact(&co->stack))
             canary_breached(co);
         if (co->state == COHO__CO_DONE) {
             co_release_stack(s, co);
             if (co->detached)
                 coho__pool_free(s->pool, co->id);
+            if (s->user_live == 0 && !s->draining)
+                return;
         }
+        if (atomic_load_explicit(&s->stop_requested, memory_order_relaxed))
+            return;
     }
 }
 
@@ -677,6 +787,8 @@ int coho_sched_run(coho_sched_t *s)
         if (s->draining && s->live == 0)
             break;
         rc = coho__driver_run_once(s->driver, s->ready_count > 0 ? 0 : -1);
+        s->poll_budget = SCHED_CLOCK_EVERY;
+        s->last_poll_ns = coho__mono_ns();
         coho__stack_pool_set_now(s->stacks, coho__driver_now_ms(s->driver));
         if (rc < 0 && rc != -EINTR)
             break;
@@ -835,7 +947,7 @@ int coho__co_block(int64_t timeout_ms)
     }
     co->state = COHO__CO_PARKED;
     co->wait_since_ms = coho__driver_now_ms(s->driver);
-    switch_out(co, false);
+    co_leave(s, co);
     co->woken = false;
     co->wait_what = NULL;
     return co->wake_result;
@@ -867,10 +979,31 @@ uint64_t coho_self(void)
 void coho_yield(void)
 {
     coho__co_t *co = tls_co;
+    coho_sched_t *s;
 
     if (co == NULL)
         return;
-    make_ready(co->sched, co);
+    s = co->sched;
+    if (may_resume(s)) {
+        coho__co_t *next;
+
+        if (s->ready_count == 0)
+            return; /* nothing else is ready and no poll is due: carry on */
+        next = ready_pop(s);
+        make_ready(s, co);
+#ifndef SCHED_ASAN
+        /* Nothing runs on this stack after the switch (errno and the rest are handed over in
+         * switch_to_prepare), so the compiler makes it a tail call: `co` resumes straight in
+         * its caller, and no return-stack entry is left behind for the next return of the
+         * coroutine resumed now to mispredict on (about 5 ns a yield on the bench machine). */
+        switch_to_prepare(s, co, next);
+        coho__ctx_switch(&co->ctx, &next->ctx);
+#else
+        switch_to(s, co, next); /* ASan's fiber switch must be finished after the arrival */
+#endif
+        return;
+    }
+    make_ready(s, co);
     switch_out(co, false);
 }
 

@@ -88,8 +88,12 @@ typedef struct coho_sched {
     coho_list_t ready;
     size_t ready_count;
     coho__co_t *current;
-    size_t live;      /* coroutines not finished */
-    size_t user_live; /* non-daemon coroutines not finished */
+    coho__co_t *left;      /* the coroutine that last switched back to the scheduler's stack */
+    unsigned poll_budget;  /* resumes left before the clock is read (sched.c, may_resume) */
+    uint64_t last_poll_ns; /* CLOCK_MONOTONIC after the last poll of the driver */
+    bool asan_from_sched;  /* the switch in progress leaves the scheduler's stack */
+    size_t live;           /* coroutines not finished */
+    size_t user_live;      /* non-daemon coroutines not finished */
     pthread_t thread;
     pid_t tid;
     bool running;
