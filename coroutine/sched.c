@@ -544,7 +544,7 @@ static uint64_t spawn(coho_sched_t *s, void (*fn)(void *), void *arg, const coho
             co->name[sizeof(co->name) - 1] = '\0';
         }
     }
-    coho__timer_init(&co->timer, timer_fired, co);
+    /* co->timer stays zeroed (idle) until the first wait with a timeout initialises it. */
     coho_list_init(&co->ready_link);
     coho__ctx_make(&co->ctx, co->stack.lo, co->stack.size, co_main, co);
 #ifdef SCHED_TSAN
@@ -782,7 +782,8 @@ int coho_sched_run(coho_sched_t *s)
             bool all = stop;
 
             s->draining = true;
-            coho__pool_for_each(s->pool, cancel_one, &all);
+            if (s->live > 0) /* a walk over every pool slot: only when there is something */
+                coho__pool_for_each(s->pool, cancel_one, &all);
         }
         if (s->draining && s->live == 0)
             break;
@@ -939,6 +940,8 @@ int coho__co_block(int64_t timeout_ms)
         return -ECANCELED;
     }
     if (timeout_ms >= 0) {
+        if (co->timer.cb == NULL)
+            coho__timer_init(&co->timer, timer_fired, co);
         rc = coho__timer_start(s->driver, &co->timer, (uint64_t)timeout_ms, 0, 0);
         if (rc < 0) {
             co->wait_open = false;

@@ -94,7 +94,9 @@ struct coho__stack_pool {
     unsigned guarded;  /* guarded slots mapped (live or free) */
     unsigned idle_hot; /* free slots kept resident */
     unsigned live;
-    uint64_t now_ms; /* coho__stack_pool_set_now: stamps the slots put back */
+    uint64_t now_ms;   /* coho__stack_pool_set_now: stamps the slots put back */
+    size_t last_size;  /* the size of the last coho__stack_get (0: none yet) ... */
+    unsigned last_cls; /* ... and the index of its class */
 };
 
 /* The guard registry: published slabs, read without locks by coho__stack_find_guard (in a
@@ -314,11 +316,17 @@ int coho__stack_get(coho__stack_pool_t *p, size_t size, coho__stack_t *out)
 
     if (size == 0)
         size = p->o.stack_size;
-    if (size > STACK_SIZE_MAX)
-        return -EINVAL;
-    cls = class_find(p, round_page(size));
-    if (cls == NULL)
-        return -ENOMEM;
+    if (size == p->last_size) {
+        cls = &p->classes[p->last_cls]; /* the usual case: every coroutine of one size */
+    } else {
+        if (size > STACK_SIZE_MAX)
+            return -EINVAL;
+        cls = class_find(p, round_page(size));
+        if (cls == NULL)
+            return -ENOMEM;
+        p->last_size = size;
+        p->last_cls = (unsigned)(cls - p->classes);
+    }
     if (!coho_list_is_empty(&cls->hot)) {
         slot = coho_list_entry(coho_list_pop_front(&cls->hot), slot_t, link);
         p->idle_hot--;
