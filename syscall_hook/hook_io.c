@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -843,6 +844,8 @@ COHO_HOOK int close_range(unsigned int first, unsigned int last, int flags)
     coho__sys_init();
     if (first <= last && (flags & CLOSE_RANGE_CLOEXEC) == 0)
         coho__fd_forget_range(first, last);
+    if (coho__sys.close_range == NULL) /* a libc without it: the system call */
+        return (int)syscall(SYS_close_range, first, last, flags);
     return coho__sys.close_range(first, last, flags);
 }
 
@@ -851,7 +854,10 @@ COHO_HOOK void closefrom(int lowfd)
     coho__sys_init();
     if (lowfd >= 0)
         coho__fd_forget_range((unsigned)lowfd, UINT_MAX);
-    coho__sys.closefrom(lowfd);
+    if (coho__sys.closefrom != NULL)
+        coho__sys.closefrom(lowfd);
+    else if (lowfd >= 0)
+        (void)syscall(SYS_close_range, (unsigned)lowfd, UINT_MAX, 0);
 }
 
 /* glibc closes a stream's fd inside fclose without going through close: the fd is forgotten
