@@ -14,6 +14,7 @@ cmake -S "$src" -B "$work/cmake-consumer" -DCMAKE_PREFIX_PATH="$prefix" >"$work/
 cmake --build "$work/cmake-consumer" >"$work/build.log"
 "$work/cmake-consumer/consumer_shared"
 "$work/cmake-consumer/consumer_static"
+"$work/cmake-consumer/net_consumer"
 
 # pkg-config
 libdir=$(ls -d "$prefix"/lib*/pkgconfig | head -n 1)
@@ -21,4 +22,7 @@ export PKG_CONFIG_PATH=$libdir
 cc -std=gnu11 -Wall -Werror "$src/consumer.c" -o "$work/consumer_pc" \
    $(pkg-config --cflags --libs coho) -Wl,-rpath,"$(dirname "$libdir")"
 "$work/consumer_pc"
-echo "install check: find_package (shared, static) and pkg-config consumers ran"
+cc -std=gnu11 -Wall -Werror "$src/net_consumer.c" -o "$work/net_consumer_pc" \
+   $(pkg-config --cflags --libs coho-net) -Wl,-rpath,"$(dirname "$libdir")"
+"$work/net_consumer_pc"
+echo "install check: find_package (shared, static, net) and pkg-config (coho, coho-net) consumers ran"
