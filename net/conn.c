@@ -378,6 +378,18 @@ static int writer_start(struct coho_conn *c)
 
 int coho__conn_enqueue(struct coho_conn *c, coho__frame_t *f)
 {
+    if (c->ws) {
+        /* Encoded once per frame, whatever the number of WebSocket recipients. */
+        coho__frame_t *twin = coho__ws_twin(f, c->sh->srv->o.ws_text);
+        if (twin == NULL)
+            return -ENOMEM;
+        f = twin;
+    }
+    return coho__conn_enqueue_raw(c, f);
+}
+
+int coho__conn_enqueue_raw(struct coho_conn *c, coho__frame_t *f)
+{
     coho_server_t *srv = c->sh->srv;
 
     if (c->closing || c->writer_dead)
@@ -448,6 +460,8 @@ static void conn_end(struct coho_conn *c)
     coho__shard_t *sh = c->sh;
     coho_server_t *srv = sh->srv;
 
+    if (c->ws)
+        coho__ws_close(c, sh->stopping ? 1001 : 1000); /* going away, or a normal end */
     c->closing = true;
     if (c->writer_on) {
         c->handler_done = true;
@@ -474,6 +488,7 @@ static void conn_end(struct coho_conn *c)
     close(c->fd);
     coho_cbuf_destroy(&c->rbuf);
     coho_sem_destroy(&c->done);
+    coho__ws_free(c);
     free(c);
     if (sh->stopping)
         coho_sem_post(&sh->gone);
@@ -485,7 +500,8 @@ static void conn_main(void *arg)
     coho_server_t *srv = c->sh->srv;
 
     coho_key_set(handler_key, srv);
-    srv->handler(c, srv->user);
+    if (!srv->o.websocket || coho__ws_accept(c) == 0)
+        srv->handler(c, srv->user);
     coho_key_set(handler_key, NULL);
     conn_end(c);
 }
@@ -603,16 +619,49 @@ static bool rate_take(struct coho_conn *c, int64_t now)
     return true;
 }
 
-static ssize_t read_frame(struct coho_conn *c, coho_cbuf_t *out)
+ssize_t coho__conn_fill(struct coho_conn *c)
+{
+    struct iovec iov[8];
+    ssize_t r;
+    int n;
+
+    n = coho_cbuf_reserve_iov(&c->rbuf, READ_CHUNK, iov, 8);
+    if (n < 0)
+        return -errno;
+    for (;;) {
+        r = readv(c->fd, iov, n);
+        if (r >= 0 || errno != EINTR)
+            break;
+    }
+    if (r < 0) {
+        int err = errno;
+        if (err == ECANCELED)
+            return -ECANCELED;
+        c->rd_eof = true;
+        if (c->close_err == 0)
+            c->close_err = err;
+        return -err;
+    }
+    if (r == 0) {
+        c->rd_eof = true;
+        return 0;
+    }
+    coho_cbuf_commit(&c->rbuf, (size_t)r);
+    COHO__STAT_ADD(c->sh->srv, bytes_in, r);
+    if ((size_t)r < READ_CHUNK)
+        c->budget = 0; /* drained: the next read parks, the others run */
+    return r;
+}
+
+/* One frame by the framer: its length, 0 at EOF, -errno. */
+static ssize_t framed_read(struct coho_conn *c, coho_cbuf_t *out)
 {
     coho_server_t *srv = c->sh->srv;
     const coho_tdp_framer_t *fr = &srv->framer;
 
     for (;;) {
         size_t have = coho_cbuf_len(&c->rbuf);
-        struct iovec iov[8];
         ssize_t flen = 0, r;
-        int n;
 
         if (c->close_err != 0)
             return -c->close_err;
@@ -626,52 +675,43 @@ static ssize_t read_frame(struct coho_conn *c, coho_cbuf_t *out)
             if ((size_t)flen > srv->o.max_frame || (flen == 0 && have >= srv->o.max_frame))
                 return protocol_error(c, EMSGSIZE);
             if (flen > 0 && have >= (size_t)flen) {
-                int64_t now = coho__net_now_ms();
                 int rc = take_frame(c, out, (size_t)flen);
-                if (rc < 0)
-                    return rc;
-                COHO__STAT_ADD(srv, frames_in, 1);
-                c->last_ms = now;
-                if (!rate_take(c, now)) {
-                    COHO__STAT_ADD(srv, rate_limited, 1);
-                    return -EDQUOT;
-                }
-                if (++c->budget >= srv->o.read_budget) {
-                    c->budget = 0;
-                    coho_yield(); /* fairness: the others' turn */
-                }
-                return flen;
+                return rc < 0 ? rc : flen;
             }
         }
         if (c->rd_eof) {
+            if (c->close_err != 0)
+                return -c->close_err;
             if (have > 0)
                 return protocol_error(c, ECONNRESET);
             return 0;
         }
-        n = coho_cbuf_reserve_iov(&c->rbuf, READ_CHUNK, iov, 8);
-        if (n < 0)
-            return -errno;
-        r = readv(c->fd, iov, n);
-        if (r < 0) {
-            int err = errno;
-            if (err == EINTR)
-                continue;
-            if (err == ECANCELED)
-                return -ECANCELED;
-            c->rd_eof = true;
-            if (c->close_err == 0)
-                c->close_err = err;
-            continue;
-        }
-        if (r == 0) {
-            c->rd_eof = true;
-            continue;
-        }
-        coho_cbuf_commit(&c->rbuf, (size_t)r);
-        COHO__STAT_ADD(srv, bytes_in, r);
-        if ((size_t)r < READ_CHUNK)
-            c->budget = 0; /* drained: the next read parks, the others run */
+        r = coho__conn_fill(c);
+        if (r == -ECANCELED)
+            return r;
     }
+}
+
+static ssize_t read_frame(struct coho_conn *c, coho_cbuf_t *out)
+{
+    coho_server_t *srv = c->sh->srv;
+    ssize_t flen = c->ws ? coho__ws_read(c, out) : framed_read(c, out);
+    int64_t now;
+
+    if (flen <= 0)
+        return flen;
+    now = coho__net_now_ms();
+    COHO__STAT_ADD(srv, frames_in, 1);
+    c->last_ms = now;
+    if (!rate_take(c, now)) {
+        COHO__STAT_ADD(srv, rate_limited, 1);
+        return -EDQUOT;
+    }
+    if (++c->budget >= srv->o.read_budget) {
+        c->budget = 0;
+        coho_yield(); /* fairness: the others' turn */
+    }
+    return flen;
 }
 
 ssize_t coho_conn_read_frame(coho_conn_t *c, coho_cbuf_t *out)
@@ -730,6 +770,11 @@ int coho_conn_peer(const coho_conn_t *c, struct sockaddr *addr, socklen_t *len)
 int coho_conn_fd(const coho_conn_t *c)
 {
     return c ? c->fd : -1;
+}
+
+bool coho_conn_last_is_text(const coho_conn_t *c)
+{
+    return c != NULL && c->last_text;
 }
 
 /* A batch of ids of one shard and the frame they get, posted to that shard's scheduler. */

@@ -26,6 +26,7 @@ coho__frame_t *coho__frame_make(const void *data, size_t len)
     if (f == NULL)
         return NULL;
     atomic_init(&f->refs, 1);
+    atomic_init(&f->ws, NULL);
     f->len = (uint32_t)len;
     if (len)
         memcpy(f->data, data, len);
@@ -39,8 +40,10 @@ void coho__frame_ref(coho__frame_t *f)
 
 void coho__frame_unref(coho__frame_t *f)
 {
-    if (f != NULL && atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) == 1)
+    if (f != NULL && atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) == 1) {
+        coho__frame_unref(atomic_load_explicit(&f->ws, memory_order_acquire));
         free(f);
+    }
 }
 
 /* ---- length-prefixed ---------------------------------------------------------------------- */

@@ -32,6 +32,8 @@ int64_t coho__net_now_ms(void);
 typedef struct coho__frame {
     atomic_uint refs;
     uint32_t len;
+    _Atomic(struct coho__frame *) ws; /* the same bytes as one WebSocket message, made once
+                                         by the first WebSocket recipient; owned by this frame */
     unsigned char data[];
 } coho__frame_t;
 
@@ -109,6 +111,12 @@ struct coho_conn {
     /* token bucket */
     double tokens;
     int64_t tb_ms;
+    /* WebSocket (ws.c) */
+    bool ws;            /* upgraded: read_frame returns messages, sends go out as messages */
+    bool ws_close_sent; /* a close frame is queued */
+    bool ws_cancelled;  /* the read under wslay was cancelled */
+    bool last_text;     /* the last message read was text */
+    void *wsctx;        /* wslay_frame_context_ptr */
     /* in the shard's live list */
     struct coho_conn *prev, *next;
 };
@@ -150,6 +158,7 @@ struct coho_server {
     void *user;
     coho_tdp_framer_t framer;
     size_t sock_max_body;
+    char *ws_path; /* the copy o.ws_path points to */
     struct sockaddr_storage addr;
     socklen_t addr_len;
     int port;
@@ -203,6 +212,17 @@ int coho__conn_spawn(coho__shard_t *sh, int fd, const struct sockaddr_storage *p
 /* Queues a shared frame (takes a reference of its own on success). Owner thread. 0, -ENOTCONN,
  * -ENOBUFS (the connection was closed for it). */
 int coho__conn_enqueue(struct coho_conn *c, coho__frame_t *f);
+/* coho__conn_enqueue without the WebSocket wrapping (bytes already encoded for the wire). */
+int coho__conn_enqueue_raw(struct coho_conn *c, coho__frame_t *f);
+/* One read from the socket into c->rbuf: bytes read (> 0), 0 at EOF, or -errno. Parks. */
+ssize_t coho__conn_fill(struct coho_conn *c);
+/* WebSocket (ws.c): the upgrade (0 or -errno, a refusal queued), one message into `out`
+ * (its length, 0 at the end, -errno), a close frame with `code` (once), the twin of a frame. */
+int coho__ws_accept(struct coho_conn *c);
+ssize_t coho__ws_read(struct coho_conn *c, coho_cbuf_t *out);
+void coho__ws_close(struct coho_conn *c, unsigned code);
+coho__frame_t *coho__ws_twin(coho__frame_t *f, bool text);
+void coho__ws_free(struct coho_conn *c);
 /* Stops reading: the handler's read_frame fails with `err` from now on. Owner thread. */
 void coho__conn_stop_reading(struct coho_conn *c, int err);
 /* The shard's idle sweeper coroutine. */

@@ -444,6 +444,7 @@ static void server_free(coho_server_t *srv)
         coho_chan_destroy(srv->done);
     coho__acl_destroy(srv->acl);
     free(srv->ips);
+    free(srv->ws_path);
     pthread_mutex_destroy(&srv->mu);
     free(srv);
 }
@@ -477,6 +478,14 @@ static coho_server_t *server_start(const char *host_port, const coho_server_opts
     else
         coho_server_opts_init(&srv->o);
     srv->o.allow = srv->o.deny = NULL; /* copied into the acl */
+    if (srv->o.ws_path != NULL) {
+        srv->ws_path = strdup(srv->o.ws_path);
+        srv->o.ws_path = srv->ws_path;
+        if (srv->ws_path == NULL) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+    }
     if (srv->o.rate_burst == 0)
         srv->o.rate_burst = srv->o.rate_limit * 2;
     srv->handler = handler;

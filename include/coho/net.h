@@ -107,6 +107,16 @@ typedef struct coho_server_opts {
                                         others (fairness); default 16 */
     size_t stack_size;               /* handler coroutine stacks; 0 (default): the
                                         scheduler's */
+    bool websocket;      /* connections are WebSocket (RFC 6455, server side): each first
+                            sends an HTTP/1.1 upgrade request for ws_path (a bad one is
+                            answered 400, 404 or 426 and closed, counted in protocol_errors);
+                            then read_frame returns one whole message (text or binary, its
+                            fragments joined; max_frame bounds it: close 1009 and EMSGSIZE),
+                            pings are answered, clients must mask (else close 1002 and
+                            EPROTO), a close frame is answered and ends reads (0), and every
+                            frame sent leaves as one message. Default false */
+    const char *ws_path; /* the upgrade's path, query ignored; copied; NULL (default): "/" */
+    bool ws_text;        /* WebSocket: send text messages; default false (binary) */
     int sndbuf; /* SO_SNDBUF of accepted sockets (fixes the kernel's share of a slow reader's
                    backlog; the send queue holds the rest); 0 (default): the kernel's, autotuned */
     int rcvbuf; /* SO_RCVBUF of accepted sockets; 0 (default): the kernel's */
@@ -214,6 +224,9 @@ COHO_API int coho_conn_peer(const coho_conn_t *c, struct sockaddr *addr, socklen
 
 /* The connection's socket, for socket options; do not read, write or close it. */
 COHO_API int coho_conn_fd(const coho_conn_t *c);
+
+/* WebSocket: whether the last message read_frame returned was a text message. */
+COHO_API bool coho_conn_last_is_text(const coho_conn_t *c);
 
 /* ---- broadcast groups ------------------------------------------------------------------------ */
 
