@@ -311,6 +311,49 @@ static void queue_drop(struct coho_conn *c)
     c->q_off = 0;
 }
 
+static int writer_start(struct coho_conn *c);
+
+/* TLS: encrypt what is queued (memory only), then send the records; parks in the send. */
+static int tls_write_step(struct coho_conn *c)
+{
+    struct iovec iov[WRITE_IOV];
+    int n = 0;
+    size_t len;
+    char *buf;
+
+    for (unsigned i = 0; i < c->q_count && n < WRITE_IOV; i++) {
+        coho__frame_t *f = c->q[(c->q_head + i) % c->q_cap];
+        size_t off = i == 0 ? c->q_off : 0;
+        if (f->len == off)
+            continue;
+        iov[n].iov_base = f->data + off;
+        iov[n].iov_len = f->len - off;
+        n++;
+    }
+    if (c->q_count > 0)
+        queue_pop_bytes(c, coho__tls_seal(c, iov, n));
+    if (c->q_count == 0 && c->closing && !c->tls_bye_sent) {
+        /* The handler is done and everything queued is sealed: close_notify goes last. */
+        c->tls_bye_sent = true;
+        coho__tls_shutdown(c);
+    }
+    buf = coho__tls_take(c, &len);
+    if (buf == NULL)
+        return c->q_count > 0 && n > 0 ? -EPROTO : 0;
+    ssize_t w = sendn(c->fd, buf, len, MSG_NOSIGNAL);
+    free(buf);
+    if (w != (ssize_t)len)
+        return -EPIPE;
+    COHO__STAT_ADD(c->sh->srv, bytes_out, w);
+    return 0;
+}
+
+void coho__conn_kick_writer(struct coho_conn *c)
+{
+    if (!c->writer_on && !c->writer_dead && !c->closing_done)
+        writer_start(c);
+}
+
 static void writer_main(void *arg)
 {
     struct coho_conn *c = arg;
@@ -319,10 +362,20 @@ static void writer_main(void *arg)
 
     if (tick > 0)
         coho_sleep_ms(tick); /* what arrives meanwhile leaves in the same write */
-    while (c->q_count > 0 && !c->writer_dead) {
+    while ((c->q_count > 0 || coho__tls_has_pending(c) ||
+            (c->ssl != NULL && c->closing && !c->tls_bye_sent)) &&
+           !c->writer_dead) {
         struct iovec iov[WRITE_IOV];
         struct msghdr m;
         int n = 0;
+
+        if (c->ssl != NULL) {
+            if (tls_write_step(c) < 0) {
+                c->writer_dead = true;
+                break;
+            }
+            continue;
+        }
 
         for (unsigned i = 0; i < c->q_count && n < WRITE_IOV; i++) {
             coho__frame_t *f = c->q[(c->q_head + i) % c->q_cap];
@@ -463,6 +516,8 @@ static void conn_end(struct coho_conn *c)
     if (c->ws)
         coho__ws_close(c, sh->stopping ? 1001 : 1000); /* going away, or a normal end */
     c->closing = true;
+    if (c->ssl != NULL && !c->writer_dead)
+        coho__conn_kick_writer(c); /* it sends close_notify after what is queued */
     if (c->writer_on) {
         c->handler_done = true;
         if (coho_sem_timedwait_ms(&c->done, srv->o.linger_ms) != 0) {
@@ -489,6 +544,8 @@ static void conn_end(struct coho_conn *c)
     coho_cbuf_destroy(&c->rbuf);
     coho_sem_destroy(&c->done);
     coho__ws_free(c);
+    c->closing_done = true;
+    coho__tls_free(c);
     free(c);
     if (sh->stopping)
         coho_sem_post(&sh->gone);
@@ -500,7 +557,8 @@ static void conn_main(void *arg)
     coho_server_t *srv = c->sh->srv;
 
     coho_key_set(handler_key, srv);
-    if (!srv->o.websocket || coho__ws_accept(c) == 0)
+    if ((srv->tls_ctx == NULL || coho__tls_accept(c) == 0) &&
+        (!srv->o.websocket || coho__ws_accept(c) == 0))
         srv->handler(c, srv->user);
     coho_key_set(handler_key, NULL);
     conn_end(c);
@@ -625,6 +683,8 @@ ssize_t coho__conn_fill(struct coho_conn *c)
     ssize_t r;
     int n;
 
+    if (c->ssl != NULL)
+        return coho__tls_fill(c);
     n = coho_cbuf_reserve_iov(&c->rbuf, READ_CHUNK, iov, 8);
     if (n < 0)
         return -errno;
@@ -687,8 +747,8 @@ static ssize_t framed_read(struct coho_conn *c, coho_cbuf_t *out)
             return 0;
         }
         r = coho__conn_fill(c);
-        if (r == -ECANCELED)
-            return r;
+        if (r < 0 && (r == -ECANCELED || c->close_err == 0))
+            return r; /* cancelled, or no memory: nothing recorded to report next time */
     }
 }
 

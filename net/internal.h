@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/uio.h>
 
 #include <coho.h>
 #include <coho/net.h>
@@ -97,6 +98,7 @@ struct coho_conn {
     bool writer_dead;  /* a write failed: the queue only drops */
     bool writer_on;    /* a writer coroutine exists */
     bool handler_done; /* the handler waits on `done` for the writer */
+    bool closing_done; /* being freed: nothing may start a writer */
     unsigned budget;   /* frames read since the last yield */
     /* send queue: a ring of shared frames; the head is sent from byte q_off on */
     coho__frame_t **q;
@@ -117,6 +119,8 @@ struct coho_conn {
     bool ws_cancelled;  /* the read under wslay was cancelled */
     bool last_text;     /* the last message read was text */
     void *wsctx;        /* wslay_frame_context_ptr */
+    struct ssl_st *ssl; /* TLS (tls.c): memory BIOs, moved by this connection's coroutines */
+    bool tls_bye_sent;  /* close_notify sealed (the writer does it once the handler is done) */
     /* in the shard's live list */
     struct coho_conn *prev, *next;
 };
@@ -158,7 +162,8 @@ struct coho_server {
     void *user;
     coho_tdp_framer_t framer;
     size_t sock_max_body;
-    char *ws_path; /* the copy o.ws_path points to */
+    char *ws_path;              /* the copy o.ws_path points to */
+    struct ssl_ctx_st *tls_ctx; /* o.tls_cert_file set: every connection speaks TLS */
     struct sockaddr_storage addr;
     socklen_t addr_len;
     int port;
@@ -223,6 +228,21 @@ ssize_t coho__ws_read(struct coho_conn *c, coho_cbuf_t *out);
 void coho__ws_close(struct coho_conn *c, unsigned code);
 coho__frame_t *coho__ws_twin(coho__frame_t *f, bool text);
 void coho__ws_free(struct coho_conn *c);
+/* TLS (tls.c): the server's context from its options (0 when none is asked for; -EINVAL for
+ * unreadable or mismatched files); the handshake (handler's coroutine); plaintext into c->rbuf
+ * (as coho__conn_fill); encryption of queued bytes into the write BIO (never parks; returns
+ * the plaintext bytes taken); the ciphertext to send (malloc'd); close_notify. */
+int coho__tls_ctx_make(coho_server_t *srv);
+void coho__tls_ctx_free(coho_server_t *srv);
+int coho__tls_accept(struct coho_conn *c);
+ssize_t coho__tls_fill(struct coho_conn *c);
+size_t coho__tls_seal(struct coho_conn *c, const struct iovec *iov, int n);
+char *coho__tls_take(struct coho_conn *c, size_t *len);
+bool coho__tls_has_pending(struct coho_conn *c);
+void coho__tls_shutdown(struct coho_conn *c);
+void coho__tls_free(struct coho_conn *c);
+/* Starts the writer if it is not running (it also sends TLS records SSL left behind). */
+void coho__conn_kick_writer(struct coho_conn *c);
 /* Stops reading: the handler's read_frame fails with `err` from now on. Owner thread. */
 void coho__conn_stop_reading(struct coho_conn *c, int err);
 /* The shard's idle sweeper coroutine. */

@@ -445,6 +445,7 @@ static void server_free(coho_server_t *srv)
     coho__acl_destroy(srv->acl);
     free(srv->ips);
     free(srv->ws_path);
+    coho__tls_ctx_free(srv);
     pthread_mutex_destroy(&srv->mu);
     free(srv);
 }
@@ -508,6 +509,10 @@ static coho_server_t *server_start(const char *host_port, const coho_server_opts
         srv->framer = *srv->o.framer;
         break;
     }
+    if (rc < 0)
+        goto fail;
+    rc = coho__tls_ctx_make(srv);
+    srv->o.tls_cert_file = srv->o.tls_key_file = NULL; /* read once, here */
     if (rc < 0)
         goto fail;
     rc = coho__acl_make(o ? o->allow : NULL, o ? o->allow_count : 0, o ? o->deny : NULL,

@@ -313,35 +313,28 @@ int coho__ws_accept(struct coho_conn *c)
 
 /* ---- reading messages ------------------------------------------------------------------------ */
 
-/* wslay's recv callback: bytes the upgrade read ahead first, then the socket (parks). */
+/* wslay's recv callback: bytes already in c->rbuf (read ahead by the upgrade), else one read
+ * through coho__conn_fill (plain or TLS; parks). */
 static ssize_t ws_recv_cb(uint8_t *buf, size_t len, int flags, void *user)
 {
     struct coho_conn *c = user;
-    size_t have = coho_cbuf_len(&c->rbuf);
     ssize_t n;
 
     (void)flags;
-    if (have > 0) {
-        coho_cbuf_seek(&c->rbuf, 0, SEEK_SET);
-        n = coho_cbuf_read(&c->rbuf, buf, len < have ? len : have);
-        coho_cbuf_consume(&c->rbuf, (size_t)n);
-        return n;
+    if (coho_cbuf_len(&c->rbuf) == 0) {
+        if (c->close_err != 0 || c->rd_eof)
+            return -1;
+        n = coho__conn_fill(c);
+        if (n == -ECANCELED)
+            c->ws_cancelled = true;
+        if (n <= 0)
+            return -1;
     }
-    if (c->close_err != 0 || c->rd_eof)
-        return -1;
-    n = recv(c->fd, buf, len, 0);
-    if (n > 0) {
-        COHO__STAT_ADD(c->sh->srv, bytes_in, n);
-        return n;
-    }
-    if (n < 0 && errno == ECANCELED) {
-        c->ws_cancelled = true;
-        return -1;
-    }
-    c->rd_eof = true;
-    if (n < 0 && c->close_err == 0)
-        c->close_err = errno;
-    return -1;
+    size_t have = coho_cbuf_len(&c->rbuf);
+    coho_cbuf_seek(&c->rbuf, 0, SEEK_SET);
+    n = coho_cbuf_read(&c->rbuf, buf, len < have ? len : have);
+    coho_cbuf_consume(&c->rbuf, (size_t)n);
+    return n;
 }
 
 static int ws_genmask_cb(uint8_t *buf, size_t len, void *user)

@@ -6,7 +6,8 @@ set -euo pipefail
 base=(cmake make g++ gcc pkg-config libcmocka-dev libgtest-dev libgmock-dev clang-format python3
       libssl-dev libwslay-dev libhttp-parser-dev)  # the last three: libcoho_net's WebSocket
 test_extra=(clang libclang-rt-14-dev qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross
-            python3-websockets)  # a WebSocket client not written here, for net/'s tests
+            python3-websockets openssl)  # net/'s tests: a WebSocket client not written
+                                         # here; certificates made at test time
 bench_extra=(libbenchmark-dev libboost-context-dev valgrind strace)
 # Servers and unmodified blocking client libraries the hook integration tests drive.
 integration=(redis-server libhiredis-dev memcached libmemcached-dev mariadb-server libmariadb-dev

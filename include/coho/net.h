@@ -117,6 +117,13 @@ typedef struct coho_server_opts {
                             frame sent leaves as one message. Default false */
     const char *ws_path; /* the upgrade's path, query ignored; copied; NULL (default): "/" */
     bool ws_text;        /* WebSocket: send text messages; default false (binary) */
+    /* TLS: PEM files of the certificate chain and its private key; both set: every connection
+     * first completes a TLS handshake (1.2 or later) in its handler's coroutine (a failed one
+     * is counted in protocol_errors and closed), then speaks plain frames or WebSocket (wss)
+     * inside it, and gets a close_notify when its handler returns. Read once by start (EINVAL
+     * when unreadable or mismatched). Default NULL: plain TCP. */
+    const char *tls_cert_file;
+    const char *tls_key_file;
     int sndbuf; /* SO_SNDBUF of accepted sockets (fixes the kernel's share of a slow reader's
                    backlog; the send queue holds the rest); 0 (default): the kernel's, autotuned */
     int rcvbuf; /* SO_RCVBUF of accepted sockets; 0 (default): the kernel's */
