@@ -468,19 +468,31 @@ void coho__io_kernel_del(coho__driver_t *d, coho__io_t *io)
     coho__poller_ctl(d, EPOLL_CTL_DEL, io->fd, 0, 0);
 }
 
-int coho__io_stop(coho__driver_t *d, coho__io_t *io)
+/* coho__io_stop and coho__io_forget: `kernel_del` says whether to make the EPOLL_CTL_DEL. */
+static int io_unregister(coho__driver_t *d, coho__io_t *io, bool kernel_del)
 {
     if (!io->active_ || io->drv_ != d)
         return -ENOENT;
     /* Errors are ignored: if the fd was already closed, epoll dropped it with the last
      * reference to the open file description. */
-    coho__poller_ctl(d, EPOLL_CTL_DEL, io->fd, 0, 0);
+    if (kernel_del)
+        coho__poller_ctl(d, EPOLL_CTL_DEL, io->fd, 0, 0);
     d->fds[io->fd].io = NULL;
     if (io->timer_.state != COHO__TIMER_IDLE)
         coho__timer_stop(d, &io->timer_);
     io->active_ = false;
     io->drv_ = NULL;
     return 0;
+}
+
+int coho__io_stop(coho__driver_t *d, coho__io_t *io)
+{
+    return io_unregister(d, io, true);
+}
+
+int coho__io_forget(coho__driver_t *d, coho__io_t *io)
+{
+    return io_unregister(d, io, false);
 }
 
 /* ---- the loop ---- */

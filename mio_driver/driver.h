@@ -139,6 +139,11 @@ void coho__io_kernel_del(coho__driver_t *d, coho__io_t *io);
  * callback runs for `io` after this returns, even for events already collected in this
  * iteration. Returns 0, or -ENOENT if not active. */
 int coho__io_stop(coho__driver_t *d, coho__io_t *io);
+/* coho__io_stop for an io whose kernel registration another thread already removed
+ * (coho__io_kernel_del) before closing its fd: forgets it without any syscall on the fd number,
+ * which may be closed, or held by a new file, by the time the driver's thread gets here (an
+ * EPOLL_CTL_DEL then would race with that close). Returns 0, or -ENOENT if not active. */
+int coho__io_forget(coho__driver_t *d, coho__io_t *io);
 
 void coho__timer_init(coho__timer_t *t, coho__timer_fn cb, void *data);
 

@@ -244,7 +244,12 @@ static void reg_stop(coho__fd_reg_t *r)
     if (r->released)
         return;
     r->released = true;
-    coho__io_stop(r->drv, &r->io);
+    /* After a close on another thread the number may be closed or reused by now: only the
+     * driver's record goes (that thread made the EPOLL_CTL_DEL). */
+    if (r->kernel_gone)
+        coho__io_forget(r->drv, &r->io);
+    else
+        coho__io_stop(r->drv, &r->io);
     coho_list_for_each_safe(pos, tmp, &r->waiters)
     {
         coho__fd_waiter_t *w = coho_list_entry(pos, coho__fd_waiter_t, link);
@@ -290,6 +295,7 @@ static void regs_release_locked(coho_list_t *taken)
             continue;
         }
         coho__io_kernel_del(r->drv, &r->io);
+        r->kernel_gone = true;
         /* Posted under fd_lock: the scheduler's destroy drops its registrations under the same
          * lock before its driver goes, so the driver is alive here and runs the post (in its
          * loop, or in its destroy). */

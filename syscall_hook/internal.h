@@ -82,6 +82,10 @@ typedef struct coho__fd_reg {
     bool rd_drained; /* stream: a short read emptied it; skip the next syscall until an edge */
     uint8_t sticky;  /* COHO__EV_RDHUP | COHO__EV_HUP | COHO__EV_ERROR | COHO__EV_PRI seen */
     bool released;   /* io stopped and waiters woken; only the memory is left to free */
+    /* Taken off its slot by a close on another thread, which removed it from the kernel's epoll
+     * set before the real close: its release must not touch the fd number again. Written under
+     * the table lock before the release is posted, read by the release. */
+    bool kernel_gone;
 } coho__fd_reg_t;
 
 /* Per-fd state: what the fd is (its description) and the registrations of the schedulers that
