@@ -1111,6 +1111,7 @@ ssize_t writevn(int fd, const struct iovec *iov, int iovcnt)
     struct iovec *alloc;
     size_t total, done = 0;
     ssize_t rc = 0;
+    bool sock = true; /* until sendmsg says ENOTSOCK */
     int err;
 
     if (iovcnt < 0 || iovcnt > IOV_MAX || (iov == NULL && iovcnt > 0)) {
@@ -1130,7 +1131,20 @@ ssize_t writevn(int fd, const struct iovec *iov, int iovcnt)
     while (done < total) {
         if (done > 0 && !n_same_tenant(fd, gen0, &rc))
             break;
-        rc = writev(fd, c.v, c.n);
+        /* A socket is written with sendmsg and MSG_NOSIGNAL, as sendn: a peer that went away
+         * is EPIPE, never SIGPIPE (socket_ext writes its connections through here). Any other
+         * fd (ENOTSOCK: a pipe, a file) with writev. */
+        if (sock) {
+            struct msghdr mh = {.msg_iov = c.v, .msg_iovlen = (size_t)c.n};
+
+            rc = sendmsg(fd, &mh, MSG_NOSIGNAL);
+            if (rc < 0 && errno == ENOTSOCK) {
+                sock = false;
+                continue;
+            }
+        } else {
+            rc = writev(fd, c.v, c.n);
+        }
         if (rc < 0) {
             rc = -errno;
             break;

@@ -36,8 +36,9 @@ COHO_API ssize_t recvn(int fd, void *buf, size_t len, int flags);
  * nothing was sent. `flags` as for send (MSG_NOSIGNAL is added). Any context. */
 COHO_API ssize_t sendn(int fd, const void *buf, size_t len, int flags);
 
-/* writev until every byte of the `iovcnt` buffers went out; errors as for sendn. The iovec
- * array is not modified. Any context. */
+/* writev until every byte of the `iovcnt` buffers went out; errors as for sendn (a socket is
+ * written with MSG_NOSIGNAL: a peer that went away is EPIPE, never SIGPIPE). The iovec array is
+ * not modified. Any context. */
 COHO_API ssize_t writevn(int fd, const struct iovec *iov, int iovcnt);
 
 /* Per-fd locks for multi-call exchanges (write a request in several calls, read a reply in

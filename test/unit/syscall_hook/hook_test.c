@@ -642,6 +642,49 @@ static void getaddrinfo_resolves_localhost_in_a_coroutine(void **state)
     assert_int_equal(c.rc, 0);
 }
 
+/* ---- whole-buffer writes to a peer that went away: EPIPE, and no SIGPIPE kills the process ----
+ * (SIGPIPE keeps its default action here: a raised one ends the test program.) */
+static void writevn_to_gone_peer(void)
+{
+    char a[4096], b[4096];
+    struct iovec iov[2] = {{a, sizeof(a)}, {b, sizeof(b)}};
+    int sv[2], p[2];
+
+    memset(a, 'a', sizeof(a));
+    memset(b, 'b', sizeof(b));
+    CO_CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    close(sv[1]);
+    errno = 0;
+    CO_CHECK_INT(writevn(sv[0], iov, 2), -1);
+    CO_CHECK_INT(errno, EPIPE);
+    errno = 0;
+    CO_CHECK_INT(sendn(sv[0], a, sizeof(a), 0), -1);
+    CO_CHECK_INT(errno, EPIPE);
+    close(sv[0]);
+    /* Not a socket: writevn is writev (a pipe's reader is still there). */
+    CO_CHECK_INT(pipe(p), 0);
+    CO_CHECK_INT(writevn(p[1], iov, 1), (ssize_t)sizeof(a));
+    CO_CHECK_INT(read(p[0], b, sizeof(b)), (ssize_t)sizeof(a));
+    CO_CHECK(memcmp(a, b, sizeof(a)) == 0);
+    close(p[0]);
+    close(p[1]);
+}
+
+static void writevn_gone_peer_main(void *arg)
+{
+    (void)arg;
+    writevn_to_gone_peer();
+    co_ended();
+}
+
+static void writevn_to_a_closed_peer_fails_with_epipe_without_sigpipe(void **state)
+{
+    (void)state;
+    writevn_to_gone_peer(); /* a plain thread */
+    expect_co(0);
+    run_in_coroutine(writevn_gone_peer_main, NULL, 1);
+}
+
 /* ---- hooks off ---- */
 static void nohook_main(void *arg)
 {
@@ -685,6 +728,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(plain_thread_blocks_on_socket_made_in_coroutine),
         cmocka_unit_test(poll_reports_exact_revents_and_honours_timeout),
         cmocka_unit_test(getaddrinfo_resolves_localhost_in_a_coroutine),
+        cmocka_unit_test(writevn_to_a_closed_peer_fails_with_epipe_without_sigpipe),
         cmocka_unit_test(hook_enable_false_passes_calls_to_libc),
     };
 
