@@ -692,7 +692,11 @@ int coho__fd_wait(coho__fd_reg_t *r, unsigned events, int64_t timeout_ms)
     coho__fd_waiter_t w;
     int rc;
 
-    if (atomic_load_explicit(&f->gen, memory_order_acquire) != gen0 || r->released)
+    /* One read-modify-write both checks the tenancy and publishes this coroutine's calls on the
+     * fd so far. A close on any thread increments `gen` (acq_rel) before the real close, so it
+     * reads this release: the calls the waiter made happen before the close that wakes it, and
+     * a close from another thread does not race with the call that parked here. */
+    if (atomic_fetch_or_explicit(&f->gen, 0, memory_order_acq_rel) != gen0 || r->released)
         return -EBADF;
     w.co_id = coho__co_self_id();
     w.token = coho__co_block_prepare();
