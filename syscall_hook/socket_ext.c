@@ -664,6 +664,7 @@ static int rx_loop(coho_tdp_pool_t *p, struct tdp_conn *c)
     bool read_more = true;
 
     for (;;) {
+        bool full;
         int rc;
 
         if (read_more) {
@@ -686,6 +687,10 @@ static int rx_loop(coho_tdp_pool_t *p, struct tdp_conn *c)
         c->dispatching = true;
         rc = rx_dispatch(p, c);
         c->dispatching = false;
+        /* Whether the dispatch stopped at the bound, taken before rx_flush_inline, which may
+         * park: requests freed during that park make room, and the frames left in the buffer
+         * must still be dispatched before the next read (which may never come). */
+        full = conn_is_full(p, c);
         rx_flush_inline(p, c);
         if (rc != 0) {
             p->st.protocol_errors++;
@@ -694,8 +699,8 @@ static int rx_loop(coho_tdp_pool_t *p, struct tdp_conn *c)
         if (c->broken)
             return ECONNRESET;
         /* Full: wait for room, then dispatch what the buffer still holds before reading. */
-        read_more = !conn_is_full(p, c);
-        if (!read_more && rx_wait_room(p, c) < 0)
+        read_more = !full;
+        if (full && rx_wait_room(p, c) < 0)
             return ECANCELED;
     }
 }
