@@ -264,14 +264,18 @@ long long call(Ctx &c, const char *label, bool is_fd, F &&f)
 #define CALL(c, label, expr)   call((c), (label), false, [&] { return (expr); })
 #define CALLFD(c, label, expr) call((c), (label), true, [&] { return (expr); })
 
-// Both ends of a pair, closed at the end of the scenario (in the scenario's mode).
+// Both ends of a pair, closed at the end of the scenario (in the scenario's mode), once the
+// scenario's helper threads, which may still hold them, are joined.
 struct Fds {
     int a = -1, b = -1;
+    Ctx *c = nullptr; // set by tcp_pair / unix_pair
     Fds() = default;
     Fds(const Fds &) = delete;
     Fds &operator=(const Fds &) = delete;
     ~Fds()
     {
+        if (c != nullptr)
+            c->join_helpers();
         if (a >= 0)
             close(a);
         if (b >= 0)
@@ -288,7 +292,7 @@ void tcp_pair(Ctx &c, Fds &p)
         p.a = fds[0];
         p.b = fds[1];
     }
-    (void)c;
+    p.c = &c;
 }
 
 void unix_pair(Ctx &c, Fds &p, int sndbuf = 0)
@@ -300,7 +304,7 @@ void unix_pair(Ctx &c, Fds &p, int sndbuf = 0)
         p.a = fds[0];
         p.b = fds[1];
     }
-    (void)c;
+    p.c = &c;
 }
 
 // A write from a helper thread (or setup code) that must succeed.
@@ -334,10 +338,10 @@ void recv_parks_until_the_peer_sends(Ctx &c)
     Fds p;
     tcp_pair(c, p);
     int b = p.b;
+    int64_t m0 = now_ms(); // before the helper starts its delay, so the lower bound holds
     c.later(kLateMs, [b] { put(b, "hello"); });
     char buf[64];
     uint64_t t0 = c.tick();
-    int64_t m0 = now_ms();
     long long n = CALL(c, "recv", recv(p.a, buf, sizeof(buf), 0));
     c.bytes("data", buf, n);
     c.expect_parked(t0, "recv");
@@ -1015,6 +1019,7 @@ void pipe_read_is_adopted_lazily_and_parks(Ctx &c)
     c.bytes("data", buf, n);
     c.expect_parked(t0, "read from a pipe");
     note_flags(c, "F_GETFL read end", pp[0]);
+    c.join_helpers(); // the helper wrote through pp[1]: done with it before it is closed
     CALL(c, "close write end", close(pp[1]));
     CALL(c, "read at eof", read(pp[0], buf, sizeof(buf)));
     close(pp[0]);
@@ -1051,6 +1056,7 @@ void eventfd_read_is_adopted_lazily_and_parks(Ctx &c)
     c.note("value " + std::to_string(v));
     c.expect_parked(t0, "read from an eventfd");
     CALL(c, "short read", read(efd, &v, 4));
+    c.join_helpers(); // the helper wrote to efd: done with it before it is closed
     close(efd);
     int nb = CALLFD(c, "eventfd(EFD_NONBLOCK)", eventfd(0, EFD_NONBLOCK));
     CALL(c, "read", read(nb, &v, sizeof(v)));
@@ -1583,6 +1589,7 @@ void udp_recvfrom_parks_and_reports_the_sender(Ctx &c)
     int64_t m0 = now_ms();
     CALL(c, "recvfrom times out", recvfrom(u[0], buf, sizeof(buf), 0, nullptr, nullptr));
     c.expect_took(m0, kTimeoutMs - 2, kTimeoutMs + kSlackMs, "UDP recvfrom timeout");
+    c.join_helpers(); // the helper sent from u[1]: done with it before it is closed
     close(u[0]);
     close(u[1]);
 }
@@ -2086,6 +2093,7 @@ void fortify_recv_chk_and_recvfrom_chk_park_until_data(Ctx &c)
              __recvfrom_chk(u[0], buf, runtime_len(16), sizeof(buf), 0, nullptr, nullptr));
     c.bytes("data", buf, n);
     c.expect_parked(t0, "__recvfrom_chk");
+    c.join_helpers(); // the helpers sent from u[1]: done with it before it is closed
     close(u[0]);
     close(u[1]);
 }
@@ -2444,12 +2452,12 @@ TEST(ConformanceAfterScheduler, adopted_fd_blocks_like_libc_in_a_plain_thread)
     EXPECT_EQ(arg.got, 2);
     int fl = fcntl(fds[0], F_GETFL);
     EXPECT_EQ(fl & O_NONBLOCK, 0) << "F_GETFL outside coroutines shows libc's view";
+    int64_t m0 = now_ms(); // before the peer starts its delay, so the lower bound holds
     std::thread peer([&] {
         coho_lb_sleep_ms(kLateMs);
         put(fds[1], "out");
     });
     char buf[8];
-    int64_t m0 = now_ms();
     errno = 0;
     ssize_t n = recv(fds[0], buf, sizeof(buf), 0);
     int e = errno;
