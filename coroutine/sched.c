@@ -284,9 +284,8 @@ static inline void switch_to_prepare(coho_sched_t *s, coho__co_t *co, coho__co_t
     co->saved_errno = *s->errno_loc;
     set_current(s, next);
     hook_run(co->hook_slot, next->hook_slot);
-#ifdef SCHED_TSAN
-    __tsan_switch_to_fiber(next->tsan_fiber, 0);
-#endif
+    /* No TSan fiber switch here: TSan would count this function's return against the shadow
+     * stack of `next` (see switch_to). */
 #ifdef SCHED_ASAN
     s->asan_from_sched = false;
     __sanitizer_start_switch_fiber(&co->asan_fake_stack, next->stack.lo, next->stack.size);
@@ -297,6 +296,12 @@ static inline void switch_to_prepare(coho_sched_t *s, coho__co_t *co, coho__co_t
 static inline void switch_to(coho_sched_t *s, coho__co_t *co, coho__co_t *next)
 {
     switch_to_prepare(s, co, next);
+#ifdef SCHED_TSAN
+    /* In the frame that jumps, after the last return on this stack: TSan keeps a shadow call
+     * stack per fiber, and a function that switched fibers and then returned would pop a frame
+     * of `next`'s (its stack then underflows, a crash inside TSan). */
+    __tsan_switch_to_fiber(next->tsan_fiber, 0);
+#endif
     coho__ctx_switch(&co->ctx, &next->ctx);
     arrived(co);
 }
@@ -994,7 +999,7 @@ void coho_yield(void)
             return; /* nothing else is ready and no poll is due: carry on */
         next = ready_pop(s);
         make_ready(s, co);
-#ifndef SCHED_ASAN
+#if !defined(SCHED_ASAN) && !defined(SCHED_TSAN)
         /* Nothing runs on this stack after the switch (errno and the rest are handed over in
          * switch_to_prepare), so the compiler makes it a tail call: `co` resumes straight in
          * its caller, and no return-stack entry is left behind for the next return of the
@@ -1002,7 +1007,9 @@ void coho_yield(void)
         switch_to_prepare(s, co, next);
         coho__ctx_switch(&co->ctx, &next->ctx);
 #else
-        switch_to(s, co, next); /* ASan's fiber switch must be finished after the arrival */
+        /* ASan's fiber switch must be finished after the arrival, TSan's made in the frame
+         * that jumps (switch_to). */
+        switch_to(s, co, next);
 #endif
         return;
     }
