@@ -98,6 +98,8 @@ struct coho__driver {
     size_t off_head, off_len;
     coho__offload_worker_t *off_workers; /* opts.offload_threads entries, once started */
     unsigned off_started;
+    unsigned off_alive; /* workers that have entered their loop (off_mu) */
+    pthread_cond_t off_alive_cv;
     bool off_stopping;
     bool off_shutdown;
 

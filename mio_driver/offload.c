@@ -32,6 +32,8 @@ static void *offload_worker(void *arg)
     coho__driver_t *d = w->d;
 
     pthread_mutex_lock(&d->off_mu);
+    d->off_alive++;
+    pthread_cond_broadcast(&d->off_alive_cv);
     for (;;) {
         while (!d->off_stopping && d->off_len == 0)
             pthread_cond_wait(&d->off_cv, &d->off_mu);
@@ -79,6 +81,11 @@ static int offload_start_workers(coho__driver_t *d)
         d->off_started++;
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    /* Returns only once every worker runs its own code: a thread still starting may hold libc's
+     * or a sanitizer's internal locks, which a fork right after this would leave locked in the
+     * child for good. */
+    while (d->off_alive < d->off_started)
+        pthread_cond_wait(&d->off_alive_cv, &d->off_mu);
     return d->off_started > 0 ? 0 : -rc;
 }
 
@@ -86,6 +93,8 @@ int coho__offload_init(coho__driver_t *d)
 {
     pthread_mutex_init(&d->off_mu, NULL);
     pthread_cond_init(&d->off_cv, NULL);
+    pthread_cond_init(&d->off_alive_cv, NULL);
+    d->off_alive = 0;
     d->off_ring = NULL;
     d->off_head = d->off_len = 0;
     d->off_workers = NULL;
@@ -158,6 +167,7 @@ void coho__offload_destroy(coho__driver_t *d)
     d->off_workers = NULL;
     d->off_ring = NULL;
     pthread_cond_destroy(&d->off_cv);
+    pthread_cond_destroy(&d->off_alive_cv);
     pthread_mutex_destroy(&d->off_mu);
 }
 
@@ -181,6 +191,8 @@ void coho__offload_fork_child(coho__driver_t *d)
      * running (it would never end here: the thread running it is gone). */
     pthread_mutex_init(&d->off_mu, NULL);
     pthread_cond_init(&d->off_cv, NULL);
+    pthread_cond_init(&d->off_alive_cv, NULL);
+    d->off_alive = 0;
     for (unsigned i = 0; i < d->off_started; i++) {
         coho__offload_worker_t *w = &d->off_workers[i];
         int state = atomic_load_explicit(&w->state, memory_order_acquire);
@@ -197,6 +209,9 @@ void coho__offload_fork_child(coho__driver_t *d)
             (void)coho__post_push(d, fn, w->job.arg, true);
     }
     d->off_started = 0;
-    if (d->off_len > 0 && !d->off_shutdown)
+    if (d->off_len > 0 && !d->off_shutdown) {
+        pthread_mutex_lock(&d->off_mu);
         offload_start_workers(d);
+        pthread_mutex_unlock(&d->off_mu);
+    }
 }
