@@ -4,7 +4,8 @@
 set -euo pipefail
 
 base=(cmake make g++ gcc pkg-config libcmocka-dev libgtest-dev libgmock-dev clang-format python3
-      libssl-dev libwslay-dev libhttp-parser-dev)  # the last three: libcoho_net's WebSocket
+      libssl-dev libwslay-dev libhttp-parser-dev  # libcoho_net: TLS, WebSocket
+      protobuf-compiler libprotobuf-dev libmariadb-dev)  # game/
 test_extra=(clang libclang-rt-14-dev qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross
             python3-websockets openssl)  # net/'s tests: a WebSocket client not written
                                          # here; certificates made at test time
