@@ -103,7 +103,7 @@ bench: deps-bench
 
 fuzz: deps-test
 	@CC=clang CXX=clang++ $(CMAKE) -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-	    -DCOHO_WERROR=$(WERROR) -DCOHO_BUILD_FUZZ=ON -DCOHO_BUILD_TESTS=OFF \
+	    -DCOHO_WERROR=$(WERROR) -DCOHO_BUILD_FUZZ=ON -DCOHO_BUILD_TESTS=OFF -DCOHO_BUILD_GAME=OFF \
 	    -DCOHO_BUILD_EXAMPLES=OFF -DCOHO_BUILD_LOAD=OFF >/dev/null
 	@$(CMAKE) --build build-fuzz -j $(JOBS)
 	@tools/run-fuzz.sh build-fuzz $${FUZZ_SECONDS:-20}
