@@ -69,7 +69,20 @@ static __thread chunk_pool_t tpool;
 static pthread_key_t pool_key;
 static pthread_once_t pool_key_once = PTHREAD_ONCE_INIT;
 static bool pool_key_ok;
-static size_t chunks_live;
+static size_t chunks_live;       /* chunks of every thread taken from malloc and not freed */
+static size_t chunks_live_bytes; /* their bytes */
+
+static void live_add(size_t size)
+{
+    __atomic_fetch_add(&chunks_live, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&chunks_live_bytes, size, __ATOMIC_RELAXED);
+}
+
+static void live_sub(size_t size)
+{
+    __atomic_fetch_sub(&chunks_live, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_sub(&chunks_live_bytes, size, __ATOMIC_RELAXED);
+}
 
 static void pool_drop_all(chunk_pool_t *p)
 {
@@ -82,7 +95,7 @@ static void pool_drop_all(chunk_pool_t *p)
             p->free[c] = *(void **)ch;
             CBUF_UNPOISON(ch, (size_t)1 << (c + CLASS_MIN));
             free(ch);
-            __atomic_fetch_sub(&chunks_live, 1, __ATOMIC_RELAXED);
+            live_sub((size_t)1 << (c + CLASS_MIN));
         }
         p->count[c] = 0;
     }
@@ -134,7 +147,7 @@ static void *chunk_get(chunk_pool_t *p, unsigned shift)
     }
     ch = malloc(size);
     if (ch != NULL)
-        __atomic_fetch_add(&chunks_live, 1, __ATOMIC_RELAXED);
+        live_add(size);
     return ch;
 }
 
@@ -154,7 +167,7 @@ static void chunk_put(unsigned shift, void *ch)
         return;
     }
     free(ch);
-    __atomic_fetch_sub(&chunks_live, 1, __ATOMIC_RELAXED);
+    live_sub(size);
 }
 
 int coho_cbuf_pool_get_stats(coho_cbuf_pool_stats_t *out)
@@ -172,6 +185,8 @@ int coho_cbuf_pool_get_stats(coho_cbuf_pool_stats_t *out)
         out->idle_count += p->count[c];
     out->idle_bytes = p->idle_bytes;
     out->cap_bytes = p->state == POOL_LIVE ? p->cap_bytes : 0;
+    out->process_chunks = __atomic_load_n(&chunks_live, __ATOMIC_RELAXED);
+    out->process_bytes = __atomic_load_n(&chunks_live_bytes, __ATOMIC_RELAXED);
     return 0;
 }
 
@@ -193,7 +208,7 @@ int coho_cbuf_pool_set_cap(size_t cap_bytes)
             p->idle_bytes -= size;
             CBUF_UNPOISON(ch, size);
             free(ch);
-            __atomic_fetch_sub(&chunks_live, 1, __ATOMIC_RELAXED);
+            live_sub(size);
         }
     }
     return 0;

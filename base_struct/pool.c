@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Fixed-size node pool with generation ids (contract in pool.h).
  *
- * Memory: slabs of 2^shift slots, never moved or freed before coho__pool_destroy. A slot is an
+ * Memory: slabs of 2^shift slots, never moved or unmapped before coho__pool_destroy. A slot is an
  * 8-byte header followed by the node; slab bases sit at 8 mod 16 so that every node starts on
  * a 16-byte boundary while the header costs 8 bytes, not 16:
  *
@@ -15,6 +15,13 @@
  *
  * Slots never used yet are handed out from `fresh` upwards before a new slab is allocated;
  * freed slots go on a LIFO free list (the most recently freed node is the warmest in cache).
+ *
+ * Trim (coho__pool_trim): a slab with no live node may give its memory back (MADV_DONTNEED; the
+ * slab stays mapped). Its slots leave the free list, and since the generations lived in that
+ * memory, the slab remembers the highest one (gen_floor): when it is needed again (free list
+ * empty) every slot restarts at gen_floor, above every generation any of its ids carried, so
+ * old ids stay stale. Until then a lookup of an old id reads a zero header (gen 0: no match).
+ * A slab holding a retired slot is never trimmed (it would forget the retirement).
  */
 #include "base_struct/pool.h"
 
@@ -22,6 +29,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "base_struct/pool_impl.h"
 
@@ -78,10 +86,13 @@ void coho__pool_destroy(coho__pool_t *p)
 
     if (p == NULL)
         return;
-    for (i = 0; i < p->nslabs; i++)
-        free(p->allocs[i]);
+    for (i = 0; i < p->nslabs; i++) {
+        POOL_UNPOISON(p->allocs[i], p->slab_bytes);
+        munmap(p->allocs[i], p->slab_bytes);
+    }
     free(p->slabs);
     free(p->allocs);
+    free(p->meta);
     free(p);
 }
 
@@ -89,7 +100,7 @@ void coho__pool_destroy(coho__pool_t *p)
 __attribute__((noinline, cold)) static int pool_grow(coho__pool_t *p)
 {
     size_t slots = (size_t)1 << p->shift;
-    size_t bytes = slots * p->stride + 16;
+    size_t bytes = (slots * p->stride + 16 + 4095) & ~(size_t)4095;
     char *mem;
 
     if (p->capacity >= SLOT_INDEX_LIMIT)
@@ -105,10 +116,18 @@ __attribute__((noinline, cold)) static int pool_grow(coho__pool_t *p)
         if (slabs == NULL)
             return -ENOMEM;
         p->allocs = slabs;
+        pool_slab_meta_t *meta = realloc(p->meta, cap * sizeof(*meta));
+        if (meta == NULL)
+            return -ENOMEM;
+        p->meta = meta;
         p->slabs_cap = cap;
     }
-    if (posix_memalign((void **)&mem, 64, bytes) != 0)
+    /* Its own mapping (page-aligned), so a trim can give its pages back. */
+    mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED)
         return -ENOMEM;
+    p->slab_bytes = bytes;
+    p->meta[p->nslabs] = (pool_slab_meta_t){0};
     p->allocs[p->nslabs] = mem;
     p->slabs[p->nslabs] = mem + POOL_HEADER_SIZE;
     p->nslabs++;
@@ -117,6 +136,87 @@ __attribute__((noinline, cold)) static int pool_grow(coho__pool_t *p)
         p->capacity = SLOT_INDEX_LIMIT;
     POOL_POISON(mem, bytes);
     return 0;
+}
+
+/* Puts the slots of a trimmed slab back on the free list (slot 0 first), every one at the
+ * slab's gen_floor. Cold path: only when no freed slot is left. */
+__attribute__((noinline, cold)) static void pool_revive(coho__pool_t *p)
+{
+    uint32_t i, j, slots = p->mask + 1;
+
+    for (i = 0; i < p->nslabs && !p->meta[i].trimmed; i++)
+        ;
+    if (i == p->nslabs)
+        return;
+    for (j = slots; j-- > 0;) {
+        uint32_t index = (i << p->shift) | j;
+        slot_header_t *s = pool_slot(p, index);
+
+        s->gen = p->meta[i].gen_floor;
+        s->next = p->free_head;
+        p->free_head = index;
+    }
+    p->meta[i].trimmed = false;
+    p->ntrimmed--;
+}
+
+/* Can slab i give its memory back: no live node, every slot used at least once (so all are on
+ * the free list), none retired? Sets its gen_floor. A scan of its headers, so that alloc and
+ * free keep no per-slab count (the trim is the cold path). */
+static bool slab_trimmable(coho__pool_t *p, uint32_t i)
+{
+    uint32_t j, slots = p->mask + 1, floor = 1;
+
+    if (p->meta[i].trimmed || ((uint64_t)i + 1) * slots > p->fresh)
+        return false;
+    for (j = 0; j < slots; j++) {
+        const slot_header_t *s = pool_slot(p, (i << p->shift) | j);
+
+        if (s->next == SLOT_RETIRED || s->next == SLOT_LIVE)
+            return false;
+        if (s->gen > floor)
+            floor = s->gen;
+    }
+    p->meta[i].gen_floor = floor;
+    return true;
+}
+
+size_t coho__pool_trim(coho__pool_t *p)
+{
+    uint32_t i, index, *link;
+    size_t n = 0;
+
+    for (i = 1; i < p->nslabs; i++) {
+        if (slab_trimmable(p, i)) {
+            p->meta[i].trimmed = true;
+            p->meta[i].releasing = true;
+            n++;
+        }
+    }
+    if (n == 0)
+        return 0;
+    /* The free list without the slots of trimmed slabs, in its order. */
+    link = &p->free_head;
+    for (index = p->free_head; index != SLOT_END;) {
+        slot_header_t *s = pool_slot(p, index);
+        uint32_t next = s->next;
+
+        if (!p->meta[index >> p->shift].trimmed) {
+            *link = index;
+            link = &s->next;
+        }
+        index = next;
+    }
+    *link = SLOT_END;
+    /* Only now: the walk above read the links of the slots being dropped. */
+    for (i = 1; i < p->nslabs; i++) {
+        if (p->meta[i].releasing) {
+            madvise(p->allocs[i], p->slab_bytes, MADV_DONTNEED);
+            p->meta[i].releasing = false;
+        }
+    }
+    p->ntrimmed += (uint32_t)n;
+    return n;
 }
 
 uint64_t coho__pool_alloc(coho__pool_t *p, void **node, int *err)
@@ -130,6 +230,8 @@ uint64_t coho__pool_alloc(coho__pool_t *p, void **node, int *err)
             *err = -EAGAIN;
         return 0;
     }
+    if (p->free_head == SLOT_END && p->ntrimmed > 0)
+        pool_revive(p);
     if (p->free_head != SLOT_END) {
         index = p->free_head;
         s = pool_slot(p, index);
@@ -196,7 +298,13 @@ void coho__pool_for_each(const coho__pool_t *p, void (*fn)(uint64_t id, void *no
     uint64_t i;
 
     for (i = 0; i < p->fresh; i++) {
-        slot_header_t *s = pool_slot(p, (uint32_t)i);
+        slot_header_t *s;
+
+        if (p->meta[i >> p->shift].trimmed) { /* no live node, and its memory is gone */
+            i |= p->mask;
+            continue;
+        }
+        s = pool_slot(p, (uint32_t)i);
 
         if (s->next == SLOT_LIVE)
             fn(make_id(s->gen, (uint32_t)i), slot_node(s), arg);

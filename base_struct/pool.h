@@ -37,6 +37,12 @@ void *coho__pool_get(const coho__pool_t *p, uint64_t id);
 /* Frees the node of `id`. Returns 0, or -ENOENT for a stale or unknown id (nothing changes). */
 int coho__pool_free(coho__pool_t *p, uint64_t id);
 
+/* Gives the memory of every slab without a live node back to the kernel (MADV_DONTNEED),
+ * except the first slab, which stays resident. Ids of such a slab stay stale; its slots are
+ * reused (memory faulted back) only once no other freed slot is left. O(slabs + free slots):
+ * meant for an idle moment, not for every free. Returns the number of slabs given back. */
+size_t coho__pool_trim(coho__pool_t *p);
+
 /* Number of live nodes. */
 size_t coho__pool_count(const coho__pool_t *p);
 

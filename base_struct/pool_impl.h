@@ -4,6 +4,7 @@
 #ifndef COHO_BASE_STRUCT_POOL_IMPL_H
 #define COHO_BASE_STRUCT_POOL_IMPL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -20,9 +21,19 @@ typedef struct slot_header {
     uint32_t next;
 } slot_header_t;
 
+/* Per slab: whether its memory was given back (coho__pool_trim). */
+typedef struct pool_slab_meta {
+    uint32_t gen_floor; /* trimmed: the generation every slot gets when the slab is reused */
+    bool trimmed;
+    bool releasing; /* inside coho__pool_trim: given back at its end */
+} pool_slab_meta_t;
+
 struct coho__pool {
     char **slabs;  /* slot 0 of each slab (8 mod 16) */
-    char **allocs; /* what malloc returned for each slab */
+    char **allocs; /* the mapping of each slab (slab_bytes, page-aligned) */
+    pool_slab_meta_t *meta;
+    size_t slab_bytes;
+    uint32_t ntrimmed; /* slabs whose memory was given back */
     uint32_t nslabs;
     uint32_t slabs_cap;
     uint32_t shift;   /* log2(slots per slab) */

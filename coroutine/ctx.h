@@ -37,11 +37,22 @@ void coho__ctx_switch(coho__ctx_t *from, coho__ctx_t *to);
  * on the core (coroutine/README.md "Context switch"). */
 enum { COHO__CTX_FP_COMPARE = 0, COHO__CTX_FP_RELOAD = 1 };
 
-/* The policy in force, set once at load time from coho__ctx_fp_policy_default(). Tests and
- * benchmarks may set it while no context other than the caller's is between switches. */
+/* The policy in force, set once at load time by coho__ctx_fp_policy_choose() from the
+ * environment variable COHO_CTX_FP. Tests and benchmarks may set it while no context other than
+ * the caller's is between switches. */
 extern int coho__ctx_fp_policy;
 
 /* The cheaper policy for this CPU, by vendor and family (per-architecture, in the .S). */
 int coho__ctx_fp_policy_default(void);
+
+/* "compare" -> COHO__CTX_FP_COMPARE, "reload" -> COHO__CTX_FP_RELOAD; -1 for anything else
+ * (NULL included). */
+int coho__ctx_fp_policy_parse(const char *value);
+
+/* The policy for a process whose COHO_CTX_FP is `env_value` (NULL: unset): the forced one when
+ * it parses, else coho__ctx_fp_policy_default(); a value that does not parse is reported on
+ * stderr (naming the value and the default used) and ignored. aarch64 accepts either value and
+ * always compares FPCR. */
+int coho__ctx_fp_policy_choose(const char *env_value);
 
 #endif /* COHO_COROUTINE_CTX_H */

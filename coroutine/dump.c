@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The live dump: one log line per coroutine of a scheduler (coho_sched_dump, and SIGUSR2 when a
- * scheduler opts in), and the coroutine counts (coho_sched_get_stats). */
+ * scheduler opts in; coho_sched_dump_to hands the lines to a callback), and the coroutine counts
+ * (coho_sched_get_stats). */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -9,11 +10,6 @@
 #include "coroutine/internal.h"
 #include "coroutine/sched_impl.h"
 #include "log/check.h"
-
-typedef struct dump_ctx {
-    coho_sched_t *s;
-    uint64_t now_ms;
-} dump_ctx_t;
 
 /* Formats what a parked coroutine waits on from its wait note. The note is two stores on the
  * waiter's path (coho__co_wait_note), so the formatting happens here, steered by the label's
@@ -39,12 +35,28 @@ static void wait_format(char *out, size_t len, const char *what, int64_t detail)
         snprintf(out, len, "%s", what);
 }
 
+typedef struct dump_ctx {
+    coho_sched_t *s;
+    uint64_t now_ms;
+    void (*line)(void *arg, const char *text, size_t len); /* NULL: the log */
+    void *arg;
+} dump_ctx_t;
+
+static void dump_emit(const dump_ctx_t *d, const char *text)
+{
+    if (d->line == NULL)
+        coho_log_info("%s", text);
+    else
+        d->line(d->arg, text, strlen(text));
+}
+
 static void dump_one(uint64_t id, void *node, void *arg)
 {
     const coho__co_t *co = node;
     const dump_ctx_t *d = arg;
     char entry[32];
     char wait[128];
+    char text[512];
     size_t hw = co->has_stack ? coho__stack_high_water(&co->stack) : 0;
 
     if (co->entry_name == NULL)
@@ -57,25 +69,58 @@ static void dump_one(uint64_t id, void *node, void *arg)
         wait_format(what, sizeof(what), co->wait_what, co->wait_detail);
         snprintf(wait, sizeof(wait), " waits on %s for %" PRIu64 " ms", what, since);
     }
-    coho_log_info("coroutine %" PRIu64 " (%s, entry %s) %s%s%s%s%s, stack %zu of %zu KiB used%s",
-                  id, co->name[0] != '\0' ? co->name : "unnamed",
-                  co->entry_name != NULL ? co->entry_name : entry, coho__co_state_name(co->state),
-                  wait, co->daemon ? ", daemon" : "", co->detached ? ", detached" : "",
-                  co->cancelled ? ", cancelled" : "", hw / 1024, (co->stack_nominal + 1023) / 1024,
-                  co->stack.guarded ? " (guarded)" : "");
+    snprintf(text, sizeof(text),
+             "coroutine %" PRIu64 " (%s, entry %s) %s%s%s%s%s, stack %zu of %zu KiB used%s", id,
+             co->name[0] != '\0' ? co->name : "unnamed",
+             co->entry_name != NULL ? co->entry_name : entry, coho__co_state_name(co->state), wait,
+             co->daemon ? ", daemon" : "", co->detached ? ", detached" : "",
+             co->cancelled ? ", cancelled" : "", hw / 1024, (co->stack_nominal + 1023) / 1024,
+             co->stack.guarded ? " (guarded)" : "");
+    dump_emit(d, text);
+}
+
+static void dump_run(coho_sched_t *s, dump_ctx_t *d)
+{
+    char text[256];
+    size_t fds, timers;
+
+    d->s = s;
+    d->now_ms = coho__driver_update_now(s->driver);
+    coho__driver_counts(s->driver, &fds, &timers);
+    /* The switch count last: coho-top reads switches/s off successive dumps. */
+    snprintf(text, sizeof(text),
+             "scheduler %p: %zu coroutines (%zu unfinished, %zu user, %zu ready), %zu fds "
+             "watched, %zu timers armed, %" PRIu64 " switches",
+             (void *)s, coho__pool_count(s->pool), s->live, s->user_live, s->ready_count, fds,
+             timers, (uint64_t)(s->resumes_done + (s->budget_start - s->poll_budget)));
+    dump_emit(d, text);
+    coho__pool_for_each(s->pool, dump_one, d);
 }
 
 void coho_sched_dump(coho_sched_t *s)
 {
-    dump_ctx_t d;
+    dump_ctx_t d = {0};
 
     COHO_CHECK(s != NULL && coho__sched_current() == s,
                "coho_sched_dump: scheduler %p belongs to another thread", (void *)s);
-    d.s = s;
-    d.now_ms = coho__driver_update_now(s->driver);
-    coho_log_info("scheduler %p: %zu coroutines (%zu unfinished, %zu user, %zu ready)", (void *)s,
-                  coho__pool_count(s->pool), s->live, s->user_live, s->ready_count);
-    coho__pool_for_each(s->pool, dump_one, &d);
+    dump_run(s, &d);
+}
+
+int coho_sched_dump_to(coho_sched_t *s, void (*line)(void *arg, const char *text, size_t len),
+                       void *arg)
+{
+    dump_ctx_t d = {0};
+
+    if (s == NULL || line == NULL) {
+        errno = EINVAL;
+        return -1;
+    }
+    COHO_CHECK(coho__sched_current() == s,
+               "coho_sched_dump_to: scheduler %p belongs to another thread", (void *)s);
+    d.line = line;
+    d.arg = arg;
+    dump_run(s, &d);
+    return 0;
 }
 
 int coho_sched_get_stats(const coho_sched_t *s, coho_sched_stats_t *out)
@@ -89,5 +134,15 @@ int coho_sched_get_stats(const coho_sched_t *s, coho_sched_stats_t *out)
     out->coroutines = coho__pool_count(s->pool);
     out->unfinished = s->live;
     out->user = s->user_live;
+    out->ready = s->ready_count;
+    out->switches = s->resumes_done + (s->budget_start - s->poll_budget);
+    out->parks_io = s->parks[COHO__PARK_IO];
+    out->parks_sleep = s->parks[COHO__PARK_SLEEP];
+    out->parks_sync = s->parks[COHO__PARK_SYNC];
+    out->parks_join = s->parks[COHO__PARK_JOIN];
+    out->parks_other = s->parks[COHO__PARK_OTHER];
+    out->wakes = s->wakes;
+    out->polls = s->polls;
+    out->timer_fires = coho__driver_timers_fired(s->driver);
     return 0;
 }

@@ -5,6 +5,8 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <malloc.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,32 +65,44 @@ static atomic_bool provider_registered;
 static coho_switch_hook_t hook_storage;
 static _Atomic(const coho_switch_hook_t *) hook_current;
 
+/* Installs and compares under a lock: threads constructing their first coho::Scheduler at once
+ * all install the same hook, while other schedulers may already be switching. */
+static pthread_mutex_t hook_mu = PTHREAD_MUTEX_INITIALIZER;
+
 int coho_set_switch_hook(const coho_switch_hook_t *h)
 {
-    const coho_switch_hook_t *cur = atomic_load(&hook_current);
+    const coho_switch_hook_t *cur;
+    int rc = 0;
 
-    if (h == NULL) {
-        atomic_store(&hook_current, NULL);
-        return 0;
-    }
-    if (h->slot_size > COHO_SWITCH_HOOK_SLOT_MAX || h->save == NULL || h->restore == NULL) {
+    if (h != NULL &&
+        (h->slot_size > COHO_SWITCH_HOOK_SLOT_MAX || h->save == NULL || h->restore == NULL)) {
         errno = EINVAL;
         return -1;
     }
-    if (cur != NULL) {
-        if (cur->save == h->save && cur->restore == h->restore && cur->slot_size == h->slot_size)
-            return 0;
-        errno = EBUSY;
+    pthread_mutex_lock(&hook_mu);
+    cur = atomic_load_explicit(&hook_current, memory_order_acquire);
+    if (h == NULL) {
+        atomic_store_explicit(&hook_current, NULL, memory_order_release);
+    } else if (cur != NULL) {
+        if (cur->save != h->save || cur->restore != h->restore || cur->slot_size != h->slot_size)
+            rc = EBUSY;
+    } else {
+        hook_storage = *h;
+        /* Release: a scheduler on another thread that sees the pointer sees the fields. */
+        atomic_store_explicit(&hook_current, &hook_storage, memory_order_release);
+    }
+    pthread_mutex_unlock(&hook_mu);
+    if (rc != 0) {
+        errno = rc;
         return -1;
     }
-    hook_storage = *h;
-    atomic_store(&hook_current, &hook_storage);
     return 0;
 }
 
 static inline void hook_run(void *out_slot, void *in_slot)
 {
-    const coho_switch_hook_t *h = atomic_load_explicit(&hook_current, memory_order_relaxed);
+    /* Acquire (a plain load on x86): pairs with the release of coho_set_switch_hook. */
+    const coho_switch_hook_t *h = atomic_load_explicit(&hook_current, memory_order_acquire);
 
     if (__builtin_expect(h != NULL, 0)) {
         h->save(out_slot);
@@ -369,8 +383,57 @@ static __attribute__((noinline)) bool poll_is_due(coho_sched_t *s)
 {
     if (SCHED_POLL_NS == 0 || coho__mono_ns() - s->last_poll_ns >= SCHED_POLL_NS)
         return true;
+#if COHO_SCHED_COUNTERS
+    /* The spent budget goes to the resume counter; the new one already holds this resume. */
+    s->resumes_done += s->budget_start;
+#endif
+    s->budget_start = SCHED_CLOCK_EVERY;
     s->poll_budget = SCHED_CLOCK_EVERY - 1;
     return false;
+}
+
+/* After a poll: a full budget, the spent one counted. */
+static inline void budget_restart(coho_sched_t *s)
+{
+#if COHO_SCHED_COUNTERS
+    s->resumes_done += s->budget_start - s->poll_budget;
+#endif
+    s->budget_start = SCHED_CLOCK_EVERY;
+    s->poll_budget = SCHED_CLOCK_EVERY;
+}
+
+#if COHO_SCHED_COUNTERS
+#    define SCHED_COUNT(x) ((x)++)
+#else
+#    define SCHED_COUNT(x) ((void)0)
+#endif
+
+/* What a park waits on, from the label of coho__co_wait_note (coroutine/README.md lists them):
+ * the first two characters tell the labels apart, so a park pays a load or two and a jump. */
+static inline unsigned park_reason(const char *what)
+{
+    if (what == NULL)
+        return COHO__PARK_OTHER;
+    switch (what[0]) {
+    case 'r': /* read fd=, read/write fd= */
+    case 'p': /* poll nfds= */
+    case 'f': /* fd read lock fd=, fd write lock fd= */
+    case 'd': /* dns */
+        return COHO__PARK_IO;
+    case 'w': /* write fd= | waitgroup@ */
+        return what[1] == 'r' ? COHO__PARK_IO : COHO__PARK_SYNC;
+    case 's': /* sleep | sem@ */
+        return what[1] == 'l'   ? COHO__PARK_SLEEP
+               : what[1] == 'e' ? COHO__PARK_SYNC
+                                : COHO__PARK_OTHER;
+    case 'm': /* mutex@ */
+    case 'c': /* cond@, chan send@, chan recv@ */
+        return COHO__PARK_SYNC;
+    case 'j': /* join */
+        return COHO__PARK_JOIN;
+    default:
+        return COHO__PARK_OTHER;
+    }
 }
 
 /* Counts one resume; false when the driver must be polled first. */
@@ -407,6 +470,7 @@ static void wait_end(coho_sched_t *s, coho__co_t *co, int result)
     co->wait_open = false;
     co->wake_result = result;
     if (co->state == COHO__CO_PARKED) {
+        SCHED_COUNT(s->wakes);
         if (coho__timer_is_active(&co->timer))
             coho__timer_stop(s->driver, &co->timer);
         make_ready(s, co);
@@ -433,7 +497,19 @@ static void keys_run_destructors(coho__co_t *co);
 
 /* The stack decay (coroutine/stack.h): idle stacks beyond idle_stacks_max go back to the kernel
  * once they have been idle for the decay time; the timer is armed only while there are such
- * stacks, so an idle scheduler sleeps. */
+ * stacks, so an idle scheduler sleeps. Its last step also trims the coroutine pool: slabs of
+ * records with no live coroutine left go back as well (base_struct/pool.h). */
+/* The last decay step: the burst is over. Its coroutine records go back too (the node pool's
+ * empty slabs), and so do the freed descriptors of the stack slabs the decay unmapped, which
+ * malloc keeps in the middle of its heap (about 48 bytes a stack: 5 MB after 10^5). */
+static void decay_done(coho_sched_t *s)
+{
+    coho__pool_trim(s->pool);
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+}
+
 static void stack_decay_fired(coho__timer_t *t)
 {
     coho_sched_t *s = t->data;
@@ -442,6 +518,8 @@ static void stack_decay_fired(coho__timer_t *t)
 
     if (next >= 0)
         coho__timer_start(s->driver, &s->stack_decay, next > 0 ? (uint64_t)next : 1, 0, 0);
+    else
+        decay_done(s);
 }
 
 /* Frees what a finished or dropped coroutine holds besides its pool node. */
@@ -686,6 +764,7 @@ coho_sched_t *coho_sched_create(const coho_sched_opts_t *o)
     }
     s->stack_decay_ms = so.decay_ms;
     s->poll_budget = SCHED_CLOCK_EVERY; /* both carry over from one run() to the next */
+    s->budget_start = SCHED_CLOCK_EVERY;
     s->last_poll_ns = coho__mono_ns();
     coho__timer_init(&s->stack_decay, stack_decay_fired, s);
     coho__stack_pool_set_now(s->stacks, coho__driver_now_ms(s->driver));
@@ -701,6 +780,7 @@ coho_sched_t *coho_sched_create(const coho_sched_opts_t *o)
     if (!atomic_exchange(&provider_registered, true))
         coho__log_set_id_provider(coho__co_self_id);
     tls_sched = s;
+    coho__debug_register(s);
     return s;
 
 fail_signal:
@@ -793,7 +873,8 @@ int coho_sched_run(coho_sched_t *s)
         if (s->draining && s->live == 0)
             break;
         rc = coho__driver_run_once(s->driver, s->ready_count > 0 ? 0 : -1);
-        s->poll_budget = SCHED_CLOCK_EVERY;
+        SCHED_COUNT(s->polls);
+        budget_restart(s);
         s->last_poll_ns = coho__mono_ns();
         coho__stack_pool_set_now(s->stacks, coho__driver_now_ms(s->driver));
         if (rc < 0 && rc != -EINTR)
@@ -841,6 +922,7 @@ void coho_sched_destroy(coho_sched_t *s)
         return;
     check_thread(s, "coho_sched_destroy");
     COHO_CHECK(!s->running, "coho_sched_destroy: scheduler %p is running", (void *)s);
+    coho__debug_unregister(s);
     for (i = 0; i < DESTROY_CBS_MAX; i++) {
         void (*fn)(coho_sched_t *) = atomic_load(&destroy_cbs[i]);
 
@@ -955,6 +1037,7 @@ int coho__co_block(int64_t timeout_ms)
     }
     co->state = COHO__CO_PARKED;
     co->wait_since_ms = coho__driver_now_ms(s->driver);
+    SCHED_COUNT(s->parks[park_reason(co->wait_what)]);
     co_leave(s, co);
     co->woken = false;
     co->wait_what = NULL;
@@ -978,6 +1061,11 @@ int coho__co_wake(uint64_t co_id, uint64_t token, int result)
 }
 
 /* ---- public coroutine calls ------------------------------------------------------------------ */
+
+coho_sched_t *coho_sched_current(void)
+{
+    return tls_sched;
+}
 
 uint64_t coho_self(void)
 {

@@ -25,6 +25,23 @@ enum coho__co_state {
     COHO__CO_DONE,      /* returned from its entry; waits to be joined (stack already freed) */
 };
 
+/* Why a coroutine parked (coho_sched_stats_t's parks_*), from its wait label (sched.c,
+ * park_reason). */
+enum coho__park_reason {
+    COHO__PARK_IO,
+    COHO__PARK_SLEEP,
+    COHO__PARK_SYNC,
+    COHO__PARK_JOIN,
+    COHO__PARK_OTHER,
+    COHO__PARK_REASONS
+};
+
+/* The scheduler counters (coho_sched_get_stats) are compiled in unless COHO_SCHED_COUNTERS is
+ * defined to 0, which exists only to measure what they cost (bench/RESULTS.md). */
+#ifndef COHO_SCHED_COUNTERS
+#    define COHO_SCHED_COUNTERS 1
+#endif
+
 typedef struct coho__key_value {
     void *value;
     uint32_t seq; /* the key's sequence number when the value was set */
@@ -88,8 +105,16 @@ typedef struct coho_sched {
     coho_list_t ready;
     size_t ready_count;
     coho__co_t *current;
-    coho__co_t *left;      /* the coroutine that last switched back to the scheduler's stack */
-    unsigned poll_budget;  /* resumes left before the clock is read (sched.c, may_resume) */
+    coho__co_t *left;     /* the coroutine that last switched back to the scheduler's stack */
+    unsigned poll_budget; /* resumes left before the clock is read (sched.c, may_resume) */
+    /* Counters. Resumes cost nothing where they happen: they are the spent part of the poll
+     * budget (budget_start - poll_budget), added to resumes_done whenever the budget starts
+     * over. */
+    unsigned budget_start; /* poll_budget when the current budget started */
+    uint64_t resumes_done; /* resumes of the budgets before the current one */
+    uint64_t parks[COHO__PARK_REASONS];
+    uint64_t wakes;
+    uint64_t polls;
     uint64_t last_poll_ns; /* CLOCK_MONOTONIC after the last poll of the driver */
     bool asan_from_sched;  /* the switch in progress leaves the scheduler's stack */
     size_t live;           /* coroutines not finished */
@@ -107,6 +132,7 @@ typedef struct coho_sched {
     size_t asan_stack_size;
     void *asan_fake_stack;
     void *tsan_fiber;
+    struct coho_sched *debug_next; /* the debugger's registry of schedulers (debug.c) */
     struct {
         void (*fn)(void *);
         const char *name; /* NULL: dladdr found no symbol */
@@ -130,5 +156,10 @@ void coho__overflow_uninstall(struct coho_sched *s);
 /* Formats "coroutine <id> (<name>, entry <symbol>) overflowed its <N> KiB stack" into
  * buf[len] (async-signal-safe; NUL-terminated, cut to fit). Returns the length. */
 size_t coho__overflow_format(char *buf, size_t len, const coho__co_t *co);
+
+/* Adds `s` to / removes it from the registry of live schedulers a debugger walks
+ * (tools/coho-gdb.py; debug.c). A mutex per create and destroy, nothing per switch. */
+void coho__debug_register(struct coho_sched *s);
+void coho__debug_unregister(struct coho_sched *s);
 
 #endif /* COHO_COROUTINE_SCHED_IMPL_H */

@@ -43,6 +43,7 @@ typedef struct slot {
     uint64_t idle_since_ms;            /* the pool's clock when it was put back (hot) */
     unsigned index;
     unsigned char state;
+    bool drop_pending; /* made cold by the decay step running now; memory not given back yet */
 } slot_t;
 
 /*
@@ -74,8 +75,10 @@ struct slab {
     size_t usable;
     unsigned cls; /* index of its size class in the pool */
     unsigned count;
-    unsigned cold; /* slots in SLOT_COLD: all of them -> the decay unmaps the slab */
-    int reg;       /* index in the guard registry, -1 if none */
+    unsigned cold;          /* slots in SLOT_COLD: all of them -> the decay unmaps the slab */
+    int reg;                /* index in the guard registry, -1 if none */
+    coho_list_t decay_link; /* in the decay step's list of slabs with drops pending */
+    bool decay_pending;
     slot_t slots[];
 };
 
@@ -91,8 +94,9 @@ struct coho__stack_pool {
     size_class_t *classes;
     unsigned nclasses, cap_classes;
     coho_list_t slabs;
-    unsigned guarded;  /* guarded slots mapped (live or free) */
-    unsigned idle_hot; /* free slots kept resident */
+    unsigned guarded;    /* guarded slots mapped (live or free) */
+    unsigned idle_hot;   /* free slots kept resident */
+    unsigned idle_limit; /* idle slots the decay leaves alone for good (idle_limit()) */
     unsigned live;
     uint64_t now_ms;   /* coho__stack_pool_set_now: stamps the slots put back */
     size_t last_size;  /* the size of the last coho__stack_get (0: none yet) ... */
@@ -130,6 +134,7 @@ void coho__stack_pool_opts_init(coho__stack_pool_opts_t *o)
     o->guarded_max = 8192;
     o->idle_keep = 64;
     o->decay_ms = 1000;
+    o->keep_decay_ms = 3000;
 }
 
 coho__stack_pool_t *coho__stack_pool_create(const coho__stack_pool_opts_t *o)
@@ -153,6 +158,9 @@ coho__stack_pool_t *coho__stack_pool_create(const coho__stack_pool_opts_t *o)
     p->o = *o;
     p->o.stack_size = round_page(o->stack_size);
     p->o.guard_size = o->guard_size == 0 ? page_size() : round_page(o->guard_size);
+    if (p->o.keep_decay_ms != 0 && p->o.keep_decay_ms < p->o.decay_ms)
+        p->o.keep_decay_ms = p->o.decay_ms; /* the budget never decays before the surplus */
+    p->idle_limit = p->o.keep_decay_ms != 0 && p->o.decay_ms != 0 ? 0 : p->o.idle_keep;
     coho_list_init(&p->slabs);
     return p;
 }
@@ -386,6 +394,13 @@ static void slot_make_cold(size_class_t *cls, slot_t *slot)
     coho_list_push_back(&cls->cold, &slot->link);
 }
 
+/* Idle stacks the decay leaves alone for good: idle_keep, or none when the budget decays too
+ * (keep_decay_ms), the decay being off (decay_ms 0) or not. */
+static inline unsigned idle_limit(const coho__stack_pool_t *p)
+{
+    return p->idle_limit;
+}
+
 bool coho__stack_put(coho__stack_pool_t *p, coho__stack_t *st)
 {
     slot_t *slot = st->internal_;
@@ -404,7 +419,7 @@ bool coho__stack_put(coho__stack_pool_t *p, coho__stack_t *st)
     slot->idle_since_ms = p->now_ms;
     p->idle_hot++;
     coho_list_push_front(&cls->hot, &slot->link);
-    return p->idle_hot > p->o.idle_keep;
+    return p->idle_hot > idle_limit(p);
 }
 
 void coho__stack_pool_set_now(coho__stack_pool_t *p, uint64_t now_ms)
@@ -425,18 +440,57 @@ static void slab_release(coho__stack_pool_t *p, slab_t *s)
     free(s);
 }
 
+/* Gives back the memory of the slots of `s` the decay step made cold, one madvise per run of
+ * adjacent ones (a guarded run spans its guards, which hold no page; an unguarded run's
+ * shared edge pages follow slot_drop's rule). */
+static void slab_drop_pending(slab_t *s)
+{
+    size_t pg = page_size();
+    unsigned a = 0;
+
+    while (a < s->count) {
+        unsigned b;
+        unsigned char *start, *end;
+
+        if (!s->slots[a].drop_pending) {
+            a++;
+            continue;
+        }
+        for (b = a; b + 1 < s->count && s->slots[b + 1].drop_pending; b++)
+            ;
+        if (s->guard != 0) {
+            start = slot_lo(s, a);
+            end = slot_lo(s, b) + s->usable;
+        } else {
+            unsigned char *p_a = s->base + (size_t)a * s->stride;
+            unsigned char *p_b1 = s->base + (size_t)(b + 1) * s->stride;
+
+            start = slot_is_cold(s, (long)a - 1) ? p_a : p_a + pg;
+            end = slot_is_cold(s, (long)b + 1) ? p_b1 + pg : p_b1;
+        }
+        madvise(start, (size_t)(end - start), MADV_DONTNEED);
+        for (; a <= b; a++)
+            s->slots[a].drop_pending = false;
+    }
+    s->decay_pending = false;
+}
+
 int64_t coho__stack_pool_decay(coho__stack_pool_t *p, uint64_t now_ms, unsigned max)
 {
     int64_t next = -1;
     unsigned done = 0;
+    coho_list_t pending;
 
+    coho_list_init(&pending);
     p->now_ms = now_ms;
-    for (unsigned c = 0; c < p->nclasses && p->idle_hot > p->o.idle_keep; c++) {
+    for (unsigned c = 0; c < p->nclasses && p->idle_hot > idle_limit(p); c++) {
         size_class_t *cls = &p->classes[c];
 
-        while (p->idle_hot > p->o.idle_keep && !coho_list_is_empty(&cls->hot)) {
+        while (p->idle_hot > idle_limit(p) && !coho_list_is_empty(&cls->hot)) {
             slot_t *slot = coho_list_entry(cls->hot.prev, slot_t, link); /* the oldest */
-            uint64_t due = slot->idle_since_ms + p->o.decay_ms;
+            /* Beyond idle_keep: decay_ms; within it (once the surplus is gone): keep_decay_ms. */
+            uint64_t due = slot->idle_since_ms +
+                           (p->idle_hot > p->o.idle_keep ? p->o.decay_ms : p->o.keep_decay_ms);
             slab_t *s = slot->slab;
 
             if (due > now_ms) {
@@ -444,17 +498,35 @@ int64_t coho__stack_pool_decay(coho__stack_pool_t *p, uint64_t now_ms, unsigned 
                     next = (int64_t)(due - now_ms);
                 break;
             }
-            if (done == max)
-                return 0;
+            if (done == max) {
+                next = 0;
+                goto out;
+            }
             coho_list_del(&slot->link);
             p->idle_hot--;
-            slot_make_cold(cls, slot);
+            /* Cold now, its memory given back below, a run of neighbours at once, or with
+             * the whole slab when all its slots are cold (then no madvise at all). */
+            slot->state = SLOT_COLD;
+            slot->drop_pending = true;
+            s->cold++;
+            coho_list_push_back(&cls->cold, &slot->link);
             done++;
-            if (s->cold == s->count)
+            if (s->cold == s->count) {
+                if (s->decay_pending)
+                    coho_list_del(&s->decay_link);
                 slab_release(p, s);
+            } else if (!s->decay_pending) {
+                s->decay_pending = true;
+                coho_list_push_back(&pending, &s->decay_link);
+            }
         }
     }
-    return p->idle_hot > p->o.idle_keep ? next : -1;
+    if (p->idle_hot <= idle_limit(p))
+        next = -1;
+out:
+    while (!coho_list_is_empty(&pending))
+        slab_drop_pending(coho_list_entry(coho_list_pop_front(&pending), slab_t, decay_link));
+    return next;
 }
 
 void coho__stack_pool_destroy(coho__stack_pool_t *p)

@@ -23,16 +23,20 @@ typedef struct coho__stack {
 } coho__stack_t;
 
 typedef struct coho__stack_pool_opts {
-    size_t stack_size;    /* default usable size per stack, rounded up to pages */
-    size_t guard_size;    /* bytes of PROT_NONE guard, rounded up to pages (>= 1 page) */
-    unsigned guarded_max; /* stacks with a guard at most (default 8192); beyond: canary */
-    unsigned idle_keep;   /* idle stacks kept resident; beyond: given back by the decay */
-    unsigned decay_ms;    /* an idle stack beyond idle_keep is given back once it has been idle
-                             this long (coho__stack_pool_decay); 0: at once, in the put */
+    size_t stack_size;      /* default usable size per stack, rounded up to pages */
+    size_t guard_size;      /* bytes of PROT_NONE guard, rounded up to pages (>= 1 page) */
+    unsigned guarded_max;   /* stacks with a guard at most (default 8192); beyond: canary */
+    unsigned idle_keep;     /* idle stacks kept resident; beyond: given back by the decay */
+    unsigned decay_ms;      /* an idle stack beyond idle_keep is given back once it has been idle
+                               this long (coho__stack_pool_decay); 0: at once, in the put */
+    unsigned keep_decay_ms; /* once at most idle_keep stacks are idle, each of them is given
+                               back after it has been idle this long (at least decay_ms), so an
+                               idle program returns to its size before a burst; 0: the
+                               idle_keep stacks stay resident for good. Needs decay_ms != 0. */
 } coho__stack_pool_opts_t;
 
 /* Fills defaults: 128 KiB (x4 in sanitizer builds), 1 page guard, 8192 guarded, 64 idle,
- * 1000 ms decay. */
+ * 1000 ms decay, 3000 ms decay of the idle_keep stacks. */
 void coho__stack_pool_opts_init(coho__stack_pool_opts_t *o);
 
 /* Creates a pool (NULL `o`: defaults). Returns NULL with errno EINVAL (stack_size 0 or over
@@ -51,8 +55,9 @@ int coho__stack_get(coho__stack_pool_t *p, size_t size, coho__stack_t *out);
 
 /* Returns a stack to the pool for reuse (pass the descriptor coho__stack_get filled). It stays
  * resident and is reused first (most recently put, first taken), stamped with the pool's clock
- * (coho__stack_pool_set_now). Returns true when more than idle_keep stacks are idle, so a
- * coho__stack_pool_decay call has work once they have been idle for decay_ms. With decay_ms 0,
+ * (coho__stack_pool_set_now). Returns true when more than idle_keep stacks are idle (any idle
+ * stack when keep_decay_ms is set), so a coho__stack_pool_decay call has work once they have
+ * been idle for decay_ms (keep_decay_ms). With decay_ms 0,
  * a stack beyond idle_keep is given back at once instead (and false is returned). O(1); no
  * system call unless decay_ms is 0. */
 bool coho__stack_put(coho__stack_pool_t *p, coho__stack_t *s);
@@ -63,10 +68,11 @@ void coho__stack_pool_set_now(coho__stack_pool_t *p, uint64_t now_ms);
 
 /* The decay: sets the clock to `now_ms`, then, while more than idle_keep stacks are idle,
  * gives back the memory (MADV_DONTNEED) of those idle for decay_ms or longer, oldest first, at
- * most `max` per call; a slab left with no live or resident stack is unmapped (its maps and
- * descriptors go too). Returns -1 when at most idle_keep stacks are idle (nothing to wait for),
- * 0 when `max` stopped it with more due, else the ms until the next idle stack beyond
- * idle_keep is due. */
+ * most `max` per call; then, with keep_decay_ms set, those of the rest idle for keep_decay_ms
+ * or longer. Adjacent stacks go in one madvise; a slab left with no live or resident stack is
+ * unmapped instead (its maps and descriptors go too). Returns -1 when nothing is left to wait
+ * for (no idle stack, or at most idle_keep without keep_decay_ms), 0 when `max` stopped it
+ * with more due, else the ms until the next idle stack is due. */
 int64_t coho__stack_pool_decay(coho__stack_pool_t *p, uint64_t now_ms, unsigned max);
 
 /* False when the canary word of an unguarded stack was overwritten (always true when guarded).

@@ -6,13 +6,15 @@
 #ifndef COHO_H
 #define COHO_H
 
-/* Each part of the API lives in its own file under include/coho/. */
+/* Each part of the API lives in its own file under include/coho/. socket_ext (coho_tdp_*,
+ * coho_sock_*) is part of libcoho_net: include <coho/net.h> and link coho::net (coho-net.pc). */
 #include "coho/cbuf.h"
 #include "coho/common.h"
 #include "coho/hook.h"
+#include "coho/idpool.h"
+#include "coho/list.h"
 #include "coho/log.h"
 #include "coho/sched.h"
-#include "coho/socket_ext.h"
 #include "coho/sync.h"
 #include "coho/version.h"
 

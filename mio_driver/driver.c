@@ -46,6 +46,11 @@ static inline uint64_t ns_to_tick_floor(const coho__driver_t *d, uint64_t ns)
     return ns <= d->base_ns ? 0 : (ns - d->base_ns) / d->tick_ns;
 }
 
+uint64_t coho__driver_timers_fired(const coho__driver_t *d)
+{
+    return d->timers_fired;
+}
+
 uint64_t coho__driver_now_ms(const coho__driver_t *d)
 {
     return d->now_ns / COHO__NS_PER_MS;
@@ -55,6 +60,16 @@ uint64_t coho__driver_update_now(coho__driver_t *d)
 {
     d->now_ns = coho__mono_ns();
     return d->now_ns / COHO__NS_PER_MS;
+}
+
+void coho__driver_counts(const coho__driver_t *d, size_t *fds, size_t *timers)
+{
+    size_t n = 0;
+
+    for (size_t fd = 0; fd < d->nfds; fd++)
+        n += d->fds[fd].io != NULL;
+    *fds = n;
+    *timers = coho__wheel_count(&d->wheel);
 }
 
 /* ---- timer groups ---- */
@@ -282,6 +297,7 @@ static void fire_due(void *ctx, coho_list_t *due, uint64_t tick)
             t->owner = NULL;
         }
         d->ncb++;
+        d->timers_fired++;
         t->cb(t); /* may free t: not touched afterwards */
     }
 }

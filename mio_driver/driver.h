@@ -61,8 +61,16 @@ void coho__driver_shutdown(coho__driver_t *d);
 /* The monotonic time in ms cached at the start of the current iteration. */
 uint64_t coho__driver_now_ms(const coho__driver_t *d);
 
+/* Timer callbacks the driver has run since it was created (one-shot and repeating, every
+ * firing counted once). Loop thread. */
+uint64_t coho__driver_timers_fired(const coho__driver_t *d);
+
 /* Re-reads CLOCK_MONOTONIC into the cache and returns it. */
 uint64_t coho__driver_update_now(coho__driver_t *d);
+
+/* For the dump: the fds registered (the driver's own eventfd and signalfd included) and the
+ * timers armed. O(highest fd registered so far); the loop's thread. */
+void coho__driver_counts(const coho__driver_t *d, size_t *fds, size_t *timers);
 
 /* ---- timers (hierarchical wheel on CLOCK_MONOTONIC; see mio_driver/README.md) ---- */
 typedef struct coho__timer coho__timer_t;

@@ -53,8 +53,9 @@ struct coho__driver {
     uint64_t base_ns; /* CLOCK_MONOTONIC ns of tick 0 */
     uint64_t now_ns;  /* cached once per iteration */
     coho__wheel_t wheel;
-    unsigned ncb; /* callbacks run in the current iteration */
-    bool in_loop; /* inside run_once: re-entering is refused */
+    unsigned ncb;          /* callbacks run in the current iteration */
+    uint64_t timers_fired; /* timer callbacks run since create (coho__driver_timers_fired) */
+    bool in_loop;          /* inside run_once: re-entering is refused */
     atomic_bool stop_flag;
     atomic_bool shut; /* coho__driver_shutdown was called: run() returns at once, for good */
 

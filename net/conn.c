@@ -5,6 +5,7 @@
  * frame), and cross-thread delivery by posts to the owning scheduler. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -13,7 +14,8 @@
 
 #include "net/internal.h"
 
-#define READ_CHUNK 16384
+#define READ_CHUNK 16384 /* bytes a read asks for inside a frame */
+#define READ_IDLE  4096  /* bytes a read asks for between frames */
 #define WRITE_IOV  64
 #define QUEUE_CAP0 8
 
@@ -441,9 +443,22 @@ int coho__conn_enqueue(struct coho_conn *c, coho__frame_t *f)
     return coho__conn_enqueue_raw(c, f);
 }
 
+/* A frame that could not be queued after part of it went out directly: the stream is cut
+ * mid-frame, so the connection ends (as when a write fails). Returns `rc`. */
+static int enqueue_broken(struct coho_conn *c, size_t sent, int rc)
+{
+    if (sent > 0) {
+        c->writer_dead = true;
+        coho__conn_stop_reading(c, ECONNABORTED);
+        shutdown(c->fd, SHUT_RDWR);
+    }
+    return rc;
+}
+
 int coho__conn_enqueue_raw(struct coho_conn *c, coho__frame_t *f)
 {
     coho_server_t *srv = c->sh->srv;
+    size_t sent = 0;
 
     if (c->closing || c->writer_dead)
         return -ENOTCONN;
@@ -459,11 +474,36 @@ int coho__conn_enqueue_raw(struct coho_conn *c, coho__frame_t *f)
             queue_drop(c);
         return -ENOBUFS;
     }
+    if (c->q_count == 0 && !c->writer_on && c->ssl == NULL && srv->o.flush_tick_ms == 0 &&
+        f->len > 0 && coho_cbuf_len(&c->rbuf) == 0) {
+        /* Nothing queued and no writer: the frame goes straight to the socket (MSG_DONTWAIT:
+         * the hooks never park), and only what the socket does not take is queued. A reply
+         * on a quiet connection costs one send, no writer coroutine. While the peer's next
+         * frames are already read (pipelined requests), replies queue instead, so the writer
+         * sends them together in one call. */
+        ssize_t w;
+        do
+            w = send(c->fd, f->data, f->len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        while (w < 0 && errno == EINTR);
+        if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            /* As when the writer's send fails: the connection is done, the frame is lost. */
+            c->writer_dead = true;
+            coho__conn_stop_reading(c, ECONNABORTED);
+            return 0;
+        }
+        if (w > 0)
+            COHO__STAT_ADD(srv, bytes_out, w);
+        if (w == (ssize_t)f->len) {
+            COHO__STAT_ADD(srv, frames_out, 1);
+            return 0;
+        }
+        sent = w > 0 ? (size_t)w : 0;
+    }
     if (c->q_count == c->q_cap) {
         unsigned cap = c->q_cap ? c->q_cap * 2 : QUEUE_CAP0;
         coho__frame_t **q = malloc(cap * sizeof(*q));
         if (q == NULL)
-            return -ENOMEM;
+            return enqueue_broken(c, sent, -ENOMEM);
         for (unsigned i = 0; i < c->q_count; i++)
             q[i] = c->q[(c->q_head + i) % c->q_cap];
         free(c->q);
@@ -474,12 +514,14 @@ int coho__conn_enqueue_raw(struct coho_conn *c, coho__frame_t *f)
     if (!c->writer_on) {
         int rc = writer_start(c);
         if (rc < 0)
-            return rc;
+            return enqueue_broken(c, sent, rc);
     }
     coho__frame_ref(f);
     c->q[(c->q_head + c->q_count) % c->q_cap] = f;
     c->q_count++;
-    c->q_bytes += f->len;
+    c->q_bytes += f->len - sent;
+    if (sent > 0)
+        c->q_off = sent; /* the queue was empty: this frame is the head */
     return 0;
 }
 
@@ -580,6 +622,8 @@ int coho__conn_spawn(coho__shard_t *sh, int fd, const struct sockaddr_storage *p
     }
     c->sh = sh;
     c->fd = fd;
+    /* Frames are whole messages written in one call each: Nagle would only delay them. */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
     c->peer = *peer;
     c->peer_len = peer_len;
     memcpy(c->addr16, addr16, 16);
@@ -680,16 +724,23 @@ static bool rate_take(struct coho_conn *c, int64_t now)
 ssize_t coho__conn_fill(struct coho_conn *c)
 {
     struct iovec iov[8];
+    size_t want;
     ssize_t r;
     int n;
 
     if (c->ssl != NULL)
         return coho__tls_fill(c);
-    n = coho_cbuf_reserve_iov(&c->rbuf, READ_CHUNK, iov, 8);
+    /* Between frames (nothing buffered) a read asks for one 4 KiB chunk: an idle connection
+     * parked here holds no more than that, and small frames still arrive many to a read.
+     * Inside a frame it asks for READ_CHUNK. */
+    want = coho_cbuf_len(&c->rbuf) == 0 ? READ_IDLE : READ_CHUNK;
+    n = coho_cbuf_reserve_iov(&c->rbuf, want, iov, 8);
     if (n < 0)
         return -errno;
     for (;;) {
-        r = readv(c->fd, iov, n);
+        /* One span (the usual case) reads with recv: readv also copies the iovec array in and
+         * takes the file position lock, which a socket does not need. */
+        r = n == 1 ? recv(c->fd, iov[0].iov_base, iov[0].iov_len, 0) : readv(c->fd, iov, n);
         if (r >= 0 || errno != EINTR)
             break;
     }
@@ -708,7 +759,7 @@ ssize_t coho__conn_fill(struct coho_conn *c)
     }
     coho_cbuf_commit(&c->rbuf, (size_t)r);
     COHO__STAT_ADD(c->sh->srv, bytes_in, r);
-    if ((size_t)r < READ_CHUNK)
+    if ((size_t)r < want)
         c->budget = 0; /* drained: the next read parks, the others run */
     return r;
 }
@@ -835,6 +886,11 @@ int coho_conn_fd(const coho_conn_t *c)
 bool coho_conn_last_is_text(const coho_conn_t *c)
 {
     return c != NULL && c->last_text;
+}
+
+size_t coho_conn_queued_bytes(const coho_conn_t *c)
+{
+    return c != NULL ? c->q_bytes : 0;
 }
 
 /* A batch of ids of one shard and the frame they get, posted to that shard's scheduler. */

@@ -185,6 +185,12 @@ struct coho_server {
 #define COHO__STAT_ADD(srv, field, n) \
     atomic_fetch_add_explicit(&(srv)->st.field, (uint64_t)(n), memory_order_relaxed)
 
+/* Removes the callback series read from `arg` (a server: coho_server_register_metrics) from
+ * every metrics registry (metrics.c); after it returns none of them reads `arg`. */
+void coho__metrics_forget(void *arg);
+/* The number of callback series of `m` read from `arg`. */
+size_t coho__metrics_count_fn(coho_metrics_t *m, void *arg);
+
 /* Admission bookkeeping of a server (server.c): a connection that ends gives its place back. */
 void coho__server_release(coho_server_t *srv, const unsigned char addr16[16]);
 /* Whether the running coroutine is a connection handler of `srv`. */

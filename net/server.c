@@ -5,13 +5,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "net/accept.h"
 #include "net/internal.h"
 
 struct ip_count {
@@ -200,59 +200,30 @@ static void acceptor_main(void *arg)
 {
     coho__shard_t *sh = arg;
     coho_server_t *srv = sh->srv;
-    uint64_t backoff = 1;
     coho_chan_t *done = srv->done;
     int token = 1;
 
+    /* The accept loop (net/accept.c) holds the shard's reserve fd while it runs. */
+    coho__net_acceptor_t acc = {.lfd = sh->lfd, .reserve_fd = sh->reserve_fd, .backoff_ms = 0};
+
+    sh->reserve_fd = -1;
     while (!sh->stopping) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof(ss);
         unsigned char a16[16];
         int fd, verdict;
 
-        if (sh->reserve_fd < 0)
-            sh->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        /* The listener is non-blocking and waited for with poll: the kernel allocates the
-         * fd before it looks at the queue, so at the fd limit accept fails with EMFILE even
-         * with nothing queued, and the shedding accept below must never park. */
-        fd = accept4(sh->lfd, (struct sockaddr *)&ss, &len, SOCK_CLOEXEC);
-        if (fd < 0) {
-            int err = errno;
-            if (sh->stopping || err == EBADF || err == ECANCELED || err == EINVAL)
-                break;
-            if (err == EAGAIN || err == EWOULDBLOCK) {
-                struct pollfd p = {.fd = sh->lfd, .events = POLLIN};
-                if (poll(&p, 1, -1) < 0 && errno == ECANCELED)
-                    break;
-                continue;
-            }
-            if (err == EINTR || err == ECONNABORTED)
-                continue;
-            if ((err == EMFILE || err == ENFILE) && sh->reserve_fd >= 0) {
-                /* Out of fds: the reserve makes room to take the connection and close it, so
-                 * the peer is refused at once and the listener keeps going. */
-                close(sh->reserve_fd);
-                sh->reserve_fd = -1;
-                int f2 = accept4(sh->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-                if (f2 >= 0) {
-                    COHO__STAT_ADD(srv, rejected_fds, 1);
-                    close(f2);
-                } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                    /* Nothing was queued: wait for a connection, not for a free fd. */
-                    sh->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-                    struct pollfd p = {.fd = sh->lfd, .events = POLLIN};
-                    if (poll(&p, 1, -1) < 0 && errno == ECANCELED)
-                        break;
-                }
-                continue;
-            }
-            COHO__STAT_ADD(srv, accept_errors, 1);
-            if (coho_sleep_ms(backoff) != 0)
-                break;
-            backoff = backoff * 2 > 100 ? 100 : backoff * 2;
+        fd = coho__net_accept(&acc, (struct sockaddr *)&ss, &len, &sh->stopping);
+        if (fd == -ECONNREFUSED) {
+            COHO__STAT_ADD(srv, rejected_fds, 1); /* out of fds: shed with the reserve fd */
             continue;
         }
-        backoff = 1;
+        if (coho__net_accept_stops(fd))
+            break;
+        if (fd < 0) {
+            COHO__STAT_ADD(srv, accept_errors, 1); /* after a backoff */
+            continue;
+        }
         if (!coho__addr16((struct sockaddr *)&ss, a16))
             memset(a16, 0, sizeof(a16));
         verdict = admit(srv, a16);
@@ -280,6 +251,7 @@ static void acceptor_main(void *arg)
         }
         COHO__STAT_ADD(srv, accepted, 1);
     }
+    sh->reserve_fd = acc.reserve_fd;
     sh->stopping = true;
     if (sh->lfd >= 0) {
         close(sh->lfd);
@@ -410,7 +382,8 @@ static int listen_socket(coho_server_t *srv, int port)
     if (fd < 0)
         return -errno;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (srv->nshards > 1 && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
+    if ((srv->nshards > 1 || srv->o.reuseport) &&
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
         goto fail;
     if (bind(fd, (struct sockaddr *)&ss, srv->addr_len) != 0 || listen(fd, srv->o.backlog) != 0)
         goto fail;
@@ -522,6 +495,10 @@ static coho_server_t *server_start(const char *host_port, const coho_server_opts
     rc = parse_host_port(host_port, &srv->addr, &srv->addr_len);
     if (rc < 0)
         goto fail;
+    /* The port asked for (0: the kernel picks one, and shard 0's choice is shared). */
+    srv->port =
+        ntohs(srv->addr.ss_family == AF_INET ? ((struct sockaddr_in *)&srv->addr)->sin_port
+                                             : ((struct sockaddr_in6 *)&srv->addr)->sin6_port);
     srv->nshards = srv->o.threads;
     srv->shards = calloc(srv->nshards, sizeof(*srv->shards));
     srv->done = coho_chan_create(sizeof(int), srv->nshards);
@@ -661,6 +638,7 @@ int coho_server_stop(coho_server_t *s, int64_t drain_ms)
     if (s->o.sched != NULL && coho_self() == 0 && s->nshards == 1 &&
         pthread_equal(s->shards[0]->thread, pthread_self()))
         return coho__net_ret(-EDEADLK);
+    coho__metrics_forget(s); /* no scrape reads the counters of a server being freed */
     for (unsigned i = 0; i < s->nshards; i++) {
         coho__shard_t *sh = s->shards[i];
         struct stop_msg *m = malloc(sizeof(*m));

@@ -27,9 +27,9 @@
  * the process. */
 #define FD_CHUNK_SHIFT COHO__FD_CHUNK_SHIFT
 #define FD_CHUNK       (1u << FD_CHUNK_SHIFT)
-#define FD_LIMIT_MAX   (1u << 22)
+#define FD_LIMIT_MAX   COHO__FD_LIMIT_MAX
 
-_Atomic(coho__fd_t *) *coho__fd_chunks;
+_Atomic(coho__fd_t *) coho__fd_chunks[COHO__FD_LIMIT_MAX >> COHO__FD_CHUNK_SHIFT];
 unsigned coho__fd_limit; /* slots addressable: a multiple of FD_CHUNK */
 static pthread_mutex_t fd_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t fd_once = PTHREAD_ONCE_INIT;
@@ -52,11 +52,6 @@ static void fd_table_init(void)
     if (lim > FD_LIMIT_MAX)
         lim = FD_LIMIT_MAX;
     coho__fd_limit = (unsigned)((lim + FD_CHUNK - 1) & ~(rlim_t)(FD_CHUNK - 1));
-    coho__fd_chunks = calloc(coho__fd_limit / FD_CHUNK, sizeof(*coho__fd_chunks));
-    if (coho__fd_chunks == NULL) {
-        coho__fd_limit = 0; /* every hook passes straight through */
-        return;
-    }
     /* fds open now were inherited (across exec, or opened before coho was
      * loaded): coho never switches them to O_NONBLOCK (DESIGN.md, fd readiness).
      */
@@ -696,14 +691,17 @@ int coho__fd_wait(coho__fd_reg_t *r, unsigned events, int64_t timeout_ms)
      * fd so far. A close on any thread increments `gen` (acq_rel) before the real close, so it
      * reads this release: the calls the waiter made happen before the close that wakes it, and
      * a close from another thread does not race with the call that parked here. */
-    if (atomic_fetch_or_explicit(&f->gen, 0, memory_order_acq_rel) != gen0 || r->released)
+    if (atomic_fetch_add_explicit(&f->gen, 0, memory_order_acq_rel) != gen0 || r->released)
         return -EBADF;
     w.co_id = coho__co_self_id();
     w.token = coho__co_block_prepare();
     coho__co_wait_note(fd_wait_what(events), f->fd);
     w.events = events;
     coho_list_push_back(&r->waiters, &w.link);
-    rc = coho__hook_block(timeout_ms);
+    /* coho__co_block, not coho__hook_block: the scheduler keeps errno per coroutine across the
+     * park, and every hook that waits here puts the caller's errno back when it returns
+     * (coho__posix_ret_keep), so a second save and restore would only cost. */
+    rc = coho__co_block(timeout_ms);
     coho_list_del(&w.link); /* a release unlinked it already; the node is self-linked then */
     /* Checked without touching `r`: a close since the park may have freed it. */
     if (atomic_load_explicit(&f->gen, memory_order_acquire) != gen0)

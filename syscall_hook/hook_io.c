@@ -209,7 +209,7 @@ io_note_read(coho__fd_reg_t *r, const struct io_args *a, ssize_t n)
         return;
     if (a->kind == OP_RECVMSG && (a->msg->msg_controllen != 0 || (a->msg->msg_flags & MSG_CTRUNC)))
         return;
-    if ((size_t)n < io_want(a))
+    if ((size_t)n < (a->kind <= OP_RECVFROM ? a->len : io_want(a)))
         r->rd_drained = true;
 }
 
@@ -440,7 +440,15 @@ __attribute__((hot)) static ssize_t io_fast(coho__fd_reg_t *r, struct io_args *a
         /* io_blocking's loop for a read without a deadline, without its set-up. */
         for (;;) {
             /* Drained: park for the next edge (see io_blocking). */
-            n = r->rd_drained && a->len - 1 < SSIZE_MAX ? -EAGAIN : io_once(f->fd, a);
+            if (r->rd_drained && a->len - 1 < SSIZE_MAX) {
+                n = -EAGAIN;
+            } else {
+                /* io_once for the two kinds that come here, without its dispatch */
+                n = a->kind == OP_READ ? coho__sys.read(f->fd, a->buf, a->len)
+                                       : coho__sys.recv(f->fd, a->buf, a->len, a->flags);
+                if (n < 0)
+                    n = -errno;
+            }
             if (n != -EAGAIN) {
                 io_note_read(r, a, n);
                 return n;
@@ -472,11 +480,21 @@ __attribute__((hot)) static ssize_t io_fast(coho__fd_reg_t *r, struct io_args *a
     return more < 0 ? n : n + more;
 }
 
+/* io_call outside a coroutine (or with hooks off): libc's call, or the blocking view emulated
+ * with a real poll on a managed fd. */
+static ssize_t io_call_plain(int fd, struct io_args *a, bool dontwait)
+{
+    coho__fd_t *f = coho__fd_adopted(fd);
+
+    if (f == NULL || !f->managed || dontwait || coho__fd_user_nonblock(f))
+        return io_once(fd, a);
+    return io_blocking(f, NULL, a, false);
+}
+
 /* Dispatches one I/O call. `dontwait`: MSG_DONTWAIT was given. */
 __attribute__((hot)) static ssize_t io_call(int fd, struct io_args *a, bool dontwait)
 {
     coho__fd_reg_t *r;
-    coho__fd_t *f;
     int err;
 
     if (coho__hook_active()) {
@@ -491,32 +509,216 @@ __attribute__((hot)) static ssize_t io_call(int fd, struct io_args *a, bool dont
             return io_fast(r, a);
         return io_blocking(r->f, r, a, false);
     }
-    f = coho__fd_adopted(fd);
-    if (f == NULL || !f->managed || dontwait || coho__fd_user_nonblock(f))
-        return io_once(fd, a);
-    return io_blocking(f, NULL, a, false);
+    return io_call_plain(fd, a, dontwait);
+}
+
+/* ---- the fast path of read/recv/write/send in a coroutine ----
+ *
+ * The common call: a coroutine with hooks on, an fd this scheduler adopted (the slot's first
+ * registration), the kernel file non-blocking (not keep-mode), no MSG_DONTWAIT or MSG_WAITALL,
+ * a read not known to be drained. It makes the one system call io_call would make first, and
+ * only what depends on its outcome comes after it: the user's O_NONBLOCK view, the timeouts
+ * and the drained note matter only for EAGAIN or a short transfer (io_fast_more); a full
+ * transfer returns at once, and an error other than EAGAIN returns with libc's errno as it
+ * is. Everything else, and the set-up of the table itself, goes through io_call. */
+
+/* Why io_fast_try hands a call to the hook's slow path (no system call was made): not the fast
+ * path's case but maybe a coroutine with hooks on (io_call); not a coroutine with hooks on
+ * (io_call_plain); the thread's scheduler not cached yet (the slow path looks it up: none means
+ * no coroutine, so io_call_plain). */
+#define IO_NOT_FAST   ((ssize_t)-2)
+#define IO_NOT_HOOKED ((ssize_t)-3)
+#define IO_NO_SCHED   ((ssize_t)-4)
+
+/* The hook's own way off the fast path (read_slow, ...), called with one of the reasons above. */
+typedef ssize_t (*io_slow_fn)(int fd, void *buf, size_t n, int flags, ssize_t why);
+
+/* What io_fast_try leaves to a call that did not transfer all it asked for at once: `n` is the
+ * first attempt's result (>= 0, short) or -1 with errno EAGAIN; `saved` is errno before it.
+ * Returns the hook's result, errno set as io_call's callers set it. */
+__attribute__((noinline)) static ssize_t io_fast_more(coho__fd_reg_t *r, struct io_args *a,
+                                                      ssize_t n, int saved)
+{
+    ssize_t rc, more;
+    int w;
+
+    if (atomic_load_explicit(&r->ofd->user_nonblock, memory_order_relaxed))
+        return n; /* io_once's result as it is (errno EAGAIN for -1) */
+    if (!coho__hook_active()) {
+        /* Not a coroutine with hooks on (the scheduler's own flow, or hooks off): what
+         * io_call_plain does after its first attempt, which was this one. */
+        if (!r->f->managed)
+            return n;
+        if (n < 0)
+            return coho__posix_ret_keep(io_blocking(r->f, NULL, a, true), saved);
+        if (io_is_read(a->kind) || n == 0 || !io_is_full_write(r->f, a))
+            return n;
+        a->buf = (char *)a->buf + n;
+        a->len -= (size_t)n;
+        more = io_blocking(r->f, NULL, a, false);
+        return coho__posix_ret_keep(more < 0 ? n : n + more, saved);
+    }
+    if (n >= 0) {
+        if (io_is_read(a->kind)) {
+            io_note_read(r, a, n);
+            return n;
+        }
+        if (n == 0 || !io_is_full_write(r->f, a))
+            return n;
+        /* A stream write that went out in part: io_blocking sends the rest; what already
+         * went counts even if the rest fails (as in io_fast). */
+        a->buf = (char *)a->buf + n;
+        a->len -= (size_t)n;
+        more = io_blocking(r->f, r, a, false);
+        return coho__posix_ret_keep(more < 0 ? n : n + more, saved);
+    }
+    if (io_is_read(a->kind) &&
+        atomic_load_explicit(&r->ofd->rcvtimeo_ms, memory_order_relaxed) < 0) {
+        /* io_fast's read loop, entered at its wait. */
+        w = io_wait(r->f->fd, r, COHO__EV_READ, -1);
+        rc = w < 0 ? (w == -ETIMEDOUT ? -EAGAIN : w) : io_fast(r, a);
+    } else {
+        rc = io_blocking(r->f, r, a, true);
+    }
+    return coho__posix_ret_keep(rc, saved);
+}
+
+/* A read/recv on the fast path whose socket a short read drained: park for the next edge
+ * straight away, with no system call first (io_fast), unless the user's view is non-blocking
+ * (then the call is made as io_call makes it). Not a coroutine with hooks on: `slow`. */
+__attribute__((noinline)) static ssize_t io_fast_drained(coho__fd_reg_t *r, enum io_kind kind,
+                                                         void *buf, size_t len, int flags,
+                                                         io_slow_fn slow)
+{
+    uint32_t *cf = coho__co_flags();
+    int saved = errno;
+    struct io_args a;
+    ssize_t rc;
+
+    if (cf == NULL || (*cf & COHO__CO_FLAG_NOHOOK) != 0)
+        return slow(r->f->fd, buf, len, flags, IO_NOT_HOOKED);
+    if (atomic_load_explicit(&r->ofd->user_nonblock, memory_order_relaxed)) {
+        /* io_once for the two kinds that come here */
+        rc = kind == OP_READ ? coho__sys.read(r->f->fd, buf, len)
+                             : coho__sys.recv(r->f->fd, buf, len, flags);
+        if (rc < 0)
+            return -1; /* libc set errno */
+        errno = saved;
+        return rc;
+    }
+    io_args_simple(&a, kind, buf, len, flags);
+    rc = io_fast(r, &a);
+    return coho__posix_ret_keep(rc, saved);
+}
+
+/* read/recv/write/send off the fast path: the full dispatch. `why` (IO_NOT_FAST, IO_NOT_HOOKED,
+ * IO_NO_SCHED) says whether the caller may be a coroutine with hooks on (io_call) or is not
+ * (io_call_plain). */
+static ssize_t io_slow(int fd, enum io_kind kind, void *buf, size_t n, int flags, ssize_t why)
+{
+    int saved = errno;
+    bool plain = why == IO_NOT_HOOKED || (why == IO_NO_SCHED && coho__fd_cur_sched() == NULL);
+    bool dontwait = (flags & MSG_DONTWAIT) != 0;
+    struct io_args a;
+
+    io_args_simple(&a, kind, buf, n, flags);
+    coho__sys_init();
+    return coho__posix_ret_keep(plain ? io_call_plain(fd, &a, dontwait) : io_call(fd, &a, dontwait),
+                                saved);
+}
+
+/* The calling thread's errno, its address taken once per thread: reading errno on the fast
+ * path is then a load, not a call (which would make the hook keep its arguments in callee-saved
+ * registers). */
+static __thread int *io_errno_loc __attribute__((tls_model("initial-exec")));
+
+__attribute__((always_inline)) static inline int *io_errno(void)
+{
+    int *p = io_errno_loc;
+
+    if (__builtin_expect(p == NULL, 0))
+        p = io_errno_loc = &errno;
+    return p;
+}
+
+/* One read/recv/write/send on the fast path; a call that is not for it goes to the hook's `slow`
+ * (a tail call, so the arguments need not outlive the system call in callee-saved registers).
+ * Inlined into each hook, with `kind`, `slow` and (for read and write) `flags` constant. */
+__attribute__((hot, always_inline)) static inline ssize_t
+io_fast_try(int fd, enum io_kind kind, void *buf, size_t len, int flags, io_slow_fn slow)
+{
+    coho__fd_t *f;
+    coho__fd_reg_t *r;
+    coho_sched_t *s;
+    struct io_args a;
+    ssize_t n;
+    int saved, *ep;
+
+    if (flags & (MSG_DONTWAIT | MSG_WAITALL))
+        return slow(fd, buf, len, flags, IO_NOT_FAST);
+    s = coho__fd_tls_sched;
+    if (__builtin_expect(s == NULL, 0))
+        return slow(fd, buf, len, flags, IO_NO_SCHED);
+    f = coho__fd_slot_if_exists(fd);
+    if (__builtin_expect(f == NULL || f->state != COHO__FDS_ADOPTED || f->sched0 != s, 0))
+        return slow(fd, buf, len, flags, IO_NOT_FAST);
+    r = f->reg0;
+    if (__builtin_expect(r == NULL || f->sched0 != s, 0))
+        return slow(fd, buf, len, flags, IO_NOT_FAST);
+    if (__builtin_expect(r->keep_mode, 0))
+        return slow(fd, buf, len, flags, IO_NOT_FAST);
+    if (io_is_read(kind) && r->rd_drained)
+        return io_fast_drained(r, kind, buf, len, flags, slow);
+    /* Whether the caller is a coroutine with hooks on matters only from here on (a park, a
+     * drained note, the rest of a write): the first attempt is the same system call in every
+     * case, since this scheduler's registration means the kernel file is non-blocking.
+     * coho__sys is set up: the fd was adopted through a hook, which set it up first. */
+    ep = io_errno();
+    saved = *ep;
+    switch (kind) {
+    case OP_READ:
+        n = coho__sys.read(fd, buf, len);
+        break;
+    case OP_RECV:
+        n = coho__sys.recv(fd, buf, len, flags);
+        break;
+    case OP_WRITE:
+        n = coho__sys.write(fd, buf, len);
+        break;
+    default:
+        n = coho__sys.send(fd, buf, len, flags);
+        break;
+    }
+    if (__builtin_expect(n >= 0 && (size_t)n >= len, 1))
+        return n;
+    if (n < 0 && *ep != EAGAIN)
+        return -1; /* libc set errno */
+    io_args_simple(&a, kind, buf, len, flags);
+    return io_fast_more(r, &a, n, saved);
+}
+
+/* read off the fast path (`flags` is 0; `why`: IO_NOT_FAST, IO_NOT_HOOKED, IO_NO_SCHED). */
+__attribute__((noinline)) static ssize_t read_slow(int fd, void *buf, size_t n, int flags,
+                                                   ssize_t why)
+{
+    return io_slow(fd, OP_READ, buf, n, flags, why);
 }
 
 __attribute__((hot)) COHO_HOOK ssize_t read(int fd, void *buf, size_t n)
 {
-    int saved = errno;
-    struct io_args a;
+    return io_fast_try(fd, OP_READ, buf, n, 0, read_slow);
+}
 
-    io_args_simple(&a, OP_READ, buf, n, 0);
-
-    coho__sys_init();
-    return coho__posix_ret_keep(io_call(fd, &a, false), saved);
+/* write off the fast path (`flags` is 0): as read_slow. */
+__attribute__((noinline)) static ssize_t write_slow(int fd, void *buf, size_t n, int flags,
+                                                    ssize_t why)
+{
+    return io_slow(fd, OP_WRITE, buf, n, flags, why);
 }
 
 __attribute__((hot)) COHO_HOOK ssize_t write(int fd, const void *buf, size_t n)
 {
-    int saved = errno;
-    struct io_args a;
-
-    io_args_simple(&a, OP_WRITE, (void *)buf, n, 0);
-
-    coho__sys_init();
-    return coho__posix_ret_keep(io_call(fd, &a, false), saved);
+    return io_fast_try(fd, OP_WRITE, (void *)buf, n, 0, write_slow);
 }
 
 COHO_HOOK ssize_t readv(int fd, const struct iovec *iov, int iovcnt)
@@ -541,15 +743,16 @@ COHO_HOOK ssize_t writev(int fd, const struct iovec *iov, int iovcnt)
     return coho__posix_ret_keep(io_call(fd, &a, false), saved);
 }
 
+/* recv off the fast path: as read_slow. */
+__attribute__((noinline)) static ssize_t recv_slow(int fd, void *buf, size_t n, int flags,
+                                                   ssize_t why)
+{
+    return io_slow(fd, OP_RECV, buf, n, flags, why);
+}
+
 __attribute__((hot)) COHO_HOOK ssize_t recv(int fd, void *buf, size_t n, int flags)
 {
-    int saved = errno;
-    struct io_args a;
-
-    io_args_simple(&a, OP_RECV, buf, n, flags);
-
-    coho__sys_init();
-    return coho__posix_ret_keep(io_call(fd, &a, (flags & MSG_DONTWAIT) != 0), saved);
+    return io_fast_try(fd, OP_RECV, buf, n, flags, recv_slow);
 }
 
 COHO_HOOK ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr,
@@ -574,15 +777,16 @@ COHO_HOOK ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
     return coho__posix_ret_keep(io_call(fd, &a, (flags & MSG_DONTWAIT) != 0), saved);
 }
 
+/* send off the fast path: as read_slow. */
+__attribute__((noinline)) static ssize_t send_slow(int fd, void *buf, size_t n, int flags,
+                                                   ssize_t why)
+{
+    return io_slow(fd, OP_SEND, buf, n, flags, why);
+}
+
 __attribute__((hot)) COHO_HOOK ssize_t send(int fd, const void *buf, size_t n, int flags)
 {
-    int saved = errno;
-    struct io_args a;
-
-    io_args_simple(&a, OP_SEND, (void *)buf, n, flags);
-
-    coho__sys_init();
-    return coho__posix_ret_keep(io_call(fd, &a, (flags & MSG_DONTWAIT) != 0), saved);
+    return io_fast_try(fd, OP_SEND, (void *)buf, n, flags, send_slow);
 }
 
 COHO_HOOK ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *addr,

@@ -105,7 +105,10 @@ struct coho__fd {
     _Atomic(coho_sched_t *) sched0;
     _Atomic(coho__fd_reg_t *) reg0;
     coho_list_t regs; /* coho__fd_reg_t.link, table lock */
+    /* To 64 bytes: the hot path's slot address is then a shift, not a multiply by 56. */
+    char pad[64 - 56];
 };
+_Static_assert(sizeof(struct coho__fd) == 64, "an fd slot is 64 bytes");
 
 /* coho__posix_ret (base_struct/err.h) converts an internal result to the POSIX form, right
  * before a hook returns. coho__posix_ret for calls that may have made failing syscalls on the way
@@ -127,9 +130,11 @@ static inline bool coho__hook_active(void)
 
 /* The fd table (fdstate.c): chunks of 1 << COHO__FD_CHUNK_SHIFT slots, allocated on first use
  * and never freed, read without a lock; `coho__fd_limit` slots are addressable (0 until the
- * table is set up). Only fdstate.c writes them. */
+ * table is set up, at most COHO__FD_LIMIT_MAX). The chunk array is static, so the hot path's
+ * lookup is one load less. Only fdstate.c writes them. */
 #define COHO__FD_CHUNK_SHIFT 10
-extern _Atomic(coho__fd_t *) *coho__fd_chunks;
+#define COHO__FD_LIMIT_MAX   (1u << 22)
+extern _Atomic(coho__fd_t *) coho__fd_chunks[COHO__FD_LIMIT_MAX >> COHO__FD_CHUNK_SHIFT];
 extern unsigned coho__fd_limit;
 
 /* The slot of `fd` if its chunk exists, else NULL. Never allocates. */
@@ -137,7 +142,9 @@ static inline coho__fd_t *coho__fd_slot_if_exists(int fd)
 {
     coho__fd_t *chunk;
 
-    if (fd < 0 || (unsigned)fd >= coho__fd_limit)
+    /* The static array covers COHO__FD_LIMIT_MAX; chunks at or beyond coho__fd_limit are never
+     * made, so their NULL is the limit check (a negative fd is a huge unsigned one). */
+    if ((unsigned)fd >= COHO__FD_LIMIT_MAX)
         return NULL;
     chunk = atomic_load_explicit(&coho__fd_chunks[(unsigned)fd >> COHO__FD_CHUNK_SHIFT],
                                  memory_order_acquire);
@@ -229,7 +236,8 @@ void coho__fd_on_dup(int oldfd, int newfd);
 /* Parks the running coroutine until `r` reports one of `events` (COHO__EV_READ/WRITE; error
  * and hang-up always count), `timeout_ms` passes (< 0: never), or the fd is closed.
  * Returns 0, -ETIMEDOUT, -EBADF (closed meanwhile), -ECANCELED. After -EBADF `r` may be freed:
- * the caller must not touch it again. */
+ * the caller must not touch it again. errno is not saved around the park (the scheduler keeps
+ * it per coroutine); a hook puts its caller's errno back as it returns. */
 int coho__fd_wait(coho__fd_reg_t *r, unsigned events, int64_t timeout_ms);
 
 /* Waits for `events` on `fd` from outside a coroutine (a plain thread using a managed fd in its

@@ -65,11 +65,15 @@ typedef struct coho_cbuf {
     size_t scratch_cap;
 } coho_cbuf_t;
 
-/* What the calling thread's chunk pool holds. */
+/* What the calling thread's chunk pool holds, and the chunk memory of the whole process. */
 typedef struct coho_cbuf_pool_stats {
-    size_t idle_count; /* chunks waiting for reuse */
+    size_t idle_count; /* chunks waiting for reuse in this thread's pool */
     size_t idle_bytes; /* their payload bytes */
     size_t cap_bytes;  /* the pool keeps at most this many idle bytes */
+    /* Every chunk of every thread that is allocated and not freed: held by buffers or idle in
+     * a pool. What cbufs cost the process in payload bytes (malloc's own overhead aside). */
+    size_t process_chunks;
+    size_t process_bytes;
 } coho_cbuf_pool_stats_t;
 
 /* Fills `o` with the defaults: 4 KiB chunks, max_len COHO_CBUF_MAX_LEN_DEFAULT. Any thread. */
@@ -168,8 +172,8 @@ COHO_API const void *coho_cbuf_linearize(coho_cbuf_t *b, size_t n);
  * Returns 0, or -1 with errno EINVAL (b not initialised). */
 COHO_API int coho_cbuf_shrink(coho_cbuf_t *b);
 
-/* Fills `out` with the calling thread's chunk pool figures. Returns 0, or -1 with errno EINVAL
- * (out NULL). */
+/* Fills `out` with the calling thread's chunk pool figures and the process-wide chunk totals.
+ * Any thread. Returns 0, or -1 with errno EINVAL (out NULL). */
 COHO_API int coho_cbuf_pool_get_stats(coho_cbuf_pool_stats_t *out);
 
 /* Sets how many bytes of idle chunks the calling thread's pool keeps (default

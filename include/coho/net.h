@@ -27,8 +27,10 @@
 
 #include <sys/socket.h>
 
+#include "coho/admin.h"
 #include "coho/cbuf.h"
 #include "coho/common.h"
+#include "coho/metrics.h"
 #include "coho/sched.h"
 #include "coho/socket_ext.h"
 
@@ -129,6 +131,10 @@ typedef struct coho_server_opts {
     int rcvbuf; /* SO_RCVBUF of accepted sockets; 0 (default): the kernel's */
     uint64_t linger_ms; /* after its handler returns, how long a connection's queued frames may
                            take to leave before the socket is closed anyway; default 1000 */
+    bool reuseport;     /* set SO_REUSEPORT on the listen socket even with one thread, so that
+                           several servers (for example one per scheduler of the caller's, each
+                           with o->sched) can listen on one port; the kernel spreads new
+                           connections over them. Default false (set only with threads > 1) */
 } coho_server_opts_t;
 
 /* Fills `o` with the defaults listed above. Any context. */
@@ -234,6 +240,12 @@ COHO_API int coho_conn_fd(const coho_conn_t *c);
 
 /* WebSocket: whether the last message read_frame returned was a text message. */
 COHO_API bool coho_conn_last_is_text(const coho_conn_t *c);
+
+/* Bytes in `c`'s send queue not yet written to the socket (the WebSocket framing of the queued
+ * frames included, as send_queue_bytes counts them), so that a sender can tell that a
+ * frame would pass the bound and say goodbye first (a gateway's "slow consumer" KICK). On `c`'s
+ * thread. */
+COHO_API size_t coho_conn_queued_bytes(const coho_conn_t *c);
 
 /* ---- broadcast groups ------------------------------------------------------------------------ */
 

@@ -34,7 +34,9 @@ typedef struct coho_sched_opts {
                                     stacks beyond it stay resident (and are reused first) until
                                     they have been idle for about a second, then their memory
                                     is returned to the kernel (MADV_DONTNEED; slabs left with
-                                    nothing resident are unmapped) */
+                                    nothing resident are unmapped); these 64 go too once they
+                                    have been idle for about 3 s, so an idle scheduler returns
+                                    to its size before a burst */
     bool dump_on_sigusr2;        /* SIGUSR2 runs coho_sched_dump() on this scheduler (the signal
                                     is then blocked in this thread and read via signalfd);
                                     default false */
@@ -104,6 +106,10 @@ COHO_API uint64_t coho_spawn(coho_sched_t *s, void (*fn)(void *arg), void *arg);
 /* coho_spawn with options (NULL `o`: defaults). */
 COHO_API uint64_t coho_spawn_ex(coho_sched_t *s, void (*fn)(void *arg), void *arg,
                                 const coho_spawn_opts_t *o);
+
+/* The scheduler of the calling thread (from coho_sched_create to coho_sched_destroy, whether
+ * or not coho_sched_run is active), or NULL if the thread has none. Any thread. */
+COHO_API coho_sched_t *coho_sched_current(void);
 
 /* The running coroutine's id, 0 outside coroutines. Any thread (async-signal-safe). */
 COHO_API uint64_t coho_self(void);
@@ -193,17 +199,50 @@ COHO_API void *coho_key_get(coho_key_t key);
  * outside coroutines. */
 COHO_API void coho_sched_dump(coho_sched_t *s);
 
-/* Coroutine counts of a scheduler. */
+/* The lines coho_sched_dump() would log, handed to line(arg, text, len) instead, one call per
+ * line (a header line, then one per coroutine): `text` is NUL-terminated, without a newline,
+ * valid during the call. `line` must not park or touch `s`'s coroutines. Scheduler thread,
+ * inside or outside coroutines (to dump another thread's scheduler, post to it). Errors:
+ * EINVAL (NULL s or line). */
+COHO_API int coho_sched_dump_to(coho_sched_t *s,
+                                void (*line)(void *arg, const char *text, size_t len), void *arg);
+
+/* Coroutine counts of a scheduler, and its activity counters. The first three fields are the
+ * counts as they always were; the fields after them were appended later (a program built
+ * against the older header reads the counts unchanged once rebuilt). The counters start at 0
+ * at coho_sched_create, only grow, and are always on (they cost no instruction on the yield
+ * path: bench/RESULTS.md, "scheduler counters"); a rate is the difference of two reads. */
 typedef struct coho_sched_stats {
     size_t coroutines; /* held: unfinished, plus finished ones not reaped yet (joinable) */
     size_t unfinished; /* running, ready or parked */
     size_t user;       /* unfinished and not daemons: what keeps coho_sched_run() running */
+    size_t ready;      /* coroutines in the ready queue now */
+    /* Times a coroutine was given the CPU: switched in from the scheduler's stack or handed it
+     * directly by the coroutine before it. A coho_yield() that finds nothing else ready and
+     * carries on is counted too (it is a resume, made without a switch). */
+    uint64_t switches;
+    /* Parks (a coroutine gave up the CPU to wait), by what it waited on. */
+    uint64_t parks_io;    /* readiness of an fd (hooked socket calls, poll, select, epoll_wait,
+                             an fd's read/write lock) and DNS lookups */
+    uint64_t parks_sleep; /* coho_sleep_ms() and the hooked sleeps */
+    uint64_t parks_sync;  /* mutex, condition variable, semaphore, wait group, channel */
+    uint64_t parks_join;  /* coho_join() */
+    uint64_t parks_other; /* anything else (parks of code above libcoho, such as net/'s) */
+    /* Parked coroutines made ready again: by the event they waited for, a timeout or a
+     * cancellation. */
+    uint64_t wakes;
+    /* Polls of the scheduler's driver (epoll, cross-thread posts, due timers): when the ready
+     * queue ran dry, or at the bounded interval while coroutines kept it busy. */
+    uint64_t polls;
+    /* Timer callbacks run by the driver: sleeps and wait timeouts ending, the stack decay,
+     * timers of code above libcoho on this scheduler's loop. */
+    uint64_t timer_fires;
 } coho_sched_stats_t;
 
-/* Fills `out` with the current counts of `s` (O(1)). A program checks for leaked coroutines
- * with it: once its own work is joined, `user` counts only the caller (1) and `coroutines`
- * only the caller and daemons. Scheduler thread, inside or outside coroutines. Errors: EINVAL
- * (NULL s or out). */
+/* Fills `out` with the current counts and counters of `s` (O(1)). A program checks for leaked
+ * coroutines with it: once its own work is joined, `user` counts only the caller (1) and
+ * `coroutines` only the caller and daemons. Scheduler thread, inside or outside coroutines.
+ * Errors: EINVAL (NULL s or out). */
 COHO_API int coho_sched_get_stats(const coho_sched_t *s, coho_sched_stats_t *out);
 
 /* ---- switch hook ------------------------------------------------------------------------- */

@@ -11,6 +11,9 @@
  * its in-flight waiters fail immediately with ECONNRESET, and a connect pool reconnects with
  * backoff. A frame a framer rejects closes that connection (counted); nothing else is touched.
  *
+ * Part of libcoho_net (net/tdp_*.c, sock_framer.c): include <coho/net.h>, link coho::net
+ * (pkg-config coho-net).
+ *
  * Every function is for the thread of the scheduler the pool was created on, inside a
  * coroutine unless it says otherwise. Returns: 0 / -1 + errno; ids 0 + errno. */
 #ifndef COHO_SOCKET_EXT_H

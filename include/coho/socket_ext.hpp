@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The C++ face of socket_ext (include/coho/socket_ext.h): pooled request/response
-// multiplexing over long TCP connections or UDP sockets. Header-only; it includes coho.hpp.
+// multiplexing over long TCP connections or UDP sockets. Header-only; it includes coho.hpp and
+// socket_ext.h. socket_ext is part of libcoho_net: link coho::net (pkg-config coho-net).
 //
 //     // a server: every request frame goes to the callable, which owns the Request
 //     auto srv = coho::tdp::Pool::listen("127.0.0.1", 0, [](coho::tdp::Request rq) {
@@ -35,6 +36,7 @@
 #include <vector>
 
 #include <coho.hpp>
+#include <coho/socket_ext.h>
 
 namespace coho {
 namespace tdp {

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <coho.h>
+#include <coho/net.h>
 
 static size_t max_body = 1u << 16;
 static coho_tdp_framer_t framer;

@@ -15,6 +15,7 @@ cmake --build "$work/cmake-consumer" >"$work/build.log"
 "$work/cmake-consumer/consumer_shared"
 "$work/cmake-consumer/consumer_static"
 "$work/cmake-consumer/net_consumer"
+"$work/cmake-consumer/admin_consumer"
 
 # pkg-config
 libdir=$(ls -d "$prefix"/lib*/pkgconfig | head -n 1)
@@ -25,4 +26,7 @@ cc -std=gnu11 -Wall -Werror "$src/consumer.c" -o "$work/consumer_pc" \
 cc -std=gnu11 -Wall -Werror "$src/net_consumer.c" -o "$work/net_consumer_pc" \
    $(pkg-config --cflags --libs coho-net) -Wl,-rpath,"$(dirname "$libdir")"
 "$work/net_consumer_pc"
-echo "install check: find_package (shared, static, net) and pkg-config (coho, coho-net) consumers ran"
+cc -std=gnu11 -Wall -Werror "$src/admin_consumer.c" -o "$work/admin_consumer_pc" \
+   $(pkg-config --cflags --libs coho-net) -Wl,-rpath,"$(dirname "$libdir")"
+"$work/admin_consumer_pc"
+echo "install check: find_package (shared, static, net, admin) and pkg-config (coho, coho-net, admin) consumers ran"

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* A libcoho_net program built against the installed package: a server on loopback echoes one
- * length-prefixed frame to a client on another thread, then stops. */
+ * length-prefixed frame to a client on another thread, then stops; and socket_ext's sock header
+ * (part of libcoho_net) round-trips. */
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -25,8 +26,15 @@ int main(void)
 {
     coho_server_t *s = coho_server_start("127.0.0.1:0", NULL, echo, NULL);
     char addr[64], back[9];
+    coho_sock_hdr_t h = {.magic = COHO_SOCK_MAGIC, .seq = 42, .body_len = 7}, h2;
+    unsigned char raw[COHO_SOCK_HDR_LEN];
     int fd;
 
+    coho_sock_hdr_encode(&h, raw);
+    if (coho_sock_hdr_decode(raw, &h2) != 0 || h2.seq != 42 || h2.body_len != 7) {
+        fprintf(stderr, "net_consumer: the sock header did not round-trip\n");
+        return 1;
+    }
     if (s == NULL) {
         perror("net_consumer: start");
         return 1;

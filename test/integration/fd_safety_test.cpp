@@ -287,13 +287,17 @@ TEST(FdSafety, a_close_that_bypasses_the_hooks_does_not_poison_the_number)
 
 // closefrom closes every fd from a number up, so it runs in a child process: the sockets it
 // closed leave no registration behind, and new sockets on their numbers park and wake.
+// The fork comes before the watchdog's thread exists: a thread starting at the moment of the
+// fork can hold the allocator lock of AddressSanitizer (gcc 12's libasan takes none around
+// fork), and the child's first malloc would then wait forever. The child bounds itself with
+// alarm().
 TEST(FdSafety, closefrom_forgets_the_fds_it_closes)
 {
-    Watchdog w("closefrom_forgets_the_fds_it_closes");
     ASSERT_TRUE(api().ok);
     pid_t pid = fork();
     ASSERT_GE(pid, 0);
     if (pid == 0) {
+        alarm(kWatchdogS - 10);
         int failures = 0;
         coho_sched_t *s = api().create(nullptr);
         if (s == nullptr)
@@ -328,9 +332,12 @@ TEST(FdSafety, closefrom_forgets_the_fds_it_closes)
         api().destroy(s);
         _exit(failures == 0 ? 0 : 1);
     }
+    Watchdog w("closefrom_forgets_the_fds_it_closes");
     int status = 0;
     ASSERT_EQ(waitpid(pid, &status, 0), pid);
-    EXPECT_TRUE(WIFEXITED(status)) << "the child died";
+    EXPECT_TRUE(WIFEXITED(status)) << "the child died (signal "
+                                   << (WIFSIGNALED(status) ? WTERMSIG(status) : 0)
+                                   << "; SIGALRM: stuck for " << kWatchdogS - 10 << " s)";
     EXPECT_EQ(WEXITSTATUS(status), 0) << "a socket on a number closefrom closed did not work";
 }
 

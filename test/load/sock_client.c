@@ -16,6 +16,7 @@
 #include <sys/uio.h>
 
 #include <coho.h>
+#include <coho/net.h>
 
 #include "test/load/sock_common.h"
 

@@ -15,6 +15,7 @@
 #include <sys/uio.h>
 
 #include <coho.h>
+#include <coho/net.h>
 
 #include "test/load/sock_common.h"
 
@@ -402,6 +403,7 @@ int main(int argc, char **argv)
     static const char *const fault_names[] = {"",    "content", "drop", "size",
                                               "seq", "status",  "dup"};
     struct sigaction sa;
+    coho_sched_opts_t so;
     unsigned i;
 
     sock_flags_parse("sock_svr", "socket_ext load test server (sock protocol).", flags,
@@ -425,7 +427,9 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN); /* a client that goes away is an error return, not a signal */
     if (sock_log_open("sock_svr", g.log_level) != 0)
         return 1;
-    g.sched = coho_sched_create(NULL);
+    coho_sched_opts_init(&so);
+    so.dump_on_sigusr2 = true; /* tools/coho-top --pid PID --log log/sock_svr.log */
+    g.sched = coho_sched_create(&so);
     if (g.sched == NULL || coho_spawn(g.sched, server_main, NULL) == 0 ||
         coho_sched_run(g.sched) != 0) {
         fprintf(stderr, "sock_svr: scheduler: %s\n", strerror(errno));

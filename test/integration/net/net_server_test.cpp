@@ -727,6 +727,61 @@ TEST(NetServer, SlowReaderIsClosedAtQueueBoundSenderNeverBlocks)
     close(fd);
 }
 
+// coho_conn_queued_bytes: what a send queued and the writer has not written yet.
+struct QueuedRecord {
+    std::atomic<long> right_after{-1}, after_drain{-1};
+    std::atomic<int> done{0};
+};
+
+// Frames larger than the socket's kernel buffers (sndbuf 4 KiB, the client's rcvbuf 4 KiB): a
+// send on an empty queue goes straight to the socket, and what the kernel does not take waits
+// in the queue, where coho_conn_queued_bytes counts it.
+const size_t kQueuedPayload = 256 * 1024;
+
+void queued_handler(coho_conn_t *c, void *user)
+{
+    auto *rec = static_cast<QueuedRecord *>(user);
+    std::string f = frame_of(std::string(kQueuedPayload, 'q'));
+    long before = long(coho_conn_queued_bytes(c));
+    coho_conn_send(c, f.data(), f.size());
+    coho_conn_send(c, f.data(), f.size());
+    // No park since the sends: only what the kernel took at once has left the queue.
+    rec->right_after = long(coho_conn_queued_bytes(c)) - before;
+    for (int i = 0; i < 5000 && coho_conn_queued_bytes(c) > 0; i++)
+        coho_sleep_ms(2);
+    rec->after_drain = long(coho_conn_queued_bytes(c));
+    rec->done = 1;
+    coho_cbuf_t b;
+    coho_cbuf_init(&b, nullptr);
+    while (coho_conn_read_frame(c, &b) > 0) {
+    }
+    coho_cbuf_destroy(&b);
+}
+
+TEST(NetServer, QueuedBytesCountsWhatTheWriterHasNotSent)
+{
+    QueuedRecord rec;
+    coho_server_opts_t o = defaults();
+    o.sndbuf = 4096;
+    Srv srv(o, queued_handler, &rec);
+    ASSERT_NE(srv.s, nullptr);
+    int fd = connect_to(srv.port, nullptr, 4096);
+    ASSERT_GE(fd, 0);
+    // The client reads only once the handler has looked at its queue.
+    ASSERT_TRUE(wait_until([&] { return rec.right_after.load() >= 0; }));
+    long total = long(2 * frame_of(std::string(kQueuedPayload, 'q')).size());
+    EXPECT_GT(rec.right_after.load(), total / 2) << "the kernel cannot hold a whole frame";
+    EXPECT_LE(rec.right_after.load(), total);
+    std::string got;
+    EXPECT_TRUE(get_frame(fd, &got));
+    EXPECT_EQ(got.size(), kQueuedPayload);
+    EXPECT_TRUE(get_frame(fd, &got));
+    EXPECT_EQ(got.size(), kQueuedPayload);
+    ASSERT_TRUE(wait_until([&] { return rec.done.load() == 1; }));
+    EXPECT_EQ(rec.after_drain.load(), 0);
+    close(fd);
+}
+
 TEST(NetServer, FloodersDoNotDelayANormalConnection)
 {
     Record rec;
@@ -900,6 +955,41 @@ TEST(NetServer, ThreadsShareOnePortWithReuseport)
         close(fd);
 }
 
+// Two one-thread servers with reuseport share one port (a program that runs one server per
+// scheduler of its own); without it the second bind fails.
+TEST(NetServer, OneThreadServersShareOnePortWithReuseportOption)
+{
+    Record rec1, rec2;
+    coho_server_opts_t o = defaults();
+    o.reuseport = true;
+    Srv first(o, echo_handler, &rec1);
+    ASSERT_NE(first.s, nullptr) << strerror(errno);
+    std::string addr = "127.0.0.1:" + std::to_string(first.port);
+    coho_server_t *second = coho_server_start(addr.c_str(), &o, echo_handler, &rec2);
+    ASSERT_NE(second, nullptr) << strerror(errno);
+    EXPECT_EQ(coho_server_port(second), first.port);
+    coho_server_opts_t plain = defaults();
+    errno = 0;
+    EXPECT_EQ(coho_server_start(addr.c_str(), &plain, echo_handler, &rec2), nullptr);
+    EXPECT_EQ(errno, EADDRINUSE);
+    std::vector<int> fds;
+    std::string got;
+    for (int i = 0; i < 40; i++) {
+        int fd = connect_to(first.port);
+        ASSERT_GE(fd, 0);
+        ASSERT_TRUE(send_all(fd, frame_of("x")));
+        ASSERT_TRUE(get_frame(fd, &got));
+        fds.push_back(fd);
+    }
+    // The kernel spread the connections over both servers.
+    EXPECT_GT(stats_of(first.s).accepted, 0u);
+    EXPECT_GT(stats_of(second).accepted, 0u);
+    EXPECT_EQ(stats_of(first.s).accepted + stats_of(second).accepted, 40u);
+    for (int fd : fds)
+        close(fd);
+    EXPECT_EQ(coho_server_stop(second, 1000), 0);
+}
+
 TEST(NetServer, OutOfFdsShedsWithReserveAndListenerSurvives)
 {
     Record rec;
@@ -940,6 +1030,8 @@ TEST(NetServer, OutOfFdsShedsWithReserveAndListenerSurvives)
     ASSERT_GT(got_n, 0) << "the clients reported";
     int answered = atoi(line);
     EXPECT_EQ(answered, 8);
+    // The shed count is bumped after the close the client saw: wait for it.
+    EXPECT_TRUE(wait_until([&] { return stats_of(srv.s).rejected_fds >= 12; }));
     EXPECT_EQ(stats_of(srv.s).rejected_fds, 12u);
     (void)!write(to_child[1], "x\n", 2);
     int status = 0;

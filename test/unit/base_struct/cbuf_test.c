@@ -963,6 +963,42 @@ static void cbuf_pool_reuses_chunks_handed_back(void **state)
     assert_int_equal(coho_cbuf_destroy(&b), 0);
 }
 
+/* The process-wide totals count every allocated chunk, held or idle, in chunks and bytes; a
+ * chunk moving between a buffer and a pool changes neither. */
+static void cbuf_pool_stats_count_the_process_chunk_memory(void **state)
+{
+    unsigned char in[3 * 4096 + 100];
+    coho_cbuf_pool_stats_t st0, st;
+    coho_cbuf_t b, small;
+
+    (void)state;
+    fill_pattern(in, sizeof(in), 29);
+    assert_int_equal(coho_cbuf_pool_set_cap(0), 0);
+    assert_int_equal(coho_cbuf_pool_get_stats(&st0), 0);
+    assert_int_equal(st0.process_chunks, coho__cbuf_chunks_live());
+    assert_int_equal(coho_cbuf_init(&b, NULL), 0);
+    assert_int_equal(coho_cbuf_append(&b, in, sizeof(in)), 0); /* 4 chunks of 4 KiB */
+    init_small(&small, 64);
+    assert_int_equal(coho_cbuf_append(&small, in, 100), 0); /* 2 chunks of 64 B */
+    assert_int_equal(coho_cbuf_pool_get_stats(&st), 0);
+    assert_int_equal(st.process_chunks, st0.process_chunks + 6);
+    assert_int_equal(st.process_bytes, st0.process_bytes + 4 * 4096 + 2 * 64);
+    /* Handed to a pool: still allocated. */
+    assert_int_equal(coho_cbuf_pool_set_cap(8 * 4096), 0);
+    assert_int_equal(coho_cbuf_destroy(&b), 0);
+    assert_int_equal(coho_cbuf_pool_get_stats(&st), 0);
+    assert_int_equal(st.idle_count, 4);
+    assert_int_equal(st.process_chunks, st0.process_chunks + 6);
+    assert_int_equal(st.process_bytes, st0.process_bytes + 4 * 4096 + 2 * 64);
+    /* Freed: gone from the totals. */
+    assert_int_equal(coho_cbuf_pool_set_cap(0), 0);
+    assert_int_equal(coho_cbuf_destroy(&small), 0);
+    assert_int_equal(coho_cbuf_pool_get_stats(&st), 0);
+    assert_int_equal(st.process_chunks, st0.process_chunks);
+    assert_int_equal(st.process_bytes, st0.process_bytes);
+    assert_int_equal(coho_cbuf_pool_set_cap(COHO_CBUF_POOL_CAP_DEFAULT), 0);
+}
+
 static void cbuf_pool_keeps_at_most_cap_bytes(void **state)
 {
     unsigned char in[5 * 4096];
@@ -1274,6 +1310,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(cbuf_moved_struct_keeps_working),
         cmocka_unit_test(cbuf_pool_reuses_chunks_handed_back),
         cmocka_unit_test(cbuf_pool_keeps_at_most_cap_bytes),
+        cmocka_unit_test(cbuf_pool_stats_count_the_process_chunk_memory),
         cmocka_unit_test(cbuf_thread_exit_releases_its_chunk_pool),
         cmocka_unit_test(cbuf_randomized_ops_match_flat_model),
     };

@@ -1,9 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /* Tests of the generation-id node pool: ids, stale-id detection, slab growth without moving
- * nodes, limits, generation wrap-around, and a randomized comparison against a model. */
+ * nodes, limits, generation wrap-around, trimming idle slabs, and a randomized comparison
+ * against a model. */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "base_struct/pool.h"
 #include "test/support/cmocka_main.h"
@@ -390,8 +394,16 @@ static void pool_randomized_ops_match_model(void **state)
     assert_non_null(p);
     for (op = 0; op < OPS; op++) {
         uint64_t r = coho_test_rand(&rng);
+        /* Phases of 20,000 ops that grow and shrink the pool, so whole slabs empty out and
+         * the trims (every 997 ops) have slabs to give back and later to reuse. */
+        bool shrinking = (op / 20000) % 2 == 1;
+        unsigned kind = (unsigned)(r % 5);
 
-        switch (r % 5) {
+        if (op % 997 == 0)
+            coho__pool_trim(p);
+        if (kind == 1 && shrinking)
+            kind = 2;
+        switch (kind) {
         case 0:
         case 1: { /* alloc */
             void *node;
@@ -448,6 +460,122 @@ static void pool_randomized_ops_match_model(void **state)
     free(dead);
 }
 
+/* Pages of slab i resident (mincore). */
+static size_t slab_resident_pages(const coho__pool_t *p, uint32_t i)
+{
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE), n = p->slab_bytes / pg, k, r = 0;
+    unsigned char *vec = malloc(n);
+
+    assert_non_null(vec);
+    assert_int_equal(mincore(p->allocs[i], p->slab_bytes, vec), 0);
+    for (k = 0; k < n; k++)
+        r += vec[k] & 1u;
+    free(vec);
+    return r;
+}
+
+static void count_node(uint64_t id, void *node, void *arg)
+{
+    (void)id;
+    (void)node;
+    (*(size_t *)arg)++;
+}
+
+/* 4 slabs of 64 nodes of 512 bytes: slabs 1 and 3 emptied, slab 2 keeps one node. A trim gives
+ * back slabs 1 and 3 only (slab 0, emptied too, stays), their old ids stay stale, and their
+ * slots come back, with fresh generations, only after every other freed slot is used. */
+static void pool_trim_gives_back_empty_slabs_and_keeps_old_ids_stale(void **state)
+{
+    enum { PER = 64, N = 4 * PER };
+    coho__pool_t *p = coho__pool_create(512, PER, 0);
+    static uint64_t ids[N];
+    uint64_t again[N];
+    size_t visited = 0, k, j;
+
+    (void)state;
+    assert_non_null(p);
+    for (k = 0; k < N; k++) {
+        void *node;
+
+        ids[k] = coho__pool_alloc(p, &node, NULL);
+        assert_int_not_equal(ids[k], 0);
+        memset(node, 0xab, 512);
+    }
+    /* Slab 1 freed twice over (so its generations differ), then everything but one node of
+     * slab 2. */
+    for (k = PER; k < 2 * PER; k++) {
+        assert_int_equal(coho__pool_free(p, ids[k]), 0);
+        ids[k] = coho__pool_alloc(p, NULL, NULL);
+        assert_int_equal(id_gen(ids[k]), 2);
+    }
+    for (k = 0; k < N; k++)
+        if (k != 2 * PER + 5)
+            assert_int_equal(coho__pool_free(p, ids[k]), 0);
+    assert_true(slab_resident_pages(p, 1) > 0);
+    assert_int_equal(coho__pool_trim(p), 2);
+    assert_int_equal(slab_resident_pages(p, 1), 0);
+    assert_int_equal(slab_resident_pages(p, 3), 0);
+    assert_true(slab_resident_pages(p, 0) > 0);
+    assert_true(slab_resident_pages(p, 2) > 0);
+    assert_int_equal(coho__pool_trim(p), 0); /* nothing more to give back */
+    for (k = 0; k < N; k++) {
+        if (k == 2 * PER + 5)
+            assert_non_null(coho__pool_get(p, ids[k]));
+        else
+            assert_null(coho__pool_get(p, ids[k]));
+    }
+    coho__pool_for_each(p, count_node, &visited);
+    assert_int_equal(visited, 1);
+    assert_int_equal(coho__pool_count(p), 1);
+
+    /* The resident free slots first (slabs 0 and 2), then the trimmed slabs. */
+    for (k = 0; k < N - 1; k++) {
+        void *node;
+
+        again[k] = coho__pool_alloc(p, &node, NULL);
+        assert_int_not_equal(again[k], 0);
+        for (j = 0; j < 512; j++)
+            assert_int_equal(((unsigned char *)node)[j], 0);
+        if (k < 2 * PER - 1)
+            assert_true(id_index(again[k]) / PER == 0 || id_index(again[k]) / PER == 2);
+        else
+            assert_true(id_index(again[k]) / PER == 1 || id_index(again[k]) / PER == 3);
+    }
+    /* No new id equals an old one; old ids of the reused slabs are stale. */
+    for (k = 0; k < N - 1; k++) {
+        for (j = 0; j < N; j++)
+            assert_true(again[k] != ids[j]);
+    }
+    for (k = 0; k < N; k++) {
+        if (k != 2 * PER + 5)
+            assert_null(coho__pool_get(p, ids[k]));
+    }
+    assert_int_equal(coho__pool_count(p), N);
+    assert_int_equal(p->nslabs, 4); /* no slab added: the trimmed ones were reused */
+    coho__pool_destroy(p);
+}
+
+static void pool_trim_keeps_slabs_with_live_nodes_and_the_first(void **state)
+{
+    coho__pool_t *p = coho__pool_create(64, 16, 0);
+    uint64_t ids[32];
+    size_t k;
+
+    (void)state;
+    assert_non_null(p);
+    assert_int_equal(coho__pool_trim(p), 0); /* empty pool */
+    for (k = 0; k < 32; k++)
+        ids[k] = coho__pool_alloc(p, NULL, NULL);
+    assert_int_equal(coho__pool_trim(p), 0); /* all live */
+    for (k = 0; k < 16; k++)
+        assert_int_equal(coho__pool_free(p, ids[k]), 0);
+    assert_int_equal(coho__pool_trim(p), 0); /* only slab 0 is empty */
+    for (k = 16; k < 32; k++)
+        assert_int_equal(coho__pool_free(p, ids[k]), 0);
+    assert_int_equal(coho__pool_trim(p), 1);
+    coho__pool_destroy(p);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -466,6 +594,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(pool_for_each_callback_may_free_its_node),
         cmocka_unit_test(pool_freed_node_is_poisoned_under_asan),
         cmocka_unit_test(pool_randomized_ops_match_model),
+        cmocka_unit_test(pool_trim_gives_back_empty_slabs_and_keeps_old_ids_stale),
+        cmocka_unit_test(pool_trim_keeps_slabs_with_live_nodes_and_the_first),
     };
 
     return coho_test_main("pool", tests, sizeof(tests) / sizeof(tests[0]), argc, argv);

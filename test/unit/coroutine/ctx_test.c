@@ -350,7 +350,55 @@ static void ctx_fp_policy_default_follows_cpu_vendor_and_family(void **state)
     int want = COHO__CTX_FP_COMPARE;
 #endif
     assert_int_equal(coho__ctx_fp_policy_default(), want);
+    /* ctest also runs this binary with COHO_CTX_FP=compare and =reload: the forced policy is the
+     * one in force then. */
+    const char *forced = getenv("COHO_CTX_FP");
+    if (forced != NULL && forced[0] != '\0')
+        want = coho__ctx_fp_policy_parse(forced);
     assert_int_equal(coho__ctx_fp_policy, want);
+}
+
+/* COHO_CTX_FP forces either policy on any CPU; anything but "compare" or "reload" is reported
+ * and the CPU's default stays. */
+static void ctx_fp_policy_environment_override(void **state)
+{
+    (void)state;
+    int cpu = coho__ctx_fp_policy_default();
+
+    assert_int_equal(coho__ctx_fp_policy_parse("compare"), COHO__CTX_FP_COMPARE);
+    assert_int_equal(coho__ctx_fp_policy_parse("reload"), COHO__CTX_FP_RELOAD);
+    assert_int_equal(coho__ctx_fp_policy_parse("Reload"), -1);
+    assert_int_equal(coho__ctx_fp_policy_parse("reload "), -1);
+    assert_int_equal(coho__ctx_fp_policy_parse(""), -1);
+    assert_int_equal(coho__ctx_fp_policy_parse(NULL), -1);
+
+    assert_int_equal(coho__ctx_fp_policy_choose("compare"), COHO__CTX_FP_COMPARE);
+    assert_int_equal(coho__ctx_fp_policy_choose("reload"), COHO__CTX_FP_RELOAD);
+    assert_int_equal(coho__ctx_fp_policy_choose(NULL), cpu);
+    assert_int_equal(coho__ctx_fp_policy_choose(""), cpu);
+
+    /* A bad value names itself on stderr. */
+    char path[] = "/tmp/coho_ctx_fp_XXXXXX";
+    int tmp = mkstemp(path);
+    assert_true(tmp >= 0);
+    unlink(path);
+    fflush(stderr);
+    int saved_err = dup(STDERR_FILENO);
+    assert_true(saved_err >= 0);
+    assert_int_equal(dup2(tmp, STDERR_FILENO), STDERR_FILENO);
+    int got = coho__ctx_fp_policy_choose("fast");
+    fflush(stderr);
+    assert_int_equal(dup2(saved_err, STDERR_FILENO), STDERR_FILENO);
+    close(saved_err);
+    assert_int_equal(got, cpu);
+
+    char msg[256] = "";
+    ssize_t n = pread(tmp, msg, sizeof(msg) - 1, 0);
+    close(tmp);
+    assert_true(n > 0);
+    msg[n] = '\0';
+    assert_non_null(strstr(msg, "COHO_CTX_FP=\"fast\""));
+    assert_non_null(strstr(msg, cpu == COHO__CTX_FP_RELOAD ? "(reload)" : "(compare)"));
 }
 
 /* ---- callee-saved registers ----------------------------------------------------------------- */
@@ -689,6 +737,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(ctx_switch_keeps_x87_control_word_per_context),
         cmocka_unit_test(ctx_make_starts_with_the_fp_control_of_its_creator),
         cmocka_unit_test(ctx_fp_policy_default_follows_cpu_vendor_and_family),
+        cmocka_unit_test(ctx_fp_policy_environment_override),
         cmocka_unit_test(ctx_switch_preserves_callee_saved_registers),
         cmocka_unit_test(ctx_switch_keeps_many_live_locals),
         cmocka_unit_test(ctx_deep_recursion_runs_on_the_new_stack),

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* coho_sched_dump names what each parked coroutine waits on: the sync primitives and channels
- * (by address), fds, poll/select/epoll_wait, per-fd locks, DNS and socket_ext waits (by fd,
- * count or request id), sleep and join, and for how long. */
+ * (by address), fds, poll/select/epoll_wait, per-fd locks and DNS waits (by fd or count), sleep
+ * and join, and for how long. socket_ext's waits (net/) are in test/unit/net/tdp_dump_test.c. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -23,101 +23,7 @@
 
 #include "coroutine/internal.h"
 #include "test/support/cmocka_main.h"
-
-static coho_sched_t *sched;
-static char log_path[256];
-static char *dump_text; /* the log after the run */
-
-static void open_temp_log(void)
-{
-    const char *dir = getenv("COHO_TEST_TMPDIR");
-    coho_log_opts_t o;
-
-    if (dir == NULL)
-        dir = "/tmp";
-    snprintf(log_path, sizeof(log_path), "%s/sched_dump_%d.log", dir, (int)getpid());
-    (void)mkdir(dir, 0755);
-    unlink(log_path);
-    coho_log_opts_init(&o);
-    o.path = log_path;
-    assert_int_equal(coho_log_open(&o), 0);
-}
-
-/* Closes the log and keeps the whole file in dump_text. */
-static void read_log(void)
-{
-    FILE *f;
-    long n;
-
-    assert_int_equal(coho_log_close(), 0);
-    f = fopen(log_path, "r");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    dump_text = calloc(1, (size_t)n + 1);
-    assert_non_null(dump_text);
-    assert_int_equal(fread(dump_text, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    unlink(log_path);
-}
-
-/* Spawns failed by spawn_named(). It also runs in coroutines, where a CMocka assertion would
- * longjmp across stacks: run_and_read() checks the count on the case's stack. */
-static unsigned spawn_failures;
-
-static uint64_t spawn_named(const char *name, void (*fn)(void *), void *arg)
-{
-    coho_spawn_opts_t o;
-    uint64_t id;
-
-    coho_spawn_opts_init(&o);
-    o.name = name;
-    id = coho_spawn_ex(sched, fn, arg, &o);
-    spawn_failures += id == 0;
-    return id;
-}
-
-/* Runs the scheduler; `setup` spawns the parkers and the dumper. */
-static void run_and_read(void (*setup)(void))
-{
-    open_temp_log();
-    sched = coho_sched_create(NULL);
-    assert_non_null(sched);
-    spawn_failures = 0;
-    setup();
-    assert_int_equal(coho_sched_run(sched), 0);
-    coho_sched_destroy(sched);
-    sched = NULL;
-    read_log();
-    assert_int_equal(spawn_failures, 0);
-}
-
-/* The dump line of the coroutine called `name`: asserts that it exists and contains `want`. */
-static void expect_dump_line(const char *name, const char *want)
-{
-    char key[64];
-    const char *at;
-    const char *bol;
-    const char *eol;
-    char line[1024];
-    size_t n;
-
-    snprintf(key, sizeof(key), "(%s, entry ", name);
-    at = strstr(dump_text, key);
-    if (at == NULL)
-        fail_msg("no dump line for %s in:\n%s", name, dump_text);
-    for (bol = at; bol > dump_text && bol[-1] != '\n'; bol--) {
-    }
-    eol = strchr(at, '\n');
-    n = eol != NULL ? (size_t)(eol - bol) : strlen(bol);
-    if (n >= sizeof(line))
-        n = sizeof(line) - 1;
-    memcpy(line, bol, n);
-    line[n] = '\0';
-    if (strstr(line, want) == NULL)
-        fail_msg("the dump line of %s lacks \"%s\":\n%s", name, want, line);
-}
+#include "test/support/dump_capture.h"
 
 /* ---- sync primitives, channels, sleep, join ------------------------------------------------ */
 
@@ -474,141 +380,6 @@ static void dump_names_a_dns_wait(void **state)
     sem_destroy(&blockers_go);
 }
 
-/* ---- socket_ext (tdp) ---------------------------------------------------------------------- */
-
-static size_t tdp_max_body = 1u << 16;
-static coho_tdp_framer_t tdp_framer;
-static coho_tdp_pool_t *tdp_server;  /* takes requests and never answers */
-static coho_tdp_pool_t *tdp_client;  /* connected to tdp_server */
-static coho_tdp_pool_t *tdp_nowhere; /* connects to a port nobody listens on */
-static coho_tdp_req_t *tdp_held;
-static uint64_t tdp_req;
-
-static void tdp_hold(coho_tdp_req_t *rq, void *user)
-{
-    (void)user;
-    if (tdp_held != NULL)
-        coho_tdp_req_free(tdp_held);
-    tdp_held = rq;
-}
-
-static void tdp_opts(coho_tdp_opts_t *o)
-{
-    coho_tdp_opts_init(o);
-    o->framers[0] = &tdp_framer;
-    o->framer_count = 1;
-    o->conn_count = 1;
-}
-
-/* A loopback port that refuses connections: bound once, then closed. */
-/* A loopback port nothing listens on, or 0 on failure (it runs in a coroutine: no CMocka
- * assertion here). */
-static uint16_t refusing_port(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(a);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    bool ok;
-
-    if (fd < 0)
-        return 0;
-    ok = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-         getsockname(fd, (struct sockaddr *)&a, &len) == 0;
-    close(fd);
-    return ok ? ntohs(a.sin_port) : 0;
-}
-
-static void tdp_picker(void *arg)
-{
-    (void)arg;
-    (void)coho_tdp_pick(tdp_nowhere, -1);
-}
-
-static void tdp_requester(void *arg)
-{
-    unsigned char hdr[COHO_SOCK_HDR_LEN];
-    coho_sock_hdr_t h = {.magic = COHO_SOCK_MAGIC};
-    uint64_t conn = coho_tdp_pick(tdp_client, 5000);
-    coho_cbuf_t resp;
-
-    (void)arg;
-    if (conn == 0)
-        return;
-    tdp_req = coho_tdp_req_id(tdp_client);
-    h.seq = tdp_req;
-    coho_sock_hdr_encode(&h, hdr);
-    if (coho_tdp_send(tdp_client, conn, tdp_req, hdr, sizeof(hdr)) != 0)
-        return;
-    coho_cbuf_init(&resp, NULL);
-    (void)coho_tdp_wait_resp(tdp_client, tdp_req, -1, &resp);
-    coho_cbuf_destroy(&resp);
-}
-
-static bool tdp_main_ended;
-
-static void tdp_main(void *arg)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    coho_tdp_opts_t o;
-
-    (void)arg;
-    coho_sock_framer_init(&tdp_framer, &tdp_max_body);
-    tdp_opts(&o);
-    o.on_req = tdp_hold;
-    tdp_server = coho_tdp_listen((struct sockaddr *)&a, sizeof(a), &o);
-    if (tdp_server == NULL)
-        return;
-    a.sin_port = htons(coho_tdp_local_port(tdp_server));
-    tdp_opts(&o);
-    tdp_client = coho_tdp_connect((struct sockaddr *)&a, sizeof(a), &o);
-    a.sin_port = htons(refusing_port());
-    if (a.sin_port == 0)
-        return;
-    tdp_opts(&o);
-    tdp_nowhere = coho_tdp_connect((struct sockaddr *)&a, sizeof(a), &o);
-    if (tdp_client == NULL || tdp_nowhere == NULL)
-        return;
-    spawn_named("tdp-picker", tdp_picker, NULL);
-    spawn_named("tdp-requester", tdp_requester, NULL);
-    coho_sleep_ms(200); /* the request has reached the server by now */
-    coho_sched_dump(sched);
-    coho_sched_stop(sched);
-    tdp_main_ended = true;
-}
-
-static void setup_tdp(void)
-{
-    tdp_server = tdp_client = tdp_nowhere = NULL;
-    tdp_held = NULL;
-    tdp_req = 0;
-    tdp_main_ended = false;
-    spawn_named("tdp-main", tdp_main, NULL);
-}
-
-static void dump_names_tdp_connection_and_response_waits(void **state)
-{
-    char want[96];
-
-    (void)state;
-    run_and_read(setup_tdp);
-    assert_true(tdp_main_ended);
-    assert_non_null(tdp_server);
-    assert_non_null(tdp_client);
-    assert_non_null(tdp_nowhere);
-    assert_int_not_equal(tdp_req, 0);
-    snprintf(want, sizeof(want), "parked waits on tdp connection of pool@0x%" PRIxPTR " for ",
-             (uintptr_t)tdp_nowhere);
-    expect_dump_line("tdp-picker", want);
-    snprintf(want, sizeof(want), "parked waits on tdp response req=%" PRIu64 " for ", tdp_req);
-    expect_dump_line("tdp-requester", want);
-    free(dump_text);
-    if (tdp_held != NULL)
-        coho_tdp_req_free(tdp_held);
-    assert_int_equal(coho_tdp_close(tdp_nowhere), 0);
-    assert_int_equal(coho_tdp_close(tdp_client), 0);
-    assert_int_equal(coho_tdp_close(tdp_server), 0);
-}
-
 /* ---- how long ------------------------------------------------------------------------------ */
 
 static void long_sleeper(void *arg)
@@ -651,6 +422,76 @@ static void dump_shows_how_long_a_coroutine_has_waited(void **state)
     free(dump_text);
 }
 
+/* ---- to a callback ------------------------------------------------------------------------ */
+
+static char dump_to_text[8192];
+static size_t dump_to_lines;
+static int dump_to_rc;
+static bool dump_to_bad; /* a line with a newline, a wrong length or arg; checked after the run */
+
+/* Runs in the dumper coroutine: no CMocka assertion here (it would longjmp across stacks). */
+static void collect_line(void *arg, const char *text, size_t len)
+{
+    size_t used = strlen(dump_to_text);
+
+    if (arg != &dump_to_lines || strlen(text) != len || strchr(text, '\n') != NULL ||
+        used + len + 2 > sizeof(dump_to_text)) {
+        dump_to_bad = true;
+        return;
+    }
+    memcpy(dump_to_text + used, text, len);
+    dump_to_text[used + len] = '\n';
+    dump_to_text[used + len + 1] = '\0';
+    dump_to_lines++;
+}
+
+static void callback_dumper(void *arg)
+{
+    (void)arg;
+    coho_sleep_ms(20);
+    dump_to_rc = coho_sched_dump_to(sched, collect_line, &dump_to_lines);
+    coho_sched_stop(sched);
+}
+
+static void setup_dump_to(void)
+{
+    spawn_named("long-sleeper", long_sleeper, NULL);
+    spawn_named("dumper", callback_dumper, NULL);
+}
+
+/* The same lines, handed to the callback instead of the log: a header, then one per coroutine. */
+static void dump_to_hands_each_line_to_the_callback(void **state)
+{
+    (void)state;
+    dump_to_text[0] = '\0';
+    dump_to_lines = 0;
+    dump_to_rc = -1;
+    dump_to_bad = false;
+    run_and_read(setup_dump_to);
+    assert_int_equal(dump_to_rc, 0);
+    assert_false(dump_to_bad);
+    assert_int_equal(dump_to_lines, 3);
+    assert_non_null(strstr(dump_to_text, "scheduler "));
+    /* The scheduler line ends with the switch count (coho-top's switches/s): two coroutines
+     * ran before the dump. */
+    {
+        const char *sw = strstr(dump_to_text, " timers armed, ");
+        char *end = NULL;
+
+        assert_non_null(sw);
+        assert_true(strtoull(sw + strlen(" timers armed, "), &end, 10) >= 2);
+        assert_int_equal(strncmp(end, " switches", strlen(" switches")), 0);
+    }
+    assert_non_null(strstr(dump_to_text, "(long-sleeper, entry "));
+    assert_non_null(strstr(dump_to_text, "waits on sleep for "));
+    assert_non_null(strstr(dump_to_text, "(dumper, entry "));
+    assert_null(strstr(dump_text, "long-sleeper")); /* nothing went to the log */
+    errno = 0;
+    assert_int_equal(coho_sched_dump_to(NULL, collect_line, NULL), -1);
+    assert_int_equal(errno, EINVAL);
+    free(dump_text);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -658,8 +499,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(dump_shows_a_signalled_cond_waiter_on_its_mutex),
         cmocka_unit_test(dump_names_fd_poll_select_epoll_and_fd_lock_waits),
         cmocka_unit_test(dump_names_a_dns_wait),
-        cmocka_unit_test(dump_names_tdp_connection_and_response_waits),
         cmocka_unit_test(dump_shows_how_long_a_coroutine_has_waited),
+        cmocka_unit_test(dump_to_hands_each_line_to_the_callback),
     };
 
     return coho_test_main("sched_dump", tests, sizeof(tests) / sizeof(tests[0]), argc, argv);

@@ -35,6 +35,7 @@ static coho__stack_pool_t *pool_decaying(size_t size, unsigned guarded_max, unsi
     o.guarded_max = guarded_max;
     o.idle_keep = idle_keep;
     o.decay_ms = decay_ms;
+    o.keep_decay_ms = 0; /* the idle_keep stacks stay resident, unless a test says otherwise */
     p = coho__stack_pool_create(&o);
     assert_non_null(p);
     return p;
@@ -76,6 +77,7 @@ static void stack_pool_opts_init_fills_documented_defaults(void **state)
     assert_int_equal(o.guarded_max, 8192);
     assert_int_equal(o.idle_keep, 64);
     assert_int_equal(o.decay_ms, 1000);
+    assert_int_equal(o.keep_decay_ms, 3000);
 }
 
 static void stack_get_reuses_a_returned_stack(void **state)
@@ -495,6 +497,56 @@ static void stack_idle_stacks_beyond_idle_keep_stay_resident_until_they_decay(vo
     coho__stack_pool_destroy(p);
 }
 
+/* keep_decay_ms: once the surplus beyond idle_keep is gone, the idle_keep stacks go too after
+ * keep_decay_ms of idling (never before decay_ms), so an idle pool ends up with nothing
+ * resident; adjacent stacks go in one step. */
+static void stack_idle_keep_stacks_decay_after_keep_decay_ms(void **state)
+{
+    (void)state;
+    enum { N = 6, KEEP = 2 };
+    coho__stack_pool_opts_t o;
+    coho__stack_pool_t *p;
+    coho__stack_t s[N];
+
+    coho__stack_pool_opts_init(&o);
+    o.stack_size = 64 * KIB;
+    o.guarded_max = 3; /* a guarded slab and an unguarded one */
+    o.idle_keep = KEEP;
+    o.decay_ms = 1000;
+    o.keep_decay_ms = 3000;
+    p = coho__stack_pool_create(&o);
+    assert_non_null(p);
+    coho__stack_pool_set_now(p, 10000);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(coho__stack_get(p, 0, &s[i]), 0);
+        touch_all(&s[i]);
+    }
+    /* Every put reports work for the decay now, even within idle_keep. */
+    for (int i = 0; i < N; i++)
+        assert_true(coho__stack_put(p, &s[i]));
+    /* At 11000 the N - KEEP oldest go; the KEEP newest wait until 13000. */
+    assert_int_equal(coho__stack_pool_decay(p, 11000, UINT_MAX), 2000);
+    for (int i = 0; i < N; i++) {
+        if (i < N - KEEP)
+            assert_true(coho__stack_high_water(&s[i]) <= pg());
+        else
+            assert_int_equal(coho__stack_high_water(&s[i]), s[i].size);
+    }
+    assert_int_equal(coho__stack_pool_decay(p, 12999, UINT_MAX), 1);
+    assert_int_equal(coho__stack_high_water(&s[N - 1]), s[N - 1].size);
+    assert_int_equal(coho__stack_pool_decay(p, 13000, UINT_MAX), -1);
+    for (int i = 0; i < N; i++)
+        assert_true(coho__stack_high_water(&s[i]) <= pg());
+    /* Stacks are handed out again (fresh slabs: the decayed ones were unmapped). */
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(coho__stack_get(p, 0, &s[i]), 0);
+        touch_all(&s[i]);
+    }
+    for (int i = 0; i < N; i++)
+        coho__stack_put(p, &s[i]);
+    coho__stack_pool_destroy(p);
+}
+
 /* A slab whose stacks all decayed (none live, none resident) is unmapped, guards included; the
  * pool maps a new one when stacks are needed again. */
 static void stack_decay_unmaps_slabs_left_with_nothing_resident(void **state)
@@ -578,6 +630,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(stack_idle_stacks_within_idle_keep_stay_resident),
         cmocka_unit_test(stack_idle_stacks_beyond_idle_keep_stay_resident_until_they_decay),
         cmocka_unit_test(stack_decay_unmaps_slabs_left_with_nothing_resident),
+        cmocka_unit_test(stack_idle_keep_stacks_decay_after_keep_decay_ms),
         cmocka_unit_test(stack_bad_sizes_are_einval),
     };
 

@@ -13,9 +13,10 @@
 #include <unistd.h>
 
 #include <coho.h>
+#include <coho/net.h>
 
 #include "test/support/cmocka_main.h"
-#include "test/unit/syscall_hook/socket_ext_check.h"
+#include "test/unit/net/socket_ext_check.h"
 
 static size_t max_body = 1u << 20;
 static coho_tdp_framer_t sock_framer;

@@ -13,9 +13,10 @@
 #include <unistd.h>
 
 #include <coho.h>
+#include <coho/net.h>
 
 #include "test/support/cmocka_main.h"
-#include "test/unit/syscall_hook/socket_ext_check.h"
+#include "test/unit/net/socket_ext_check.h"
 
 #define NREQ     10
 #define BIG_BODY (256u * 1024u)

@@ -17,9 +17,10 @@
 #include <unistd.h>
 
 #include <coho.h>
+#include <coho/net.h>
 
 #include "test/support/cmocka_main.h"
-#include "test/unit/syscall_hook/socket_ext_check.h"
+#include "test/unit/net/socket_ext_check.h"
 
 static size_t max_body = 1u << 20;
 static coho_tdp_framer_t sock_framer;
@@ -532,6 +533,89 @@ static void accept_backs_off_when_out_of_fds_and_resumes_when_fds_are_free(void 
     memset(&sv, 0, sizeof(sv));
     co_run(emfile_main, &sv);
     assert_int_equal(sv.handled, 2);
+}
+
+/* ---- out of fds with the reserve fd at hand and nothing queued: accept fails with EMFILE even
+ * then (the kernel takes the fd before it looks at the queue); the accept loop waits for a
+ * connection instead of retrying at once (a loop that never parks would starve every other
+ * coroutine of the thread), sheds the one that comes, and serves again once fds are free ---- */
+static void emfile_idle_main(void *arg)
+{
+    struct server *sv = arg;
+    struct sockaddr_in a = loopback(0);
+    struct timeval tv = {.tv_sec = 5};
+    struct rlimit old, low;
+    coho_tdp_opts_t o;
+    coho_tdp_stats_t st;
+    int *fill = calloc(EMFILE_FILL_MAX, sizeof(*fill));
+    int nul, c1, c2, nfill = 0;
+    uint64_t t0;
+    char byte;
+
+    nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    c1 = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    c2 = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (!CO_CHECK(fill != NULL && nul >= 0 && c1 >= 0 && c2 >= 0))
+        return;
+    CO_CHECK_EQ(setsockopt(c1, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+    CO_CHECK_EQ(setsockopt(c2, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+    /* The pool (listen socket and reserve fd) first, then every fd below the limit taken. */
+    sock_opts(&o);
+    o.on_req = on_req;
+    o.user = sv;
+    sv->pool = coho_tdp_listen((struct sockaddr *)&a, sizeof(a), &o);
+    if (!CO_CHECK(sv->pool != NULL))
+        return;
+    a = loopback(coho_tdp_local_port(sv->pool));
+    CO_CHECK_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+    low = old;
+    low.rlim_cur = (rlim_t)c2 + 32;
+    CO_CHECK_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+    while (nfill < EMFILE_FILL_MAX && (fill[nfill] = fcntl(nul, F_DUPFD_CLOEXEC, 0)) >= 0)
+        nfill++;
+    CO_CHECK_EQ(errno, EMFILE);
+
+    /* Nothing queued: this coroutine's sleep returns (the accept loop parks) and nothing is
+     * counted as shed. Generous bound: the machine may be loaded. */
+    t0 = now_ms();
+    CO_CHECK_EQ(coho_sleep_ms(50), 0);
+    CO_CHECK(now_ms() - t0 < 5000);
+    st = stats(sv->pool);
+    CO_CHECK_EQ(st.conns_rejected, 0);
+    CO_CHECK_EQ(st.conns_total, 0);
+
+    /* A connection comes: shed with the reserve fd, so the client sees the close at once. */
+    CO_CHECK_EQ(connect(c1, (struct sockaddr *)&a, sizeof(a)), 0);
+    CO_CHECK_EQ(recv(c1, &byte, 1, 0), 0);
+    st = stats(sv->pool);
+    CO_CHECK_EQ(st.conns_rejected, 1);
+    CO_CHECK_EQ(st.conns_total, 0);
+
+    /* fds free again: the next connection is served. */
+    while (nfill > 0)
+        close(fill[--nfill]);
+    CO_CHECK_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+    CO_CHECK_EQ(connect(c2, (struct sockaddr *)&a, sizeof(a)), 0);
+    wait_conns_open(sv->pool, 1, 2000);
+    raw_exchange(c2);
+    st = stats(sv->pool);
+    CO_CHECK_EQ(st.conns_total, 1);
+    CO_CHECK_EQ(st.conns_rejected, 1);
+    close(c1);
+    close(c2);
+    close(nul);
+    free(fill);
+    CO_CHECK_EQ(coho_tdp_close(sv->pool), 0);
+}
+
+static void accept_out_of_fds_and_idle_waits_then_sheds_a_new_client(void **state)
+{
+    struct server sv;
+
+    (void)state;
+    memset(&sv, 0, sizeof(sv));
+    co_run(emfile_idle_main, &sv);
+    assert_int_equal(sv.handled, 1);
 }
 
 /* ---- backpressure: a client that pipelines far more requests than its connection may hold
@@ -1534,6 +1618,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(pick_round_robins_over_healthy_connections),
         cmocka_unit_test(listen_pool_past_max_conns_closes_and_counts_the_excess),
         cmocka_unit_test(accept_backs_off_when_out_of_fds_and_resumes_when_fds_are_free),
+        cmocka_unit_test(accept_out_of_fds_and_idle_waits_then_sheds_a_new_client),
         cmocka_unit_test(pipelined_requests_past_max_conn_reqs_wait_and_are_all_answered),
         cmocka_unit_test(pipelined_requests_past_max_conn_req_len_wait_and_are_all_answered),
         cmocka_unit_test(close_ends_a_connection_held_back_by_backpressure),

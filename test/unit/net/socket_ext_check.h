@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include <coho.h>
+#include <coho/net.h>
 
 #include "test/support/cmocka_main.h"
 

@@ -1,0 +1,273 @@
+/* SPDX-License-Identifier: MIT */
+/* socket_ext ("tdp") inside libcoho_net: the records every tdp_*.c file shares and the
+ * functions they call across files. Pooled request/response multiplexing over long TCP
+ * connections (or UDP sockets):
+ *
+ *   pool ── conns (generation-id node pool) ── conn: fd, rbuf (cbuf), in-flight list,
+ *     │                                            receive coroutine (daemon)
+ *     ├── pending (generation-id node pool: struct tdp_pending, waiter, status, response cbuf;
+ *     │            the request id is the node's id under a per-pool secret permutation, so
+ *     │            a stale, guessed or forged id finds nothing; a response is only taken from
+ *     │            the connection its request went out on)
+ *     └── connect pools: one daemon "keeper" coroutine per slot: connect, receive, back off
+ *         listen pools:  one daemon accept coroutine, one receive coroutine per client
+ *
+ * The receive coroutine owns its connection: it is the only one that frees it. A sender looks
+ * the connection up by id each time, so a connection that went away is ENOTCONN, never a
+ * dangling pointer.
+ *
+ * Files: tdp_pool.c (lifecycle, keepers, accept, pick, close), tdp_recv.c (receive loop,
+ * dispatch, backpressure, wait_resp), tdp_send.c (sends and group commit), tdp_udp.c
+ * (datagram pools), tdp_id.c (request ids), sock_framer.c (the sock protocol). Everything
+ * here uses libcoho's public API plus its park primitive (coroutine/park.h). Internal
+ * functions return 0 / >= 0 or -errno; public ones set errno. */
+#ifndef COHO_NET_TDP_INTERNAL_H
+#define COHO_NET_TDP_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <coho.h>
+#include <coho/net.h>
+
+#include "coroutine/park.h"
+#include "net/accept.h"
+
+#define TDP_READ_CHUNK    16384
+#define TDP_IOV_MAX       8
+#define TDP_DGRAM_MAX     65536 /* receive buffer of a datagram socket: the largest UDP payload */
+#define TDP_REQS_IDLE_MAX 256   /* freed request records kept per pool */
+
+enum { TDP_CONNECT = 1, TDP_LISTEN = 2 };
+
+struct tdp_conn {
+    uint64_t id;
+    int fd;
+    unsigned slot; /* connect pools: the keeper slot */
+    bool broken;
+    coho_cbuf_t rbuf;
+    coho_list_t inflight;         /* struct tdp_pending.conn_link */
+    coho_list_t link;             /* in pool->conns_live */
+    uint64_t rx_co;               /* the receive coroutine */
+    struct sockaddr_storage peer; /* datagram pools: sender of the datagram being dispatched */
+    socklen_t peer_len;
+    coho_cbuf_t wbuf;     /* frames queued behind a flush in progress (tdp_send.c) */
+    coho_list_t wwaiters; /* struct tdp_tx_waiter: senders whose frames are in wbuf */
+    bool flushing;        /* a sender gathers and writes the frames of others too */
+    bool dispatching;     /* the receive coroutine is in coho__tdp_rx_dispatch */
+    unsigned reqs_held;   /* requests of this connection handed to on_req and not yet freed */
+    size_t reqs_held_len; /* ... the bytes of their frames */
+    uint64_t room_co;     /* the receive coroutine, parked until those drain (0: not parked) */
+    uint64_t room_token;
+};
+
+/* A coroutine parked on a wait list (a flush of its frame, a connection coming up). */
+struct tdp_waiter {
+    coho_list_t link;
+    uint64_t co_id;
+    uint64_t token;
+};
+
+struct tdp_pending {
+    uint64_t id;      /* the node id (the request id is its permutation: coho__tdp_id_encode) */
+    uint64_t conn_id; /* the connection the request last went out on; 0: not sent */
+    uint64_t co_id;   /* the waiter, 0 while nobody waits */
+    uint64_t token;
+    int status;     /* 0 waiting for the response, 1 arrived, -errno failed */
+    bool resp_live; /* resp is initialised (the response arrived and was not yet taken) */
+    coho_cbuf_t resp;
+    coho_list_t conn_link; /* in the connection's in-flight list once sent */
+};
+
+/* The keys of a pool's request id permutation (tdp_id.c). */
+struct tdp_id_keys {
+    uint64_t xor_in, xor_out;
+    uint64_t mul[2];     /* odd */
+    uint64_t mul_inv[2]; /* their inverses modulo 2^64 */
+};
+
+struct coho_tdp_pool {
+    int mode;
+    coho_tdp_opts_t o;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    coho_idpool_t *conns; /* struct tdp_conn, by id */
+    coho_list_t conns_live;
+    uint64_t *slots; /* connect pools: conn id per keeper slot (0: down) */
+    uint64_t *keepers;
+    coho_idpool_t *pending;     /* struct tdp_pending, by node id (decoded request id) */
+    struct tdp_id_keys id_keys; /* the pool's secret: the keys of the id permutation */
+    uint64_t id_zero;           /* the permutation of 0, xored out so that 0 stays 0 */
+    unsigned rr;
+    int listen_fd;
+    uint16_t port;
+    uint64_t accept_co;
+    coho__net_acceptor_t acc; /* listen pools: the accept loop's state (its reserve fd) */
+    bool closing;
+    bool dgram;    /* UDP: one datagram per frame (coho_tdp_udp_connect, coho_tdp_udp_listen) */
+    unsigned refs; /* memory: the user's handle, each live pool coroutine, each request */
+    unsigned cos;  /* live pool coroutines (coho_tdp_close waits for them) */
+    unsigned reqs_live;        /* requests handed to on_req and not yet freed */
+    struct tdp_req *reqs_idle; /* freed request records kept for reuse */
+    unsigned reqs_idle_count;
+    coho_list_t up_waiters; /* struct tdp_waiter: parked in coho_tdp_pick */
+    coho_list_t cb_frames;  /* struct tdp_cb_frame: coroutines inside a user callback now */
+    coho_tdp_stats_t st;
+};
+
+/* A request handed to on_req: the public record, and what it holds of its connection's
+ * allowance (max_conn_reqs, max_conn_req_len). A freed record is kept by its pool for the next
+ * request (no malloc per request). */
+struct tdp_req {
+    coho_tdp_req_t pub;        /* first: a coho_tdp_req_t * is a struct tdp_req * */
+    struct tdp_req *idle_next; /* in the pool's reqs_idle while freed */
+    size_t held_len;           /* frame bytes counted in the connection's reqs_held_len */
+    bool held;                 /* counted in the connection's reqs_held */
+};
+
+/* ---- tdp_pool.c ---- */
+
+/* The last reference went: frees the pool. */
+void coho__tdp_pool_free(coho_tdp_pool_t *p);
+
+/* The pool's memory lives while anyone holds a reference (refs). Besides the user's handle,
+ * the pool's coroutines and the requests handed to on_req, every caller of a public function
+ * that may park in it (pick, wait_resp, sendv, attach) holds one for the time of the call:
+ * coho_tdp_close wakes such callers but does not wait for them to run, and a closer that is
+ * itself cancelled does not wait for the pool's coroutines either, so without it the last of
+ * those could free the pool before a woken caller looks at it again. */
+static inline void coho__tdp_pool_ref(coho_tdp_pool_t *p)
+{
+    p->refs++;
+}
+
+static inline void coho__tdp_pool_unref(coho_tdp_pool_t *p)
+{
+    if (--p->refs == 0)
+        coho__tdp_pool_free(p);
+}
+
+/* A pool coroutine ends (its start is counted before the spawn). */
+void coho__tdp_pool_co_exit(coho_tdp_pool_t *p);
+
+/* A new pool (mode TDP_CONNECT or TDP_LISTEN), checked options, no coroutine yet. Returns it,
+ * or NULL with *err EPERM (not in a coroutine), EINVAL or ENOMEM. */
+coho_tdp_pool_t *coho__tdp_pool_create(int mode, const struct sockaddr *addr, socklen_t addrlen,
+                                       const coho_tdp_opts_t *o, int *err);
+
+/* Adds a connected fd (or a datagram socket) to the pool with its receive coroutine, in keeper
+ * slot `slot` of a connect pool. Returns the connection id, or 0 (ENOMEM; the fd is closed). */
+uint64_t coho__tdp_serve_conn(coho_tdp_pool_t *p, int fd, unsigned slot);
+
+/* Takes the connection out of the pool: in-flight waiters fail at once with `err`. */
+void coho__tdp_conn_break(coho_tdp_pool_t *p, struct tdp_conn *c, int err);
+
+/* Frees a broken connection (the receive coroutine's last step). */
+void coho__tdp_conn_free(coho_tdp_pool_t *p, struct tdp_conn *c, int err);
+
+/* Runs on_req(rq) recorded as a callback frame (see tdp_pool.c "callbacks"). */
+void coho__tdp_cb_req(coho_tdp_pool_t *p, coho_tdp_req_t *rq);
+
+/* A live (not broken) connection of the pool, or NULL. */
+static inline struct tdp_conn *coho__tdp_conn_get(const coho_tdp_pool_t *p, uint64_t id)
+{
+    struct tdp_conn *c = id != 0 ? coho_idpool_get(p->conns, id) : NULL;
+
+    return c != NULL && !c->broken ? c : NULL;
+}
+
+/* ---- tdp_recv.c ---- */
+
+/* Receive coroutine of a connection made by coho__tdp_serve_conn (arg: a malloc'd
+ * struct tdp_rx_arg, freed here). */
+struct tdp_rx_arg {
+    coho_tdp_pool_t *p;
+    uint64_t conn_id;
+};
+void coho__tdp_rx_main(void *arg);
+
+/* Reads and dispatches a stream connection until it breaks. Returns the reason (an errno
+ * value). */
+int coho__tdp_rx_loop(coho_tdp_pool_t *p, struct tdp_conn *c);
+
+/* Splits and dispatches the whole frames at the front of the connection's buffer. Returns 0
+ * (need more bytes, or full) or -EPROTO (malformed: close the connection). */
+int coho__tdp_rx_dispatch(coho_tdp_pool_t *p, struct tdp_conn *c);
+
+/* Backpressure (tdp_recv.c): the connection's requests in on_req reach max_conn_reqs, or their
+ * frames max_conn_req_len bytes. */
+static inline bool coho__tdp_conn_is_full(const coho_tdp_pool_t *p, const struct tdp_conn *c)
+{
+    return (p->o.max_conn_reqs != 0 && c->reqs_held >= p->o.max_conn_reqs) ||
+           (p->o.max_conn_req_len != 0 && c->reqs_held_len >= p->o.max_conn_req_len);
+}
+
+/* Parks the receive coroutine of `c` while it is full. Returns 0 (room, or the connection
+ * broke: see c->broken) or -ECANCELED. */
+int coho__tdp_rx_wait_room(coho_tdp_pool_t *p, struct tdp_conn *c);
+
+/* ---- tdp_send.c ---- */
+
+/* After a dispatch: writes the answers on_req gave inline, or waits while another sender's
+ * flush carries them. */
+void coho__tdp_flush_inline(coho_tdp_pool_t *p, struct tdp_conn *c);
+
+/* ---- tdp_udp.c ---- */
+
+/* Receive loop of a datagram socket. Returns the reason it ended (an errno value). */
+int coho__tdp_rx_loop_dgram(coho_tdp_pool_t *p, struct tdp_conn *c);
+
+/* Sends one frame as one datagram on `c`'s socket, to `to` (NULL: the connected peer).
+ * Returns 0, or -EMSGSIZE, -ENOTCONN, or the send error. */
+int coho__tdp_dgram_sendv(coho_tdp_pool_t *p, struct tdp_conn *c, const struct sockaddr_storage *to,
+                          socklen_t tolen, const struct iovec *iov, int iovcnt);
+
+/* ---- tdp_id.c: request ids ---- */
+
+/* Draws the pool's id keys (getrandom, or the clocks where it fails). */
+void coho__tdp_id_keys_init(coho_tdp_pool_t *p);
+
+/* The keyed bijection of tdp_id.c, inline: ids are encoded once and decoded three times per
+ * request. */
+static inline uint64_t coho__tdp_id_permute(const struct tdp_id_keys *k, uint64_t x)
+{
+    x = (x ^ k->xor_in) * k->mul[0];
+    x ^= x >> 32;
+    x *= k->mul[1];
+    x ^= x >> 32;
+    return x ^ k->xor_out;
+}
+
+static inline uint64_t coho__tdp_id_unpermute(const struct tdp_id_keys *k, uint64_t y)
+{
+    y ^= k->xor_out;
+    y ^= y >> 32;
+    y *= k->mul_inv[1];
+    y ^= y >> 32;
+    return (y * k->mul_inv[0]) ^ k->xor_in;
+}
+
+/* Node id -> request id: a bijection that keeps 0 at 0 (node ids are never 0, nor then are
+ * request ids). */
+static inline uint64_t coho__tdp_id_encode(const coho_tdp_pool_t *p, uint64_t node_id)
+{
+    return coho__tdp_id_permute(&p->id_keys, node_id) ^ p->id_zero;
+}
+
+static inline uint64_t coho__tdp_id_decode(const coho_tdp_pool_t *p, uint64_t req_id)
+{
+    return coho__tdp_id_unpermute(&p->id_keys, req_id ^ p->id_zero);
+}
+
+/* The pending record of request id `req_id`, or NULL (0, stale, unknown or forged). */
+static inline struct tdp_pending *coho__tdp_pending_get(const coho_tdp_pool_t *p, uint64_t req_id)
+{
+    return coho_idpool_get(p->pending, coho__tdp_id_decode(p, req_id));
+}
+
+/* Unlinks and frees a pending record (and its response, if not taken). */
+void coho__tdp_pending_free(coho_tdp_pool_t *p, struct tdp_pending *pd);
+
+#endif /* COHO_NET_TDP_INTERNAL_H */

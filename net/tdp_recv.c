@@ -1,0 +1,342 @@
+/* SPDX-License-Identifier: MIT */
+/* socket_ext receiving: the receive loop of a stream connection, splitting frames with the
+ * pool's framers and dispatching them (a response to the coroutine waiting for its id, a request
+ * to on_req), backpressure on connections whose requests are not freed, and waiting for a
+ * response (coho_tdp_wait_resp). */
+#include <errno.h>
+#include <stdio.h> /* SEEK_SET */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+
+#include "net/tdp_internal.h"
+
+/* Makes `b` an empty buffer for a frame of `len` bytes: a frame shorter than the default chunk
+ * gets the smallest chunk size that holds it whole (64, 128, ... bytes, from the chunk pool's
+ * class of that size), so a small response or request does not take a 4 KiB chunk. */
+static void cbuf_init_for(coho_cbuf_t *b, size_t len)
+{
+    coho_cbuf_opts_t o;
+
+    coho_cbuf_opts_init(&o);
+    if (len < o.chunk_size) {
+        o.chunk_size = COHO_CBUF_CHUNK_SIZE_MIN;
+        while (o.chunk_size < len)
+            o.chunk_size <<= 1;
+    }
+    coho_cbuf_init(b, &o);
+}
+
+/* Copies the first `len` bytes of `src` into `dst` (appended). Returns 0 or -errno. */
+static int cbuf_copy_front(coho_cbuf_t *dst, const coho_cbuf_t *src, size_t len)
+{
+    struct iovec iov[TDP_IOV_MAX];
+    size_t off = 0;
+
+    while (off < len) {
+        int n = coho_cbuf_data_iov(src, off, iov, TDP_IOV_MAX), i;
+
+        if (n <= 0)
+            return -EINVAL;
+        for (i = 0; i < n && off < len; i++) {
+            size_t take = iov[i].iov_len < len - off ? iov[i].iov_len : len - off;
+
+            if (coho_cbuf_append(dst, iov[i].iov_base, take) != 0)
+                return -errno;
+            off += take;
+        }
+    }
+    return 0;
+}
+
+/* A zeroed request record: a freed one of this pool, or a new one. */
+static struct tdp_req *req_alloc(coho_tdp_pool_t *p)
+{
+    struct tdp_req *r = p->reqs_idle;
+
+    if (r == NULL)
+        return calloc(1, sizeof(*r));
+    p->reqs_idle = r->idle_next;
+    p->reqs_idle_count--;
+    memset(r, 0, sizeof(*r));
+    return r;
+}
+
+/* Backpressure. A connection whose requests in on_req (handed over, not yet freed) reach
+ * max_conn_reqs, or whose frames reach max_conn_req_len bytes, is full: its receive coroutine
+ * dispatches no further frame and reads nothing more until coho_tdp_req_free makes room. The
+ * peer's writes then fill the socket buffers and stall; the connection stays open. One peer
+ * that pipelines without end thus holds at most max_conn_req_len bytes of requests (plus the
+ * frame that crossed the bound) and its receive buffer (at most one partial frame and a read).
+ * (coho__tdp_conn_is_full, inline in tdp_internal.h, is the test.)
+ *
+ * Parks the receive coroutine of `c` while it is full. Returns 0 (room, or the connection
+ * broke: see c->broken) or -ECANCELED. */
+int coho__tdp_rx_wait_room(coho_tdp_pool_t *p, struct tdp_conn *c)
+{
+    while (coho__tdp_conn_is_full(p, c) && !c->broken) {
+        int rc;
+
+        c->room_token = coho__park_prepare();
+        c->room_co = coho_self();
+        coho__park_note("tdp requests to drain, connection@", (int64_t)(intptr_t)c);
+        rc = coho__park(-1);
+        c->room_co = 0;
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* A request of connection `conn_id` was freed: gives its share back, and wakes the receive
+ * coroutine when that makes room. */
+static void conn_req_done(coho_tdp_pool_t *p, uint64_t conn_id, size_t len)
+{
+    struct tdp_conn *c = coho_idpool_get(p->conns, conn_id);
+
+    if (c == NULL) /* the connection is gone, and its counts with it */
+        return;
+    c->reqs_held--;
+    c->reqs_held_len -= len;
+    if (c->room_co != 0 && !coho__tdp_conn_is_full(p, c))
+        coho__park_wake(c->room_co, c->room_token, 0);
+}
+
+/* Splits and dispatches the whole frames at the front of the connection's buffer, until a
+ * stream connection is full (coho__tdp_conn_is_full: the rest waits in the buffer). Returns 0 (need
+ * more bytes, or full) or -EPROTO (malformed: close the connection). */
+int coho__tdp_rx_dispatch(coho_tdp_pool_t *p, struct tdp_conn *c)
+{
+    /* A datagram is dispatched whole (its frames cannot wait in the buffer): datagram pools
+     * check the bound between datagrams, in coho__tdp_rx_loop_dgram. */
+    while (coho_cbuf_len(&c->rbuf) > 0 && !c->broken &&
+           (p->dgram || !coho__tdp_conn_is_full(p, c))) {
+        const coho_tdp_framer_t *fr = NULL;
+        uint64_t req_id = 0;
+        ssize_t flen = 0;
+        int kind = COHO_TDP_BAD;
+        unsigned i;
+
+        for (i = 0; i < p->o.framer_count; i++) {
+            coho_cbuf_seek(&c->rbuf, 0, SEEK_SET);
+            kind = p->o.framers[i]->detect(&c->rbuf, p->o.framers[i]->ctx);
+            if (kind != COHO_TDP_BAD) {
+                fr = p->o.framers[i];
+                break;
+            }
+        }
+        /* A frame that has not ended within max_frame_len bytes never will: without this
+         * bound a peer that sends no terminator would grow the buffer without limit. */
+        if (kind == COHO_TDP_NEED_MORE)
+            return coho_cbuf_len(&c->rbuf) > p->o.max_frame_len ? -EPROTO : 0;
+        if (fr == NULL || (kind != COHO_TDP_REQUEST && kind != COHO_TDP_RESPONSE))
+            return -EPROTO;
+        coho_cbuf_seek(&c->rbuf, 0, SEEK_SET);
+        flen = fr->scan(&c->rbuf, &req_id, fr->ctx);
+        if (flen < 0 || (size_t)flen > p->o.max_frame_len)
+            return -EPROTO;
+        if (flen == 0)
+            return coho_cbuf_len(&c->rbuf) > p->o.max_frame_len ? -EPROTO : 0;
+        if ((size_t)flen > coho_cbuf_len(&c->rbuf))
+            return 0;
+        if (kind == COHO_TDP_RESPONSE) {
+            struct tdp_pending *pd = coho__tdp_pending_get(p, req_id);
+
+            /* Only the connection the request went out on answers it: a response carrying the
+             * id on any other connection (a client of a listen pool answering another client's
+             * request, with a guessed or leaked id) is dropped and counted. */
+            if (pd != NULL && pd->conn_id != c->id)
+                pd = NULL;
+            if (pd != NULL && pd->status == 0) {
+                cbuf_init_for(&pd->resp, (size_t)flen);
+                pd->resp_live = true;
+                if (cbuf_copy_front(&pd->resp, &c->rbuf, (size_t)flen) != 0) {
+                    coho_cbuf_destroy(&pd->resp);
+                    pd->resp_live = false;
+                }
+            }
+            if (pd != NULL && pd->status == 0 && pd->resp_live) {
+                pd->status = 1;
+                coho_list_del(&pd->conn_link);
+                p->st.responses_in++;
+                if (pd->co_id != 0)
+                    coho__park_wake(pd->co_id, pd->token, 0);
+            } else {
+                p->st.responses_dropped++;
+            }
+        } else {
+            struct tdp_req *r = req_alloc(p);
+            coho_tdp_req_t *rq = r != NULL ? &r->pub : NULL;
+
+            if (rq != NULL) {
+                p->refs++; /* dropped by coho_tdp_req_free: the pool outlives its requests */
+                p->reqs_live++;
+                rq->pool = p;
+                rq->conn_id = c->id;
+                rq->req_id = req_id;
+                if (p->dgram) {
+                    memcpy(&rq->peer, &c->peer, c->peer_len);
+                    rq->peer_len = c->peer_len;
+                }
+                cbuf_init_for(&rq->frame, (size_t)flen);
+                if (cbuf_copy_front(&rq->frame, &c->rbuf, (size_t)flen) != 0) {
+                    coho_tdp_req_free(rq);
+                    rq = NULL;
+                }
+            }
+            if (rq != NULL && p->o.on_req != NULL) {
+                r->held = true;
+                r->held_len = (size_t)flen;
+                c->reqs_held++;
+                c->reqs_held_len += (size_t)flen;
+                p->st.requests_in++;
+                coho__tdp_cb_req(p, rq);
+            } else if (rq != NULL) {
+                coho_tdp_req_free(rq);
+            }
+        }
+        coho_cbuf_consume(&c->rbuf, (size_t)flen);
+    }
+    return 0;
+}
+
+/* Reads and dispatches until the connection breaks. Returns the reason (an errno value). */
+int coho__tdp_rx_loop(coho_tdp_pool_t *p, struct tdp_conn *c)
+{
+    struct iovec iov[TDP_IOV_MAX];
+    bool read_more = true;
+
+    for (;;) {
+        bool full;
+        int rc;
+
+        if (read_more) {
+            ssize_t n;
+            int cnt = coho_cbuf_reserve_iov(&c->rbuf, TDP_READ_CHUNK, iov, TDP_IOV_MAX);
+
+            if (cnt < 0)
+                return errno == ENOBUFS ? EPROTO : errno;
+            n = readv(c->fd, iov, cnt);
+            if (n == 0 && coho_cbuf_len(&c->rbuf) > 0 && !c->broken) {
+                p->st.protocol_errors++; /* the peer closed halfway through a frame */
+                return EPROTO;
+            }
+            if (n == 0)
+                return ECONNRESET;
+            if (n < 0)
+                return errno == EBADF ? ECONNRESET : errno;
+            coho_cbuf_commit(&c->rbuf, (size_t)n);
+        }
+        c->dispatching = true;
+        rc = coho__tdp_rx_dispatch(p, c);
+        c->dispatching = false;
+        /* Whether the dispatch stopped at the bound, taken before coho__tdp_flush_inline, which may
+         * park: requests freed during that park make room, and the frames left in the buffer
+         * must still be dispatched before the next read (which may never come). */
+        full = coho__tdp_conn_is_full(p, c);
+        coho__tdp_flush_inline(p, c);
+        if (rc != 0) {
+            p->st.protocol_errors++;
+            return EPROTO;
+        }
+        if (c->broken)
+            return ECONNRESET;
+        /* Full: wait for room, then dispatch what the buffer still holds before reading. */
+        read_more = !full;
+        if (full && coho__tdp_rx_wait_room(p, c) < 0)
+            return ECANCELED;
+    }
+}
+
+/* Receive coroutine of an accepted connection. */
+void coho__tdp_rx_main(void *arg)
+{
+    struct tdp_rx_arg *a = arg;
+    coho_tdp_pool_t *p = a->p;
+    struct tdp_conn *c = coho_idpool_get(p->conns, a->conn_id);
+    int err;
+
+    free(a);
+    if (c != NULL) {
+        err = p->dgram ? coho__tdp_rx_loop_dgram(p, c) : coho__tdp_rx_loop(p, c);
+        coho__tdp_conn_free(p, c, err);
+    }
+    coho__tdp_pool_co_exit(p);
+}
+
+int coho_tdp_wait_resp(coho_tdp_pool_t *p, uint64_t req_id, int64_t timeout_ms, coho_cbuf_t *out)
+{
+    struct tdp_pending *pd;
+    bool parked = false;
+    int rc = 0;
+
+    if (p == NULL || out == NULL) {
+        errno = EINVAL;
+        return -1;
+    }
+    pd = coho__tdp_pending_get(p, req_id);
+    if (pd == NULL) {
+        errno = ENOENT;
+        return -1;
+    }
+    if (pd->co_id != 0) {
+        /* One waiter per id: a second would take the wake-up, free the entry, and leave the
+         * first to wake at its timeout on freed memory. */
+        errno = EBUSY;
+        return -1;
+    }
+    if (pd->status == 0) {
+        pd->co_id = coho_self();
+        if (pd->co_id == 0) {
+            errno = EPERM;
+            return -1;
+        }
+        pd->token = coho__park_prepare();
+        coho__park_note("tdp response req=", (int64_t)req_id);
+        /* See coho__tdp_pool_ref: pd and the pool outlive a close while parked. */
+        coho__tdp_pool_ref(p);
+        parked = true;
+        rc = coho__park(timeout_ms);
+        pd->co_id = 0;
+    }
+    if (pd->status == 1) {
+        coho_cbuf_destroy(out);
+        memcpy(out, &pd->resp, sizeof(*out)); /* move: the cbuf struct may be memcpy'd */
+        pd->resp_live = false;
+        rc = 0;
+    } else if (pd->status < 0) {
+        rc = pd->status;
+    }
+    coho__tdp_pending_free(p, pd);
+    if (parked)
+        coho__tdp_pool_unref(p);
+    if (rc < 0) {
+        errno = -rc;
+        return -1;
+    }
+    return 0;
+}
+
+void coho_tdp_req_free(coho_tdp_req_t *req)
+{
+    struct tdp_req *r = (struct tdp_req *)req;
+    coho_tdp_pool_t *p;
+
+    if (req == NULL)
+        return;
+    p = req->pool;
+    if (p != NULL && r->held)
+        conn_req_done(p, req->conn_id, r->held_len);
+    coho_cbuf_destroy(&req->frame);
+    if (p != NULL && p->reqs_idle_count < TDP_REQS_IDLE_MAX) {
+        r->idle_next = p->reqs_idle; /* kept for req_alloc */
+        p->reqs_idle = r;
+        p->reqs_idle_count++;
+    } else {
+        free(r);
+    }
+    if (p != NULL) {
+        p->reqs_live--;
+        coho__tdp_pool_unref(p);
+    }
+}

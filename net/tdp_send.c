@@ -1,0 +1,261 @@
+/* SPDX-License-Identifier: MIT */
+/* socket_ext sending: whole frames under the fd's write lock, answers given inline by on_req
+ * written once the dispatch ends, and group commit (the first sender on an idle connection
+ * gathers the frames of the others and writes them with one writev). */
+#include <errno.h>
+#include <string.h>
+#include <sys/uio.h>
+
+#include "net/tdp_internal.h"
+
+/* Writes a batch of whole frames under the fd's write lock. Returns 0 or -errno; a failed
+ * write breaks the connection (part of a frame may have gone out). */
+static int tx_write_batch(coho_tdp_pool_t *p, uint64_t conn_id, int fd, const coho_cbuf_t *batch)
+{
+    struct iovec iov[TDP_IOV_MAX];
+    size_t off = 0, len = coho_cbuf_len(batch);
+    int err = 0;
+
+    if (coho_fd_lock(fd, COHO_FD_LOCK_WRITE) != 0)
+        return errno == EBADF ? -ENOTCONN : -errno;
+    while (off < len && err == 0) {
+        int n = coho_cbuf_data_iov(batch, off, iov, TDP_IOV_MAX), i;
+        size_t want = 0;
+
+        for (i = 0; i < n; i++)
+            want += iov[i].iov_len;
+        errno = 0;
+        if (n <= 0 || writevn(fd, iov, n) != (ssize_t)want)
+            err = errno != 0 ? errno : EPIPE;
+        off += want;
+    }
+    coho_fd_unlock(fd, COHO_FD_LOCK_WRITE);
+    if (err != 0) {
+        struct tdp_conn *c = coho__tdp_conn_get(p, conn_id);
+
+        if (c != NULL)
+            coho__tdp_conn_break(p, c, err);
+        return err == EBADF ? -ENOTCONN : -err;
+    }
+    return 0;
+}
+
+/* Parks the caller until the flusher of `c` has written the frames queued so far. Returns the
+ * write's result (0 or -errno). */
+static int tx_wait_flushed(struct tdp_conn *c)
+{
+    struct tdp_waiter w = {.co_id = coho_self()};
+    int rc;
+
+    w.token = coho__park_prepare();
+    coho__park_note("tdp flush of connection@", (int64_t)(intptr_t)c);
+    coho_list_push_back(&c->wwaiters, &w.link);
+    rc = coho__park(-1);
+    coho_list_del(&w.link); /* harmless when the waker already unlinked it */
+    return rc;
+}
+
+/* The flusher's loop (c->flushing set by the caller): writes everything queued on the
+ * connection, batch after batch, until nothing is left, and wakes the senders of each batch with
+ * its result. Returns the result of the first batch (0 or -errno). */
+static int tx_flush(coho_tdp_pool_t *p, uint64_t conn_id)
+{
+    int rc = 1;
+
+    for (;;) {
+        struct tdp_conn *c = coho__tdp_conn_get(p, conn_id);
+        coho_list_t waiters, *pos;
+        coho_cbuf_t batch;
+        int res;
+
+        if (c == NULL) /* broken: coho__tdp_conn_break failed the queued senders */
+            return rc == 1 ? -ENOTCONN : rc;
+        if (coho_cbuf_len(&c->wbuf) == 0) {
+            c->flushing = false;
+            return rc == 1 ? 0 : rc;
+        }
+        memcpy(&batch, &c->wbuf, sizeof(batch)); /* move: the connection may go while we write */
+        coho_cbuf_init(&c->wbuf, NULL);
+        coho_list_init(&waiters);
+        coho_list_splice_back(&waiters, &c->wwaiters);
+        res = tx_write_batch(p, conn_id, c->fd, &batch);
+        coho_cbuf_destroy(&batch);
+        while ((pos = coho_list_pop_front(&waiters)) != NULL) {
+            struct tdp_waiter *w = coho_list_entry(pos, struct tdp_waiter, link);
+
+            coho__park_wake(w->co_id, w->token, res);
+        }
+        if (rc == 1)
+            rc = res;
+    }
+}
+
+/* Appends a whole frame to the connection's queue (all or nothing). Returns 0 or -ENOMEM. */
+static int tx_queue(struct tdp_conn *c, const struct iovec *iov, int iovcnt)
+{
+    size_t before = coho_cbuf_len(&c->wbuf);
+    int i;
+
+    for (i = 0; i < iovcnt; i++)
+        if (coho_cbuf_append(&c->wbuf, iov[i].iov_base, iov[i].iov_len) != 0) {
+            coho_cbuf_truncate(&c->wbuf, before);
+            return -ENOMEM;
+        }
+    return 0;
+}
+
+/* Group commit. The first sender on an idle connection queues its frame, yields once so that
+ * the coroutines ready in this pass (typically those a batch of responses just woke) can queue
+ * theirs and park, then writes everything queued with one writev per TDP_IOV_MAX chunks and
+ * wakes them with the result (tx_flush). One write(2) per frame was the dominant cost of a
+ * request (bench/RESULTS.md "socket_ext"). Returns 0 or -errno: each sender gets the result of
+ * the write that carried its frame. */
+static int tx_send_batched(coho_tdp_pool_t *p, struct tdp_conn *c, const struct iovec *iov,
+                           int iovcnt)
+{
+    uint64_t conn_id = c->id;
+    int rc = tx_queue(c, iov, iovcnt);
+
+    if (rc != 0)
+        return rc;
+    if (c->flushing)
+        return tx_wait_flushed(c);
+    c->flushing = true;
+    coho_yield();
+    return tx_flush(p, conn_id);
+}
+
+/* After a dispatch: writes the answers on_req gave inline (queued by coho_tdp_sendv), or waits
+ * while another sender's flush carries them, so a peer that does not read stops this
+ * connection's reading too. */
+void coho__tdp_flush_inline(coho_tdp_pool_t *p, struct tdp_conn *c)
+{
+    if (c->broken || coho_cbuf_len(&c->wbuf) == 0)
+        return;
+    if (c->flushing) {
+        tx_wait_flushed(c);
+        return;
+    }
+    c->flushing = true;
+    tx_flush(p, c->id);
+}
+
+/* Gathering costs the first sender one pass of the ready queue; it pays off when other senders
+ * are likely to run in that pass: other requests of the pool in flight, or other requests
+ * handed to on_req not yet answered. A lone caller writes at once. */
+static bool tx_gather_worthwhile(const coho_tdp_pool_t *p)
+{
+    return p->st.in_flight > 1 || p->reqs_live > 1;
+}
+
+/* coho_tdp_sendv on a live pool. Returns 0 or -errno. */
+static int tdp_sendv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const struct iovec *iov,
+                     int iovcnt)
+{
+    struct tdp_conn *c;
+    struct tdp_pending *pd = NULL;
+    ssize_t n;
+    size_t total = 0;
+    int i, fd, err;
+
+    for (i = 0; i < iovcnt; i++)
+        total += iov[i].iov_len;
+    c = coho__tdp_conn_get(p, conn_id);
+    if (c == NULL)
+        return -ENOTCONN;
+    if (req_id != 0) {
+        pd = coho__tdp_pending_get(p, req_id);
+        if (pd == NULL)
+            return -ENOENT;
+        pd->conn_id = conn_id;
+        coho_list_del(&pd->conn_link);
+        coho_list_push_back(&c->inflight, &pd->conn_link);
+    }
+    if (p->dgram) /* one datagram per frame: never queued behind or batched with others */
+        return coho__tdp_dgram_sendv(p, c, NULL, 0, iov, iovcnt);
+    if (c->dispatching && coho_self() == c->rx_co) {
+        /* An answer given inline by on_req: queued, and written with the other answers of the
+         * same read once the dispatch ends (coho__tdp_flush_inline); a failed write breaks the
+         * connection. */
+        return tx_queue(c, iov, iovcnt);
+    }
+    if (c->flushing || (tx_gather_worthwhile(p) && coho_self() != c->rx_co))
+        return tx_send_batched(p, c, iov, iovcnt);
+    fd = c->fd;
+    /* Whole frames only: the write lock keeps concurrent senders' bytes apart. */
+    if (coho_fd_lock(fd, COHO_FD_LOCK_WRITE) != 0)
+        return errno == EBADF ? -ENOTCONN : -errno;
+    n = writevn(fd, iov, iovcnt);
+    err = errno;
+    coho_fd_unlock(fd, COHO_FD_LOCK_WRITE);
+    if (n != (ssize_t)total) {
+        c = coho__tdp_conn_get(p, conn_id);
+        if (c != NULL)
+            coho__tdp_conn_break(p, c, err != 0 ? err : EPIPE); /* half a frame went: unusable */
+        return err == EBADF || err == 0 ? -ENOTCONN : -err;
+    }
+    return 0;
+}
+
+int coho_tdp_sendv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const struct iovec *iov,
+                   int iovcnt)
+{
+    int rc;
+
+    if (p == NULL || iov == NULL || iovcnt <= 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    coho__tdp_pool_ref(p);
+    rc = tdp_sendv(p, conn_id, req_id, iov, iovcnt);
+    coho__tdp_pool_unref(p);
+    if (rc < 0) {
+        errno = -rc;
+        return -1;
+    }
+    return 0;
+}
+
+int coho_tdp_send(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const void *frame,
+                  size_t len)
+{
+    struct iovec iov = {.iov_base = (void *)frame, .iov_len = len};
+
+    if (frame == NULL || len == 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    return coho_tdp_sendv(p, conn_id, req_id, &iov, 1);
+}
+
+int coho_tdp_replyv(const coho_tdp_req_t *req, const struct iovec *iov, int iovcnt)
+{
+    struct tdp_conn *c;
+    int rc;
+
+    if (req == NULL || req->pool == NULL || iov == NULL || iovcnt <= 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (!req->pool->dgram)
+        return coho_tdp_sendv(req->pool, req->conn_id, 0, iov, iovcnt);
+    c = coho__tdp_conn_get(req->pool, req->conn_id);
+    rc = c != NULL ? coho__tdp_dgram_sendv(req->pool, c, &req->peer, req->peer_len, iov, iovcnt)
+                   : -ENOTCONN;
+    if (rc < 0) {
+        errno = -rc;
+        return -1;
+    }
+    return 0;
+}
+
+int coho_tdp_reply(const coho_tdp_req_t *req, const void *frame, size_t len)
+{
+    struct iovec iov = {.iov_base = (void *)frame, .iov_len = len};
+
+    if (frame == NULL || len == 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    return coho_tdp_replyv(req, &iov, 1);
+}

@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: MIT */
+/* coho-trace --chrome on the log of a real program: parked_target writes its log at debug level
+ * (spawn and exit lines), is dumped once by SIGUSR2 (parked intervals), and the Chrome trace the
+ * tool makes of it passes check_chrome_trace.py's structural check (every event has ph, ts, pid,
+ * tid; B/E balanced per track; flows matched) with the tracks, parked spans, spawn arrows and
+ * log instants the program's coroutines must give. The checker is shown to fail on broken
+ * traces too. */
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "test/integration/debug/parked_process.hpp"
+
+namespace {
+
+const std::string tmpdir = COHO_CHROME_TMPDIR;
+
+std::string slurp(const std::string &path)
+{
+    std::ifstream f(path);
+    std::stringstream ss;
+
+    ss << f.rdbuf();
+    return ss.str();
+}
+
+size_t count(const std::string &text, const std::string &what)
+{
+    size_t n = 0;
+
+    for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1))
+        n++;
+    return n;
+}
+
+std::string check(const std::string &json, const std::string &expect, int *status)
+{
+    return run_capture("python3 " COHO_CHROME_CHECK " " + json + " " + expect, status);
+}
+
+/* Runs parked_target with its log at `log`, dumps it once, and stops it once the dump's
+ * lines (its four parked coroutines) are in the file. */
+void make_log(const std::string &log)
+{
+    ParkedProcess p;
+
+    unlink(log.c_str());
+    ASSERT_EQ(p.start(COHO_TARGET, {log}), "");
+    ASSERT_EQ(kill(p.pid(), SIGUSR2), 0);
+    for (int i = 0; i < 1200 && count(slurp(log), " parked waits on ") < 4; i++)
+        usleep(50 * 1000);
+    ASSERT_EQ(count(slurp(log), " parked waits on "), 4u) << slurp(log);
+}
+
+class Chrome : public ::testing::Test {
+protected:
+    void SetUp() override
+    {
+        run_capture("mkdir -p " + tmpdir);
+        base = tmpdir + "/" + ::testing::UnitTest::GetInstance()->current_test_info()->name() +
+               "." + std::to_string(getpid());
+    }
+    void TearDown() override { run_capture("rm -f " + base + ".log " + base + ".json"); }
+    std::string base;
+};
+
+TEST_F(Chrome, TimelineOfARealProgram)
+{
+    make_log(base + ".log");
+    int st = -1;
+    std::string out =
+        run_capture(COHO_TRACE_TOOL " --chrome " + base + ".json all " + base + ".log", &st);
+    ASSERT_EQ(st, 0) << out;
+    out = check(base + ".json",
+                "--track recv-waiter --track mutex-holder --track mutex-waiter "
+                "--track chan-waiter --track reporter --track reporter-child --track sleeper "
+                "--parked 'read fd=' --parked sleep --parked mutex@0x --parked 'chan recv@0x' "
+                "--flow reporter\\>reporter-child --flow 'outside coroutines>recv-waiter' "
+                "--flow 'outside coroutines>sleeper' --instant 'every waiter parked' "
+                "--instant 'reporter child runs'",
+                &st);
+    EXPECT_EQ(st, 0) << out;
+    EXPECT_NE(out.find("ok: "), std::string::npos) << out;
+    /* the finished coroutines' spans end at their exit lines, the parked ones at the end */
+    std::string json = slurp(base + ".json");
+    EXPECT_NE(json.find("\"exited\":true"), std::string::npos);
+    EXPECT_NE(json.find("\"exited\":false"), std::string::npos);
+}
+
+TEST_F(Chrome, SubtreeOnly)
+{
+    make_log(base + ".log");
+    int st = -1;
+    std::string out =
+        run_capture(COHO_TRACE_TOOL " --chrome " + base + ".json " + base + ".log 4294967300", &st);
+    ASSERT_EQ(st, 0) << out;
+    out = check(base + ".json",
+                "--track reporter --track reporter-child "
+                "--flow reporter\\>reporter-child",
+                &st);
+    EXPECT_EQ(st, 0) << out;
+    out = check(base + ".json", "--track recv-waiter", &st);
+    EXPECT_EQ(st, 1) << out;
+    EXPECT_NE(out.find("no track named 'recv-waiter'"), std::string::npos) << out;
+}
+
+TEST_F(Chrome, BadOutputPathFailsClearly)
+{
+    make_log(base + ".log");
+    int st = -1;
+    std::string out =
+        run_capture(COHO_TRACE_TOOL " --chrome /nonexistent/dir/x.json all " + base + ".log", &st);
+    EXPECT_EQ(st, 1) << out;
+    EXPECT_NE(out.find("coho-trace: /nonexistent/dir/x.json: No such file or directory"),
+              std::string::npos)
+        << out;
+}
+
+/* The checker catches each kind of breakage, so its "ok" means something. */
+TEST_F(Chrome, CheckerRejectsBrokenTraces)
+{
+    const char *bad[][2] = {
+        {"[]", "no traceEvents list"},
+        {"{\"traceEvents\":[{\"ph\":\"B\",\"ts\":1,\"pid\":1}]}", "lacks tid"},
+        {"{\"traceEvents\":[{\"ph\":\"B\",\"name\":\"x\",\"ts\":1,\"pid\":1,\"tid\":2}]}",
+         "never ends"},
+        {"{\"traceEvents\":[{\"ph\":\"E\",\"ts\":1,\"pid\":1,\"tid\":2}]}", "without an open B"},
+        {"{\"traceEvents\":[{\"ph\":\"B\",\"ts\":1,\"pid\":1,\"tid\":2},"
+         "{\"ph\":\"s\",\"id\":7,\"ts\":2,\"pid\":1,\"tid\":2},"
+         "{\"ph\":\"E\",\"ts\":3,\"pid\":1,\"tid\":2}]}",
+         "flow id 7 has no end"},
+    };
+    for (const auto &b : bad) {
+        std::ofstream(base + ".json") << b[0];
+        int st = -1;
+        std::string out = check(base + ".json", "", &st);
+        EXPECT_EQ(st, 1) << b[0];
+        EXPECT_NE(out.find(b[1]), std::string::npos) << b[0] << ": " << out;
+    }
+}
+
+} // namespace
