@@ -52,6 +52,8 @@ public:
     explicit Reader(std::string_view b)
         : p_(reinterpret_cast<const unsigned char *>(b.data())), n_(b.size())
     {}
+    // A Reader views bytes it does not own: reading a temporary string would read freed memory.
+    explicit Reader(std::string &&) = delete;
     uint16_t u16() { return take(2) ? get_u16(p_ - 2) : 0; }
     uint32_t u32() { return take(4) ? get_u32(p_ - 4) : 0; }
     uint64_t u64() { return take(8) ? get_u64(p_ - 8) : 0; }

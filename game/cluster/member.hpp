@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: MIT
+// A node's registration in the cluster: the key /<cluster>/<role>/<id> holds the node's
+// description (Member::describe: its address and capacity) under an etcd lease of ttl_s
+// seconds, which a coroutine keeps alive. A node that cannot renew its lease in time (etcd
+// unreachable, the process stopped) has lost it: valid() turns false at the moment etcd may
+// have expired it, and stays false until the coroutine has registered again under a new lease.
+// Nodes check valid() before acting for a uid (fencing): after the lease is gone, another node
+// may own the uid.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "game/cluster/etcd.hpp"
+
+namespace coho::game::cluster {
+
+struct MemberConfig {
+    std::vector<std::string> etcd; // HOST:PORT of each etcd member
+    std::string cluster = "coho";  // the key prefix: /<cluster>/
+    std::string role;              // "logic" or "gate"
+    std::string id;                // the node's id, unique within the role
+    std::string value;             // what the key holds (describe())
+    int64_t ttl_s = 5;
+};
+
+// The value a node registers: {"addr":"HOST:PORT","capacity":N} (capacity 0: left out).
+std::string describe(const std::string &addr, uint64_t capacity);
+// The address in a value describe() wrote; empty when it has none.
+std::string addr_of(const std::string &value);
+// "/<cluster>/<role>/": the prefix every node of the role registers under.
+std::string role_prefix(const std::string &cluster, const std::string &role);
+// Whether `name` is usable as a cluster name or node id: 1..64 of [A-Za-z0-9_.-].
+bool valid_name(const std::string &name);
+
+class Member {
+public:
+    explicit Member(MemberConfig cfg);
+    ~Member();
+    Member(const Member &) = delete;
+    Member &operator=(const Member &) = delete;
+
+    // Spawns the coroutine that registers and keeps the lease alive, on the calling thread's
+    // coho::Scheduler. Inside a coroutine or on the scheduler's thread.
+    void start();
+    // Ends the coroutine, then revokes the lease (the key goes at once, not after the TTL).
+    // Inside a coroutine of the same scheduler.
+    void stop();
+
+    // Registered, and etcd acknowledged a renewal sent less than the TTL ago. Any thread.
+    bool valid() const;
+    // Waits up to `d` for valid(); inside a coroutine.
+    bool wait_valid(std::chrono::milliseconds d) const;
+    int64_t lease() const { return lease_.load(); }
+    uint64_t registrations() const { return registrations_.load(); }
+    uint64_t leases_lost() const { return lost_.load(); }
+    const std::string &key() const { return key_; }
+    etcd::Client &client() { return client_; }
+
+private:
+    void run();
+    bool register_once();
+    bool sleep_unless_stopping(std::chrono::milliseconds d);
+
+    MemberConfig cfg_;
+    std::string key_;
+    etcd::Client client_;
+    uint64_t co_ = 0;
+    std::atomic<bool> stopping_{false};
+    std::atomic<int64_t> lease_{0};
+    std::atomic<int64_t> valid_until_ns_{0}; // steady_clock; 0: not registered
+    std::atomic<uint64_t> registrations_{0}, lost_{0};
+};
+
+} // namespace coho::game::cluster

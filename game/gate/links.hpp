@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: MIT
+// A shard's links to the logic nodes (route.cpp): one socket_ext connect pool per node, on the
+// shard's scheduler. A request goes to the node that owns the uid by rendezvous hashing over
+// the nodes that are up now; a node that is down, or goes down with the request in flight,
+// answers NO_NODE at once, and a node that stays silent answers TIMEOUT after
+// --call-timeout-ms.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <coho/socket_ext.h>
+
+#include "gate.hpp"
+
+namespace coho::game::gate {
+
+class NodeLinks {
+public:
+    struct Reply {
+        uint32_t status = wire::OK;
+        std::string payload;
+    };
+
+    // Connects to every node and waits up to `wait_ms` for each to be up, so that the first
+    // logins hash over every node that is running. In a coroutine on the shard's thread.
+    // Throws std::runtime_error when a node's address does not resolve.
+    void start(const Config &cfg, int64_t wait_ms);
+    void close();
+    // The nodes change (discovery, cluster.cpp): links to nodes not in `addrs` close (their
+    // requests in flight answer NO_NODE at once), new ones open. On the shard's thread.
+    void set_nodes(const std::vector<std::string> &addrs);
+    // Waits up to `wait_ms` for every node to have a connection up.
+    void wait_up(int64_t wait_ms);
+
+    Reply call(uint64_t uid, uint64_t session, uint16_t route, std::string_view payload);
+    uint32_t load(uint64_t uid, uint64_t session);
+    void session_end(uint64_t uid, uint64_t session);
+
+private:
+    struct Node {
+        std::string addr;
+        coho_tdp_pool_t *pool = nullptr;
+        size_t max_body = 0;
+        coho_tdp_framer_t framer{};
+    };
+    Reply request(uint32_t type, uint32_t arg, uint64_t uid, const std::string &body);
+    void add(const std::string &addr); // throws std::runtime_error when it does not resolve
+
+    std::vector<std::unique_ptr<Node>> nodes_;
+    std::vector<uint64_t> hashes_;
+    int64_t timeout_ms_ = 3000;
+    uint64_t gate_id_ = 0;
+    unsigned node_conns_ = 2;
+};
+
+} // namespace coho::game::gate

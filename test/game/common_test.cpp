@@ -1,0 +1,292 @@
+// SPDX-License-Identifier: MIT
+// game/common: every helper the three programs share, against DESIGN.md's wire format.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+
+#include "bytes.hpp"
+#include "flags.hpp"
+#include "node.hpp"
+#include "rendezvous.hpp"
+#include "token.hpp"
+#include "wire.hpp"
+
+using namespace coho::game;
+
+TEST(GameWire, FrameIsLittleEndianWithLenCountingTheBytesAfterIt)
+{
+    std::string f = wire::frame(wire::CALL, 0x01020304, "ab");
+    ASSERT_EQ(f.size(), wire::kHeaderLen + 2);
+    const unsigned char want[] = {10, 0, 0, 0, 4, 0, 0, 0, 4, 3, 2, 1, 'a', 'b'};
+    EXPECT_EQ(f, std::string(reinterpret_cast<const char *>(want), sizeof want));
+    auto h = wire::parse_header(reinterpret_cast<const unsigned char *>(f.data()));
+    EXPECT_EQ(h.len, 10u);
+    EXPECT_EQ(h.type, wire::CALL);
+    EXPECT_EQ(h.flags, 0);
+    EXPECT_EQ(h.seq, 0x01020304u);
+    EXPECT_EQ(h.body_len(), 2u);
+}
+
+TEST(GameWire, EmptyBodyFrameHasTheMinimumLen)
+{
+    std::string f = wire::frame(wire::PING, 7);
+    auto h = wire::parse_header(reinterpret_cast<const unsigned char *>(f.data()));
+    EXPECT_EQ(h.len, wire::kMinLen);
+    EXPECT_EQ(h.body_len(), 0u);
+}
+
+TEST(GameWire, ErrorResponseCarriesTheStatusAloneUnderTheResponseType)
+{
+    std::string f = wire::error_response(wire::CALL, 99, wire::NO_NODE);
+    auto h = wire::parse_header(reinterpret_cast<const unsigned char *>(f.data()));
+    EXPECT_EQ(h.type, wire::CALL | wire::kResponse);
+    EXPECT_EQ(h.seq, 99u);
+    ASSERT_EQ(h.body_len(), 4u);
+    EXPECT_EQ(get_u32(reinterpret_cast<const unsigned char *>(f.data()) + 12), 3u);
+}
+
+TEST(GameWire, KickHasSeqZeroAndTheReason)
+{
+    std::string f = wire::kick(wire::KICK_SLOW);
+    auto h = wire::parse_header(reinterpret_cast<const unsigned char *>(f.data()));
+    EXPECT_EQ(h.type, wire::KICK);
+    EXPECT_EQ(h.seq, 0u);
+    Reader r(std::string_view(f).substr(wire::kHeaderLen));
+    EXPECT_EQ(r.u32(), 3u);
+    EXPECT_TRUE(r.ok());
+    EXPECT_EQ(r.left(), 0u);
+}
+
+TEST(GameWire, RequestBodiesHaveTheFixedLayout)
+{
+    std::string lb = wire::login_body(42, "tok");
+    Reader l(lb);
+    EXPECT_EQ(l.u64(), 42u);
+    EXPECT_EQ(l.bytes(l.u16()), "tok");
+    EXPECT_TRUE(l.ok());
+    EXPECT_EQ(l.left(), 0u);
+
+    // A short key is padded to 16 bytes, a long one cut to 16.
+    std::string rb = wire::rebind_body(5, "short", 77);
+    ASSERT_EQ(rb.size(), 8u + wire::kResumeKeyLen + 4u);
+    Reader r(rb);
+    EXPECT_EQ(r.u64(), 5u);
+    EXPECT_EQ(r.bytes(wire::kResumeKeyLen), std::string("short") + std::string(11, '\0'));
+    EXPECT_EQ(r.u32(), 77u);
+    EXPECT_EQ(wire::rebind_body(5, std::string(40, 'k'), 1).size(), rb.size());
+
+    std::string cb = wire::call_body(wire::R_CHAT_SAY, "xyz");
+    Reader c(cb);
+    EXPECT_EQ(c.u16(), 21u);
+    EXPECT_EQ(c.rest(), "xyz");
+}
+
+TEST(GameBytes, ReaderFailsForGoodOnAShortBody)
+{
+    std::string b;
+    put_u32(b, 1);
+    Reader r(b);
+    EXPECT_EQ(r.u64(), 0u); // 4 bytes left, 8 asked
+    EXPECT_FALSE(r.ok());
+    EXPECT_EQ(r.u16(), 0u); // stays failed even though 2 bytes would fit
+    EXPECT_FALSE(r.ok());
+    EXPECT_EQ(r.left(), 0u);
+    EXPECT_EQ(r.rest(), "");
+}
+
+TEST(GameBytes, ReaderBytesPastTheEndFails)
+{
+    Reader r(std::string_view("abc"));
+    EXPECT_EQ(r.bytes(4), "");
+    EXPECT_FALSE(r.ok());
+}
+
+TEST(GameBytes, IntegersRoundTripLittleEndian)
+{
+    std::string b;
+    put_u16(b, 0xBEEF);
+    put_u32(b, 0xDEADBEEF);
+    put_u64(b, 0x0123456789ABCDEFull);
+    EXPECT_EQ(static_cast<unsigned char>(b[0]), 0xEF);
+    Reader r(b);
+    EXPECT_EQ(r.u16(), 0xBEEF);
+    EXPECT_EQ(r.u32(), 0xDEADBEEFu);
+    EXPECT_EQ(r.u64(), 0x0123456789ABCDEFull);
+    EXPECT_TRUE(r.ok());
+}
+
+TEST(GameToken, IsTheHexHmacSha256OfTheDecimalUid)
+{
+    // python3 -c "import
+    // hmac,hashlib;print(hmac.new(b'k3y',b'1234567890',hashlib.sha256).hexdigest())"
+    EXPECT_EQ(login_token("k3y", 1234567890),
+              "417361fefc084c831ec256093e1387ced8f6b26ec79a64033b00703fbb256407");
+}
+
+TEST(GameToken, OnlyTheExactTokenIsAccepted)
+{
+    std::string t = login_token("s", 7);
+    EXPECT_TRUE(token_ok("s", 7, t));
+    EXPECT_FALSE(token_ok("s", 8, t));           // another uid
+    EXPECT_FALSE(token_ok("t", 7, t));           // another secret
+    EXPECT_FALSE(token_ok("s", 7, t.substr(1))); // shorter
+    EXPECT_FALSE(token_ok("s", 7, t + "0"));     // longer
+    EXPECT_FALSE(token_ok("s", 7, ""));
+    std::string upper = t;
+    for (char &c : upper)
+        c = char(toupper(c));
+    if (upper != t) {
+        EXPECT_FALSE(token_ok("s", 7, upper)); // lowercase only
+    }
+    t[10] = t[10] == 'a' ? 'b' : 'a';
+    EXPECT_FALSE(token_ok("s", 7, t));
+}
+
+namespace {
+std::vector<uint64_t> node_hashes(int n)
+{
+    std::vector<uint64_t> h;
+    for (int i = 0; i < n; i++)
+        h.push_back(fnv1a("127.0.0.1:" + std::to_string(7000 + i)));
+    return h;
+}
+} // namespace
+
+TEST(GameRendezvous, NoNodeUpIsMinusOne)
+{
+    EXPECT_EQ(rendezvous_pick({}, {}, 1), -1);
+    auto h = node_hashes(2);
+    EXPECT_EQ(rendezvous_pick(h, {false, false}, 1), -1);
+}
+
+TEST(GameRendezvous, KeysSpreadEvenlyOverNodes)
+{
+    auto h = node_hashes(3);
+    std::vector<bool> up(3, true);
+    std::map<int, int> count;
+    for (uint64_t uid = 1; uid <= 30000; uid++)
+        count[rendezvous_pick(h, up, uid)]++;
+    ASSERT_EQ(count.size(), 3u);
+    for (auto &[node, n] : count)
+        EXPECT_NEAR(n, 10000, 600) << "node " << node;
+}
+
+TEST(GameRendezvous, RemovingANodeMovesOnlyItsKeys)
+{
+    auto h = node_hashes(4);
+    std::vector<bool> all(4, true), without2 = all;
+    without2[2] = false;
+    int moved = 0;
+    for (uint64_t uid = 1; uid <= 20000; uid++) {
+        int before = rendezvous_pick(h, all, uid), after = rendezvous_pick(h, without2, uid);
+        if (before != 2) {
+            EXPECT_EQ(before, after) << "uid " << uid;
+        } else {
+            moved++;
+            EXPECT_NE(after, 2);
+        }
+    }
+    EXPECT_GT(moved, 4000);
+}
+
+TEST(GameRendezvous, AddingANodeMovesOnlyTheKeysItGains)
+{
+    auto h3 = node_hashes(3), h4 = node_hashes(4);
+    std::vector<bool> up3(3, true), up4(4, true);
+    int gained = 0;
+    for (uint64_t uid = 1; uid <= 20000; uid++) {
+        int before = rendezvous_pick(h3, up3, uid), after = rendezvous_pick(h4, up4, uid);
+        if (after == 3) {
+            gained++;
+        } else {
+            EXPECT_EQ(before, after) << "uid " << uid;
+        }
+    }
+    EXPECT_NEAR(gained, 5000, 500);
+}
+
+TEST(GameNode, FrameParsesBack)
+{
+    std::string f = node::frame(node::CALL, 1ull << 40, 21, node::uid_session(9, 10, "p"));
+    node::Header h;
+    std::string_view body;
+    ASSERT_TRUE(node::parse(f, &h, &body));
+    EXPECT_EQ(h.type, node::CALL);
+    EXPECT_EQ(h.seq, 1ull << 40);
+    EXPECT_EQ(h.arg, 21u);
+    Reader r(body);
+    EXPECT_EQ(r.u64(), 9u);
+    EXPECT_EQ(r.u64(), 10u);
+    EXPECT_EQ(r.rest(), "p");
+}
+
+TEST(GameNode, BadMagicOrLengthIsRefused)
+{
+    std::string f = node::frame(node::HELLO, 0, 0, "12345678");
+    node::Header h;
+    std::string_view body;
+    EXPECT_FALSE(node::parse(f.substr(0, 10), &h, &body)); // short
+    EXPECT_FALSE(node::parse(f + "x", &h, &body));         // body_len disagrees
+    EXPECT_FALSE(node::parse(f.substr(0, f.size() - 1), &h, &body));
+    std::string bad = f;
+    bad[0] ^= 1;
+    EXPECT_FALSE(node::parse(bad, &h, &body));
+    std::string gb = node::uid_group(3, "world");
+    Reader g(gb);
+    EXPECT_EQ(g.u64(), 3u);
+    EXPECT_EQ(g.bytes(g.u16()), "world");
+}
+
+namespace {
+struct Parsed {
+    std::string listen;
+    uint64_t n = 0;
+    bool v = false;
+};
+Parsed parse_flags(std::vector<std::string> args)
+{
+    Flags f("prog", "test program");
+    Parsed p;
+    auto &listen = f.str("listen", "HOST:PORT", "where", "", true);
+    auto &n = f.u64("threads", "N", "threads", 1);
+    auto &v = f.flag("ws", "websocket");
+    std::vector<char *> argv{const_cast<char *>("prog")};
+    for (auto &a : args)
+        argv.push_back(a.data());
+    f.parse(int(argv.size()), argv.data());
+    p.listen = listen;
+    p.n = n;
+    p.v = v;
+    return p;
+}
+} // namespace
+
+TEST(GameFlags, BothSpellingsAndDefaults)
+{
+    auto p = parse_flags({"--listen", "127.0.0.1:0", "--ws"});
+    EXPECT_EQ(p.listen, "127.0.0.1:0");
+    EXPECT_EQ(p.n, 1u);
+    EXPECT_TRUE(p.v);
+    p = parse_flags({"--listen=h:1", "--threads=4"});
+    EXPECT_EQ(p.listen, "h:1");
+    EXPECT_EQ(p.n, 4u);
+    EXPECT_FALSE(p.v);
+}
+
+TEST(GameFlagsDeathTest, BadCommandLinesExitOneWithAClearLine)
+{
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    EXPECT_EXIT(parse_flags({"--listen", "h:1", "--bogus", "1"}), testing::ExitedWithCode(1),
+                "unknown flag '--bogus'");
+    EXPECT_EXIT(parse_flags({}), testing::ExitedWithCode(1), "missing required flag '--listen'");
+    EXPECT_EXIT(parse_flags({"--listen", "h:1", "--threads", "-2"}), testing::ExitedWithCode(1),
+                "is not a non-negative integer");
+    EXPECT_EXIT(parse_flags({"--listen", "h:1", "--threads", "4x"}), testing::ExitedWithCode(1),
+                "is not a non-negative integer");
+    EXPECT_EXIT(parse_flags({"--listen"}), testing::ExitedWithCode(1), "needs a value");
+    EXPECT_EXIT(parse_flags({"--listen", "h:1", "--ws=1"}), testing::ExitedWithCode(1),
+                "takes no value");
+    EXPECT_EXIT(parse_flags({"stray"}), testing::ExitedWithCode(1), "unexpected argument");
+    EXPECT_EXIT(parse_flags({"--help"}), testing::ExitedWithCode(0), "");
+}
