@@ -4,9 +4,17 @@
 #   make            release build (build/)
 #   make run        the load test: sock_svr + sock_client for 30 s in build/ (README.md "Load
 #                   test"); flags via RUN_ARGS, e.g. make run RUN_ARGS="--duration-s 10"
+#   make game       the game demo: a throwaway MariaDB, coho-gate, two coho-logic nodes and
+#                   coho-bots for 30 s in build/ (README.md "Game demo"); flags via GAME_ARGS, e.g.
+#                   make game GAME_ARGS="--bots 200 --duration-s 10 --ws"
+#   make cluster    the cluster demo: etcd, MariaDB, 3 coho-logic nodes and 2 coho-gate that find
+#                   each other through etcd, bots on both (tools/run-cluster.sh, game/README.md
+#                   "Cluster"); flags via CLUSTER_ARGS, e.g. make cluster CLUSTER_ARGS="--kill"
 #   make test       build + every ctest case
 #   make sanitize   ASan+UBSan build (build-asan/) + every ctest case
 #   make bench      benchmarks (build-bench/), results to compare with bench/RESULTS.md
+#   make bench-net  net/ benchmarks (tools/bench-net.sh, build-bench/); NET_BENCH picks scenarios
+#   make bench-game the game targets (tools/bench-game.py over build/); GAME_BENCH picks scenarios
 #   make fuzz       libFuzzer targets with clang (build-fuzz/), a short run of each
 #   make tsan       ThreadSanitizer build + tests (part of CI: .ci/run), with test/tsan.supp and
 #                   without the tests listed in TSAN_EXCLUDE below
@@ -17,10 +25,12 @@ JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 WERROR   ?= ON
 CTEST_ARGS ?=
 RUN_ARGS ?=
+GAME_ARGS ?=
+CLUSTER_ARGS ?=
 CMAKE    := cmake
 SOURCES   = $(shell git ls-files -co --exclude-standard -- '*.c' '*.h' '*.cc' '*.cpp' '*.hpp' 2>/dev/null)
 
-.PHONY: all build deps deps-test deps-bench run test sanitize bench fuzz tsan valgrind format format-check clean
+.PHONY: all build deps deps-test deps-bench deps-game run game cluster test sanitize bench bench-net bench-game fuzz tsan valgrind format format-check clean
 
 all: build
 
@@ -30,6 +40,8 @@ deps-test:
 	@tools/deps.sh test
 deps-bench:
 	@tools/deps.sh bench
+deps-game:
+	@tools/deps.sh game
 
 build: deps
 	@$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=Release -DCOHO_WERROR=$(WERROR) >/dev/null
@@ -37,6 +49,12 @@ build: deps
 
 run: build
 	@tools/run-main.sh build $(RUN_ARGS)
+
+game: build deps-game
+	@tools/run-game.sh build $(GAME_ARGS)
+
+cluster: build deps-game
+	@tools/run-cluster.sh build $(CLUSTER_ARGS)
 
 test: deps-test
 	@$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=Release -DCOHO_WERROR=$(WERROR) >/dev/null
@@ -100,6 +118,21 @@ bench: deps-bench
 	    -DCOHO_BUILD_BENCH=ON -DCOHO_BUILD_TESTS=OFF >/dev/null
 	@$(CMAKE) --build build-bench -j $(JOBS)
 	@tools/run-bench.sh build-bench
+
+# net/ benchmarks (tools/bench-net.sh): coho_server against hand-written epoll servers, driven
+# by a separate load client; rows for bench/RESULTS.md. NET_BENCH="echo bcast" picks scenarios.
+NET_BENCH ?=
+bench-net: deps-bench
+	@$(CMAKE) -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DCOHO_WERROR=$(WERROR) \
+	    -DCOHO_BUILD_BENCH=ON -DCOHO_BUILD_TESTS=OFF >/dev/null
+	@$(CMAKE) --build build-bench -j $(JOBS) --target net_srv net_load net_tlsload bcast_epoll echo_epoll
+	@tools/bench-net.sh build-bench $(NET_BENCH)
+
+# The game targets (tools/bench-game.py): forward throughput, stats cost, reconnect storm, soak;
+# rows for bench/RESULTS.md. GAME_BENCH="fwd storm" picks scenarios (soak only when named).
+GAME_BENCH ?=
+bench-game: build deps-game
+	@tools/bench-game.py build $(GAME_BENCH)
 
 fuzz: deps-test
 	@CC=clang CXX=clang++ $(CMAKE) -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \

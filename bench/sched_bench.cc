@@ -9,10 +9,12 @@
 #include <unistd.h>
 
 #include <boost/context/continuation.hpp>
+#include <boost/context/fiber.hpp>
 #include <boost/context/pooled_fixedsize_stack.hpp>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <vector>
 
 #include <coho.h>
 
@@ -135,6 +137,32 @@ void BM_Spawn_BoostCallccPooled(benchmark::State &state)
                            benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 BENCHMARK(BM_Spawn_BoostCallccPooled)->Arg(1)->Arg(32)->Arg(100)->Arg(1024)->Arg(10000);
+
+// The same shape as BM_Spawn_Coho: a batch of state.range(0) Boost fibers (created without
+// running, like a spawn) is alive at once, then each runs to its end (two switches, like coho's
+// switch in and out). callcc above runs each to completion before creating the next, so it
+// only ever touches one stack; this one touches as many stacks as coho does.
+void BM_Spawn_BoostFiberPooledBatch(benchmark::State &state)
+{
+    const int kBatch = static_cast<int>(state.range(0));
+    ctx::pooled_fixedsize_stack salloc(128 * 1024, kBatch);
+    std::vector<ctx::fiber> fibers(static_cast<size_t>(kBatch));
+    auto body = [](ctx::fiber &&caller) { return std::move(caller); };
+    auto batch = [&] {
+        for (int i = 0; i < kBatch; i++)
+            fibers[static_cast<size_t>(i)] = ctx::fiber(std::allocator_arg, salloc, body);
+        for (int i = 0; i < kBatch; i++)
+            std::move(fibers[static_cast<size_t>(i)]).resume();
+    };
+
+    batch(); // untimed, as for the others: the first touch of the stacks is set-up
+    for (auto _ : state)
+        batch();
+    state.counters["per_co"] =
+        benchmark::Counter(static_cast<double>(state.iterations()) * kBatch,
+                           benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+BENCHMARK(BM_Spawn_BoostFiberPooledBatch)->Arg(1)->Arg(32)->Arg(100)->Arg(1024)->Arg(10000);
 
 // ---- yield round trip ----
 

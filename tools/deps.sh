@@ -1,26 +1,36 @@
 #!/usr/bin/env bash
 # Installs the Debian packages coho's build, tests and benchmarks use, if any is missing.
-# Usage: tools/deps.sh [base|test|bench|integration|all]   (default: all). Idempotent; needs root for apt-get.
+# Usage: tools/deps.sh [base|test|bench|integration|game|all]   (default: all). Idempotent; needs root for apt-get.
 set -euo pipefail
 
 base=(cmake make g++ gcc pkg-config libcmocka-dev libgtest-dev libgmock-dev clang-format python3
       libssl-dev libwslay-dev libhttp-parser-dev  # libcoho_net: TLS, WebSocket
-      protobuf-compiler libprotobuf-dev libmariadb-dev)  # game/
+      protobuf-compiler libprotobuf-dev libmariadb-dev  # game/
+      libcurl4-openssl-dev nlohmann-json3-dev)  # game/: the etcd client (HTTP, JSON)
 test_extra=(clang libclang-rt-14-dev qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross
-            python3-websockets openssl)  # net/'s tests: a WebSocket client not written
-                                         # here; certificates made at test time
+            python3-websockets openssl  # net/'s tests: a WebSocket client not written
+                                        # here; certificates made at test time
+            prometheus  # promtool checks the admin server's /metrics page
+            tzdata  # game/svc's calendar tests set TZ to zones with DST
+            etcd-server etcd-client)  # game/'s cluster tests: a throwaway etcd
+test_extra+=(gdb tmux)  # the debugging tools' tests (test/integration/debug/): gdb, coho-top's screen
 bench_extra=(libbenchmark-dev libboost-context-dev valgrind strace)
 # Servers and unmodified blocking client libraries the hook integration tests drive.
 integration=(redis-server libhiredis-dev memcached libmemcached-dev mariadb-server libmariadb-dev
              libcurl4-openssl-dev)
+# `make game` (tools/run-game.sh): a throwaway MariaDB server and its client, python3 for free ports.
+# `make cluster` (tools/run-cluster.sh) also starts etcd.
+game_extra=(mariadb-server mariadb-client python3
+            etcd-server etcd-client)  # `make cluster`: membership, leases, machine ids
 
 case "${1:-all}" in
 base) want=("${base[@]}") ;;
 test) want=("${base[@]}" "${test_extra[@]}" "${integration[@]}") ;;
 bench) want=("${base[@]}" "${bench_extra[@]}") ;;
 integration) want=("${base[@]}" "${integration[@]}") ;;
-all) want=("${base[@]}" "${test_extra[@]}" "${integration[@]}" "${bench_extra[@]}") ;;
-*) echo "deps.sh: unknown set '$1' (base, test, bench, integration or all)" >&2; exit 2 ;;
+game) want=("${base[@]}" "${game_extra[@]}") ;;
+all) want=("${base[@]}" "${test_extra[@]}" "${integration[@]}" "${bench_extra[@]}" "${game_extra[@]}") ;;
+*) echo "deps.sh: unknown set '$1' (base, test, bench, integration, game or all)" >&2; exit 2 ;;
 esac
 
 missing=()

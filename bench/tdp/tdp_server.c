@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <coho.h>
+#include <coho/net.h>
 
 #include "tdp_common.h"
 

@@ -1,0 +1,331 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""The game targets of bench/RESULTS.md: coho-bots against one coho-gate and two coho-logic
+nodes (and MariaDB), started by tools/run-game.sh --serve-only. The gate is pinned to CPU 0, the
+logic nodes and the bots to CPU 1 (COHO_GAME_*_CPUS). Prints markdown rows on stdout, progress
+on stderr.
+
+Usage: tools/bench-game.py BUILD_DIR [SCENARIO...]
+  fwd    forward throughput: echo calls bot -> gate -> logic -> gate -> bot at fixed total rates
+         (FWD_RATES, default "10000 30000 60000") with FWD_CONNS bots (default "1000 10000"),
+         and back to back (rate 0) for the maximum
+  stats  stats cost: the same fixed rate and the back-to-back maximum with the gate's
+         per-route and per-connection accounting on and off (--no-stats); gate CPU per request
+  storm  reconnect storm: STORM_BOTS (10000) bots drop their sockets and REBIND at the same
+         moment, twice, while 100 other bots make echo calls; rebinds, re-logins, lost pushes,
+         the other bots' p99
+  soak   SOAK_S (600) seconds at SOAK_RATE (half the fwd maximum unless set) in SOAK_CYCLES (5)
+         full connect/disconnect cycles of SOAK_BOTS (1000) bots: gate RSS drift, fds,
+         coroutines after each cycle (not in the default set: it takes SOAK_S)
+Default scenarios: fwd stats storm. DURATION_S (10) is each bot run's measured part.
+"""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+BUILD = None
+DURATION_S = int(os.environ.get("DURATION_S", "10"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def log(*a):
+    print("bench-game:", *a, file=sys.stderr, flush=True)
+
+
+def ticks_to_s(t):
+    return t / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid):
+    """User + system CPU seconds of a process, threads included."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return ticks_to_s(int(fields[11]) + int(fields[12]))
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return -1
+
+
+def fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+class Servers:
+    """MariaDB, two logic nodes and a gate, through run-game.sh --serve-only."""
+
+    def __init__(self, gate_args=()):
+        self.dir = tempfile.mkdtemp(prefix="coho-bench-game.")
+        self.info_path = os.path.join(self.dir, "serve.env")
+        args = [os.path.join(HERE, "run-game.sh"), BUILD, "--serve-only", self.info_path]
+        for a in ["--admin", "127.0.0.1:0", "--heartbeat-ms", "30000", *gate_args]:
+            args += ["--gate-arg", a]
+        env = dict(os.environ, COHO_GAME_GATE_CPUS="0", COHO_GAME_LOGIC_CPUS="1")
+        self.out = open(os.path.join(self.dir, "run-game.out"), "w")
+        self.proc = subprocess.Popen(args, env=env, stdout=self.out, stderr=subprocess.STDOUT)
+        deadline = time.time() + 120
+        while not os.path.exists(self.info_path):
+            if self.proc.poll() is not None or time.time() > deadline:
+                self.out.flush()
+                sys.exit("bench-game: run-game.sh did not start the servers:\n" +
+                         open(self.out.name).read())
+            time.sleep(0.2)
+        self.info = {}
+        for line in open(self.info_path):
+            k, _, v = line.strip().partition("=")
+            self.info[k] = v.strip('"')
+        self.gate_pid = int(self.info["GATE_PID"])
+
+    def metrics(self):
+        url = f"http://{self.info['ADMIN']}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            text = r.read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.out.close()
+
+
+def bots(srv, n, rate_per_bot, extra=(), duration=None, ramp=None, background=False):
+    """coho-bots on CPU 1; returns its SUMMARY (dict) or, in the background, the Popen."""
+    duration = DURATION_S if duration is None else duration
+    ramp = max(1, n // 4000) if ramp is None else ramp
+    args = ["taskset", "-c", "1", os.path.join(BUILD, "game/bots/coho-bots"),
+            "--gate", srv.info["GATE"], "--secret", srv.info["SECRET"], "--bots", str(n),
+            "--duration-s", str(duration), "--ramp-s", str(ramp), "--rate", str(rate_per_bot),
+            "--quiet", "--log", "-", "--log-level", "3", "--threads", "1", *extra]
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         cwd=BUILD)
+    return p if background else summary_of(p)
+
+
+def summary_of(p):
+    out, _ = p.communicate()
+    m = re.search(r"^SUMMARY (\{.*\})$", out, re.M)
+    if not m:
+        sys.exit("bench-game: coho-bots printed no SUMMARY:\n" + out[-3000:])
+    s = json.loads(m.group(1))
+    s["_status"] = p.returncode
+    s["_out"] = out
+    return s
+
+
+def echo_row(s, seconds):
+    e = s["routes"]["echo"]
+    return e["ok"] / seconds, e["p50_us"], e["p99_us"]
+
+
+def measure_fwd(srv, n, total_rate):
+    """Echo calls at total_rate (0: back to back); req/s over the measured part, gate CPU/req."""
+    per_bot = 0 if total_rate == 0 else max(1, round(total_rate / n))
+    c0, t0 = cpu_s(srv.gate_pid), time.time()
+    s = bots(srv, n, per_bot, ["--calls", "echo"])
+    cpu, wall = cpu_s(srv.gate_pid) - c0, time.time() - t0
+    rps, p50, p99 = echo_row(s, DURATION_S)
+    calls = s["routes"]["echo"]["ok"]
+    return {"rps": rps, "p50": p50, "p99": p99, "errors": s["errors"],
+            "gate_us_per_req": 1e6 * cpu / calls if calls else float("nan"),
+            "gate_cpu_pct": 100 * cpu / wall, "per_bot": per_bot}
+
+
+def fwd():
+    rates = [int(x) for x in os.environ.get("FWD_RATES", "10000 30000 60000").split()]
+    conns = [int(x) for x in os.environ.get("FWD_CONNS", "1000 10000").split()]
+    srv = Servers()
+    rows = []
+    try:
+        for n in conns:
+            for rate in rates + [0]:
+                log(f"fwd: {n} bots, total rate {rate or 'back to back'}")
+                r = measure_fwd(srv, n, rate)
+                rows.append((n, rate, r))
+    finally:
+        srv.stop()
+    print("| bots | asked req/s (per bot) | got req/s | p50 ms | p99 ms | errors "
+          "| gate CPU % | gate CPU us/req | target |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for n, rate, r in rows:
+        asked = "back to back" if rate == 0 else f"{rate} ({r['per_bot']})"
+        if rate == 0:
+            target = ">= 30k: " + ("met" if r["rps"] >= 30000 else "missed") + \
+                     ", strong 60k: " + ("met" if r["rps"] >= 60000 else "missed")
+        elif rate <= 10000:
+            target = "p50 <= 0.1 ms: " + ("met" if r["p50"] <= 100 else "missed") + \
+                     ", p99 <= 1 ms: " + ("met" if r["p99"] <= 1000 else "missed")
+        else:
+            target = "p99 <= 5 ms: " + ("met" if r["p99"] <= 5000 else "missed") + \
+                     (" (rate reached)" if r["rps"] >= 0.95 * rate else " (rate NOT reached)")
+        print(f"| {n} | {asked} | {r['rps']:.0f} | {r['p50'] / 1e3:.2f} | {r['p99'] / 1e3:.2f} "
+              f"| {r['errors']} | {r['gate_cpu_pct']:.0f} | {r['gate_us_per_req']:.2f} "
+              f"| {target} |")
+    return rows
+
+
+def stats_ab():
+    n = int(os.environ.get("STATS_BOTS", "1000"))
+    rate = int(os.environ.get("STATS_RATE", "20000"))
+    reps = int(os.environ.get("STATS_REPS", "2"))
+    res = {"on": [], "off": []}
+    for rep in range(reps):
+        for mode in (["on", "off"] if rep % 2 == 0 else ["off", "on"]):
+            srv = Servers([] if mode == "on" else ["--no-stats"])
+            try:
+                log(f"stats {mode}: {n} bots at {rate}/s, then back to back")
+                fixed = measure_fwd(srv, n, rate)
+                maxed = measure_fwd(srv, n, 0)
+            finally:
+                srv.stop()
+            res[mode].append((fixed, maxed))
+    print("| stats | gate CPU us/req at %d req/s (each rep) | max req/s back to back (each rep) |" % rate)
+    print("|---|---|---|")
+    med = {}
+    for mode in ("on", "off"):
+        us = sorted(f["gate_us_per_req"] for f, _ in res[mode])
+        mx = sorted(m["rps"] for _, m in res[mode])
+        med[mode] = (us[len(us) // 2], mx[len(mx) // 2])
+        each_us = " ".join("%.2f" % f["gate_us_per_req"] for f, _ in res[mode])
+        each_max = " ".join("%.0f" % m["rps"] for _, m in res[mode])
+        print(f"| {mode} | {med[mode][0]:.2f} ({each_us}) | {med[mode][1]:.0f} ({each_max}) |")
+    cpu_cost = 100 * (med["on"][0] / med["off"][0] - 1)
+    thr_cost = 100 * (1 - med["on"][1] / med["off"][1])
+    print(f"\nStats cost: gate CPU per request +{cpu_cost:.1f} %, back-to-back throughput "
+          f"{thr_cost:+.1f} % (target <= 5 %: {'met' if max(cpu_cost, thr_cost) <= 5 else 'missed'})")
+
+
+def storm():
+    n = int(os.environ.get("STORM_BOTS", "10000"))
+    every = int(os.environ.get("STORM_EVERY_S", "8"))
+    duration = every * 2 + 4
+    srv = Servers(["--grace-ms", "60000"])
+    try:
+        log(f"storm: {n} bots REBIND every {every} s (all at once), 100 others call echo")
+        # The storm bots log in over a 4 s ramp but share one rebind clock: each first rebinds
+        # `every` s after its own start, so the ramp would spread them; start them together.
+        stormers = bots(srv, n, 1, ["--calls", "echo", "--rebind-every-s", str(every),
+                                    "--uid-base", "1"], duration=duration, ramp=0,
+                        background=True)
+        time.sleep(1)
+        others = bots(srv, 100, 20, ["--calls", "echo", "--uid-base", str(n + 1000)],
+                      duration=duration - 2, ramp=0, background=True)
+        s_others = summary_of(others)
+        s_storm = summary_of(stormers)
+        m = srv.metrics()
+    finally:
+        srv.stop()
+    e = s_others["routes"]["echo"]
+    rb = s_storm["routes"]["rebind"]
+    print("| storm bots | rebinds ok / wanted | rebind p50 / p99 ms | re-logins | storm bots' errors "
+          "(lost / dup pushes) | other bots' echo p50 / p99 / max ms | other bots' errors | target |")
+    print("|---|---|---|---|---|---|---|---|")
+    wanted = n * ((duration - 2) // every)  # the storms that fit before the bots stop
+    lost = s_storm["error_kinds"]["push_lost"]
+    dup = s_storm["error_kinds"]["push_dup"]
+    ok = (s_storm["rebinds"] >= wanted and s_storm["relogins"] == 0 and s_storm["errors"] == 0
+          and e["p99_us"] <= 10000)
+    print(f"| {n} | {s_storm['rebinds']} / {wanted} | {rb['p50_us'] / 1e3:.1f} / {rb['p99_us'] / 1e3:.1f} "
+          f"| {s_storm['relogins']} | {s_storm['errors']} ({lost} / {dup}) "
+          f"| {e['p50_us'] / 1e3:.2f} / {e['p99_us'] / 1e3:.2f} / {e['max_us'] / 1e3:.2f} "
+          f"| {s_others['errors']} | {'met' if ok else 'missed'} |")
+    print(f"\nGate counters after: rebinds {m.get('coho_gate_rebinds_total', 0):.0f}, rebind "
+          f"failures {m.get('coho_gate_rebind_failures_total', 0):.0f}.")
+    if s_storm["errors"]:
+        print("First storm errors: " + "; ".join(s_storm["first_errors"][:3]))
+
+
+def soak():
+    total = int(os.environ.get("SOAK_S", "600"))
+    cycles = int(os.environ.get("SOAK_CYCLES", "5"))
+    n = int(os.environ.get("SOAK_BOTS", "1000"))
+    rate = int(os.environ.get("SOAK_RATE", "0"))
+    srv = Servers()
+    rows = []
+    try:
+        if rate == 0:
+            log("soak: measuring the forward maximum first")
+            rate = int(measure_fwd(srv, n, 0)["rps"] / 2)
+        per = max(1, total // cycles)
+        time.sleep(2)
+
+        def sample(label):
+            m = srv.metrics()
+            co = sum(v for k, v in m.items() if k.startswith("coho_gate_shard_user_coroutines"))
+            rows.append((label, rss_kib(srv.gate_pid), fds(srv.gate_pid), co,
+                         m.get("coho_gate_connections_open", -1)))
+
+        time.sleep(1.5)  # the per-shard gauges are sampled each second
+        sample("before")
+        errors = 0
+        for c in range(cycles):
+            log(f"soak: cycle {c + 1}/{cycles}, {n} bots at {rate}/s for {per} s")
+            s = bots(srv, n, max(1, round(rate / n)), ["--calls", "all"], duration=per)
+            errors += s["errors"]
+            time.sleep(1.5)
+            sample(f"after cycle {c + 1}")
+    finally:
+        srv.stop()
+    print(f"Soak: {total} s in {cycles} cycles of {n} bots at {rate} req/s (all routes), "
+          f"errors {errors}.\n")
+    print("| when | gate RSS KiB | gate fds | gate user coroutines | connections open |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.0f} | {r[4]:.0f} |")
+    first, last = rows[1], rows[-1]
+    drift = 100 * (last[1] / first[1] - 1)
+    print(f"\nRSS drift from the end of cycle 1 to the end of cycle {cycles}: {drift:+.1f} % "
+          f"(target <= 2 %: {'met' if abs(drift) <= 2 else 'missed'}); fds back to the baseline: "
+          f"{'yes' if last[2] == rows[0][2] else 'no'}; coroutines back: "
+          f"{'yes' if last[3] == rows[0][3] else 'no'}; errors: {errors}.")
+
+
+def main():
+    global BUILD
+    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
+        print(__doc__)
+        sys.exit(0 if len(sys.argv) >= 2 else 1)
+    BUILD = os.path.abspath(sys.argv[1])
+    for p in ("game/gate/coho-gate", "game/logic/coho-logic", "game/bots/coho-bots"):
+        if not os.access(os.path.join(BUILD, p), os.X_OK):
+            sys.exit(f"bench-game: {BUILD}/{p} is missing (build the game programs first)")
+    scenarios = sys.argv[2:] or ["fwd", "stats", "storm"]
+    known = {"fwd": fwd, "stats": stats_ab, "storm": storm, "soak": soak}
+    for s in scenarios:
+        if s not in known:
+            sys.exit(f"bench-game: unknown scenario '{s}' (fwd stats storm soak)")
+    head = subprocess.run(["git", "-C", HERE, "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
+                if l.startswith("model name")), "?")
+    print(f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. CPU: {cpu}, "
+          f"{os.cpu_count()} vCPU. Commit {head}. Load average at the start: "
+          f"{' '.join(open('/proc/loadavg').read().split()[:3])}.")
+    print(f"- Command: `tools/bench-game.py BUILD_DIR {' '.join(scenarios)}` (DURATION_S={DURATION_S}).")
+    for s in scenarios:
+        print(f"\n#### {s}\n")
+        known[s]()
+        sys.stdout.flush()
+    print(f"\n- Load average at the end: {' '.join(open('/proc/loadavg').read().split()[:3])}.")
+
+
+if __name__ == "__main__":
+    main()
