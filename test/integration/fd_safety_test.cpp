@@ -335,9 +335,9 @@ TEST(FdSafety, closefrom_forgets_the_fds_it_closes)
     Watchdog w("closefrom_forgets_the_fds_it_closes");
     int status = 0;
     ASSERT_EQ(waitpid(pid, &status, 0), pid);
-    EXPECT_TRUE(WIFEXITED(status)) << "the child died (signal "
-                                   << (WIFSIGNALED(status) ? WTERMSIG(status) : 0)
-                                   << "; SIGALRM: stuck for " << kWatchdogS - 10 << " s)";
+    EXPECT_TRUE(WIFEXITED(status))
+        << "the child died (signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0)
+        << "; SIGALRM: stuck for " << kWatchdogS - 10 << " s)";
     EXPECT_EQ(WEXITSTATUS(status), 0) << "a socket on a number closefrom closed did not work";
 }
 
