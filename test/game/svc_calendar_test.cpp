@@ -4,8 +4,10 @@
 // input, and the calendar service on a manual clock: delays, clock jumps both ways with both
 // missed-occurrence policies, owners, callbacks in coroutines of their own, boundary events
 // across restarts; and the system clock's timerfd path.
+#include <errno.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -628,6 +630,39 @@ TEST(CalendarSystemClock, AnOffsetClockFiresATimerAtItsShiftedWallTime)
             coho::this_co::sleep_for(100ms);
         EXPECT_TRUE(fired);
         EXPECT_GE(clock.wall_ms() / 1000, cal::resolve_local(when));
+        c.stop();
+    });
+}
+
+// The kernel path itself: the system clock is set (to the time it reads, so nothing else on
+// the machine sees a jump beyond the microseconds of the call), the timerfd armed with
+// TFD_TIMER_CANCEL_ON_SET fails its read with ECANCELED, and the calendar re-evaluates its
+// timers at once. Needs CAP_SYS_TIME (root in a container usually has it); skipped otherwise.
+TEST(CalendarSystemClock, ASetOfTheRealSystemClockIsNoticedAtOnce)
+{
+    use_tz("UTC");
+    in_sched([](coho::Scheduler &s) {
+        SystemClock clock;
+        Calendar c(s, clock);
+        c.start();
+        bool fired = false;
+        const DateTime later = cal::to_local(clock.wall_ms() / 1000 + 3600);
+        c.at(later, named("an hour ahead"), [&](const Fire &) { fired = true; });
+        coho::this_co::sleep_for(50ms); // the calendar's driver is parked in its read()
+        EXPECT_EQ(c.stats().clock_sets, 0u);
+        timespec now{};
+        ASSERT_EQ(clock_gettime(CLOCK_REALTIME, &now), 0);
+        if (clock_settime(CLOCK_REALTIME, &now) != 0) {
+            const int e = errno;
+            c.stop();
+            GTEST_SKIP() << "clock_settime(CLOCK_REALTIME): " << strerror(e)
+                         << " (needs CAP_SYS_TIME)";
+        }
+        for (int i = 0; i < 1000 && c.stats().clock_sets == 0; i++) // up to 10 s when loaded
+            coho::this_co::sleep_for(10ms);
+        EXPECT_GE(c.stats().clock_sets, 1u) << "the timerfd's ECANCELED was not noticed";
+        EXPECT_FALSE(fired) << "a set that did not move the clock fired an hour-ahead timer";
+        EXPECT_EQ(c.stats().live, 1u);
         c.stop();
     });
 }
