@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -13,6 +14,9 @@
 #include <unistd.h>
 
 #include "net/internal.h"
+
+_Static_assert(offsetof(struct coho_conn, q_off) + sizeof(size_t) <= 64,
+               "the send path's fields fit the connection's first cache line");
 
 #define READ_CHUNK 16384 /* bytes a read asks for inside a frame */
 #define READ_IDLE  4096  /* bytes a read asks for between frames */
@@ -615,11 +619,12 @@ int coho__conn_spawn(coho__shard_t *sh, int fd, const struct sockaddr_storage *p
     int rc;
 
     pthread_once(&handler_key_once, handler_key_init);
-    c = calloc(1, sizeof(*c));
-    if (c == NULL) {
+    /* On a cache line of its own: the send path's fields are its first 64 bytes. */
+    if (posix_memalign((void **)&c, 64, sizeof(*c)) != 0) {
         rc = -ENOMEM;
         goto fail_alloc;
     }
+    memset(c, 0, sizeof(*c));
     c->sh = sh;
     c->fd = fd;
     /* Frames are whole messages written in one call each: Nagle would only delay them. */
