@@ -619,12 +619,11 @@ int coho__conn_spawn(coho__shard_t *sh, int fd, const struct sockaddr_storage *p
     int rc;
 
     pthread_once(&handler_key_once, handler_key_init);
-    /* On a cache line of its own: the send path's fields are its first 64 bytes. */
-    if (posix_memalign((void **)&c, 64, sizeof(*c)) != 0) {
+    c = calloc(1, sizeof(*c));
+    if (c == NULL) {
         rc = -ENOMEM;
         goto fail_alloc;
     }
-    memset(c, 0, sizeof(*c));
     c->sh = sh;
     c->fd = fd;
     /* Frames are whole messages written in one call each: Nagle would only delay them. */

@@ -84,8 +84,8 @@ typedef struct coho__slot {
 } coho__slot_t;
 
 struct coho_conn {
-    /* What a send touches comes first, in the first 64 bytes (the struct is allocated on a
-     * cache line): a broadcast visits every member. */
+    /* What a send touches comes first, in the first 64 bytes (two cache lines at most, one when
+     * malloc's 16-byte alignment falls on a line): a broadcast visits every member. */
     uint64_t id;
     struct coho__shard *sh;
     int fd;
