@@ -626,8 +626,8 @@ int coho__conn_spawn(coho__shard_t *sh, int fd, const struct sockaddr_storage *p
     }
     c->sh = sh;
     c->fd = fd;
-    /* Frames are whole messages written in one call each: Nagle would only delay them. */
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
+    /* Frames are whole messages written in one call each: Nagle would only delay them. The
+     * socket has TCP_NODELAY from its listener (listen_socket in server.c). */
     c->peer = *peer;
     c->peer_len = peer_len;
     memcpy(c->addr16, addr16, 16);
