@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -13,6 +14,9 @@
 #include <unistd.h>
 
 #include "net/internal.h"
+
+_Static_assert(offsetof(struct coho_conn, q_off) + sizeof(size_t) <= 64,
+               "the send path's fields fit the connection's first cache line");
 
 #define READ_CHUNK 16384 /* bytes a read asks for inside a frame */
 #define READ_IDLE  4096  /* bytes a read asks for between frames */
@@ -622,8 +626,8 @@ int coho__conn_spawn(coho__shard_t *sh, int fd, const struct sockaddr_storage *p
     }
     c->sh = sh;
     c->fd = fd;
-    /* Frames are whole messages written in one call each: Nagle would only delay them. */
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
+    /* Frames are whole messages written in one call each: Nagle would only delay them. The
+     * socket has TCP_NODELAY from its listener (listen_socket in server.c). */
     c->peer = *peer;
     c->peer_len = peer_len;
     memcpy(c->addr16, addr16, 16);

@@ -142,17 +142,36 @@ size_t coho_group_count(const coho_group_t *g)
     return n;
 }
 
-/* The members of one shard gathered for a broadcast. */
+/* The members of one shard met during a broadcast: the shard when it runs on the calling
+ * thread (its members get the frame during the scan), else the ids gathered for one post. */
 struct batch {
     unsigned idx;
+    coho__shard_t *sh; /* NULL: another thread's shard (or none) */
     size_t len, cap;
     uint64_t *ids;
 };
 
+/* Appends `id` to a growable array; -ENOMEM. */
+static int ids_push(uint64_t **ids, size_t *len, size_t *cap, uint64_t id)
+{
+    if (*len == *cap) {
+        size_t nc = *cap ? *cap * 2 : 16;
+        uint64_t *t = realloc(*ids, nc * sizeof(*t));
+        if (t == NULL)
+            return -ENOMEM;
+        *ids = t;
+        *cap = nc;
+    }
+    (*ids)[(*len)++] = id;
+    return 0;
+}
+
 int coho_group_broadcast(coho_group_t *g, const void *frame, size_t len)
 {
     struct batch *b = NULL;
-    size_t nb = 0, cap_b = 0;
+    size_t nb = 0, cap_b = 0, k = 0;
+    uint64_t *gone = NULL; /* local members found departed: they leave after the scan */
+    size_t ngone = 0, cap_gone = 0;
     coho__frame_t *f;
     int rc = 0;
 
@@ -162,71 +181,73 @@ int coho_group_broadcast(coho_group_t *g, const void *frame, size_t len)
     if (f == NULL)
         return coho__net_ret(-ENOMEM);
     pthread_mutex_lock(&g->mu);
+    /* One pass over the table: a member of a shard of this thread gets the frame at once (a
+     * direct send when its queue is empty); the others are gathered per shard for one post
+     * each. The table is not changed during the pass (departed ids are removed after it). */
     for (size_t i = 0; i < g->cap; i++) {
         uint64_t id = g->ids[i];
         unsigned idx = coho__id_shard(id);
-        size_t k;
         if (id == 0)
             continue;
-        for (k = 0; k < nb && b[k].idx != idx; k++)
-            ;
-        if (k == nb) {
-            if (nb == cap_b) {
-                size_t nc = cap_b ? cap_b * 2 : 4;
-                struct batch *t = realloc(b, nc * sizeof(*b));
-                if (t == NULL) {
-                    rc = -ENOMEM;
-                    goto out;
+        if (k >= nb || b[k].idx != idx) {
+            for (k = 0; k < nb && b[k].idx != idx; k++)
+                ;
+            if (k == nb) {
+                if (nb == cap_b) {
+                    size_t nc = cap_b ? cap_b * 2 : 4;
+                    struct batch *t = realloc(b, nc * sizeof(*b));
+                    if (t == NULL) {
+                        rc = -ENOMEM;
+                        goto out;
+                    }
+                    b = t;
+                    cap_b = nc;
                 }
-                b = t;
-                cap_b = nc;
+                b[nb++] = (struct batch){.idx = idx, .sh = coho__shard_here(idx)};
             }
-            b[nb++] = (struct batch){.idx = idx};
         }
-        if (b[k].len == b[k].cap) {
-            size_t nc = b[k].cap ? b[k].cap * 2 : 16;
-            uint64_t *t = realloc(b[k].ids, nc * sizeof(*t));
-            if (t == NULL) {
+        if (b[k].sh != NULL) {
+            struct coho_conn *c = coho__conn_lookup(b[k].sh, id);
+            if (c != NULL) {
+                coho__conn_enqueue(c, f); /* an overflow closes that member, counted */
+                continue;
+            }
+            COHO__STAT_ADD(b[k].sh->srv, send_stale, 1);
+            if (ids_push(&gone, &ngone, &cap_gone, id) != 0) {
                 rc = -ENOMEM;
                 goto out;
             }
-            b[k].ids = t;
-            b[k].cap = nc;
-        }
-        b[k].ids[b[k].len++] = id;
-    }
-    for (size_t k = 0; k < nb; k++) {
-        coho__shard_t *sh = coho__shard_here(b[k].idx);
-        if (sh == NULL) {
-            /* Another thread's shard (or none): one post carries the frame to all of them. */
-            size_t stale = 0;
-            coho__frame_ref(f);
-            coho__post_frames(b[k].idx, b[k].ids, b[k].len, f, &stale);
-            for (size_t j = 0; j < stale; j++) {
-                size_t at = id_find(g, b[k].ids[j]); /* departed: leaves the group now */
-                if (at != SIZE_MAX)
-                    id_del_at(g, at);
-            }
             continue;
         }
-        for (size_t j = 0; j < b[k].len; j++) {
-            struct coho_conn *c = coho__conn_lookup(sh, b[k].ids[j]);
-            if (c == NULL) {
-                /* Departed: leaves the group now. */
-                size_t at = id_find(g, b[k].ids[j]);
-                if (at != SIZE_MAX)
-                    id_del_at(g, at);
-                COHO__STAT_ADD(sh->srv, send_stale, 1);
-                continue;
-            }
-            coho__conn_enqueue(c, f); /* an overflow closes that member, counted */
+        if (ids_push(&b[k].ids, &b[k].len, &b[k].cap, id) != 0) {
+            rc = -ENOMEM;
+            goto out;
+        }
+    }
+    for (k = 0; k < nb; k++) {
+        size_t stale = 0;
+        if (b[k].sh != NULL || b[k].len == 0)
+            continue;
+        /* Another thread's shard (or none): one post carries the frame to all of them. */
+        coho__frame_ref(f);
+        coho__post_frames(b[k].idx, b[k].ids, b[k].len, f, &stale);
+        for (size_t j = 0; j < stale; j++) {
+            size_t at = id_find(g, b[k].ids[j]); /* departed: leaves the group now */
+            if (at != SIZE_MAX)
+                id_del_at(g, at);
         }
     }
 out:
+    for (size_t j = 0; j < ngone; j++) {
+        size_t at = id_find(g, gone[j]); /* departed: leaves the group now */
+        if (at != SIZE_MAX)
+            id_del_at(g, at);
+    }
     pthread_mutex_unlock(&g->mu);
-    for (size_t k = 0; k < nb; k++)
+    for (k = 0; k < nb; k++)
         free(b[k].ids);
     free(b);
+    free(gone);
     coho__frame_unref(f);
     return coho__net_ret(rc);
 }

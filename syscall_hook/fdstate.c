@@ -552,6 +552,66 @@ int coho__fd_adopt_new(int fd, bool user_nonblock, const coho__fd_t *from)
     return rc < 0 ? rc : 0;
 }
 
+/* fd_adopt_locked for a stream socket whose kind and kernel mode are known (an accepted socket
+ * made with SOCK_NONBLOCK by a managed stream listener, fd > 2): no fstat, getsockopt or fcntl,
+ * only the registration. On a failure the kernel file gets the user's mode back. Returns 0, 1
+ * (pass through) or -errno. */
+static int fd_adopt_known_locked(coho__fd_t *f, coho__ofd_t *ofd)
+{
+    int rc;
+
+    if (coho__sched_current() == NULL)
+        return 1;
+    atomic_fetch_add_explicit(&ofd->refs, 1, memory_order_relaxed);
+    f->kind = COHO__FD_STREAM;
+    f->keep_mode = false;
+    f->managed = true;
+    f->ofd = ofd;
+    f->state = COHO__FDS_ADOPTED;
+    if (fd_reg_get_locked(f, &rc) == NULL) {
+        coho_list_t none;
+
+        if (!atomic_load_explicit(&ofd->user_nonblock, memory_order_relaxed))
+            coho__sys.fcntl(f->fd, F_SETFL, 0); /* the blocking mode the user asked for */
+        coho_list_init(&none);
+        fd_reset_locked(f, &none);
+        if (rc == -EPERM) {
+            f->state = COHO__FDS_PASSTHROUGH;
+            return 1;
+        }
+        return rc;
+    }
+    return 0;
+}
+
+int coho__fd_adopt_accepted(int fd, bool user_nonblock, const coho__fd_t *from)
+{
+    coho__fd_t *f = coho__fd_slot(fd);
+    coho_list_t taken;
+    coho__ofd_t *o;
+    int rc;
+
+    if (f == NULL) {
+        if (!user_nonblock)
+            coho__sys.fcntl(fd, F_SETFL, 0); /* stays unhooked, in the user's mode */
+        return 0;
+    }
+    coho_list_init(&taken);
+    pthread_mutex_lock(&fd_lock);
+    fd_clear_inherited(fd);
+    fd_reset_locked(f, &taken);
+    regs_release_locked(&taken);
+    o = ofd_create_locked(user_nonblock, coho__fd_rcvtimeo(from), coho__fd_sndtimeo(from));
+    if (o == NULL) {
+        pthread_mutex_unlock(&fd_lock);
+        return -ENOMEM;
+    }
+    rc = fd_adopt_known_locked(f, o);
+    ofd_put_locked(o); /* fd_adopt_known_locked took its own reference */
+    pthread_mutex_unlock(&fd_lock);
+    return rc < 0 ? rc : 0;
+}
+
 void coho__fd_forget(int fd)
 {
     coho__fd_t *f = fd_slot_if_exists(fd);

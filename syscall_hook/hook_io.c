@@ -627,6 +627,18 @@ static ssize_t io_slow(int fd, enum io_kind kind, void *buf, size_t n, int flags
                                 saved);
 }
 
+/* recv/send with MSG_DONTWAIT: every way through the hook (io_call in a coroutine with hooks
+ * on, io_call_plain elsewhere, any fd) makes exactly one attempt, io_once, so this makes it
+ * without the dispatch: libc's call, with libc's errno (a broadcast's direct sends, one per
+ * member, come here). */
+__attribute__((noinline)) static ssize_t io_dontwait(int fd, enum io_kind kind, void *buf,
+                                                     size_t len, int flags)
+{
+    coho__sys_init();
+    return kind == OP_RECV ? coho__sys.recv(fd, buf, len, flags)
+                           : coho__sys.send(fd, buf, len, flags);
+}
+
 /* The calling thread's errno, its address taken once per thread: reading errno on the fast
  * path is then a load, not a call (which would make the hook keep its arguments in callee-saved
  * registers). */
@@ -654,7 +666,9 @@ io_fast_try(int fd, enum io_kind kind, void *buf, size_t len, int flags, io_slow
     ssize_t n;
     int saved, *ep;
 
-    if (flags & (MSG_DONTWAIT | MSG_WAITALL))
+    if (flags & MSG_DONTWAIT)
+        return io_dontwait(fd, kind, buf, len, flags);
+    if (flags & MSG_WAITALL)
         return slow(fd, buf, len, flags, IO_NOT_FAST);
     s = coho__fd_tls_sched;
     if (__builtin_expect(s == NULL, 0))
@@ -879,11 +893,30 @@ COHO_HOOK int socketpair(int domain, int type, int protocol, int sv[2])
     return 0;
 }
 
-/* Adopts an accepted socket in a coroutine (it inherits the listener's timeouts, as in the
- * kernel); on failure it is closed. Returns the fd or -errno. */
-static int accept_adopt(int nfd, int flags, const coho__fd_t *lf)
+/* Whether a coroutine's accept on listener `lf` may make the new socket non-blocking in the
+ * kernel at once (SOCK_NONBLOCK added): `lf` is an adopted, managed stream socket, so the new
+ * socket is a stream socket its adoption will make non-blocking anyway (accept_adopt). */
+static bool accept_nonblock_ok(const coho__fd_t *lf)
 {
-    int rc = coho__fd_adopt_new(nfd, (flags & SOCK_NONBLOCK) != 0, lf);
+    return lf != NULL && lf->state == COHO__FDS_ADOPTED && lf->managed &&
+           lf->kind == COHO__FD_STREAM;
+}
+
+/* Adopts an accepted socket in a coroutine (it inherits the listener's timeouts, as in the
+ * kernel); on failure it is closed. `kflags`: the flags accept4 was given (the user's, plus
+ * SOCK_NONBLOCK where accept_nonblock_ok). Returns the fd or -errno. */
+static int accept_adopt(int nfd, int flags, int kflags, const coho__fd_t *lf)
+{
+    bool user_nb = (flags & SOCK_NONBLOCK) != 0;
+    int rc;
+
+    if ((kflags & ~flags & SOCK_NONBLOCK) != 0 && nfd > 2) {
+        rc = coho__fd_adopt_accepted(nfd, user_nb, lf); /* no system call but epoll_ctl */
+    } else {
+        if ((kflags & ~flags & SOCK_NONBLOCK) != 0)
+            coho__sys.fcntl(nfd, F_SETFL, 0); /* fds 0-2 keep the user's mode in the kernel */
+        rc = coho__fd_adopt_new(nfd, user_nb, lf);
+    }
 
     if (rc < 0) {
         coho__sys.close(nfd);
@@ -898,7 +931,7 @@ static int accept_common(int fd, struct sockaddr *addr, socklen_t *alen, int fla
     coho__fd_reg_t *r = NULL;
     coho__fd_t *f;
     int64_t deadline, tmo;
-    int err, nfd, rc;
+    int err, nfd, rc, kflags;
 
     if (in_co) {
         r = coho__fd_for_hook(fd, &err);
@@ -906,11 +939,12 @@ static int accept_common(int fd, struct sockaddr *addr, socklen_t *alen, int fla
     } else {
         f = coho__fd_adopted(fd);
     }
+    kflags = in_co && accept_nonblock_ok(f) ? flags | SOCK_NONBLOCK : flags;
     if (f == NULL || coho__fd_user_nonblock(f) || (in_co && r == NULL) || (!in_co && !f->managed)) {
-        nfd = coho__sys.accept4(fd, addr, alen, flags);
+        nfd = coho__sys.accept4(fd, addr, alen, kflags);
         if (nfd < 0)
             return -errno;
-        return in_co ? accept_adopt(nfd, flags, f) : nfd;
+        return in_co ? accept_adopt(nfd, flags, kflags, f) : nfd;
     }
     tmo = coho__fd_rcvtimeo(f);
     deadline = tmo < 0 ? -1 : (int64_t)(coho__hook_now_ms() + (uint64_t)tmo);
@@ -919,7 +953,7 @@ static int accept_common(int fd, struct sockaddr *addr, socklen_t *alen, int fla
             nfd = -1;
             err = EAGAIN;
         } else {
-            nfd = coho__sys.accept4(fd, addr, alen, flags);
+            nfd = coho__sys.accept4(fd, addr, alen, kflags);
             err = nfd < 0 ? errno : 0;
         }
         if (nfd >= 0)
@@ -930,7 +964,7 @@ static int accept_common(int fd, struct sockaddr *addr, socklen_t *alen, int fla
         if (rc < 0)
             return rc == -ETIMEDOUT ? -EAGAIN : rc;
     }
-    return in_co ? accept_adopt(nfd, flags, f) : nfd;
+    return in_co ? accept_adopt(nfd, flags, kflags, f) : nfd;
 }
 
 COHO_HOOK int accept(int fd, struct sockaddr *addr, socklen_t *alen)

@@ -210,6 +210,11 @@ static inline coho__fd_reg_t *coho__fd_for_hook(int fd, int *err)
  * `user_nonblock`: the caller asked for SOCK_NONBLOCK. `from`: the listening socket's slot for
  * an accepted socket (which inherits its timeouts), else NULL. Returns 0 or -errno. */
 int coho__fd_adopt_new(int fd, bool user_nonblock, const coho__fd_t *from);
+/* coho__fd_adopt_new for a socket accepted with SOCK_NONBLOCK added (the user's own flags say
+ * `user_nonblock`) from `from`, an adopted, managed SOCK_STREAM listener, on a number > 2: the
+ * kind and the kernel mode are known, so adoption makes no system call but the registration.
+ * Where it does not adopt, the kernel file gets the user's mode back. 0 or -errno. */
+int coho__fd_adopt_accepted(int fd, bool user_nonblock, const coho__fd_t *from);
 
 /* Before closing `fd` (close, close_range, fclose, dup2/dup3 over it), from any thread: removes
  * every registration from the kernel's epoll sets, wakes every parked coroutine of every

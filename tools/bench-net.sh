@@ -11,7 +11,7 @@
 #   (make bench-net builds them in build-bench/ and runs every scenario).
 # Environment (defaults keep every run short on a shared machine):
 #   SECS=5        seconds measured per echo/chat/slow run (after a 0.5 s warm-up)
-#   ECHO_CONNS="100 1000"  BCAST_N=10000  BCAST_ROUNDS=20  HOLD_N=(nofile - 256, max 19000)
+#   ECHO_CONNS="100 1000"  BCAST_N=10000  BCAST_ROUNDS=20  BCAST_THREADS="1 2"  HOLD_N=(nofile - 256, max 19000)
 #   HOLD_SECS=12  HOLD_HB_MS=10000  CHURN_SECS=5  CHAT_N=1000  CHAT_SECS=20  CHAT_TICK_MS=20
 #   SLOW_NORMAL=100  SLOW_STALLED="100 1000"  KICK_N=1000  KICK_MS=2000  EMFILE_CLIENTS=2000
 #   WSTLS_CONNS=100
@@ -30,6 +30,7 @@ ECHO_CONNS=${ECHO_CONNS:-100 1000}
 ECHO_REPS=${ECHO_REPS:-3}
 BCAST_N=${BCAST_N:-10000}
 BCAST_ROUNDS=${BCAST_ROUNDS:-20}
+BCAST_THREADS=${BCAST_THREADS:-1 2}
 HOLD_SECS=${HOLD_SECS:-20}
 HOLD_HB_MS=${HOLD_HB_MS:-10000}
 CHURN_SECS=${CHURN_SECS:-5}
@@ -182,18 +183,19 @@ bench_echo() {
 bench_bcast() {
     echo "### broadcast: one 64-byte frame to $BCAST_N connections"
     echo
-    echo "Command: \`net_load bcast -p PORT -c $BCAST_N -r $BCAST_ROUNDS -i 200\` against \`bcast_epoll PORT\` (one loop of send(MSG_DONTWAIT) over the sockets) and \`net_srv -M bcast -t 1\` (coho_group_broadcast: a direct send per member whose queue is empty, the writers for the rest). \"All sent\" is the server's time from the broadcast call until every frame was written (coho: frames_out grew by the member count), median / max over $BCAST_ROUNDS rounds; receivers' latency is the client's receive time minus the stamp, over every delivery of every round (the one client thread reads all $BCAST_N sockets, which is part of it). N_max = $n_max."
+    echo "Command: \`net_load bcast -p PORT -c $BCAST_N -r $BCAST_ROUNDS -i 200\` against \`bcast_epoll PORT\` (one loop of send(MSG_DONTWAIT) over the sockets) and \`net_srv -M bcast -t T\` for T in $BCAST_THREADS (coho-tT; coho_group_broadcast: a direct send per member whose queue is empty, the writers for the rest; with T > 1 the members on the other threads get the frame through one post per thread and are sent to there, in parallel). \"All sent\" is the server's time from the broadcast call until every frame was written (coho: frames_out grew by the member count), median / max over $BCAST_ROUNDS rounds; receivers' latency is the client's receive time minus the stamp, over every delivery of every round (the one client thread reads all $BCAST_N sockets, which is part of it). N_max = $n_max."
     echo
-    echo "| server | all sent median / max ms | coho call returned (queued) median ms | receivers p50 / p99 / max ms | missing | target |"
-    echo "|---|---|---|---|---|---|"
-    local srv out sent q med mx p50 p99 pmax miss
-    for srv in epoll coho; do
+    echo "| server | all sent median / max ms | all sent median / epoll's | coho call returned (queued) median ms | receivers p50 / p99 / max ms | missing | target |"
+    echo "|---|---|---|---|---|---|---|"
+    local srv out sent q med mx p50 p99 pmax miss emed="" ratio
+    local t
+    for srv in epoll $(for t in $BCAST_THREADS; do echo "coho-t$t"; done); do
         if [ "$srv" = epoll ]; then
             local p
             p=$(free_port)
             start_srv "$bin/bcast_epoll" "$p"
         else
-            start_srv "$bin/net_srv" -M bcast -t 1
+            start_srv "$bin/net_srv" -M bcast -t "${srv#coho-t}"
         fi
         out=$("$bin/net_load" bcast -p "$srv_port" -c "$BCAST_N" -r "$BCAST_ROUNDS" -i 200)
         echo "# $srv: $out" >&2
@@ -209,10 +211,11 @@ bench_bcast() {
         pmax=$(awk -v v="$(field max_us "$out")" 'BEGIN { printf "%.2f", v / 1000 }')
         miss=$(field missing "$out")
         local tgt="-"
-        if [ "$srv" = coho ]; then
+        if [ "$srv" != epoll ]; then
             tgt="all sent <= 100 ms: $(awk -v v="$mx" 'BEGIN { print (v <= 100 ? "met" : "missed") }'), p99 <= 120 ms: $(awk -v v="$p99" 'BEGIN { print (v <= 120 ? "met" : "missed") }')"
         fi
-        echo "| $srv | $med / $mx | $([ "$srv" = coho ] && echo "$qm" || echo "-") | $p50 / $p99 / $pmax | $miss | $tgt |"
+        if [ "$srv" = epoll ]; then emed=$med; ratio="-"; else ratio=$(awk -v a="$med" -v b="$emed" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }'); fi
+        echo "| $srv | $med / $mx | $ratio | $([ "$srv" != epoll ] && echo "$qm" || echo "-") | $p50 / $p99 / $pmax | $miss | $tgt |"
     done
     echo
 }

@@ -341,3 +341,105 @@ TEST(NetSendPath, PipelinedRequestsAreAnsweredInOrder)
     EXPECT_EQ(st.queue_full_closes, 0u);
     EXPECT_EQ(coho_server_stop(s, 1000), 0);
 }
+
+namespace {
+
+struct GroupSeen {
+    coho_group_t *group = nullptr;
+    std::atomic<int> errors{0};
+};
+
+// Joins the group and never leaves it (a departed member stays in the group until a broadcast
+// finds it gone). "big" queues a 512 KiB frame to this connection; "go N" broadcasts "seq N"
+// to the group from this handler, i.e. from the members' own thread.
+void group_handler(coho_conn_t *c, void *user)
+{
+    auto *g = static_cast<GroupSeen *>(user);
+    coho_cbuf_t f;
+    coho_cbuf_init(&f, nullptr);
+    if (coho_group_add(g->group, coho_conn_id(c)) != 0)
+        g->errors++;
+    for (;;) {
+        ssize_t n = coho_conn_read_frame(c, &f);
+        if (n <= 0)
+            break;
+        const char *p = static_cast<const char *>(coho_cbuf_linearize(&f, size_t(n)));
+        std::string payload(p + 4, size_t(n) - 4);
+        if (payload == "big") {
+            std::string big = frame_of(std::string(512 * 1024, 'B'));
+            if (coho_conn_send(c, big.data(), big.size()) != 0)
+                g->errors++;
+        } else if (payload.rfind("go ", 0) == 0) {
+            std::string b = frame_of("seq " + payload.substr(3));
+            if (coho_group_broadcast(g->group, b.data(), b.size()) != 0)
+                g->errors++;
+        }
+    }
+    coho_cbuf_destroy(&f);
+}
+
+} // namespace
+
+// A broadcast from a handler reaches the members of its own thread during its one pass over
+// the group: a member with an empty queue gets a direct send, a member with a frame still queued
+// gets the broadcast behind it (whole, in order), and the members that departed leave the group
+// without any live member being skipped.
+TEST(NetSendPath, BroadcastFromAHandlerKeepsOrderBehindQueuedFramesAndDropsDeparted)
+{
+    GroupSeen g;
+    g.group = coho_group_create();
+    ASSERT_NE(g.group, nullptr);
+    coho_server_opts_t o;
+    coho_server_opts_init(&o);
+    o.sndbuf = 4096; // the 512 KiB frame stays queued while its client does not read
+    coho_server_t *s = coho_server_start("127.0.0.1:0", &o, group_handler, &g);
+    ASSERT_NE(s, nullptr);
+    int port = coho_server_port(s);
+    const int n = 40;
+    std::vector<int> fds;
+    for (int i = 0; i < n; i++) {
+        int fd = connect_to(port, i == 0 ? 4096 : 0);
+        ASSERT_GE(fd, 0);
+        fds.push_back(fd);
+    }
+    ASSERT_TRUE(wait_until([&] { return coho_group_count(g.group) == size_t(n); }));
+    // Member 0 gets a frame its socket cannot take: the rest waits in its queue.
+    std::string big = frame_of("big");
+    ASSERT_EQ(send(fds[0], big.data(), big.size(), 0), ssize_t(big.size()));
+    // Members 1 .. n/2-1 depart (their ids stay in the group).
+    std::vector<bool> gone(n, false);
+    for (int i = 1; i < n / 2; i++) {
+        close(fds[size_t(i)]);
+        gone[size_t(i)] = true;
+    }
+    ASSERT_TRUE(wait_until([&] {
+        coho_server_stats_t st{};
+        coho_server_get_stats(s, &st);
+        return st.conns_open == size_t(n - (n / 2 - 1));
+    }));
+    const int rounds = 3;
+    for (int r = 1; r <= rounds; r++) {
+        std::string go = frame_of("go " + std::to_string(r));
+        ASSERT_EQ(send(fds[n - 1], go.data(), go.size(), 0), ssize_t(go.size()));
+    }
+    std::string got;
+    for (int i = 0; i < n; i++) {
+        if (gone[size_t(i)])
+            continue;
+        if (i == 0) {
+            ASSERT_TRUE(get_frame(fds[0], &got));
+            EXPECT_EQ(got, std::string(512 * 1024, 'B')) << "the queued frame, whole, first";
+        }
+        for (int r = 1; r <= rounds; r++) {
+            ASSERT_TRUE(get_frame(fds[size_t(i)], &got)) << "member " << i << " round " << r;
+            EXPECT_EQ(got, "seq " + std::to_string(r)) << "member " << i;
+        }
+    }
+    EXPECT_EQ(coho_group_count(g.group), size_t(n - (n / 2 - 1))) << "the departed left";
+    EXPECT_EQ(g.errors.load(), 0);
+    for (int i = 0; i < n; i++)
+        if (!gone[size_t(i)])
+            close(fds[size_t(i)]);
+    ASSERT_EQ(coho_server_stop(s, 1000), 0);
+    coho_group_destroy(g.group);
+}

@@ -529,6 +529,84 @@ static void blocking_8mib_send_and_waitall_recv_complete_in_one_thread(void **st
     close(c.lfd);
 }
 
+/* ---- accepted sockets: non-blocking in the kernel from accept4 on, the user's view kept ---- */
+struct acc_ctx {
+    int client; /* the connected peer of the accepted socket under test */
+};
+
+static void acc_late_sender(void *arg)
+{
+    struct acc_ctx *c = arg;
+
+    coho_sleep_ms(20);
+    CO_CHECK_INT(send(c->client, "x", 1, 0), 1);
+    co_ended();
+}
+
+/* Connects a client to `addr` and accepts it with accept4(`flags`); *client gets the peer. */
+static int acc_pair(int lfd, const struct sockaddr_in *addr, int flags, int *client)
+{
+    *client = socket(AF_INET, SOCK_STREAM, 0);
+    CO_CHECK_INT(connect(*client, (const struct sockaddr *)addr, sizeof(*addr)), 0);
+    return accept4(lfd, NULL, NULL, flags);
+}
+
+/* The listener's own mode (blocking or O_NONBLOCK, as net/ listens) must not matter. */
+static void acc_check(int lfd_flags)
+{
+    struct sockaddr_in addr = {.sin_family = AF_INET};
+    socklen_t len = sizeof(addr);
+    struct acc_ctx c;
+    char b;
+    int lfd = socket(AF_INET, SOCK_STREAM | lfd_flags, 0), a;
+
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CO_CHECK_INT(bind(lfd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+    CO_CHECK_INT(listen(lfd, 16), 0);
+    CO_CHECK_INT(getsockname(lfd, (struct sockaddr *)&addr, &len), 0);
+
+    /* The blocking view: F_GETFL hides the kernel's O_NONBLOCK, a recv parks for the data. */
+    a = acc_pair(lfd, &addr, SOCK_CLOEXEC, &c.client);
+    CO_CHECK(a > 2);
+    CO_CHECK_INT(fcntl(a, F_GETFL) & O_NONBLOCK, 0);
+    CO_CHECK((coho__sys.fcntl(a, F_GETFL) & O_NONBLOCK) != 0);
+    CO_CHECK((fcntl(a, F_GETFD) & FD_CLOEXEC) != 0);
+    coho_spawn(coho__sched_current(), acc_late_sender, &c);
+    CO_CHECK_INT(recv(a, &b, 1, 0), 1);
+    CO_CHECK_INT(b, 'x');
+    close(a);
+    close(c.client);
+
+    /* The user's O_NONBLOCK: F_GETFL shows it, a recv with nothing there is EAGAIN. */
+    a = acc_pair(lfd, &addr, SOCK_NONBLOCK, &c.client);
+    CO_CHECK(a > 2);
+    CO_CHECK(((long)fcntl(a, F_GETFL) & O_NONBLOCK) != 0);
+    errno = 0;
+    CO_CHECK_INT(recv(a, &b, 1, 0), -1);
+    CO_CHECK_INT(errno, EAGAIN);
+    /* ... and clearing it gives the blocking view back. */
+    CO_CHECK_INT(fcntl(a, F_SETFL, fcntl(a, F_GETFL) & ~O_NONBLOCK), 0);
+    coho_spawn(coho__sched_current(), acc_late_sender, &c);
+    CO_CHECK_INT(recv(a, &b, 1, 0), 1);
+    close(a);
+    close(c.client);
+    close(lfd);
+}
+
+static void acc_main(void *arg)
+{
+    (void)arg;
+    acc_check(0);
+    acc_check(SOCK_NONBLOCK);
+    co_ended();
+}
+
+static void accepted_socket_is_nonblocking_underneath_with_the_users_view(void **state)
+{
+    (void)state;
+    run_in_coroutine(acc_main, NULL, 5);
+}
+
 /* ---- per-fd write lock: FIFO, and frames never interleave ---- */
 struct lock_ctx {
     int sv[2];
@@ -800,6 +878,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(recv_parks_coroutine_while_others_run),
         cmocka_unit_test(f_getfl_shows_user_view_and_user_nonblock_returns_eagain),
+        cmocka_unit_test(accepted_socket_is_nonblocking_underneath_with_the_users_view),
         cmocka_unit_test(drained_socket_in_the_nonblocking_view_still_reads),
         cmocka_unit_test(so_rcvtimeo_expires_with_eagain),
         cmocka_unit_test(close_wakes_waiter_with_ebadf),
