@@ -242,11 +242,29 @@ static inline void set_current(coho_sched_t *s, coho__co_t *co)
         co->state = COHO__CO_RUNNING;
 }
 
+static void co_main(void *arg);
+
+/* Before the first switch-in of `co`: takes the stack spawn reserved (the warmest free one,
+ * often that of the coroutine that just finished) and lays out the first frame there. */
+static __attribute__((noinline)) void co_bind_stack(coho_sched_t *s, coho__co_t *co)
+{
+    coho__stack_get_reserved(s->stacks, co->stack_cls, &co->stack);
+    co->stack_reserved = false;
+    co->has_stack = true;
+    co->stack.owner = co;
+    coho__ctx_make_fp(&co->ctx, co->stack.lo, co->stack.size, co_main, co, co->fpctl);
+#ifdef COHO_VALGRIND
+    co->vg_stack_id = VALGRIND_STACK_REGISTER(co->stack.lo, (char *)co->stack.lo + co->stack.size);
+#endif
+}
+
 /* Scheduler stack -> coroutine `co`; returns when some coroutine switches back to the
  * scheduler's stack (s->left says which: `co` itself, or one `co` handed the CPU to), having
  * put the scheduler's errno back. */
 static inline void switch_in(coho_sched_t *s, coho__co_t *co)
 {
+    if (__builtin_expect(co->ctx.sp == NULL, 0))
+        co_bind_stack(s, co);
     s->saved_errno = *s->errno_loc;
     set_current(s, co);
     hook_run(s->hook_slot, co->hook_slot);
@@ -295,6 +313,8 @@ static inline void switch_to_prepare(coho_sched_t *s, coho__co_t *co, coho__co_t
 {
     if (!co->stack.guarded && !coho__stack_canary_is_intact(&co->stack))
         canary_breached(co);
+    if (__builtin_expect(next->ctx.sp == NULL, 0))
+        co_bind_stack(s, next);
     co->saved_errno = *s->errno_loc;
     set_current(s, next);
     hook_run(co->hook_slot, next->hook_slot);
@@ -525,6 +545,10 @@ static void stack_decay_fired(coho__timer_t *t)
 /* Frees what a finished or dropped coroutine holds besides its pool node. */
 static void co_release_stack(coho_sched_t *s, coho__co_t *co)
 {
+    if (co->stack_reserved) { /* never ran */
+        coho__stack_unreserve(s->stacks, co->stack_cls);
+        co->stack_reserved = false;
+    }
     if (!co->has_stack)
         return;
 #ifdef COHO_VALGRIND
@@ -553,8 +577,10 @@ static void co_free_extras(coho__co_t *co)
         co->exit_cbs = cb->next;
         free(cb);
     }
-    free(co->keys);
-    co->keys = NULL;
+    if (co->keys != NULL) {
+        free(co->keys);
+        co->keys = NULL;
+    }
 }
 
 static void co_main(void *arg)
@@ -593,32 +619,59 @@ static uint64_t spawn(coho_sched_t *s, void (*fn)(void *), void *arg, const coho
 {
     coho__co_t *co;
     uint64_t id;
+    unsigned cls;
     int rc;
 
     if (atomic_load_explicit(&s->stop_requested, memory_order_relaxed) || s->draining) {
         *err = -ESHUTDOWN;
         return 0;
     }
-    id = coho__pool_alloc(s->pool, (void **)&co, &rc);
-    if (id == 0) {
-        *err = rc == 0 ? -ENOMEM : rc;
-        return 0;
-    }
-    rc = coho__stack_get(s->stacks, o != NULL ? o->stack_size : 0, &co->stack);
+    rc = coho__stack_reserve(s->stacks, o != NULL ? o->stack_size : 0, &cls);
     if (rc < 0) {
-        coho__pool_free(s->pool, id);
         *err = rc;
         return 0;
     }
-    co->stack.owner = co;
-    co->has_stack = true;
-    co->stack_nominal = o != NULL && o->stack_size != 0 ? o->stack_size : s->opts.stack_size;
+    id = coho__pool_alloc_raw(s->pool, (void **)&co, &rc);
+    if (id == 0) {
+        coho__stack_unreserve(s->stacks, cls);
+        *err = rc == 0 ? -ENOMEM : rc;
+        return 0;
+    }
+    /* Every field but those sched_impl.h says carry over (the record is not zeroed). */
     co->id = id;
     co->sched = s;
+    co->ctx.sp = NULL;
+    co->stack = (coho__stack_t){0};
+    co->stack_nominal = o != NULL && o->stack_size != 0 ? o->stack_size : s->opts.stack_size;
     co->fn = fn;
     co->arg = arg;
     co->entry_name = entry_name(s, fn);
+    co->daemon = false;
+    co->detached = false;
+    co->cancelled = false;
+    co->wait_open = false;
+    co->woken = false;
+    co->has_stack = false;
+    co->stack_reserved = true;
+    co->flags = 0;
+    co->stack_cls = cls;
+    co->fpctl = coho__ctx_fpctl_current(); /* a new coroutine starts with its spawner's */
+    co->wake_result = 0;
+    co->saved_errno = 0;
+    co->token = 0;
+    co->joiner_id = 0;
+    co->joiner_token = 0;
+    co->wait_what = NULL;
     co->wait_detail = -1;
+    co->wait_since_ms = 0;
+    co->spawn_ns = 0;
+    co->keys = NULL;
+    co->exit_cbs = NULL;
+    co->asan_fake_stack = NULL;
+    co->tsan_fiber = NULL;
+    co->vg_stack_id = 0;
+    co->name[0] = '\0';
+    memset(co->hook_slot, 0, sizeof(co->hook_slot));
     if (o != NULL) {
         co->daemon = o->daemon;
         co->detached = o->detached;
@@ -627,14 +680,8 @@ static uint64_t spawn(coho_sched_t *s, void (*fn)(void *), void *arg, const coho
             co->name[sizeof(co->name) - 1] = '\0';
         }
     }
-    /* co->timer stays zeroed (idle) until the first wait with a timeout initialises it. */
-    coho_list_init(&co->ready_link);
-    coho__ctx_make(&co->ctx, co->stack.lo, co->stack.size, co_main, co);
 #ifdef SCHED_TSAN
     co->tsan_fiber = __tsan_create_fiber(0);
-#endif
-#ifdef COHO_VALGRIND
-    co->vg_stack_id = VALGRIND_STACK_REGISTER(co->stack.lo, (char *)co->stack.lo + co->stack.size);
 #endif
     s->live++;
     if (!co->daemon)
