@@ -72,16 +72,16 @@ typedef struct coho__co {
     bool daemon;
     bool detached;
     bool cancelled;
-    bool wait_open;  /* between coho__co_block_prepare and the end of that wait */
-    bool woken;      /* woken while not parked yet: coho__co_block returns at once */
-    bool has_stack;  /* stack is held (false until the first switch-in, and once finished) */
+    bool wait_open;      /* between coho__co_block_prepare and the end of that wait */
+    bool woken;          /* woken while not parked yet: coho__co_block returns at once */
+    bool has_stack;      /* stack is held (false until the first switch-in, and once finished) */
     bool stack_reserved; /* a stack of class stack_cls is promised (coho__stack_reserve) */
     uint32_t flags;      /* coho__co_flags() */
     unsigned stack_cls;  /* the stack's size class, while stack_reserved */
     uint64_t fpctl;      /* the spawner's FP control state, for the first frame */
-    int wake_result; /* the result the current or last wait ended with */
-    int saved_errno; /* errno while switched out (0 for a new coroutine, as for a new thread) */
-    uint64_t token;  /* token of the open wait */
+    int wake_result;     /* the result the current or last wait ended with */
+    int saved_errno;     /* errno while switched out (0 for a new coroutine, as for a new thread) */
+    uint64_t token;      /* token of the open wait */
     uint64_t token_seq;
     coho__timer_t timer; /* block timeouts and sleeps */
     uint64_t joiner_id;  /* the coroutine in coho_join on this one, 0: none */

@@ -83,10 +83,10 @@ struct slab {
 };
 
 struct size_class {
-    size_t nominal;   /* requested size rounded to pages: the key */
-    coho_list_t hot;  /* resident free slots, most recently put first (oldest at the back) */
-    coho_list_t cold; /* free slots whose memory was given back (or never touched) */
-    unsigned slabs;   /* slabs made so far (sets the next slab's size) */
+    size_t nominal;    /* requested size rounded to pages: the key */
+    coho_list_t hot;   /* resident free slots, most recently put first (oldest at the back) */
+    coho_list_t cold;  /* free slots whose memory was given back (or never touched) */
+    unsigned slabs;    /* slabs made so far (sets the next slab's size) */
     unsigned nfree;    /* free slots, hot and cold */
     unsigned reserved; /* of those, promised to coho__stack_reserve's callers */
 };
@@ -575,7 +575,7 @@ int64_t coho__stack_pool_decay(coho__stack_pool_t *p, uint64_t now_ms, unsigned 
             coho_list_push_back(&cls->cold, &slot->link);
             done++;
             /* A slab whose slots are all cold is unmapped, unless its slots are needed for
-                 * the stacks promised to coroutines that have not run yet. */
+             * the stacks promised to coroutines that have not run yet. */
             if (s->cold == s->count && cls->nfree - s->count >= cls->reserved) {
                 if (s->decay_pending)
                     coho_list_del(&s->decay_link);
