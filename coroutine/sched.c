@@ -491,20 +491,32 @@ static void wait_end(coho_sched_t *s, coho__co_t *co, int result)
     co->wake_result = result;
     if (co->state == COHO__CO_PARKED) {
         SCHED_COUNT(s->wakes);
-        if (coho__timer_is_active(&co->timer))
-            coho__timer_stop(s->driver, &co->timer);
+        /* The timer of a wait with a timeout stays armed (see timer_fired). */
         make_ready(s, co);
     } else {
         co->woken = true;
     }
 }
 
+/* The timer of waits with a timeout is lazy: a wait that ends before its deadline leaves it
+ * armed, and the next wait with a timeout only re-arms it when its deadline is earlier than the
+ * armed one (with one timeout value throughout, never: time only moves forward). So a wait that
+ * ends in time costs no timer work at all, which matters for request/response loops whose
+ * deadlines almost never pass. When the timer fires, the open wait's own deadline (deadline_ns)
+ * decides: passed, the wait ends with -ETIMEDOUT; later, the timer is armed again for it; no wait
+ * with a deadline open, nothing. The deadline is compared with the timer's, which the driver
+ * never fires early, so a wait never times out before its deadline. A finished coroutine's
+ * timer is disarmed in co_main. */
 static void timer_fired(coho__timer_t *t)
 {
     coho__co_t *co = t->data;
 
-    if (co->state == COHO__CO_PARKED && co->wait_open)
+    if (co->state != COHO__CO_PARKED || !co->wait_open || co->deadline_ns == UINT64_MAX)
+        return;
+    if (co->deadline_ns <= t->deadline_ns)
         wait_end(co->sched, co, -ETIMEDOUT);
+    else
+        coho__timer_start_at(co->sched->driver, t, co->deadline_ns);
 }
 
 /* ---- coroutine lifetime ------------------------------------------------------------------- */
@@ -603,6 +615,8 @@ static void co_main(void *arg)
     if (__builtin_expect(trace_on(), 0))
         trace_exit(co);
 
+    if (coho__timer_is_active(&co->timer)) /* lazy: armed after the last wait (timer_fired) */
+        coho__timer_stop(s->driver, &co->timer);
     co->state = COHO__CO_DONE;
     co->wait_open = false;
     s->live--;
@@ -1073,13 +1087,25 @@ int coho__co_block(int64_t timeout_ms)
         co->wait_open = false;
         return -ECANCELED;
     }
+    co->deadline_ns = UINT64_MAX;
     if (timeout_ms >= 0) {
+        /* A fresh clock reading, as coho__timer_start takes: never a deadline early. */
+        uint64_t now = coho__mono_ns(), deadline = UINT64_MAX - 1; /* saturated: far enough */
+
+        if ((uint64_t)timeout_ms < (UINT64_MAX - 1 - now) / 1000000u)
+            deadline = now + (uint64_t)timeout_ms * 1000000u;
+
+        co->deadline_ns = deadline;
         if (co->timer.cb == NULL)
             coho__timer_init(&co->timer, timer_fired, co);
-        rc = coho__timer_start(s->driver, &co->timer, (uint64_t)timeout_ms, 0, 0);
-        if (rc < 0) {
-            co->wait_open = false;
-            return rc;
+        if (coho__timer_is_active(&co->timer) && co->timer.deadline_ns > deadline)
+            coho__timer_stop(s->driver, &co->timer); /* armed for later: re-armed below */
+        if (!coho__timer_is_active(&co->timer)) {
+            rc = coho__timer_start_at(s->driver, &co->timer, deadline);
+            if (rc < 0) {
+                co->wait_open = false;
+                return rc;
+            }
         }
     }
     co->state = COHO__CO_PARKED;

@@ -83,8 +83,9 @@ typedef struct coho__co {
     int saved_errno;     /* errno while switched out (0 for a new coroutine, as for a new thread) */
     uint64_t token;      /* token of the open wait */
     uint64_t token_seq;
-    coho__timer_t timer; /* block timeouts and sleeps */
-    uint64_t joiner_id;  /* the coroutine in coho_join on this one, 0: none */
+    coho__timer_t timer;  /* block timeouts and sleeps; lazy (sched.c, timer_fired) */
+    uint64_t deadline_ns; /* of the open wait (coho__mono_ns scale); UINT64_MAX: none */
+    uint64_t joiner_id;   /* the coroutine in coho_join on this one, 0: none */
     uint64_t joiner_token;
     const char *wait_what; /* what a parked coroutine waits on (static string) */
     int64_t wait_detail;   /* an fd, an id, ... for the dump; -1: none */

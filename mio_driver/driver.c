@@ -222,6 +222,22 @@ int coho__timer_start(coho__driver_t *d, coho__timer_t *t, uint64_t delay_ms, ui
     return 0;
 }
 
+int coho__timer_start_at(coho__driver_t *d, coho__timer_t *t, uint64_t deadline_ns)
+{
+    int rc;
+
+    if (t->state != COHO__TIMER_IDLE)
+        return -EALREADY;
+    rc = timer_arm_at(d, t, deadline_ns);
+    if (rc < 0)
+        return rc;
+    t->period_ms = 0;
+    t->overrun = 0;
+    t->owner = d;
+    t->group = 0;
+    return 0;
+}
+
 int coho__timer_stop(coho__driver_t *d, coho__timer_t *t)
 {
     if (t->state == COHO__TIMER_IDLE || t->owner != d)
