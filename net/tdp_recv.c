@@ -117,12 +117,22 @@ int coho__tdp_rx_dispatch(coho_tdp_pool_t *p, struct tdp_conn *c)
         int kind = COHO_TDP_BAD;
         unsigned i;
 
-        for (i = 0; i < p->o.framer_count; i++) {
-            coho_cbuf_seek(&c->rbuf, 0, SEEK_SET);
-            kind = p->o.framers[i]->detect(&c->rbuf, p->o.framers[i]->ctx);
-            if (kind != COHO_TDP_BAD) {
-                fr = p->o.framers[i];
-                break;
+        bool scanned = false;
+
+        if (p->o.framer_count == 1 && coho__sock_is_framer(p->o.framers[0])) {
+            /* The usual pool: one header read for both questions. */
+            kind = coho__sock_frame(&c->rbuf, p->o.framers[0], &req_id, &flen);
+            if (kind != COHO_TDP_BAD)
+                fr = p->o.framers[0];
+            scanned = true;
+        } else {
+            for (i = 0; i < p->o.framer_count; i++) {
+                coho_cbuf_seek(&c->rbuf, 0, SEEK_SET);
+                kind = p->o.framers[i]->detect(&c->rbuf, p->o.framers[i]->ctx);
+                if (kind != COHO_TDP_BAD) {
+                    fr = p->o.framers[i];
+                    break;
+                }
             }
         }
         /* A frame that has not ended within max_frame_len bytes never will: without this
@@ -131,8 +141,10 @@ int coho__tdp_rx_dispatch(coho_tdp_pool_t *p, struct tdp_conn *c)
             return coho_cbuf_len(&c->rbuf) > p->o.max_frame_len ? -EPROTO : 0;
         if (fr == NULL || (kind != COHO_TDP_REQUEST && kind != COHO_TDP_RESPONSE))
             return -EPROTO;
-        coho_cbuf_seek(&c->rbuf, 0, SEEK_SET);
-        flen = fr->scan(&c->rbuf, &req_id, fr->ctx);
+        if (!scanned) {
+            coho_cbuf_seek(&c->rbuf, 0, SEEK_SET);
+            flen = fr->scan(&c->rbuf, &req_id, fr->ctx);
+        }
         if (flen < 0 || (size_t)flen > p->o.max_frame_len)
             return -EPROTO;
         if (flen == 0)
