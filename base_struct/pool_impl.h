@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The node pool's memory layout (pool.c's comment draws it), shared by pool.c and its white-box
- * tests (test/support/pool_testing.h); nothing else includes it. */
+ * tests (test/support/pool_testing.h), and the inline lookup of a live id for the hot lookups
+ * of idpool.c and coroutine/sched.c; nothing else includes it. */
 #ifndef COHO_BASE_STRUCT_POOL_IMPL_H
 #define COHO_BASE_STRUCT_POOL_IMPL_H
 

@@ -15,6 +15,7 @@
 
 #include "base_struct/clock.h"
 #include "base_struct/err.h"
+#include "base_struct/pool_impl.h"
 #include "coroutine/internal.h"
 #include "coroutine/sched_impl.h"
 #include "log/check.h"
@@ -120,7 +121,9 @@ static inline pid_t current_tid(void)
 
 static inline coho__co_t *co_lookup(coho_sched_t *s, uint64_t id)
 {
-    return id == 0 ? NULL : (coho__co_t *)coho__pool_get(s->pool, id);
+    slot_header_t *slot = pool_live_slot(s->pool, id); /* inline: every wake looks one up */
+
+    return slot != NULL ? (coho__co_t *)slot_node(slot) : NULL;
 }
 
 /* The scheduler of this thread for calls that name coroutines by id, or NULL. */
