@@ -174,10 +174,7 @@ void coho__timer_init(coho__timer_t *t, coho__timer_fn cb, void *data)
     t->state = COHO__TIMER_IDLE;
 }
 
-bool coho__timer_is_active(const coho__timer_t *t)
-{
-    return t->state != COHO__TIMER_IDLE;
-}
+_Static_assert(COHO__TIMER_IDLE == 0, "coho__timer_is_active (driver.h) tests state != 0");
 
 uint64_t coho__timer_overrun(const coho__timer_t *t)
 {

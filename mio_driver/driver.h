@@ -171,7 +171,12 @@ int coho__timer_start_at(coho__driver_t *d, coho__timer_t *t, uint64_t deadline_
  * is not armed (already fired or never started). */
 int coho__timer_stop(coho__driver_t *d, coho__timer_t *t);
 
-bool coho__timer_is_active(const coho__timer_t *t);
+/* Whether `t` is armed (inline: the scheduler asks on every exit and every wait with a
+ * timeout). COHO__TIMER_IDLE (wheel.h) is 0. */
+static inline bool coho__timer_is_active(const coho__timer_t *t)
+{
+    return t->state != 0;
+}
 
 /* For a repeating timer, inside its callback: how many periods were skipped before this firing
  * because the loop was late (0 when on time). See README "Repeating timers". */
