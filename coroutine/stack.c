@@ -387,7 +387,8 @@ int coho__stack_get(coho__stack_pool_t *p, size_t size, coho__stack_t *out)
     return 0;
 }
 
-int coho__stack_reserve(coho__stack_pool_t *p, size_t size, unsigned *cls_out)
+static __attribute__((noinline)) int reserve_slow(coho__stack_pool_t *p, size_t size,
+                                                  unsigned *cls_out)
 {
     int rc = 0;
     size_class_t *cls = class_of(p, size, &rc);
@@ -404,6 +405,21 @@ int coho__stack_reserve(coho__stack_pool_t *p, size_t size, unsigned *cls_out)
     return 0;
 }
 
+int coho__stack_reserve(coho__stack_pool_t *p, size_t size, unsigned *cls_out)
+{
+    /* The usual case first, without a frame: the size of the last call, a stack to spare. */
+    if (__builtin_expect((size != 0 ? size : p->o.stack_size) == p->last_size, 1)) {
+        size_class_t *cls = &p->classes[p->last_cls];
+
+        if (cls->nfree > cls->reserved) {
+            cls->reserved++;
+            *cls_out = p->last_cls;
+            return 0;
+        }
+    }
+    return reserve_slow(p, size, cls_out);
+}
+
 void coho__stack_unreserve(coho__stack_pool_t *p, unsigned cls)
 {
     COHO_CHECK(cls < p->nclasses && p->classes[cls].reserved > 0,
@@ -413,10 +429,8 @@ void coho__stack_unreserve(coho__stack_pool_t *p, unsigned cls)
 
 void coho__stack_get_reserved(coho__stack_pool_t *p, unsigned cls, coho__stack_t *out)
 {
-    size_class_t *c = &p->classes[cls];
+    size_class_t *c = &p->classes[cls]; /* coho__stack_reserve made sure a slot is free */
 
-    COHO_CHECK(cls < p->nclasses && c->reserved > 0 && c->nfree > 0,
-               "coho__stack_get_reserved: nothing reserved in class %u", cls);
     c->reserved--;
     slot_take(p, c, out);
 }
