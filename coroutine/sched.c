@@ -648,7 +648,9 @@ static uint64_t spawn(coho_sched_t *s, void (*fn)(void *), void *arg, const coho
         *err = rc;
         return 0;
     }
-    id = coho__pool_alloc_raw(s->pool, (void **)&co, &rc);
+    id = pool_alloc_raw_fast(s->pool, (void **)&co);
+    if (id == 0)
+        id = coho__pool_alloc_raw(s->pool, (void **)&co, &rc);
     if (id == 0) {
         coho__stack_unreserve(s->stacks, cls);
         *err = rc == 0 ? -ENOMEM : rc;
@@ -899,7 +901,7 @@ static void run_ready(coho_sched_t *s)
             canary_breached(co);
         if (co->state == COHO__CO_DONE) {
             co_release_stack(s, co);
-            if (co->detached)
+            if (co->detached && !pool_free_fast(s->pool, co->id))
                 coho__pool_free(s->pool, co->id);
             if (s->user_live == 0 && !s->draining)
                 return;
