@@ -65,7 +65,9 @@ typedef struct chunk_pool {
     int state;
 } chunk_pool_t;
 
-static __thread chunk_pool_t tpool;
+/* initial-exec: a %fs-relative access, also in the shared library (the general-dynamic
+ * default calls __tls_get_addr on every chunk taken or given back). */
+static __thread __attribute__((tls_model("initial-exec"))) chunk_pool_t tpool;
 static pthread_key_t pool_key;
 static pthread_once_t pool_key_once = PTHREAD_ONCE_INIT;
 static bool pool_key_ok;

@@ -6,6 +6,7 @@
 #include <coho/idpool.h>
 
 #include "base_struct/pool.h"
+#include "base_struct/pool_impl.h"
 
 static inline coho__pool_t *inner(coho_idpool_t *p)
 {
@@ -40,7 +41,10 @@ uint64_t coho_idpool_alloc(coho_idpool_t *p, void **node)
 
 void *coho_idpool_get(const coho_idpool_t *p, uint64_t id)
 {
-    return coho__pool_get(inner_const(p), id);
+    /* The lookup inline (pool_impl.h): socket_ext makes several per request. */
+    slot_header_t *s = pool_live_slot(inner_const(p), id);
+
+    return s != NULL ? slot_node(s) : NULL;
 }
 
 int coho_idpool_free(coho_idpool_t *p, uint64_t id)

@@ -219,7 +219,8 @@ size_t coho__pool_trim(coho__pool_t *p)
     return n;
 }
 
-uint64_t coho__pool_alloc(coho__pool_t *p, void **node, int *err)
+/* Takes a slot; its node is left as it was (see coho__pool_alloc_raw). Returns its id, or 0. */
+static inline uint64_t pool_take(coho__pool_t *p, void **node, int *err)
 {
     slot_header_t *s;
     uint32_t index;
@@ -255,10 +256,26 @@ uint64_t coho__pool_alloc(coho__pool_t *p, void **node, int *err)
     p->live++;
     n = slot_node(s);
     POOL_UNPOISON(n, p->node_size);
+    *node = n;
+    return make_id(s->gen, index);
+}
+
+uint64_t coho__pool_alloc(coho__pool_t *p, void **node, int *err)
+{
+    void *n;
+    uint64_t id = pool_take(p, &n, err);
+
+    if (id == 0)
+        return 0;
     memset(n, 0, p->node_size);
     if (node != NULL)
         *node = n;
-    return make_id(s->gen, index);
+    return id;
+}
+
+uint64_t coho__pool_alloc_raw(coho__pool_t *p, void **node, int *err)
+{
+    return pool_take(p, node, err);
 }
 
 void *coho__pool_get(const coho__pool_t *p, uint64_t id)

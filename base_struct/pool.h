@@ -31,6 +31,11 @@ void coho__pool_destroy(coho__pool_t *p);
  * Returns its id, or 0 with *err set (if err != NULL) to -ENOMEM or -EAGAIN (max_count reached). */
 uint64_t coho__pool_alloc(coho__pool_t *p, void **node, int *err);
 
+/* As coho__pool_alloc, without zeroing: the node holds what its last owner left in it, or zeros
+ * if the slot was never used or its slab was trimmed since. For owners that keep a node's fields
+ * valid across reuse and set the rest themselves. `node` must not be NULL. */
+uint64_t coho__pool_alloc_raw(coho__pool_t *p, void **node, int *err);
+
 /* The node of a live id, or NULL for 0, a stale, freed or never-issued id. */
 void *coho__pool_get(const coho__pool_t *p, uint64_t id);
 

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The node pool's memory layout (pool.c's comment draws it), shared by pool.c and its white-box
- * tests (test/support/pool_testing.h); nothing else includes it. */
+ * tests (test/support/pool_testing.h), and the inline lookup of a live id for the hot lookups
+ * of idpool.c and coroutine/sched.c; nothing else includes it. */
 #ifndef COHO_BASE_STRUCT_POOL_IMPL_H
 #define COHO_BASE_STRUCT_POOL_IMPL_H
 
@@ -75,6 +76,51 @@ static inline slot_header_t *pool_live_slot(const coho__pool_t *p, uint64_t id)
     if (s->gen != gen || s->next != SLOT_LIVE)
         return NULL;
     return s;
+}
+
+/* Inline fast paths of coho__pool_alloc_raw and coho__pool_free for the scheduler's spawn and
+ * reap (every coroutine): a freed slot to reuse, or a live id to free whose generation does not
+ * wrap. They return 0 / false when the general function must do it (a new slab, a trimmed slab,
+ * the cap, a retirement, ASan's poisoning), which then gives the same result the pool always
+ * gives. */
+static inline uint64_t pool_alloc_raw_fast(coho__pool_t *p, void **node)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    (void)p;
+    (void)node;
+    return 0;
+#else
+    uint32_t index = p->free_head;
+    slot_header_t *s;
+
+    if (index == SLOT_END || p->live >= p->max_count)
+        return 0;
+    s = pool_slot(p, index);
+    p->free_head = s->next;
+    s->next = SLOT_LIVE;
+    p->live++;
+    *node = slot_node(s);
+    return make_id(s->gen, index);
+#endif
+}
+
+static inline bool pool_free_fast(coho__pool_t *p, uint64_t id)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    (void)p;
+    (void)id;
+    return false;
+#else
+    slot_header_t *s = pool_live_slot(p, id);
+
+    if (s == NULL || s->gen == UINT32_MAX)
+        return false;
+    p->live--;
+    s->gen++;
+    s->next = p->free_head;
+    p->free_head = (uint32_t)id;
+    return true;
+#endif
 }
 
 #endif /* COHO_BASE_STRUCT_POOL_IMPL_H */

@@ -15,6 +15,12 @@
 void coho__ctx_make(coho__ctx_t *c, void *stack_lo, size_t size, coho__ctx_entry_fn entry,
                     void *arg)
 {
+    coho__ctx_make_fp(c, stack_lo, size, entry, arg, coho__ctx_fpctl_current());
+}
+
+void coho__ctx_make_fp(coho__ctx_t *c, void *stack_lo, size_t size, coho__ctx_entry_fn entry,
+                       void *arg, uint64_t fpctl)
+{
     COHO_CHECK(c != NULL && stack_lo != NULL && entry != NULL && size >= 4096,
                "coho__ctx_make: bad arguments (stack %p, %zu bytes)", stack_lo, size);
 
@@ -39,7 +45,6 @@ void coho__ctx_make(coho__ctx_t *c, void *stack_lo, size_t size, coho__ctx_entry
     coho__ctx_frame_t *f = (coho__ctx_frame_t *)(void *)(pad - COHO_CTX_FRAME_SIZE);
     memset(f, 0, sizeof(*f));
     unsigned char *raw = (unsigned char *)f;
-    uint64_t fpctl = coho__ctx_fpctl_current();
     uint64_t entry_word = (uint64_t)(uintptr_t)entry;
     uint64_t arg_word = (uint64_t)(uintptr_t)arg;
     uint64_t pc_word = (uint64_t)(uintptr_t)coho__ctx_trampoline;

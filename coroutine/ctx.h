@@ -6,6 +6,7 @@
 #define COHO_COROUTINE_CTX_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct coho__ctx {
     void *sp; /* saved stack pointer; NULL for a context that never ran (the thread's own
@@ -23,6 +24,14 @@ typedef void (*coho__ctx_entry_fn)(void *arg);
  * of this call. `size` must be at least 4096; the stack is 16-byte aligned by this call. */
 void coho__ctx_make(coho__ctx_t *c, void *stack_lo, size_t size, coho__ctx_entry_fn entry,
                     void *arg);
+
+/* As coho__ctx_make, but the new context starts with the FP control state `fpctl` (a value
+ * coho__ctx_fpctl_current returned, perhaps earlier and on another flow of the thread). */
+void coho__ctx_make_fp(coho__ctx_t *c, void *stack_lo, size_t size, coho__ctx_entry_fn entry,
+                       void *arg, uint64_t fpctl);
+
+/* The calling flow's FP control state in the format coho__ctx_make_fp takes. */
+uint64_t coho__ctx_fpctl_current(void);
 
 /* Saves the current flow into `from` and resumes `to`. Returns when something switches back to
  * `from`. The incoming context's FP control bits (MXCSR bits 6-15 and the x87 control word;

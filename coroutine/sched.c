@@ -15,6 +15,7 @@
 
 #include "base_struct/clock.h"
 #include "base_struct/err.h"
+#include "base_struct/pool_impl.h"
 #include "coroutine/internal.h"
 #include "coroutine/sched_impl.h"
 #include "log/check.h"
@@ -120,7 +121,9 @@ static inline pid_t current_tid(void)
 
 static inline coho__co_t *co_lookup(coho_sched_t *s, uint64_t id)
 {
-    return id == 0 ? NULL : (coho__co_t *)coho__pool_get(s->pool, id);
+    slot_header_t *slot = pool_live_slot(s->pool, id); /* inline: every wake looks one up */
+
+    return slot != NULL ? (coho__co_t *)slot_node(slot) : NULL;
 }
 
 /* The scheduler of this thread for calls that name coroutines by id, or NULL. */
@@ -242,11 +245,29 @@ static inline void set_current(coho_sched_t *s, coho__co_t *co)
         co->state = COHO__CO_RUNNING;
 }
 
+static void co_main(void *arg);
+
+/* Before the first switch-in of `co`: takes the stack spawn reserved (the warmest free one,
+ * often that of the coroutine that just finished) and lays out the first frame there. */
+static __attribute__((noinline)) void co_bind_stack(coho_sched_t *s, coho__co_t *co)
+{
+    coho__stack_get_reserved(s->stacks, co->stack_cls, &co->stack);
+    co->stack_reserved = false;
+    co->has_stack = true;
+    co->stack.owner = co;
+    coho__ctx_make_fp(&co->ctx, co->stack.lo, co->stack.size, co_main, co, co->fpctl);
+#ifdef COHO_VALGRIND
+    co->vg_stack_id = VALGRIND_STACK_REGISTER(co->stack.lo, (char *)co->stack.lo + co->stack.size);
+#endif
+}
+
 /* Scheduler stack -> coroutine `co`; returns when some coroutine switches back to the
  * scheduler's stack (s->left says which: `co` itself, or one `co` handed the CPU to), having
  * put the scheduler's errno back. */
 static inline void switch_in(coho_sched_t *s, coho__co_t *co)
 {
+    if (__builtin_expect(co->ctx.sp == NULL, 0))
+        co_bind_stack(s, co);
     s->saved_errno = *s->errno_loc;
     set_current(s, co);
     hook_run(s->hook_slot, co->hook_slot);
@@ -295,6 +316,8 @@ static inline void switch_to_prepare(coho_sched_t *s, coho__co_t *co, coho__co_t
 {
     if (!co->stack.guarded && !coho__stack_canary_is_intact(&co->stack))
         canary_breached(co);
+    if (__builtin_expect(next->ctx.sp == NULL, 0))
+        co_bind_stack(s, next);
     co->saved_errno = *s->errno_loc;
     set_current(s, next);
     hook_run(co->hook_slot, next->hook_slot);
@@ -471,20 +494,32 @@ static void wait_end(coho_sched_t *s, coho__co_t *co, int result)
     co->wake_result = result;
     if (co->state == COHO__CO_PARKED) {
         SCHED_COUNT(s->wakes);
-        if (coho__timer_is_active(&co->timer))
-            coho__timer_stop(s->driver, &co->timer);
+        /* The timer of a wait with a timeout stays armed (see timer_fired). */
         make_ready(s, co);
     } else {
         co->woken = true;
     }
 }
 
+/* The timer of waits with a timeout is lazy: a wait that ends before its deadline leaves it
+ * armed, and the next wait with a timeout only re-arms it when its deadline is earlier than the
+ * armed one (with one timeout value throughout, never: time only moves forward). So a wait that
+ * ends in time costs no timer work at all, which matters for request/response loops whose
+ * deadlines almost never pass. When the timer fires, the open wait's own deadline (deadline_ns)
+ * decides: passed, the wait ends with -ETIMEDOUT; later, the timer is armed again for it; no wait
+ * with a deadline open, nothing. The deadline is compared with the timer's, which the driver
+ * never fires early, so a wait never times out before its deadline. A finished coroutine's
+ * timer is disarmed in co_main. */
 static void timer_fired(coho__timer_t *t)
 {
     coho__co_t *co = t->data;
 
-    if (co->state == COHO__CO_PARKED && co->wait_open)
+    if (co->state != COHO__CO_PARKED || !co->wait_open || co->deadline_ns == UINT64_MAX)
+        return;
+    if (co->deadline_ns <= t->deadline_ns)
         wait_end(co->sched, co, -ETIMEDOUT);
+    else
+        coho__timer_start_at(co->sched->driver, t, co->deadline_ns);
 }
 
 /* ---- coroutine lifetime ------------------------------------------------------------------- */
@@ -525,6 +560,10 @@ static void stack_decay_fired(coho__timer_t *t)
 /* Frees what a finished or dropped coroutine holds besides its pool node. */
 static void co_release_stack(coho_sched_t *s, coho__co_t *co)
 {
+    if (co->stack_reserved) { /* never ran */
+        coho__stack_unreserve(s->stacks, co->stack_cls);
+        co->stack_reserved = false;
+    }
     if (!co->has_stack)
         return;
 #ifdef COHO_VALGRIND
@@ -553,8 +592,10 @@ static void co_free_extras(coho__co_t *co)
         co->exit_cbs = cb->next;
         free(cb);
     }
-    free(co->keys);
-    co->keys = NULL;
+    if (co->keys != NULL) {
+        free(co->keys);
+        co->keys = NULL;
+    }
 }
 
 static void co_main(void *arg)
@@ -577,6 +618,8 @@ static void co_main(void *arg)
     if (__builtin_expect(trace_on(), 0))
         trace_exit(co);
 
+    if (coho__timer_is_active(&co->timer)) /* lazy: armed after the last wait (timer_fired) */
+        coho__timer_stop(s->driver, &co->timer);
     co->state = COHO__CO_DONE;
     co->wait_open = false;
     s->live--;
@@ -593,32 +636,61 @@ static uint64_t spawn(coho_sched_t *s, void (*fn)(void *), void *arg, const coho
 {
     coho__co_t *co;
     uint64_t id;
+    unsigned cls;
     int rc;
 
     if (atomic_load_explicit(&s->stop_requested, memory_order_relaxed) || s->draining) {
         *err = -ESHUTDOWN;
         return 0;
     }
-    id = coho__pool_alloc(s->pool, (void **)&co, &rc);
-    if (id == 0) {
-        *err = rc == 0 ? -ENOMEM : rc;
-        return 0;
-    }
-    rc = coho__stack_get(s->stacks, o != NULL ? o->stack_size : 0, &co->stack);
+    rc = coho__stack_reserve(s->stacks, o != NULL ? o->stack_size : 0, &cls);
     if (rc < 0) {
-        coho__pool_free(s->pool, id);
         *err = rc;
         return 0;
     }
-    co->stack.owner = co;
-    co->has_stack = true;
-    co->stack_nominal = o != NULL && o->stack_size != 0 ? o->stack_size : s->opts.stack_size;
+    id = pool_alloc_raw_fast(s->pool, (void **)&co);
+    if (id == 0)
+        id = coho__pool_alloc_raw(s->pool, (void **)&co, &rc);
+    if (id == 0) {
+        coho__stack_unreserve(s->stacks, cls);
+        *err = rc == 0 ? -ENOMEM : rc;
+        return 0;
+    }
+    /* Every field but those sched_impl.h says carry over (the record is not zeroed). */
     co->id = id;
     co->sched = s;
+    co->ctx.sp = NULL;
+    co->stack = (coho__stack_t){0};
+    co->stack_nominal = o != NULL && o->stack_size != 0 ? o->stack_size : s->opts.stack_size;
     co->fn = fn;
     co->arg = arg;
     co->entry_name = entry_name(s, fn);
+    co->daemon = false;
+    co->detached = false;
+    co->cancelled = false;
+    co->wait_open = false;
+    co->woken = false;
+    co->has_stack = false;
+    co->stack_reserved = true;
+    co->flags = 0;
+    co->stack_cls = cls;
+    co->fpctl = coho__ctx_fpctl_current(); /* a new coroutine starts with its spawner's */
+    co->wake_result = 0;
+    co->saved_errno = 0;
+    co->token = 0;
+    co->joiner_id = 0;
+    co->joiner_token = 0;
+    co->wait_what = NULL;
     co->wait_detail = -1;
+    co->wait_since_ms = 0;
+    co->spawn_ns = 0;
+    co->keys = NULL;
+    co->exit_cbs = NULL;
+    co->asan_fake_stack = NULL;
+    co->tsan_fiber = NULL;
+    co->vg_stack_id = 0;
+    co->name[0] = '\0';
+    memset(co->hook_slot, 0, sizeof(co->hook_slot));
     if (o != NULL) {
         co->daemon = o->daemon;
         co->detached = o->detached;
@@ -627,14 +699,8 @@ static uint64_t spawn(coho_sched_t *s, void (*fn)(void *), void *arg, const coho
             co->name[sizeof(co->name) - 1] = '\0';
         }
     }
-    /* co->timer stays zeroed (idle) until the first wait with a timeout initialises it. */
-    coho_list_init(&co->ready_link);
-    coho__ctx_make(&co->ctx, co->stack.lo, co->stack.size, co_main, co);
 #ifdef SCHED_TSAN
     co->tsan_fiber = __tsan_create_fiber(0);
-#endif
-#ifdef COHO_VALGRIND
-    co->vg_stack_id = VALGRIND_STACK_REGISTER(co->stack.lo, (char *)co->stack.lo + co->stack.size);
 #endif
     s->live++;
     if (!co->daemon)
@@ -835,7 +901,7 @@ static void run_ready(coho_sched_t *s)
             canary_breached(co);
         if (co->state == COHO__CO_DONE) {
             co_release_stack(s, co);
-            if (co->detached)
+            if (co->detached && !pool_free_fast(s->pool, co->id))
                 coho__pool_free(s->pool, co->id);
             if (s->user_live == 0 && !s->draining)
                 return;
@@ -1026,13 +1092,25 @@ int coho__co_block(int64_t timeout_ms)
         co->wait_open = false;
         return -ECANCELED;
     }
+    co->deadline_ns = UINT64_MAX;
     if (timeout_ms >= 0) {
+        /* A fresh clock reading, as coho__timer_start takes: never a deadline early. */
+        uint64_t now = coho__mono_ns(), deadline = UINT64_MAX - 1; /* saturated: far enough */
+
+        if ((uint64_t)timeout_ms < (UINT64_MAX - 1 - now) / 1000000u)
+            deadline = now + (uint64_t)timeout_ms * 1000000u;
+
+        co->deadline_ns = deadline;
         if (co->timer.cb == NULL)
             coho__timer_init(&co->timer, timer_fired, co);
-        rc = coho__timer_start(s->driver, &co->timer, (uint64_t)timeout_ms, 0, 0);
-        if (rc < 0) {
-            co->wait_open = false;
-            return rc;
+        if (coho__timer_is_active(&co->timer) && co->timer.deadline_ns > deadline)
+            coho__timer_stop(s->driver, &co->timer); /* armed for later: re-armed below */
+        if (!coho__timer_is_active(&co->timer)) {
+            rc = coho__timer_start_at(s->driver, &co->timer, deadline);
+            if (rc < 0) {
+                co->wait_open = false;
+                return rc;
+            }
         }
     }
     co->state = COHO__CO_PARKED;

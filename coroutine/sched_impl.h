@@ -53,6 +53,11 @@ typedef struct coho__exit_cb {
     void *arg;
 } coho__exit_cb_t;
 
+/* A record is taken from the pool unzeroed (coho__pool_alloc_raw): spawn sets every field but
+ * token_seq (it only grows), the timer (idle between tenants: cb and data, if set, already
+ * name this record) and keys and exit_cbs (NULL whenever a coroutine has finished). The stack
+ * is taken at the first switch-in, so a batch of coroutines spawned at once that each run to
+ * the end share the one warm stack each returns (spawn only reserves it). */
 typedef struct coho__co {
     uint64_t id;
     struct coho_sched *sched;
@@ -67,16 +72,20 @@ typedef struct coho__co {
     bool daemon;
     bool detached;
     bool cancelled;
-    bool wait_open;  /* between coho__co_block_prepare and the end of that wait */
-    bool woken;      /* woken while not parked yet: coho__co_block returns at once */
-    bool has_stack;  /* stack is held (false once finished) */
-    uint32_t flags;  /* coho__co_flags() */
-    int wake_result; /* the result the current or last wait ended with */
-    int saved_errno; /* errno while switched out (0 for a new coroutine, as for a new thread) */
-    uint64_t token;  /* token of the open wait */
+    bool wait_open;      /* between coho__co_block_prepare and the end of that wait */
+    bool woken;          /* woken while not parked yet: coho__co_block returns at once */
+    bool has_stack;      /* stack is held (false until the first switch-in, and once finished) */
+    bool stack_reserved; /* a stack of class stack_cls is promised (coho__stack_reserve) */
+    uint32_t flags;      /* coho__co_flags() */
+    unsigned stack_cls;  /* the stack's size class, while stack_reserved */
+    uint64_t fpctl;      /* the spawner's FP control state, for the first frame */
+    int wake_result;     /* the result the current or last wait ended with */
+    int saved_errno;     /* errno while switched out (0 for a new coroutine, as for a new thread) */
+    uint64_t token;      /* token of the open wait */
     uint64_t token_seq;
-    coho__timer_t timer; /* block timeouts and sleeps */
-    uint64_t joiner_id;  /* the coroutine in coho_join on this one, 0: none */
+    coho__timer_t timer;  /* block timeouts and sleeps; lazy (sched.c, timer_fired) */
+    uint64_t deadline_ns; /* of the open wait (coho__mono_ns scale); UINT64_MAX: none */
+    uint64_t joiner_id;   /* the coroutine in coho_join on this one, 0: none */
     uint64_t joiner_token;
     const char *wait_what; /* what a parked coroutine waits on (static string) */
     int64_t wait_detail;   /* an fd, an id, ... for the dump; -1: none */

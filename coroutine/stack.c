@@ -83,10 +83,12 @@ struct slab {
 };
 
 struct size_class {
-    size_t nominal;   /* requested size rounded to pages: the key */
-    coho_list_t hot;  /* resident free slots, most recently put first (oldest at the back) */
-    coho_list_t cold; /* free slots whose memory was given back (or never touched) */
-    unsigned slabs;   /* slabs made so far (sets the next slab's size) */
+    size_t nominal;    /* requested size rounded to pages: the key */
+    coho_list_t hot;   /* resident free slots, most recently put first (oldest at the back) */
+    coho_list_t cold;  /* free slots whose memory was given back (or never touched) */
+    unsigned slabs;    /* slabs made so far (sets the next slab's size) */
+    unsigned nfree;    /* free slots, hot and cold */
+    unsigned reserved; /* of those, promised to coho__stack_reserve's callers */
 };
 
 struct coho__stack_pool {
@@ -281,6 +283,7 @@ static int slab_create(coho__stack_pool_t *p, size_class_t *cls)
     }
     coho_list_push_back(&p->slabs, &s->link);
     cls->slabs++;
+    cls->nfree += (unsigned)n;
     return 0;
 }
 
@@ -310,43 +313,51 @@ static size_class_t *class_find(coho__stack_pool_t *p, size_t nominal)
     size_class_t *cls = &p->classes[p->nclasses++];
     cls->nominal = nominal;
     cls->slabs = 0;
+    cls->nfree = 0;
+    cls->reserved = 0;
     coho_list_init(&cls->hot);
     coho_list_init(&cls->cold);
     return cls;
 }
 
-int coho__stack_get(coho__stack_pool_t *p, size_t size, coho__stack_t *out)
+/* The class of `size` (0: the pool's default), or NULL with *rc set. */
+static inline size_class_t *class_of(coho__stack_pool_t *p, size_t size, int *rc)
 {
     size_class_t *cls;
-    slot_t *slot;
-    slab_t *s;
-    int rc;
 
     if (size == 0)
         size = p->o.stack_size;
-    if (size == p->last_size) {
-        cls = &p->classes[p->last_cls]; /* the usual case: every coroutine of one size */
-    } else {
-        if (size > STACK_SIZE_MAX)
-            return -EINVAL;
-        cls = class_find(p, round_page(size));
-        if (cls == NULL)
-            return -ENOMEM;
-        p->last_size = size;
-        p->last_cls = (unsigned)(cls - p->classes);
+    if (size == p->last_size)
+        return &p->classes[p->last_cls]; /* the usual case: every coroutine of one size */
+    if (size > STACK_SIZE_MAX) {
+        *rc = -EINVAL;
+        return NULL;
     }
+    cls = class_find(p, round_page(size));
+    if (cls == NULL) {
+        *rc = -ENOMEM;
+        return NULL;
+    }
+    p->last_size = size;
+    p->last_cls = (unsigned)(cls - p->classes);
+    return cls;
+}
+
+/* Takes a free slot of `cls` (there is one): the most recently put back hot one, else a cold
+ * one. */
+static inline void slot_take(coho__stack_pool_t *p, size_class_t *cls, coho__stack_t *out)
+{
+    slot_t *slot;
+    slab_t *s;
+
     if (!coho_list_is_empty(&cls->hot)) {
         slot = coho_list_entry(coho_list_pop_front(&cls->hot), slot_t, link);
         p->idle_hot--;
     } else {
-        if (coho_list_is_empty(&cls->cold)) {
-            rc = slab_create(p, cls);
-            if (rc < 0)
-                return rc;
-        }
         slot = coho_list_entry(coho_list_pop_front(&cls->cold), slot_t, link);
         slot->slab->cold--;
     }
+    cls->nfree--;
     slot->state = SLOT_LIVE;
     s = slot->slab;
     if (s->guard == 0)
@@ -358,7 +369,70 @@ int coho__stack_get(coho__stack_pool_t *p, size_t size, coho__stack_t *out)
     out->internal_ = slot;
     atomic_store_explicit(&slot->live, out, memory_order_release);
     p->live++;
+}
+
+int coho__stack_get(coho__stack_pool_t *p, size_t size, coho__stack_t *out)
+{
+    int rc = 0;
+    size_class_t *cls = class_of(p, size, &rc);
+
+    if (cls == NULL)
+        return rc;
+    if (cls->nfree <= cls->reserved) {
+        rc = slab_create(p, cls);
+        if (rc < 0)
+            return rc;
+    }
+    slot_take(p, cls, out);
     return 0;
+}
+
+static __attribute__((noinline)) int reserve_slow(coho__stack_pool_t *p, size_t size,
+                                                  unsigned *cls_out)
+{
+    int rc = 0;
+    size_class_t *cls = class_of(p, size, &rc);
+
+    if (cls == NULL)
+        return rc;
+    if (cls->nfree <= cls->reserved) {
+        rc = slab_create(p, cls);
+        if (rc < 0)
+            return rc;
+    }
+    cls->reserved++;
+    *cls_out = (unsigned)(cls - p->classes);
+    return 0;
+}
+
+int coho__stack_reserve(coho__stack_pool_t *p, size_t size, unsigned *cls_out)
+{
+    /* The usual case first, without a frame: the size of the last call, a stack to spare. */
+    if (__builtin_expect((size != 0 ? size : p->o.stack_size) == p->last_size, 1)) {
+        size_class_t *cls = &p->classes[p->last_cls];
+
+        if (cls->nfree > cls->reserved) {
+            cls->reserved++;
+            *cls_out = p->last_cls;
+            return 0;
+        }
+    }
+    return reserve_slow(p, size, cls_out);
+}
+
+void coho__stack_unreserve(coho__stack_pool_t *p, unsigned cls)
+{
+    COHO_CHECK(cls < p->nclasses && p->classes[cls].reserved > 0,
+               "coho__stack_unreserve: nothing reserved in class %u", cls);
+    p->classes[cls].reserved--;
+}
+
+void coho__stack_get_reserved(coho__stack_pool_t *p, unsigned cls, coho__stack_t *out)
+{
+    size_class_t *c = &p->classes[cls]; /* coho__stack_reserve made sure a slot is free */
+
+    c->reserved--;
+    slot_take(p, c, out);
 }
 
 static bool slot_is_cold(const slab_t *s, long i)
@@ -413,11 +487,13 @@ bool coho__stack_put(coho__stack_pool_t *p, coho__stack_t *st)
     size_class_t *cls = &p->classes[slot->slab->cls];
     if (p->o.decay_ms == 0 && p->idle_hot >= p->o.idle_keep) {
         slot_make_cold(cls, slot); /* no decay: given back at once */
+        cls->nfree++;
         return false;
     }
     slot->state = SLOT_HOT;
     slot->idle_since_ms = p->now_ms;
     p->idle_hot++;
+    cls->nfree++;
     coho_list_push_front(&cls->hot, &slot->link);
     return p->idle_hot > idle_limit(p);
 }
@@ -435,6 +511,7 @@ static void slab_release(coho__stack_pool_t *p, slab_t *s)
     registry_del(s);
     if (s->guard != 0)
         p->guarded -= s->count;
+    p->classes[s->cls].nfree -= s->count;
     coho_list_del(&s->link);
     munmap(s->base, s->map_size);
     free(s);
@@ -511,7 +588,9 @@ int64_t coho__stack_pool_decay(coho__stack_pool_t *p, uint64_t now_ms, unsigned 
             s->cold++;
             coho_list_push_back(&cls->cold, &slot->link);
             done++;
-            if (s->cold == s->count) {
+            /* A slab whose slots are all cold is unmapped, unless its slots are needed for
+             * the stacks promised to coroutines that have not run yet. */
+            if (s->cold == s->count && cls->nfree - s->count >= cls->reserved) {
                 if (s->decay_pending)
                     coho_list_del(&s->decay_link);
                 slab_release(p, s);

@@ -53,6 +53,20 @@ void coho__stack_pool_destroy(coho__stack_pool_t *p);
  * are reused first (their pages are still resident). */
 int coho__stack_get(coho__stack_pool_t *p, size_t size, coho__stack_t *out);
 
+/* Promises a stack of at least `size` bytes (0: the pool's default) to a later
+ * coho__stack_get_reserved, which then cannot fail: the pool maps a slab now if its free stacks
+ * are all promised already, and the decay keeps enough of them mapped. Nothing is touched; the
+ * stack is chosen only when it is taken, so a stack put back in between (the warmest) serves
+ * it. Stores the size class in *cls. Returns 0, -EINVAL (size) or -ENOMEM. */
+int coho__stack_reserve(coho__stack_pool_t *p, size_t size, unsigned *cls);
+
+/* Takes the stack promised by coho__stack_reserve (class `cls`), the most recently put back
+ * first, as coho__stack_get does. */
+void coho__stack_get_reserved(coho__stack_pool_t *p, unsigned cls, coho__stack_t *out);
+
+/* Withdraws a promise of coho__stack_reserve that will not be taken. */
+void coho__stack_unreserve(coho__stack_pool_t *p, unsigned cls);
+
 /* Returns a stack to the pool for reuse (pass the descriptor coho__stack_get filled). It stays
  * resident and is reused first (most recently put, first taken), stamped with the pool's clock
  * (coho__stack_pool_set_now). Returns true when more than idle_keep stacks are idle (any idle

@@ -174,10 +174,7 @@ void coho__timer_init(coho__timer_t *t, coho__timer_fn cb, void *data)
     t->state = COHO__TIMER_IDLE;
 }
 
-bool coho__timer_is_active(const coho__timer_t *t)
-{
-    return t->state != COHO__TIMER_IDLE;
-}
+_Static_assert(COHO__TIMER_IDLE == 0, "coho__timer_is_active (driver.h) tests state != 0");
 
 uint64_t coho__timer_overrun(const coho__timer_t *t)
 {
@@ -219,6 +216,22 @@ int coho__timer_start(coho__driver_t *d, coho__timer_t *t, uint64_t delay_ms, ui
         t->owner = NULL;
         return rc;
     }
+    return 0;
+}
+
+int coho__timer_start_at(coho__driver_t *d, coho__timer_t *t, uint64_t deadline_ns)
+{
+    int rc;
+
+    if (t->state != COHO__TIMER_IDLE)
+        return -EALREADY;
+    rc = timer_arm_at(d, t, deadline_ns);
+    if (rc < 0)
+        return rc;
+    t->period_ms = 0;
+    t->overrun = 0;
+    t->owner = d;
+    t->group = 0;
     return 0;
 }
 

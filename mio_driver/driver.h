@@ -162,11 +162,21 @@ void coho__timer_init(coho__timer_t *t, coho__timer_fn cb, void *data);
 int coho__timer_start(coho__driver_t *d, coho__timer_t *t, uint64_t delay_ms, uint64_t period_ms,
                       uint64_t group);
 
+/* Arms `t` to fire once at `deadline_ns` on the CLOCK_MONOTONIC scale of coho__mono_ns() (never
+ * earlier; a deadline already past fires at the next processed tick). Safe inside any timer
+ * callback. Returns 0, -EALREADY (armed). */
+int coho__timer_start_at(coho__driver_t *d, coho__timer_t *t, uint64_t deadline_ns);
+
 /* Disarms `t`. Safe inside any timer callback, including its own. Returns 0, or -ENOENT if it
  * is not armed (already fired or never started). */
 int coho__timer_stop(coho__driver_t *d, coho__timer_t *t);
 
-bool coho__timer_is_active(const coho__timer_t *t);
+/* Whether `t` is armed (inline: the scheduler asks on every exit and every wait with a
+ * timeout). COHO__TIMER_IDLE (wheel.h) is 0. */
+static inline bool coho__timer_is_active(const coho__timer_t *t)
+{
+    return t->state != 0;
+}
 
 /* For a repeating timer, inside its callback: how many periods were skipped before this firing
  * because the loop was late (0 when on time). See README "Repeating timers". */

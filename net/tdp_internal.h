@@ -178,6 +178,17 @@ static inline struct tdp_conn *coho__tdp_conn_get(const coho_tdp_pool_t *p, uint
     return c != NULL && !c->broken ? c : NULL;
 }
 
+/* ---- sock_framer.c ---- */
+
+/* Whether `f` is the sock protocol's framer (coho_sock_framer_init). */
+bool coho__sock_is_framer(const coho_tdp_framer_t *f);
+
+/* The sock framer's detect and scan in one reading of the header at the front of `b` (what
+ * coho__tdp_rx_dispatch does with a pool's only framer when it is this one): returns detect's
+ * kind and, for a request or a response, stores scan's frame length (-1 for a body over the
+ * framer's bound) in *flen and the id in *req_id. */
+int coho__sock_frame(coho_cbuf_t *b, const coho_tdp_framer_t *f, uint64_t *req_id, ssize_t *flen);
+
 /* ---- tdp_recv.c ---- */
 
 /* Receive coroutine of a connection made by coho__tdp_serve_conn (arg: a malloc'd

@@ -576,6 +576,48 @@ static void pool_trim_keeps_slabs_with_live_nodes_and_the_first(void **state)
     coho__pool_destroy(p);
 }
 
+/* coho__pool_alloc_raw keeps the last owner's bytes; the inline fast paths (pool_impl.h) give
+ * the same ids and staleness as the functions, and leave to them what they cannot do. */
+static void pool_alloc_raw_and_the_fast_paths_match_the_functions(void **state)
+{
+    (void)state;
+    coho__pool_t *p = coho__pool_create(64, 4, 0);
+    void *n1 = NULL, *n2 = NULL;
+    uint64_t a, b, c;
+
+    assert_non_null(p);
+    a = coho__pool_alloc_raw(p, &n1, NULL);
+    assert_int_not_equal(a, 0);
+    assert_int_equal(((unsigned char *)n1)[0], 0); /* a slot never used: zeros */
+    memset(n1, 0x5a, 64);
+#if !defined(__SANITIZE_ADDRESS__)
+    assert_int_equal(pool_alloc_raw_fast(p, &n2), 0); /* nothing freed yet: the function's job */
+    assert_true(pool_free_fast(p, a));
+    assert_false(pool_free_fast(p, a)); /* stale now */
+    assert_null(coho__pool_get(p, a));
+    b = pool_alloc_raw_fast(p, &n2);
+    assert_ptr_equal(n2, n1);
+    assert_int_equal(id_index(b), id_index(a));
+    assert_int_equal(id_gen(b), id_gen(a) + 1);
+    assert_int_equal(((unsigned char *)n2)[63], 0x5a); /* not zeroed */
+    assert_ptr_equal(coho__pool_get(p, b), n2);
+    assert_int_equal(coho__pool_count(p), 1);
+    /* A generation about to wrap is the function's (it retires the slot). */
+    b = coho__pool_test_set_generation(p, b, UINT32_MAX);
+    assert_false(pool_free_fast(p, b));
+    assert_int_equal(coho__pool_free(p, b), 0);
+#else
+    assert_int_equal(coho__pool_free(p, a), 0);
+    b = coho__pool_alloc_raw(p, &n2, NULL);
+    assert_int_equal(id_gen(b), id_gen(a) + 1);
+    assert_int_equal(coho__pool_free(p, b), 0);
+#endif
+    c = coho__pool_alloc(p, &n2, NULL); /* the zeroing one still zeroes */
+    assert_int_not_equal(c, 0);
+    assert_int_equal(((unsigned char *)n2)[0], 0);
+    coho__pool_destroy(p);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -596,6 +638,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(pool_randomized_ops_match_model),
         cmocka_unit_test(pool_trim_gives_back_empty_slabs_and_keeps_old_ids_stale),
         cmocka_unit_test(pool_trim_keeps_slabs_with_live_nodes_and_the_first),
+        cmocka_unit_test(pool_alloc_raw_and_the_fast_paths_match_the_functions),
     };
 
     return coho_test_main("pool", tests, sizeof(tests) / sizeof(tests[0]), argc, argv);

@@ -2,6 +2,7 @@
 /* Scheduler basics: spawn, FIFO order, yield, sleep, run/stop semantics, daemons, posts from
  * other threads, limits, and coho's blocking calls outside a coroutine. */
 #include <errno.h>
+#include <fenv.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -660,6 +661,77 @@ static void destroy_drops_coroutines_that_never_ran(void **state)
     assert_int_equal(dropped_exit_ran, 0);
 }
 
+/* ---- stacks are taken at the first switch-in ---- */
+
+static uintptr_t batch_frames[200];
+static int batch_n;
+
+static __attribute__((noinline)) void record_frame(void *arg)
+{
+    (void)arg;
+    batch_frames[batch_n++] = (uintptr_t)__builtin_frame_address(0);
+    co_ended();
+}
+
+/* Spawned at once, each running to its end before the next starts: every one runs on the stack
+ * the one before it gave back (a stack is taken at the first switch-in, not at spawn), so the
+ * whole batch touches one stack instead of 200. */
+static void batch_that_runs_to_the_end_shares_one_warm_stack(void **state)
+{
+    coho_sched_t *s = new_sched();
+    coho_spawn_opts_t o;
+
+    (void)state;
+    batch_n = 0;
+    coho_spawn_opts_init(&o);
+    o.detached = true;
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 100; i++)
+            assert_int_not_equal(coho_spawn_ex(s, record_frame, NULL, &o), 0);
+        assert_int_equal(coho_sched_run(s), 0);
+    }
+    expect_co(200);
+    for (int i = 1; i < 200; i++)
+        assert_true(batch_frames[i] == batch_frames[0]);
+    coho_sched_destroy(s);
+}
+
+static int child_round;
+
+static void fp_child(void *arg)
+{
+    (void)arg;
+    child_round = fegetround();
+    co_ended();
+}
+
+static void fp_parent(void *arg)
+{
+    (void)arg;
+    fesetround(FE_UPWARD);
+    CO_CHECK(coho_spawn(coho_sched_current(), fp_child, NULL) != 0);
+    fesetround(FE_TONEAREST);
+    coho_yield(); /* the child's first switch-in comes from here, in round-to-nearest */
+    CO_CHECK_INT(fegetround(), FE_TONEAREST);
+    co_ended();
+}
+
+/* A coroutine starts with the FP control state its spawner had at the spawn, although its first
+ * frame is laid out later, at its first switch-in, by whoever runs then. */
+static void new_coroutine_starts_in_its_spawners_rounding_mode(void **state)
+{
+    coho_sched_t *s = new_sched();
+
+    (void)state;
+    child_round = -1;
+    assert_int_not_equal(coho_spawn(s, fp_parent, NULL), 0);
+    assert_int_equal(coho_sched_run(s), 0);
+    expect_co(2);
+    assert_int_equal(child_round, FE_UPWARD);
+    assert_int_equal(fegetround(), FE_TONEAREST);
+    coho_sched_destroy(s);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -681,6 +753,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(spawn_with_larger_stack_size_gives_a_usable_stack),
         cmocka_unit_test(thousands_of_coroutines_with_random_yields_and_sleeps_all_finish),
         cmocka_unit_test(destroy_drops_coroutines_that_never_ran),
+        cmocka_unit_test(batch_that_runs_to_the_end_shares_one_warm_stack),
+        cmocka_unit_test(new_coroutine_starts_in_its_spawners_rounding_mode),
     };
 
     return coho_test_main("sched_basic", tests, sizeof(tests) / sizeof(tests[0]), argc, argv);

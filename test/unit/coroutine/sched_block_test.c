@@ -540,10 +540,140 @@ static void random_wakes_timeouts_and_cancels_resume_each_wait_exactly_once(void
     assert_true(rw_outcomes[2] > 0);
 }
 
+/* ---- lazy wait timers: a wait woken in time leaves its timer armed ----
+ * LAZY_N coroutines each wait LAZY_ROUNDS times with a timeout; a waker ends every wait but the
+ * last of each coroutine early, so each one's timer is still armed for an earlier wait's
+ * deadline when the last wait starts. The last waits get no wake: every one must end with
+ * -ETIMEDOUT, none before its own deadline, none stuck until much later. */
+#define LAZY_N      200
+#define LAZY_ROUNDS 4
+#define LAZY_TMO_MS 60
+
+typedef struct lazy_waiter {
+    uint64_t id;
+    uint64_t token; /* of the open wait; 0: none */
+    bool last;      /* the open wait is the last one: no wake */
+    int early_timeouts;
+    int last_rc;
+    uint64_t last_waited_ms;
+    int early_bad; /* an early wait that ended with neither 0 nor a timeout past its deadline */
+    bool done;
+} lazy_waiter_t;
+
+static lazy_waiter_t lazy[LAZY_N];
+static int lazy_done;
+
+static void lazy_wait_loop(void *arg)
+{
+    lazy_waiter_t *w = arg;
+
+    w->id = coho_self();
+    for (int r = 0; r < LAZY_ROUNDS; r++) {
+        uint64_t t0 = mono_ms();
+        int rc;
+
+        w->last = r == LAZY_ROUNDS - 1;
+        w->token = coho__co_block_prepare();
+        rc = coho__co_block(LAZY_TMO_MS);
+        w->token = 0;
+        if (w->last) {
+            w->last_rc = rc;
+            w->last_waited_ms = mono_ms() - t0;
+        } else if (rc == -ETIMEDOUT && mono_ms() - t0 + 1 >= LAZY_TMO_MS) {
+            w->early_timeouts++; /* a loaded machine may stall the waker that long: allowed */
+        } else if (rc != 0) {
+            w->early_bad++;
+        }
+        coho_sleep_ms((uint64_t)(r + 1)); /* the next wait starts later: a later deadline */
+    }
+    w->done = true;
+    lazy_done++;
+}
+
+static void lazy_waker(void *arg)
+{
+    (void)arg;
+    while (lazy_done < LAZY_N) {
+        for (int i = 0; i < LAZY_N; i++) {
+            if (lazy[i].token != 0 && !lazy[i].last)
+                coho__co_wake(lazy[i].id, lazy[i].token, 0);
+        }
+        coho_sleep_ms(1);
+    }
+}
+
+static void waits_woken_in_time_leave_timers_that_still_time_out_later_waits(void **state)
+{
+    (void)state;
+    memset(lazy, 0, sizeof(lazy));
+    lazy_done = 0;
+    begin();
+    for (int i = 0; i < LAZY_N; i++)
+        assert_int_not_equal(coho_spawn(sched, lazy_wait_loop, &lazy[i]), 0);
+    assert_int_not_equal(coho_spawn(sched, lazy_waker, NULL), 0);
+    run();
+    for (int i = 0; i < LAZY_N; i++) {
+        assert_true(lazy[i].done);
+        assert_int_equal(lazy[i].early_bad, 0);
+        assert_int_equal(lazy[i].last_rc, -ETIMEDOUT);
+        assert_true(lazy[i].last_waited_ms + 1 >= LAZY_TMO_MS);
+        assert_true(lazy[i].last_waited_ms < 5000);
+    }
+}
+
+/* A wait with a long timeout woken at once leaves its timer armed far ahead; a later wait with a
+ * short timeout must still end at its own, earlier deadline. */
+typedef struct short_after_long {
+    uint64_t id;
+    uint64_t token;
+    int rc_long, rc_short;
+    uint64_t short_waited_ms;
+} short_after_long_t;
+
+static void short_after_long_waiter(void *arg)
+{
+    short_after_long_t *a = arg;
+    uint64_t t0;
+
+    a->id = coho_self();
+    a->token = coho__co_block_prepare();
+    a->rc_long = coho__co_block(60000);
+    a->token = 0;
+    t0 = mono_ms();
+    coho__co_block_prepare();
+    a->rc_short = coho__co_block(30);
+    a->short_waited_ms = mono_ms() - t0;
+}
+
+static void short_after_long_waker(void *arg)
+{
+    short_after_long_t *a = arg;
+
+    coho_yield(); /* the waiter is parked now */
+    coho__co_wake(a->id, a->token, 0);
+}
+
+static void wait_with_an_earlier_deadline_than_the_armed_timer_ends_at_its_own(void **state)
+{
+    short_after_long_t a = {0};
+
+    (void)state;
+    begin();
+    assert_int_not_equal(coho_spawn(sched, short_after_long_waiter, &a), 0);
+    assert_int_not_equal(coho_spawn(sched, short_after_long_waker, &a), 0);
+    run();
+    assert_int_equal(a.rc_long, 0);
+    assert_int_equal(a.rc_short, -ETIMEDOUT);
+    assert_true(a.short_waited_ms + 1 >= 30);
+    assert_true(a.short_waited_ms < 30000);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(wake_with_the_current_token_resumes_once_with_its_result),
+        cmocka_unit_test(waits_woken_in_time_leave_timers_that_still_time_out_later_waits),
+        cmocka_unit_test(wait_with_an_earlier_deadline_than_the_armed_timer_ends_at_its_own),
         cmocka_unit_test(wake_with_a_stale_token_is_ignored),
         cmocka_unit_test(block_timeout_returns_etimedout_no_earlier_than_the_timeout),
         cmocka_unit_test(timer_and_wake_in_the_same_iteration_resume_the_waiter_once),

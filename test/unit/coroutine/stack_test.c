@@ -584,6 +584,68 @@ static void stack_decay_unmaps_slabs_left_with_nothing_resident(void **state)
     coho__stack_pool_destroy(p);
 }
 
+/* A promised stack (coho__stack_reserve) is the warmest free one when it is taken: the one put
+ * back last, even if it was put back after the promise. */
+static void stack_reserved_stack_is_the_last_one_put_back(void **state)
+{
+    (void)state;
+    coho__stack_pool_t *p = pool_with(32 * KIB, 8, 16);
+    coho__stack_t a, b, c;
+    unsigned cls = 99;
+
+    assert_int_equal(coho__stack_reserve(p, 0, &cls), 0);
+    assert_int_equal(coho__stack_get(p, 0, &a), 0);
+    assert_int_equal(coho__stack_get(p, 0, &b), 0);
+    void *lo_b = b.lo;
+    coho__stack_put(p, &a);
+    coho__stack_put(p, &b);
+    coho__stack_get_reserved(p, cls, &c);
+    assert_ptr_equal(c.lo, lo_b);
+    memset(c.lo, 3, c.size);
+    coho__stack_put(p, &c);
+    coho__stack_pool_destroy(p);
+}
+
+/* Promises are kept: more stacks promised than are free maps new slabs at once, and the decay
+ * does not unmap the slabs the promised stacks will come from; withdrawn, it does. */
+static void stack_reserved_stacks_survive_the_decay(void **state)
+{
+    (void)state;
+    enum { N = 48 };
+    coho__stack_pool_t *p = pool_decaying(32 * KIB, 8, 0, 10);
+    coho__stack_t s[N], copy[N];
+    unsigned cls[N];
+    long maps, none;
+
+    coho__stack_pool_set_now(p, 0);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(coho__stack_reserve(p, 0, &cls[i]), 0); /* maps the slabs */
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(coho__stack_get(p, 0, &s[i]), 0); /* beyond the promises: more slabs */
+        memset(s[i].lo, 1, 64);
+    }
+    memcpy(copy, s, sizeof(s));
+    for (int i = 0; i < N; i++)
+        coho__stack_put(p, &s[i]);
+    assert_int_equal(coho__stack_pool_decay(p, 10, UINT_MAX), -1);
+    /* Every stack is cold; the slabs of N of them stay mapped for the promises. */
+    for (int i = 0; i < N; i++) {
+        coho__stack_get_reserved(p, cls[i], &s[i]);
+        memset(s[i].lo, 2, s[i].size);
+    }
+    for (int i = 0; i < N; i++)
+        coho__stack_put(p, &s[i]);
+    /* Promised and withdrawn: the decay unmaps everything again. */
+    for (int i = 0; i < N; i++)
+        assert_int_equal(coho__stack_reserve(p, 0, &cls[i]), 0);
+    for (int i = 0; i < N; i++)
+        coho__stack_unreserve(p, cls[i]);
+    assert_int_equal(coho__stack_pool_decay(p, 100, UINT_MAX), -1);
+    count_stack_maps(copy, N, pg(), &maps, &none);
+    assert_int_equal(maps, 0);
+    coho__stack_pool_destroy(p);
+}
+
 static void stack_bad_sizes_are_einval(void **state)
 {
     (void)state;
@@ -631,6 +693,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(stack_idle_stacks_beyond_idle_keep_stay_resident_until_they_decay),
         cmocka_unit_test(stack_decay_unmaps_slabs_left_with_nothing_resident),
         cmocka_unit_test(stack_idle_keep_stacks_decay_after_keep_decay_ms),
+        cmocka_unit_test(stack_reserved_stack_is_the_last_one_put_back),
+        cmocka_unit_test(stack_reserved_stacks_survive_the_decay),
         cmocka_unit_test(stack_bad_sizes_are_einval),
     };
 
