@@ -5,7 +5,7 @@
 # gateway; prints the bots' live progress, the membership seen in etcd and a summary; stops
 # everything; exits non-zero on any loss beyond what the fault allows.
 #
-# Usage: tools/run-cluster.sh BUILD_DIR [--kill|--stop|--etcd-restart] [--duration-s S] [--bots N] [--ttl-s T]
+# Usage: tools/run-cluster.sh BUILD_DIR [--kill|--stop|--etcd-restart|--kill-gate] [--duration-s S] [--bots N] [--ttl-s T]
 #                              [--calls MIX]
 #   --kill   a third of the way through, `kill -9` logic node 1 under load: only calls in flight
 #            to it may fail (status 3, at most one per bot; no timeout), and its key must leave
@@ -16,6 +16,11 @@
 #   --etcd-restart  a third of the way through, stop etcd for 2 s and start it again: calls go
 #            on (on established routes), then a fourth logic node joins, which both gateways
 #            must learn through their (re-established) watches
+#   --kill-gate  halfway through, `kill -9` gateway 2: its bots (given both gateways, theirs
+#            first) reconnect to gateway 1, try REBIND there, which must be refused with status
+#            2 (sessions live in the gateway that made them), log in again and carry on. Passes
+#            only if every one of them plays again on gateway 1, each lost at most the
+#            connection it had (one error), and the bots of gateway 1 saw no error at all
 #   --calls MIX  the bots' call mix (coho-bots --calls): default 'all' (player, chat, scene calls
 #            and pushes across both gateways), 'echo' with --kill or --stop (scene membership
 #            does not follow a uid that moves: with 'all' a fault costs scene.move errors)
@@ -38,6 +43,7 @@ while [ $# -gt 0 ]; do
     --kill) kill_mode=1; shift ;;
     --stop) kill_mode=2; shift ;;
     --etcd-restart) kill_mode=3; shift ;;
+    --kill-gate) kill_mode=4; shift ;;
     --duration-s) duration=$2; shift 2 ;;
     --bots) nbots=$2; shift 2 ;;
     --ttl-s) ttl=$2; shift 2 ;;
@@ -238,8 +244,13 @@ max_errors=0
 case $kill_mode in 1 | 2) max_errors=$nbots ;; esac # at most the call in flight of each bot
 bot_pids=()
 for g in 1 2; do
-    "$bots" --gate "${gate_addrs[g - 1]}" --secret "$secret" --bots "$nbots" --duration-s "$duration" \
-        --rate 20 --calls "$calls" --uid-base $((g * 100000)) --max-errors "$max_errors" \
+    gates=${gate_addrs[g - 1]} bot_max=$max_errors
+    if [ "$kill_mode" -eq 4 ] && [ "$g" = 2 ]; then
+        gates="${gate_addrs[1]},${gate_addrs[0]}" # theirs first, then the survivor
+        bot_max=$nbots                            # the connection each had when it died
+    fi
+    "$bots" --gate "$gates" --secret "$secret" --bots "$nbots" --duration-s "$duration" \
+        --rate 20 --calls "$calls" --uid-base $((g * 100000)) --max-errors "$bot_max" \
         --log "$tmp/bots$g.log" $([ "$g" = 2 ] && echo --quiet) >"$tmp/bots$g.out" 2>&1 &
     bot_pids+=("$!")
     pids+=("$!")
@@ -294,6 +305,11 @@ if [ "$kill_mode" -eq 3 ]; then
             status=1
         fi
     done
+elif [ "$kill_mode" -eq 4 ]; then
+    sleep $((duration / 2))
+    kill -KILL "${gate_pid[2]}"
+    wait "${gate_pid[2]}" 2>/dev/null
+    echo "run-cluster: kill -9 coho-gate 2 (pid ${gate_pid[2]})"
 elif [ "$kill_mode" -ne 0 ]; then
     sleep $((duration / 3))
     t0=$(date +%s%N)
@@ -347,6 +363,17 @@ for g in 1 2; do
         status=1
     fi
 done
+if [ "$kill_mode" -eq 4 ]; then
+    # summary_num FILE KEY: a number from the SUMMARY line of a coho-bots output.
+    summary_num() { grep -m1 '^SUMMARY ' "$1" | grep -oE "\"$2\":[0-9]+" | head -n1 | cut -d: -f2; }
+    refused=$(summary_num "$tmp/bots2.out" rebinds_refused)
+    playing=$(summary_num "$tmp/bots2.out" failovers_playing)
+    echo "run-cluster: bots of gate 2: ${refused:-?} REBINDs refused by gate 1 (status 2), ${playing:-?} of $nbots playing again there"
+    if [ "${refused:-0}" -ne "$nbots" ] || [ "${playing:-0}" -ne "$nbots" ]; then
+        echo "run-cluster: FAIL: not every bot of gate 2 was refused its REBIND and played again on gate 1"
+        status=1
+    fi
+fi
 for node in 1 2 3; do
     if ! grep -q "logged in" "$tmp/logic$node.out"; then
         echo "run-cluster: FAIL: coho-logic $node served no login (not found through etcd?)"
@@ -355,6 +382,7 @@ for node in 1 2 3; do
 done
 # Every server must exit cleanly on SIGTERM (a sanitizer's report makes its status non-zero).
 for g in 1 2; do
+    [ "$kill_mode" -eq 4 ] && [ "$g" = 2 ] && continue # killed
     stop "coho-gate $g" "${gate_pid[$g]}" || { status=1; tail -n 20 "$tmp/gate$g.out"; }
 done
 for node in 1 2 3 4; do
