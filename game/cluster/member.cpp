@@ -138,6 +138,8 @@ bool Member::register_once()
     try {
         l = client_.lease_grant(cfg_.ttl_s);
         client_.put(key_, cfg_.value, l);
+        if (cfg_.on_lease && !cfg_.on_lease(client_, l))
+            throw std::runtime_error("what the node holds under its lease could not be taken");
     } catch (const std::exception &e) {
         coho_log_warn("cluster: registering %s: %s", key_.c_str(), e.what());
         if (l != 0) {

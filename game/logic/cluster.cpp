@@ -6,13 +6,38 @@
 
 #include <coho.h>
 
+#include "game/cluster/machine_id.hpp"
+
 namespace coho::game::logic {
 
-ClusterMember::ClusterMember(cluster::MemberConfig m, const std::string &addr, uint64_t capacity)
+ClusterMember::ClusterMember(cluster::MemberConfig m, const std::string &addr, uint64_t capacity,
+                             int64_t machine_id)
+    : cluster_(m.cluster), owner_("logic/" + m.id + " " + addr), machine_id_(machine_id)
 {
     m.role = "logic";
     m.value = cluster::describe(addr, capacity);
+    m.on_lease = [this](etcd::Client &c, int64_t lease) { return take_machine_id(c, lease); };
     member_ = std::make_unique<cluster::Member>(std::move(m));
+}
+
+bool ClusterMember::take_machine_id(etcd::Client &c, int64_t lease)
+{
+    int64_t id = machine_id_.load();
+    if (id < 0) {
+        id = cluster::lease_machine_id(c, cluster_, lease, owner_); // throws when none is free
+        machine_id_ = id;
+        coho_log_info("cluster: machine id %" PRId64 " taken (lease %" PRId64 ")", id, lease);
+        return true;
+    }
+    if (c.put_if_absent(cluster::machine_id_key(cluster_, id), owner_, lease)) {
+        coho_log_info("cluster: machine id %" PRId64 " held (lease %" PRId64 ")", id, lease);
+        return true;
+    }
+    const auto held = c.get(cluster::machine_id_key(cluster_, id));
+    coho_log_error("cluster: machine id %" PRId64 " is held by another node (%s): no more ids here",
+                   id, held.empty() ? "?" : held[0].value.c_str());
+    machine_id_lost_ = true;
+    return false;
 }
 
 bool ClusterMember::owns(uint64_t uid) const

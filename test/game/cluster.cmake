@@ -69,7 +69,7 @@ if(TARGET coho-gate AND TARGET coho-logic AND TARGET coho-bots)
   # (status 2) and log in again; every one of them plays again, nothing else fails.
   add_test(NAME game_cluster_run_kill_gate
            COMMAND ${PROJECT_SOURCE_DIR}/tools/run-cluster.sh ${PROJECT_BINARY_DIR} --kill-gate
-                   --duration-s 10 --bots 20 --ttl-s 2)
+                   --duration-s 8 --bots 20 --ttl-s 2)
   set_tests_properties(game_cluster_run_kill_gate PROPERTIES TIMEOUT 240 LABELS "game;cluster;integration")
 endif()
 
