@@ -495,6 +495,19 @@ if [ "$kill_mode" -eq 3 ]; then
     done
 elif [ "$kill_mode" -eq 4 ]; then
     sleep $((duration / 2))
+    # Every bot of gate 2 must hold a session there when it dies (a bot still connecting would
+    # go straight to gate 1 with nothing to REBIND): wait for their logins at the logic nodes.
+    logged_in() {
+        cat "$tmp"/logic[123].out | grep -oE 'uid 2[0-9]{5} logged in' | sort -u |
+            awk -v n="$nbots" '{ u = $2 - 200000; if (u >= 0 && u < n) c++ } END { print c + 0 }'
+    }
+    waited=0
+    for _ in $(seq 300); do
+        [ "$(logged_in)" -ge "$nbots" ] && break
+        waited=1
+        sleep 0.1
+    done
+    [ "$waited" = 0 ] || sleep 1 # their first calls
     kill -KILL "${gate_pid[2]}"
     wait "${gate_pid[2]}" 2>/dev/null
     echo "run-cluster: kill -9 coho-gate 2 (pid ${gate_pid[2]})"

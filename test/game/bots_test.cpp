@@ -857,7 +857,7 @@ TEST(Bots, BotsOfAGatewayThatDiesMoveToTheNextOneAndLogInAgain)
         std::thread runner([&] {
             r = run_bots("--gate " + first.addr() + " --gate " + second.addr() + " --secret " +
                          kSecret + " --bots " + std::to_string(bots) +
-                         " --duration-s 4 --ramp-s 0 --quiet --rate 20 --calls echo --max-errors " +
+                         " --duration-s 6 --ramp-s 0 --quiet --rate 20 --calls echo --max-errors " +
                          std::to_string(bots));
         });
         // Every bot playing on the first gateway (logged in, calling), then it dies.
