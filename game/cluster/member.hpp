@@ -27,9 +27,10 @@ struct MemberConfig {
     std::string id;                // the node's id, unique within the role
     std::string value;             // what the key holds (describe())
     int64_t ttl_s = 5;
-    // Called after each registration under a new lease, before valid() turns true: what else
-    // the node holds under its lease (its machine id). False undoes the registration (the lease
-    // is revoked) and it is tried again later.
+    // Called at each registration with the new lease, before the node's key is written (and
+    // so before gateways route to it): what else the node holds under its lease (its machine
+    // id). False (or a throw) undoes the registration (the lease is revoked) and it is tried
+    // again later.
     std::function<bool(etcd::Client &, int64_t lease)> on_lease;
 };
 

@@ -292,6 +292,20 @@ TEST(ClusterFence, two_nodes_get_different_machine_ids_and_a_held_one_is_refused
     EXPECT_EQ(c.exit_status(30s), 1);
     EXPECT_EQ(held_by(a.machine_id()).rfind("logic/1 ", 0), 0u) << held_by(a.machine_id());
 
+    // An id held under a lease this same node (node id and address) gave up, which etcd has not
+    // expired yet (as after an etcd restart): the node revokes that lease and takes the id.
+    const int64_t old = etcd.lease_grant(60);
+    etcd.put(prefix + "5", "logic/4 127.0.0.1:9", old);
+    auto again = common("4");
+    for (const char *x : {"--advertise", "127.0.0.1:9", "--machine-id", "5"})
+        again.push_back(x);
+    LogicProc d(again);
+    ASSERT_GT(d.port(), 0);
+    EXPECT_EQ(d.machine_id(), 5);
+    EXPECT_EQ(etcd.lease_keepalive(old), 0) << "the old lease was not revoked";
+    ASSERT_FALSE(etcd.get(prefix + "5").empty());
+    EXPECT_NE(etcd.get(prefix + "5")[0].lease, old);
+
     // A clean stop releases the id with the lease: a new node may take it.
     a.signal(SIGTERM);
     EXPECT_EQ(a.exit_status(15s), 0);
