@@ -5,7 +5,7 @@
 # gateway; prints the bots' live progress, the membership seen in etcd and a summary; stops
 # everything; exits non-zero on any loss beyond what the fault allows.
 #
-# Usage: tools/run-cluster.sh BUILD_DIR [--kill|--stop|--etcd-restart] [--duration-s S] [--bots N] [--ttl-s T]
+# Usage: tools/run-cluster.sh BUILD_DIR [--kill|--stop|--etcd-restart|--kill-gate] [--duration-s S] [--bots N] [--ttl-s T]
 #                              [--calls MIX]
 #   --kill   a third of the way through, `kill -9` logic node 1 under load: only calls in flight
 #            to it may fail (status 3, at most one per bot; no timeout), and its key must leave
@@ -16,6 +16,24 @@
 #   --etcd-restart  a third of the way through, stop etcd for 2 s and start it again: calls go
 #            on (on established routes), then a fourth logic node joins, which both gateways
 #            must learn through their (re-established) watches
+#   --kill-gate  halfway through, `kill -9` gateway 2: its bots (given both gateways, theirs
+#            first) reconnect to gateway 1, try REBIND there, which must be refused with status
+#            2 (sessions live in the gateway that made them), log in again and carry on. Passes
+#            only if every one of them plays again on gateway 1, each lost at most the
+#            connection it had (one error), and the bots of gateway 1 saw no error at all
+#   --bench  no fault: the discovery overhead. Also starts a small cluster on fixed addresses
+#            (no etcd: 2 coho-logic on 127.0.0.9-10, 1 coho-gate on 127.0.0.11 given --logic),
+#            then runs echo calls at a fixed offered rate (--bots per coho-bots, two of them,
+#            --rate calls/s each) alternately through the small cluster, through gateway 1 of
+#            the etcd cluster alone (1 gateway, 3 nodes found in etcd) and through both of its
+#            gateways (2 gateways, 3 nodes), --rounds times each, and prints per run the echo
+#            calls answered, p50/p99 and the gateways' CPU per call (/proc/PID/stat), then the
+#            ratios. With COHO_CLUSTER_CALLGRIND=1 the gateways run under callgrind, and each
+#            run also reports the gateways' instructions per call (zeroed and dumped around the
+#            run with callgrind_control; logins included), and the same net of what the
+#            gateways spend idle (measured first, over 10 s): the stable figures on a shared
+#            machine
+#   --rate R     calls per second per bot (default 20); --rounds N (--bench, default 3)
 #   --calls MIX  the bots' call mix (coho-bots --calls): default 'all' (player, chat, scene calls
 #            and pushes across both gateways), 'echo' with --kill or --stop (scene membership
 #            does not follow a uid that moves: with 'all' a fault costs scene.move errors)
@@ -32,12 +50,16 @@ die() {
 [ -d "$1" ] || die "build directory '$1' does not exist"
 build=$(cd "$1" && pwd)
 shift
-kill_mode=0 duration=20 nbots=50 ttl=5 calls=""
+kill_mode=0 duration=20 nbots=50 ttl=5 calls="" rate=20 rounds=3
 while [ $# -gt 0 ]; do
     case "$1" in
     --kill) kill_mode=1; shift ;;
     --stop) kill_mode=2; shift ;;
     --etcd-restart) kill_mode=3; shift ;;
+    --kill-gate) kill_mode=4; shift ;;
+    --bench) kill_mode=5; shift ;;
+    --rate) rate=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
     --duration-s) duration=$2; shift 2 ;;
     --bots) nbots=$2; shift 2 ;;
     --ttl-s) ttl=$2; shift 2 ;;
@@ -221,8 +243,14 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 gate_addrs=()
+gate_wrap=()
+if [ "$kill_mode" -eq 5 ] && [ "${COHO_CLUSTER_CALLGRIND:-0}" = 1 ]; then
+    command -v valgrind >/dev/null && command -v callgrind_control >/dev/null ||
+        die "COHO_CLUSTER_CALLGRIND=1 needs valgrind and callgrind_control"
+    gate_wrap=(valgrind --tool=callgrind "--callgrind-out-file=$tmp/cg.%p.out")
+fi
 for g in 1 2; do
-    "$gate" --listen "127.0.0.$((g + 4)):0" --secret "$secret" "${cl[@]}" --log "$tmp/gate$g.log" \
+    "${gate_wrap[@]}" "$gate" --listen "127.0.0.$((g + 4)):0" --secret "$secret" "${cl[@]}" --log "$tmp/gate$g.log" \
         >"$tmp/gate$g.out" 2>&1 &
     gate_pid[$g]=$!
     pids+=("$!")
@@ -233,13 +261,184 @@ done
 echo "run-cluster: registered in etcd:"
 etcdctl_ get --prefix /demo/ | paste - - | sed 's/^/    /'
 
+# ---- --bench: the same echo load through a small cluster on fixed addresses and through etcd ------
+# cpu_ticks PID...: user + system clock ticks of the processes, summed.
+cpu_ticks() {
+    local t=0 pid f
+    for pid in "$@"; do
+        f=$(sed 's/.*) //' "/proc/$pid/stat") || return 1
+        t=$((t + $(echo "$f" | awk '{print $12 + $13}')))
+    done
+    echo "$t"
+}
+# cg_zero PID...: zero the callgrind counters of the processes. cg_ir PID...: dump them and
+# print the instructions counted since, summed.
+cg_zero() {
+    local p
+    for p in "$@"; do
+        callgrind_control -z "$p" >/dev/null 2>&1 || echo "run-cluster: callgrind_control -z $p failed" >&2
+    done
+}
+cg_ir() {
+    local p n ir=0
+    for p in "$@"; do
+        rm -f "$tmp/cg.$p.out".*
+        callgrind_control -d "$p" >/dev/null 2>&1 || echo "run-cluster: callgrind_control -d $p failed" >&2
+        for _ in $(seq 100); do
+            ls "$tmp/cg.$p.out".* >/dev/null 2>&1 && break
+            sleep 0.1
+        done
+        sleep 0.5
+        n=$(cat "$tmp/cg.$p.out".* 2>/dev/null | grep -m1 -E '^(summary|totals):' | awk '{print $2}')
+        ir=$((ir + ${n:-0}))
+    done
+    echo "$ir"
+}
+# summary_field FILE ROUTE KEY: a number of one route in the SUMMARY line of a coho-bots output.
+summary_field() {
+    grep -m1 '^SUMMARY ' "$1" | grep -oE "\"$2\":\{[^}]*\}" | grep -oE "\"$3\":[0-9]+" | cut -d: -f2
+}
+if [ "$kill_mode" -eq 5 ]; then
+    status=0
+    small_nodes=()
+    for node in 11 12; do
+        ip=127.0.0.$((node - 2))
+        "$logic" --listen "$ip:0" --db "127.0.0.1:$db_port" --db-user "$db_user" \
+            --db-password "$db_password" --db-name "$db_name" --node-id "$node" \
+            --journal "$tmp/logic$node.journal" >"$tmp/logic$node.out" 2>&1 &
+        logic_pid[$node]=$!
+        pids+=("$!")
+        addr=$(wait_listen "coho-logic $node" "$!" "$tmp/logic$node.out" tcp) || exit 1
+        small_nodes+=("$addr")
+    done
+    "${gate_wrap[@]}" "$gate" --listen "127.0.0.11:0" --secret "$secret" --logic "$(IFS=,; echo "${small_nodes[*]}")" \
+        --log "$tmp/gate3.log" >"$tmp/gate3.out" 2>&1 &
+    gate_pid[3]=$!
+    pids+=("$!")
+    small_gate=$(wait_listen "coho-gate 3" "$!" "$tmp/gate3.out" tcp) || exit 1
+    echo "run-cluster: small cluster on fixed addresses: coho-gate $small_gate -> ${small_nodes[*]}"
+    echo "run-cluster: load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    hz=$(getconf CLK_TCK)
+    # The gateways' CPU with no load (etcd keepalives and watch, timers), over 10 s.
+    i0=$(cpu_ticks "${gate_pid[3]}") e0=$(cpu_ticks "${gate_pid[1]}" "${gate_pid[2]}")
+    [ ${#gate_wrap[@]} -eq 0 ] || cg_zero "${gate_pid[1]}" "${gate_pid[2]}" "${gate_pid[3]}"
+    idle_t0=$(date +%s%N)
+    sleep 10
+    i1=$(cpu_ticks "${gate_pid[3]}") e1=$(cpu_ticks "${gate_pid[1]}" "${gate_pid[2]}")
+    if [ ${#gate_wrap[@]} -gt 0 ]; then
+        # Normalised to 10 s from the time each dump ended (the dumps take a moment each).
+        idle_small=$(cg_ir "${gate_pid[3]}")
+        idle_small=$((idle_small * 10000 / (($(date +%s%N) - idle_t0) / 1000000)))
+        idle_etcd=$(cg_ir "${gate_pid[1]}" "${gate_pid[2]}")
+        idle_etcd=$((idle_etcd * 10000 / (($(date +%s%N) - idle_t0) / 1000000)))
+        echo "run-cluster: idle gateway instructions per 10 s: small $idle_small, etcd (both) $idle_etcd"
+    fi
+    awk -v a="$((i1 - i0))" -v b="$((e1 - e0))" -v hz="$hz" 'BEGIN {
+        printf "run-cluster: idle gateway CPU over 10 s: small %.2f s, etcd (both) %.2f s\n", a / hz, b / hz }'
+    if [ ${#gate_wrap[@]} -gt 0 ]; then
+        printf '| round | cluster | echo calls answered | calls/s | p50 ms | p99 ms | errors | gate CPU s | gate CPU us/call | gate instructions/call | net of idle |\n'
+        printf '|---|---|---|---|---|---|---|---|---|---|---|\n'
+    else
+        printf '| round | cluster | echo calls answered | calls/s | p50 ms | p99 ms | errors | gate CPU s | gate CPU us/call |\n'
+        printf '|---|---|---|---|---|---|---|---|---|\n'
+    fi
+    for round in $(seq "$rounds"); do
+        for config in small etcd1 etcd; do
+            if [ "$config" = small ]; then
+                targets=("$small_gate" "$small_gate") gpids=("${gate_pid[3]}") label="1 gate + 2 nodes, fixed" off=50000
+            elif [ "$config" = etcd1 ]; then
+                targets=("${gate_addrs[0]}" "${gate_addrs[0]}") gpids=("${gate_pid[1]}")
+                label="1 gate + 3 nodes, etcd" off=25000
+            else
+                targets=("${gate_addrs[0]}" "${gate_addrs[1]}") gpids=("${gate_pid[1]}" "${gate_pid[2]}")
+                label="2 gates + 3 nodes, etcd" off=0
+            fi
+            c0=$(cpu_ticks "${gpids[@]}")
+            [ ${#gate_wrap[@]} -eq 0 ] || cg_zero "${gpids[@]}"
+            t0=$(date +%s%N)
+            bp=()
+            for i in 0 1; do
+                "$bots" --gate "${targets[i]}" --secret "$secret" --bots "$nbots" --duration-s "$duration" \
+                    --ramp-s 1 --rate "$rate" --calls echo --uid-base $(((round * 10 + i + 1) * 100000 + off)) \
+                    --quiet --log "$tmp/bench-bots.log" >"$tmp/bench$i.out" 2>&1 &
+                bp+=("$!")
+            done
+            errs=0
+            for i in 0 1; do
+                wait "${bp[i]}" || errs=$((errs + 1))
+            done
+            c1=$(cpu_ticks "${gpids[@]}")
+            ir=0 ir_net=0
+            if [ ${#gate_wrap[@]} -gt 0 ]; then
+                ir=$(cg_ir "${gpids[@]}")
+                # Net of what the gateways spend idle over as long (the per-second cost of
+                # leases, watches and timers, measured before the runs).
+                ms=$((($(date +%s%N) - t0) / 1000000))
+                case $config in
+                small) idle=$idle_small ;;
+                etcd1) idle=$((idle_etcd / 2)) ;;
+                *) idle=$idle_etcd ;;
+                esac
+                ir_net=$((ir - idle * ms / 10000))
+            fi
+            ok=0 p50=0 p99=0 e=0
+            for i in 0 1; do
+                ok=$((ok + $(summary_field "$tmp/bench$i.out" echo ok)))
+                p50=$(( $(summary_field "$tmp/bench$i.out" echo p50_us) > p50 ? $(summary_field "$tmp/bench$i.out" echo p50_us) : p50 ))
+                p99=$(( $(summary_field "$tmp/bench$i.out" echo p99_us) > p99 ? $(summary_field "$tmp/bench$i.out" echo p99_us) : p99 ))
+                e=$((e + $(grep -m1 '^SUMMARY ' "$tmp/bench$i.out" | grep -oE '"errors":[0-9]+' | cut -d: -f2)))
+            done
+            [ "$errs" -eq 0 ] || status=1
+            awk -v r="$round" -v l="$label" -v ok="$ok" -v d="$duration" -v p50="$p50" -v p99="$p99" -v e="$e" \
+                -v t="$((c1 - c0))" -v hz="$hz" -v ir="$ir" -v irn="$ir_net" 'BEGIN {
+                    printf "| %d | %s | %d | %.0f | %.2f | %.2f | %d | %.2f | %.1f |", r, l, ok, ok / d,
+                        p50 / 1000, p99 / 1000, e, t / hz, ok ? t / hz * 1e6 / ok : 0
+                    if (ir > 0) printf " %.0f | %.0f |", ok ? ir / ok : 0, ok ? irn / ok : 0
+                    printf "\n" }' |
+                tee -a "$tmp/bench.rows"
+        done
+    done
+    echo "run-cluster: load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+    awk -F'|' '{ n = $3 ~ /2 gates/ ? "etcd" : $3 ~ /etcd/ ? "etcd1" : "small"; calls[n] += $4; cpu[n] += $9; ir[n] += $11 * $4; irn[n] += $12 * $4 }
+        END { printf "run-cluster: totals: small %d calls, %.2f s gate CPU (%.1f us/call); etcd %d calls, %.2f s (%.1f us/call); calls ratio etcd/small %.3f, gate CPU per call ratio %.3f\n",
+            calls["small"], cpu["small"], cpu["small"] * 1e6 / calls["small"], calls["etcd"], cpu["etcd"],
+            cpu["etcd"] * 1e6 / calls["etcd"], calls["etcd"] / calls["small"],
+            (cpu["etcd"] / calls["etcd"]) / (cpu["small"] / calls["small"])
+            printf "run-cluster: 1 gate + 3 nodes through etcd: %d calls, %.1f us/call, ratio to small %.3f\n",
+                calls["etcd1"], cpu["etcd1"] * 1e6 / calls["etcd1"],
+                (cpu["etcd1"] / calls["etcd1"]) / (cpu["small"] / calls["small"])
+            if (ir["small"] > 0)
+                printf "run-cluster: gate instructions per call: small %.0f, etcd %.0f, ratio %.3f; net of idle: small %.0f, etcd %.0f, ratio %.3f\n",
+                    ir["small"] / calls["small"], ir["etcd"] / calls["etcd"],
+                    (ir["etcd"] / calls["etcd"]) / (ir["small"] / calls["small"]),
+                    irn["small"] / calls["small"], irn["etcd"] / calls["etcd"],
+                    (irn["etcd"] / calls["etcd"]) / (irn["small"] / calls["small"])
+            if (ir["etcd1"] > 0)
+                printf "run-cluster: 1 gate + 3 nodes through etcd: %.0f instructions/call, net of idle %.0f, ratio to small %.3f\n",
+                    ir["etcd1"] / calls["etcd1"], irn["etcd1"] / calls["etcd1"],
+                    (irn["etcd1"] / calls["etcd1"]) / (irn["small"] / calls["small"]) }' "$tmp/bench.rows"
+    for g in 1 2 3; do
+        stop "coho-gate $g" "${gate_pid[$g]}" || status=1
+    done
+    for node in 1 2 3 11 12; do
+        stop "coho-logic $node" "${logic_pid[$node]}" || status=1
+    done
+    [ "$status" -eq 0 ] && echo "run-cluster: bench done" || echo "run-cluster: FAIL (a bots run or a server failed)"
+    exit "$status"
+fi
+
 # ---- bots, one set per gateway; the fault ---------------------------------------------------------
 max_errors=0
 case $kill_mode in 1 | 2) max_errors=$nbots ;; esac # at most the call in flight of each bot
 bot_pids=()
 for g in 1 2; do
-    "$bots" --gate "${gate_addrs[g - 1]}" --secret "$secret" --bots "$nbots" --duration-s "$duration" \
-        --rate 20 --calls "$calls" --uid-base $((g * 100000)) --max-errors "$max_errors" \
+    gates=${gate_addrs[g - 1]} bot_max=$max_errors
+    if [ "$kill_mode" -eq 4 ] && [ "$g" = 2 ]; then
+        gates="${gate_addrs[1]},${gate_addrs[0]}" # theirs first, then the survivor
+        bot_max=$nbots                            # the connection each had when it died
+    fi
+    "$bots" --gate "$gates" --secret "$secret" --bots "$nbots" --duration-s "$duration" \
+        --rate 20 --calls "$calls" --uid-base $((g * 100000)) --max-errors "$bot_max" \
         --log "$tmp/bots$g.log" $([ "$g" = 2 ] && echo --quiet) >"$tmp/bots$g.out" 2>&1 &
     bot_pids+=("$!")
     pids+=("$!")
@@ -294,6 +493,24 @@ if [ "$kill_mode" -eq 3 ]; then
             status=1
         fi
     done
+elif [ "$kill_mode" -eq 4 ]; then
+    sleep $((duration / 2))
+    # Every bot of gate 2 must hold a session there when it dies (a bot still connecting would
+    # go straight to gate 1 with nothing to REBIND): wait for their logins at the logic nodes.
+    logged_in() {
+        cat "$tmp"/logic[123].out | grep -oE 'uid 2[0-9]{5} logged in' | sort -u |
+            awk -v n="$nbots" '{ u = $2 - 200000; if (u >= 0 && u < n) c++ } END { print c + 0 }'
+    }
+    waited=0
+    for _ in $(seq 300); do
+        [ "$(logged_in)" -ge "$nbots" ] && break
+        waited=1
+        sleep 0.1
+    done
+    [ "$waited" = 0 ] || sleep 1 # their first calls
+    kill -KILL "${gate_pid[2]}"
+    wait "${gate_pid[2]}" 2>/dev/null
+    echo "run-cluster: kill -9 coho-gate 2 (pid ${gate_pid[2]})"
 elif [ "$kill_mode" -ne 0 ]; then
     sleep $((duration / 3))
     t0=$(date +%s%N)
@@ -347,6 +564,17 @@ for g in 1 2; do
         status=1
     fi
 done
+if [ "$kill_mode" -eq 4 ]; then
+    # summary_num FILE KEY: a number from the SUMMARY line of a coho-bots output.
+    summary_num() { grep -m1 '^SUMMARY ' "$1" | grep -oE "\"$2\":[0-9]+" | head -n1 | cut -d: -f2; }
+    refused=$(summary_num "$tmp/bots2.out" rebinds_refused)
+    playing=$(summary_num "$tmp/bots2.out" failovers_playing)
+    echo "run-cluster: bots of gate 2: ${refused:-?} REBINDs refused by gate 1 (status 2), ${playing:-?} of $nbots playing again there"
+    if [ "${refused:-0}" -ne "$nbots" ] || [ "${playing:-0}" -ne "$nbots" ]; then
+        echo "run-cluster: FAIL: not every bot of gate 2 was refused its REBIND and played again on gate 1"
+        status=1
+    fi
+fi
 for node in 1 2 3; do
     if ! grep -q "logged in" "$tmp/logic$node.out"; then
         echo "run-cluster: FAIL: coho-logic $node served no login (not found through etcd?)"
@@ -355,6 +583,7 @@ for node in 1 2 3; do
 done
 # Every server must exit cleanly on SIGTERM (a sanitizer's report makes its status non-zero).
 for g in 1 2; do
+    [ "$kill_mode" -eq 4 ] && [ "$g" = 2 ] && continue # killed
     stop "coho-gate $g" "${gate_pid[$g]}" || { status=1; tail -n 20 "$tmp/gate$g.out"; }
 done
 for node in 1 2 3 4; do

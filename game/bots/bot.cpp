@@ -65,7 +65,10 @@ void Bot::run()
         int failures = 0;
         while (playing()) {
             if (!link_) {
-                if (connect() && log_in() && enter_world()) {
+                bool ok = connect();
+                if (ok && session_ != 0 && gate_ != session_gate_)
+                    ok = fail_over();
+                if (ok && log_in() && enter_world()) {
                     failures = 0;
                     next_at_ = Clock::now();
                 } else {
@@ -107,6 +110,8 @@ bool Bot::log_in()
     resume_key_.assign(key);
     heartbeat_ms_ = heartbeat_ms ? heartbeat_ms : 10000;
     last_push_ = acked_ = 0; // a new session numbers its pushes from 1
+    failover_pending_ = ever_logged_in_ && gate_ != session_gate_;
+    session_gate_ = gate_;
     next_rebind_ = Clock::now() + milliseconds(o_.rebind_every_ms);
     stats_.logins.fetch_add(1, std::memory_order_relaxed);
     coho_log_info("bots: uid %llu logged in, session %llu, heartbeat %u ms",
@@ -137,6 +142,30 @@ bool Bot::rebind()
                    static_cast<unsigned long long>(session_), last_push_);
     next_rebind_ = Clock::now() + milliseconds(o_.rebind_every_ms);
     stats_.rebinds.fetch_add(1, std::memory_order_relaxed);
+    return true;
+}
+
+// A session lives in the gateway that made it (its resume key, replay cache and groups are in
+// that process's memory), so the gateway the bot moved to must refuse it with status 2: then
+// the bot logs in there. A gateway that accepted it would be a protocol error.
+bool Bot::fail_over()
+{
+    const std::string &from = o_.gates[session_gate_], &to = o_.gates[gate_];
+    failing_over_ = true;
+    auto r = request(OP_REBIND, wire::REBIND, wire::rebind_body(session_, resume_key_, last_push_));
+    failing_over_ = false;
+    if (!r)
+        return false;
+    if (r->status == wire::OK)
+        return connection_failed(E_PROTOCOL, "uid " + std::to_string(o_.uid) + ": gateway " + to +
+                                                 " took a REBIND of a session made by " + from);
+    if (r->status != wire::UNKNOWN_SESSION)
+        return false; // counted by request()
+    stats_.rebinds_refused.fetch_add(1, std::memory_order_relaxed);
+    coho_log_info("bots: uid %llu: session %llu of gateway %s refused by %s (status 2), logging in",
+                  static_cast<unsigned long long>(o_.uid),
+                  static_cast<unsigned long long>(session_), from.c_str(), to.c_str());
+    session_ = 0; // gone for good
     return true;
 }
 
@@ -392,13 +421,28 @@ bool Bot::playing() const
     return Clock::now() < o_.end && !(o_.stop && o_.stop->load(std::memory_order_relaxed));
 }
 
+// Connects to the current gateway; when that fails and there are others, to the next ones in
+// turn (a failover, not an error). E_CONNECT only when none answers.
 bool Bot::connect()
 {
-    std::string err;
-    link_ = Link::open(o_.link, rng_(), err);
-    if (!link_) {
-        stats_.error(E_CONNECT, "uid " + std::to_string(o_.uid) + ": " + err);
-        return false;
+    const size_t n = std::max<size_t>(o_.gates.size(), 1);
+    for (size_t tried = 1;; tried++) {
+        LinkOptions lo = o_.link;
+        if (!o_.gates.empty())
+            lo.host_port = o_.gates[gate_];
+        std::string err;
+        link_ = Link::open(lo, rng_(), err);
+        if (link_)
+            break;
+        if (tried >= n) {
+            stats_.error(E_CONNECT, "uid " + std::to_string(o_.uid) + ": " + err);
+            return false;
+        }
+        gate_ = (gate_ + 1) % n;
+        stats_.gate_failovers.fetch_add(1, std::memory_order_relaxed);
+        coho_log_info("bots: uid %llu: gateway %s: %s; trying %s",
+                      static_cast<unsigned long long>(o_.uid), lo.host_port.c_str(), err.c_str(),
+                      o_.gates[gate_].c_str());
     }
     last_sent_ = Clock::now();
     return true;
@@ -476,6 +520,12 @@ std::optional<Bot::Reply> Bot::request(int op, uint16_t type, std::string_view b
     rep.payload.assign(rd.rest());
     if (rep.status == wire::OK) {
         stats_.ok(op, us);
+        if (failover_pending_ && type == wire::CALL) {
+            failover_pending_ = false; // playing again on the gateway it moved to
+            stats_.failovers_playing.fetch_add(1, std::memory_order_relaxed);
+        }
+    } else if (failing_over_ && rep.status == wire::UNKNOWN_SESSION) {
+        // The answer fail_over() wants; not an error.
     } else {
         stats_.status_error(op, rep.status, "(uid " + std::to_string(o_.uid) + ")");
         if (!rep.payload.empty()) {

@@ -13,6 +13,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "game/logic/aoi.hpp"
 #include "link.hpp"
@@ -21,7 +22,11 @@
 namespace coho::game::bots {
 
 struct BotOptions {
-    LinkOptions link;
+    LinkOptions link; // link.host_port: the first gateway tried (gates[0] when gates is given)
+    // Every gateway the bot may use, in order of preference. A connect that fails moves the bot
+    // to the next one; a session lost with its gateway is tried with REBIND on the new one
+    // (refused with status 2: sessions live in the gateway that made them), then a new LOGIN.
+    std::vector<std::string> gates;
     std::string secret;
     uint64_t uid = 1;
     Clock::time_point start;                 // when this bot connects (the ramp-up spreads these)
@@ -53,6 +58,9 @@ private:
     // ---- the story ----
     bool log_in();
     bool rebind();
+    // The session was lost with its gateway and the bot is connected to another one: REBIND
+    // there (which must answer status 2), then log in again.
+    bool fail_over();
     bool enter_world();
     bool play_one();
     void leave_world();
@@ -112,6 +120,11 @@ private:
     uint32_t acked_ = 0;     // the last one acknowledged
     bool closing_ = false;   // LOGOUT answered: the gateway's close is expected
     bool ever_logged_in_ = false;
+    // Gateways: the one connected to (index into o_.gates), the one that made the session.
+    size_t gate_ = 0;
+    size_t session_gate_ = 0;
+    bool failing_over_ = false;     // REBIND on another gateway: status 2 is the expected answer
+    bool failover_pending_ = false; // logged in after a failover, no action completed yet
     Clock::time_point last_sent_;
     Clock::time_point next_at_; // when the next action is due
     Clock::time_point next_rebind_;

@@ -83,8 +83,10 @@ int main(int argc, char **argv)
         "chat, move in a scene, calls with their latency measured, optional REBIND; every reply\n"
         "and push is checked. Prints a progress line per second, a report and a line\n"
         "'SUMMARY {json}'. Exit status: 0 ok, 3 more errors than --max-errors, 1 bad flags.");
-    auto &gate = f.str("gate", "HOST:PORT", "the gateway's TCP (or, with --ws, WebSocket) listener",
-                       "", true);
+    auto &gate = f.list("gate", "HOST:PORT[,...]",
+                        "the gateway's TCP (or, with --ws, WebSocket) listener; several (a list, "
+                        "or the flag repeated): a bot whose gateway fails moves to the next",
+                        true);
     auto &ws = f.flag("ws", "speak WebSocket (one binary message per frame) instead of TCP");
     auto &ws_path = f.str("ws-path", "PATH", "the WebSocket upgrade path", "/");
     auto &secret = f.str("secret", "S", "the login token secret shared with the gateway", "", true);
@@ -137,8 +139,14 @@ int main(int argc, char **argv)
         f.fail("--aoi-cell and --scene-size must be 1.." + std::to_string(INT32_MAX));
     if (max_frame < wire::kMinLen || max_frame > (1u << 30))
         f.fail("--max-frame must be 8..1073741824");
-    if (gate.find(':') == std::string::npos)
-        f.fail("--gate wants HOST:PORT, got '" + gate + "'");
+    std::vector<std::string> gates;
+    for (size_t at = 0; at <= gate.size();) {
+        size_t comma = std::min(gate.find(',', at), gate.size());
+        gates.push_back(gate.substr(at, comma - at));
+        if (gates.back().find(':') == std::string::npos)
+            f.fail("--gate wants HOST:PORT, got '" + gates.back() + "'");
+        at = comma + 1;
+    }
     if (!admin_at.empty() && admin_at.find(':') == std::string::npos)
         f.fail("--admin wants HOST:PORT, got '" + admin_at + "'");
     if (calls != "all" && calls != "echo")
@@ -189,7 +197,8 @@ int main(int argc, char **argv)
     const auto end = t0 + std::chrono::seconds(ramp_s + duration_s);
 
     BotOptions base;
-    base.link.host_port = gate;
+    base.link.host_port = gates[0];
+    base.gates = gates;
     base.link.ws = ws;
     base.link.ws_path = ws_path;
     base.link.max_frame = uint32_t(max_frame);

@@ -214,6 +214,15 @@ std::string Stats::report(double elapsed_s) const
                   static_cast<unsigned long long>(logouts.load()),
                   static_cast<unsigned long long>(ended_by_gate.load()));
     out += line;
+    if (gate_failovers.load() + rebinds_refused.load() + failovers_playing.load() > 0) {
+        std::snprintf(line, sizeof line,
+                      "gateway failovers %llu; rebinds refused by the new gateway %llu; bots "
+                      "playing again there %llu\n",
+                      static_cast<unsigned long long>(gate_failovers.load()),
+                      static_cast<unsigned long long>(rebinds_refused.load()),
+                      static_cast<unsigned long long>(failovers_playing.load()));
+        out += line;
+    }
     std::snprintf(line, sizeof line,
                   "scene moves %llu; aoi pushes %llu: entered %llu, moved %llu, left %llu; aoi "
                   "mismatches %llu\n",
@@ -262,6 +271,9 @@ std::string Stats::json(double elapsed_s, uint64_t bots, uint64_t max_errors) co
     j += ",\"logins\":" + u(logins.load()) + ",\"relogins\":" + u(relogins.load()) +
          ",\"rebinds\":" + u(rebinds.load()) + ",\"logouts\":" + u(logouts.load()) +
          ",\"ended_by_gate\":" + u(ended_by_gate.load());
+    j += ",\"gate_failovers\":" + u(gate_failovers.load()) +
+         ",\"rebinds_refused\":" + u(rebinds_refused.load()) +
+         ",\"failovers_playing\":" + u(failovers_playing.load());
     j += ",\"first_errors\":[";
     auto first = first_errors();
     for (size_t i = 0; i < first.size(); i++)

@@ -89,6 +89,10 @@ public:
     // What the AOI pushes said (entities entered, moved, left), each entry checked.
     std::atomic<uint64_t> aoi_entered{0}, aoi_moved{0}, aoi_left{0};
     std::atomic<uint64_t> logins{0}, relogins{0}, rebinds{0}, logouts{0}, ended_by_gate{0};
+    // Moving to another gateway (several --gate): connects that went to the next gateway after
+    // one failed, REBINDs refused there (status 2, as they must be), and bots playing again
+    // (an action answered) after a new login on a gateway other than their last session's.
+    std::atomic<uint64_t> gate_failovers{0}, rebinds_refused{0}, failovers_playing{0};
     std::atomic<uint64_t> bots_running{0}, bots_done{0};
 
     uint64_t total_errors() const;

@@ -137,6 +137,10 @@ bool Member::register_once()
     int64_t l = 0;
     try {
         l = client_.lease_grant(cfg_.ttl_s);
+        // What else the node holds under the lease comes first: once the key is written,
+        // gateways route to the node, which must be ready (valid) by then.
+        if (cfg_.on_lease && !cfg_.on_lease(client_, l))
+            throw std::runtime_error("what the node holds under its lease could not be taken");
         client_.put(key_, cfg_.value, l);
     } catch (const std::exception &e) {
         coho_log_warn("cluster: registering %s: %s", key_.c_str(), e.what());

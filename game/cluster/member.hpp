@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -26,6 +27,11 @@ struct MemberConfig {
     std::string id;                // the node's id, unique within the role
     std::string value;             // what the key holds (describe())
     int64_t ttl_s = 5;
+    // Called at each registration with the new lease, before the node's key is written (and
+    // so before gateways route to it): what else the node holds under its lease (its machine
+    // id). False (or a throw) undoes the registration (the lease is revoked) and it is tried
+    // again later.
+    std::function<bool(etcd::Client &, int64_t lease)> on_lease;
 };
 
 // The value a node registers: {"addr":"HOST:PORT","capacity":N} (capacity 0: left out).

@@ -30,6 +30,13 @@ public:
         specs_.push_back({name, meta, help, required, &strs_.back(), nullptr, nullptr, false});
         return strs_.back();
     }
+    // A string flag that may be repeated: the values joined with ',' (as if given as one list).
+    std::string &list(const char *name, const char *meta, const char *help, bool required = false)
+    {
+        std::string &s = str(name, meta, help, {}, required);
+        specs_.back().append = true;
+        return s;
+    }
     uint64_t &u64(const char *name, const char *meta, const char *help, uint64_t def,
                   bool required = false)
     {
@@ -77,7 +84,10 @@ public:
                 value = argv[++i];
             }
             if (s->s) {
-                *s->s = value;
+                if (s->append && !s->s->empty())
+                    *s->s += "," + value;
+                else
+                    *s->s = value;
             } else {
                 char *end = nullptr;
                 errno = 0;
@@ -131,6 +141,7 @@ private:
         uint64_t *n;
         bool *b;
         bool seen;
+        bool append = false; // list(): a repeated flag adds to the value
     };
     Spec *find(const std::string &name)
     {

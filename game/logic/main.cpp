@@ -124,7 +124,11 @@ int main(int argc, char **argv)
                             "keeps the last daily reset and the id reservation across restarts "
                             "(default: in memory only)");
     auto &machine_id =
-        f.u64("machine-id", "N", "unique-id machine id, 0..1023 (default: --node-id)", 0);
+        f.u64("machine-id", "N",
+              "unique-id machine id, 0..1023 (default: --node-id; with --etcd: the lowest free "
+              "one, held under the node's lease; given with --etcd, held the same way, and an "
+              "error if another node holds it)",
+              0);
     auto &scene_size = f.u64("scene-size", "UNITS", "scenes span 0..UNITS-1 on both axes", 10000);
     auto &aoi_tick = f.u64("aoi-tick-ms", "MS",
                            "AOI pushes: one per observer per tick (0: before each reply)", 50);
@@ -280,11 +284,18 @@ int main(int argc, char **argv)
         if (!etcd_eps.empty())
             cfg.owns = [&member](uint64_t uid) { return member && member->owns(uid); };
         logic::Node node(cfg, sched);
+        // With --etcd the snowflake ids wait for the machine id the node holds under its lease.
         std::unique_ptr<logic::Timers> timers;
-        try {
-            timers = std::make_unique<logic::Timers>(sched, node.metrics(), tcfg);
-        } catch (const std::exception &e) {
-            std::fprintf(stderr, "coho-logic: calendar: %s\n", e.what());
+        auto make_timers = [&]() {
+            try {
+                timers = std::make_unique<logic::Timers>(sched, node.metrics(), tcfg);
+                return true;
+            } catch (const std::exception &e) {
+                std::fprintf(stderr, "coho-logic: calendar: %s\n", e.what());
+                return false;
+            }
+        };
+        if (etcd_eps.empty() && !make_timers()) {
             mysql_library_end();
             return 1;
         }
@@ -303,6 +314,42 @@ int main(int argc, char **argv)
                 rc = 1;
                 return;
             }
+            if (!etcd_eps.empty()) {
+                cluster::MemberConfig mc;
+                mc.etcd = etcd_eps;
+                mc.cluster = *cluster_flags.cluster;
+                mc.id = std::to_string(cfg.node_id);
+                mc.ttl_s = int64_t(*cluster_flags.ttl_s);
+                const std::string addr = advertise.empty()
+                                             ? cfg.listen_ip + ":" + std::to_string(node.port())
+                                             : advertise;
+                member = std::make_unique<logic::ClusterMember>(
+                    mc, addr, capacity, f.given("machine-id") ? int64_t(machine_id) : -1);
+                member->start();
+                // The first registration brings the machine id.
+                while (!g_stop.load() && !member->machine_id_lost() &&
+                       !member->member().wait_valid(std::chrono::milliseconds(100))) {
+                }
+                if (!member->member().valid()) {
+                    if (member->machine_id_lost()) {
+                        std::fprintf(stderr,
+                                     "coho-logic: machine id %llu is held by another node\n",
+                                     static_cast<unsigned long long>(machine_id));
+                        rc = 1;
+                    }
+                    member->stop();
+                    node.stop();
+                    return;
+                }
+                tcfg.machine_id = uint32_t(member->machine_id());
+                if (!make_timers()) {
+                    member->stop();
+                    node.stop();
+                    rc = 1;
+                    return;
+                }
+                std::printf("machine id %u\n", tcfg.machine_id);
+            }
             if (!admin.empty()) {
                 // On the node's scheduler: /metrics and /stats read the node's state, which
                 // only this thread touches.
@@ -318,6 +365,8 @@ int main(int argc, char **argv)
                     std::fprintf(stderr, "coho-logic: cannot listen on %s (--admin): %s\n",
                                  admin.c_str(), e.what());
                     adm.reset();
+                    if (member)
+                        member->stop();
                     node.stop();
                     rc = 1;
                     return;
@@ -325,22 +374,17 @@ int main(int argc, char **argv)
                 std::printf("listening admin %s:%d\n", admin_ip.c_str(), adm->port());
             }
             timers->start();
-            if (!etcd_eps.empty()) {
-                cluster::MemberConfig mc;
-                mc.etcd = etcd_eps;
-                mc.cluster = *cluster_flags.cluster;
-                mc.id = std::to_string(cfg.node_id);
-                mc.ttl_s = int64_t(*cluster_flags.ttl_s);
-                const std::string addr = advertise.empty()
-                                             ? cfg.listen_ip + ":" + std::to_string(node.port())
-                                             : advertise;
-                member = std::make_unique<logic::ClusterMember>(mc, addr, capacity);
-                member->start();
-            }
             std::printf("listening tcp %s:%u\n", cfg.listen_ip.c_str(), unsigned(node.port()));
             std::fflush(stdout);
-            while (!g_stop.load())
+            while (!g_stop.load() && !(member && member->machine_id_lost()))
                 coho::this_co::sleep_for(std::chrono::milliseconds(50));
+            if (member && member->machine_id_lost()) {
+                // Taken by another node while this one had lost its lease: no id may be made
+                // with it here any more. A restart takes a free one.
+                std::fprintf(stderr, "coho-logic: machine id %u is held by another node now\n",
+                             tcfg.machine_id);
+                rc = 1;
+            }
             coho_log_info("logic node %" PRIu64 " stopping", cfg.node_id);
             if (adm) {
                 adm->remove_sched(sched);

@@ -67,12 +67,18 @@ public:
         port_ = ntohs(a.sin_port);
         acceptor_ = std::thread([this] { accept_loop(); });
     }
-    ~FakeGate()
+    ~FakeGate() { die(); }
+    // The gateway goes away as a killed process would: the listener closes (a connect is
+    // refused) and every connection ends.
+    void die()
     {
+        if (lfd_ < 0)
+            return;
         stopping_ = true;
         shutdown(lfd_, SHUT_RDWR);
         acceptor_.join();
         close(lfd_);
+        lfd_ = -1;
         {
             std::lock_guard<std::mutex> g(mu_);
             for (int fd : fds_)
@@ -84,6 +90,7 @@ public:
     std::string addr() const { return "127.0.0.1:" + std::to_string(port_); }
 
     std::atomic<int> logins{0}, bad_tokens{0}, pings{0}, calls{0}, acks{0}, logouts{0};
+    std::atomic<int> callers{0}; // connections whose session made a CALL
     std::atomic<int> rebinds_ok{0}, rebinds_bad{0}, rebind_last_exact{0}, unmasked{0}, pongs{0};
     std::atomic<int64_t> max_gap_ms{0}; // longest silence of a logged-in client
     // When the first and the last LOGIN came.
@@ -108,6 +115,7 @@ private:
         std::string in;
         Session *s = nullptr;
         int calls = 0;
+        bool called = false; // a CALL came on this connection's session
     };
 
     void accept_loop()
@@ -405,6 +413,10 @@ private:
                                     wire::error_response(wire::CALL, h.seq, wire::UNKNOWN_SESSION)))
                         return;
                     break;
+                }
+                if (!c.called) {
+                    c.called = true;
+                    callers++;
                 }
                 uint16_t route = r.u16();
                 if (!call(c, h.seq, route, std::string(r.rest())))
@@ -832,6 +844,48 @@ TEST(Bots, RebindKeepsThePushSequenceAcrossSockets)
     EXPECT_EQ(g.rebind_last_exact.load(), g.rebinds_ok.load());
     // The push made while each bot was away came through the replay.
     EXPECT_GE(r.num("chat_pushes"), r.num("routes/chat.say/ok") + r.num("rebinds"));
+}
+
+// Two gateways: the first dies under the bots, which move to the second, try REBIND there
+// (refused with status 2: sessions live in the gateway that made them), log in again and carry on.
+TEST(Bots, BotsOfAGatewayThatDiesMoveToTheNextOneAndLogInAgain)
+{
+    FakeGate first(Behaviour{}), second(Behaviour{});
+    const int bots = 4;
+    BotsRun r;
+    {
+        std::thread runner([&] {
+            r = run_bots("--gate " + first.addr() + " --gate " + second.addr() + " --secret " +
+                         kSecret + " --bots " + std::to_string(bots) +
+                         " --duration-s 6 --ramp-s 0 --quiet --rate 20 --calls echo --max-errors " +
+                         std::to_string(bots));
+        });
+        // Every bot playing on the first gateway (logged in, calling), then it dies.
+        auto deadline = Clock::now() + std::chrono::seconds(30);
+        while (first.callers.load() < bots && Clock::now() < deadline)
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        EXPECT_EQ(first.callers.load(), bots);
+        first.die();
+        runner.join();
+    }
+    ASSERT_EQ(r.status, 0) << r.out;
+    EXPECT_EQ(second.rebinds_bad.load(), bots) << r.out;
+    EXPECT_EQ(second.rebinds_ok.load(), 0);
+    EXPECT_EQ(second.logins.load(), bots) << r.out;
+    EXPECT_EQ(r.num("rebinds_refused"), uint64_t(bots)) << r.out;
+    EXPECT_EQ(r.num("failovers_playing"), uint64_t(bots)) << r.out;
+    EXPECT_GE(r.num("gate_failovers"), uint64_t(bots)) << r.out;
+    EXPECT_EQ(r.num("relogins"), uint64_t(bots)) << r.out;
+    EXPECT_EQ(r.num("logouts"), uint64_t(bots)) << r.out;
+    // Only the connection each bot had when the gateway died: no REBIND status error, no
+    // connect error (the dead gateway's refusal is a failover).
+    EXPECT_LE(r.num("errors"), uint64_t(bots)) << r.out;
+    EXPECT_EQ(r.num("error_kinds/connect"), 0u) << r.out;
+    EXPECT_EQ(r.num("error_kinds/status"), 0u) << r.out;
+    EXPECT_EQ(r.num("routes/rebind/status_errors"), 0u) << r.out;
+    EXPECT_NE(r.out.find("rebinds refused by the new gateway " + std::to_string(bots)),
+              std::string::npos)
+        << r.out;
 }
 
 TEST(Bots, WebSocketBotsPlayLikeTcpOnes)

@@ -65,6 +65,12 @@ if(TARGET coho-gate AND TARGET coho-logic AND TARGET coho-bots)
            COMMAND ${PROJECT_SOURCE_DIR}/tools/run-cluster.sh ${PROJECT_BINARY_DIR} --etcd-restart
                    --duration-s 12 --bots 20 --ttl-s 10)
   set_tests_properties(game_cluster_run_etcd_restart PROPERTIES TIMEOUT 240 LABELS "game;cluster;integration")
+  # kill -9 of a gateway halfway: its bots move to the other one, are refused their REBIND
+  # (status 2) and log in again; every one of them plays again, nothing else fails.
+  add_test(NAME game_cluster_run_kill_gate
+           COMMAND ${PROJECT_SOURCE_DIR}/tools/run-cluster.sh ${PROJECT_BINARY_DIR} --kill-gate
+                   --duration-s 8 --bots 20 --ttl-s 2)
+  set_tests_properties(game_cluster_run_kill_gate PROPERTIES TIMEOUT 240 LABELS "game;cluster;integration")
 endif()
 
 file(WRITE ${CMAKE_CURRENT_BINARY_DIR}/cluster_labels.cmake

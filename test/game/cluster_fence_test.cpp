@@ -109,14 +109,29 @@ public:
             }
             if (line.rfind("listening tcp ", 0) == 0)
                 return std::atoi(line.substr(line.rfind(':') + 1).c_str());
+            if (line.rfind("machine id ", 0) == 0)
+                machine_id_ = std::atoi(line.c_str() + 11);
             line.clear();
         }
         ADD_FAILURE() << "coho-logic printed no 'listening tcp' line";
         return 0;
     }
     void signal(int sig) { kill(pid_, sig); }
+    // The "machine id N" line printed before "listening tcp" (with --etcd); -1 if none.
+    int machine_id() const { return machine_id_; }
+    // The exit status, waiting up to `d` (-1: still running or killed by a signal).
+    int exit_status(std::chrono::milliseconds d)
+    {
+        int st = 0;
+        const bool gone = wait_for([&] { return waitpid(pid_, &st, WNOHANG) == pid_; }, d);
+        if (!gone)
+            return -1;
+        pid_ = -1;
+        return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    }
 
 private:
+    int machine_id_ = -1;
     pid_t pid_ = -1;
     int out_ = -1;
     std::string journal_;
@@ -235,6 +250,66 @@ TEST(ClusterFence, a_stopped_node_deregisters_at_once)
     logic.signal(SIGTERM);
     // Well under the 60 s TTL: the lease was revoked, not left to expire.
     EXPECT_TRUE(wait_for([&] { return etcd.get(key).empty(); }, 15s));
+}
+
+// Two nodes on one etcd: each snowflake generator takes a machine id held under the node's lease
+// (/<cluster>/machine/<id>, the lowest free one), so they differ; a node given an id another
+// node holds (--machine-id) refuses to start.
+TEST(ClusterFence, two_nodes_get_different_machine_ids_and_a_held_one_is_refused)
+{
+    const std::string ep = endpoint();
+    ASSERT_FALSE(ep.empty());
+    const std::string cl = "mid" + std::to_string(getpid());
+    etcd::Options o;
+    o.endpoints = {ep};
+    etcd::Client etcd(o);
+    const std::string prefix = cluster::role_prefix(cl, "machine");
+    auto common = [&](const char *node) {
+        return std::vector<std::string>{
+            "--listen", "127.0.0.1:0", "--db", "127.0.0.1:1",   "--node-id", node, "--etcd",
+            ep,         "--cluster",   cl,     "--lease-ttl-s", "30"};
+    };
+    LogicProc a(common("1"));
+    ASSERT_GT(a.port(), 0);
+    LogicProc b(common("2"));
+    ASSERT_GT(b.port(), 0);
+    ASSERT_GE(a.machine_id(), 0);
+    ASSERT_GE(b.machine_id(), 0);
+    EXPECT_NE(a.machine_id(), b.machine_id());
+    // Both held in etcd, each by the node that printed it.
+    auto held_by = [&](int id) {
+        auto kv = etcd.get(prefix + std::to_string(id));
+        return kv.empty() ? std::string() : kv[0].value;
+    };
+    EXPECT_EQ(held_by(a.machine_id()).rfind("logic/1 ", 0), 0u) << held_by(a.machine_id());
+    EXPECT_EQ(held_by(b.machine_id()).rfind("logic/2 ", 0), 0u) << held_by(b.machine_id());
+
+    // An explicit --machine-id that another node holds: exit status 1, and the id stays A's.
+    auto args = common("3");
+    args.push_back("--machine-id");
+    args.push_back(std::to_string(a.machine_id()));
+    LogicProc c(args);
+    EXPECT_EQ(c.exit_status(30s), 1);
+    EXPECT_EQ(held_by(a.machine_id()).rfind("logic/1 ", 0), 0u) << held_by(a.machine_id());
+
+    // An id held under a lease this same node (node id and address) gave up, which etcd has not
+    // expired yet (as after an etcd restart): the node revokes that lease and takes the id.
+    const int64_t old = etcd.lease_grant(60);
+    etcd.put(prefix + "5", "logic/4 127.0.0.1:9", old);
+    auto again = common("4");
+    for (const char *x : {"--advertise", "127.0.0.1:9", "--machine-id", "5"})
+        again.push_back(x);
+    LogicProc d(again);
+    ASSERT_GT(d.port(), 0);
+    EXPECT_EQ(d.machine_id(), 5);
+    EXPECT_EQ(etcd.lease_keepalive(old), 0) << "the old lease was not revoked";
+    ASSERT_FALSE(etcd.get(prefix + "5").empty());
+    EXPECT_NE(etcd.get(prefix + "5")[0].lease, old);
+
+    // A clean stop releases the id with the lease: a new node may take it.
+    a.signal(SIGTERM);
+    EXPECT_EQ(a.exit_status(15s), 0);
+    EXPECT_TRUE(held_by(a.machine_id()).empty());
 }
 
 TEST(ClusterFence, bad_cluster_flags_are_refused)

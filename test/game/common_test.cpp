@@ -2,7 +2,10 @@
 // game/common: every helper the three programs share, against DESIGN.md's wire format.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <map>
+#include <random>
 #include <set>
 
 #include "bytes.hpp"
@@ -206,6 +209,47 @@ TEST(GameRendezvous, AddingANodeMovesOnlyTheKeysItGains)
     EXPECT_NEAR(gained, 5000, 500);
 }
 
+// A node joining a cluster of 3 (node names as the gateways hash them: "HOST:PORT" of each
+// node's registration, here 127.0.0.2..5 with random ports, over 20 clusters): the share of
+// uids that move is about 1/4 (the new node's fair share), and every one of them moves to the
+// new node — none between two old nodes. bench/RESULTS.md reports the figures printed.
+TEST(GameRendezvous, ANodeJoiningThreeMovesAQuarterOfTheUidsAllToItself)
+{
+    std::mt19937_64 rng(14);
+    constexpr uint64_t kUids = 100000;
+    double sum = 0, lo = 1, hi = 0;
+    const int clusters = 20;
+    for (int c = 0; c < clusters; c++) {
+        std::vector<uint64_t> h4;
+        for (int n = 0; n < 4; n++)
+            h4.push_back(fnv1a("127.0.0." + std::to_string(2 + n) + ":" +
+                               std::to_string(32768 + rng() % 28000)));
+        const std::vector<uint64_t> h3(h4.begin(), h4.begin() + 3);
+        const std::vector<bool> up3(3, true), up4(4, true);
+        uint64_t moved = 0, between_old = 0;
+        for (uint64_t k = 0; k < kUids; k++) {
+            const uint64_t uid = rng(); // uids as the bots spread them, and arbitrary ones
+            const int before = rendezvous_pick(h3, up3, uid), after = rendezvous_pick(h4, up4, uid);
+            if (before == after)
+                continue;
+            moved++;
+            if (after != 3)
+                between_old++;
+        }
+        EXPECT_EQ(between_old, 0u) << "cluster " << c;
+        const double f = double(moved) / double(kUids);
+        EXPECT_NEAR(f, 0.25, 0.02) << "cluster " << c;
+        sum += f;
+        lo = std::min(lo, f);
+        hi = std::max(hi, f);
+    }
+    const double mean = sum / clusters;
+    EXPECT_NEAR(mean, 0.25, 0.005);
+    std::printf("join 3 -> 4 nodes: %.4f of the uids moved (mean of %d clusters of %llu uids; "
+                "min %.4f, max %.4f; 1/N = 0.2500), none between old nodes\n",
+                mean, clusters, static_cast<unsigned long long>(kUids), lo, hi);
+}
+
 TEST(GameNode, FrameParsesBack)
 {
     std::string f = node::frame(node::CALL, 1ull << 40, 21, node::uid_session(9, 10, "p"));
@@ -240,7 +284,7 @@ TEST(GameNode, BadMagicOrLengthIsRefused)
 
 namespace {
 struct Parsed {
-    std::string listen;
+    std::string listen, gates;
     uint64_t n = 0;
     bool v = false;
 };
@@ -251,6 +295,7 @@ Parsed parse_flags(std::vector<std::string> args)
     auto &listen = f.str("listen", "HOST:PORT", "where", "", true);
     auto &n = f.u64("threads", "N", "threads", 1);
     auto &v = f.flag("ws", "websocket");
+    auto &gates = f.list("gate", "HOST:PORT[,...]", "gateways");
     std::vector<char *> argv{const_cast<char *>("prog")};
     for (auto &a : args)
         argv.push_back(a.data());
@@ -258,6 +303,7 @@ Parsed parse_flags(std::vector<std::string> args)
     p.listen = listen;
     p.n = n;
     p.v = v;
+    p.gates = gates;
     return p;
 }
 } // namespace
@@ -272,6 +318,18 @@ TEST(GameFlags, BothSpellingsAndDefaults)
     EXPECT_EQ(p.listen, "h:1");
     EXPECT_EQ(p.n, 4u);
     EXPECT_FALSE(p.v);
+    EXPECT_EQ(p.gates, "");
+}
+
+// A list flag: one comma-separated value, or the flag repeated (the values joined with ',').
+TEST(GameFlags, AListFlagMayBeRepeated)
+{
+    EXPECT_EQ(parse_flags({"--listen", "h:1", "--gate", "a:1,b:2"}).gates, "a:1,b:2");
+    EXPECT_EQ(
+        parse_flags({"--listen", "h:1", "--gate", "a:1", "--gate=b:2", "--gate", "c:3"}).gates,
+        "a:1,b:2,c:3");
+    // A plain string flag given twice keeps the last value.
+    EXPECT_EQ(parse_flags({"--listen", "h:1", "--listen", "h:2"}).listen, "h:2");
 }
 
 TEST(GameFlagsDeathTest, BadCommandLinesExitOneWithAClearLine)
