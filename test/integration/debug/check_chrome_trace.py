@@ -15,7 +15,8 @@ their tracks. Then the expectations: a track whose thread_name contains NAME, a 
 (names as thread_name ends: "COID NAME"), an instant whose name contains TEXT, a span named exactly "parked: WHAT" on the track named
 TRACK (with the wake's "result" in its args when it came from park/wake lines), no
 "parked: ..." span at all, no instant whose name contains TEXT. Prints a
-one-line summary; exit status 0 when all holds, 1 with the failures listed otherwise.
+one-line summary; exit status 0 when all holds, 1 with the failures listed otherwise. A FILE
+ending in .html is a coho-trace --html page; the trace embedded in it is checked.
 """
 
 import argparse
@@ -37,7 +38,13 @@ def main():
     errors = []
     try:
         with open(args.file) as f:
-            doc = json.load(f)
+            text = f.read()
+        if args.file.endswith(".html"):
+            # a coho-trace --html page: the events it embeds
+            start = '<script id="trace-data" type="application/json">'
+            at = text.index(start) + len(start)
+            text = text[at:text.index("</script>", at)]
+        doc = json.loads(text)
     except (OSError, ValueError) as e:
         print("not a readable JSON file: %s" % e)
         return 1

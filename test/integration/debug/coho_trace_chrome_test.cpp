@@ -62,7 +62,10 @@ protected:
         base = tmpdir + "/" + ::testing::UnitTest::GetInstance()->current_test_info()->name() +
                "." + std::to_string(getpid());
     }
-    void TearDown() override { run_capture("rm -f " + base + ".log " + base + ".json"); }
+    void TearDown() override
+    {
+        run_capture("rm -f " + base + ".log " + base + ".json " + base + ".html");
+    }
     std::string base;
 };
 
@@ -195,6 +198,60 @@ TEST_F(Chrome, NoParkLinesWithTracingOff)
     ASSERT_EQ(st, 0);
     out = check(base + ".json", "--no-parked", &st);
     EXPECT_EQ(st, 1) << out;
+}
+
+/* --html writes one self-contained page: the same trace embedded (checked as above), the
+ * viewer's script inline and nothing fetched from the network. */
+TEST_F(Chrome, HtmlPageEmbedsTheTrace)
+{
+    std::string line = run_park_target(base + ".log", "trace");
+    ASSERT_NE(line, "");
+    int st = -1;
+    std::string out =
+        run_capture(COHO_TRACE_TOOL " --html " + base + ".html all " + base + ".log", &st);
+    ASSERT_EQ(st, 0) << out;
+    std::string page = slurp(base + ".html");
+    EXPECT_EQ(page.find("@COHO_TRACE_DATA@"), std::string::npos);
+    EXPECT_EQ(page.find("http://"), page.find("http://www.w3.org/2000/svg")) << "a URL besides "
+                                                                                "the SVG namespace";
+    EXPECT_EQ(page.find("https://"), std::string::npos);
+    EXPECT_EQ(page.find("<script src"), std::string::npos);
+    out = check(base + ".html",
+                "--track reader --parked-on 'reader=read fd=" + field(line, "fd") +
+                    "' --parked-on waker=sleep --flow 'outside coroutines>waker'",
+                &st);
+    EXPECT_EQ(st, 0) << out;
+}
+
+/* The page renders in a browser: Chromium headless (tools/deps.sh viewer; skipped without it)
+ * loads it from a file, runs its script without an error and draws every track, parked
+ * interval, log line and arrow of the trace (the counts the script puts on <body> after
+ * drawing, read back from the DOM Chromium dumps). */
+TEST_F(Chrome, HtmlPageRendersInChromium)
+{
+    if (!have_program("chromium"))
+        GTEST_SKIP() << "chromium is not installed (tools/deps.sh viewer)";
+    ASSERT_NE(run_park_target(base + ".log", "trace"), "");
+    int st = -1;
+    std::string out =
+        run_capture(COHO_TRACE_TOOL " --html " + base + ".html all " + base + ".log", &st);
+    ASSERT_EQ(st, 0) << out;
+    /* a private profile directory: parallel runs do not share one */
+    std::string dom =
+        run_capture("timeout 150 chromium --headless --no-sandbox --disable-gpu "
+                    "--user-data-dir=" +
+                        base + ".profile --dump-dom file://" + base + ".html 2>/dev/null",
+                    &st);
+    run_capture("rm -rf " + base + ".profile");
+    ASSERT_EQ(st, 0) << dom;
+    /* 7 tracks (6 coroutines and the thread outside them), 6 waits, 6 spawn arrows */
+    EXPECT_NE(dom.find("data-rendered=\"{&quot;tracks&quot;:7,&quot;spans&quot;:7,&quot;"
+                       "parked&quot;:6,"),
+              std::string::npos)
+        << dom.substr(0, 4000);
+    EXPECT_NE(dom.find("&quot;arrows&quot;:6}"), std::string::npos) << dom.substr(0, 4000);
+    EXPECT_NE(dom.find("<div id=\"errors\"></div>"), std::string::npos) << dom.substr(0, 4000);
+    EXPECT_NE(dom.find("parked: mutex@0x"), std::string::npos);
 }
 
 /* The checker catches each kind of breakage, so its "ok" means something. */
