@@ -13,7 +13,9 @@
 
 /* The lowest level written now (coho_log_get_level). Layers that must decide cheaply whether
  * to format a line at all (the scheduler's park and wake lines) read it with a relaxed load:
- * one load and a compare, no call. Written only by coho_log_open and coho_log_set_level. */
+ * one load and a compare, no call. Written only by coho_log_open and coho_log_set_level.
+ * Hidden: only code linked into libcoho itself may use it (libcoho_net calls
+ * coho_log_get_level). */
 extern __attribute__((visibility("hidden"))) atomic_int coho__log_level;
 
 /* True when lines of `level` are written now: `level` is not below COHO_LOG_FLOOR (the
