@@ -11,14 +11,15 @@
 #include "coroutine/sched_impl.h"
 #include "log/check.h"
 
-/* Formats what a parked coroutine waits on from its wait note. The note is two stores on the
- * waiter's path (coho__co_wait_note), so the formatting happens here, steered by the label's
+/* Formats what a parked coroutine waits on from its wait note (for the dump and the park trace
+ * lines). The note is two stores on the waiter's path (coho__co_wait_note), so the formatting
+ * happens here, steered by the label's
  * last character:
  *
  *   label ends in '@'   detail is an object's address    "mutex@" -> "mutex@0x5581c2a4e2a0"
  *   label ends in '='   detail is a number that belongs   "read fd=" -> "read fd=7"
  *   otherwise           detail (if >= 0) follows a space  "join", 5 -> "join 5"; "sleep", -1 */
-static void wait_format(char *out, size_t len, const char *what, int64_t detail)
+void coho__co_wait_format(char *out, size_t len, const char *what, int64_t detail)
 {
     size_t n;
 
@@ -66,7 +67,7 @@ static void dump_one(uint64_t id, void *node, void *arg)
         uint64_t since = d->now_ms >= co->wait_since_ms ? d->now_ms - co->wait_since_ms : 0;
         char what[80];
 
-        wait_format(what, sizeof(what), co->wait_what, co->wait_detail);
+        coho__co_wait_format(what, sizeof(what), co->wait_what, co->wait_detail);
         snprintf(wait, sizeof(wait), " waits on %s for %" PRIu64 " ms", what, since);
     }
     snprintf(text, sizeof(text),

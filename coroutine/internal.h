@@ -15,6 +15,7 @@
 #define COHO_COROUTINE_INTERNAL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <coho.h>
@@ -50,6 +51,10 @@ int coho__co_block(int64_t timeout_ms);
  * Two stores, so it costs nothing on the hot path. Call it after coho__co_block_prepare (which
  * clears the note), again after every re-prepare. No-op outside coroutines. */
 void coho__co_wait_note(const char *what, int64_t detail);
+
+/* Writes the label of a wait note as coho_sched_dump shows it ("read fd=7", "mutex@0x5581...",
+ * "sleep", "join 5") into `out` (`len` bytes, always terminated). Any thread. */
+void coho__co_wait_format(char *out, size_t len, const char *what, int64_t detail);
 
 /* Makes the coroutine `co_id` ready with `result` if its current wait has token `token`.
  * Returns 0, or -ESRCH (no such coroutine) / -ESTALE (not waiting with that token): both are

@@ -223,6 +223,32 @@ static __attribute__((noinline, cold)) void trace_exit(const coho__co_t *co)
         coho_log_debug("exit co=%llu ran=? name=%s", (unsigned long long)co->id, name);
 }
 
+/* Trace lines around a park (format in coroutine/README.md "Trace lines"), read by coho-trace
+ * --chrome to draw parked intervals. Both are written in the parked coroutine's own context:
+ * "park" just before it leaves, "wake" as soon as it runs again, so the interval between them
+ * is the time it was parked plus the time it waited in the ready queue. With the log above
+ * trace level a park pays one relaxed load and a predicted branch (coho__log_is_on). */
+static __attribute__((noinline, cold)) void trace_park(coho__co_t *co)
+{
+    char what[96];
+
+    coho__co_wait_format(what, sizeof(what), co->wait_what, co->wait_detail);
+    co->park_ns = coho__mono_ns();
+    coho_log_trace("park co=%llu on=%s", (unsigned long long)co->id, what);
+}
+
+/* The label is repeated so that a wake line alone (its park line rotated away) says what the
+ * coroutine waited on; the note is still the park's (coho__co_block clears it afterwards). */
+static __attribute__((noinline, cold)) void trace_wake(const coho__co_t *co)
+{
+    char what[96];
+
+    coho__co_wait_format(what, sizeof(what), co->wait_what, co->wait_detail);
+    coho_log_trace("wake co=%llu parked=%lluus result=%d on=%s", (unsigned long long)co->id,
+                   (unsigned long long)((coho__mono_ns() - co->park_ns) / 1000u), co->wake_result,
+                   what);
+}
+
 /* ---- switching ---------------------------------------------------------------------------- */
 
 /* errno is part of each flow's state (DESIGN.md "errno per coroutine"), the scheduler's stack
@@ -1116,7 +1142,15 @@ int coho__co_block(int64_t timeout_ms)
     co->state = COHO__CO_PARKED;
     co->wait_since_ms = coho__driver_now_ms(s->driver);
     SCHED_COUNT(s->parks[park_reason(co->wait_what)]);
-    co_leave(s, co);
+    if (__builtin_expect(coho__log_is_on(COHO_LOG_TRACE), 0)) {
+        /* a pair of lines per park, decided once: a level changed while parked never leaves a
+         * park line without its wake line */
+        trace_park(co);
+        co_leave(s, co);
+        trace_wake(co);
+    } else {
+        co_leave(s, co);
+    }
     co->woken = false;
     co->wait_what = NULL;
     return co->wake_result;

@@ -91,6 +91,7 @@ typedef struct coho__co {
     int64_t wait_detail;   /* an fd, an id, ... for the dump; -1: none */
     uint64_t wait_since_ms;
     uint64_t spawn_ns;       /* CLOCK_MONOTONIC at spawn if debug logging was on then, else 0 */
+    uint64_t park_ns;        /* CLOCK_MONOTONIC at the last traced park (trace level only) */
     coho__key_value_t *keys; /* COHO_KEYS_MAX entries, allocated on first coho_key_set */
     coho__exit_cb_t *exit_cbs;
     void *asan_fake_stack;

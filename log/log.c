@@ -69,7 +69,6 @@ static struct {
     atomic_size_t tbuf_count;
     atomic_int state;
     atomic_int fd;
-    atomic_int level;
     atomic_size_t tbuf_size; /* for buffers created from now on */
     _Atomic(uint64_t (*)(void)) coid_fn;
     _Atomic uint64_t dropped_total;
@@ -91,9 +90,12 @@ static struct {
     .reg_mu = PTHREAD_MUTEX_INITIALIZER,
     .wake_mu = PTHREAD_MUTEX_INITIALIZER,
     .fd = -1,
-    .level = COHO_LOG_INFO,
     .tbuf_size = 256u * 1024u,
 };
+
+/* The lowest level written (log/log.h): outside `lg` so that the layers above can test it
+ * inline, without a call. */
+atomic_int coho__log_level = COHO_LOG_INFO;
 
 static __thread tbuf_t *my_tb;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -466,7 +468,7 @@ void coho_log_vwrite(int level, const char *file, int line, const char *fmt, va_
     int saved_errno;
 
     if (level < COHO_LOG_TRACE || level > COHO_LOG_FATAL ||
-        level < atomic_load_explicit(&lg.level, memory_order_relaxed))
+        level < atomic_load_explicit(&coho__log_level, memory_order_relaxed))
         return;
     saved_errno = errno;
     log_line(level, file, line, saved_errno, fmt, ap);
@@ -916,7 +918,7 @@ int coho_log_open(const coho_log_opts_t *o)
     atomic_store(&lg.full_wait_ms, o->full_wait_ms);
     lg.write_error_reported = false;
     atomic_store(&lg.tbuf_size, o->thread_buffer_size);
-    atomic_store(&lg.level, o->level);
+    atomic_store(&coho__log_level, o->level);
     atomic_store(&lg.fd, fd);
     pthread_mutex_unlock(&lg.reg_mu);
     {
@@ -975,13 +977,13 @@ int coho_log_set_level(int level)
         errno = EINVAL;
         return -1;
     }
-    atomic_store(&lg.level, level);
+    atomic_store(&coho__log_level, level);
     return 0;
 }
 
 int coho_log_get_level(void)
 {
-    return atomic_load(&lg.level);
+    return atomic_load(&coho__log_level);
 }
 
 int coho_log_flush(void)

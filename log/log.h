@@ -4,11 +4,27 @@
 #ifndef COHO_LOG_LOG_H
 #define COHO_LOG_LOG_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <coho/log.h>
+
+/* The lowest level written now (coho_log_get_level). Layers that must decide cheaply whether
+ * to format a line at all (the scheduler's park and wake lines) read it with a relaxed load:
+ * one load and a compare, no call. Written only by coho_log_open and coho_log_set_level.
+ * Hidden: only code linked into libcoho itself may use it (libcoho_net calls
+ * coho_log_get_level). */
+extern __attribute__((visibility("hidden"))) atomic_int coho__log_level;
+
+/* True when lines of `level` are written now: `level` is not below COHO_LOG_FLOOR (the
+ * compile-time floor of the including file) nor below the run-time level. Any thread. */
+static inline bool coho__log_is_on(int level)
+{
+    return level >= COHO_LOG_FLOOR &&
+           level >= atomic_load_explicit(&coho__log_level, memory_order_relaxed);
+}
 
 /* Registers the function that returns the current coroutine id for the TID-COID field of every
  * line (0 on a scheduler's own stack). Called by the coroutine layer at start-up; NULL

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages coho's build, tests and benchmarks use, if any is missing.
-# Usage: tools/deps.sh [base|test|bench|integration|game|all]   (default: all). Idempotent; needs root for apt-get.
+# Usage: tools/deps.sh [base|test|bench|integration|game|viewer|all]   (default: all; viewer is
+# never part of all). Idempotent; needs root for apt-get.
 set -euo pipefail
 
 base=(cmake make g++ gcc pkg-config libcmocka-dev libgtest-dev libgmock-dev clang-format python3
@@ -15,6 +16,9 @@ test_extra=(clang libclang-rt-14-dev qemu-user gcc-aarch64-linux-gnu libc6-dev-a
             etcd-server etcd-client)  # game/'s cluster tests: a throwaway etcd
 test_extra+=(gdb tmux)  # the debugging tools' tests (test/integration/debug/): gdb, coho-top's screen
 bench_extra=(libbenchmark-dev libboost-context-dev valgrind strace)
+# `tools/deps.sh viewer`, optional and never part of `all` (about 300 MB): a headless browser that
+# renders coho-trace --html pages (tools/README.md, "Timeline picture"); no test needs it.
+viewer_extra=(chromium fonts-dejavu-core)
 # Servers and unmodified blocking client libraries the hook integration tests drive.
 integration=(redis-server libhiredis-dev memcached libmemcached-dev mariadb-server libmariadb-dev
              libcurl4-openssl-dev)
@@ -29,8 +33,9 @@ test) want=("${base[@]}" "${test_extra[@]}" "${integration[@]}") ;;
 bench) want=("${base[@]}" "${bench_extra[@]}") ;;
 integration) want=("${base[@]}" "${integration[@]}") ;;
 game) want=("${base[@]}" "${game_extra[@]}") ;;
+viewer) want=("${viewer_extra[@]}") ;;
 all) want=("${base[@]}" "${test_extra[@]}" "${integration[@]}" "${bench_extra[@]}" "${game_extra[@]}") ;;
-*) echo "deps.sh: unknown set '$1' (base, test, bench, integration, game or all)" >&2; exit 2 ;;
+*) echo "deps.sh: unknown set '$1' (base, test, bench, integration, game, viewer or all)" >&2; exit 2 ;;
 esac
 
 missing=()

@@ -33,7 +33,9 @@ target_link_libraries(game_logic_node_test PRIVATE coho_game_proto PkgConfig::LO
 target_compile_definitions(game_logic_node_test PRIVATE
                            COHO_LOGIC_BIN="$<TARGET_FILE:coho-logic>"
                            COHO_MARIADB_SH="${PROJECT_SOURCE_DIR}/test/support/servers/mariadb.sh"
-                           COHO_DELAYD_BIN="$<TARGET_FILE:coho_test_delayd>")
+                           COHO_DELAYD_BIN="$<TARGET_FILE:coho_test_delayd>"
+                           COHO_TOP_TOOL="${PROJECT_SOURCE_DIR}/tools/coho-top"
+                           COHO_GDB_SCRIPT="${PROJECT_SOURCE_DIR}/tools/coho-gdb.py")
 coho_target_flags(game_logic_node_test)
 add_dependencies(game_logic_node_test coho-logic)
 gtest_discover_tests(game_logic_node_test TEST_PREFIX "game_logic_node_test." DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60
@@ -50,6 +52,9 @@ file(WRITE ${CMAKE_CURRENT_BINARY_DIR}/logic_labels.cmake
      "  set_tests_properties(\${t} PROPERTIES LABELS \"game;integration\")\n"
      "  if(t MATCHES \"LogicPersist\")\n"
      "    set_tests_properties(\${t} PROPERTIES TIMEOUT 300)\n" # mariadbd installed, killed, restarted
+     "  endif()\n"
+     "  if(t MATCHES \"DebugTools\")\n"
+     "    set_tests_properties(\${t} PROPERTIES TIMEOUT 300)\n" # gdb attaches to a sanitized node
      "  endif()\n"
      "endforeach()\n")
 set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES ${CMAKE_CURRENT_BINARY_DIR}/logic_labels.cmake)

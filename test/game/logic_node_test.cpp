@@ -149,6 +149,7 @@ public:
 
     // The port of "listening admin HOST:PORT" (after port()), 0 if none was printed.
     int admin_port() const { return admin_port_; }
+    pid_t pid() const { return pid_; }
 
     // SIGTERM, then the exit status (-1 on a signal or a timeout).
     int stop(int timeout_ms = 20000)
@@ -1480,6 +1481,68 @@ TEST(LogicNode, AdminPortDumpsTheNodesCoroutines)
     const std::string body = body_of(resp);
     EXPECT_NE(body.find("== logic =="), std::string::npos) << body;
     EXPECT_EQ(body.find("no answer"), std::string::npos) << body;
+    EXPECT_EQ(node.stop(), 0);
+}
+
+// The output (stdout and stderr) of `sh -c cmd`, and its exit status in *status.
+std::string run_capture(const std::string &cmd, int *status)
+{
+    std::string out;
+    FILE *f = popen((cmd + " 2>&1").c_str(), "r");
+    char buf[4096];
+    size_t n;
+    if (f == nullptr)
+        return "popen failed";
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+        out.append(buf, n);
+    const int st = pclose(f);
+    *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return out;
+}
+
+// The debugging tools (tools/README.md, "Debugging coroutines") on a real coho-logic node:
+// coho-top through its admin port's /coroutines, and coho-gdb.py's `coho list` attached to the
+// process (when gdb is installed: tools/deps.sh test). Both must show the node's scheduler and
+// its gateway listener parked in accept's poll.
+TEST(LogicNode, DebugToolsSeeTheNodesCoroutines)
+{
+    const int dbp = db_port();
+    ASSERT_GT(dbp, 0);
+    auto args = logic_args("logic_debug_tools", dbp);
+    args.insert(args.end(), {"--admin", "127.0.0.1:0"});
+    Logic node(args);
+    ASSERT_GT(node.port(), 0);
+    ASSERT_GT(node.admin_port(), 0) << "no 'listening admin' line";
+    int st = -1;
+    std::string top =
+        run_capture(std::string(COHO_TOP_TOOL) + " --once --timeout 60 --admin 127.0.0.1:" +
+                        std::to_string(node.admin_port()),
+                    &st);
+    EXPECT_EQ(st, 0) << top;
+    EXPECT_TRUE(std::regex_search(top, std::regex("^coho-top  admin 127.0.0.1:[0-9]+ "))) << top;
+    EXPECT_TRUE(std::regex_search(top, std::regex("\nlogic \\(0x[0-9a-f]+\\): [0-9]+ coroutines")))
+        << top;
+    EXPECT_TRUE(std::regex_search(top, std::regex("\nlongest parked \\([0-9]+ of [0-9]+\\)\n")))
+        << top;
+    EXPECT_TRUE(std::regex_search(top, std::regex("\n +[0-9]+ +logic +[0-9]+ +[^\n]*poll nfds=")))
+        << top;
+
+    if (std::system("gdb --version >/dev/null 2>&1") != 0) {
+        EXPECT_EQ(node.stop(), 0);
+        GTEST_SKIP() << "gdb is not installed (tools/deps.sh test): coho-gdb.py not checked";
+    }
+    std::string list = run_capture("gdb -nx -batch -q -p " + std::to_string(node.pid()) +
+                                       " -x " COHO_GDB_SCRIPT " -ex 'coho list'",
+                                   &st);
+    EXPECT_TRUE(std::regex_search(
+        list, std::regex("scheduler 0 at 0x[0-9a-f]+, thread [0-9]+ \\(tid [0-9]+\\): [0-9]+ "
+                         "coroutines")))
+        << list;
+    EXPECT_TRUE(std::regex_search(list, std::regex("\n  [0-9]+ +[^\n]* +parked +poll nfds=1 ")))
+        << list;
+    EXPECT_EQ(list.find("Python Exception"), std::string::npos) << list;
+    EXPECT_EQ(list.find("Error occurred"), std::string::npos) << list;
+    // detached again: the node still serves and stops cleanly
     EXPECT_EQ(node.stop(), 0);
 }
 

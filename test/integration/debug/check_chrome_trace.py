@@ -3,7 +3,8 @@
 """Structural check of a Chrome trace event file (coho-trace --chrome), for coho_trace_chrome_test.
 
     check_chrome_trace.py FILE [--track NAME]... [--parked WHAT]... [--flow PARENT>CHILD]...
-                               [--instant TEXT]...
+                               [--instant TEXT]... [--parked-on TRACK=WHAT]... [--no-parked]
+                               [--no-instant TEXT]...
 
 Checks that the file is JSON with a traceEvents list; that every event has ph, ts, pid and
 tid, with numeric ts >= 0; that on each track (pid, tid) B and E events balance in time order
@@ -11,8 +12,11 @@ tid, with numeric ts >= 0; that on each track (pid, tid) B and E events balance 
 has exactly one flow end (ph f) with its id, not earlier, and that both lie inside a span of
 their tracks. Then the expectations: a track whose thread_name contains NAME, a span named
 "parked: WHAT..." (prefix), a flow from the track named PARENT to the track named CHILD
-(names as thread_name ends: "COID NAME"), an instant whose name contains TEXT. Prints a
-one-line summary; exit status 0 when all holds, 1 with the failures listed otherwise.
+(names as thread_name ends: "COID NAME"), an instant whose name contains TEXT, a span named exactly "parked: WHAT" on the track named
+TRACK (with the wake's "result" in its args when it came from park/wake lines), no
+"parked: ..." span at all, no instant whose name contains TEXT. Prints a
+one-line summary; exit status 0 when all holds, 1 with the failures listed otherwise. A FILE
+ending in .html is a coho-trace --html page; the trace embedded in it is checked.
 """
 
 import argparse
@@ -27,11 +31,20 @@ def main():
     ap.add_argument("--parked", action="append", default=[])
     ap.add_argument("--flow", action="append", default=[])
     ap.add_argument("--instant", action="append", default=[])
+    ap.add_argument("--parked-on", action="append", default=[])
+    ap.add_argument("--no-parked", action="store_true")
+    ap.add_argument("--no-instant", action="append", default=[])
     args = ap.parse_args()
     errors = []
     try:
         with open(args.file) as f:
-            doc = json.load(f)
+            text = f.read()
+        if args.file.endswith(".html"):
+            # a coho-trace --html page: the events it embeds
+            start = '<script id="trace-data" type="application/json">'
+            at = text.index(start) + len(start)
+            text = text[at:text.index("</script>", at)]
+        doc = json.loads(text)
     except (OSError, ValueError) as e:
         print("not a readable JSON file: %s" % e)
         return 1
@@ -116,6 +129,24 @@ def main():
     for text in args.instant:
         if not any(e["ph"] == "i" and text in e.get("name", "") for e in events):
             errors.append("no instant with %r" % text)
+    for text in args.no_instant:
+        if any(e["ph"] == "i" and text in e.get("name", "") for e in events):
+            errors.append("an instant with %r" % text)
+    parked_b = {}  # (track, name) -> the B events of parked spans
+    for e in events:
+        if e["ph"] == "B" and e.get("name", "").startswith("parked: "):
+            parked_b.setdefault(((e["pid"], e["tid"]), e["name"]), []).append(e)
+    if args.no_parked and parked_b:
+        errors.append("parked spans: %s" % sorted({n for _, n in parked_b}))
+    for pair in args.parked_on:
+        track, what = pair.split("=", 1)
+        found = [e for k in track_named(track) for e in parked_b.get((k, "parked: " + what), [])]
+        if not found:
+            errors.append("no span 'parked: %s' on the track %r (its parked spans: %s)"
+                          % (what, track, sorted(n for k, n in parked_b
+                                                 if k in track_named(track))))
+        elif not all("result" in e.get("args", {}) for e in found):
+            errors.append("the span 'parked: %s' on %r has no wake result" % (what, track))
     if errors:
         print("\n".join(errors[:40]))
         return 1

@@ -62,7 +62,10 @@ protected:
         base = tmpdir + "/" + ::testing::UnitTest::GetInstance()->current_test_info()->name() +
                "." + std::to_string(getpid());
     }
-    void TearDown() override { run_capture("rm -f " + base + ".log " + base + ".json"); }
+    void TearDown() override
+    {
+        run_capture("rm -f " + base + ".log " + base + ".json " + base + ".html");
+    }
     std::string base;
 };
 
@@ -116,6 +119,139 @@ TEST_F(Chrome, BadOutputPathFailsClearly)
     EXPECT_NE(out.find("coho-trace: /nonexistent/dir/x.json: No such file or directory"),
               std::string::npos)
         << out;
+}
+
+/* Runs park_trace_target with its log at `level`; returns its stdout line ("fd=N mutex=0x..
+ * chan=0x.. holder=ID"), or an empty string after a failed assertion. */
+std::string run_park_target(const std::string &log, const char *level)
+{
+    int st = -1;
+
+    unlink(log.c_str());
+    std::string out =
+        run_capture(std::string(COHO_PARK_TARGET) + " " + log + " " + level + " 2>/dev/null", &st);
+    EXPECT_EQ(st, 0) << out;
+    return st == 0 ? out : std::string();
+}
+
+/* The value of `key=` in the target's line. */
+std::string field(const std::string &line, const std::string &key)
+{
+    size_t at = line.find(key + "=");
+
+    if (at == std::string::npos)
+        return "";
+    at += key.size() + 1;
+    return line.substr(at, line.find_first_of(" \n", at) - at);
+}
+
+/* With the log at trace level every park writes a park and a wake line, and the Chrome trace
+ * draws each wait as a "parked: LABEL" span on its coroutine's track, labelled with exactly
+ * what it waited on. */
+TEST_F(Chrome, ParkedIntervalsFromParkAndWakeLines)
+{
+    std::string line = run_park_target(base + ".log", "trace");
+    ASSERT_NE(line, "");
+    std::string fd = field(line, "fd"), mu = field(line, "mutex"), ch = field(line, "chan"),
+                holder = field(line, "holder");
+    ASSERT_TRUE(!fd.empty() && !mu.empty() && !ch.empty() && !holder.empty()) << line;
+    std::string log = slurp(base + ".log");
+    /* reader, holder (sleep), locker, chan-reader, joiner, waker (sleep): six waits at least */
+    EXPECT_GE(count(log, "]park co="), 6u) << log;
+    EXPECT_EQ(count(log, "]park co="), count(log, "]wake co=")) << log;
+    EXPECT_NE(log.find("]park co=" + holder + " on=sleep"), std::string::npos) << log;
+    int st = -1;
+    std::string out =
+        run_capture(COHO_TRACE_TOOL " --chrome " + base + ".json all " + base + ".log", &st);
+    ASSERT_EQ(st, 0) << out;
+    out = check(base + ".json",
+                "--track reader --track locker --track chan-reader --track joiner "
+                "--parked-on 'reader=read fd=" +
+                    fd + "' --parked-on 'locker=mutex@" + mu +
+                    "' --parked-on 'chan-reader=chan recv@" + ch + "' --parked-on 'joiner=join " +
+                    holder +
+                    "' --parked-on holder=sleep --parked-on waker=sleep "
+                    "--no-instant 'park co=' --no-instant 'wake co='",
+                &st);
+    EXPECT_EQ(st, 0) << out << "\n" << log;
+    EXPECT_NE(out.find("ok: "), std::string::npos) << out;
+}
+
+/* Below trace level the park path writes nothing: the same program at debug level logs its
+ * spawn and exit lines but no park or wake line, and its trace has no parked span. */
+TEST_F(Chrome, NoParkLinesWithTracingOff)
+{
+    ASSERT_NE(run_park_target(base + ".log", "debug"), "");
+    std::string log = slurp(base + ".log");
+    EXPECT_GE(count(log, "]spawn co="), 6u) << log;
+    EXPECT_EQ(count(log, "park co="), 0u) << log;
+    EXPECT_EQ(count(log, "wake co="), 0u) << log;
+    int st = -1;
+    std::string out =
+        run_capture(COHO_TRACE_TOOL " --chrome " + base + ".json all " + base + ".log", &st);
+    ASSERT_EQ(st, 0) << out;
+    out = check(base + ".json", "--track reader --track locker --no-parked", &st);
+    EXPECT_EQ(st, 0) << out;
+    /* and the checker's --no-parked does fail on a trace with parked spans */
+    ASSERT_NE(run_park_target(base + ".log", "trace"), "");
+    run_capture(COHO_TRACE_TOOL " --chrome " + base + ".json all " + base + ".log", &st);
+    ASSERT_EQ(st, 0);
+    out = check(base + ".json", "--no-parked", &st);
+    EXPECT_EQ(st, 1) << out;
+}
+
+/* --html writes one self-contained page: the same trace embedded (checked as above), the
+ * viewer's script inline and nothing fetched from the network. */
+TEST_F(Chrome, HtmlPageEmbedsTheTrace)
+{
+    std::string line = run_park_target(base + ".log", "trace");
+    ASSERT_NE(line, "");
+    int st = -1;
+    std::string out =
+        run_capture(COHO_TRACE_TOOL " --html " + base + ".html all " + base + ".log", &st);
+    ASSERT_EQ(st, 0) << out;
+    std::string page = slurp(base + ".html");
+    EXPECT_EQ(page.find("@COHO_TRACE_DATA@"), std::string::npos);
+    EXPECT_EQ(page.find("http://"), page.find("http://www.w3.org/2000/svg")) << "a URL besides "
+                                                                                "the SVG namespace";
+    EXPECT_EQ(page.find("https://"), std::string::npos);
+    EXPECT_EQ(page.find("<script src"), std::string::npos);
+    out = check(base + ".html",
+                "--track reader --parked-on 'reader=read fd=" + field(line, "fd") +
+                    "' --parked-on waker=sleep --flow 'outside coroutines>waker'",
+                &st);
+    EXPECT_EQ(st, 0) << out;
+}
+
+/* The page renders in a browser: Chromium headless (tools/deps.sh viewer; skipped without it)
+ * loads it from a file, runs its script without an error and draws every track, parked
+ * interval, log line and arrow of the trace (the counts the script puts on <body> after
+ * drawing, read back from the DOM Chromium dumps). */
+TEST_F(Chrome, HtmlPageRendersInChromium)
+{
+    if (!have_program("chromium"))
+        GTEST_SKIP() << "chromium is not installed (tools/deps.sh viewer)";
+    ASSERT_NE(run_park_target(base + ".log", "trace"), "");
+    int st = -1;
+    std::string out =
+        run_capture(COHO_TRACE_TOOL " --html " + base + ".html all " + base + ".log", &st);
+    ASSERT_EQ(st, 0) << out;
+    /* a private profile directory: parallel runs do not share one */
+    std::string dom =
+        run_capture("timeout 150 chromium --headless --no-sandbox --disable-gpu "
+                    "--user-data-dir=" +
+                        base + ".profile --dump-dom file://" + base + ".html 2>/dev/null",
+                    &st);
+    run_capture("rm -rf " + base + ".profile");
+    ASSERT_EQ(st, 0) << dom;
+    /* 7 tracks (6 coroutines and the thread outside them), 6 waits, 6 spawn arrows */
+    EXPECT_NE(dom.find("data-rendered=\"{&quot;tracks&quot;:7,&quot;spans&quot;:7,&quot;"
+                       "parked&quot;:6,"),
+              std::string::npos)
+        << dom.substr(0, 4000);
+    EXPECT_NE(dom.find("&quot;arrows&quot;:6}"), std::string::npos) << dom.substr(0, 4000);
+    EXPECT_NE(dom.find("<div id=\"errors\"></div>"), std::string::npos) << dom.substr(0, 4000);
+    EXPECT_NE(dom.find("parked: mutex@0x"), std::string::npos);
 }
 
 /* The checker catches each kind of breakage, so its "ok" means something. */
