@@ -217,6 +217,11 @@ static int ufd_arm(struct coho__uring *u, int fd, ufd_t *s)
         return -EAGAIN;
     sqe->opcode = IORING_OP_POLL_ADD;
     sqe->fd = fd;
+    /* EPOLLPRI stays: a multishot poll reports the wake-up's key rather than polling the file
+     * again, and every TCP data arrival wakes with EPOLLIN | EPOLLPRI, so each TCP socket is
+     * seen as having had urgent data (sticky), which turns off the hooks' "drained" shortcut:
+     * one failing recv per request more than on epoll (mio_driver/README.md). Dropping it
+     * would lose a read stopped by urgent data (the conformance suite checks it). */
     sqe->poll32_events = s->ev & ~(uint32_t)(EPOLLET | EPOLLONESHOT | EPOLLEXCLUSIVE);
     sqe->len = (s->ev & EPOLLET) ? IORING_POLL_ADD_MULTI : 0;
     sqe->user_data = s->udata;
