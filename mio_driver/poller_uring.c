@@ -46,6 +46,7 @@ typedef struct ufd {
     uint32_t sqe_pos; /* SQ position of its ADD while sqe_pending */
     bool sqe_pending; /* its ADD sits in the SQ, maybe not handed to the kernel yet */
     bool armed;       /* a poll request is (or is about to be) in the kernel */
+    bool pri_check;   /* an urgent-data check (pri_check_queue) is on its way */
 } ufd_t;
 
 struct coho__uring {
@@ -217,12 +218,11 @@ static int ufd_arm(struct coho__uring *u, int fd, ufd_t *s)
         return -EAGAIN;
     sqe->opcode = IORING_OP_POLL_ADD;
     sqe->fd = fd;
-    /* EPOLLPRI stays: a multishot poll reports the wake-up's key rather than polling the file
-     * again, and every TCP data arrival wakes with EPOLLIN | EPOLLPRI, so each TCP socket is
-     * seen as having had urgent data (sticky), which turns off the hooks' "drained" shortcut:
-     * one failing recv per request more than on epoll (mio_driver/README.md). Dropping it
-     * would lose a read stopped by urgent data (the conformance suite checks it). */
-    sqe->poll32_events = s->ev & ~(uint32_t)(EPOLLET | EPOLLONESHOT | EPOLLEXCLUSIVE);
+    /* Not EPOLLPRI: a multishot poll reports the wake-up's key rather than polling the file
+     * again, and every TCP data arrival wakes with EPOLLIN | EPOLLPRI, which would mark every
+     * socket as having urgent data (sticky in the hooks, turning their "drained" shortcut off).
+     * Urgent data is checked for by pri_check_queue instead. */
+    sqe->poll32_events = s->ev & ~(uint32_t)(EPOLLET | EPOLLONESHOT | EPOLLEXCLUSIVE | EPOLLPRI);
     sqe->len = (s->ev & EPOLLET) ? IORING_POLL_ADD_MULTI : 0;
     sqe->user_data = s->udata;
     s->sqe_pos = u->sq_tail;
@@ -259,6 +259,37 @@ static bool ufd_disarm(struct coho__uring *u, ufd_t *s)
     s->sqe_pending = false;
     s->armed = false;
     return queued;
+}
+
+/* A readable event of a registration that wants EPOLLPRI: queue a one-shot EPOLLPRI poll and,
+ * right behind it, its removal. Arming polls the file for real, so the poll completes at once
+ * (EPOLLPRI reported) only if urgent data is there; otherwise the removal cancels it. Both go
+ * with the next io_uring_enter: no system call of its own. user_data: the registration's with
+ * bit 31 set. */
+#define URING_PRI_BIT (UINT64_C(1) << 31)
+
+static void pri_check_queue(struct coho__uring *u, int fd, ufd_t *s)
+{
+    struct io_uring_sqe *sqe;
+
+    if (s->pri_check ||
+        u->sq_entries - (u->sq_tail - __atomic_load_n(u->sq_khead, __ATOMIC_ACQUIRE)) < 2)
+        return;
+    sqe = &u->sqes[u->sq_tail & u->sq_mask];
+    memset(sqe, 0, sizeof(*sqe));
+    sqe->opcode = IORING_OP_POLL_ADD;
+    sqe->fd = fd;
+    sqe->poll32_events = EPOLLPRI;
+    sqe->user_data = s->udata | URING_PRI_BIT;
+    u->sq_tail++;
+    sqe = &u->sqes[u->sq_tail & u->sq_mask];
+    memset(sqe, 0, sizeof(*sqe));
+    sqe->opcode = IORING_OP_POLL_REMOVE;
+    sqe->fd = -1;
+    sqe->addr = s->udata | URING_PRI_BIT;
+    sqe->user_data = URING_UD_INTERNAL;
+    u->sq_tail++;
+    s->pri_check = true;
 }
 
 static int fds_reserve(struct coho__uring *u, int fd)
@@ -326,6 +357,7 @@ int coho__uring_ctl(coho__driver_t *d, int op, int fd, uint32_t ev, uint64_t dat
     s->udata = (uint64_t)(uint32_t)fd | ((uint64_t)u->seq << 32);
     s->token = data;
     s->ev = ev;
+    s->pri_check = false;
     if ((rc = ufd_arm(u, fd, s)) < 0)
         s->udata = 0;
     return rc;
@@ -346,6 +378,7 @@ void coho__uring_del(coho__driver_t *d, int fd, uint64_t data)
     if (ufd_disarm(u, s))
         ring_enter(u, 0, IORING_ENTER_GETEVENTS, NULL, 0);
     s->udata = 0;
+    s->pri_check = false;
 }
 
 int coho__uring_wait(coho__driver_t *d, int64_t timeout_ns)
@@ -388,6 +421,19 @@ int coho__uring_wait(coho__driver_t *d, int64_t timeout_ns)
         ufd_t *s;
 
         head++;
+        if (ud != URING_UD_INTERNAL && (ud & URING_PRI_BIT)) {
+            fd &= ~(uint32_t)URING_PRI_BIT;
+            if (fd >= u->nfds || u->fds[fd].udata != (ud & ~URING_PRI_BIT))
+                continue;
+            s = &u->fds[fd];
+            s->pri_check = false;
+            if (res <= 0 || !((uint32_t)res & EPOLLPRI))
+                continue; /* cancelled: no urgent data */
+            out[n].events = EPOLLPRI;
+            out[n].data.u64 = s->token;
+            n++;
+            continue;
+        }
         if (ud == URING_UD_INTERNAL || fd >= u->nfds || u->fds[fd].udata != ud)
             continue; /* a removal, a NOP, or an earlier registration of the number */
         s = &u->fds[fd];
@@ -405,6 +451,8 @@ int coho__uring_wait(coho__driver_t *d, int64_t timeout_ns)
         }
         if (mask == 0)
             continue;
+        if ((mask & EPOLLIN) && (s->ev & EPOLLPRI))
+            pri_check_queue(u, (int)fd, s);
         out[n].events = mask;
         out[n].data.u64 = s->token;
         n++;
