@@ -118,7 +118,6 @@ enum { COHO__POLLER_ADD = 1, COHO__POLLER_MOD = 3 }; /* the values of EPOLL_CTL_
 int coho__epoll_init(coho__driver_t *d);
 int coho__epoll_ctl(coho__driver_t *d, int op, int fd, uint32_t ev, uint64_t data);
 void coho__epoll_del(coho__driver_t *d, int fd, uint64_t data);
-int coho__epoll_wait(coho__driver_t *d, int64_t timeout_ns);
 void coho__epoll_event(const coho__driver_t *d, int i, uint32_t *ev, uint64_t *data);
 void coho__epoll_close(coho__driver_t *d);
 
@@ -154,11 +153,9 @@ static inline void coho__poller_del(coho__driver_t *d, int fd, uint64_t data)
 }
 /* Waits at most `timeout_ns` (< 0: forever). Returns the number of events (0 on EINTR) or
  * -errno. */
-static inline int coho__poller_wait(coho__driver_t *d, int64_t timeout_ns)
-{
-    return d->backend == COHO__BACKEND_IO_URING ? coho__uring_wait(d, timeout_ns)
-                                                : coho__epoll_wait(d, timeout_ns);
-}
+/* poller_epoll.c, out of line: debuggers and tools/coho-gdb.py recognise its frame as "the
+ * loop is waiting". */
+int coho__poller_wait(coho__driver_t *d, int64_t timeout_ns);
 /* Reads event `i` of the last wait. */
 static inline void coho__poller_event(const coho__driver_t *d, int i, uint32_t *ev, uint64_t *data)
 {

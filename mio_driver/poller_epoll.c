@@ -47,10 +47,14 @@ void coho__epoll_del(coho__driver_t *d, int fd, uint64_t data)
     epoll_ctl(d->epfd, EPOLL_CTL_DEL, fd, &e);
 }
 
-int coho__epoll_wait(coho__driver_t *d, int64_t timeout_ns)
+/* The wait of either backend (io_uring's is in poller_uring.c). */
+int coho__poller_wait(coho__driver_t *d, int64_t timeout_ns)
 {
     struct epoll_event *ev = d->events;
     int n;
+
+    if (d->backend == COHO__BACKEND_IO_URING)
+        return coho__uring_wait(d, timeout_ns);
 
     if (!atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
         struct timespec ts, *tsp = NULL;
