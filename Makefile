@@ -90,11 +90,11 @@ TSAN_EXCLUDE := \
 	sched_basic_test\.thousands_of_coroutines_with_random_yields_and_sleeps_all_finish \
 	socket_ext_test\.many_coroutines_share_few_connections_and_get_their_own_responses \
 	log_crash_test\.forked_child_gets_a_working_logger_and_no_line_is_duplicated \
-	mio_post_test\.fork_child_runs_a_timer_a_post_and_an_offload_job \
-	offload_fork_test\.job_running_at_fork_completes_with_lost_in_the_child \
-	offload_fork_test\.job_running_at_fork_without_lost_completes_with_done_in_the_child \
+	mio_post_test(_uring)?\.fork_child_runs_a_timer_a_post_and_an_offload_job \
+	offload_fork_test(_uring)?\.job_running_at_fork_completes_with_lost_in_the_child \
+	offload_fork_test(_uring)?\.job_running_at_fork_without_lost_completes_with_done_in_the_child \
 	dns_fork_test\.lookup_in_flight_at_fork_fails_with_try_again_in_the_child \
-	fd_safety_(shared|static|preload)\.FdSafety\.a_forked_child_closes_fds_of_schedulers_that_did_not_survive_the_fork
+	fd_safety_(shared|static|preload|static_uring)\.FdSafety\.a_forked_child_closes_fds_of_schedulers_that_did_not_survive_the_fork
 empty :=
 space := $(empty) $(empty)
 

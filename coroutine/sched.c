@@ -774,6 +774,12 @@ void coho_sched_opts_init(coho_sched_opts_t *o)
     o->idle_stacks_max = so.idle_keep;
     o->max_coroutines = 0;
     o->dump_on_sigusr2 = false;
+    o->backend = COHO_BACKEND_DEFAULT;
+}
+
+coho_backend_t coho_sched_backend(const coho_sched_t *s)
+{
+    return (coho_backend_t)coho__driver_backend(s->driver);
 }
 
 #define DESTROY_CBS_MAX 8
@@ -849,7 +855,11 @@ coho_sched_t *coho_sched_create(const coho_sched_opts_t *o)
         rc = -errno;
         goto fail_pool;
     }
-    s->driver = coho__driver_create(NULL);
+    coho__driver_opts_t dopts;
+
+    coho__driver_opts_init(&dopts);
+    dopts.backend = (int)o->backend;
+    s->driver = coho__driver_create(&dopts);
     if (s->driver == NULL) {
         rc = -errno;
         goto fail_driver;

@@ -29,6 +29,12 @@ void coho__driver_opts_init(coho__driver_opts_t *o)
     o->tick_ms = 1;
     o->offload_threads = 2;
     o->offload_queue = 1024;
+    o->backend = COHO__BACKEND_DEFAULT;
+}
+
+int coho__driver_backend(const coho__driver_t *d)
+{
+    return d->backend;
 }
 
 /* ---- time <-> ticks ---- */
@@ -434,7 +440,7 @@ static int io_register(coho__driver_t *d, coho__io_t *io, uint32_t ev)
     if (++d->io_gen == 0)
         d->io_gen = 1;
     io->gen = d->io_gen;
-    if ((rc = coho__poller_ctl(d, EPOLL_CTL_ADD, io->fd, ev, io_token(io))) < 0)
+    if ((rc = coho__poller_ctl(d, COHO__POLLER_ADD, io->fd, ev, io_token(io))) < 0)
         return rc;
     d->fds[io->fd].io = io;
     io->drv_ = d;
@@ -476,7 +482,8 @@ int coho__io_modify(coho__driver_t *d, coho__io_t *io, unsigned events, int64_t 
 
     if (!io->active_ || io->drv_ != d)
         return -ENOENT;
-    rc = coho__poller_ctl(d, EPOLL_CTL_MOD, io->fd, ev_to_epoll(events, io->flags), io_token(io));
+    rc =
+        coho__poller_ctl(d, COHO__POLLER_MOD, io->fd, ev_to_epoll(events, io->flags), io_token(io));
     if (rc < 0)
         return rc == -ENOENT ? -EBADF : rc;
     io->interest = events;
@@ -493,8 +500,14 @@ coho__io_t *coho__driver_io_at(const coho__driver_t *d, int fd)
 
 void coho__io_kernel_del(coho__driver_t *d, coho__io_t *io)
 {
-    /* epoll_ctl is safe from any thread; an fd already closed gives EBADF/ENOENT, ignored. */
-    coho__poller_ctl(d, EPOLL_CTL_DEL, io->fd, 0, 0);
+    /* epoll_ctl is safe from any thread; an fd already closed gives EBADF/ENOENT, ignored.
+     * An io_uring ring takes submissions from its own thread only (IORING_SETUP_SINGLE_ISSUER):
+     * its poll request goes when the driver's thread forgets the registration (coho__io_forget
+     * removes it by its user_data, never by fd number). Until then the request holds a
+     * reference to the file, so the close that follows completes (the peer sees FIN) once that
+     * thread has run the release posted to it. */
+    if (d->backend == COHO__BACKEND_EPOLL)
+        coho__epoll_del(d, io->fd, io_token(io));
 }
 
 /* coho__io_stop and coho__io_forget: `kernel_del` says whether to make the EPOLL_CTL_DEL. */
@@ -504,8 +517,8 @@ static int io_unregister(coho__driver_t *d, coho__io_t *io, bool kernel_del)
         return -ENOENT;
     /* Errors are ignored: if the fd was already closed, epoll dropped it with the last
      * reference to the open file description. */
-    if (kernel_del)
-        coho__poller_ctl(d, EPOLL_CTL_DEL, io->fd, 0, 0);
+    if (kernel_del || d->backend == COHO__BACKEND_IO_URING)
+        coho__poller_del(d, io->fd, io_token(io)); /* io_uring: by user_data, not fd number */
     d->fds[io->fd].io = NULL;
     if (io->timer_.state != COHO__TIMER_IDLE)
         coho__timer_stop(d, &io->timer_);
@@ -611,7 +624,8 @@ void coho__driver_shutdown(coho__driver_t *d)
     coho__driver_stop(d);
 }
 
-/* ---- fork: the child gets its own epoll fd, eventfd, signalfd and offload workers ---- */
+/* ---- fork: the child gets its own epoll fd (or ring), eventfd, signalfd and offload workers ----
+ */
 
 static void fork_prepare(void)
 {
@@ -648,13 +662,9 @@ static void fork_child(void)
     coho_list_for_each(n, &all_drivers)
     {
         coho__driver_t *d = coho_container_of(n, coho__driver_t, all_link);
-        int old = d->epfd;
-
-        /* The inherited epoll fd is the parent's open file description: registrations made
-         * on it would be shared. Replace it, then re-register every live fd. */
-        d->epfd = epoll_create1(EPOLL_CLOEXEC);
-        if (old >= 0)
-            coho__sys_base.close(old);
+        /* The inherited epoll fd (or io_uring ring) is the parent's: registrations made on it
+         * would be shared. Replace it, then re-register every live fd. */
+        coho__poller_fork_child(d);
         coho__post_fork_child(d);   /* new eventfd, re-registered */
         coho__signal_fork_child(d); /* new signalfd, re-registered */
         for (size_t fd = 0; fd < d->nfds; fd++) {
@@ -662,7 +672,7 @@ static void fork_child(void)
 
             if (io == NULL || io == &d->post_io || io == &d->sig_io)
                 continue;
-            coho__poller_ctl(d, EPOLL_CTL_ADD, (int)fd, ev_to_epoll(io->interest, io->flags),
+            coho__poller_ctl(d, COHO__POLLER_ADD, (int)fd, ev_to_epoll(io->interest, io->flags),
                              io_token(io));
         }
         coho__offload_fork_child(d);
@@ -698,6 +708,7 @@ coho__driver_t *coho__driver_create(const coho__driver_opts_t *o)
         d->opts.offload_queue = 1024;
     d->tick_ns = (uint64_t)d->opts.tick_ms * COHO__NS_PER_MS;
     d->epfd = -1;
+    d->uring = NULL;
     d->evfd = -1;
     d->base_ns = coho__mono_ns();
     d->now_ns = d->base_ns;

@@ -18,8 +18,16 @@
 
 typedef struct coho__driver coho__driver_t;
 
+/* Poller backends (coho__driver_opts_t.backend; the values of coho_backend_t in coho/sched.h). */
+enum {
+    COHO__BACKEND_DEFAULT = 0,  /* $COHO_BACKEND ("epoll" or "io_uring"), else epoll */
+    COHO__BACKEND_EPOLL = 1,    /* epoll, edge- or level-triggered registrations */
+    COHO__BACKEND_IO_URING = 2, /* io_uring readiness (IORING_OP_POLL_ADD); epoll if refused */
+};
+
 typedef struct coho__driver_opts {
     unsigned tick_ms;         /* timer wheel tick, default 1 */
+    int backend;              /* COHO__BACKEND_*, default COHO__BACKEND_DEFAULT */
     unsigned offload_threads; /* offload pool workers, default 2; started on first use */
     unsigned offload_queue;   /* bounded offload queue length, default 1024 */
 } coho__driver_opts_t;
@@ -57,6 +65,9 @@ void coho__driver_wake(coho__driver_t *d);
  * and run() returns. What was accepted before still runs (in the loop, or in destroy). Any
  * thread. */
 void coho__driver_shutdown(coho__driver_t *d);
+
+/* The backend in use: COHO__BACKEND_EPOLL or COHO__BACKEND_IO_URING. */
+int coho__driver_backend(const coho__driver_t *d);
 
 /* The monotonic time in ms cached at the start of the current iteration. */
 uint64_t coho__driver_now_ms(const coho__driver_t *d);

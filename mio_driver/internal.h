@@ -59,8 +59,10 @@ struct coho__driver {
     atomic_bool stop_flag;
     atomic_bool shut; /* coho__driver_shutdown was called: run() returns at once, for good */
 
-    /* poller */
+    /* poller: epoll (poller_epoll.c) or io_uring (poller_uring.c) */
+    int backend; /* COHO__BACKEND_EPOLL or COHO__BACKEND_IO_URING, decided at create */
     int epfd;
+    struct coho__uring *uring; /* the io_uring backend's state, NULL with epoll */
     int maxevents;
     void *events; /* struct epoll_event[maxevents] */
     coho__fdslot_t *fds;
@@ -107,16 +109,64 @@ struct coho__driver {
     coho_list_t all_link; /* in the process-wide list that the fork handlers walk */
 };
 
-/* ---- poller (poller_epoll.c): the shape of redis's ae_epoll.c ---- */
+/* ---- poller: the shape of redis's ae_epoll.c, behind which sit two backends ----
+ * poller_epoll.c (coho__epoll_*) and poller_uring.c (coho__uring_*); coho__poller_* pick one by
+ * d->backend. Tokens (`data`) come back with the events of their registration only: a stale
+ * event of an earlier registration of the same fd number never shows up with a later token. */
+enum { COHO__POLLER_ADD = 1, COHO__POLLER_MOD = 3 }; /* the values of EPOLL_CTL_ADD/MOD */
+
+int coho__epoll_init(coho__driver_t *d);
+int coho__epoll_ctl(coho__driver_t *d, int op, int fd, uint32_t ev, uint64_t data);
+void coho__epoll_del(coho__driver_t *d, int fd, uint64_t data);
+void coho__epoll_event(const coho__driver_t *d, int i, uint32_t *ev, uint64_t *data);
+void coho__epoll_close(coho__driver_t *d);
+
+/* io_uring: returns -errno when the kernel refuses a ring (the caller falls back to epoll). */
+int coho__uring_init(coho__driver_t *d);
+int coho__uring_ctl(coho__driver_t *d, int op, int fd, uint32_t ev, uint64_t data);
+/* The driver's thread: the poll request is gone from the kernel (and its file reference with
+ * it) when this returns. */
+void coho__uring_del(coho__driver_t *d, int fd, uint64_t data);
+int coho__uring_wait(coho__driver_t *d, int64_t timeout_ns);
+void coho__uring_event(const coho__driver_t *d, int i, uint32_t *ev, uint64_t *data);
+void coho__uring_close(coho__driver_t *d);
+/* In a forked child: drops the parent's ring without touching it (its memory is shared with the
+ * parent) and makes a new one. Returns -errno if none can be made. */
+int coho__uring_fork_child(coho__driver_t *d);
+
+/* Picks the backend (opts.backend, else $COHO_BACKEND, else epoll; io_uring falls back to
+ * epoll with one info line per process) and initialises it. */
 int coho__poller_init(coho__driver_t *d);
-/* op: EPOLL_CTL_ADD/MOD/DEL; `ev`: EPOLL* bits; `data`: the registration's token. */
-int coho__poller_ctl(coho__driver_t *d, int op, int fd, uint32_t ev, uint64_t data);
+/* op: COHO__POLLER_ADD/MOD; `ev`: EPOLL* bits (EPOLLET: edge-triggered); `data`: the token. */
+static inline int coho__poller_ctl(coho__driver_t *d, int op, int fd, uint32_t ev, uint64_t data)
+{
+    return d->backend == COHO__BACKEND_IO_URING ? coho__uring_ctl(d, op, fd, ev, data)
+                                                : coho__epoll_ctl(d, op, fd, ev, data);
+}
+/* Removes registration `data` of `fd`, on the driver's thread. */
+static inline void coho__poller_del(coho__driver_t *d, int fd, uint64_t data)
+{
+    if (d->backend == COHO__BACKEND_IO_URING)
+        coho__uring_del(d, fd, data);
+    else
+        coho__epoll_del(d, fd, data);
+}
 /* Waits at most `timeout_ns` (< 0: forever). Returns the number of events (0 on EINTR) or
- * -errno. The events are in d->events. */
+ * -errno. */
+/* poller_epoll.c, out of line: debuggers and tools/coho-gdb.py recognise its frame as "the
+ * loop is waiting". */
 int coho__poller_wait(coho__driver_t *d, int64_t timeout_ns);
-void coho__poller_close(coho__driver_t *d);
 /* Reads event `i` of the last wait. */
-void coho__poller_event(const coho__driver_t *d, int i, uint32_t *ev, uint64_t *data);
+static inline void coho__poller_event(const coho__driver_t *d, int i, uint32_t *ev, uint64_t *data)
+{
+    if (d->backend == COHO__BACKEND_IO_URING)
+        coho__uring_event(d, i, ev, data);
+    else
+        coho__epoll_event(d, i, ev, data);
+}
+void coho__poller_close(coho__driver_t *d);
+/* In a forked child: a poller of the child's own, empty (the driver re-adds what it has). */
+int coho__poller_fork_child(coho__driver_t *d);
 
 /* Registers an internal fd (eventfd, signalfd) with the driver, level-triggered for reading. */
 int coho__driver_io_internal(coho__driver_t *d, coho__io_t *io, int fd, coho__io_fn cb);

@@ -14,7 +14,7 @@
 
 static atomic_bool no_pwait2;
 
-int coho__poller_init(coho__driver_t *d)
+int coho__epoll_init(coho__driver_t *d)
 {
     d->events = calloc(POLLER_MAX_EVENTS, sizeof(struct epoll_event));
     if (d->events == NULL)
@@ -31,7 +31,7 @@ int coho__poller_init(coho__driver_t *d)
     return 0;
 }
 
-int coho__poller_ctl(coho__driver_t *d, int op, int fd, uint32_t ev, uint64_t data)
+int coho__epoll_ctl(coho__driver_t *d, int op, int fd, uint32_t ev, uint64_t data)
 {
     struct epoll_event e = {.events = ev, .data.u64 = data};
 
@@ -40,10 +40,21 @@ int coho__poller_ctl(coho__driver_t *d, int op, int fd, uint32_t ev, uint64_t da
     return 0;
 }
 
+void coho__epoll_del(coho__driver_t *d, int fd, uint64_t data)
+{
+    struct epoll_event e = {.events = 0, .data.u64 = data};
+
+    epoll_ctl(d->epfd, EPOLL_CTL_DEL, fd, &e);
+}
+
+/* The wait of either backend (io_uring's is in poller_uring.c). */
 int coho__poller_wait(coho__driver_t *d, int64_t timeout_ns)
 {
     struct epoll_event *ev = d->events;
     int n;
+
+    if (d->backend == COHO__BACKEND_IO_URING)
+        return coho__uring_wait(d, timeout_ns);
 
     if (!atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
         struct timespec ts, *tsp = NULL;
@@ -73,7 +84,7 @@ int coho__poller_wait(coho__driver_t *d, int64_t timeout_ns)
     return n;
 }
 
-void coho__poller_event(const coho__driver_t *d, int i, uint32_t *ev, uint64_t *data)
+void coho__epoll_event(const coho__driver_t *d, int i, uint32_t *ev, uint64_t *data)
 {
     const struct epoll_event *e = (const struct epoll_event *)d->events + i;
 
@@ -81,7 +92,7 @@ void coho__poller_event(const coho__driver_t *d, int i, uint32_t *ev, uint64_t *
     *data = e->data.u64;
 }
 
-void coho__poller_close(coho__driver_t *d)
+void coho__epoll_close(coho__driver_t *d)
 {
     if (d->epfd >= 0)
         coho__sys_base.close(d->epfd);

@@ -8,6 +8,9 @@
 # connection set-up cancels out); with STRACE=1, by strace -c -f (which slows every call down
 # and so makes epoll_wait batches larger than in a real run).
 #
+# A server named NAME@BACKEND runs echo_NAME with COHO_BACKEND=BACKEND (coho@epoll,
+# coho@io_uring: both coho backends in one run).
+#
 # Usage: tools/bench-echo.sh BUILD_DIR
 # Environment (defaults): REPS=3 SECS=2 WARM=0.5 CONNS="1 100 1000" SIZES="32 4096"
 #   SERVERS="epoll coho thread" PIN=1 PORT=19600 PERF=0 PERF_REQS=20000 STRACE=0 STRACE_REQS=50000
@@ -27,6 +30,7 @@ PERF_REQS=${PERF_REQS:-20000}
 STRACE_REQS=${STRACE_REQS:-50000}
 
 for s in $SERVERS client; do
+    s=${s%%@*}
     [ -x "$dir/echo_$s" ] || { echo "bench-echo: $dir/echo_$s not built" >&2; exit 1; }
 done
 ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -50,7 +54,9 @@ trap cleanup EXIT
 
 # start_server NAME PORT: starts it and waits until it listens; sets srv_pid.
 start_server() {
-    $pin_srv "$dir/echo_$1" "$2" >"$work/srv.out" 2>&1 &
+    local bin=${1%%@*} backend=""
+    [[ $1 == *@* ]] && backend=${1#*@}
+    env ${backend:+COHO_BACKEND=$backend} $pin_srv "$dir/echo_$bin" "$2" >"$work/srv.out" 2>&1 &
     srv_pid=$!
     for _ in $(seq 100); do
         if ss -ltnH "sport = :$2" | grep -q .; then return 0; fi
@@ -163,14 +169,14 @@ END {
 }' "$res"
 
 # perf_count SERVER C S N: the server's system calls while the client makes N requests, as
-# "total recvfrom sendto epoll_wait+epoll_pwait2".
+# "total recvfrom sendto epoll_wait+epoll_pwait2 io_uring_enter".
 perf_count() {
     port=$((port + 1))
     [ "$port" -lt 19999 ] || port=$PORT
     start_server "$1" "$port"
     perf stat -x, -o "$work/perf.txt" -e raw_syscalls:sys_enter,syscalls:sys_enter_recvfrom \
         -e syscalls:sys_enter_sendto,syscalls:sys_enter_epoll_wait \
-        -e syscalls:sys_enter_epoll_pwait2 -p "$srv_pid" &
+        -e syscalls:sys_enter_epoll_pwait2,syscalls:sys_enter_io_uring_enter -p "$srv_pid" &
     local pf_pid=$!
     sleep 0.3
     $pin_cli "$dir/echo_client" -p "$port" -c "$2" -s "$3" -n "$4" >/dev/null
@@ -180,7 +186,8 @@ perf_count() {
     awk -F, '$3 ~ /sys_enter/ { v[$3] = $1 }
         END { print v["raw_syscalls:sys_enter"], v["syscalls:sys_enter_recvfrom"],
               v["syscalls:sys_enter_sendto"],
-              v["syscalls:sys_enter_epoll_wait"] + v["syscalls:sys_enter_epoll_pwait2"] }' \
+              v["syscalls:sys_enter_epoll_wait"] + v["syscalls:sys_enter_epoll_pwait2"],
+              v["syscalls:sys_enter_io_uring_enter"] + 0 }' \
         "$work/perf.txt"
 }
 
@@ -188,16 +195,16 @@ if [ "$PERF" = 1 ]; then
     echo
     echo "system calls per request (perf stat, (count at $((5 * PERF_REQS)) - count at $PERF_REQS requests) / $((4 * PERF_REQS)))"
     echo
-    echo "| server | C | S | total | recvfrom | sendto | epoll_wait / epoll_pwait2 |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "| server | C | S | total | recvfrom | sendto | epoll_wait / epoll_pwait2 | io_uring_enter |"
+    echo "|---|---|---|---|---|---|---|---|"
     for c in $CONNS; do
         for s in $SIZES; do
             for srv in $SERVERS; do
                 a=$(perf_count "$srv" "$c" "$s" "$PERF_REQS")
                 b=$(perf_count "$srv" "$c" "$s" "$((5 * PERF_REQS))")
                 echo "$a $b" | awk -v n="$((4 * PERF_REQS))" -v srv="$srv" -v c="$c" -v s="$s" \
-                    '{ printf "| %s | %s | %s B | %.3f | %.3f | %.3f | %.3f |\n", srv, c, s,
-                       ($5 - $1) / n, ($6 - $2) / n, ($7 - $3) / n, ($8 - $4) / n }'
+                    '{ printf "| %s | %s | %s B | %.3f | %.3f | %.3f | %.3f | %.3f |\n", srv, c, s,
+                       ($6 - $1) / n, ($7 - $2) / n, ($8 - $3) / n, ($9 - $4) / n, ($10 - $5) / n }'
             done
         done
     done

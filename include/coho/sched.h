@@ -20,6 +20,18 @@ COHO_EXTERN_C_BEGIN
 
 typedef struct coho_sched coho_sched_t; /* opaque; one per thread */
 
+/* The scheduler's event backend (coho_sched_opts_t.backend). */
+typedef enum coho_backend {
+    COHO_BACKEND_DEFAULT = 0,  /* the environment variable COHO_BACKEND ("epoll" or
+                                  "io_uring") for whole-program runs, else epoll */
+    COHO_BACKEND_EPOLL = 1,    /* epoll (the default: see mio_driver/README.md for why) */
+    COHO_BACKEND_IO_URING = 2, /* io_uring: readiness through IORING_OP_POLL_ADD, every change
+                                  and the wait in one io_uring_enter per loop iteration;
+                                  recv/send are still plain system calls. If the kernel refuses
+                                  a ring (too old, seccomp, kernel.io_uring_disabled) the
+                                  scheduler uses epoll and the log says so once (info). */
+} coho_backend_t;
+
 typedef struct coho_sched_opts {
     size_t stack_size;           /* bytes per coroutine stack, default 128 KiB (x4 in
                                     sanitizer builds); rounded up to whole pages */
@@ -40,6 +52,8 @@ typedef struct coho_sched_opts {
     bool dump_on_sigusr2;        /* SIGUSR2 runs coho_sched_dump() on this scheduler (the signal
                                     is then blocked in this thread and read via signalfd);
                                     default false */
+    coho_backend_t backend;      /* event backend, default COHO_BACKEND_DEFAULT (which reads
+                                    $COHO_BACKEND); see coho_backend_t */
 } coho_sched_opts_t;
 
 /* Fills `o` with the defaults listed above. Any thread. */
@@ -50,6 +64,10 @@ COHO_API void coho_sched_opts_init(coho_sched_opts_t *o);
  * scheduler thread gets an alternate signal stack if it has none. Returns NULL with errno
  * EBUSY (this thread already has a scheduler), EINVAL (bad options) or ENOMEM. */
 COHO_API coho_sched_t *coho_sched_create(const coho_sched_opts_t *o);
+
+/* The backend `s` runs on: COHO_BACKEND_EPOLL or COHO_BACKEND_IO_URING (never DEFAULT; EPOLL
+ * after a fallback). Any thread. */
+COHO_API coho_backend_t coho_sched_backend(const coho_sched_t *s);
 
 /* Runs coroutines until no user (non-daemon) coroutine is left, or until coho_sched_stop().
  * Then every daemon coroutine (after a stop: every coroutine) is cancelled, so its blocking
