@@ -297,6 +297,15 @@ uint64_t spawn(F &&f)
     return detail::spawn_on(detail::thread_sched(), std::forward<F>(f), nullptr);
 }
 
+// spawn() with options (name, stack size, daemon, detached) on the calling thread's scheduler.
+// A coroutine nobody joins must be spawned detached: a joinable one keeps its record after it
+// finished until coho_join reaps it.
+template <class F>
+uint64_t spawn(const coho_spawn_opts_t &opts, F &&f)
+{
+    return detail::spawn_on(detail::thread_sched(), std::forward<F>(f), &opts);
+}
+
 // Waits for coroutine `id` to finish and reaps it (coho_join); inside a coroutine of the same
 // scheduler. If an exception escaped the coroutine's callable, rethrows it. Throws
 // system_error: EPERM (outside a coroutine), EDEADLK (self), ESRCH (unknown or reaped), EINVAL

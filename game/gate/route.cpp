@@ -93,8 +93,12 @@ void call(Client &c, uint32_t seq, std::string_view body)
     if (*c.calls_in_flight >= kCallsInFlight)
         return routed(links, uid, sid, conn_id, seq, route, r.rest());
     ++*c.calls_in_flight;
-    coho::spawn([&links, uid, sid, conn_id, seq, route, payload = std::string(r.rest()),
-                 in_flight = c.calls_in_flight] {
+    coho_spawn_opts_t so;
+    coho_spawn_opts_init(&so);
+    so.detached = true; // nobody joins it: a joinable one would keep its record forever
+    so.name = "gate.call";
+    coho::spawn(so, [&links, uid, sid, conn_id, seq, route, payload = std::string(r.rest()),
+                     in_flight = c.calls_in_flight] {
         routed(links, uid, sid, conn_id, seq, route, payload);
         --*in_flight;
     });

@@ -115,7 +115,11 @@ void tell_node_ended(uint64_t uid, uint64_t sid)
     if (sh == nullptr || !sh->links)
         return;
     NodeLinks *links = sh->links.get();
-    coho::spawn([links, uid, sid] { links->session_end(uid, sid); });
+    coho_spawn_opts_t so;
+    coho_spawn_opts_init(&so);
+    so.detached = true; // nobody joins it
+    so.name = "gate.session-end";
+    coho::spawn(so, [links, uid, sid] { links->session_end(uid, sid); });
 }
 
 } // namespace

@@ -82,6 +82,34 @@ TEST(CppScheduler, SpawnFromInsideACoroutineRunsOnTheSameScheduler)
     EXPECT_EQ(order, (std::vector<int>{1, 2, 3, 4}));
 }
 
+// The free coho::spawn with options: a detached coroutine is reaped when it finishes (its
+// record does not wait for a join that never comes), a joinable one waits for coho_join.
+TEST(CppScheduler, FreeSpawnWithDetachedOptionsReapsTheCoroutineWhenItEnds)
+{
+    coho::Scheduler s;
+    int detached_rc = 0, detached_errno = 0, joinable_rc = -1;
+    s.spawn([&] {
+        coho_spawn_opts_t so;
+        coho_spawn_opts_init(&so);
+        so.detached = true;
+        so.name = "detached";
+        bool done = false;
+        uint64_t d = coho::spawn(so, [&] { done = true; });
+        uint64_t j = coho::spawn([] {});
+        while (!done)
+            coho_yield();
+        coho_yield();
+        errno = 0;
+        detached_rc = coho_join(d, 0);
+        detached_errno = errno;
+        joinable_rc = coho_join(j, -1);
+    });
+    s.run();
+    EXPECT_EQ(detached_rc, -1);
+    EXPECT_EQ(detached_errno, ESRCH) << "the detached coroutine's record was not reaped";
+    EXPECT_EQ(joinable_rc, 0);
+}
+
 TEST(CppScheduler, SpawnOnAThreadWithoutSchedulerThrowsEperm)
 {
     std::thread t([] { expect_system_error([] { coho::spawn([] {}); }, EPERM); });
