@@ -86,125 +86,13 @@ read -r -a bots_pin <<<"$(pin BOTS)"
 [ -z "$serve_file" ] || serve_file=$(realpath -m "$serve_file")
 
 tmp=$(mktemp -d /tmp/coho-game.XXXXXX) || die "mktemp failed" # short: unix socket path limit
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do
-        kill -TERM "$pid" 2>/dev/null
-    done
-    for pid in "${pids[@]}"; do
-        for _ in $(seq 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# wait_listen NAME PID FILE KIND: the HOST:PORT of the first "listening KIND HOST:PORT" line the
-# program prints, within 30 s; fails (showing the program's output) if it exits first.
-wait_listen() {
-    local name=$1 pid=$2 file=$3 kind=$4 addr
-    for _ in $(seq 300); do
-        addr=$(grep -m1 -oE "^listening $kind [^ ]+" "$file" 2>/dev/null | awk '{print $3}')
-        if [ -n "$addr" ]; then
-            echo "$addr"
-            return 0
-        fi
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "run-game: $name exited before listening; its output:" >&2
-            cat "$file" >&2
-            return 1
-        fi
-        sleep 0.1
-    done
-    echo "run-game: $name printed no 'listening $kind HOST:PORT' line within 30 s; its output:" >&2
-    cat "$file" >&2
-    return 1
-}
-
-# stop NAME PID: SIGTERM, up to 15 s to exit, then SIGKILL; prints the exit status.
-stop() {
-    local name=$1 pid=$2 status
-    kill -TERM "$pid" 2>/dev/null
-    for _ in $(seq 150); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        echo "run-game: $name did not exit within 15 s of SIGTERM; killing it" >&2
-        kill -KILL "$pid" 2>/dev/null
-    fi
-    wait "$pid" 2>/dev/null
-    status=$?
-    local left=() p
-    for p in "${pids[@]}"; do
-        [ "$p" = "$pid" ] || left+=("$p")
-    done
-    pids=("${left[@]}")
-    [ "$status" -eq 0 ] || echo "run-game: warning: $name exited with status $status after SIGTERM" >&2
-}
+prog=run-game
+# shellcheck source=tools/lib-servers.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib-servers.sh"
 
 # ---- MariaDB ----------------------------------------------------------------------------------
 secret="game-secret-$RANDOM$RANDOM"
-db_name=coho_game db_user=coho db_password="pw-$RANDOM$RANDOM"
-# The server gets a temporary directory of its own (--tmpdir): installs running at once with a
-# shared /tmp collide on their temporary tables ("Error on delete of '/tmp/#sql-temptable-..'").
-# A failed install is retried with a fresh datadir.
-installed=0
-for attempt in 1 2 3; do
-    rm -rf "$tmp/db"
-    mkdir -p "$tmp/tmpdir"
-    if mariadb-install-db --no-defaults --datadir="$tmp/db" --tmpdir="$tmp/tmpdir" --user=root \
-        --auth-root-authentication-method=normal --skip-test-db >"$tmp/mariadb-install.log" 2>&1; then
-        installed=1
-        break
-    fi
-    echo "run-game: mariadb-install-db failed (attempt $attempt)" >&2
-done
-[ "$installed" = 1 ] || {
-    cat "$tmp/mariadb-install.log" >&2
-    die "mariadb-install-db failed"
-}
-db_port=""
-for attempt in 1 2 3; do
-    port=$(free_port) || die "cannot pick a free port"
-    "$mariadbd" --no-defaults --tmpdir="$tmp/tmpdir" --user=root --datadir="$tmp/db" --socket="$tmp/mysqld.sock" \
-        --port="$port" --bind-address=127.0.0.1 --pid-file="$tmp/mariadbd.pid" --skip-name-resolve \
-        --skip-log-bin --innodb-buffer-pool-size=32M --max-connections=500 \
-        >"$tmp/mariadb.log" 2>&1 &
-    db_pid=$!
-    for _ in $(seq 300); do
-        if mariadb --no-defaults -uroot -S "$tmp/mysqld.sock" -e 'SELECT 1' >/dev/null 2>&1; then
-            db_port=$port
-            break
-        fi
-        kill -0 "$db_pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if [ -n "$db_port" ]; then
-        pids+=("$db_pid")
-        break
-    fi
-    echo "run-game: mariadbd did not come up on port $port (attempt $attempt)" >&2
-    kill -KILL "$db_pid" 2>/dev/null
-    wait "$db_pid" 2>/dev/null
-done
-[ -n "$db_port" ] || {
-    cat "$tmp/mariadb.log" >&2
-    die "mariadbd did not start"
-}
-mariadb --no-defaults -uroot -S "$tmp/mysqld.sock" -e "
-    CREATE DATABASE $db_name;
-    CREATE USER '$db_user'@'127.0.0.1' IDENTIFIED BY '$db_password';
-    GRANT ALL ON $db_name.* TO '$db_user'@'127.0.0.1';" || die "cannot create the database and its user"
+start_mariadb
 echo "run-game: mariadbd on 127.0.0.1:$db_port (datadir $tmp/db)"
 
 # ---- two logic nodes, one gate ------------------------------------------------------------------
