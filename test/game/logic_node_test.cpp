@@ -1344,6 +1344,45 @@ TEST(LogicNode, AGatewayGoneForItsGracePeriodEndsItsSessions)
     EXPECT_EQ(node.stop(), 0);
 }
 
+// An entity remembers the session that entered or moved it last: a relogin's new session takes
+// it over, and a late scene.leave or SESSION_END of the old one (a gateway tells the scene's node
+// when a session ends) leaves it in place.
+TEST(LogicNode, ALateLeaveOfAnOlderSessionLeavesTheSceneEntityInPlace)
+{
+    const int dbp = db_port();
+    ASSERT_GT(dbp, 0);
+    Logic node(logic_args("logic_scene_sessions", dbp, 100));
+    ASSERT_GT(node.port(), 0);
+    Gate g(node.port(), 1);
+    auto enter = [&](uint64_t uid, int32_t x, uint64_t session) {
+        SceneEnterReq req;
+        req.set_scene(3);
+        req.mutable_pos()->set_x(x);
+        Resp r = g.call(uid, wire::R_SCENE_ENTER, pb(req), session);
+        EXPECT_EQ(r.status, wire::OK);
+        SceneEnterResp resp;
+        EXPECT_TRUE(resp.ParseFromString(r.body));
+        std::set<uint64_t> seen;
+        for (auto &e : resp.others())
+            seen.insert(e.uid());
+        return seen;
+    };
+    SceneLeaveReq lv;
+    lv.set_scene(3);
+    enter(7, 0, 1);
+    enter(7, 5, 2); // the same uid, a newer session: a move, now the entity of session 2
+    EXPECT_EQ(g.call(7, wire::R_SCENE_LEAVE, pb(lv), 1).status, wire::OK);
+    EXPECT_EQ(g.session_end(7, 1).status, wire::OK);
+    EXPECT_EQ(enter(8, 10, 1), std::set<uint64_t>{7}) << "an older session took out the newer one";
+    EXPECT_EQ(g.session_end(7, 2).status, wire::OK);
+    EXPECT_EQ(enter(9, 10, 1), std::set<uint64_t>{8}) << "the session's own end left it in place";
+    // Scene 0 is no scene (proto3 cannot tell it from a missing id; gateways route by it).
+    SceneEnterReq zero;
+    zero.mutable_pos()->set_x(1);
+    EXPECT_EQ(g.call(10, wire::R_SCENE_ENTER, pb(zero)).status, wire::BAD_PAYLOAD);
+    EXPECT_EQ(node.stop(), 0);
+}
+
 TEST(LogicNode, AoiCellSizeComesFromTheEnvironmentWhenNoFlagIsGiven)
 {
     const int dbp = db_port();
