@@ -131,7 +131,7 @@ void Node::expire_gate(uint64_t gate, uint64_t epoch)
         if (it != players.end() && it->second->gate == gate)
             players.erase(it);
         channels_of.erase(uid); // its groups went with the gateway
-        scene_leave_all(*this, uid);
+        scene_gate_end(*this, uid, gate);
     }
 }
 

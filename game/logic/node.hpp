@@ -220,8 +220,8 @@ uint32_t scene_move(Node &n, const Call &c, std::string &out);
 uint32_t scene_leave(Node &n, const Call &c, std::string &out);
 // Takes `uid` out of the scenes where session `session` put it (a newer session's entity stays).
 void scene_session_end(Node &n, uint64_t uid, uint64_t session);
-// Takes `uid` out of every scene (its gateway is gone).
-void scene_leave_all(Node &n, uint64_t uid);
+// Takes `uid` out of the scenes where its pushes go to gateway `gate` (that gateway is gone).
+void scene_gate_end(Node &n, uint64_t uid, uint64_t gate);
 // Every uid in a scene of this node whose pushes go to `gate`.
 std::vector<uint64_t> scene_uids_of_gate(const Node &n, uint64_t gate);
 // test routes (node.cpp)

@@ -143,6 +143,17 @@ aoi::Result move_in(Scene &s, uint64_t uid, aoi::Pos p)
     return r;
 }
 
+// `uid` is no longer in `scene` (the index SESSION_END reads).
+void forget(Node &n, uint64_t uid, uint32_t scene)
+{
+    auto it = n.scenes_of.find(uid);
+    if (it == n.scenes_of.end())
+        return;
+    it->second.erase(scene);
+    if (it->second.empty())
+        n.scenes_of.erase(it);
+}
+
 // Scene `id`, or nullptr. A scene kept from an earlier lease of the node is emptied first: while
 // the node had no lease the gateways moved it to another node, where its entities went on (and
 // some left); they enter again here when it comes back, and what stayed would be ghosts.
@@ -157,14 +168,8 @@ Scene *find_scene(Node &n, uint32_t id)
     coho_log_warn("scene %u: %zu entities kept from lease %" PRId64 " dropped (lease now %" PRId64
                   ")",
                   id, s.grid.size(), s.lease, n.lease());
-    for (auto &[uid, gate] : s.gate_of) {
-        auto sc = n.scenes_of.find(uid);
-        if (sc == n.scenes_of.end())
-            continue;
-        sc->second.erase(id);
-        if (sc->second.empty())
-            n.scenes_of.erase(sc);
-    }
+    for (auto &[uid, gate] : s.gate_of)
+        forget(n, uid, id);
     s.grid = aoi::Grid(n.config().aoi_cell, s.grid.area());
     s.gate_of.clear();
     s.session_of.clear();
@@ -190,16 +195,6 @@ void leave_in(Node &n, uint32_t scene, uint64_t uid)
     s.session_of.erase(uid);
     if (s.grid.size() == 0 && !s.ticking)
         n.scenes.erase(it);
-}
-
-void forget(Node &n, uint64_t uid, uint32_t scene)
-{
-    auto it = n.scenes_of.find(uid);
-    if (it == n.scenes_of.end())
-        return;
-    it->second.erase(scene);
-    if (it->second.empty())
-        n.scenes_of.erase(it);
 }
 
 // Scene ids start at 1: proto3 cannot tell scene 0 from no scene, and gateways route by it.
@@ -313,7 +308,12 @@ std::vector<uint64_t> scene_uids_of_gate(const Node &n, uint64_t gate)
     return {uids.begin(), uids.end()};
 }
 
-void scene_session_end(Node &n, uint64_t uid, uint64_t session)
+namespace {
+
+// Takes `uid` out of the scenes whose map `of` (the session, or the gateway, of each entity)
+// holds `want` for it.
+void leave_where(Node &n, uint64_t uid, std::unordered_map<uint64_t, uint64_t> Scene::*of,
+                 uint64_t want)
 {
     auto it = n.scenes_of.find(uid);
     if (it == n.scenes_of.end())
@@ -323,8 +323,9 @@ void scene_session_end(Node &n, uint64_t uid, uint64_t session)
         auto sc = n.scenes.find(scene);
         if (sc == n.scenes.end())
             continue;
-        auto who = sc->second->session_of.find(uid);
-        if (who != sc->second->session_of.end() && who->second == session)
+        const auto &m = (*sc->second).*of;
+        auto v = m.find(uid);
+        if (v != m.end() && v->second == want)
             left.push_back(scene);
     }
     for (uint32_t scene : left) {
@@ -335,17 +336,16 @@ void scene_session_end(Node &n, uint64_t uid, uint64_t session)
         settle(n, scene);
 }
 
-void scene_leave_all(Node &n, uint64_t uid)
+} // namespace
+
+void scene_session_end(Node &n, uint64_t uid, uint64_t session)
 {
-    auto it = n.scenes_of.find(uid);
-    if (it == n.scenes_of.end())
-        return;
-    const std::set<uint32_t> scenes = std::move(it->second);
-    n.scenes_of.erase(it);
-    for (uint32_t scene : scenes)
-        leave_in(n, scene, uid);
-    for (uint32_t scene : scenes)
-        settle(n, scene);
+    leave_where(n, uid, &Scene::session_of, session);
+}
+
+void scene_gate_end(Node &n, uint64_t uid, uint64_t gate)
+{
+    leave_where(n, uid, &Scene::gate_of, gate);
 }
 
 } // namespace coho::game::logic
