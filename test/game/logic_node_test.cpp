@@ -1017,6 +1017,36 @@ TEST(LogicNode, ALateSessionEndOfAnOlderSessionChangesNothing)
 
 // ---- scenes ----
 
+// A SceneEnterReq or SceneMoveReq payload.
+template <class Req>
+std::string pos_req(uint32_t scene, int32_t x, int32_t y)
+{
+    Req r;
+    r.set_scene(scene);
+    r.mutable_pos()->set_x(x);
+    r.mutable_pos()->set_y(y);
+    return pb(r);
+}
+std::string enter_req(uint32_t scene, int32_t x, int32_t y)
+{
+    return pos_req<SceneEnterReq>(scene, x, y);
+}
+std::string move_req(uint32_t scene, int32_t x, int32_t y)
+{
+    return pos_req<SceneMoveReq>(scene, x, y);
+}
+
+// The uids a SceneEnterResp names (a test failure when it does not parse).
+std::set<uint64_t> others_in(const std::string &resp_body)
+{
+    SceneEnterResp resp;
+    EXPECT_TRUE(resp.ParseFromString(resp_body));
+    std::set<uint64_t> others;
+    for (auto &e : resp.others())
+        others.insert(e.uid());
+    return others;
+}
+
 // One entry of an AoiBatch, as one recipient got it; a LEAVE without a position (the entity
 // left the scene) has x = y = -1.
 struct K {
@@ -1080,18 +1110,9 @@ TEST(LogicNode, AoiPushesReachNeighboursOnly)
     const uint32_t S = 7;
     const uint64_t A = 1, B = 2, C = 3; // A on gateway 1; B and C on gateway 2
     auto enter = [&](Gate &g, uint64_t uid, int32_t x, int32_t y) {
-        SceneEnterReq req;
-        req.set_scene(S);
-        req.mutable_pos()->set_x(x);
-        req.mutable_pos()->set_y(y);
-        Resp r = g.call(uid, wire::R_SCENE_ENTER, pb(req));
+        Resp r = g.call(uid, wire::R_SCENE_ENTER, enter_req(S, x, y));
         EXPECT_EQ(r.status, wire::OK);
-        SceneEnterResp resp;
-        EXPECT_TRUE(resp.ParseFromString(r.body));
-        std::set<uint64_t> others;
-        for (auto &e : resp.others())
-            others.insert(e.uid());
-        return others;
+        return others_in(r.body);
     };
     auto move = [&](Gate &g, uint64_t uid, int32_t x, int32_t y) {
         SceneMoveReq req;
@@ -1355,17 +1376,9 @@ TEST(LogicNode, ALateLeaveOfAnOlderSessionLeavesTheSceneEntityInPlace)
     ASSERT_GT(node.port(), 0);
     Gate g(node.port(), 1);
     auto enter = [&](uint64_t uid, int32_t x, uint64_t session) {
-        SceneEnterReq req;
-        req.set_scene(3);
-        req.mutable_pos()->set_x(x);
-        Resp r = g.call(uid, wire::R_SCENE_ENTER, pb(req), session);
+        Resp r = g.call(uid, wire::R_SCENE_ENTER, enter_req(3, x, 0), session);
         EXPECT_EQ(r.status, wire::OK);
-        SceneEnterResp resp;
-        EXPECT_TRUE(resp.ParseFromString(r.body));
-        std::set<uint64_t> seen;
-        for (auto &e : resp.others())
-            seen.insert(e.uid());
-        return seen;
+        return others_in(r.body);
     };
     SceneLeaveReq lv;
     lv.set_scene(3);
@@ -1696,24 +1709,6 @@ struct SceneCluster {
     }
 };
 
-std::string enter_req(uint32_t scene, int32_t x, int32_t y)
-{
-    SceneEnterReq r;
-    r.set_scene(scene);
-    r.mutable_pos()->set_x(x);
-    r.mutable_pos()->set_y(y);
-    return pb(r);
-}
-
-std::string move_req(uint32_t scene, int32_t x, int32_t y)
-{
-    SceneMoveReq r;
-    r.set_scene(scene);
-    r.mutable_pos()->set_x(x);
-    r.mutable_pos()->set_y(y);
-    return pb(r);
-}
-
 uint32_t call_status(gh::Client &c, uint16_t route, const std::string &payload)
 {
     auto f = c.call(route, payload);
@@ -1767,10 +1762,8 @@ TEST(SceneCluster, PlayersOfTwoNodesInOneSceneSeeEachOther)
     auto f = c2.call(wire::R_SCENE_ENTER, enter_req(scene, 20, 20));
     ASSERT_TRUE(f);
     ASSERT_EQ(f->status(), wire::OK);
-    SceneEnterResp resp;
-    ASSERT_TRUE(resp.ParseFromString(f->body.substr(4)));
-    ASSERT_EQ(resp.others_size(), 1) << "u2 does not see u1, whose uid is on the other node";
-    EXPECT_EQ(resp.others(0).uid(), u1);
+    EXPECT_EQ(others_in(f->body.substr(4)), std::set<uint64_t>{u1})
+        << "u2 does not see u1, whose uid is on the other node";
     EXPECT_TRUE(saw(c1, scene, u2, "e")) << "u1 was not told that u2 entered";
     ASSERT_EQ(call_status(c1, wire::R_SCENE_MOVE, move_req(scene, 15, 15)), wire::OK);
     EXPECT_TRUE(saw(c2, scene, u1, "m")) << "u2 was not told that u1 moved";
@@ -1806,10 +1799,7 @@ TEST(SceneCluster, APlayerWhoseSessionEndsLeavesTheSceneOnTheScenesNode)
     auto f = c3.call(wire::R_SCENE_ENTER, enter_req(scene, 30, 30));
     ASSERT_TRUE(f);
     ASSERT_EQ(f->status(), wire::OK);
-    SceneEnterResp resp;
-    ASSERT_TRUE(resp.ParseFromString(f->body.substr(4)));
-    ASSERT_EQ(resp.others_size(), 1);
-    EXPECT_EQ(resp.others(0).uid(), u1);
+    EXPECT_EQ(others_in(f->body.substr(4)), std::set<uint64_t>{u1});
 }
 
 TEST(SceneCluster, AKilledScenesNodeHandsItsPlayersToTheNewOwner)
