@@ -38,7 +38,8 @@
 #   --rate R     calls per second per bot (default 20); --rounds N (--bench, default 3)
 #   --calls MIX  the bots' call mix (coho-bots --calls): default 'all' (player, chat, scene calls
 #            and pushes across both gateways; also with --kill), 'echo' with --stop,
-#            --etcd-restart and --kill-gate (their error allowances are set for echo calls)
+#            --etcd-restart and --kill-gate (their error allowances are set for echo calls;
+#            --stop --calls all fails: game/README.md, "Scenes in a cluster")
 # Every logic node must have served logins (the gateways route over every node they found).
 # The programs default to BUILD_DIR/game/{gate,logic,bots}/coho-*.
 set -uo pipefail
