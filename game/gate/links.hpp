@@ -36,7 +36,8 @@ public:
     Reply call(uint64_t uid, uint64_t session, uint16_t route, std::string_view payload);
     // The address of the node that owns `key` now; empty when no node is up.
     std::string owner(uint64_t key) const;
-    // A CALL to the node at `addr` (NO_NODE when it is not up); counted as call() counts.
+    // A CALL to the node at `addr` (NO_NODE when it is not up, or not a node of these links).
+    // Unlike call(), a failure is not counted: the caller counts what its client was answered.
     Reply call_at(const std::string &addr, uint64_t uid, uint64_t session, uint16_t route,
                   std::string_view payload);
     uint32_t load(uint64_t uid, uint64_t session);
