@@ -54,6 +54,11 @@ const Metric kMetrics[] = {
      &Counters::push_drops, 0},
     {"coho_gate_sessions_expired_total", "sessions ended by their grace period", C,
      &Counters::sessions_expired, 0},
+    {"coho_gate_scene_bad_calls_total", "scene calls without a valid scene id (status 6)", C,
+     &Counters::scene_bad_calls, 0},
+    {"coho_gate_scene_reentries_total",
+     "entities entered again at the new owner of a scene that moved", C, &Counters::scene_reentries,
+     0},
 };
 
 const char *const kKickNames[8] = {"",         "idle",     "elsewhere",  "slow",

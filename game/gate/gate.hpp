@@ -14,6 +14,7 @@
 //   login.cpp     LOGIN, LOGOUT
 //   rebind.cpp    REBIND, ACK
 //   route.cpp     CALL, and the node links (rendezvous on uid, timeouts)
+//   scenes.cpp    scene calls: routed by scene id, the sessions' seats, re-entry, leaving
 //   push.cpp      what nodes send: pushes to uids, groups, everyone; group membership
 //   sessions.cpp  the session table, the replay cache and ordered delivery
 //   admin.cpp     the metrics registry's series and the /stats sections (net/'s admin server)
@@ -66,6 +67,8 @@ struct Counters {
     std::atomic<uint64_t> pings{0}, acks{0}, protocol_errors{0};
     std::atomic<uint64_t> node_frames{0}, node_bad_frames{0};
     std::atomic<uint64_t> pushes{0}, push_drops{0}, sessions_expired{0};
+    std::atomic<uint64_t> scene_bad_calls{0}; // scene calls without a valid scene id (status 6)
+    std::atomic<uint64_t> scene_reentries{0}; // entities entered again where their scene moved
     std::atomic<uint64_t> kicks[8] = {};
 };
 
@@ -86,6 +89,13 @@ struct Cidr {
     unsigned bits = 0;
 };
 
+// A session's entity in a scene: the node that holds it (its address: the scene's owner when
+// the session last called it) and the bytes of its last position (a Pos message, game.proto).
+struct SceneSeat {
+    std::string node;
+    std::string pos;
+};
+
 // A player's session: outlives its connection for --grace-ms so that REBIND can move it to a
 // new one. Every field is guarded by Gate::mu.
 struct Session {
@@ -101,6 +111,9 @@ struct Session {
     bool ended = false;
     bool flush_pending = false;
     std::unordered_set<std::string> groups;
+    // The scenes the session entered (scenes.cpp): where its entity lives and where it last
+    // stood, so that its session end leaves them and a scene that moved gets it back.
+    std::map<uint32_t, SceneSeat> scenes;
 };
 using SessionPtr = std::shared_ptr<Session>;
 
@@ -213,6 +226,18 @@ void ack(Client &c, std::string_view body);
 
 // route.cpp
 void call(Client &c, uint32_t seq, std::string_view body);
+
+// scenes.cpp: routes 30-32, routed by scene id (game/common/scene_call.hpp).
+struct NodeReply {
+    uint32_t status = wire::OK;
+    std::string payload;
+};
+NodeReply scene_call(NodeLinks &links, const SessionPtr &s, uint16_t route,
+                     std::string_view payload);
+// After the session ended (its scenes were taken out of it): each scene's node is told to
+// take the session's entity out. In a coroutine of the calling shard.
+void leave_scenes(NodeLinks &links, uint64_t uid, uint64_t sid,
+                  const std::map<uint32_t, SceneSeat> &seats);
 
 // sessions.cpp
 SessionPtr start_session(uint64_t uid, uint64_t sid, Client &c);

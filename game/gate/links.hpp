@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 // A shard's links to the logic nodes (route.cpp): one socket_ext connect pool per node, on the
-// shard's scheduler. A request goes to the node that owns the uid by rendezvous hashing over
-// the nodes that are up now; a node that is down, or goes down with the request in flight,
-// answers NO_NODE at once, and a node that stays silent answers TIMEOUT after
+// shard's scheduler. A request goes to the node that owns its key by rendezvous hashing over
+// the nodes that are up now (the uid; for scene calls the scene, scenes.cpp); a node that is down,
+// or goes down with the request in flight, answers NO_NODE at once, and a node that stays silent
+// answers TIMEOUT after
 // --call-timeout-ms.
 #pragma once
 
@@ -19,10 +20,7 @@ namespace coho::game::gate {
 
 class NodeLinks {
 public:
-    struct Reply {
-        uint32_t status = wire::OK;
-        std::string payload;
-    };
+    using Reply = NodeReply;
 
     // Connects to every node and waits up to `wait_ms` for each to be up, so that the first
     // logins hash over every node that is running. In a coroutine on the shard's thread.
@@ -36,6 +34,12 @@ public:
     void wait_up(int64_t wait_ms);
 
     Reply call(uint64_t uid, uint64_t session, uint16_t route, std::string_view payload);
+    // The address of the node that owns `key` now; empty when no node is up.
+    std::string owner(uint64_t key) const;
+    // A CALL to the node at `addr` (NO_NODE when it is not up, or not a node of these links).
+    // Unlike call(), a failure is not counted: the caller counts what its client was answered.
+    Reply call_at(const std::string &addr, uint64_t uid, uint64_t session, uint16_t route,
+                  std::string_view payload);
     uint32_t load(uint64_t uid, uint64_t session);
     void session_end(uint64_t uid, uint64_t session);
 
@@ -47,6 +51,9 @@ private:
         coho_tdp_framer_t framer{};
     };
     Reply request(uint32_t type, uint32_t arg, uint64_t uid, const std::string &body);
+    // `conn`: a connection of node `i` that is up.
+    Reply request_at(size_t i, uint64_t conn, uint32_t type, uint32_t arg, const std::string &body);
+    int pick(uint64_t key, uint64_t *conn) const; // the owner's index (-1: none is up)
     void add(const std::string &addr); // throws std::runtime_error when it does not resolve
 
     std::vector<std::unique_ptr<Node>> nodes_;

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
-// CALL: a client's request goes to the logic node that owns its uid and the answer comes back
-// with the client's seq. Each CALL runs in a coroutine of its own (up to kCallsInFlight per
-// connection; past that the connection's reads wait for the call), so a slow route never holds
-// up the connection's other calls. Also the node links (links.hpp).
+// CALL: a client's request goes to the logic node that owns its uid (a scene call: its scene,
+// scenes.cpp) and the answer comes back with the client's seq. Each CALL runs in a coroutine of its
+// own (up to kCallsInFlight per connection; past that the connection's reads wait for the call), so
+// a slow route never holds up the connection's other calls. Also the node links (links.hpp).
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -17,6 +17,7 @@
 #include "links.hpp"
 #include "node.hpp"
 #include "rendezvous.hpp"
+#include "scene_call.hpp"
 
 namespace coho::game::gate {
 
@@ -60,12 +61,14 @@ void count_route(uint16_t route, size_t in, const NodeLinks::Reply &r, int64_t u
     s.latency.observe(double(us) / 1e6);
 }
 
-// One CALL, start to end: ask the node, count, answer.
-void routed(NodeLinks &links, uint64_t uid, uint64_t sid, uint64_t conn_id, uint32_t seq,
-            uint16_t route, std::string_view payload)
+// One CALL, start to end: ask the node (by uid; scene calls by scene id), count, answer.
+void routed(NodeLinks &links, const SessionPtr &s, uint64_t conn_id, uint32_t seq, uint16_t route,
+            std::string_view payload)
 {
+    const uint64_t uid = s->uid;
     int64_t t0 = now_us();
-    NodeLinks::Reply r = links.call(uid, sid, route, payload);
+    NodeLinks::Reply r = is_scene_route(route) ? scene_call(links, s, route, payload)
+                                               : links.call(uid, s->id, route, payload);
     int64_t us = now_us() - t0;
     if (us > kSlowCallUs)
         coho_log_warn("gate: slow call: route %u uid %llu seq %u took %lld us, status %u",
@@ -88,18 +91,18 @@ void call(Client &c, uint32_t seq, std::string_view body)
         return;
     }
     gate().stats.calls++;
-    uint64_t uid = c.session->uid, sid = c.session->id, conn_id = c.conn.id();
+    uint64_t conn_id = c.conn.id();
     NodeLinks &links = *c.shard.links;
     if (*c.calls_in_flight >= kCallsInFlight)
-        return routed(links, uid, sid, conn_id, seq, route, r.rest());
+        return routed(links, c.session, conn_id, seq, route, r.rest());
     ++*c.calls_in_flight;
     coho_spawn_opts_t so;
     coho_spawn_opts_init(&so);
     so.detached = true; // nobody joins it: a joinable one would keep its record forever
     so.name = "gate.call";
-    coho::spawn(so, [&links, uid, sid, conn_id, seq, route, payload = std::string(r.rest()),
-                     in_flight = c.calls_in_flight] {
-        routed(links, uid, sid, conn_id, seq, route, payload);
+    coho::spawn(so, [&links, session = c.session, conn_id, seq, route,
+                     payload = std::string(r.rest()), in_flight = c.calls_in_flight] {
+        routed(links, session, conn_id, seq, route, payload);
         --*in_flight;
     });
 }
@@ -244,24 +247,45 @@ void NodeLinks::close()
             coho_tdp_close(std::exchange(n->pool, nullptr));
 }
 
+int NodeLinks::pick(uint64_t key, uint64_t *conn) const
+{
+    std::vector<bool> up(nodes_.size());
+    std::vector<uint64_t> c(nodes_.size());
+    for (size_t i = 0; i < nodes_.size(); i++) {
+        c[i] = nodes_[i]->pool ? coho_tdp_pick(nodes_[i]->pool, 0) : 0;
+        up[i] = c[i] != 0;
+    }
+    int i = rendezvous_pick(hashes_, up, key);
+    if (i >= 0 && conn != nullptr)
+        *conn = c[size_t(i)];
+    return i;
+}
+
+std::string NodeLinks::owner(uint64_t key) const
+{
+    int i = pick(key, nullptr);
+    return i < 0 ? std::string() : nodes_[size_t(i)]->addr;
+}
+
 NodeLinks::Reply NodeLinks::request(uint32_t type, uint32_t arg, uint64_t uid,
                                     const std::string &body)
 {
-    std::vector<bool> up(nodes_.size());
-    std::vector<uint64_t> conn(nodes_.size());
-    for (size_t i = 0; i < nodes_.size(); i++) {
-        conn[i] = nodes_[i]->pool ? coho_tdp_pick(nodes_[i]->pool, 0) : 0;
-        up[i] = conn[i] != 0;
-    }
-    int i = rendezvous_pick(hashes_, up, uid);
+    uint64_t conn = 0;
+    int i = pick(uid, &conn);
     if (i < 0)
         return {wire::NO_NODE, {}};
-    coho_tdp_pool_t *p = nodes_[size_t(i)]->pool;
+    return request_at(size_t(i), conn, type, arg, body);
+}
+
+NodeLinks::Reply NodeLinks::request_at(size_t i, uint64_t conn, uint32_t type, uint32_t arg,
+                                       const std::string &body)
+{
+    coho_tdp_pool_t *p = nodes_[i]->pool;
     uint64_t id = coho_tdp_req_id(p);
     if (id == 0)
         return {wire::NO_NODE, {}};
     std::string f = node::frame(type, id, arg, body);
-    if (coho_tdp_send(p, conn[size_t(i)], id, f.data(), f.size()) != 0) {
+    if (coho_tdp_send(p, conn, id, f.data(), f.size()) != 0) {
         coho_tdp_req_release(p, id);
         return {wire::NO_NODE, {}};
     }
@@ -289,6 +313,21 @@ NodeLinks::Reply NodeLinks::call(uint64_t uid, uint64_t session, uint16_t route,
     Reply r = request(node::CALL, route, uid, node::uid_session(uid, session, payload));
     if (r.status != wire::OK)
         gate().stats.call_failures++;
+    return r;
+}
+
+NodeLinks::Reply NodeLinks::call_at(const std::string &addr, uint64_t uid, uint64_t session,
+                                    uint16_t route, std::string_view payload)
+{
+    Reply r{wire::NO_NODE, {}};
+    for (size_t i = 0; i < nodes_.size(); i++) {
+        if (nodes_[i]->addr != addr)
+            continue;
+        uint64_t conn = nodes_[i]->pool ? coho_tdp_pick(nodes_[i]->pool, 0) : 0;
+        if (conn != 0)
+            r = request_at(i, conn, node::CALL, route, node::uid_session(uid, session, payload));
+        break;
+    }
     return r;
 }
 

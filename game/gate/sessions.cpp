@@ -108,13 +108,21 @@ void unlink_locked(Session &s)
     s.replay_bytes = 0;
 }
 
-// Tells the uid's node that the session ended, from a coroutine of the calling shard.
-void tell_node_ended(uint64_t uid, uint64_t sid)
+// Tells the uid's node that the session `s` (ended) ended, and the node of each scene it was in
+// to take its entity out (scenes.cpp), from coroutines of the calling shard.
+void tell_node_ended(const SessionPtr &s)
 {
+    std::map<uint32_t, SceneSeat> seats;
+    {
+        std::lock_guard<std::mutex> g(gate().mu);
+        seats.swap(s->scenes);
+    }
     Shard *sh = this_shard();
     if (sh == nullptr || !sh->links)
         return;
     NodeLinks *links = sh->links.get();
+    const uint64_t uid = s->uid, sid = s->id;
+    leave_scenes(*links, uid, sid, seats);
     coho_spawn_opts_t so;
     coho_spawn_opts_init(&so);
     so.detached = true; // nobody joins it
@@ -179,7 +187,7 @@ SessionPtr start_session(uint64_t uid, uint64_t sid, Client &c)
     if (old) {
         if (old_conn != 0)
             kick_conn(old_shard, old_conn, wire::KICK_ELSEWHERE);
-        tell_node_ended(old->uid, old->id);
+        tell_node_ended(old);
     }
     return s;
 }
@@ -193,7 +201,7 @@ void end_session(const SessionPtr &s)
         s->conn_id = 0;
         unlink_locked(*s);
     }
-    tell_node_ended(s->uid, s->id);
+    tell_node_ended(s);
 }
 
 void detach_session(Client &c)
@@ -211,7 +219,7 @@ void detach_session(Client &c)
             return;
         unlink_locked(*s);
     }
-    tell_node_ended(s->uid, s->id);
+    tell_node_ended(s);
 }
 
 void expire_sessions(Shard &shard)
@@ -229,7 +237,7 @@ void expire_sessions(Shard &shard)
     }
     for (auto &s : gone) {
         gate().stats.sessions_expired++;
-        tell_node_ended(s->uid, s->id);
+        tell_node_ended(s);
     }
 }
 

@@ -57,13 +57,13 @@ bool ClusterMember::take_machine_id(etcd::Client &c, int64_t lease)
     return false;
 }
 
-bool ClusterMember::owns(uint64_t uid) const
+bool ClusterMember::owns(const char *kind, uint64_t id) const
 {
     if (member_->valid())
         return true;
     if (fenced_++ % 1000 == 0)
-        coho_log_warn("cluster: no valid lease: uid %" PRIu64 " refused (%" PRIu64 " so far)", uid,
-                      fenced_);
+        coho_log_warn("cluster: no valid lease: %s %" PRIu64 " refused (%" PRIu64 " so far)", kind,
+                      id, fenced_);
     return false;
 }
 

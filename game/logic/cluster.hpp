@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: MIT
 // A logic node in the cluster (cluster.cpp), with --etcd: it registers /<cluster>/logic/<id>
 // under a lease kept alive by a coroutine (member.hpp), and owns no uid while that lease is not
-// valid (fencing: after a pause or a partition past the TTL, the gateways have moved its uids to
-// other nodes, so it answers NO_NODE until it has registered again). Which uids a live node
-// gets is the gateways' choice (rendezvous hashing over the nodes they see up), so the uids of a
-// node that crashed move at once, without waiting for its lease to expire.
+// valid (fencing: after a pause or a partition past the TTL, the gateways have moved its uids and
+// scenes to other nodes, so it answers NO_NODE until it has registered again). Which uids a live
+// node gets is the gateways' choice (rendezvous hashing over the nodes they see up), so the uids of
+// a node that crashed move at once, without waiting for its lease to expire.
 #pragma once
 
 #include <atomic>
@@ -28,8 +28,9 @@ public:
     // Inside a coroutine: registers, and keeps the lease alive, in the background.
     void start() { member_->start(); }
     void stop() { member_->stop(); }
-    // Whether this node may serve `uid` now. On the node's scheduler.
-    bool owns(uint64_t uid) const;
+    // Whether this node may serve `id` now: a uid, or a scene (`kind` names which, for the log).
+    // On the node's scheduler.
+    bool owns(const char *kind, uint64_t id) const;
     const cluster::Member &member() const { return *member_; }
     uint64_t fenced() const { return fenced_; }
     // The machine id held; -1 before the first registration.

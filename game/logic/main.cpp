@@ -279,10 +279,14 @@ int main(int argc, char **argv)
         so.stack_size = std::max<size_t>(so.stack_size, 256u << 10); // libmariadb, protobuf
         coho::Scheduler sched(so);
         // With --etcd: the node's registration, made once it listens; until then, and
-        // whenever its lease is not valid, the node owns no uid (fencing).
+        // whenever its lease is not valid, the node owns no uid and no scene (fencing).
         std::unique_ptr<logic::ClusterMember> member;
-        if (!etcd_eps.empty())
-            cfg.owns = [&member](uint64_t uid) { return member && member->owns(uid); };
+        if (!etcd_eps.empty()) {
+            cfg.owns = [&member](const char *kind, uint64_t id) {
+                return member && member->owns(kind, id);
+            };
+            cfg.lease = [&member] { return member ? member->member().lease() : int64_t(0); };
+        }
         logic::Node node(cfg, sched);
         // With --etcd the snowflake ids wait for the machine id the node holds under its lease.
         std::unique_ptr<logic::Timers> timers;

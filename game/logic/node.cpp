@@ -10,6 +10,8 @@
 
 #include <coho.h>
 
+#include "game/common/scene_call.hpp"
+
 namespace coho::game::logic {
 
 using coho::tdp::Request;
@@ -129,7 +131,7 @@ void Node::expire_gate(uint64_t gate, uint64_t epoch)
         if (it != players.end() && it->second->gate == gate)
             players.erase(it);
         channels_of.erase(uid); // its groups went with the gateway
-        scene_session_end(*this, uid);
+        scene_gate_end(*this, uid, gate);
     }
 }
 
@@ -203,6 +205,7 @@ void Node::serve(Request rq)
     Reader r(body);
     const uint64_t uid = r.u64();
     const uint64_t session = r.u64();
+    const std::string_view payload = r.rest();
     try {
         if (!hello) {
             coho_log_warn("connection %" PRIu64 ": request type %u before HELLO", rq.conn_id(),
@@ -212,7 +215,7 @@ void Node::serve(Request rq)
             coho_log_warn("gateway %" PRIu64 ": request type %u with a %zu-byte body", gate, h.type,
                           body.size());
             status = wire::BAD_PAYLOAD;
-        } else if (h.type != node::SESSION_END && cfg_.owns && !cfg_.owns(uid)) {
+        } else if (h.type != node::SESSION_END && cfg_.owns && !owns(h, uid, payload)) {
             coho_log_debug("uid %" PRIu64 ": not this node's (cluster), type %u refused", uid,
                            h.type);
             status = wire::NO_NODE;
@@ -223,16 +226,17 @@ void Node::serve(Request rq)
             if (h.arg > UINT16_MAX) {
                 status = wire::UNKNOWN_ROUTE;
             } else {
-                Call c{uid, session, gate, route, r.rest(), {}};
+                Call c{uid, session, gate, route, payload, {}};
                 status = dispatch_call(c, out);
                 then = std::move(c.then);
             }
         } else if (h.type == node::SESSION_END) {
             // A late SESSION_END of an older session leaves the newer one alone.
+            // Scenes keep the session that put each entity there, so that check is theirs.
+            scene_session_end(*this, uid, session);
             if (player_session_end(*this, uid, session)) {
                 coho_log_debug("session %" PRIu64 " of uid %" PRIu64 " ended", session, uid);
                 chat_session_end(*this, uid, gate);
-                scene_session_end(*this, uid);
             } else {
                 coho_log_info("SESSION_END of uid %" PRIu64 " session %" PRIu64
                               " ignored: a newer session is loaded",
@@ -286,6 +290,18 @@ void Node::serve(Request rq)
                            e.what());
         }
     }
+}
+
+bool Node::owns(const node::Header &h, uint64_t uid, std::string_view payload) const
+{
+    // Scene calls are routed by scene (game/common/scene_call.hpp): the node must own the scene,
+    // whoever's uid it is. A payload without a scene id is refused by its route, if owned.
+    uint32_t scene = 0;
+    std::string pos;
+    if (h.type == node::CALL && h.arg <= UINT16_MAX && is_scene_route(uint16_t(h.arg)) &&
+        parse_scene_call(payload, &scene, &pos))
+        return cfg_.owns("scene", scene);
+    return cfg_.owns("uid", uid);
 }
 
 uint32_t Node::dispatch_call(const Call &c, std::string &out)

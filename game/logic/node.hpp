@@ -44,9 +44,14 @@ struct Config {
     std::chrono::milliseconds gate_grace{30000};
     DbConfig db;
     PersistConfig persist;
-    // Cluster fencing (cluster.hpp): LOAD and CALL for a uid this says the node does not own
-    // are answered NO_NODE. Empty: every uid is this node's.
-    std::function<bool(uint64_t uid)> owns;
+    // Cluster fencing (cluster.hpp): LOAD and CALL for what this says the node does not own
+    // (`kind` "uid" and the uid; "scene" and the scene id for scene calls, which gateways route
+    // by scene) are answered NO_NODE. Empty: everything is this node's.
+    std::function<bool(const char *kind, uint64_t id)> owns;
+    // The lease the node holds now (cluster.hpp); 0 without a cluster. A scene kept from an
+    // earlier lease is stale (the gateways moved it away while the node had none) and starts
+    // empty at its next call.
+    std::function<int64_t()> lease;
 };
 
 // One CALL as the feature code sees it.
@@ -85,12 +90,14 @@ struct Player {
     coho::Mutex mu;
 };
 
-// A scene this node owns (scene.cpp): the AOI grid, per entity the gateway to push to, and
-// what its observers are still to be told at the next tick.
+// A scene this node owns (scene.cpp): the AOI grid, per entity the gateway to push to and the
+// session that put it there, and what its observers are still to be told at the next tick.
 struct Scene {
-    Scene(int32_t cell, aoi::Area area) : grid(cell, area) {}
+    Scene(int32_t cell, aoi::Area area, int64_t lease_) : grid(cell, area), lease(lease_) {}
     aoi::Grid grid;
     std::unordered_map<uint64_t, uint64_t> gate_of;
+    std::unordered_map<uint64_t, uint64_t> session_of;
+    int64_t lease = 0; // the node's lease when the scene was made (Config::lease)
     aoi::Batches pending;
     bool ticking = false; // its tick coroutine runs (it flushes `pending`, then ends when idle)
 };
@@ -136,6 +143,7 @@ public:
     void stats_json(coho::net::Json &j) const;
 
     const Config &config() const { return cfg_; }
+    int64_t lease() const { return cfg_.lease ? cfg_.lease() : 0; }
     bool stopping() const { return stopping_; }
     coho::Scheduler &scheduler() { return sched_; }
     Db &db() { return db_; }
@@ -166,6 +174,8 @@ private:
     void on_request(coho::tdp::Request rq);
     void serve(coho::tdp::Request rq); // the request's own coroutine
     uint32_t dispatch_call(const Call &c, std::string &out);
+    // Cluster fencing of one request (Config::owns): the scene of a scene call, else the uid.
+    bool owns(const node::Header &h, uint64_t uid, std::string_view payload) const;
     void send_to_gate(uint64_t gate, const std::string &frame);
     void on_conn_delete(uint64_t conn, int err);
     // After gate_grace without a connection of `gate`: ends every session it held here.
@@ -208,7 +218,10 @@ void chat_session_end(Node &n, uint64_t uid, uint64_t gate);
 uint32_t scene_enter(Node &n, const Call &c, std::string &out);
 uint32_t scene_move(Node &n, const Call &c, std::string &out);
 uint32_t scene_leave(Node &n, const Call &c, std::string &out);
-void scene_session_end(Node &n, uint64_t uid);
+// Takes `uid` out of the scenes where session `session` put it (a newer session's entity stays).
+void scene_session_end(Node &n, uint64_t uid, uint64_t session);
+// Takes `uid` out of the scenes where its pushes go to gateway `gate` (that gateway is gone).
+void scene_gate_end(Node &n, uint64_t uid, uint64_t gate);
 // Every uid in a scene of this node whose pushes go to `gate`.
 std::vector<uint64_t> scene_uids_of_gate(const Node &n, uint64_t gate);
 // test routes (node.cpp)

@@ -143,6 +143,41 @@ aoi::Result move_in(Scene &s, uint64_t uid, aoi::Pos p)
     return r;
 }
 
+// `uid` is no longer in `scene` (the index SESSION_END reads).
+void forget(Node &n, uint64_t uid, uint32_t scene)
+{
+    auto it = n.scenes_of.find(uid);
+    if (it == n.scenes_of.end())
+        return;
+    it->second.erase(scene);
+    if (it->second.empty())
+        n.scenes_of.erase(it);
+}
+
+// Scene `id`, or nullptr. A scene kept from an earlier lease of the node is emptied first: while
+// the node had no lease the gateways moved it to another node, where its entities went on (and
+// some left); they enter again here when it comes back, and what stayed would be ghosts.
+Scene *find_scene(Node &n, uint32_t id)
+{
+    auto it = n.scenes.find(id);
+    if (it == n.scenes.end())
+        return nullptr;
+    Scene &s = *it->second;
+    if (s.lease == n.lease())
+        return &s;
+    coho_log_warn("scene %u: %zu entities kept from lease %" PRId64 " dropped (lease now %" PRId64
+                  ")",
+                  id, s.grid.size(), s.lease, n.lease());
+    for (auto &[uid, gate] : s.gate_of)
+        forget(n, uid, id);
+    s.grid = aoi::Grid(n.config().aoi_cell, s.grid.area());
+    s.gate_of.clear();
+    s.session_of.clear();
+    s.pending = aoi::Batches();
+    s.lease = n.lease();
+    return &s;
+}
+
 // Removes `uid` from scene `scene` (if there) and records the LEAVEs.
 void leave_in(Node &n, uint32_t scene, uint64_t uid)
 {
@@ -157,18 +192,16 @@ void leave_in(Node &n, uint32_t scene, uint64_t uid)
         s.pending.left(o, uid);
     s.pending.forget(uid);
     s.gate_of.erase(uid);
+    s.session_of.erase(uid);
     if (s.grid.size() == 0 && !s.ticking)
         n.scenes.erase(it);
 }
 
-void forget(Node &n, uint64_t uid, uint32_t scene)
+// Scene ids start at 1: proto3 cannot tell scene 0 from no scene, and gateways route by it.
+uint32_t no_scene_id(const Call &c)
 {
-    auto it = n.scenes_of.find(uid);
-    if (it == n.scenes_of.end())
-        return;
-    it->second.erase(scene);
-    if (it->second.empty())
-        n.scenes_of.erase(it);
+    coho_log_info("uid %" PRIu64 ": route %u without a scene id", c.uid, unsigned(c.route));
+    return wire::BAD_PAYLOAD;
 }
 
 uint32_t refused(const Call &c, uint32_t scene, aoi::Pos p, aoi::Result r)
@@ -186,15 +219,16 @@ uint32_t scene_enter(Node &n, const Call &c, std::string &out)
     if (!req.ParseFromArray(c.payload.data(), int(c.payload.size())))
         return wire::BAD_PAYLOAD;
     const uint32_t scene = req.scene();
+    if (scene == 0)
+        return no_scene_id(c);
     const aoi::Pos p = pos_of(req.pos());
     const Config &cfg = n.config();
     const aoi::Area area{{0, 0}, {cfg.scene_size - 1, cfg.scene_size - 1}};
     if (!area.contains(p))
         return refused(c, scene, p, aoi::Result::outside); // before a scene is made for it
-    auto &slot = n.scenes[scene];
-    if (!slot)
-        slot = std::make_unique<Scene>(cfg.aoi_cell, area);
-    Scene &s = *slot;
+    if (find_scene(n, scene) == nullptr)
+        n.scenes[scene] = std::make_unique<Scene>(cfg.aoi_cell, area, n.lease());
+    Scene &s = *n.scenes[scene];
     std::vector<uint64_t> seen;
     if (s.grid.contains(c.uid)) {
         // Entering again is a move to the new position; the reply is the caller's whole view,
@@ -210,6 +244,7 @@ uint32_t scene_enter(Node &n, const Call &c, std::string &out)
             s.pending.entered(o, c.uid);
     }
     s.gate_of[c.uid] = c.gate;
+    s.session_of[c.uid] = c.session;
     SceneEnterResp resp;
     for (uint64_t o : seen)
         put(resp.add_others(), o, *s.grid.pos(o));
@@ -223,15 +258,18 @@ uint32_t scene_move(Node &n, const Call &c, std::string &out)
     SceneMoveReq req;
     if (!req.ParseFromArray(c.payload.data(), int(c.payload.size())))
         return wire::BAD_PAYLOAD;
+    if (req.scene() == 0)
+        return no_scene_id(c);
     const aoi::Pos p = pos_of(req.pos());
-    auto it = n.scenes.find(req.scene());
-    if (it == n.scenes.end())
+    Scene *sp = find_scene(n, req.scene());
+    if (sp == nullptr)
         return refused(c, req.scene(), p, aoi::Result::absent); // enter first
-    Scene &s = *it->second;
+    Scene &s = *sp;
     const aoi::Result r = move_in(s, c.uid, p);
     if (r != aoi::Result::ok)
         return refused(c, req.scene(), p, r);
     s.gate_of[c.uid] = c.gate;
+    s.session_of[c.uid] = c.session; // a newer session of the uid takes the entity over
     SceneMoveResp().SerializeToString(&out);
     settle(n, req.scene());
     return wire::OK;
@@ -242,9 +280,20 @@ uint32_t scene_leave(Node &n, const Call &c, std::string &out)
     SceneLeaveReq req;
     if (!req.ParseFromArray(c.payload.data(), int(c.payload.size())))
         return wire::BAD_PAYLOAD;
-    leave_in(n, req.scene(), c.uid); // leaving a scene one is not in changes nothing
-    forget(n, c.uid, req.scene());
+    if (req.scene() == 0)
+        return no_scene_id(c);
+    // Leaving a scene one is not in changes nothing; nor does leaving an entity another session
+    // of the uid put there or moved last (a late leave of a session that ended, sent by its
+    // gateway, must not take out the session that replaced it).
     SceneLeaveResp().SerializeToString(&out);
+    Scene *s = find_scene(n, req.scene());
+    if (s == nullptr)
+        return wire::OK;
+    auto who = s->session_of.find(c.uid);
+    if (who == s->session_of.end() || who->second != c.session)
+        return wire::OK;
+    leave_in(n, req.scene(), c.uid);
+    forget(n, c.uid, req.scene());
     settle(n, req.scene());
     return wire::OK;
 }
@@ -259,17 +308,44 @@ std::vector<uint64_t> scene_uids_of_gate(const Node &n, uint64_t gate)
     return {uids.begin(), uids.end()};
 }
 
-void scene_session_end(Node &n, uint64_t uid)
+namespace {
+
+// Takes `uid` out of the scenes whose map `of` (the session, or the gateway, of each entity)
+// holds `want` for it.
+void leave_where(Node &n, uint64_t uid, std::unordered_map<uint64_t, uint64_t> Scene::*of,
+                 uint64_t want)
 {
     auto it = n.scenes_of.find(uid);
     if (it == n.scenes_of.end())
         return;
-    const std::set<uint32_t> scenes = std::move(it->second);
-    n.scenes_of.erase(it);
-    for (uint32_t scene : scenes)
+    std::vector<uint32_t> left;
+    for (uint32_t scene : it->second) {
+        auto sc = n.scenes.find(scene);
+        if (sc == n.scenes.end())
+            continue;
+        const auto &m = (*sc->second).*of;
+        auto v = m.find(uid);
+        if (v != m.end() && v->second == want)
+            left.push_back(scene);
+    }
+    for (uint32_t scene : left) {
         leave_in(n, scene, uid);
-    for (uint32_t scene : scenes)
+        forget(n, uid, scene);
+    }
+    for (uint32_t scene : left)
         settle(n, scene);
+}
+
+} // namespace
+
+void scene_session_end(Node &n, uint64_t uid, uint64_t session)
+{
+    leave_where(n, uid, &Scene::session_of, session);
+}
+
+void scene_gate_end(Node &n, uint64_t uid, uint64_t gate)
+{
+    leave_where(n, uid, &Scene::gate_of, gate);
 }
 
 } // namespace coho::game::logic

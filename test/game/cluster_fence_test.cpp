@@ -24,6 +24,7 @@
 #include "game/cluster/etcd.hpp"
 #include "game/cluster/member.hpp"
 #include "game/common/node.hpp"
+#include "game/common/scene_call.hpp"
 #include "game/common/wire.hpp"
 #include "test/support/client_harness.hpp"
 
@@ -161,16 +162,30 @@ public:
         ASSERT_EQ(::send(fd_, f.data(), f.size(), MSG_NOSIGNAL), ssize_t(f.size()));
     }
     void echo(uint64_t uid) { send(node::CALL, wire::R_ECHO, node::uid_session(uid, 1, "hi")); }
-    // The status of the next response (UINT32_MAX if none came within 20 s).
-    uint32_t status()
+    // scene.enter of `uid` into `scene` at (x, 0): routed by scene, fenced by scene.
+    void enter(uint64_t uid, uint32_t scene, int32_t x)
     {
-        std::string buf;
+        std::string pos;
+        pos.push_back(0x08); // Pos.x, sint32: zigzag
+        coho::game::pbwire::put_varint(pos, uint32_t((x << 1) ^ (x >> 31)));
+        send(node::CALL, wire::R_SCENE_ENTER,
+             node::uid_session(uid, 1, scene_payload(scene, pos, true)));
+    }
+    // The status of the next response (UINT32_MAX if none came within 20 s); its body in *body.
+    uint32_t status(std::string *body = nullptr)
+    {
         const auto end = std::chrono::steady_clock::now() + 20s;
         while (std::chrono::steady_clock::now() < end) {
-            if (buf.size() >= node::kHeaderLen) {
-                uint32_t len = get_u32(reinterpret_cast<const unsigned char *>(buf.data()) + 16);
-                if (buf.size() >= node::kHeaderLen + len)
-                    return get_u32(reinterpret_cast<const unsigned char *>(buf.data()) + 20);
+            if (buf_.size() >= node::kHeaderLen) {
+                auto p = reinterpret_cast<const unsigned char *>(buf_.data());
+                uint32_t len = get_u32(p + 16);
+                if (buf_.size() >= node::kHeaderLen + len) {
+                    const uint32_t st = get_u32(p + 20);
+                    if (body != nullptr)
+                        *body = buf_.substr(node::kHeaderLen, len);
+                    buf_.erase(0, node::kHeaderLen + len);
+                    return st;
+                }
             }
             pollfd p{fd_, POLLIN, 0};
             if (poll(&p, 1, 100) <= 0)
@@ -179,13 +194,14 @@ public:
             ssize_t n = recv(fd_, tmp, sizeof tmp, 0);
             if (n <= 0)
                 break;
-            buf.append(tmp, size_t(n));
+            buf_.append(tmp, size_t(n));
         }
         ADD_FAILURE() << "no response from coho-logic";
         return UINT32_MAX;
     }
 
 private:
+    std::string buf_; // read, not yet taken (two responses may come in one read)
     int fd_ = -1;
     uint64_t seq_ = 1;
 };
@@ -212,14 +228,18 @@ TEST(ClusterFence, a_node_stopped_past_its_ttl_refuses_uids_until_it_registered_
     FakeGate g(port);
     g.echo(1);
     EXPECT_EQ(g.status(), wire::OK);
+    g.enter(1, 5, 10); // scene calls need no database
+    EXPECT_EQ(g.status(), wire::OK);
 
     // Stopped: nobody renews the lease; etcd expires it and the key goes.
     logic.signal(SIGSTOP);
     EXPECT_TRUE(wait_for([&] { return !registered(); }, 20s)) << "the lease outlived the stop";
-    // A call that waits in the socket: when the node wakes, its lease is gone.
+    // Calls that wait in the socket: when the node wakes, its lease is gone.
     g.echo(2);
+    g.enter(2, 5, 20);
     logic.signal(SIGCONT);
     EXPECT_EQ(g.status(), wire::NO_NODE) << "a node without its lease served a uid";
+    EXPECT_EQ(g.status(), wire::NO_NODE) << "a node without its lease served a scene";
 
     // It registers again (new lease), then serves again.
     ASSERT_TRUE(wait_for(registered, 20s)) << "the node did not register again";
@@ -232,6 +252,12 @@ TEST(ClusterFence, a_node_stopped_past_its_ttl_refuses_uids_until_it_registered_
         },
         10s);
     EXPECT_EQ(st, wire::OK);
+    // Scene 5 as it was under the old lease is gone: meanwhile the gateways had moved it to
+    // another node, where uid 1 may have left. A newcomer next to where uid 1 stood sees no one.
+    g.enter(3, 5, 20);
+    std::string body;
+    EXPECT_EQ(g.status(&body), wire::OK);
+    EXPECT_TRUE(body.empty()) << "scene 5 kept an entity from the lost lease";
 }
 
 TEST(ClusterFence, a_stopped_node_deregisters_at_once)

@@ -10,8 +10,10 @@
 
 #include "bytes.hpp"
 #include "flags.hpp"
+#include "game.pb.h"
 #include "node.hpp"
 #include "rendezvous.hpp"
+#include "scene_call.hpp"
 #include "token.hpp"
 #include "wire.hpp"
 
@@ -248,6 +250,85 @@ TEST(GameRendezvous, ANodeJoiningThreeMovesAQuarterOfTheUidsAllToItself)
     std::printf("join 3 -> 4 nodes: %.4f of the uids moved (mean of %d clusters of %llu uids; "
                 "min %.4f, max %.4f; 1/N = 0.2500), none between old nodes\n",
                 mean, clusters, static_cast<unsigned long long>(kUids), lo, hi);
+}
+
+// The gateway reads scene requests without the schema: it must agree with protobuf on every
+// SceneEnterReq / SceneMoveReq, and what it builds must parse as the messages it stands for.
+TEST(GameScene, TheSceneIdAndPositionAreReadAsProtobufWritesThem)
+{
+    std::mt19937_64 rng(7);
+    for (int i = 0; i < 2000; i++) {
+        SceneMoveReq m;
+        m.set_scene(uint32_t(rng()) | 1);
+        m.mutable_pos()->set_x(int32_t(rng()));
+        m.mutable_pos()->set_y(int32_t(rng()));
+        const std::string p = m.SerializeAsString();
+        uint32_t scene = 0;
+        std::string pos;
+        ASSERT_TRUE(parse_scene_call(p, &scene, &pos));
+        EXPECT_EQ(scene, m.scene());
+        // What the gateway sends on a player's behalf: an enter at the same place.
+        SceneEnterReq e;
+        ASSERT_TRUE(e.ParseFromString(scene_payload(scene, pos, true)));
+        EXPECT_EQ(e.scene(), m.scene());
+        EXPECT_EQ(e.pos().x(), m.pos().x());
+        EXPECT_EQ(e.pos().y(), m.pos().y());
+        SceneLeaveReq l;
+        ASSERT_TRUE(l.ParseFromString(scene_payload(scene, {}, false)));
+        EXPECT_EQ(l.scene(), m.scene());
+    }
+    // Fields in any order, unknown fields skipped, the last scene id wins (as in protobuf).
+    std::string p = std::string("\x12\x02\x08\x04", 4) + "\x08\x05" + "\x1d" + "abcd" + "\x08\x09";
+    SceneMoveReq m;
+    ASSERT_TRUE(m.ParseFromString(p));
+    uint32_t scene = 0;
+    std::string pos;
+    ASSERT_TRUE(parse_scene_call(p, &scene, &pos));
+    EXPECT_EQ(scene, m.scene());
+    EXPECT_EQ(pos, std::string("\x08\x04", 2));
+    // No scene id, id 0, wider than 32 bits, wrong wire type, truncated: refused.
+    for (const std::string &bad :
+         {std::string(), std::string("\x08\x00", 2), std::string("\x08\x80\x80\x80\x80\x10"),
+          std::string("\x0a\x01z"), std::string("\x08"), std::string("\x12\x05zz")})
+        EXPECT_FALSE(parse_scene_call(bad, &scene, &pos)) << bad.size() << " bytes";
+}
+
+TEST(GameScene, AnEnterReplyBecomesAnAoiBatchOfWhoEntered)
+{
+    SceneEnterResp r;
+    for (uint64_t uid : {3u, 9u}) {
+        Entity *e = r.add_others();
+        e->set_uid(uid);
+        e->mutable_pos()->set_x(int32_t(uid) * 10);
+        e->mutable_pos()->set_y(-1);
+    }
+    std::string aoi;
+    ASSERT_TRUE(enter_resp_as_aoi(42, r.SerializeAsString(), &aoi));
+    AoiBatch b;
+    ASSERT_TRUE(b.ParseFromString(aoi));
+    EXPECT_EQ(b.scene(), 42u);
+    ASSERT_EQ(b.entered_size(), 2);
+    EXPECT_EQ(b.entered(1).uid(), 9u);
+    EXPECT_EQ(b.entered(1).pos().x(), 90);
+    EXPECT_EQ(b.entered(1).pos().y(), -1);
+    EXPECT_EQ(b.moved_size() + b.left_size(), 0);
+    // Nobody in view: no batch (an empty AoiBatch is never pushed).
+    ASSERT_TRUE(enter_resp_as_aoi(42, {}, &aoi));
+    EXPECT_TRUE(aoi.empty());
+    EXPECT_FALSE(enter_resp_as_aoi(42, "\x0a\x09", &aoi));
+}
+
+TEST(GameScene, SceneAndUidKeysGoToIndependentNodes)
+{
+    // Scene n and uid n must not share an owner more often than chance: over 3 nodes, about a
+    // third of the time.
+    const std::vector<uint64_t> nodes = {fnv1a("a:1"), fnv1a("b:2"), fnv1a("c:3")};
+    const std::vector<bool> up = {true, true, true};
+    int same = 0;
+    const int n = 30000;
+    for (uint32_t k = 1; k <= uint32_t(n); k++)
+        same += rendezvous_pick(nodes, up, k) == rendezvous_pick(nodes, up, scene_key(k));
+    EXPECT_NEAR(double(same) / n, 1.0 / 3, 0.02);
 }
 
 TEST(GameNode, FrameParsesBack)

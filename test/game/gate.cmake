@@ -2,6 +2,7 @@
 # node.hpp in the test, TCP clients and a python3-websockets client.
 add_executable(game_gate_test ${CMAKE_CURRENT_LIST_DIR}/gate_test.cpp)
 target_link_libraries(game_gate_test PRIVATE coho_game_common GTest::gtest GTest::gtest_main)
+target_include_directories(game_gate_test PRIVATE ${PROJECT_SOURCE_DIR})
 target_compile_definitions(game_gate_test PRIVATE COHO_GATE_BIN="$<TARGET_FILE:coho-gate>"
                                                   COHO_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
 add_dependencies(game_gate_test coho-gate)

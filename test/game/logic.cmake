@@ -28,7 +28,7 @@ find_package(PkgConfig REQUIRED)
 pkg_check_modules(LOGIC_TEST_MARIADB REQUIRED IMPORTED_TARGET libmariadb)
 add_executable(game_logic_node_test ${CMAKE_CURRENT_LIST_DIR}/logic_node_test.cpp)
 target_include_directories(game_logic_node_test PRIVATE ${PROJECT_SOURCE_DIR})
-target_link_libraries(game_logic_node_test PRIVATE coho_game_proto PkgConfig::LOGIC_TEST_MARIADB
+target_link_libraries(game_logic_node_test PRIVATE coho_game_proto PkgConfig::LOGIC_TEST_MARIADB OpenSSL::Crypto
                                                    GTest::gtest GTest::gtest_main)
 target_compile_definitions(game_logic_node_test PRIVATE
                            COHO_LOGIC_BIN="$<TARGET_FILE:coho-logic>"
@@ -38,6 +38,10 @@ target_compile_definitions(game_logic_node_test PRIVATE
                            COHO_GDB_SCRIPT="${PROJECT_SOURCE_DIR}/tools/coho-gdb.py")
 coho_target_flags(game_logic_node_test)
 add_dependencies(game_logic_node_test coho-logic)
+if(TARGET coho-gate) # SceneCluster: scenes shared by nodes behind a real gateway
+  target_compile_definitions(game_logic_node_test PRIVATE COHO_GATE_BIN="$<TARGET_FILE:coho-gate>")
+  add_dependencies(game_logic_node_test coho-gate)
+endif()
 gtest_discover_tests(game_logic_node_test TEST_PREFIX "game_logic_node_test." DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60
                      PROPERTIES TIMEOUT 120 FIXTURES_REQUIRED game_logic_mariadb
                                 ENVIRONMENT "COHO_TEST_SERVERS=${logic_servers_dir}")
@@ -52,6 +56,9 @@ file(WRITE ${CMAKE_CURRENT_BINARY_DIR}/logic_labels.cmake
      "  set_tests_properties(\${t} PROPERTIES LABELS \"game;integration\")\n"
      "  if(t MATCHES \"LogicPersist\")\n"
      "    set_tests_properties(\${t} PROPERTIES TIMEOUT 300)\n" # mariadbd installed, killed, restarted
+     "  endif()\n"
+     "  if(t MATCHES \"SceneCluster\")\n"
+     "    set_tests_properties(\${t} PROPERTIES LABELS \"game;cluster;integration\")\n"
      "  endif()\n"
      "  if(t MATCHES \"DebugTools\")\n"
      "    set_tests_properties(\${t} PROPERTIES TIMEOUT 300)\n" # gdb attaches to a sanitized node

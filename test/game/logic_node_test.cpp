@@ -36,7 +36,11 @@
 
 #include "game.pb.h"
 #include "game/common/node.hpp"
+#include "game/common/scene_call.hpp"
 #include "game/common/wire.hpp"
+#ifdef COHO_GATE_BIN
+#    include "test/game/gate_harness.hpp"
+#endif
 
 using namespace coho::game;
 
@@ -1013,6 +1017,36 @@ TEST(LogicNode, ALateSessionEndOfAnOlderSessionChangesNothing)
 
 // ---- scenes ----
 
+// A SceneEnterReq or SceneMoveReq payload.
+template <class Req>
+std::string pos_req(uint32_t scene, int32_t x, int32_t y)
+{
+    Req r;
+    r.set_scene(scene);
+    r.mutable_pos()->set_x(x);
+    r.mutable_pos()->set_y(y);
+    return pb(r);
+}
+std::string enter_req(uint32_t scene, int32_t x, int32_t y)
+{
+    return pos_req<SceneEnterReq>(scene, x, y);
+}
+std::string move_req(uint32_t scene, int32_t x, int32_t y)
+{
+    return pos_req<SceneMoveReq>(scene, x, y);
+}
+
+// The uids a SceneEnterResp names (a test failure when it does not parse).
+std::set<uint64_t> others_in(const std::string &resp_body)
+{
+    SceneEnterResp resp;
+    EXPECT_TRUE(resp.ParseFromString(resp_body));
+    std::set<uint64_t> others;
+    for (auto &e : resp.others())
+        others.insert(e.uid());
+    return others;
+}
+
 // One entry of an AoiBatch, as one recipient got it; a LEAVE without a position (the entity
 // left the scene) has x = y = -1.
 struct K {
@@ -1076,18 +1110,9 @@ TEST(LogicNode, AoiPushesReachNeighboursOnly)
     const uint32_t S = 7;
     const uint64_t A = 1, B = 2, C = 3; // A on gateway 1; B and C on gateway 2
     auto enter = [&](Gate &g, uint64_t uid, int32_t x, int32_t y) {
-        SceneEnterReq req;
-        req.set_scene(S);
-        req.mutable_pos()->set_x(x);
-        req.mutable_pos()->set_y(y);
-        Resp r = g.call(uid, wire::R_SCENE_ENTER, pb(req));
+        Resp r = g.call(uid, wire::R_SCENE_ENTER, enter_req(S, x, y));
         EXPECT_EQ(r.status, wire::OK);
-        SceneEnterResp resp;
-        EXPECT_TRUE(resp.ParseFromString(r.body));
-        std::set<uint64_t> others;
-        for (auto &e : resp.others())
-            others.insert(e.uid());
-        return others;
+        return others_in(r.body);
     };
     auto move = [&](Gate &g, uint64_t uid, int32_t x, int32_t y) {
         SceneMoveReq req;
@@ -1337,6 +1362,37 @@ TEST(LogicNode, AGatewayGoneForItsGracePeriodEndsItsSessions)
     ASSERT_TRUE(resp.ParseFromString(r.body));
     ASSERT_EQ(resp.others_size(), 1);
     EXPECT_EQ(resp.others(0).uid(), 1u);
+    EXPECT_EQ(node.stop(), 0);
+}
+
+// An entity remembers the session that entered or moved it last: a relogin's new session takes
+// it over, and a late scene.leave or SESSION_END of the old one (a gateway tells the scene's node
+// when a session ends) leaves it in place.
+TEST(LogicNode, ALateLeaveOfAnOlderSessionLeavesTheSceneEntityInPlace)
+{
+    const int dbp = db_port();
+    ASSERT_GT(dbp, 0);
+    Logic node(logic_args("logic_scene_sessions", dbp, 100));
+    ASSERT_GT(node.port(), 0);
+    Gate g(node.port(), 1);
+    auto enter = [&](uint64_t uid, int32_t x, uint64_t session) {
+        Resp r = g.call(uid, wire::R_SCENE_ENTER, enter_req(3, x, 0), session);
+        EXPECT_EQ(r.status, wire::OK);
+        return others_in(r.body);
+    };
+    SceneLeaveReq lv;
+    lv.set_scene(3);
+    enter(7, 0, 1);
+    enter(7, 5, 2); // the same uid, a newer session: a move, now the entity of session 2
+    EXPECT_EQ(g.call(7, wire::R_SCENE_LEAVE, pb(lv), 1).status, wire::OK);
+    EXPECT_EQ(g.session_end(7, 1).status, wire::OK);
+    EXPECT_EQ(enter(8, 10, 1), std::set<uint64_t>{7}) << "an older session took out the newer one";
+    EXPECT_EQ(g.session_end(7, 2).status, wire::OK);
+    EXPECT_EQ(enter(9, 10, 1), std::set<uint64_t>{8}) << "the session's own end left it in place";
+    // Scene 0 is no scene (proto3 cannot tell it from a missing id; gateways route by it).
+    SceneEnterReq zero;
+    zero.mutable_pos()->set_x(1);
+    EXPECT_EQ(g.call(10, wire::R_SCENE_ENTER, pb(zero)).status, wire::BAD_PAYLOAD);
     EXPECT_EQ(node.stop(), 0);
 }
 
@@ -2166,3 +2222,266 @@ TEST(LogicPersist, AJournalWithATornLastRecordIsReplayedAndLocked)
     unlink(journal.c_str());
     unlink((journal + ".errors").c_str());
 }
+
+// ---- scenes across nodes, behind a real gateway ----
+//
+// Two logic nodes on one database and coho-gate in front of them: scene calls are routed by the
+// scene id (one node owns a scene), everything else by the uid.
+#ifdef COHO_GATE_BIN
+
+namespace {
+
+namespace gh = coho_test::gate_harness;
+
+struct SceneCluster {
+    std::unique_ptr<Logic> a, b;
+    std::unique_ptr<gh::GateProc> gate;
+    std::string addr_a, addr_b;
+
+    explicit SceneCluster(const std::string &db)
+    {
+        const int dbp = db_port();
+        if (dbp <= 0)
+            return;
+        a = std::make_unique<Logic>(logic_args(db, dbp, 100));
+        b = std::make_unique<Logic>(logic_args(db, dbp, 100));
+        if (a->port() <= 0 || b->port() <= 0)
+            return;
+        addr_a = "127.0.0.1:" + std::to_string(a->port());
+        addr_b = "127.0.0.1:" + std::to_string(b->port());
+        gate = std::make_unique<gh::GateProc>(gh::GateProc::args({addr_a, addr_b}));
+    }
+    bool up() const { return gate && gate->tcp > 0; }
+    // 0 when node a owns `key` (a uid, or scene_key(scene)) with both up, 1 when node b does.
+    int owner(uint64_t key) const
+    {
+        return rendezvous_pick({fnv1a(addr_a), fnv1a(addr_b)}, {true, true}, key);
+    }
+    // The first uid from `from` that node `node` owns.
+    uint64_t uid_on(int node, uint64_t from) const
+    {
+        while (owner(from) != node)
+            from++;
+        return from;
+    }
+    uint32_t scene_on(int node) const
+    {
+        uint32_t s = 1;
+        while (owner(scene_key(s)) != node)
+            s++;
+        return s;
+    }
+};
+
+uint32_t call_status(gh::Client &c, uint16_t route, const std::string &payload)
+{
+    auto f = c.call(route, payload);
+    return f ? f->status() : ~0u;
+}
+
+// Reads `c`'s pushes (those kept while it read replies first) until an AOI push of `scene`
+// names `who` in one of its lists (`kinds`: "e" entered, "m" moved, "l" left); false if none
+// came within kReplyTimeoutMs.
+bool saw(gh::Client &c, uint32_t scene, uint64_t who, const std::string &kinds)
+{
+    const int64_t deadline = now_ms() + kReplyTimeoutMs;
+    size_t next = 0;
+    for (;;) {
+        for (; next < c.pushes.size(); next++) {
+            const std::string &body = c.pushes[next].body;
+            if (body.size() < 2 || get_u16((const unsigned char *)body.data()) != wire::R_SCENE_AOI)
+                continue;
+            AoiBatch b;
+            if (!b.ParseFromString(body.substr(2)) || b.scene() != scene)
+                continue;
+            auto names = [&](const google::protobuf::RepeatedPtrField<Entity> &l) {
+                for (auto &e : l)
+                    if (e.uid() == who)
+                        return true;
+                return false;
+            };
+            if ((kinds.find('e') != std::string::npos && names(b.entered())) ||
+                (kinds.find('m') != std::string::npos && names(b.moved())) ||
+                (kinds.find('l') != std::string::npos && names(b.left())))
+                return true;
+        }
+        if (now_ms() >= deadline)
+            return false;
+        auto f = c.read(); // up to the client's 5 s receive timeout
+        if (f && f->type == wire::PUSH)
+            c.pushes.push_back(*f);
+    }
+}
+
+TEST(SceneCluster, PlayersOfTwoNodesInOneSceneSeeEachOther)
+{
+    SceneCluster cl("scene_two");
+    ASSERT_TRUE(cl.up());
+    const uint64_t u1 = cl.uid_on(0, 1000), u2 = cl.uid_on(1, 1000);
+    const uint32_t scene = cl.scene_on(0);
+    gh::Client c1(cl.gate->tcp), c2(cl.gate->tcp);
+    ASSERT_EQ(c1.login(u1), wire::OK);
+    ASSERT_EQ(c2.login(u2), wire::OK);
+    ASSERT_EQ(call_status(c1, wire::R_SCENE_ENTER, enter_req(scene, 10, 10)), wire::OK);
+    auto f = c2.call(wire::R_SCENE_ENTER, enter_req(scene, 20, 20));
+    ASSERT_TRUE(f);
+    ASSERT_EQ(f->status(), wire::OK);
+    EXPECT_EQ(others_in(f->body.substr(4)), std::set<uint64_t>{u1})
+        << "u2 does not see u1, whose uid is on the other node";
+    EXPECT_TRUE(saw(c1, scene, u2, "e")) << "u1 was not told that u2 entered";
+    ASSERT_EQ(call_status(c1, wire::R_SCENE_MOVE, move_req(scene, 15, 15)), wire::OK);
+    EXPECT_TRUE(saw(c2, scene, u1, "m")) << "u2 was not told that u1 moved";
+    ASSERT_EQ(call_status(c2, wire::R_SCENE_MOVE, move_req(scene, 25, 25)), wire::OK);
+    EXPECT_TRUE(saw(c1, scene, u2, "m")) << "u1 was not told that u2 moved";
+}
+
+TEST(SceneCluster, APlayerWhoseSessionEndsLeavesTheSceneOnTheScenesNode)
+{
+    SceneCluster cl("scene_end");
+    ASSERT_TRUE(cl.up());
+    // The scene on node a, u2's uid on node b: only the gateway can tell a that u2 is gone.
+    const uint64_t u1 = cl.uid_on(0, 2000), u2 = cl.uid_on(1, 2000);
+    const uint32_t scene = cl.scene_on(0);
+    gh::Client c1(cl.gate->tcp);
+    ASSERT_EQ(c1.login(u1), wire::OK);
+    ASSERT_EQ(call_status(c1, wire::R_SCENE_ENTER, enter_req(scene, 10, 10)), wire::OK);
+    {
+        gh::Client c2(cl.gate->tcp);
+        ASSERT_EQ(c2.login(u2), wire::OK);
+        ASSERT_EQ(call_status(c2, wire::R_SCENE_ENTER, enter_req(scene, 20, 20)), wire::OK);
+        EXPECT_TRUE(saw(c1, scene, u2, "e"));
+        ASSERT_TRUE(c2.send(wire::LOGOUT, 9));
+        auto f = c2.reply();
+        ASSERT_TRUE(f);
+        EXPECT_EQ(f->type, wire::LOGOUT | wire::kResponse);
+    }
+    EXPECT_TRUE(saw(c1, scene, u2, "l")) << "u2's session ended and it stayed in the scene";
+    // And it is gone from the scene's grid: a newcomer sees u1 only.
+    gh::Client c3(cl.gate->tcp);
+    const uint64_t u3 = cl.uid_on(1, u2 + 1);
+    ASSERT_EQ(c3.login(u3), wire::OK);
+    auto f = c3.call(wire::R_SCENE_ENTER, enter_req(scene, 30, 30));
+    ASSERT_TRUE(f);
+    ASSERT_EQ(f->status(), wire::OK);
+    EXPECT_EQ(others_in(f->body.substr(4)), std::set<uint64_t>{u1});
+}
+
+TEST(SceneCluster, AKilledScenesNodeHandsItsPlayersToTheNewOwner)
+{
+    SceneCluster cl("scene_kill");
+    ASSERT_TRUE(cl.up());
+    // The scene on node a, both uids on node b, which survives.
+    const uint64_t u1 = cl.uid_on(1, 3000);
+    const uint64_t u2 = cl.uid_on(1, u1 + 1);
+    const uint32_t scene = cl.scene_on(0);
+    gh::Client c1(cl.gate->tcp), c2(cl.gate->tcp);
+    ASSERT_EQ(c1.login(u1), wire::OK);
+    ASSERT_EQ(c2.login(u2), wire::OK);
+    ASSERT_EQ(call_status(c1, wire::R_SCENE_ENTER, enter_req(scene, 10, 10)), wire::OK);
+    ASSERT_EQ(call_status(c2, wire::R_SCENE_ENTER, enter_req(scene, 20, 20)), wire::OK);
+    EXPECT_TRUE(saw(c1, scene, u2, "e"));
+
+    cl.a->kill9();
+    c1.pushes.clear();
+    c2.pushes.clear();
+    // The next moves succeed once the gateway has seen node a's links drop (status 3 until
+    // then): the gateway enters each player again at node b, where it last stood.
+    auto move_until_ok = [&](gh::Client &c, int32_t x) {
+        const int64_t deadline = now_ms() + kReplyTimeoutMs;
+        uint32_t st = ~0u;
+        while (now_ms() < deadline) {
+            st = call_status(c, wire::R_SCENE_MOVE, move_req(scene, x, x));
+            if (st != wire::NO_NODE)
+                break;
+            usleep(50 * 1000);
+        }
+        return st;
+    };
+    ASSERT_EQ(move_until_ok(c1, 12), wire::OK);
+    ASSERT_EQ(move_until_ok(c2, 22), wire::OK);
+    // Both stand in node b's grid now and see each other there: u2 entered again after u1, so
+    // u1 hears of it from node b, and u2 got node b's view of u1 from the gateway.
+    EXPECT_TRUE(saw(c1, scene, u2, "em")) << "u1 does not see u2 after the scene moved";
+    EXPECT_TRUE(saw(c2, scene, u1, "e")) << "u2 was not told whom it sees at the new owner";
+    ASSERT_EQ(call_status(c1, wire::R_SCENE_MOVE, move_req(scene, 14, 14)), wire::OK);
+    EXPECT_TRUE(saw(c2, scene, u1, "m")) << "u2 does not see u1 move at the new owner";
+    // Player calls were never affected: the uids live on node b.
+    EXPECT_EQ(call_status(c1, wire::R_PLAYER_GET, {}), wire::OK);
+}
+
+// A free TCP port on 127.0.0.1 (bound, then closed: a node started on it right away gets it).
+int free_port()
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    int port = 0;
+    if (bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof a) == 0 &&
+        getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len) == 0)
+        port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+// A node that joins and wins a scene by the hash: each player's next call enters it there, and
+// the node that held the scene until then is told to drop it (it is alive: no ghosts may stay).
+TEST(SceneCluster, ANodeThatJoinsTakesTheSceneItWinsAndTheOldNodeDropsItsPlayers)
+{
+    const int dbp = db_port();
+    ASSERT_GT(dbp, 0);
+    auto args_a = logic_args("scene_join", dbp, 100);
+    args_a.insert(args_a.end(), {"--admin", "127.0.0.1:0"});
+    Logic a(args_a);
+    ASSERT_GT(a.port(), 0);
+    ASSERT_GT(a.admin_port(), 0);
+    const int port_b = free_port();
+    ASSERT_GT(port_b, 0);
+    const std::string addr_a = "127.0.0.1:" + std::to_string(a.port());
+    const std::string addr_b = "127.0.0.1:" + std::to_string(port_b);
+    gh::GateProc gate(gh::GateProc::args({addr_a, addr_b})); // b is not up yet
+    ASSERT_GT(gate.tcp, 0);
+    const std::vector<uint64_t> hashes = {fnv1a(addr_a), fnv1a(addr_b)};
+    uint32_t scene = 1;
+    while (rendezvous_pick(hashes, {true, true}, scene_key(scene)) != 1)
+        scene++; // node b's once it is up
+    const uint64_t u1 = 4000, u2 = 4001;
+    gh::Client c1(gate.tcp), c2(gate.tcp);
+    ASSERT_EQ(c1.login(u1), wire::OK);
+    ASSERT_EQ(c2.login(u2), wire::OK);
+    ASSERT_EQ(call_status(c1, wire::R_SCENE_ENTER, enter_req(scene, 10, 10)), wire::OK);
+    ASSERT_EQ(call_status(c2, wire::R_SCENE_ENTER, enter_req(scene, 20, 20)), wire::OK);
+    EXPECT_EQ(metric(a.admin_port(), "coho_logic_scene_entities"), 2);
+
+    auto args_b = logic_args("scene_join", dbp, 100);
+    args_b[1] = addr_b; // --listen
+    args_b.insert(args_b.end(), {"--admin", "127.0.0.1:0"});
+    Logic b(args_b);
+    ASSERT_EQ(b.port(), port_b);
+    c1.pushes.clear();
+    c2.pushes.clear();
+    // Once the gateway's links to b are up, c1's next move enters it at b and takes it out of a.
+    int32_t x = 10;
+    EXPECT_TRUE(wait_until(
+        [&] {
+            x = x == 10 ? 12 : 10;
+            EXPECT_EQ(call_status(c1, wire::R_SCENE_MOVE, move_req(scene, x, x)), wire::OK);
+            return metric(a.admin_port(), "coho_logic_scene_entities") == 1;
+        },
+        kReplyTimeoutMs))
+        << "u1 was not taken out of the node that held the scene";
+    ASSERT_EQ(call_status(c2, wire::R_SCENE_MOVE, move_req(scene, 22, 22)), wire::OK);
+    EXPECT_TRUE(wait_until([&] { return metric(a.admin_port(), "coho_logic_scene_entities") == 0; },
+                           kReplyTimeoutMs))
+        << "u2 was not taken out of the node that held the scene";
+    EXPECT_EQ(metric(b.admin_port(), "coho_logic_scene_entities"), 2);
+    // At b they see each other: u2 entered after u1, so b tells u1; the gateway told u2 whom it
+    // sees at b.
+    EXPECT_TRUE(saw(c1, scene, u2, "em")) << "u1 does not see u2 at the new owner";
+    EXPECT_TRUE(saw(c2, scene, u1, "e")) << "u2 was not told whom it sees at the new owner";
+}
+
+} // namespace
+
+#endif // COHO_GATE_BIN
