@@ -24,12 +24,19 @@ namespace {
 
 constexpr unsigned kCallsInFlight = 64;
 
+// The answer's frame (wire::frame of the status and the payload) in one allocation, without
+// an intermediate body.
 std::string ok_response(uint16_t type, uint32_t seq, std::string_view payload)
 {
-    std::string body;
-    put_u32(body, wire::OK);
-    body.append(payload);
-    return wire::frame(uint16_t(type | wire::kResponse), seq, body);
+    std::string f;
+    f.reserve(wire::kHeaderLen + 4 + payload.size());
+    put_u32(f, uint32_t(8 + 4 + payload.size()));
+    put_u16(f, uint16_t(type | wire::kResponse));
+    put_u16(f, 0);
+    put_u32(f, seq);
+    put_u32(f, wire::OK);
+    f.append(payload);
+    return f;
 }
 
 // The answer to a CALL, from a coroutine of the connection's shard.
