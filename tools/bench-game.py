@@ -187,9 +187,11 @@ def fwd():
         if rate == 0:
             target = ">= 30k: " + ("met" if r["rps"] >= 30000 else "missed") + \
                      ", strong 60k: " + ("met" if r["rps"] >= 60000 else "missed")
-        elif rate <= 10000:
+        elif rate <= 10000 and r["rps"] > 0:
             target = "p50 <= 0.1 ms: " + ("met" if r["p50"] <= 100 else "missed") + \
                      ", p99 <= 1 ms: " + ("met" if r["p99"] <= 1000 else "missed")
+        elif r["rps"] == 0:
+            target = "missed: no call answered in the measured part"
         else:
             target = "p99 <= 5 ms: " + ("met" if r["p99"] <= 5000 else "missed") + \
                      (" (rate reached)" if r["rps"] >= 0.95 * rate else " (rate NOT reached)")
