@@ -459,6 +459,49 @@ static int enqueue_broken(struct coho_conn *c, size_t sent, int rc)
     return rc;
 }
 
+/* Whether a frame of `len` bytes may go straight to the socket: nothing queued, no writer, no
+ * TLS, no flush tick, and no unread frame of the peer (while its next frames are already read,
+ * as with pipelined requests, replies queue instead, so the writer sends them together). */
+static bool direct_ok(const struct coho_conn *c, size_t len)
+{
+    return c->q_count == 0 && !c->writer_on && c->ssl == NULL && c->sh->srv->o.flush_tick_ms == 0 &&
+           len > 0 && coho_cbuf_len(&c->rbuf) == 0;
+}
+
+/* One send with MSG_DONTWAIT (the hooks never park). Returns the bytes the socket took (0 when
+ * it is full), or -1 when the send failed: the connection is then done, as when the writer's
+ * send fails, and the frame is lost. */
+static ssize_t direct_send(struct coho_conn *c, const void *data, size_t len)
+{
+    coho_server_t *srv = c->sh->srv;
+    ssize_t w;
+
+    do
+        w = send(c->fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    while (w < 0 && errno == EINTR);
+    if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+        c->writer_dead = true;
+        coho__conn_stop_reading(c, ECONNABORTED);
+        return -1;
+    }
+    if (w > 0)
+        COHO__STAT_ADD(srv, bytes_out, w);
+    if (w == (ssize_t)len)
+        COHO__STAT_ADD(srv, frames_out, 1);
+    return w > 0 ? w : 0;
+}
+
+/* Whether the queue bound lets one more frame of `len` bytes in. */
+static bool queue_has_room(const struct coho_conn *c, size_t len)
+{
+    const coho_server_t *srv = c->sh->srv;
+
+    return c->q_count + 1 <= srv->o.send_queue_frames &&
+           c->q_bytes + len <= srv->o.send_queue_bytes;
+}
+
+static int enqueue_rest(struct coho_conn *c, coho__frame_t *f, size_t sent);
+
 int coho__conn_enqueue_raw(struct coho_conn *c, coho__frame_t *f)
 {
     coho_server_t *srv = c->sh->srv;
@@ -466,8 +509,7 @@ int coho__conn_enqueue_raw(struct coho_conn *c, coho__frame_t *f)
 
     if (c->closing || c->writer_dead)
         return -ENOTCONN;
-    if (c->q_count + 1 > srv->o.send_queue_frames ||
-        c->q_bytes + f->len > srv->o.send_queue_bytes) {
+    if (!queue_has_room(c, f->len)) {
         /* The bound: close this connection, never hold the sender up. A writer in progress
          * holds iovecs into the queue, so it drops the queue when its send fails. */
         COHO__STAT_ADD(srv, queue_full_closes, 1);
@@ -478,31 +520,22 @@ int coho__conn_enqueue_raw(struct coho_conn *c, coho__frame_t *f)
             queue_drop(c);
         return -ENOBUFS;
     }
-    if (c->q_count == 0 && !c->writer_on && c->ssl == NULL && srv->o.flush_tick_ms == 0 &&
-        f->len > 0 && coho_cbuf_len(&c->rbuf) == 0) {
-        /* Nothing queued and no writer: the frame goes straight to the socket (MSG_DONTWAIT:
-         * the hooks never park), and only what the socket does not take is queued. A reply
-         * on a quiet connection costs one send, no writer coroutine. While the peer's next
-         * frames are already read (pipelined requests), replies queue instead, so the writer
-         * sends them together in one call. */
-        ssize_t w;
-        do
-            w = send(c->fd, f->data, f->len, MSG_DONTWAIT | MSG_NOSIGNAL);
-        while (w < 0 && errno == EINTR);
-        if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-            /* As when the writer's send fails: the connection is done, the frame is lost. */
-            c->writer_dead = true;
-            coho__conn_stop_reading(c, ECONNABORTED);
+    if (direct_ok(c, f->len)) {
+        /* Only what the socket does not take is queued: a reply on a quiet connection costs
+         * one send, no writer coroutine. */
+        ssize_t w = direct_send(c, f->data, f->len);
+
+        if (w < 0 || (size_t)w == f->len)
             return 0;
-        }
-        if (w > 0)
-            COHO__STAT_ADD(srv, bytes_out, w);
-        if (w == (ssize_t)f->len) {
-            COHO__STAT_ADD(srv, frames_out, 1);
-            return 0;
-        }
-        sent = w > 0 ? (size_t)w : 0;
+        sent = (size_t)w;
     }
+    return enqueue_rest(c, f, sent);
+}
+
+/* Queues frame `f` of which the first `sent` bytes already went out (directly), and makes sure
+ * a writer will send the rest. Takes a reference to `f`. Returns 0 or -errno. */
+static int enqueue_rest(struct coho_conn *c, coho__frame_t *f, size_t sent)
+{
     if (c->q_count == c->q_cap) {
         unsigned cap = c->q_cap ? c->q_cap * 2 : QUEUE_CAP0;
         coho__frame_t **q = malloc(cap * sizeof(*q));
@@ -848,10 +881,26 @@ ssize_t coho_conn_read_frame(coho_conn_t *c, coho_cbuf_t *out)
 int coho_conn_send(coho_conn_t *c, const void *frame, size_t len)
 {
     coho__frame_t *f;
+    size_t sent = 0;
     int rc;
 
     if (c == NULL || (frame == NULL && len > 0))
         return coho__net_ret(-EINVAL);
+    if (!c->ws && !c->closing && !c->writer_dead && queue_has_room(c, len) && direct_ok(c, len)) {
+        /* The caller's bytes go straight to the socket: a frame (an allocation and a copy) is
+         * made only for what the socket does not take. */
+        ssize_t w = direct_send(c, frame, len);
+
+        if (w < 0 || (size_t)w == len)
+            return 0;
+        sent = (size_t)w;
+        f = coho__frame_make(frame, len);
+        if (f == NULL)
+            return coho__net_ret(enqueue_broken(c, sent, -ENOMEM));
+        rc = enqueue_rest(c, f, sent);
+        coho__frame_unref(f);
+        return coho__net_ret(rc);
+    }
     f = coho__frame_make(frame, len);
     if (f == NULL)
         return coho__net_ret(len > UINT32_MAX ? -EINVAL : -ENOMEM);

@@ -93,6 +93,10 @@ int main(int argc, char **argv)
     auto &nbots = f.u64("bots", "N", "how many bots", 10);
     auto &duration_s = f.u64("duration-s", "S", "how long the bots play after starting", 10);
     auto &ramp_s = f.u64("ramp-s", "S", "spread the bots' starts over this long", 1);
+    auto &warmup_s = f.u64("warmup-s", "S",
+                           "leave the first S s after the ramp out of the report and SUMMARY "
+                           "(0: measure everything, logins included)",
+                           0);
     auto &rate = f.u64("rate", "R", "actions per second per bot (0: back to back)", 5);
     auto &rebind_s =
         f.u64("rebind-every-s", "S", "drop the socket and REBIND this often (0: never)", 0);
@@ -129,6 +133,8 @@ int main(int argc, char **argv)
         f.fail("--threads must be 1..256");
     if (duration_s == 0 || duration_s > 86400 * 7)
         f.fail("--duration-s must be 1..604800");
+    if (warmup_s >= duration_s)
+        f.fail("--warmup-s must be below --duration-s");
     if (ramp_s > 3600 || rate > 100000 || rebind_s > 86400 || timeout_ms == 0 ||
         timeout_ms > 3600000 || connect_ms == 0 || connect_ms > 3600000)
         f.fail("a value out of range (--ramp-s <= 3600, --rate <= 100000, --rebind-every-s <= "
@@ -195,6 +201,9 @@ int main(int argc, char **argv)
     }
     const auto t0 = Clock::now();
     const auto end = t0 + std::chrono::seconds(ramp_s + duration_s);
+    if (warmup_s > 0)
+        stats.measure_from(t0 + std::chrono::seconds(ramp_s + warmup_s),
+                           double(duration_s - warmup_s));
 
     BotOptions base;
     base.link.host_port = gates[0];

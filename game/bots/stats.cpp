@@ -102,9 +102,19 @@ Histogram::Snapshot Histogram::Snapshot::minus(const Snapshot &earlier) const
 
 void Stats::ok(int op, uint64_t us)
 {
-    lat[op].add(us);
     all.add(us);
+    if (!measuring()) {
+        warmup_ok.fetch_add(1, std::memory_order_relaxed);
+        return;
+    }
+    lat[op].add(us);
     ok_count[op].fetch_add(1, std::memory_order_relaxed);
+}
+
+void Stats::measure_from(Clock::time_point from, double seconds)
+{
+    from_.store(from.time_since_epoch().count(), std::memory_order_relaxed);
+    measured_s_.store(seconds, std::memory_order_relaxed);
 }
 
 void Stats::status_error(int op, uint32_t status, const std::string &what)
@@ -183,6 +193,8 @@ std::string json_escape(const std::string &s)
 
 std::string Stats::report(double elapsed_s) const
 {
+    const double measured_s = measured_s_.load(std::memory_order_relaxed);
+    const double per_s = measured_s > 0 ? measured_s : elapsed_s;
     std::string out;
     char line[256];
     std::snprintf(line, sizeof line, "%-12s %10s %8s %10s %10s %10s %10s %10s\n", "route", "ok",
@@ -196,9 +208,9 @@ std::string Stats::report(double elapsed_s) const
         std::snprintf(line, sizeof line, "%-12s %10llu %8llu %10.1f %10s %10s %10s %10s\n",
                       op_name(op), static_cast<unsigned long long>(s.count),
                       static_cast<unsigned long long>(errs),
-                      elapsed_s > 0 ? double(s.count) / elapsed_s : 0.0,
-                      fmt_us(s.quantile(0.5)).c_str(), fmt_us(s.quantile(0.9)).c_str(),
-                      fmt_us(s.quantile(0.99)).c_str(), fmt_us(s.max).c_str());
+                      per_s > 0 ? double(s.count) / per_s : 0.0, fmt_us(s.quantile(0.5)).c_str(),
+                      fmt_us(s.quantile(0.9)).c_str(), fmt_us(s.quantile(0.99)).c_str(),
+                      fmt_us(s.max).c_str());
         out += line;
     }
     std::snprintf(line, sizeof line,
@@ -233,6 +245,13 @@ std::string Stats::report(double elapsed_s) const
                   static_cast<unsigned long long>(aoi_left.load()),
                   static_cast<unsigned long long>(errors[E_AOI].load()));
     out += line;
+    if (measured_s > 0) {
+        std::snprintf(line, sizeof line,
+                      "measured %.1f s after a warm-up; %llu requests answered before it are "
+                      "left out\n",
+                      measured_s, static_cast<unsigned long long>(warmup_ok.load()));
+        out += line;
+    }
     out += "errors " + std::to_string(total_errors());
     for (int k = 0; k < E_COUNT; k++)
         if (uint64_t n = errors[k].load(std::memory_order_relaxed))
@@ -251,6 +270,9 @@ std::string Stats::json(double elapsed_s, uint64_t bots, uint64_t max_errors) co
     char el[32];
     std::snprintf(el, sizeof el, "%.3f", elapsed_s);
     j += ",\"elapsed_s\":" + std::string(el) + ",\"bots\":" + u(bots);
+    const double measured_s = measured_s_.load(std::memory_order_relaxed);
+    std::snprintf(el, sizeof el, "%.3f", measured_s > 0 ? measured_s : elapsed_s);
+    j += ",\"measured_s\":" + std::string(el) + ",\"warmup_ok\":" + u(warmup_ok.load());
     j += ",\"errors\":" + u(errs) + ",\"max_errors\":" + u(max_errors);
     j += ",\"error_kinds\":{";
     for (int k = 0; k < E_COUNT; k++)

@@ -6,6 +6,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -75,7 +76,21 @@ private:
 
 class Stats {
 public:
+    using Clock = std::chrono::steady_clock;
+
+    // A request answered, `us` after it was sent. Before the measured part starts
+    // (measure_from) it goes to the progress line's histogram (`all`) and to warmup_ok only.
     void ok(int op, uint64_t us);
+    // The measured part is [from, from + seconds): requests answered before `from` (the logins
+    // of the ramp and a warm-up after them, --warmup-s) are left out of the per-route histograms
+    // and counts of the report and the SUMMARY, whose req/s are then per measured second. Call
+    // it before any bot starts. Without it every request is measured and req/s are per elapsed
+    // second.
+    void measure_from(Clock::time_point from, double seconds);
+    bool measuring() const
+    {
+        return Clock::now().time_since_epoch().count() >= from_.load(std::memory_order_relaxed);
+    }
     void status_error(int op, uint32_t status, const std::string &what);
     void error(int kind, const std::string &what);
     void push(uint16_t route);
@@ -94,6 +109,7 @@ public:
     // (an action answered) after a new login on a gateway other than their last session's.
     std::atomic<uint64_t> gate_failovers{0}, rebinds_refused{0}, failovers_playing{0};
     std::atomic<uint64_t> bots_running{0}, bots_done{0};
+    std::atomic<uint64_t> warmup_ok{0}; // requests answered before the measured part
 
     uint64_t total_errors() const;
     std::vector<std::string> first_errors() const;
@@ -105,6 +121,9 @@ public:
 
 private:
     static constexpr size_t kKeepErrors = 20;
+    // Atomics: the admin port's thread may read them while main sets them.
+    std::atomic<Clock::rep> from_{0};   // the measured part's start (0: everything)
+    std::atomic<double> measured_s_{0}; // its length; 0: per elapsed second
     mutable std::mutex mu_;
     std::vector<std::string> first_;
 };

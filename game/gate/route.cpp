@@ -25,12 +25,19 @@ namespace {
 
 constexpr unsigned kCallsInFlight = 64;
 
+// The answer's frame (wire::frame of the status and the payload) in one allocation, without
+// an intermediate body.
 std::string ok_response(uint16_t type, uint32_t seq, std::string_view payload)
 {
-    std::string body;
-    put_u32(body, wire::OK);
-    body.append(payload);
-    return wire::frame(uint16_t(type | wire::kResponse), seq, body);
+    std::string f;
+    f.reserve(wire::kHeaderLen + 4 + payload.size());
+    put_u32(f, uint32_t(8 + 4 + payload.size()));
+    put_u16(f, uint16_t(type | wire::kResponse));
+    put_u16(f, 0);
+    put_u32(f, seq);
+    put_u32(f, wire::OK);
+    f.append(payload);
+    return f;
 }
 
 // The answer to a CALL, from a coroutine of the connection's shard.
@@ -61,6 +68,37 @@ void count_route(uint16_t route, size_t in, const NodeLinks::Reply &r, int64_t u
     s.latency.observe(double(us) / 1e6);
 }
 
+// Slow calls are all counted (per route) but logged at most kSlowLogsPerSecond a second per
+// thread: under overload nearly every call is slow, and a line each (a write(2) on the shard's
+// thread when the log goes to stderr) would feed the overload. The first slow call of a later
+// second says how many lines the previous one left out.
+constexpr int kSlowLogsPerSecond = 10;
+
+struct SlowLog {
+    int64_t second = -1;
+    int logged = 0;
+    uint64_t left_out = 0;
+};
+thread_local SlowLog slow_log;
+
+void log_slow(uint16_t route, uint64_t uid, uint32_t seq, int64_t us, uint32_t status, int64_t now)
+{
+    SlowLog &l = slow_log;
+    if (now / 1000000 != l.second) {
+        if (l.left_out > 0)
+            coho_log_warn("gate: %llu more slow calls not logged in the second before",
+                          (unsigned long long)l.left_out);
+        l = {now / 1000000, 0, 0};
+    }
+    if (l.logged >= kSlowLogsPerSecond) {
+        l.left_out++;
+        return;
+    }
+    l.logged++;
+    coho_log_warn("gate: slow call: route %u uid %llu seq %u took %lld us, status %u",
+                  unsigned(route), (unsigned long long)uid, seq, (long long)us, status);
+}
+
 // One CALL, start to end: ask the node (by uid; scene calls by scene id), count, answer.
 void routed(NodeLinks &links, const SessionPtr &s, uint64_t conn_id, uint32_t seq, uint16_t route,
             std::string_view payload)
@@ -69,10 +107,9 @@ void routed(NodeLinks &links, const SessionPtr &s, uint64_t conn_id, uint32_t se
     int64_t t0 = now_us();
     NodeLinks::Reply r = is_scene_route(route) ? scene_call(links, s, route, payload)
                                                : links.call(uid, s->id, route, payload);
-    int64_t us = now_us() - t0;
+    int64_t t1 = now_us(), us = t1 - t0;
     if (us > kSlowCallUs)
-        coho_log_warn("gate: slow call: route %u uid %llu seq %u took %lld us, status %u",
-                      unsigned(route), (unsigned long long)uid, seq, (long long)us, r.status);
+        log_slow(route, uid, seq, us, r.status, t1);
     if (gate().cfg.stats)
         count_route(route, payload.size(), r, us);
     answer(conn_id, r, seq);

@@ -111,3 +111,39 @@ TEST(BotsStats, TheSummaryCarriesEveryCounterAndTheVerdict)
     EXPECT_NE(rep.find("status: chat.say: status 3 (uid 7)"), std::string::npos) << rep;
     EXPECT_NE(rep.find("errors 2 status=1 push_lost=1"), std::string::npos) << rep;
 }
+
+TEST(BotsStats, RequestsAnsweredBeforeTheMeasuredPartAreLeftOutOfTheRoutes)
+{
+    Stats st;
+    st.measure_from(Stats::Clock::now() + std::chrono::hours(1), 10);
+    for (int i = 0; i < 5; i++)
+        st.ok(OP_ECHO, 40000);
+    EXPECT_EQ(st.lat[OP_ECHO].snapshot().count, 0u);
+    EXPECT_EQ(st.ok_count[OP_ECHO].load(), 0u);
+    EXPECT_EQ(st.warmup_ok.load(), 5u);
+    EXPECT_EQ(st.all.snapshot().count, 5u); // the progress line still shows them
+    std::string j = st.json(30, 1, 0);
+    EXPECT_NE(j.find("\"measured_s\":10.000,\"warmup_ok\":5,"), std::string::npos) << j;
+    EXPECT_NE(j.find("\"echo\":{\"ok\":0,"), std::string::npos) << j;
+
+    // From here on every answer is measured, and req/s are per measured second.
+    st.measure_from(Stats::Clock::now() - std::chrono::seconds(1), 10);
+    for (int i = 0; i < 3; i++)
+        st.ok(OP_ECHO, 100);
+    auto s = st.lat[OP_ECHO].snapshot();
+    EXPECT_EQ(s.count, 3u);
+    EXPECT_EQ(s.max, 100u); // the warm-up's 40 ms answers left no trace in the route
+    std::string r = st.report(30);
+    EXPECT_NE(r.find("0.3"), std::string::npos) << r; // 3 requests in 10 measured seconds
+    EXPECT_NE(r.find("5 requests answered before it are left out"), std::string::npos) << r;
+}
+
+TEST(BotsStats, WithoutAWarmUpEveryRequestIsMeasuredOverTheElapsedTime)
+{
+    Stats st;
+    st.ok(OP_ECHO, 100);
+    EXPECT_EQ(st.lat[OP_ECHO].snapshot().count, 1u);
+    EXPECT_EQ(st.warmup_ok.load(), 0u);
+    std::string j = st.json(2.5, 1, 0);
+    EXPECT_NE(j.find("\"measured_s\":2.500,\"warmup_ok\":0,"), std::string::npos) << j;
+}

@@ -699,6 +699,32 @@ TEST(Bots, TheRampUpSpreadsLoginsAndTheRunLastsRampPlusDuration)
     EXPECT_LT(took, std::chrono::seconds(20));
 }
 
+TEST(Bots, AWarmUpLeavesTheLoginsOutOfTheMeasuredPart)
+{
+    FakeGate g(Behaviour{});
+    // Logins come first, at the start: inside a 2 s warm-up even on a loaded machine.
+    BotsRun r = run_bots(common(g, 2, 5) + " --warmup-s 2 --calls echo --rate 20");
+    ASSERT_EQ(r.status, 0) << r.out;
+    EXPECT_EQ(g.logins.load(), 2);
+    EXPECT_EQ(r.num("routes/login/ok"), 0u) << r.out;
+    EXPECT_EQ(r.num("routes/chat.join/ok"), 0u) << r.out;
+    EXPECT_GT(r.num("warmup_ok"), 2u) << r.out; // the logins, joins and the first echoes
+    EXPECT_GT(r.num("routes/echo/ok"), 0u) << r.out;
+    EXPECT_EQ(r.num("measured_s"), 3u) << r.out;
+    // Every answer is either measured or left out in the warm-up; none is lost.
+    uint64_t measured = 0;
+    for (const char *route : {"login", "ping", "chat.join", "scene.enter", "echo", "scene.leave",
+                              "chat.leave", "logout"})
+        measured += r.num(std::string("routes/") + route + "/ok");
+    EXPECT_EQ(r.num("warmup_ok") + measured,
+              uint64_t(g.calls.load() + g.logins.load() + g.pings.load() + g.logouts.load()))
+        << r.out;
+
+    BotsRun bad = run_bots(common(g, 1, 3) + " --warmup-s 3");
+    EXPECT_EQ(bad.status, 1) << bad.out;
+    EXPECT_NE(bad.out.find("--warmup-s must be below --duration-s"), std::string::npos) << bad.out;
+}
+
 TEST(Bots, AReplyLaterThanTheTimeoutIsAnErrorAndTheBotStartsAfresh)
 {
     Behaviour b;

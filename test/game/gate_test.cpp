@@ -18,6 +18,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -520,6 +521,65 @@ TEST(Gate, SilentNodeTimesOutWithStatus4AndDownNodeFailsWithStatus3)
     EXPECT_EQ(f->body, u32s(wire::NO_NODE));
     Client late(gate.tcp);
     EXPECT_EQ(late.login(10), wire::NO_NODE);
+}
+
+// Under overload nearly every call is slow: each is counted, but the log gets at most 10 lines
+// a second per thread (a line each would be a write per call on the shard's thread), and the
+// first slow call of a later second says how many lines were left out.
+TEST(Gate, SlowCallsAreLoggedAtMostTenLinesASecond)
+{
+    FakeNode node;
+    std::string dir;
+    {
+        char tmpl[] = "/tmp/coho-gate-test-XXXXXX";
+        ASSERT_NE(mkdtemp(tmpl), nullptr);
+        dir = tmpl;
+    }
+    const std::string log_path = dir + "/gate.log";
+    int64_t took_s = 0;
+    {
+        GateProc gate(
+            GateProc::args({node.addr()}, {"--call-timeout-ms", "60", "--log", log_path}));
+        ASSERT_GT(gate.tcp, 0);
+        Client c(gate.tcp);
+        ASSERT_EQ(c.login(9), wire::OK);
+        int64_t t0 = now_ms();
+        // 150 calls the node never answers: each times out after 60 ms, a slow call.
+        auto burst = [&c](uint32_t first) {
+            for (uint32_t i = 0; i < 150; i++)
+                ASSERT_TRUE(c.send(wire::CALL, first + i, wire::call_body(99, "never answered")));
+            for (int i = 0; i < 150; i++) {
+                auto f = c.reply();
+                ASSERT_TRUE(f);
+                EXPECT_EQ(f->body, u32s(wire::TIMEOUT));
+            }
+        };
+        burst(100);
+        usleep(1100000); // the second burst starts in a later second
+        burst(1000);
+        took_s = (now_ms() - t0) / 1000 + 1;
+        EXPECT_EQ(gate.stop(), 0);
+    }
+    std::ifstream in(log_path);
+    std::string line;
+    uint64_t slow_lines = 0, left_out_lines = 0, left_out = 0;
+    while (std::getline(in, line)) {
+        if (line.find("gate: slow call: route 99") != std::string::npos)
+            slow_lines++;
+        size_t at = line.find("gate: ");
+        if (line.find("more slow calls not logged") != std::string::npos &&
+            at != std::string::npos) {
+            left_out_lines++;
+            left_out += std::strtoull(line.c_str() + at + 6, nullptr, 10);
+        }
+    }
+    unlink(log_path.c_str());
+    rmdir(dir.c_str());
+    EXPECT_GE(slow_lines, 10u); // the first ten of the first second at least
+    EXPECT_LE(slow_lines, uint64_t(10 * (took_s + 1))) << "over " << took_s << " s";
+    EXPECT_GE(left_out_lines, 1u);
+    EXPECT_GT(left_out, 0u);
+    EXPECT_LE(slow_lines + left_out, 300u);
 }
 
 TEST(Gate, CallsMoveToTheOtherNodeWhileTheOwnerIsDownAndBackWhenItReturns)
