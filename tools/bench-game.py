@@ -11,9 +11,11 @@ Usage: tools/bench-game.py BUILD_DIR [SCENARIO...]
          and back to back (rate 0) for the maximum
   stats  stats cost: the same fixed rate and the back-to-back maximum with the gate's
          per-route and per-connection accounting on and off (--no-stats); gate CPU per request
-  storm  reconnect storm: STORM_BOTS (10000) bots drop their sockets and REBIND at the same
-         moment, twice, while 100 other bots make echo calls; rebinds, re-logins, lost pushes,
-         the other bots' p99
+  storm  reconnect storm: STORM_BOTS (10000) bots log in over STORM_RAMP_S (bots / 2000, at
+         least 2), then drop their sockets and REBIND at the same moment (coho-bots
+         --rebind-aligned), STORM_EVERY_S (10) and twice that after the start, while 100 other
+         bots make echo calls; rebinds, their p50/p99, re-logins, lost pushes, the other bots'
+         p99
   soak   SOAK_S (600) seconds at SOAK_RATE (half the fwd maximum unless set) in SOAK_CYCLES (5)
          full connect/disconnect cycles of SOAK_BOTS (1000) bots: gate RSS drift, fds,
          coroutines after each cycle (not in the default set: it takes SOAK_S). SOAK_CALLS
@@ -242,19 +244,24 @@ def stats_ab():
 
 def storm():
     n = int(os.environ.get("STORM_BOTS", "10000"))
-    every = int(os.environ.get("STORM_EVERY_S", "8"))
-    duration = every * 2 + 4
+    every = int(os.environ.get("STORM_EVERY_S", "10"))
+    ramp = int(os.environ.get("STORM_RAMP_S", str(max(2, n // 2000))))
+    if every <= ramp + 2:
+        sys.exit(f"bench-game: STORM_EVERY_S ({every}) must leave the {ramp}-s login ramp "
+                 "and 2 s more before the first storm")
+    duration = every * 2 + 4 - ramp  # storms at every and 2 * every after the start
     srv = Servers(["--grace-ms", "60000"])
     try:
-        log(f"storm: {n} bots REBIND every {every} s (all at once), 100 others call echo")
-        # The storm bots log in over a 4 s ramp but share one rebind clock: each first rebinds
-        # `every` s after its own start, so the ramp would spread them; start them together.
+        log(f"storm: {n} bots log in over {ramp} s, then all REBIND at once {every} s and "
+            f"{2 * every} s after the start; 100 others call echo")
+        # The storm bots log in over a ramp (a login storm is another benchmark) and rebind
+        # at shared moments (--rebind-aligned): every bot drops its socket at the same time.
         stormers = bots(srv, n, 1, ["--calls", "echo", "--rebind-every-s", str(every),
-                                    "--uid-base", "1"], duration=duration, ramp=0,
-                        background=True)
+                                    "--rebind-aligned", "--uid-base", "1"],
+                        duration=duration, ramp=ramp, background=True)
         time.sleep(1)
         others = bots(srv, 100, 20, ["--calls", "echo", "--uid-base", str(n + 1000)],
-                      duration=duration - 2, ramp=0, background=True)
+                      duration=ramp + duration - 2, ramp=0, background=True)
         s_others = summary_of(others)
         s_storm = summary_of(stormers)
         m = srv.metrics()
@@ -265,7 +272,7 @@ def storm():
     print("| storm bots | rebinds ok / wanted | rebind p50 / p99 ms | re-logins | storm bots' errors "
           "(lost / dup pushes) | other bots' echo p50 / p99 / max ms | other bots' errors | target |")
     print("|---|---|---|---|---|---|---|---|")
-    wanted = n * ((duration - 2) // every)  # the storms that fit before the bots stop
+    wanted = n * 2  # two storms, both before the bots stop
     lost = s_storm["error_kinds"]["push_lost"]
     dup = s_storm["error_kinds"]["push_dup"]
     ok = (s_storm["rebinds"] >= wanted and s_storm["relogins"] == 0 and s_storm["errors"] == 0

@@ -112,7 +112,7 @@ bool Bot::log_in()
     last_push_ = acked_ = 0; // a new session numbers its pushes from 1
     failover_pending_ = ever_logged_in_ && gate_ != session_gate_;
     session_gate_ = gate_;
-    next_rebind_ = Clock::now() + milliseconds(o_.rebind_every_ms);
+    next_rebind_ = next_rebind_time();
     stats_.logins.fetch_add(1, std::memory_order_relaxed);
     coho_log_info("bots: uid %llu logged in, session %llu, heartbeat %u ms",
                   static_cast<unsigned long long>(o_.uid),
@@ -121,6 +121,19 @@ bool Bot::log_in()
         stats_.relogins.fetch_add(1, std::memory_order_relaxed);
     ever_logged_in_ = true;
     return true;
+}
+
+// When the next REBIND is due: rebind_every_ms from now, or the next of the shared moments
+// rebind_epoch + k * rebind_every_ms after now when the bots rebind together.
+Clock::time_point Bot::next_rebind_time() const
+{
+    const auto now = Clock::now();
+    if (o_.rebind_every_ms <= 0 || o_.rebind_epoch == Clock::time_point{})
+        return now + milliseconds(o_.rebind_every_ms);
+    const auto every = milliseconds(o_.rebind_every_ms);
+    if (now < o_.rebind_epoch)
+        return o_.rebind_epoch + every;
+    return o_.rebind_epoch + every * ((now - o_.rebind_epoch) / every + 1);
 }
 
 // Drops the socket without a word and moves the session to a new one: the gateway answers
@@ -140,7 +153,7 @@ bool Bot::rebind()
     coho_log_debug("bots: uid %llu rebound session %llu after push %u",
                    static_cast<unsigned long long>(o_.uid),
                    static_cast<unsigned long long>(session_), last_push_);
-    next_rebind_ = Clock::now() + milliseconds(o_.rebind_every_ms);
+    next_rebind_ = next_rebind_time();
     stats_.rebinds.fetch_add(1, std::memory_order_relaxed);
     return true;
 }

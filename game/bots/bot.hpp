@@ -34,7 +34,10 @@ struct BotOptions {
     const std::atomic<bool> *stop = nullptr; // set: stop playing now (SIGINT, SIGTERM)
     double rate = 5;                         // actions per second (0: back to back)
     int64_t rebind_every_ms = 0;             // drop the socket and REBIND this often (0: never)
-    int64_t timeout_ms = 5000;               // a reply later than this is an error
+    // Set (not the epoch): the REBINDs fall at rebind_epoch + k * rebind_every_ms, the same
+    // moments for every bot (a reconnect storm), not rebind_every_ms after each bot's login.
+    Clock::time_point rebind_epoch{};
+    int64_t timeout_ms = 5000; // a reply later than this is an error
     uint32_t scenes = 4;
     int32_t aoi_cell = 100;     // the logic nodes' --aoi-cell: the bot checks AOI pushes with it
     int32_t scene_size = 10000; // the logic nodes' --scene-size: the bot walks inside it
@@ -128,6 +131,7 @@ private:
     Clock::time_point last_sent_;
     Clock::time_point next_at_; // when the next action is due
     Clock::time_point next_rebind_;
+    Clock::time_point next_rebind_time() const;
 
     // What the bot knows of its own state, to check replies and pushes against.
     std::optional<int64_t> counter_;

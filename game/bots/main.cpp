@@ -100,6 +100,10 @@ int main(int argc, char **argv)
     auto &rate = f.u64("rate", "R", "actions per second per bot (0: back to back)", 5);
     auto &rebind_s =
         f.u64("rebind-every-s", "S", "drop the socket and REBIND this often (0: never)", 0);
+    auto &rebind_aligned = f.flag(
+        "rebind-aligned", "with --rebind-every-s S: every bot drops its socket and REBINDs at the "
+                          "same moments, S, 2S, ... after the start (a reconnect storm), not S "
+                          "after its own login");
     auto &seed = f.u64("seed", "X", "random seed (payloads, choices)", 1);
     auto &uid_base = f.u64("uid-base", "U", "bot i plays uid U+i", 1);
     auto &threads = f.u64("threads", "N", "scheduler threads the bots are spread over", 1);
@@ -139,6 +143,8 @@ int main(int argc, char **argv)
         timeout_ms > 3600000 || connect_ms == 0 || connect_ms > 3600000)
         f.fail("a value out of range (--ramp-s <= 3600, --rate <= 100000, --rebind-every-s <= "
                "86400, --timeout-ms and --connect-timeout-ms 1..3600000)");
+    if (rebind_aligned && rebind_s == 0)
+        f.fail("--rebind-aligned needs --rebind-every-s");
     if (scenes == 0 || scenes > 1000000 || channels == 0 || channels > 1000000)
         f.fail("--scenes and --channels must be 1..1000000");
     if (aoi_cell == 0 || aoi_cell > INT32_MAX || scene_size == 0 || scene_size > INT32_MAX)
@@ -217,6 +223,8 @@ int main(int argc, char **argv)
     base.stop = &g_stop;
     base.rate = double(rate);
     base.rebind_every_ms = int64_t(rebind_s * 1000);
+    if (rebind_aligned)
+        base.rebind_epoch = t0;
     base.timeout_ms = int64_t(timeout_ms);
     base.scenes = uint32_t(scenes);
     base.channels = uint32_t(channels);

@@ -99,6 +99,12 @@ public:
         std::lock_guard<std::mutex> g(mu_);
         return {first_login_, last_login_};
     }
+    // When each successful REBIND came, in order.
+    std::vector<Clock::time_point> rebind_times()
+    {
+        std::lock_guard<std::mutex> g(mu_);
+        return rebind_times_;
+    }
 
 private:
     struct Session {
@@ -391,6 +397,7 @@ private:
                     s.key.push_back(char(rng()));
                 c.s = &s;
                 rebinds_ok++;
+                rebind_times_.push_back(Clock::now());
                 std::string b;
                 put_u32(b, wire::OK);
                 if (!reply(c, wire::REBIND, h.seq, b + s.key))
@@ -530,6 +537,7 @@ private:
     std::vector<int> fds_;
     std::vector<std::thread> conns_;
     std::map<uint64_t, Session> sessions_;
+    std::vector<Clock::time_point> rebind_times_;
     uint64_t next_session_ = 0;
     Clock::time_point first_login_, last_login_;
     std::atomic<uint64_t> msg_id_{0};
@@ -957,6 +965,32 @@ TEST(Bots, AGatewayThatIsNotThereGivesConnectErrors)
     ASSERT_EQ(r.status, 3) << r.out;
     EXPECT_GE(r.num("error_kinds/connect"), 2u);
     EXPECT_NE(r.out.find("Connection refused"), std::string::npos) << r.out;
+}
+
+// --rebind-aligned: bots that logged in over a 3-s ramp drop their sockets at the same moments
+// (a reconnect storm), not each --rebind-every-s after its own login (which would spread the
+// first REBINDs over the ramp's 2.25 s).
+TEST(Bots, AlignedRebindsOfRampedBotsFallTogether)
+{
+    FakeGate g(Behaviour{});
+    BotsRun r = run_bots("--gate " + g.addr() + " --secret " + kSecret +
+                         " --bots 4 --ramp-s 3 --duration-s 3 --rate 5 --rebind-every-s 4"
+                         " --rebind-aligned --quiet");
+    ASSERT_EQ(r.status, 0) << r.out;
+    EXPECT_EQ(r.num("errors"), 0u) << r.out;
+    EXPECT_EQ(r.num("logins"), 4u) << r.out;
+    // The run lasts ramp + duration = 6 s: one storm, at 4 s, for every bot.
+    ASSERT_EQ(r.num("rebinds"), 4u) << r.out;
+    std::vector<Clock::time_point> t = g.rebind_times();
+    ASSERT_EQ(t.size(), 4u);
+    auto spread = t.back() - t.front();
+    EXPECT_LT(spread, std::chrono::milliseconds(1000))
+        << "the REBINDs spread over "
+        << std::chrono::duration_cast<std::chrono::milliseconds>(spread).count() << " ms";
+    BotsRun alone = run_bots("--gate " + g.addr() + " --secret s --rebind-aligned");
+    EXPECT_EQ(alone.status, 1);
+    EXPECT_NE(alone.out.find("--rebind-aligned needs --rebind-every-s"), std::string::npos)
+        << alone.out;
 }
 
 TEST(Bots, HelpExitsZeroAndBadFlagsExitOne)
