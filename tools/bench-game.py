@@ -11,9 +11,9 @@ Usage: tools/bench-game.py BUILD_DIR [SCENARIO...]
          and back to back (rate 0) for the maximum
   stats  stats cost: the same fixed rate and the back-to-back maximum with the gate's
          per-route and per-connection accounting on and off (--no-stats); gate CPU per request
-  storm  reconnect storm: STORM_BOTS (10000) bots log in over STORM_RAMP_S (bots / 2000, at
+  storm  reconnect storm: STORM_BOTS (10000) bots log in over STORM_RAMP_S (bots / 1000, at
          least 2), then drop their sockets and REBIND at the same moment (coho-bots
-         --rebind-aligned), STORM_EVERY_S (10) and twice that after the start, while 100 other
+         --rebind-aligned), STORM_EVERY_S (the ramp + 5) and twice that after the start, while 100 other
          bots make echo calls; rebinds, their p50/p99, re-logins, lost pushes, the other bots'
          p99
   soak   SOAK_S (600) seconds at SOAK_RATE (half the fwd maximum unless set) in SOAK_CYCLES (5)
@@ -244,8 +244,8 @@ def stats_ab():
 
 def storm():
     n = int(os.environ.get("STORM_BOTS", "10000"))
-    every = int(os.environ.get("STORM_EVERY_S", "10"))
-    ramp = int(os.environ.get("STORM_RAMP_S", str(max(2, n // 2000))))
+    ramp = int(os.environ.get("STORM_RAMP_S", str(max(2, n // 1000))))
+    every = int(os.environ.get("STORM_EVERY_S", "0")) or ramp + 5
     if every <= ramp + 2:
         sys.exit(f"bench-game: STORM_EVERY_S ({every}) must leave the {ramp}-s login ramp "
                  "and 2 s more before the first storm")
