@@ -123,4 +123,26 @@ static inline bool pool_free_fast(coho__pool_t *p, uint64_t id)
 #endif
 }
 
+/* pool_free_fast for an owner that holds the live node `node` of `id` (the scheduler reaping a
+ * coroutine it just ran): the slot is the node's header, no lookup. */
+static inline bool pool_free_node_fast(coho__pool_t *p, void *node, uint64_t id)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    (void)p;
+    (void)node;
+    (void)id;
+    return false;
+#else
+    slot_header_t *s = (slot_header_t *)(void *)((char *)node - POOL_HEADER_SIZE);
+
+    if (s->gen == UINT32_MAX)
+        return false;
+    p->live--;
+    s->gen++;
+    s->next = p->free_head;
+    p->free_head = (uint32_t)id;
+    return true;
+#endif
+}
+
 #endif /* COHO_BASE_STRUCT_POOL_IMPL_H */

@@ -435,6 +435,26 @@ void coho__stack_get_reserved(coho__stack_pool_t *p, unsigned cls, coho__stack_t
     slot_take(p, c, out);
 }
 
+void coho__stack_move(coho__stack_t *from, coho__stack_t *to)
+{
+    slot_t *slot = from->internal_;
+
+    *to = *from;
+    from->internal_ = NULL;
+    atomic_store_explicit(&slot->live, to, memory_order_release);
+}
+
+void coho__stack_move_reserved(coho__stack_pool_t *p, unsigned cls, coho__stack_t *from,
+                               coho__stack_t *to)
+{
+    slot_t *slot = from->internal_;
+
+    p->classes[cls].reserved--;
+    *to = *from;
+    from->internal_ = NULL;
+    atomic_store_explicit(&slot->live, to, memory_order_release);
+}
+
 static bool slot_is_cold(const slab_t *s, long i)
 {
     return i < 0 || i >= (long)s->count || s->slots[i].state == SLOT_COLD;
