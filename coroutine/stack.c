@@ -100,9 +100,10 @@ struct coho__stack_pool {
     unsigned idle_hot;   /* free slots kept resident */
     unsigned idle_limit; /* idle slots the decay leaves alone for good (idle_limit()) */
     unsigned live;
-    uint64_t now_ms;   /* coho__stack_pool_set_now: stamps the slots put back */
-    size_t last_size;  /* the size of the last coho__stack_get (0: none yet) ... */
-    unsigned last_cls; /* ... and the index of its class */
+    uint64_t now_ms;       /* coho__stack_pool_set_now: stamps the slots put back */
+    size_t last_size;      /* the size of the last coho__stack_get (0: none yet) ... */
+    unsigned last_cls;     /* ... and the index of its class */
+    uint64_t slabs_mapped; /* slabs mapped so far (coho__stack_pool_slabs_mapped) */
 };
 
 /* The guard registry: published slabs, read without locks by coho__stack_find_guard (in a
@@ -282,6 +283,7 @@ static int slab_create(coho__stack_pool_t *p, size_class_t *cls)
         registry_add(s);
     }
     coho_list_push_back(&p->slabs, &s->link);
+    p->slabs_mapped++;
     cls->slabs++;
     cls->nfree += (unsigned)n;
     return 0;
@@ -609,8 +611,11 @@ int64_t coho__stack_pool_decay(coho__stack_pool_t *p, uint64_t now_ms, unsigned 
             coho_list_push_back(&cls->cold, &slot->link);
             done++;
             /* A slab whose slots are all cold is unmapped, unless its slots are needed for
-             * the stacks promised to coroutines that have not run yet. */
-            if (s->cold == s->count && cls->nfree - s->count >= cls->reserved) {
+             * the stacks promised to coroutines that have not run yet, or for the idle_keep
+             * free stacks the class keeps mapped (their memory is given back all the same):
+             * a server whose connections come and go would otherwise map a slab and set its
+             * guard pages (one mprotect per stack) at every burst after a quiet second. */
+            if (s->cold == s->count && cls->nfree - s->count >= cls->reserved + p->o.idle_keep) {
                 if (s->decay_pending)
                     coho_list_del(&s->decay_link);
                 slab_release(p, s);
@@ -641,6 +646,11 @@ void coho__stack_pool_destroy(coho__stack_pool_t *p)
     }
     free(p->classes);
     free(p);
+}
+
+uint64_t coho__stack_pool_slabs_mapped(const coho__stack_pool_t *p)
+{
+    return p->slabs_mapped;
 }
 
 bool coho__stack_canary_is_intact(const coho__stack_t *st)

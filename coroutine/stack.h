@@ -96,10 +96,15 @@ void coho__stack_pool_set_now(coho__stack_pool_t *p, uint64_t now_ms);
  * gives back the memory (MADV_DONTNEED) of those idle for decay_ms or longer, oldest first, at
  * most `max` per call; then, with keep_decay_ms set, those of the rest idle for keep_decay_ms
  * or longer. Adjacent stacks go in one madvise; a slab left with no live or resident stack is
- * unmapped instead (its maps and descriptors go too). Returns -1
+ * unmapped instead (its maps and descriptors go too), unless the class would keep fewer than
+ * idle_keep free stacks mapped beyond those promised (coho__stack_reserve) without it. Returns -1
  * when nothing is left to wait for (no idle stack, or at most idle_keep without keep_decay_ms), 0
  * when `max` stopped it with more due, else the ms until the next idle stack is due. */
 int64_t coho__stack_pool_decay(coho__stack_pool_t *p, uint64_t now_ms, unsigned max);
+
+/* Slabs mapped since the pool was created (each one mmap, plus one mprotect per stack when it
+ * is guarded): a server's steady churn of coroutines should not move it. */
+uint64_t coho__stack_pool_slabs_mapped(const coho__stack_pool_t *p);
 
 /* False when the canary word of an unguarded stack was overwritten (always true when guarded).
  * The scheduler checks it at every switch-out. */
