@@ -43,6 +43,7 @@ typedef struct slot {
     uint64_t idle_since_ms;            /* the pool's clock when it was put back (hot) */
     unsigned index;
     unsigned char state;
+    bool guard_set; /* guarded slab: the guard below this slot is PROT_NONE (set at first take) */
     bool drop_pending; /* made cold by the decay step running now; memory not given back yet */
 } slot_t;
 
@@ -252,15 +253,9 @@ static int slab_create(coho__stack_pool_t *p, size_class_t *cls)
         free(s);
         return -ENOMEM;
     }
-    for (size_t i = 0; guard != 0 && i < n; i++) {
-        if (mprotect(base + i * stride, guard, PROT_NONE) != 0) {
-            /* Out of kernel maps (vm.max_map_count): fall back to an unguarded slab. */
-            munmap(base, map_size);
-            free(s);
-            p->o.guarded_max = p->guarded;
-            return slab_create(p, cls);
-        }
-    }
+    /* The guards are set when each slot is first taken (slot_guard), not here: a burst of
+     * spawns maps slabs for all its promises, while the coroutines often run one after another
+     * on a few warm stacks and never touch the rest. */
     s->pool = p;
     s->base = base;
     s->map_size = map_size;
@@ -345,6 +340,18 @@ static inline size_class_t *class_of(coho__stack_pool_t *p, size_t size, int *rc
     return cls;
 }
 
+/* Sets the guard of a guarded slab's slot at its first take (slab_create). Where the kernel
+ * refuses (out of maps: vm.max_map_count), the slot goes without, as a stack of an unguarded
+ * slab does: a canary just below lo (in the guard's page), checked at every switch-out; the
+ * next take tries the guard again. */
+static __attribute__((noinline)) void slot_guard(slab_t *s, slot_t *slot)
+{
+    if (mprotect(s->base + (size_t)slot->index * s->stride, s->guard, PROT_NONE) == 0)
+        slot->guard_set = true;
+    else
+        canary_write(s, slot->index);
+}
+
 /* Takes a free slot of `cls` (there is one): the most recently put back hot one, else a cold
  * one. */
 static inline void slot_take(coho__stack_pool_t *p, size_class_t *cls, coho__stack_t *out)
@@ -364,9 +371,11 @@ static inline void slot_take(coho__stack_pool_t *p, size_class_t *cls, coho__sta
     s = slot->slab;
     if (s->guard == 0)
         canary_write(s, slot->index);
+    else if (__builtin_expect(!slot->guard_set, 0))
+        slot_guard(s, slot);
     out->lo = slot_lo(s, slot->index);
     out->size = s->usable;
-    out->guarded = s->guard != 0;
+    out->guarded = slot->guard_set;
     out->owner = NULL;
     out->internal_ = slot;
     atomic_store_explicit(&slot->live, out, memory_order_release);
