@@ -298,7 +298,7 @@ static __attribute__((noinline)) void co_bind_stack(coho_sched_t *s, coho__co_t 
     co->stack_reserved = false;
     co->has_stack = true;
     co->stack.owner = co;
-    coho__ctx_make_fp(&co->ctx, co->stack.lo, co->stack.size, co_main, co, co->fpctl);
+    coho__ctx_init(&co->ctx, co->stack.lo, co->stack.size, co_main, co, co->fpctl);
 #ifdef COHO_VALGRIND
     co->vg_stack_id = VALGRIND_STACK_REGISTER(co->stack.lo, (char *)co->stack.lo + co->stack.size);
 #endif
