@@ -105,6 +105,7 @@ struct coho__stack_pool {
     size_t last_size;      /* the size of the last coho__stack_get (0: none yet) ... */
     unsigned last_cls;     /* ... and the index of its class */
     uint64_t slabs_mapped; /* slabs mapped so far (coho__stack_pool_slabs_mapped) */
+    uint64_t guards_set;   /* guard pages set so far (coho__stack_pool_guards_set) */
 };
 
 /* The guard registry: published slabs, read without locks by coho__stack_find_guard (in a
@@ -346,9 +347,10 @@ static inline size_class_t *class_of(coho__stack_pool_t *p, size_t size, int *rc
  * next take tries the guard again. */
 static __attribute__((noinline)) void slot_guard(slab_t *s, slot_t *slot)
 {
-    if (mprotect(s->base + (size_t)slot->index * s->stride, s->guard, PROT_NONE) == 0)
+    if (mprotect(s->base + (size_t)slot->index * s->stride, s->guard, PROT_NONE) == 0) {
         slot->guard_set = true;
-    else
+        s->pool->guards_set++;
+    } else
         canary_write(s, slot->index);
 }
 
@@ -660,6 +662,11 @@ void coho__stack_pool_destroy(coho__stack_pool_t *p)
 uint64_t coho__stack_pool_slabs_mapped(const coho__stack_pool_t *p)
 {
     return p->slabs_mapped;
+}
+
+uint64_t coho__stack_pool_guards_set(const coho__stack_pool_t *p)
+{
+    return p->guards_set;
 }
 
 bool coho__stack_canary_is_intact(const coho__stack_t *st)

@@ -106,6 +106,9 @@ int64_t coho__stack_pool_decay(coho__stack_pool_t *p, uint64_t now_ms, unsigned 
  * is guarded): a server's steady churn of coroutines should not move it. */
 uint64_t coho__stack_pool_slabs_mapped(const coho__stack_pool_t *p);
 
+/* Guard pages set since the pool was created (one mprotect each, at a stack's first take). */
+uint64_t coho__stack_pool_guards_set(const coho__stack_pool_t *p);
+
 /* False when the canary word of an unguarded stack was overwritten (always true when guarded).
  * The scheduler checks it at every switch-out. */
 bool coho__stack_canary_is_intact(const coho__stack_t *s);
