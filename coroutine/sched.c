@@ -568,7 +568,6 @@ static void timer_fired(coho__timer_t *t)
 /* ---- coroutine lifetime ------------------------------------------------------------------- */
 
 static void keys_run_destructors(coho__co_t *co);
-static void spare_flush(coho_sched_t *s);
 
 /* Stacks given back per decay step: a burst's surplus goes back in slices (one madvise each),
  * a millisecond apart, so no single step stalls the loop for long. */
@@ -594,7 +593,10 @@ static void stack_decay_fired(coho__timer_t *t)
     coho_sched_t *s = t->data;
     int64_t next;
 
-    spare_flush(s);
+    if (s->has_spare) { /* not spare_flush: this step arms the timer again itself */
+        s->has_spare = false;
+        coho__stack_put(s->stacks, &s->spare);
+    }
     next = coho__stack_pool_decay(s->stacks, coho__driver_now_ms(s->driver), STACK_DECAY_BATCH);
 
     if (next >= 0)
