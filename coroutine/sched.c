@@ -1020,10 +1020,13 @@ static void run_ready(coho_sched_t *s)
 
 int coho_sched_run(coho_sched_t *s)
 {
-    int saved_errno = errno; /* a successful run leaves errno as it was, as libc calls do */
+    int saved_errno;
     int rc = 0;
 
     check_thread(s, "coho_sched_run");
+    /* A successful run leaves errno as it was, as libc calls do; the thread is the scheduler's
+     * (checked above), so its errno is at the address cached at create. */
+    saved_errno = *s->errno_loc;
     COHO_CHECK(!s->running && tls_co == NULL,
                "coho_sched_run: scheduler %p is already running (nested run)", (void *)s);
     s->running = true;
@@ -1060,7 +1063,7 @@ int coho_sched_run(coho_sched_t *s)
     s->running = false;
     if (rc < 0)
         return (int)coho__posix_ret(rc);
-    errno = saved_errno;
+    *s->errno_loc = saved_errno;
     return 0;
 }
 
