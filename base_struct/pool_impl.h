@@ -104,16 +104,17 @@ static inline uint64_t pool_alloc_raw_fast(coho__pool_t *p, void **node)
 #endif
 }
 
-static inline bool pool_free_fast(coho__pool_t *p, uint64_t id)
+/* Frees the live slot `s` of `id` unless its generation would wrap (then the general function
+ * retires it). */
+static inline bool pool_free_slot_fast(coho__pool_t *p, slot_header_t *s, uint64_t id)
 {
 #if defined(__SANITIZE_ADDRESS__)
     (void)p;
+    (void)s;
     (void)id;
     return false;
 #else
-    slot_header_t *s = pool_live_slot(p, id);
-
-    if (s == NULL || s->gen == UINT32_MAX)
+    if (s->gen == UINT32_MAX)
         return false;
     p->live--;
     s->gen++;
@@ -121,6 +122,20 @@ static inline bool pool_free_fast(coho__pool_t *p, uint64_t id)
     p->free_head = (uint32_t)id;
     return true;
 #endif
+}
+
+static inline bool pool_free_fast(coho__pool_t *p, uint64_t id)
+{
+    slot_header_t *s = pool_live_slot(p, id);
+
+    return s != NULL && pool_free_slot_fast(p, s, id);
+}
+
+/* pool_free_fast for an owner that holds the live node `node` of `id` (the scheduler reaping a
+ * coroutine it just ran): the slot is the node's header, no lookup. */
+static inline bool pool_free_node_fast(coho__pool_t *p, void *node, uint64_t id)
+{
+    return pool_free_slot_fast(p, (slot_header_t *)(void *)((char *)node - POOL_HEADER_SIZE), id);
 }
 
 #endif /* COHO_BASE_STRUCT_POOL_IMPL_H */

@@ -24,36 +24,7 @@ void coho__ctx_make_fp(coho__ctx_t *c, void *stack_lo, size_t size, coho__ctx_en
     COHO_CHECK(c != NULL && stack_lo != NULL && entry != NULL && size >= 4096,
                "coho__ctx_make: bad arguments (stack %p, %zu bytes)", stack_lo, size);
 
-    /* Stack map of a new context (addresses grow upwards):
-     *
-     *   top (16-byte aligned) ->  +----------------------------+
-     *                             | COHO_CTX_TOP_PAD zero bytes |  nothing ever returns here
-     *                             +----------------------------+
-     *                             | first frame                 |  FP control of this thread,
-     *                             |   entry, arg, fp = 0,       |  popped by the first switch-in
-     *                             |   pc = trampoline           |
-     *   c->sp ->                  +----------------------------+
-     *                             | ... the stack grows down    |
-     *   stack_lo ->               +----------------------------+
-     *
-     * After the first switch-in pops the frame, sp = top - COHO_CTX_TOP_PAD, 16-byte aligned,
-     * which is what the trampoline needs before its call. */
-    uintptr_t top = ((uintptr_t)stack_lo + size) & ~(uintptr_t)15;
-    unsigned char *pad = (unsigned char *)(top - COHO_CTX_TOP_PAD);
-    memset(pad, 0, COHO_CTX_TOP_PAD);
-
-    coho__ctx_frame_t *f = (coho__ctx_frame_t *)(void *)(pad - COHO_CTX_FRAME_SIZE);
-    memset(f, 0, sizeof(*f));
-    unsigned char *raw = (unsigned char *)f;
-    uint64_t entry_word = (uint64_t)(uintptr_t)entry;
-    uint64_t arg_word = (uint64_t)(uintptr_t)arg;
-    uint64_t pc_word = (uint64_t)(uintptr_t)coho__ctx_trampoline;
-    memcpy(raw + COHO_CTX_OFF_FPCTL, &fpctl, sizeof(fpctl));
-    memcpy(raw + COHO_CTX_OFF_ENTRY, &entry_word, sizeof(entry_word));
-    memcpy(raw + COHO_CTX_OFF_ARG, &arg_word, sizeof(arg_word));
-    memcpy(raw + COHO_CTX_OFF_PC, &pc_word, sizeof(pc_word));
-    /* COHO_CTX_OFF_FP stays 0: the frame-pointer chain of the new context ends there. */
-    c->sp = f;
+    coho__ctx_init(c, stack_lo, size, entry, arg, fpctl);
 }
 
 int coho__ctx_fp_policy = COHO__CTX_FP_COMPARE;

@@ -7,6 +7,11 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+
+#ifndef __cplusplus /* ctx_offsets.h pins its offsets with C's _Static_assert */
+#    include "coroutine/ctx_offsets.h"
+#endif
 
 typedef struct coho__ctx {
     void *sp; /* saved stack pointer; NULL for a context that never ran (the thread's own
@@ -29,6 +34,45 @@ void coho__ctx_make(coho__ctx_t *c, void *stack_lo, size_t size, coho__ctx_entry
  * coho__ctx_fpctl_current returned, perhaps earlier and on another flow of the thread). */
 void coho__ctx_make_fp(coho__ctx_t *c, void *stack_lo, size_t size, coho__ctx_entry_fn entry,
                        void *arg, uint64_t fpctl);
+
+#ifndef __cplusplus
+/* coho__ctx_make_fp without its argument checks, inline: for the scheduler, which lays out
+ * the first frame of every coroutine with arguments it knows to be valid. */
+static inline void coho__ctx_init(coho__ctx_t *c, void *stack_lo, size_t size,
+                                  coho__ctx_entry_fn entry, void *arg, uint64_t fpctl)
+{
+    /* Stack map of a new context (addresses grow upwards):
+     *
+     *   top (16-byte aligned) ->  +----------------------------+
+     *                             | COHO_CTX_TOP_PAD zero bytes |  nothing ever returns here
+     *                             +----------------------------+
+     *                             | first frame                 |  FP control of this thread,
+     *                             |   entry, arg, fp = 0,       |  popped by the first switch-in
+     *                             |   pc = trampoline           |
+     *   c->sp ->                  +----------------------------+
+     *                             | ... the stack grows down    |
+     *   stack_lo ->               +----------------------------+
+     *
+     * After the first switch-in pops the frame, sp = top - COHO_CTX_TOP_PAD, 16-byte aligned,
+     * which is what the trampoline needs before its call. */
+    uintptr_t top = ((uintptr_t)stack_lo + size) & ~(uintptr_t)15;
+    unsigned char *pad = (unsigned char *)(top - COHO_CTX_TOP_PAD);
+    memset(pad, 0, COHO_CTX_TOP_PAD);
+
+    coho__ctx_frame_t *f = (coho__ctx_frame_t *)(void *)(pad - COHO_CTX_FRAME_SIZE);
+    memset(f, 0, sizeof(*f));
+    unsigned char *raw = (unsigned char *)f;
+    uint64_t entry_word = (uint64_t)(uintptr_t)entry;
+    uint64_t arg_word = (uint64_t)(uintptr_t)arg;
+    uint64_t pc_word = (uint64_t)(uintptr_t)coho__ctx_trampoline;
+    memcpy(raw + COHO_CTX_OFF_FPCTL, &fpctl, sizeof(fpctl));
+    memcpy(raw + COHO_CTX_OFF_ENTRY, &entry_word, sizeof(entry_word));
+    memcpy(raw + COHO_CTX_OFF_ARG, &arg_word, sizeof(arg_word));
+    memcpy(raw + COHO_CTX_OFF_PC, &pc_word, sizeof(pc_word));
+    /* COHO_CTX_OFF_FP stays 0: the frame-pointer chain of the new context ends there. */
+    c->sp = f;
+}
+#endif
 
 /* The calling flow's FP control state in the format coho__ctx_make_fp takes. */
 uint64_t coho__ctx_fpctl_current(void);

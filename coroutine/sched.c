@@ -159,7 +159,7 @@ const char *coho__co_state_name(unsigned state)
 /* Symbol of an entry function, resolved once per function and scheduler (dladdr is far too
  * slow for every spawn and is not async-signal-safe, so the overflow handler reads this
  * cached pointer instead). A full cache stops resolving: such entries print as an address. */
-static const char *entry_name(coho_sched_t *s, void (*fn)(void *))
+static __attribute__((noinline)) const char *entry_lookup(coho_sched_t *s, void (*fn)(void *))
 {
     size_t h = ((uintptr_t)fn >> 4) * 0x9e3779b97f4a7c15ull >> 58; /* 6 bits: 64 slots */
     size_t i;
@@ -167,8 +167,10 @@ static const char *entry_name(coho_sched_t *s, void (*fn)(void *))
     for (i = 0; i < COHO__ENTRY_CACHE; i++) {
         size_t k = (h + i) & (COHO__ENTRY_CACHE - 1);
 
-        if (s->entry_cache[k].fn == fn)
+        if (s->entry_cache[k].fn == fn) {
+            s->entry_last = k;
             return s->entry_cache[k].name;
+        }
         if (s->entry_cache[k].fn == NULL) {
             Dl_info info;
             const char *name = NULL;
@@ -178,10 +180,19 @@ static const char *entry_name(coho_sched_t *s, void (*fn)(void *))
                 name = info.dli_sname;
             s->entry_cache[k].fn = fn;
             s->entry_cache[k].name = name;
+            s->entry_last = k;
             return name;
         }
     }
     return NULL;
+}
+
+/* The entry of the last spawn first: a server spawns the same function over and over. */
+static inline const char *entry_name(coho_sched_t *s, void (*fn)(void *))
+{
+    if (__builtin_expect(s->entry_cache[s->entry_last].fn == fn, 1))
+        return s->entry_cache[s->entry_last].name;
+    return entry_lookup(s, fn);
 }
 
 /* ---- spawn and exit trace lines ------------------------------------------------------------ */
@@ -191,7 +202,7 @@ static const char *entry_name(coho_sched_t *s, void (*fn)(void *))
  * the spawn time is only taken while debug is on (0: not taken). */
 static inline bool trace_on(void)
 {
-    return COHO_LOG_FLOOR <= COHO_LOG_DEBUG && coho_log_get_level() <= COHO_LOG_DEBUG;
+    return coho__log_is_on(COHO_LOG_DEBUG); /* a relaxed load, no call */
 }
 
 /* Logged by the spawner, so the line's COID is the parent's (0 outside coroutines). The name
@@ -273,15 +284,21 @@ static inline void set_current(coho_sched_t *s, coho__co_t *co)
 
 static void co_main(void *arg);
 
-/* Before the first switch-in of `co`: takes the stack spawn reserved (the warmest free one,
- * often that of the coroutine that just finished) and lays out the first frame there. */
+/* Before the first switch-in of `co`: takes the stack spawn reserved (the spare stack of the
+ * coroutine that finished last, else the warmest free one) and lays out the first frame
+ * there. */
 static __attribute__((noinline)) void co_bind_stack(coho_sched_t *s, coho__co_t *co)
 {
-    coho__stack_get_reserved(s->stacks, co->stack_cls, &co->stack);
+    if (s->has_spare && s->spare_cls == co->stack_cls) {
+        coho__stack_move_reserved(s->stacks, co->stack_cls, &s->spare, &co->stack);
+        s->has_spare = false;
+    } else {
+        coho__stack_get_reserved(s->stacks, co->stack_cls, &co->stack);
+    }
     co->stack_reserved = false;
     co->has_stack = true;
     co->stack.owner = co;
-    coho__ctx_make_fp(&co->ctx, co->stack.lo, co->stack.size, co_main, co, co->fpctl);
+    coho__ctx_init(&co->ctx, co->stack.lo, co->stack.size, co_main, co, co->fpctl);
 #ifdef COHO_VALGRIND
     co->vg_stack_id = VALGRIND_STACK_REGISTER(co->stack.lo, (char *)co->stack.lo + co->stack.size);
 #endif
@@ -574,8 +591,13 @@ static void decay_done(coho_sched_t *s)
 static void stack_decay_fired(coho__timer_t *t)
 {
     coho_sched_t *s = t->data;
-    int64_t next =
-        coho__stack_pool_decay(s->stacks, coho__driver_now_ms(s->driver), STACK_DECAY_BATCH);
+    int64_t next;
+
+    if (s->has_spare) { /* not spare_flush: this step arms the timer again itself */
+        s->has_spare = false;
+        coho__stack_put(s->stacks, &s->spare);
+    }
+    next = coho__stack_pool_decay(s->stacks, coho__driver_now_ms(s->driver), STACK_DECAY_BATCH);
 
     if (next >= 0)
         coho__timer_start(s->driver, &s->stack_decay, next > 0 ? (uint64_t)next : 1, 0, 0);
@@ -583,15 +605,9 @@ static void stack_decay_fired(coho__timer_t *t)
         decay_done(s);
 }
 
-/* Frees what a finished or dropped coroutine holds besides its pool node. */
-static void co_release_stack(coho_sched_t *s, coho__co_t *co)
+/* Tells the tools that `co` no longer runs on its stack. */
+static inline void co_stack_leave(coho__co_t *co)
 {
-    if (co->stack_reserved) { /* never ran */
-        coho__stack_unreserve(s->stacks, co->stack_cls);
-        co->stack_reserved = false;
-    }
-    if (!co->has_stack)
-        return;
 #ifdef COHO_VALGRIND
     VALGRIND_STACK_DEREGISTER(co->vg_stack_id);
 #endif
@@ -604,9 +620,55 @@ static void co_release_stack(coho_sched_t *s, coho__co_t *co)
     /* A coroutine that finished (or never finished) leaves the redzone poison of the frames it
      * had live; the next coroutine on this stack must not trip over it. */
     ASAN_UNPOISON_MEMORY_REGION(co->stack.lo, co->stack.size);
+#else
+    (void)co;
 #endif
-    if (coho__stack_put(s->stacks, &co->stack) && !coho__timer_is_active(&s->stack_decay))
+}
+
+/* Returns a stack to the pool; arms the decay when the pool has idle stacks to give back. */
+static void stack_put(coho_sched_t *s, coho__stack_t *st)
+{
+    if (coho__stack_put(s->stacks, st) && !coho__timer_is_active(&s->stack_decay))
         coho__timer_start(s->driver, &s->stack_decay, s->stack_decay_ms, 0, 0);
+}
+
+/* Gives the spare stack (co_reap) back to the pool: the scheduler goes idle, the decay runs
+ * or the scheduler is destroyed. */
+static void spare_flush(coho_sched_t *s)
+{
+    if (s->has_spare) {
+        s->has_spare = false;
+        stack_put(s, &s->spare);
+    }
+}
+
+/* Frees what a finished or dropped coroutine holds besides its pool node. */
+static void co_release_stack(coho_sched_t *s, coho__co_t *co)
+{
+    if (co->stack_reserved) { /* never ran */
+        coho__stack_unreserve(s->stacks, co->stack_cls);
+        co->stack_reserved = false;
+    }
+    if (!co->has_stack)
+        return;
+    co_stack_leave(co);
+    stack_put(s, &co->stack);
+    co->has_stack = false;
+}
+
+/* Reaps the stack of a coroutine that finished: kept as the spare for the next coroutine's
+ * first switch-in when there is none yet (a batch of coroutines that each run to their end
+ * passes one stack along without touching the pool's lists), else given back. */
+static inline void co_reap_stack(coho_sched_t *s, coho__co_t *co)
+{
+    if (s->has_spare || !co->has_stack) {
+        co_release_stack(s, co);
+        return;
+    }
+    co_stack_leave(co);
+    coho__stack_move(&co->stack, &s->spare);
+    s->spare_cls = co->stack_cls;
+    s->has_spare = true;
     co->has_stack = false;
 }
 
@@ -624,16 +686,12 @@ static void co_free_extras(coho__co_t *co)
     }
 }
 
-static void co_main(void *arg)
+/* Runs the exit callbacks (LIFO; a callback may register more), then the key destructors,
+ * then frees both (a callback a destructor registered is dropped unrun). */
+static __attribute__((noinline, cold)) void co_exit_extras(coho__co_t *co)
 {
-    coho__co_t *co = arg;
-    coho_sched_t *s = co->sched;
     coho__exit_cb_t *cb;
 
-    arrived(co);
-    co->fn(co->arg);
-
-    /* LIFO exit callbacks; a callback may register more. */
     while ((cb = co->exit_cbs) != NULL) {
         co->exit_cbs = cb->next;
         cb->fn(cb->arg);
@@ -641,6 +699,19 @@ static void co_main(void *arg)
     }
     keys_run_destructors(co);
     co_free_extras(co);
+}
+
+static void co_main(void *arg)
+{
+    coho__co_t *co = arg;
+    coho_sched_t *s = co->sched;
+
+    arrived(co);
+    co->fn(co->arg);
+
+    /* One test for what most coroutines never use: exit callbacks and keys. */
+    if (__builtin_expect(co->exit_cbs != NULL || co->keys != NULL, 0))
+        co_exit_extras(co);
     if (__builtin_expect(trace_on(), 0))
         trace_exit(co);
 
@@ -936,8 +1007,8 @@ static void run_ready(coho_sched_t *s)
         if (!co->stack.guarded && !coho__stack_canary_is_intact(&co->stack))
             canary_breached(co);
         if (co->state == COHO__CO_DONE) {
-            co_release_stack(s, co);
-            if (co->detached && !pool_free_fast(s->pool, co->id))
+            co_reap_stack(s, co);
+            if (co->detached && !pool_free_node_fast(s->pool, co, co->id))
                 coho__pool_free(s->pool, co->id);
             if (s->user_live == 0 && !s->draining)
                 return;
@@ -949,10 +1020,13 @@ static void run_ready(coho_sched_t *s)
 
 int coho_sched_run(coho_sched_t *s)
 {
-    int saved_errno = errno; /* a successful run leaves errno as it was, as libc calls do */
+    int saved_errno;
     int rc = 0;
 
     check_thread(s, "coho_sched_run");
+    /* A successful run leaves errno as it was, as libc calls do; the thread is the scheduler's
+     * (checked above), so its errno is at the address cached at create. */
+    saved_errno = *s->errno_loc;
     COHO_CHECK(!s->running && tls_co == NULL,
                "coho_sched_run: scheduler %p is already running (nested run)", (void *)s);
     s->running = true;
@@ -974,6 +1048,8 @@ int coho_sched_run(coho_sched_t *s)
         }
         if (s->draining && s->live == 0)
             break;
+        if (s->ready_count == 0)
+            spare_flush(s); /* idle: the pool's decay owns every free stack */
         rc = coho__driver_run_once(s->driver, s->ready_count > 0 ? 0 : -1);
         SCHED_COUNT(s->polls);
         budget_restart(s);
@@ -987,7 +1063,7 @@ int coho_sched_run(coho_sched_t *s)
     s->running = false;
     if (rc < 0)
         return (int)coho__posix_ret(rc);
-    errno = saved_errno;
+    *s->errno_loc = saved_errno;
     return 0;
 }
 
@@ -1032,6 +1108,7 @@ void coho_sched_destroy(coho_sched_t *s)
             fn(s);
     }
     coho__pool_for_each(s->pool, drop_one, s);
+    spare_flush(s);
     if (coho__timer_is_active(&s->stack_decay))
         coho__timer_stop(s->driver, &s->stack_decay);
     if (s->dump_signal)

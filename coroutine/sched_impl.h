@@ -108,6 +108,12 @@ typedef struct coho_sched {
     coho__pool_t *pool;
     coho__stack_pool_t *stacks;
     coho__timer_t stack_decay; /* armed while more than idle_stacks_max stacks are idle */
+    /* The stack of the coroutine that finished last, held for the next first switch-in of its
+     * size class (sched.c, co_bind_stack) instead of a put and a get; given back to the pool
+     * when the scheduler goes idle, when the decay runs and at destroy. */
+    coho__stack_t spare;
+    unsigned spare_cls;
+    bool has_spare;
     unsigned stack_decay_ms;
     coho__ctx_t ctx; /* the scheduler's own flow (the thread's stack) */
     int *errno_loc;  /* &errno of the scheduler's thread: no __errno_location call per switch */
@@ -147,6 +153,7 @@ typedef struct coho_sched {
         void (*fn)(void *);
         const char *name; /* NULL: dladdr found no symbol */
     } entry_cache[COHO__ENTRY_CACHE];
+    unsigned entry_last; /* the entry_cache slot the last lookup found */
     _Alignas(16) unsigned char hook_slot[COHO_SWITCH_HOOK_SLOT_MAX];
 } coho__sched_impl_t;
 

@@ -43,6 +43,7 @@ typedef struct slot {
     uint64_t idle_since_ms;            /* the pool's clock when it was put back (hot) */
     unsigned index;
     unsigned char state;
+    bool guard_set; /* guarded slab: the guard below this slot is PROT_NONE (set at first take) */
     bool drop_pending; /* made cold by the decay step running now; memory not given back yet */
 } slot_t;
 
@@ -100,9 +101,11 @@ struct coho__stack_pool {
     unsigned idle_hot;   /* free slots kept resident */
     unsigned idle_limit; /* idle slots the decay leaves alone for good (idle_limit()) */
     unsigned live;
-    uint64_t now_ms;   /* coho__stack_pool_set_now: stamps the slots put back */
-    size_t last_size;  /* the size of the last coho__stack_get (0: none yet) ... */
-    unsigned last_cls; /* ... and the index of its class */
+    uint64_t now_ms;       /* coho__stack_pool_set_now: stamps the slots put back */
+    size_t last_size;      /* the size of the last coho__stack_get (0: none yet) ... */
+    unsigned last_cls;     /* ... and the index of its class */
+    uint64_t slabs_mapped; /* slabs mapped so far (coho__stack_pool_slabs_mapped) */
+    uint64_t guards_set;   /* guard pages set so far (coho__stack_pool_guards_set) */
 };
 
 /* The guard registry: published slabs, read without locks by coho__stack_find_guard (in a
@@ -251,15 +254,9 @@ static int slab_create(coho__stack_pool_t *p, size_class_t *cls)
         free(s);
         return -ENOMEM;
     }
-    for (size_t i = 0; guard != 0 && i < n; i++) {
-        if (mprotect(base + i * stride, guard, PROT_NONE) != 0) {
-            /* Out of kernel maps (vm.max_map_count): fall back to an unguarded slab. */
-            munmap(base, map_size);
-            free(s);
-            p->o.guarded_max = p->guarded;
-            return slab_create(p, cls);
-        }
-    }
+    /* The guards are set when each slot is first taken (slot_guard), not here: a burst of
+     * spawns maps slabs for all its promises, while the coroutines often run one after another
+     * on a few warm stacks and never touch the rest. */
     s->pool = p;
     s->base = base;
     s->map_size = map_size;
@@ -282,6 +279,7 @@ static int slab_create(coho__stack_pool_t *p, size_class_t *cls)
         registry_add(s);
     }
     coho_list_push_back(&p->slabs, &s->link);
+    p->slabs_mapped++;
     cls->slabs++;
     cls->nfree += (unsigned)n;
     return 0;
@@ -343,6 +341,19 @@ static inline size_class_t *class_of(coho__stack_pool_t *p, size_t size, int *rc
     return cls;
 }
 
+/* Sets the guard of a guarded slab's slot at its first take (slab_create). Where the kernel
+ * refuses (out of maps: vm.max_map_count), the slot goes without, as a stack of an unguarded
+ * slab does: a canary just below lo (in the guard's page), checked at every switch-out; the
+ * next take tries the guard again. */
+static __attribute__((noinline)) void slot_guard(slab_t *s, slot_t *slot)
+{
+    if (mprotect(s->base + (size_t)slot->index * s->stride, s->guard, PROT_NONE) == 0) {
+        slot->guard_set = true;
+        s->pool->guards_set++;
+    } else
+        canary_write(s, slot->index);
+}
+
 /* Takes a free slot of `cls` (there is one): the most recently put back hot one, else a cold
  * one. */
 static inline void slot_take(coho__stack_pool_t *p, size_class_t *cls, coho__stack_t *out)
@@ -362,9 +373,11 @@ static inline void slot_take(coho__stack_pool_t *p, size_class_t *cls, coho__sta
     s = slot->slab;
     if (s->guard == 0)
         canary_write(s, slot->index);
+    else if (__builtin_expect(!slot->guard_set, 0))
+        slot_guard(s, slot);
     out->lo = slot_lo(s, slot->index);
     out->size = s->usable;
-    out->guarded = s->guard != 0;
+    out->guarded = slot->guard_set;
     out->owner = NULL;
     out->internal_ = slot;
     atomic_store_explicit(&slot->live, out, memory_order_release);
@@ -433,6 +446,26 @@ void coho__stack_get_reserved(coho__stack_pool_t *p, unsigned cls, coho__stack_t
 
     c->reserved--;
     slot_take(p, c, out);
+}
+
+void coho__stack_move(coho__stack_t *from, coho__stack_t *to)
+{
+    slot_t *slot = from->internal_;
+
+    *to = *from;
+    from->internal_ = NULL;
+    atomic_store_explicit(&slot->live, to, memory_order_release);
+}
+
+void coho__stack_move_reserved(coho__stack_pool_t *p, unsigned cls, coho__stack_t *from,
+                               coho__stack_t *to)
+{
+    slot_t *slot = from->internal_;
+
+    p->classes[cls].reserved--;
+    *to = *from;
+    from->internal_ = NULL;
+    atomic_store_explicit(&slot->live, to, memory_order_release);
 }
 
 static bool slot_is_cold(const slab_t *s, long i)
@@ -589,8 +622,11 @@ int64_t coho__stack_pool_decay(coho__stack_pool_t *p, uint64_t now_ms, unsigned 
             coho_list_push_back(&cls->cold, &slot->link);
             done++;
             /* A slab whose slots are all cold is unmapped, unless its slots are needed for
-             * the stacks promised to coroutines that have not run yet. */
-            if (s->cold == s->count && cls->nfree - s->count >= cls->reserved) {
+             * the stacks promised to coroutines that have not run yet, or for the idle_keep
+             * free stacks the class keeps mapped (their memory is given back all the same):
+             * a server whose connections come and go would otherwise map a slab and set its
+             * guard pages (one mprotect per stack) at every burst after a quiet second. */
+            if (s->cold == s->count && cls->nfree - s->count >= cls->reserved + p->o.idle_keep) {
                 if (s->decay_pending)
                     coho_list_del(&s->decay_link);
                 slab_release(p, s);
@@ -621,6 +657,16 @@ void coho__stack_pool_destroy(coho__stack_pool_t *p)
     }
     free(p->classes);
     free(p);
+}
+
+uint64_t coho__stack_pool_slabs_mapped(const coho__stack_pool_t *p)
+{
+    return p->slabs_mapped;
+}
+
+uint64_t coho__stack_pool_guards_set(const coho__stack_pool_t *p)
+{
+    return p->guards_set;
 }
 
 bool coho__stack_canary_is_intact(const coho__stack_t *st)

@@ -64,6 +64,18 @@ int coho__stack_reserve(coho__stack_pool_t *p, size_t size, unsigned *cls);
  * first, as coho__stack_get does. */
 void coho__stack_get_reserved(coho__stack_pool_t *p, unsigned cls, coho__stack_t *out);
 
+/* Moves the live stack descriptor `from` to `to` (which the guard registry reports from now
+ * on); `from` is left empty. The stack stays live and held. */
+void coho__stack_move(coho__stack_t *from, coho__stack_t *to);
+
+/* Takes the promise of coho__stack_reserve (class `cls`) with a stack the caller already holds
+ * instead of one from the free lists: moves the descriptor `from` (a stack of class `cls`
+ * filled by coho__stack_get or coho__stack_get_reserved, still live) to `to`, which the guard
+ * registry reports from now on, and withdraws the promise. The scheduler hands the stack of a
+ * coroutine that just finished to the next one this way, without a put and a get. */
+void coho__stack_move_reserved(coho__stack_pool_t *p, unsigned cls, coho__stack_t *from,
+                               coho__stack_t *to);
+
 /* Withdraws a promise of coho__stack_reserve that will not be taken. */
 void coho__stack_unreserve(coho__stack_pool_t *p, unsigned cls);
 
@@ -84,10 +96,18 @@ void coho__stack_pool_set_now(coho__stack_pool_t *p, uint64_t now_ms);
  * gives back the memory (MADV_DONTNEED) of those idle for decay_ms or longer, oldest first, at
  * most `max` per call; then, with keep_decay_ms set, those of the rest idle for keep_decay_ms
  * or longer. Adjacent stacks go in one madvise; a slab left with no live or resident stack is
- * unmapped instead (its maps and descriptors go too). Returns -1 when nothing is left to wait
- * for (no idle stack, or at most idle_keep without keep_decay_ms), 0 when `max` stopped it
- * with more due, else the ms until the next idle stack is due. */
+ * unmapped instead (its maps and descriptors go too), unless the class would keep fewer than
+ * idle_keep free stacks mapped beyond those promised (coho__stack_reserve) without it. Returns -1
+ * when nothing is left to wait for (no idle stack, or at most idle_keep without keep_decay_ms), 0
+ * when `max` stopped it with more due, else the ms until the next idle stack is due. */
 int64_t coho__stack_pool_decay(coho__stack_pool_t *p, uint64_t now_ms, unsigned max);
+
+/* Slabs mapped since the pool was created (each one mmap, plus one mprotect per stack when it
+ * is guarded): a server's steady churn of coroutines should not move it. */
+uint64_t coho__stack_pool_slabs_mapped(const coho__stack_pool_t *p);
+
+/* Guard pages set since the pool was created (one mprotect each, at a stack's first take). */
+uint64_t coho__stack_pool_guards_set(const coho__stack_pool_t *p);
 
 /* False when the canary word of an unguarded stack was overwritten (always true when guarded).
  * The scheduler checks it at every switch-out. */

@@ -4,9 +4,11 @@
 #include <errno.h>
 #include <fenv.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -696,6 +698,98 @@ static void batch_that_runs_to_the_end_shares_one_warm_stack(void **state)
     coho_sched_destroy(s);
 }
 
+static void touches_stack_and_ends(void *arg)
+{
+    touches_stack(arg);
+    co_ended();
+}
+
+/* The stack a finished coroutine leaves for the next first switch-in only goes to a coroutine
+ * of its size class: default-size and 2 MiB coroutines alternate in one batch, and each 2 MiB
+ * one uses 1 MiB of its stack (a default-size stack would fault on its guard page). */
+static void spare_stack_goes_only_to_a_coroutine_of_its_size(void **state)
+{
+    coho_sched_t *s = new_sched();
+    coho_spawn_opts_t big, small;
+
+    (void)state;
+    batch_n = 0;
+    coho_spawn_opts_init(&big);
+    big.detached = true;
+    big.stack_size = 2u << 20;
+    coho_spawn_opts_init(&small);
+    small.detached = true;
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 20; i++) {
+            assert_int_not_equal(coho_spawn_ex(s, record_frame, NULL, &small), 0);
+            assert_int_not_equal(
+                coho_spawn_ex(s, touches_stack_and_ends, (void *)(uintptr_t)(1u << 20), &big), 0);
+        }
+        assert_int_equal(coho_sched_run(s), 0);
+    }
+    expect_co(80);
+    coho_sched_destroy(s);
+}
+
+static volatile uintptr_t dirty_page;
+
+static void dirties_its_stack(void *arg)
+{
+    volatile char buf[64 * 1024];
+
+    (void)arg;
+    for (size_t i = 0; i < sizeof(buf); i += 512)
+        buf[i] = 1;
+    dirty_page = (uintptr_t)&buf[0] & ~(uintptr_t)(sysconf(_SC_PAGESIZE) - 1);
+    co_ended();
+}
+
+static bool dirty_page_is_resident(void)
+{
+    unsigned char v = 0;
+
+    if (mincore((void *)dirty_page, (size_t)sysconf(_SC_PAGESIZE), &v) != 0)
+        return false; /* ENOMEM: its slab was unmapped */
+    return (v & 1) != 0;
+}
+
+/* Waits (10 s at most) for the stack of the coroutine that finished to be given back. */
+static void waits_for_the_stack_to_go_back(void *arg)
+{
+    struct timespec t0, t;
+
+    (void)arg;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        coho_sleep_ms(20);
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while ((dirty_page == 0 || dirty_page_is_resident()) && t.tv_sec - t0.tv_sec < 10);
+    CO_CHECK(dirty_page != 0);
+    CO_CHECK(!dirty_page_is_resident());
+    co_ended();
+}
+
+/* The stack a finished coroutine leaves for the next one is handed back to the pool when the
+ * scheduler goes idle, so the decay gives its memory back like any idle stack's (with
+ * idle_stacks_max 0, about a second later). */
+static void finished_coroutines_stack_goes_back_to_the_kernel_when_idle(void **state)
+{
+    coho_sched_opts_t so;
+    coho_sched_t *s;
+
+    (void)state;
+    coho_sched_opts_init(&so);
+    so.idle_stacks_max = 0;
+    s = coho_sched_create(&so);
+    assert_non_null(s);
+    dirty_page = 0;
+    assert_int_not_equal(coho_spawn(s, waits_for_the_stack_to_go_back, NULL), 0);
+    assert_int_not_equal(coho_spawn(s, dirties_its_stack, NULL), 0);
+    assert_int_equal(coho_sched_run(s), 0);
+    expect_co(2);
+    coho_sched_destroy(s);
+}
+
 static int child_round;
 
 static void fp_child(void *arg)
@@ -755,6 +849,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(destroy_drops_coroutines_that_never_ran),
         cmocka_unit_test(batch_that_runs_to_the_end_shares_one_warm_stack),
         cmocka_unit_test(new_coroutine_starts_in_its_spawners_rounding_mode),
+        cmocka_unit_test(spare_stack_goes_only_to_a_coroutine_of_its_size),
+        cmocka_unit_test(finished_coroutines_stack_goes_back_to_the_kernel_when_idle),
     };
 
     return coho_test_main("sched_basic", tests, sizeof(tests) / sizeof(tests[0]), argc, argv);

@@ -646,6 +646,94 @@ static void stack_reserved_stacks_survive_the_decay(void **state)
     coho__stack_pool_destroy(p);
 }
 
+/* False also when the page is no longer mapped (ENOMEM). */
+static bool page_is_resident(const void *addr)
+{
+    unsigned char v = 0;
+    uintptr_t page = (uintptr_t)addr & ~(uintptr_t)(pg() - 1);
+
+    if (mincore((void *)page, pg(), &v) != 0) {
+        assert_int_equal(errno, ENOMEM);
+        return false;
+    }
+    return (v & 1) != 0;
+}
+
+/* Bursts separated by quiet spells long enough for the whole decay (the scheduler's settings:
+ * the idle_keep stacks decay too): the memory goes back each time, but the slabs of the
+ * idle_keep free stacks stay mapped, so the next bursts map no slab and set no guard page. */
+static void stack_bursts_after_the_decay_reuse_the_slabs_it_kept(void **state)
+{
+    (void)state;
+    enum { N = 24, KEEP = 32, ROUNDS = 6 };
+    coho__stack_pool_opts_t o;
+    coho__stack_pool_t *p;
+    coho__stack_t s[N];
+    uint64_t mapped = 0;
+
+    coho__stack_pool_opts_init(&o);
+    o.stack_size = 32 * KIB;
+    o.guarded_max = 4096;
+    o.idle_keep = KEEP;
+    o.decay_ms = 10;
+    o.keep_decay_ms = 30;
+    p = coho__stack_pool_create(&o);
+    assert_non_null(p);
+    for (int r = 0; r < ROUNDS; r++) {
+        uint64_t now = (uint64_t)r * 1000;
+
+        coho__stack_pool_set_now(p, now);
+        for (int i = 0; i < N; i++) {
+            assert_int_equal(coho__stack_get(p, 0, &s[i]), 0);
+            memset((char *)s[i].lo + s[i].size - 64, r + 1, 64);
+        }
+        for (int i = 0; i < N; i++)
+            coho__stack_put(p, &s[i]);
+        assert_int_equal(coho__stack_pool_decay(p, now + 500, UINT_MAX), -1);
+        for (int i = 0; i < N; i++) /* every stack gave its memory back */
+            assert_false(page_is_resident((char *)s[i].lo + s[i].size - 64));
+        if (r == 0)
+            mapped = coho__stack_pool_slabs_mapped(p);
+        else
+            assert_int_equal(coho__stack_pool_slabs_mapped(p), mapped);
+    }
+    assert_true(mapped > 0);
+    coho__stack_pool_destroy(p);
+}
+
+/* A burst of promises maps slabs for all of them, but a guard page is set only when its stack
+ * is first taken: promised stacks that are never taken cost no mprotect and no kernel map. */
+static void stack_guard_is_set_when_the_stack_is_first_taken(void **state)
+{
+    (void)state;
+    enum { N = 40 };
+    coho__stack_pool_t *p = pool_with(32 * KIB, 4096, 64);
+    unsigned cls[N];
+    coho__stack_t a, b, copy;
+    long maps, none;
+
+    for (int i = 0; i < N; i++)
+        assert_int_equal(coho__stack_reserve(p, 0, &cls[i]), 0);
+    assert_true(coho__stack_pool_slabs_mapped(p) >= 3); /* 7 + 14 + 28 stacks of 36 KiB */
+    assert_int_equal(coho__stack_pool_guards_set(p), 0);
+    coho__stack_get_reserved(p, cls[0], &a);
+    assert_true(a.guarded);
+    memset(a.lo, 1, a.size);
+    copy = a;
+    count_stack_maps(&copy, 1, pg(), &maps, &none);
+    assert_int_equal(none, 1); /* the guard is PROT_NONE */
+    assert_int_equal(coho__stack_pool_guards_set(p), 1);
+    coho__stack_put(p, &a);
+    coho__stack_get_reserved(p, cls[1], &b); /* the same stack again: guarded already */
+    assert_ptr_equal(b.lo, copy.lo);
+    assert_true(b.guarded);
+    assert_int_equal(coho__stack_pool_guards_set(p), 1);
+    coho__stack_put(p, &b);
+    for (int i = 2; i < N; i++)
+        coho__stack_unreserve(p, cls[i]);
+    coho__stack_pool_destroy(p);
+}
+
 static void stack_bad_sizes_are_einval(void **state)
 {
     (void)state;
@@ -695,6 +783,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(stack_idle_keep_stacks_decay_after_keep_decay_ms),
         cmocka_unit_test(stack_reserved_stack_is_the_last_one_put_back),
         cmocka_unit_test(stack_reserved_stacks_survive_the_decay),
+        cmocka_unit_test(stack_bursts_after_the_decay_reuse_the_slabs_it_kept),
+        cmocka_unit_test(stack_guard_is_set_when_the_stack_is_first_taken),
         cmocka_unit_test(stack_bad_sizes_are_einval),
     };
 
