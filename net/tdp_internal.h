@@ -39,6 +39,9 @@
 #define TDP_IOV_MAX       8
 #define TDP_DGRAM_MAX     65536 /* receive buffer of a datagram socket: the largest UDP payload */
 #define TDP_REQS_IDLE_MAX 256   /* freed request records kept per pool */
+/* Frames up to this size are copied out of the receive buffer in one piece, and a freed
+ * request record keeps a frame buffer of up to this much chunk memory for the next request. */
+#define TDP_FRAME_FLAT_MAX 4096
 
 enum { TDP_CONNECT = 1, TDP_LISTEN = 2 };
 
@@ -75,8 +78,10 @@ struct tdp_pending {
     uint64_t conn_id; /* the connection the request last went out on; 0: not sent */
     uint64_t co_id;   /* the waiter, 0 while nobody waits */
     uint64_t token;
-    int status;     /* 0 waiting for the response, 1 arrived, -errno failed */
-    bool resp_live; /* resp is initialised (the response arrived and was not yet taken) */
+    int status;       /* 0 waiting for the response, 1 arrived, -errno failed */
+    bool resp_live;   /* resp is initialised (the response arrived and was not yet taken) */
+    bool in_out;      /* the response was written straight into `out` (status 1, resp unused) */
+    coho_cbuf_t *out; /* the parked waiter's buffer (coho_tdp_wait_resp), NULL otherwise */
     coho_cbuf_t resp;
     coho_list_t conn_link; /* in the connection's in-flight list once sent */
 };
@@ -106,9 +111,10 @@ struct coho_tdp_pool {
     uint64_t accept_co;
     coho__net_acceptor_t acc; /* listen pools: the accept loop's state (its reserve fd) */
     bool closing;
-    bool dgram;    /* UDP: one datagram per frame (coho_tdp_udp_connect, coho_tdp_udp_listen) */
-    unsigned refs; /* memory: the user's handle, each live pool coroutine, each request */
-    unsigned cos;  /* live pool coroutines (coho_tdp_close waits for them) */
+    bool dgram;     /* UDP: one datagram per frame (coho_tdp_udp_connect, coho_tdp_udp_listen) */
+    bool sock_only; /* the only framer is the sock framer: coho__sock_frame reads a header once */
+    unsigned refs;  /* memory: the user's handle, each live pool coroutine, each request */
+    unsigned cos;   /* live pool coroutines (coho_tdp_close waits for them) */
     unsigned reqs_live;        /* requests handed to on_req and not yet freed */
     struct tdp_req *reqs_idle; /* freed request records kept for reuse */
     unsigned reqs_idle_count;
@@ -125,6 +131,11 @@ struct tdp_req {
     struct tdp_req *idle_next; /* in the pool's reqs_idle while freed */
     size_t held_len;           /* frame bytes counted in the connection's reqs_held_len */
     bool held;                 /* counted in the connection's reqs_held */
+    /* A kept record's frame buffer stays initialised, empty, with frame_cap bytes of chunk
+     * memory (at most TDP_FRAME_FLAT_MAX): the next request of up to that size is copied into
+     * it without taking a chunk from the pool and giving one back per request. */
+    bool frame_live;
+    size_t frame_cap;
 };
 
 /* ---- tdp_pool.c ---- */

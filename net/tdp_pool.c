@@ -59,6 +59,8 @@ void coho__tdp_pool_free(coho_tdp_pool_t *p)
         struct tdp_req *r = p->reqs_idle;
 
         p->reqs_idle = r->idle_next;
+        if (r->frame_live)
+            coho_cbuf_destroy(&r->pub.frame);
         free(r);
     }
     coho_idpool_destroy(p->conns);
@@ -395,6 +397,7 @@ coho_tdp_pool_t *coho__tdp_pool_create(int mode, const struct sockaddr *addr, so
     if (p->pending == NULL)
         goto fail_map;
     coho__tdp_id_keys_init(p);
+    p->sock_only = o->framer_count == 1 && coho__sock_is_framer(o->framers[0]);
     return p;
 fail_map:
     coho_idpool_destroy(p->conns);

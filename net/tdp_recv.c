@@ -28,10 +28,18 @@ static void cbuf_init_for(coho_cbuf_t *b, size_t len)
 }
 
 /* Copies the first `len` bytes of `src` into `dst` (appended). Returns 0 or -errno. */
-static int cbuf_copy_front(coho_cbuf_t *dst, const coho_cbuf_t *src, size_t len)
+static int cbuf_copy_front(coho_cbuf_t *dst, coho_cbuf_t *src, size_t len)
 {
     size_t off = 0;
 
+    /* A small frame (the usual one) in one piece: a pointer into the receive chunk, copied to
+     * the buffer's scratch only when it straddles two. */
+    if (len <= TDP_FRAME_FLAT_MAX) {
+        const void *flat = coho_cbuf_linearize(src, len);
+
+        if (flat != NULL)
+            return coho_cbuf_append(dst, flat, len) == 0 ? 0 : -errno;
+    }
     /* One span at a time: a frame is usually within one chunk of the receive buffer, which may
      * hold many more chunks of data after it (asking for them all cost ~50 instructions per
      * frame). */
@@ -49,7 +57,24 @@ static int cbuf_copy_front(coho_cbuf_t *dst, const coho_cbuf_t *src, size_t len)
     return 0;
 }
 
-/* A zeroed request record: a freed one of this pool, or a new one. */
+/* Replaces the contents of `out` with the first `len` bytes of `src` (the cursor goes to 0). All
+ * or nothing: on failure `out` is as it was. Returns 0 or -errno. */
+static int cbuf_copy_into(coho_cbuf_t *out, coho_cbuf_t *src, size_t len)
+{
+    size_t old = coho_cbuf_len(out);
+    int rc = cbuf_copy_front(out, src, len);
+
+    if (rc != 0) {
+        coho_cbuf_truncate(out, old);
+        return rc;
+    }
+    if (old > 0)
+        coho_cbuf_consume(out, old);
+    return 0;
+}
+
+/* A request record with zeroed fields: a freed one of this pool (whose frame buffer may still
+ * be live, see struct tdp_req), or a new one. */
 static struct tdp_req *req_alloc(coho_tdp_pool_t *p)
 {
     struct tdp_req *r = p->reqs_idle;
@@ -58,8 +83,29 @@ static struct tdp_req *req_alloc(coho_tdp_pool_t *p)
         return calloc(1, sizeof(*r));
     p->reqs_idle = r->idle_next;
     p->reqs_idle_count--;
-    memset(r, 0, sizeof(*r));
+    r->idle_next = NULL;
+    r->held_len = 0;
+    r->held = false;
+    r->pub.pool = NULL;
+    r->pub.conn_id = 0;
+    r->pub.req_id = 0;
+    if (r->pub.peer_len != 0)
+        memset(&r->pub.peer, 0, sizeof(r->pub.peer));
+    r->pub.peer_len = 0;
     return r;
+}
+
+/* Makes the record's frame buffer an empty one that takes a frame of `len` bytes: the kept one
+ * when it is large enough, else a new one sized for the frame. */
+static void req_frame_init(struct tdp_req *r, size_t len)
+{
+    if (r->frame_live && r->frame_cap >= len)
+        return;
+    if (r->frame_live)
+        coho_cbuf_destroy(&r->pub.frame);
+    cbuf_init_for(&r->pub.frame, len);
+    r->frame_live = true;
+    r->frame_cap = 0;
 }
 
 /* Backpressure. A connection whose requests in on_req (handed over, not yet freed) reach
@@ -119,7 +165,7 @@ int coho__tdp_rx_dispatch(coho_tdp_pool_t *p, struct tdp_conn *c)
 
         bool scanned = false;
 
-        if (p->o.framer_count == 1 && coho__sock_is_framer(p->o.framers[0])) {
+        if (p->sock_only) {
             /* The usual pool: one header read for both questions. */
             kind = coho__sock_frame(&c->rbuf, p->o.framers[0], &req_id, &flen);
             if (kind != COHO_TDP_BAD)
@@ -159,7 +205,12 @@ int coho__tdp_rx_dispatch(coho_tdp_pool_t *p, struct tdp_conn *c)
              * request, with a guessed or leaked id) is dropped and counted. */
             if (pd != NULL && pd->conn_id != c->id)
                 pd = NULL;
-            if (pd != NULL && pd->status == 0) {
+            if (pd != NULL && pd->status == 0 && pd->out != NULL &&
+                cbuf_copy_into(pd->out, &c->rbuf, (size_t)flen) == 0) {
+                /* The waiter is parked: its own buffer takes the frame (its chunk reused), with
+                 * no buffer of the record's to fill, move and free. */
+                pd->in_out = true;
+            } else if (pd != NULL && pd->status == 0) {
                 cbuf_init_for(&pd->resp, (size_t)flen);
                 pd->resp_live = true;
                 if (cbuf_copy_front(&pd->resp, &c->rbuf, (size_t)flen) != 0) {
@@ -167,7 +218,7 @@ int coho__tdp_rx_dispatch(coho_tdp_pool_t *p, struct tdp_conn *c)
                     pd->resp_live = false;
                 }
             }
-            if (pd != NULL && pd->status == 0 && pd->resp_live) {
+            if (pd != NULL && pd->status == 0 && (pd->resp_live || pd->in_out)) {
                 pd->status = 1;
                 coho_list_del(&pd->conn_link);
                 p->st.responses_in++;
@@ -190,7 +241,7 @@ int coho__tdp_rx_dispatch(coho_tdp_pool_t *p, struct tdp_conn *c)
                     memcpy(&rq->peer, &c->peer, c->peer_len);
                     rq->peer_len = c->peer_len;
                 }
-                cbuf_init_for(&rq->frame, (size_t)flen);
+                req_frame_init(r, (size_t)flen);
                 if (cbuf_copy_front(&rq->frame, &c->rbuf, (size_t)flen) != 0) {
                     coho_tdp_req_free(rq);
                     rq = NULL;
@@ -308,10 +359,14 @@ int coho_tdp_wait_resp(coho_tdp_pool_t *p, uint64_t req_id, int64_t timeout_ms, 
         /* See coho__tdp_pool_ref: pd and the pool outlive a close while parked. */
         coho__tdp_pool_ref(p);
         parked = true;
+        pd->out = out; /* the receive coroutine writes the response straight into it */
         rc = coho__park(timeout_ms);
+        pd->out = NULL;
         pd->co_id = 0;
     }
-    if (pd->status == 1) {
+    if (pd->status == 1 && pd->in_out) {
+        rc = 0;
+    } else if (pd->status == 1) {
         coho_cbuf_destroy(out);
         memcpy(out, &pd->resp, sizeof(*out)); /* move: the cbuf struct may be memcpy'd */
         pd->resp_live = false;
@@ -339,12 +394,20 @@ void coho_tdp_req_free(coho_tdp_req_t *req)
     p = req->pool;
     if (p != NULL && r->held)
         conn_req_done(p, req->conn_id, r->held_len);
-    coho_cbuf_destroy(&req->frame);
     if (p != NULL && p->reqs_idle_count < TDP_REQS_IDLE_MAX) {
-        r->idle_next = p->reqs_idle; /* kept for req_alloc */
+        /* Kept for req_alloc with its frame buffer emptied, unless the buffer is gone (the
+         * callback destroyed it) or holds more than a small frame's chunk memory. */
+        r->frame_live = r->frame_live && coho_cbuf_truncate(&req->frame, 0) == 0;
+        r->frame_cap = r->frame_live ? coho_cbuf_capacity(&req->frame) : 0;
+        if (r->frame_live && r->frame_cap > TDP_FRAME_FLAT_MAX) {
+            coho_cbuf_destroy(&req->frame);
+            r->frame_live = false;
+        }
+        r->idle_next = p->reqs_idle;
         p->reqs_idle = r;
         p->reqs_idle_count++;
     } else {
+        coho_cbuf_destroy(&req->frame);
         free(r);
     }
     if (p != NULL) {
