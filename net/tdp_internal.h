@@ -5,7 +5,7 @@
  *
  *   pool ── conns (generation-id node pool) ── conn: fd, rbuf (cbuf), in-flight list,
  *     │                                            receive coroutine (daemon)
- *     ├── pending (generation-id node pool: struct tdp_pending, waiter, status, response cbuf;
+ *     ├── pending (generation-indexed table: struct tdp_pending, waiter, status, response;
  *     │            the request id is the node's id under a per-pool secret permutation, so
  *     │            a stale, guessed or forged id finds nothing; a response is only taken from
  *     │            the connection its request went out on)
@@ -74,9 +74,12 @@ struct tdp_waiter {
 };
 
 struct tdp_pending {
-    uint64_t id;      /* the node id (the request id is its permutation: coho__tdp_id_encode) */
-    uint64_t conn_id; /* the connection the request last went out on; 0: not sent */
-    uint64_t co_id;   /* the waiter, 0 while nobody waits */
+    uint64_t id;        /* the node id (the request id is its permutation: coho__tdp_id_encode);
+                         * 0 while the record is free */
+    uint32_t gen;       /* the slot's generation, the node id's high half (never 0) */
+    uint32_t next_free; /* while free: slot + 1 of the next free record, 0 for none */
+    uint64_t conn_id;   /* the connection the request last went out on; 0: not sent */
+    uint64_t co_id;     /* the waiter, 0 while nobody waits */
     uint64_t token;
     int status;       /* 0 waiting for the response, 1 arrived, -errno failed */
     bool resp_live;   /* resp is initialised (the response arrived and was not yet taken) */
@@ -102,7 +105,12 @@ struct coho_tdp_pool {
     coho_list_t conns_live;
     uint64_t *slots; /* connect pools: conn id per keeper slot (0: down) */
     uint64_t *keepers;
-    coho_idpool_t *pending;     /* struct tdp_pending, by node id (decoded request id) */
+    /* Pending records by node id (decoded request id): slot in the low 32 bits, generation in
+     * the high 32 (tdp_id.c). Records live in chunks of TDP_PEND_CHUNK that never move. */
+    struct tdp_pending **pend_chunks;
+    uint32_t pend_chunk_cap;    /* entries of pend_chunks */
+    uint32_t pend_slots;        /* records made (slots 0 .. pend_slots - 1) */
+    uint32_t pend_free;         /* slot + 1 of the first free record, 0 for none */
     struct tdp_id_keys id_keys; /* the pool's secret: the keys of the id permutation */
     uint64_t id_zero;           /* the permutation of 0, xored out so that 0 stays 0 */
     unsigned rr;
@@ -283,13 +291,37 @@ static inline uint64_t coho__tdp_id_decode(const coho_tdp_pool_t *p, uint64_t re
     return coho__tdp_id_unpermute(&p->id_keys, req_id ^ p->id_zero);
 }
 
+#define TDP_PEND_SHIFT 8 /* records per chunk of the pending table: 256 */
+#define TDP_PEND_CHUNK (1u << TDP_PEND_SHIFT)
+
+/* The live pending record of node id `node_id`, or NULL. A freed record's id is 0 and a reused
+ * one's carries the next generation, so a stale id finds nothing. Inline: three lookups per
+ * request (send, dispatch, wait). */
+static inline struct tdp_pending *coho__tdp_pending_at(const coho_tdp_pool_t *p, uint64_t node_id)
+{
+    uint32_t slot = (uint32_t)node_id;
+    struct tdp_pending *pd;
+
+    if (slot >= p->pend_slots)
+        return NULL;
+    pd = &p->pend_chunks[slot >> TDP_PEND_SHIFT][slot & (TDP_PEND_CHUNK - 1)];
+    return pd->id == node_id && node_id != 0 ? pd : NULL;
+}
+
 /* The pending record of request id `req_id`, or NULL (0, stale, unknown or forged). */
 static inline struct tdp_pending *coho__tdp_pending_get(const coho_tdp_pool_t *p, uint64_t req_id)
 {
-    return coho_idpool_get(p->pending, coho__tdp_id_decode(p, req_id));
+    return coho__tdp_pending_at(p, coho__tdp_id_decode(p, req_id));
 }
 
 /* Unlinks and frees a pending record (and its response, if not taken). */
 void coho__tdp_pending_free(coho_tdp_pool_t *p, struct tdp_pending *pd);
+
+/* Calls fn(p, pd) for every live pending record, in slot order (fn must not free records). */
+void coho__tdp_pending_for_each(coho_tdp_pool_t *p,
+                                void (*fn)(coho_tdp_pool_t *p, struct tdp_pending *pd));
+
+/* Frees the pending table (the records' responses included). */
+void coho__tdp_pending_destroy(coho_tdp_pool_t *p);
 
 #endif /* COHO_NET_TDP_INTERNAL_H */

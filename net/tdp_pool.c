@@ -40,21 +40,10 @@ void coho__tdp_pool_co_exit(coho_tdp_pool_t *p)
     coho__tdp_pool_unref(p);
 }
 
-static void pending_destroy_one(uint64_t id, void *node, void *arg)
-{
-    struct tdp_pending *pd = node;
-
-    (void)id;
-    (void)arg;
-    if (pd->resp_live)
-        coho_cbuf_destroy(&pd->resp);
-}
-
 /* The last reference went: frees the pool. */
 void coho__tdp_pool_free(coho_tdp_pool_t *p)
 {
-    coho_idpool_for_each(p->pending, pending_destroy_one, NULL);
-    coho_idpool_destroy(p->pending);
+    coho__tdp_pending_destroy(p);
     while (p->reqs_idle != NULL) {
         struct tdp_req *r = p->reqs_idle;
 
@@ -393,14 +382,9 @@ coho_tdp_pool_t *coho__tdp_pool_create(int mode, const struct sockaddr *addr, so
     p->conns = coho_idpool_create(sizeof(struct tdp_conn), 64, 0);
     if (p->conns == NULL)
         goto fail_conns;
-    p->pending = coho_idpool_create(sizeof(struct tdp_pending), 256, 0);
-    if (p->pending == NULL)
-        goto fail_map;
     coho__tdp_id_keys_init(p);
     p->sock_only = o->framer_count == 1 && coho__sock_is_framer(o->framers[0]);
     return p;
-fail_map:
-    coho_idpool_destroy(p->conns);
 fail_conns:
     free(p);
 fail_nomem:
@@ -525,12 +509,9 @@ uint16_t coho_tdp_local_port(const coho_tdp_pool_t *p)
     return p != NULL ? p->port : 0;
 }
 
-static void pending_cancel_one(uint64_t id, void *node, void *arg)
+static void pending_cancel_one(coho_tdp_pool_t *p, struct tdp_pending *pd)
 {
-    struct tdp_pending *pd = node;
-
-    (void)id;
-    (void)arg;
+    (void)p;
     if (pd->status == 0) {
         pd->status = -ECANCELED;
         if (pd->co_id != 0)
@@ -549,7 +530,7 @@ int coho_tdp_close(coho_tdp_pool_t *p)
     }
     p->closing = true;
     wake_up_waiters(p, -ESHUTDOWN);
-    coho_idpool_for_each(p->pending, pending_cancel_one, NULL);
+    coho__tdp_pending_for_each(p, pending_cancel_one);
     coho_list_for_each_safe(pos, tmp, &p->conns_live)
     {
         coho__tdp_conn_break(p, coho_list_entry(pos, struct tdp_conn, link), ECANCELED);
