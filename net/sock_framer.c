@@ -89,38 +89,6 @@ bool coho__sock_is_framer(const coho_tdp_framer_t *f)
     return f->detect == sock_detect && f->scan == sock_scan;
 }
 
-int coho__sock_frame(coho_cbuf_t *b, const coho_tdp_framer_t *f, uint64_t *req_id, ssize_t *flen)
-{
-    const size_t *max_body = f->ctx;
-    unsigned char tmp[COHO_SOCK_HDR_LEN];
-    const unsigned char *hdr;
-    uint32_t type, body_len;
-
-    *flen = 0;
-    if (coho_cbuf_len(b) < COHO_SOCK_HDR_LEN) {
-        coho_cbuf_seek(b, 0, SEEK_SET);
-        return sock_detect(b, NULL); /* a partial header: NEED_MORE or BAD (its magic) */
-    }
-    /* The header in place (a pointer into the chunk; copied only when it straddles two): no
-     * cursor to move and no copy, which cost ~70 instructions per frame. */
-    hdr = coho_cbuf_linearize(b, COHO_SOCK_HDR_LEN);
-    if (hdr == NULL) { /* no memory for the straddling copy: read it out instead */
-        coho_cbuf_seek(b, 0, SEEK_SET);
-        if (coho_cbuf_read(b, tmp, sizeof(tmp)) != (ssize_t)sizeof(tmp))
-            return COHO_TDP_BAD;
-        hdr = tmp;
-    }
-    if (get_le32(hdr) != COHO_SOCK_MAGIC)
-        return COHO_TDP_BAD;
-    type = get_le32(hdr + 4);
-    body_len = get_le32(hdr + 16);
-    *flen = (max_body != NULL && body_len > *max_body)
-                ? -1
-                : (ssize_t)(COHO_SOCK_HDR_LEN + (size_t)body_len);
-    *req_id = (uint64_t)get_le32(hdr + 8) | (uint64_t)get_le32(hdr + 12) << 32;
-    return (type & COHO_SOCK_RESPONSE) ? COHO_TDP_RESPONSE : COHO_TDP_REQUEST;
-}
-
 void coho_sock_framer_init(coho_tdp_framer_t *f, const size_t *max_body_len)
 {
     f->name = "sock";

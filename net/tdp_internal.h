@@ -120,7 +120,7 @@ struct coho_tdp_pool {
     coho__net_acceptor_t acc; /* listen pools: the accept loop's state (its reserve fd) */
     bool closing;
     bool dgram;     /* UDP: one datagram per frame (coho_tdp_udp_connect, coho_tdp_udp_listen) */
-    bool sock_only; /* the only framer is the sock framer: coho__sock_frame reads a header once */
+    bool sock_only; /* the only framer is the sock framer: headers are read in place, once */
     unsigned refs;  /* memory: the user's handle, each live pool coroutine, each request */
     unsigned cos;   /* live pool coroutines (coho_tdp_close waits for them) */
     unsigned reqs_live;        /* requests handed to on_req and not yet freed */
@@ -201,12 +201,6 @@ static inline struct tdp_conn *coho__tdp_conn_get(const coho_tdp_pool_t *p, uint
 
 /* Whether `f` is the sock protocol's framer (coho_sock_framer_init). */
 bool coho__sock_is_framer(const coho_tdp_framer_t *f);
-
-/* The sock framer's detect and scan in one reading of the header at the front of `b` (what
- * coho__tdp_rx_dispatch does with a pool's only framer when it is this one): returns detect's
- * kind and, for a request or a response, stores scan's frame length (-1 for a body over the
- * framer's bound) in *flen and the id in *req_id. */
-int coho__sock_frame(coho_cbuf_t *b, const coho_tdp_framer_t *f, uint64_t *req_id, ssize_t *flen);
 
 /* ---- tdp_recv.c ---- */
 
