@@ -42,6 +42,7 @@
 /* Frames up to this size are copied out of the receive buffer in one piece, and a freed
  * request record keeps a frame buffer of up to this much chunk memory for the next request. */
 #define TDP_FRAME_FLAT_MAX 4096
+#define TDP_WQ_KEEP_MAX    65536 /* a connection keeps a write queue buffer of at most this */
 
 enum { TDP_CONNECT = 1, TDP_LISTEN = 2 };
 
@@ -56,8 +57,11 @@ struct tdp_conn {
     uint64_t rx_co;               /* the receive coroutine */
     struct sockaddr_storage peer; /* datagram pools: sender of the datagram being dispatched */
     socklen_t peer_len;
-    coho_cbuf_t wbuf;     /* frames queued behind a flush in progress (tdp_send.c) */
-    coho_list_t wwaiters; /* struct tdp_tx_waiter: senders whose frames are in wbuf */
+    /* Frames queued behind a flush in progress (tdp_send.c): wq_len bytes of a flat buffer of
+     * wq_cap (malloc'd; NULL while a flusher holds it for its write). */
+    unsigned char *wq;
+    size_t wq_len, wq_cap;
+    coho_list_t wwaiters; /* struct tdp_waiter: senders whose frames are in wq */
     bool flushing;        /* a sender gathers and writes the frames of others too */
     bool dispatching;     /* the receive coroutine is in coho__tdp_rx_dispatch */
     unsigned reqs_held;   /* requests of this connection handed to on_req and not yet freed */

@@ -139,7 +139,8 @@ static uint64_t conn_add(coho_tdp_pool_t *p, int fd, unsigned slot)
     c->slot = slot;
     coho_cbuf_init(&c->rbuf, NULL);
     coho_list_init(&c->inflight);
-    coho_cbuf_init(&c->wbuf, NULL);
+    c->wq = NULL;
+    c->wq_len = c->wq_cap = 0;
     coho_list_init(&c->wwaiters);
     c->flushing = false;
     coho_list_push_back(&p->conns_live, &c->link);
@@ -197,7 +198,8 @@ void coho__tdp_conn_free(coho_tdp_pool_t *p, struct tdp_conn *c, int err)
     coho__tdp_conn_break(p, c, err);
     close(c->fd);
     coho_cbuf_destroy(&c->rbuf);
-    coho_cbuf_destroy(&c->wbuf);
+    free(c->wq);
+    c->wq = NULL;
     coho_idpool_free(p->conns, id);
     if (p->o.on_conn_delete != NULL)
         cb_conn_delete(p, id, err);
