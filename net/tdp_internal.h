@@ -100,12 +100,20 @@ struct tdp_id_keys {
     uint64_t mul_inv[2]; /* their inverses modulo 2^64 */
 };
 
+#define TDP_CONN_CACHE 16 /* entries of a pool's connection cache (a power of two) */
+
+struct tdp_conn_ref {
+    uint64_t id; /* 0: empty */
+    struct tdp_conn *c;
+};
+
 struct coho_tdp_pool {
     int mode;
     coho_tdp_opts_t o;
     struct sockaddr_storage addr;
     socklen_t addrlen;
-    coho_idpool_t *conns; /* struct tdp_conn, by id */
+    coho_idpool_t *conns;                           /* struct tdp_conn, by id */
+    struct tdp_conn_ref conn_cache[TDP_CONN_CACHE]; /* coho__tdp_conn_find */
     coho_list_t conns_live;
     uint64_t *slots; /* connect pools: conn id per keeper slot (0: down) */
     uint64_t *keepers;
@@ -193,10 +201,28 @@ void coho__tdp_conn_free(coho_tdp_pool_t *p, struct tdp_conn *c, int err);
 /* Runs on_req(rq) recorded as a callback frame (see tdp_pool.c "callbacks"). */
 void coho__tdp_cb_req(coho_tdp_pool_t *p, coho_tdp_req_t *rq);
 
-/* A live (not broken) connection of the pool, or NULL. */
-static inline struct tdp_conn *coho__tdp_conn_get(const coho_tdp_pool_t *p, uint64_t id)
+/* The connection of id `id` (broken or not, until it is freed), or NULL. A small direct-mapped
+ * cache by id (entries cleared when their connection is freed) spares the node pool's lookup,
+ * a call into libcoho, on the two or three lookups of a request. */
+static inline struct tdp_conn *coho__tdp_conn_find(coho_tdp_pool_t *p, uint64_t id)
 {
-    struct tdp_conn *c = id != 0 ? coho_idpool_get(p->conns, id) : NULL;
+    struct tdp_conn_ref *e = &p->conn_cache[id & (TDP_CONN_CACHE - 1)];
+    struct tdp_conn *c;
+
+    if (e->id == id && id != 0)
+        return e->c;
+    c = id != 0 ? coho_idpool_get(p->conns, id) : NULL;
+    if (c != NULL) {
+        e->id = id;
+        e->c = c;
+    }
+    return c;
+}
+
+/* A live (not broken) connection of the pool, or NULL. */
+static inline struct tdp_conn *coho__tdp_conn_get(coho_tdp_pool_t *p, uint64_t id)
+{
+    struct tdp_conn *c = coho__tdp_conn_find(p, id);
 
     return c != NULL && !c->broken ? c : NULL;
 }

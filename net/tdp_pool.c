@@ -200,6 +200,8 @@ void coho__tdp_conn_free(coho_tdp_pool_t *p, struct tdp_conn *c, int err)
     coho_cbuf_destroy(&c->rbuf);
     free(c->wq);
     c->wq = NULL;
+    if (p->conn_cache[id & (TDP_CONN_CACHE - 1)].id == id)
+        p->conn_cache[id & (TDP_CONN_CACHE - 1)].id = 0;
     coho_idpool_free(p->conns, id);
     if (p->o.on_conn_delete != NULL)
         cb_conn_delete(p, id, err);
@@ -269,7 +271,7 @@ static void keeper_main(void *arg)
         fd = keeper_connect(p);
         if (fd >= 0) {
             uint64_t id = conn_add(p, fd, slot);
-            struct tdp_conn *c = id != 0 ? coho_idpool_get(p->conns, id) : NULL;
+            struct tdp_conn *c = coho__tdp_conn_find(p, id);
 
             if (c != NULL) {
                 c->rx_co = coho_self();
@@ -297,7 +299,7 @@ uint64_t coho__tdp_serve_conn(coho_tdp_pool_t *p, int fd, unsigned slot)
     id = conn_add(p, fd, slot);
     if (id == 0)
         return 0;
-    c = coho_idpool_get(p->conns, id);
+    c = coho__tdp_conn_find(p, id);
     ra = malloc(sizeof(*ra));
     if (ra == NULL) {
         coho__tdp_conn_free(p, c, ENOMEM);

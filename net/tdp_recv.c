@@ -157,7 +157,7 @@ int coho__tdp_rx_wait_room(coho_tdp_pool_t *p, struct tdp_conn *c)
  * coroutine when that makes room. */
 static void conn_req_done(coho_tdp_pool_t *p, uint64_t conn_id, size_t len)
 {
-    struct tdp_conn *c = coho_idpool_get(p->conns, conn_id);
+    struct tdp_conn *c = coho__tdp_conn_find(p, conn_id);
 
     if (c == NULL) /* the connection is gone, and its counts with it */
         return;
@@ -410,7 +410,7 @@ void coho__tdp_rx_main(void *arg)
 {
     struct tdp_rx_arg *a = arg;
     coho_tdp_pool_t *p = a->p;
-    struct tdp_conn *c = coho_idpool_get(p->conns, a->conn_id);
+    struct tdp_conn *c = coho__tdp_conn_find(p, a->conn_id);
     int err;
 
     free(a);
