@@ -76,20 +76,23 @@ static int frame_copy(coho_cbuf_t *dst, const struct frame_at *f, size_t len)
     return 0;
 }
 
-/* Replaces the contents of `out` with frame `f` (the cursor goes to 0). All or nothing: on
- * failure `out` is as it was. Returns 0 or -errno. */
+/* Replaces the contents of `out` with frame `f` (the cursor goes to 0). The old contents go
+ * first, so the frame lands at the start of the chunk `out` keeps (appending behind them and
+ * dropping them after cost twice as much). On failure `out` is left empty, and the caller
+ * falls back to the record's own buffer, which wait_resp then moves into `out` as before: what
+ * `out` holds after wait_resp returns is the same either way; only when that fails too (no
+ * memory) is `out` found empty after a wait that ends without the response. Returns 0 or
+ * -errno. */
 static int frame_copy_into(coho_cbuf_t *out, const struct frame_at *f, size_t len)
 {
-    size_t old = coho_cbuf_len(out);
-    int rc = frame_copy(out, f, len);
+    int rc;
 
-    if (rc != 0) {
-        coho_cbuf_truncate(out, old);
-        return rc;
-    }
-    if (old > 0)
-        coho_cbuf_consume(out, old);
-    return 0;
+    if (coho_cbuf_truncate(out, 0) != 0)
+        return -errno;
+    rc = frame_copy(out, f, len);
+    if (rc != 0)
+        coho_cbuf_truncate(out, 0);
+    return rc;
 }
 
 /* A request record with zeroed fields: a freed one of this pool (whose frame buffer may still
