@@ -568,13 +568,16 @@ static int pick_conn(coho_tdp_pool_t *p, int64_t timeout_ms, uint64_t *id)
         if (p->closing)
             return -ESHUTDOWN;
         if (p->mode == TDP_CONNECT) {
-            unsigned i;
+            unsigned i, n = p->o.conn_count, k = p->rr < n ? p->rr : 0;
 
-            for (i = 0; i < p->o.conn_count; i++) {
-                uint64_t cid = p->slots[(p->rr + i) % p->o.conn_count];
+            /* Round robin from p->rr; the index wraps by comparison (a division per step cost
+             * more than the rest of the pick). */
+            for (i = 0; i < n; i++) {
+                uint64_t cid = p->slots[k];
 
+                k = k + 1 == n ? 0 : k + 1;
                 if (coho__tdp_conn_get(p, cid) != NULL) {
-                    p->rr = (p->rr + i + 1) % p->o.conn_count;
+                    p->rr = k;
                     *id = cid;
                     return 0;
                 }

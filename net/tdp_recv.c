@@ -184,9 +184,11 @@ static void frame_deliver(coho_tdp_pool_t *p, struct tdp_conn *c, int kind, uint
         if (pd != NULL && pd->conn_id != c->id)
             pd = NULL;
         if (pd != NULL && pd->status == 0 && pd->out != NULL &&
-            frame_copy_into(pd->out, f, flen) == 0) {
-            /* The waiter is parked: its own buffer takes the frame (its chunk reused), with no
-             * buffer of the record's to fill, move and free. */
+            coho_cbuf_capacity(pd->out) >= flen && frame_copy_into(pd->out, f, flen) == 0) {
+            /* The waiter is parked and its buffer already holds chunk memory for the frame (a
+             * buffer reused from call to call): the frame goes there, with no buffer of the
+             * record's to fill, move and free. A new, empty buffer gets one sized for the frame
+             * below instead, so a small response never takes a default 4 KiB chunk. */
             pd->in_out = true;
         } else if (pd != NULL && pd->status == 0) {
             cbuf_init_for(&pd->resp, flen);

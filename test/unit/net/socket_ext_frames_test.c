@@ -3,7 +3,7 @@
  * the receive buffer's chunks, or arrive a few bytes at a time, are split whole; request records
  * reused after on_req destroyed, grew or read their frame buffer carry the next frame exactly;
  * a response replaces what the waiter's buffer held (read from its start), and one longer than
- * that buffer's max_len arrives in a buffer made for it. */
+ * that buffer's max_len, or for a new empty buffer, arrives in a buffer made for it. */
 /* ctest: TIMEOUT=60 */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -341,6 +341,13 @@ static void out_main(void *arg)
     CO_CHECK_EQ(coho_cbuf_append(&resp, junk, sizeof(junk)), 0);
     CO_CHECK_EQ(call(client, &seq, 30, &resp), 0);
     check_resp(&resp, seq, 30);
+    coho_cbuf_destroy(&resp);
+    /* A new, empty buffer: a small response comes in chunk memory sized for it, not in a
+     * default 4 KiB chunk (callers that make a buffer per call, as the C++ wait_resp does). */
+    coho_cbuf_init(&resp, NULL);
+    CO_CHECK_EQ(call(client, &seq, 16, &resp), 0);
+    check_resp(&resp, seq, 16);
+    CO_CHECK(coho_cbuf_capacity(&resp) < COHO_CBUF_CHUNK_SIZE_DEFAULT);
     coho_cbuf_destroy(&resp);
     CO_CHECK_EQ(sv.bad, 0);
     CO_CHECK_EQ(coho_tdp_close(client), 0);
