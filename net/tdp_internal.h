@@ -42,7 +42,8 @@
 /* Frames up to this size are copied out of the receive buffer in one piece, and a freed
  * request record keeps a frame buffer of up to this much chunk memory for the next request. */
 #define TDP_FRAME_FLAT_MAX 4096
-#define TDP_WQ_KEEP_MAX    65536 /* a connection keeps a write queue buffer of at most this */
+#define TDP_WQ_KEEP_MAX    65536 /* a pool keeps spare write queue buffers of at most this */
+#define TDP_WQ_SPARES      4     /* ... and at most this many */
 
 enum { TDP_CONNECT = 1, TDP_LISTEN = 2 };
 
@@ -58,7 +59,7 @@ struct tdp_conn {
     struct sockaddr_storage peer; /* datagram pools: sender of the datagram being dispatched */
     socklen_t peer_len;
     /* Frames queued behind a flush in progress (tdp_send.c): wq_len bytes of a flat buffer of
-     * wq_cap (malloc'd; NULL while a flusher holds it for its write). */
+     * wq_cap (malloc'd, or a spare of the pool's; NULL when nothing is queued). */
     unsigned char *wq;
     size_t wq_len, wq_cap;
     coho_list_t wwaiters; /* struct tdp_waiter: senders whose frames are in wq */
@@ -138,6 +139,11 @@ struct coho_tdp_pool {
     unsigned reqs_live;        /* requests handed to on_req and not yet freed */
     struct tdp_req *reqs_idle; /* freed request records kept for reuse */
     unsigned reqs_idle_count;
+    /* Write queue buffers a flush gave back, for the next connection that queues a frame
+     * (tdp_send.c): a connection holds one only while it has frames queued or in its write. */
+    unsigned char *wq_spare[TDP_WQ_SPARES];
+    size_t wq_spare_cap[TDP_WQ_SPARES];
+    unsigned wq_spares;
     coho_list_t up_waiters; /* struct tdp_waiter: parked in coho_tdp_pick */
     coho_list_t cb_frames;  /* struct tdp_cb_frame: coroutines inside a user callback now */
     coho_tdp_stats_t st;

@@ -52,6 +52,8 @@ void coho__tdp_pool_free(coho_tdp_pool_t *p)
             coho_cbuf_destroy(&r->pub.frame);
         free(r);
     }
+    while (p->wq_spares > 0)
+        free(p->wq_spare[--p->wq_spares]);
     coho_idpool_destroy(p->conns);
     coho__net_acceptor_destroy(&p->acc);
     free(p->slots);

@@ -79,10 +79,11 @@ static int tx_flush(coho_tdp_pool_t *p, uint64_t conn_id)
         coho_list_init(&waiters);
         coho_list_splice_back(&waiters, &c->wwaiters);
         res = tx_write_batch(p, conn_id, c->fd, batch, len);
-        c = coho__tdp_conn_get(p, conn_id);
-        if (c != NULL && c->wq == NULL && cap <= TDP_WQ_KEEP_MAX) {
-            c->wq = batch; /* kept for the next batch: no malloc per flush */
-            c->wq_cap = cap;
+        if (cap <= TDP_WQ_KEEP_MAX && p->wq_spares < TDP_WQ_SPARES) {
+            /* Kept by the pool for the next batch of any connection: no malloc per flush, and
+             * no buffer held by each of many idle connections. */
+            p->wq_spare[p->wq_spares] = batch;
+            p->wq_spare_cap[p->wq_spares++] = cap;
         } else {
             free(batch);
         }
@@ -97,10 +98,15 @@ static int tx_flush(coho_tdp_pool_t *p, uint64_t conn_id)
 }
 
 /* Appends a whole frame to the connection's queue (all or nothing). Returns 0 or -ENOMEM. */
-static int tx_queue(struct tdp_conn *c, const struct iovec *iov, int iovcnt, size_t total)
+static int tx_queue(coho_tdp_pool_t *p, struct tdp_conn *c, const struct iovec *iov, int iovcnt,
+                    size_t total)
 {
     int i;
 
+    if (c->wq == NULL && p->wq_spares > 0) {
+        c->wq = p->wq_spare[--p->wq_spares];
+        c->wq_cap = p->wq_spare_cap[p->wq_spares];
+    }
     if (total > c->wq_cap - c->wq_len) {
         size_t cap = c->wq_cap != 0 ? c->wq_cap : 4096;
         unsigned char *q;
@@ -134,7 +140,7 @@ static int tx_send_batched(coho_tdp_pool_t *p, struct tdp_conn *c, const struct 
                            int iovcnt, size_t total)
 {
     uint64_t conn_id = c->id;
-    int rc = tx_queue(c, iov, iovcnt, total);
+    int rc = tx_queue(p, c, iov, iovcnt, total);
 
     if (rc != 0)
         return rc;
@@ -197,7 +203,7 @@ static int tdp_sendv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, cons
         /* An answer given inline by on_req: queued, and written with the other answers of the
          * same read once the dispatch ends (coho__tdp_flush_inline); a failed write breaks the
          * connection. */
-        return tx_queue(c, iov, iovcnt, total);
+        return tx_queue(p, c, iov, iovcnt, total);
     }
     if (c->flushing || (tx_gather_worthwhile(p) && coho_self() != c->rx_co))
         return tx_send_batched(p, c, iov, iovcnt, total);
