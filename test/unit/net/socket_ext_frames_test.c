@@ -72,21 +72,12 @@ static void on_req(coho_tdp_req_t *rq, void *user)
     if (sv.next_seq != 0)
         sv.next_seq++;
     if (sv.answer) {
-        unsigned char hdr[COHO_SOCK_HDR_LEN], *body = malloc(h.arg + 1u);
-        struct iovec iov[2];
+        unsigned char *body = malloc(h.arg + 1u);
         size_t i;
 
         for (i = 0; i < h.arg; i++)
             body[i] = pattern(h.seq, i);
-        h.type |= COHO_SOCK_RESPONSE;
-        h.body_len = h.arg;
-        h.arg = 0;
-        coho_sock_hdr_encode(&h, hdr);
-        iov[0].iov_base = hdr;
-        iov[0].iov_len = sizeof(hdr);
-        iov[1].iov_base = body;
-        iov[1].iov_len = h.body_len;
-        CO_CHECK_EQ(coho_tdp_replyv(rq, iov, h.body_len ? 2 : 1), 0);
+        CO_CHECK_EQ(co_sock_reply(rq, h, body, h.arg), 0);
         free(body);
     }
     if (sv.mangle) {
