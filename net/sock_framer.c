@@ -89,26 +89,6 @@ bool coho__sock_is_framer(const coho_tdp_framer_t *f)
     return f->detect == sock_detect && f->scan == sock_scan;
 }
 
-int coho__sock_frame(coho_cbuf_t *b, const coho_tdp_framer_t *f, uint64_t *req_id, ssize_t *flen)
-{
-    unsigned char hdr[COHO_SOCK_HDR_LEN];
-    const size_t *max_body = f->ctx;
-    coho_sock_hdr_t h;
-
-    *flen = 0;
-    coho_cbuf_seek(b, 0, SEEK_SET);
-    if (coho_cbuf_len(b) < COHO_SOCK_HDR_LEN)
-        return sock_detect(b, NULL); /* a partial header: NEED_MORE or BAD (its magic) */
-    if (coho_cbuf_read(b, hdr, sizeof(hdr)) != (ssize_t)sizeof(hdr) ||
-        coho_sock_hdr_decode(hdr, &h) != 0)
-        return COHO_TDP_BAD;
-    *flen = (max_body != NULL && h.body_len > *max_body)
-                ? -1
-                : (ssize_t)(COHO_SOCK_HDR_LEN + (size_t)h.body_len);
-    *req_id = h.seq;
-    return (h.type & COHO_SOCK_RESPONSE) ? COHO_TDP_RESPONSE : COHO_TDP_REQUEST;
-}
-
 void coho_sock_framer_init(coho_tdp_framer_t *f, const size_t *max_body_len)
 {
     f->name = "sock";

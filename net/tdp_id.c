@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* socket_ext request ids: a pending record per request in a generation-id pool, and the request
- * id as the record's node id under a per-pool keyed permutation.
+/* socket_ext request ids: a pending record per request in a generation-indexed table, and the
+ * request id as the record's node id under a per-pool keyed permutation.
  *
  * A request id is the pending record's node id under a keyed bijection of the 64-bit values,
  * with keys drawn per pool from getrandom. Node ids count up (generation and slot), so without
@@ -69,38 +69,121 @@ void coho__tdp_id_keys_init(coho_tdp_pool_t *p)
     p->id_zero = coho__tdp_id_permute(k, 0);
 }
 
+/* A free pending record with a new node id (its generation bumped when it was freed), or
+ * NULL (ENOMEM). The table grows by a chunk of TDP_PEND_CHUNK records; records never move, so
+ * a parked waiter's pointer stays valid. */
+static struct tdp_pending *pending_alloc(coho_tdp_pool_t *p)
+{
+    struct tdp_pending *pd;
+    uint32_t slot;
+
+    if (p->pend_free != 0) {
+        slot = p->pend_free - 1;
+        pd = &p->pend_chunks[slot >> TDP_PEND_SHIFT][slot & (TDP_PEND_CHUNK - 1)];
+        p->pend_free = pd->next_free;
+    } else {
+        uint32_t chunk = p->pend_slots >> TDP_PEND_SHIFT;
+
+        if (p->pend_slots == UINT32_MAX)
+            return NULL;
+        if ((p->pend_slots & (TDP_PEND_CHUNK - 1)) == 0) {
+            struct tdp_pending *recs;
+
+            if (chunk == p->pend_chunk_cap) {
+                uint32_t cap = p->pend_chunk_cap != 0 ? p->pend_chunk_cap * 2 : 4;
+                struct tdp_pending **t = realloc(p->pend_chunks, cap * sizeof(*t));
+
+                if (t == NULL)
+                    return NULL;
+                p->pend_chunks = t;
+                p->pend_chunk_cap = cap;
+            }
+            recs = calloc(TDP_PEND_CHUNK, sizeof(*recs));
+            if (recs == NULL)
+                return NULL;
+            p->pend_chunks[chunk] = recs;
+        }
+        slot = p->pend_slots++;
+        pd = &p->pend_chunks[chunk][slot & (TDP_PEND_CHUNK - 1)];
+        pd->gen = 1;
+    }
+    pd->id = (uint64_t)pd->gen << 32 | slot;
+    pd->next_free = 0;
+    pd->conn_id = 0;
+    pd->co_id = 0;
+    pd->token = 0;
+    pd->status = 0;
+    pd->resp_live = false; /* resp is made when the response arrives, sized for it */
+    pd->in_out = false;
+    pd->out = NULL;
+    coho_list_init(&pd->conn_link);
+    return pd;
+}
+
 uint64_t coho_tdp_req_id(coho_tdp_pool_t *p)
 {
     struct tdp_pending *pd;
-    void *node = NULL;
-    uint64_t id;
 
     if (p == NULL || p->closing) {
         errno = p == NULL ? EINVAL : ESHUTDOWN;
         return 0;
     }
-    /* The record comes from the pool's node pool (freed records are reused without malloc), and
-     * the request id is its node id permuted: unique, never 0, and a stale id resolves to
-     * nothing. */
-    id = coho_idpool_alloc(p->pending, &node);
-    if (id == 0) {
-        errno = ENOMEM; /* no cap on the node pool: only ENOMEM */
+    /* Freed records are reused without malloc; the request id is the record's node id
+     * permuted: unique, never 0, and a stale id resolves to nothing. */
+    pd = pending_alloc(p);
+    if (pd == NULL) {
+        errno = ENOMEM; /* no cap on the table: only ENOMEM */
         return 0;
     }
-    pd = node;
-    pd->id = id; /* resp is made when the response arrives, sized for it */
-    coho_list_init(&pd->conn_link);
     p->st.in_flight++;
-    return coho__tdp_id_encode(p, id);
+    return coho__tdp_id_encode(p, pd->id);
 }
 
 void coho__tdp_pending_free(coho_tdp_pool_t *p, struct tdp_pending *pd)
 {
+    uint32_t slot = (uint32_t)pd->id;
+
     coho_list_del(&pd->conn_link);
     if (pd->resp_live)
         coho_cbuf_destroy(&pd->resp);
-    coho_idpool_free(p->pending, pd->id);
+    pd->resp_live = false;
+    pd->id = 0;
+    pd->gen = pd->gen == UINT32_MAX ? 1 : pd->gen + 1; /* never 0: node ids are never 0 */
+    pd->next_free = p->pend_free;
+    p->pend_free = slot + 1;
     p->st.in_flight--;
+}
+
+void coho__tdp_pending_for_each(coho_tdp_pool_t *p,
+                                void (*fn)(coho_tdp_pool_t *p, struct tdp_pending *pd))
+{
+    uint32_t slot;
+
+    for (slot = 0; slot < p->pend_slots; slot++) {
+        struct tdp_pending *pd =
+            &p->pend_chunks[slot >> TDP_PEND_SHIFT][slot & (TDP_PEND_CHUNK - 1)];
+
+        if (pd->id != 0)
+            fn(p, pd);
+    }
+}
+
+void coho__tdp_pending_destroy(coho_tdp_pool_t *p)
+{
+    uint32_t slot, nchunks = (p->pend_slots + TDP_PEND_CHUNK - 1) >> TDP_PEND_SHIFT;
+
+    for (slot = 0; slot < p->pend_slots; slot++) {
+        struct tdp_pending *pd =
+            &p->pend_chunks[slot >> TDP_PEND_SHIFT][slot & (TDP_PEND_CHUNK - 1)];
+
+        if (pd->id != 0 && pd->resp_live)
+            coho_cbuf_destroy(&pd->resp);
+    }
+    for (slot = 0; slot < nchunks; slot++)
+        free(p->pend_chunks[slot]);
+    free(p->pend_chunks);
+    p->pend_chunks = NULL;
+    p->pend_slots = p->pend_free = p->pend_chunk_cap = 0;
 }
 
 int coho_tdp_req_release(coho_tdp_pool_t *p, uint64_t req_id)

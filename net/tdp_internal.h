@@ -5,7 +5,7 @@
  *
  *   pool ── conns (generation-id node pool) ── conn: fd, rbuf (cbuf), in-flight list,
  *     │                                            receive coroutine (daemon)
- *     ├── pending (generation-id node pool: struct tdp_pending, waiter, status, response cbuf;
+ *     ├── pending (generation-indexed table: struct tdp_pending, waiter, status, response;
  *     │            the request id is the node's id under a per-pool secret permutation, so
  *     │            a stale, guessed or forged id finds nothing; a response is only taken from
  *     │            the connection its request went out on)
@@ -39,6 +39,11 @@
 #define TDP_IOV_MAX       8
 #define TDP_DGRAM_MAX     65536 /* receive buffer of a datagram socket: the largest UDP payload */
 #define TDP_REQS_IDLE_MAX 256   /* freed request records kept per pool */
+/* Frames up to this size are copied out of the receive buffer in one piece, and a freed
+ * request record keeps a frame buffer of up to this much chunk memory for the next request. */
+#define TDP_FRAME_FLAT_MAX 4096
+#define TDP_WQ_KEEP_MAX    65536 /* a pool keeps spare write queue buffers of at most this */
+#define TDP_WQ_SPARES      4     /* ... and at most this many */
 
 enum { TDP_CONNECT = 1, TDP_LISTEN = 2 };
 
@@ -53,8 +58,11 @@ struct tdp_conn {
     uint64_t rx_co;               /* the receive coroutine */
     struct sockaddr_storage peer; /* datagram pools: sender of the datagram being dispatched */
     socklen_t peer_len;
-    coho_cbuf_t wbuf;     /* frames queued behind a flush in progress (tdp_send.c) */
-    coho_list_t wwaiters; /* struct tdp_tx_waiter: senders whose frames are in wbuf */
+    /* Frames queued behind a flush in progress (tdp_send.c): wq_len bytes of a flat buffer of
+     * wq_cap (malloc'd, or a spare of the pool's; NULL when nothing is queued). */
+    unsigned char *wq;
+    size_t wq_len, wq_cap;
+    coho_list_t wwaiters; /* struct tdp_waiter: senders whose frames are in wq */
     bool flushing;        /* a sender gathers and writes the frames of others too */
     bool dispatching;     /* the receive coroutine is in coho__tdp_rx_dispatch */
     unsigned reqs_held;   /* requests of this connection handed to on_req and not yet freed */
@@ -71,12 +79,17 @@ struct tdp_waiter {
 };
 
 struct tdp_pending {
-    uint64_t id;      /* the node id (the request id is its permutation: coho__tdp_id_encode) */
-    uint64_t conn_id; /* the connection the request last went out on; 0: not sent */
-    uint64_t co_id;   /* the waiter, 0 while nobody waits */
+    uint64_t id;        /* the node id (the request id is its permutation: coho__tdp_id_encode);
+                         * 0 while the record is free */
+    uint32_t gen;       /* the slot's generation, the node id's high half (never 0) */
+    uint32_t next_free; /* while free: slot + 1 of the next free record, 0 for none */
+    uint64_t conn_id;   /* the connection the request last went out on; 0: not sent */
+    uint64_t co_id;     /* the waiter, 0 while nobody waits */
     uint64_t token;
-    int status;     /* 0 waiting for the response, 1 arrived, -errno failed */
-    bool resp_live; /* resp is initialised (the response arrived and was not yet taken) */
+    int status;       /* 0 waiting for the response, 1 arrived, -errno failed */
+    bool resp_live;   /* resp is initialised (the response arrived and was not yet taken) */
+    bool in_out;      /* the response was written straight into `out` (status 1, resp unused) */
+    coho_cbuf_t *out; /* the parked waiter's buffer (coho_tdp_wait_resp), NULL otherwise */
     coho_cbuf_t resp;
     coho_list_t conn_link; /* in the connection's in-flight list once sent */
 };
@@ -88,16 +101,29 @@ struct tdp_id_keys {
     uint64_t mul_inv[2]; /* their inverses modulo 2^64 */
 };
 
+#define TDP_CONN_CACHE 16 /* entries of a pool's connection cache (a power of two) */
+
+struct tdp_conn_ref {
+    uint64_t id; /* 0: empty */
+    struct tdp_conn *c;
+};
+
 struct coho_tdp_pool {
     int mode;
     coho_tdp_opts_t o;
     struct sockaddr_storage addr;
     socklen_t addrlen;
-    coho_idpool_t *conns; /* struct tdp_conn, by id */
+    coho_idpool_t *conns;                           /* struct tdp_conn, by id */
+    struct tdp_conn_ref conn_cache[TDP_CONN_CACHE]; /* coho__tdp_conn_find */
     coho_list_t conns_live;
     uint64_t *slots; /* connect pools: conn id per keeper slot (0: down) */
     uint64_t *keepers;
-    coho_idpool_t *pending;     /* struct tdp_pending, by node id (decoded request id) */
+    /* Pending records by node id (decoded request id): slot in the low 32 bits, generation in
+     * the high 32 (tdp_id.c). Records live in chunks of TDP_PEND_CHUNK that never move. */
+    struct tdp_pending **pend_chunks;
+    uint32_t pend_chunk_cap;    /* entries of pend_chunks */
+    uint32_t pend_slots;        /* records made (slots 0 .. pend_slots - 1) */
+    uint32_t pend_free;         /* slot + 1 of the first free record, 0 for none */
     struct tdp_id_keys id_keys; /* the pool's secret: the keys of the id permutation */
     uint64_t id_zero;           /* the permutation of 0, xored out so that 0 stays 0 */
     unsigned rr;
@@ -106,12 +132,18 @@ struct coho_tdp_pool {
     uint64_t accept_co;
     coho__net_acceptor_t acc; /* listen pools: the accept loop's state (its reserve fd) */
     bool closing;
-    bool dgram;    /* UDP: one datagram per frame (coho_tdp_udp_connect, coho_tdp_udp_listen) */
-    unsigned refs; /* memory: the user's handle, each live pool coroutine, each request */
-    unsigned cos;  /* live pool coroutines (coho_tdp_close waits for them) */
+    bool dgram;     /* UDP: one datagram per frame (coho_tdp_udp_connect, coho_tdp_udp_listen) */
+    bool sock_only; /* the only framer is the sock framer: headers are read in place, once */
+    unsigned refs;  /* memory: the user's handle, each live pool coroutine, each request */
+    unsigned cos;   /* live pool coroutines (coho_tdp_close waits for them) */
     unsigned reqs_live;        /* requests handed to on_req and not yet freed */
     struct tdp_req *reqs_idle; /* freed request records kept for reuse */
     unsigned reqs_idle_count;
+    /* Write queue buffers a flush gave back, for the next connection that queues a frame
+     * (tdp_send.c): a connection holds one only while it has frames queued or in its write. */
+    unsigned char *wq_spare[TDP_WQ_SPARES];
+    size_t wq_spare_cap[TDP_WQ_SPARES];
+    unsigned wq_spares;
     coho_list_t up_waiters; /* struct tdp_waiter: parked in coho_tdp_pick */
     coho_list_t cb_frames;  /* struct tdp_cb_frame: coroutines inside a user callback now */
     coho_tdp_stats_t st;
@@ -125,6 +157,11 @@ struct tdp_req {
     struct tdp_req *idle_next; /* in the pool's reqs_idle while freed */
     size_t held_len;           /* frame bytes counted in the connection's reqs_held_len */
     bool held;                 /* counted in the connection's reqs_held */
+    /* A kept record's frame buffer stays initialised, empty, with frame_cap bytes of chunk
+     * memory (at most TDP_FRAME_FLAT_MAX): the next request of up to that size is copied into
+     * it without taking a chunk from the pool and giving one back per request. */
+    bool frame_live;
+    size_t frame_cap;
 };
 
 /* ---- tdp_pool.c ---- */
@@ -170,10 +207,28 @@ void coho__tdp_conn_free(coho_tdp_pool_t *p, struct tdp_conn *c, int err);
 /* Runs on_req(rq) recorded as a callback frame (see tdp_pool.c "callbacks"). */
 void coho__tdp_cb_req(coho_tdp_pool_t *p, coho_tdp_req_t *rq);
 
-/* A live (not broken) connection of the pool, or NULL. */
-static inline struct tdp_conn *coho__tdp_conn_get(const coho_tdp_pool_t *p, uint64_t id)
+/* The connection of id `id` (broken or not, until it is freed), or NULL. A small direct-mapped
+ * cache by id (entries cleared when their connection is freed) spares the node pool's lookup,
+ * a call into libcoho, on the two or three lookups of a request. */
+static inline struct tdp_conn *coho__tdp_conn_find(coho_tdp_pool_t *p, uint64_t id)
 {
-    struct tdp_conn *c = id != 0 ? coho_idpool_get(p->conns, id) : NULL;
+    struct tdp_conn_ref *e = &p->conn_cache[id & (TDP_CONN_CACHE - 1)];
+    struct tdp_conn *c;
+
+    if (e->id == id && id != 0)
+        return e->c;
+    c = id != 0 ? coho_idpool_get(p->conns, id) : NULL;
+    if (c != NULL) {
+        e->id = id;
+        e->c = c;
+    }
+    return c;
+}
+
+/* A live (not broken) connection of the pool, or NULL. */
+static inline struct tdp_conn *coho__tdp_conn_get(coho_tdp_pool_t *p, uint64_t id)
+{
+    struct tdp_conn *c = coho__tdp_conn_find(p, id);
 
     return c != NULL && !c->broken ? c : NULL;
 }
@@ -182,12 +237,6 @@ static inline struct tdp_conn *coho__tdp_conn_get(const coho_tdp_pool_t *p, uint
 
 /* Whether `f` is the sock protocol's framer (coho_sock_framer_init). */
 bool coho__sock_is_framer(const coho_tdp_framer_t *f);
-
-/* The sock framer's detect and scan in one reading of the header at the front of `b` (what
- * coho__tdp_rx_dispatch does with a pool's only framer when it is this one): returns detect's
- * kind and, for a request or a response, stores scan's frame length (-1 for a body over the
- * framer's bound) in *flen and the id in *req_id. */
-int coho__sock_frame(coho_cbuf_t *b, const coho_tdp_framer_t *f, uint64_t *req_id, ssize_t *flen);
 
 /* ---- tdp_recv.c ---- */
 
@@ -272,13 +321,37 @@ static inline uint64_t coho__tdp_id_decode(const coho_tdp_pool_t *p, uint64_t re
     return coho__tdp_id_unpermute(&p->id_keys, req_id ^ p->id_zero);
 }
 
+#define TDP_PEND_SHIFT 8 /* records per chunk of the pending table: 256 */
+#define TDP_PEND_CHUNK (1u << TDP_PEND_SHIFT)
+
+/* The live pending record of node id `node_id`, or NULL. A freed record's id is 0 and a reused
+ * one's carries the next generation, so a stale id finds nothing. Inline: three lookups per
+ * request (send, dispatch, wait). */
+static inline struct tdp_pending *coho__tdp_pending_at(const coho_tdp_pool_t *p, uint64_t node_id)
+{
+    uint32_t slot = (uint32_t)node_id;
+    struct tdp_pending *pd;
+
+    if (slot >= p->pend_slots)
+        return NULL;
+    pd = &p->pend_chunks[slot >> TDP_PEND_SHIFT][slot & (TDP_PEND_CHUNK - 1)];
+    return pd->id == node_id && node_id != 0 ? pd : NULL;
+}
+
 /* The pending record of request id `req_id`, or NULL (0, stale, unknown or forged). */
 static inline struct tdp_pending *coho__tdp_pending_get(const coho_tdp_pool_t *p, uint64_t req_id)
 {
-    return coho_idpool_get(p->pending, coho__tdp_id_decode(p, req_id));
+    return coho__tdp_pending_at(p, coho__tdp_id_decode(p, req_id));
 }
 
 /* Unlinks and frees a pending record (and its response, if not taken). */
 void coho__tdp_pending_free(coho_tdp_pool_t *p, struct tdp_pending *pd);
+
+/* Calls fn(p, pd) for every live pending record, in slot order (fn must not free records). */
+void coho__tdp_pending_for_each(coho_tdp_pool_t *p,
+                                void (*fn)(coho_tdp_pool_t *p, struct tdp_pending *pd));
+
+/* Frees the pending table (the records' responses included). */
+void coho__tdp_pending_destroy(coho_tdp_pool_t *p);
 
 #endif /* COHO_NET_TDP_INTERNAL_H */

@@ -40,27 +40,20 @@ void coho__tdp_pool_co_exit(coho_tdp_pool_t *p)
     coho__tdp_pool_unref(p);
 }
 
-static void pending_destroy_one(uint64_t id, void *node, void *arg)
-{
-    struct tdp_pending *pd = node;
-
-    (void)id;
-    (void)arg;
-    if (pd->resp_live)
-        coho_cbuf_destroy(&pd->resp);
-}
-
 /* The last reference went: frees the pool. */
 void coho__tdp_pool_free(coho_tdp_pool_t *p)
 {
-    coho_idpool_for_each(p->pending, pending_destroy_one, NULL);
-    coho_idpool_destroy(p->pending);
+    coho__tdp_pending_destroy(p);
     while (p->reqs_idle != NULL) {
         struct tdp_req *r = p->reqs_idle;
 
         p->reqs_idle = r->idle_next;
+        if (r->frame_live)
+            coho_cbuf_destroy(&r->pub.frame);
         free(r);
     }
+    while (p->wq_spares > 0)
+        free(p->wq_spare[--p->wq_spares]);
     coho_idpool_destroy(p->conns);
     coho__net_acceptor_destroy(&p->acc);
     free(p->slots);
@@ -148,7 +141,8 @@ static uint64_t conn_add(coho_tdp_pool_t *p, int fd, unsigned slot)
     c->slot = slot;
     coho_cbuf_init(&c->rbuf, NULL);
     coho_list_init(&c->inflight);
-    coho_cbuf_init(&c->wbuf, NULL);
+    c->wq = NULL;
+    c->wq_len = c->wq_cap = 0;
     coho_list_init(&c->wwaiters);
     c->flushing = false;
     coho_list_push_back(&p->conns_live, &c->link);
@@ -206,7 +200,10 @@ void coho__tdp_conn_free(coho_tdp_pool_t *p, struct tdp_conn *c, int err)
     coho__tdp_conn_break(p, c, err);
     close(c->fd);
     coho_cbuf_destroy(&c->rbuf);
-    coho_cbuf_destroy(&c->wbuf);
+    free(c->wq);
+    c->wq = NULL;
+    if (p->conn_cache[id & (TDP_CONN_CACHE - 1)].id == id)
+        p->conn_cache[id & (TDP_CONN_CACHE - 1)].id = 0;
     coho_idpool_free(p->conns, id);
     if (p->o.on_conn_delete != NULL)
         cb_conn_delete(p, id, err);
@@ -276,7 +273,7 @@ static void keeper_main(void *arg)
         fd = keeper_connect(p);
         if (fd >= 0) {
             uint64_t id = conn_add(p, fd, slot);
-            struct tdp_conn *c = id != 0 ? coho_idpool_get(p->conns, id) : NULL;
+            struct tdp_conn *c = coho__tdp_conn_find(p, id);
 
             if (c != NULL) {
                 c->rx_co = coho_self();
@@ -304,7 +301,7 @@ uint64_t coho__tdp_serve_conn(coho_tdp_pool_t *p, int fd, unsigned slot)
     id = conn_add(p, fd, slot);
     if (id == 0)
         return 0;
-    c = coho_idpool_get(p->conns, id);
+    c = coho__tdp_conn_find(p, id);
     ra = malloc(sizeof(*ra));
     if (ra == NULL) {
         coho__tdp_conn_free(p, c, ENOMEM);
@@ -391,13 +388,9 @@ coho_tdp_pool_t *coho__tdp_pool_create(int mode, const struct sockaddr *addr, so
     p->conns = coho_idpool_create(sizeof(struct tdp_conn), 64, 0);
     if (p->conns == NULL)
         goto fail_conns;
-    p->pending = coho_idpool_create(sizeof(struct tdp_pending), 256, 0);
-    if (p->pending == NULL)
-        goto fail_map;
     coho__tdp_id_keys_init(p);
+    p->sock_only = o->framer_count == 1 && coho__sock_is_framer(o->framers[0]);
     return p;
-fail_map:
-    coho_idpool_destroy(p->conns);
 fail_conns:
     free(p);
 fail_nomem:
@@ -522,12 +515,9 @@ uint16_t coho_tdp_local_port(const coho_tdp_pool_t *p)
     return p != NULL ? p->port : 0;
 }
 
-static void pending_cancel_one(uint64_t id, void *node, void *arg)
+static void pending_cancel_one(coho_tdp_pool_t *p, struct tdp_pending *pd)
 {
-    struct tdp_pending *pd = node;
-
-    (void)id;
-    (void)arg;
+    (void)p;
     if (pd->status == 0) {
         pd->status = -ECANCELED;
         if (pd->co_id != 0)
@@ -546,7 +536,7 @@ int coho_tdp_close(coho_tdp_pool_t *p)
     }
     p->closing = true;
     wake_up_waiters(p, -ESHUTDOWN);
-    coho_idpool_for_each(p->pending, pending_cancel_one, NULL);
+    coho__tdp_pending_for_each(p, pending_cancel_one);
     coho_list_for_each_safe(pos, tmp, &p->conns_live)
     {
         coho__tdp_conn_break(p, coho_list_entry(pos, struct tdp_conn, link), ECANCELED);
@@ -580,13 +570,16 @@ static int pick_conn(coho_tdp_pool_t *p, int64_t timeout_ms, uint64_t *id)
         if (p->closing)
             return -ESHUTDOWN;
         if (p->mode == TDP_CONNECT) {
-            unsigned i;
+            unsigned i, n = p->o.conn_count, k = p->rr < n ? p->rr : 0;
 
-            for (i = 0; i < p->o.conn_count; i++) {
-                uint64_t cid = p->slots[(p->rr + i) % p->o.conn_count];
+            /* Round robin from p->rr; the index wraps by comparison (a division per step cost
+             * more than the rest of the pick). */
+            for (i = 0; i < n; i++) {
+                uint64_t cid = p->slots[k];
 
+                k = k + 1 == n ? 0 : k + 1;
                 if (coho__tdp_conn_get(p, cid) != NULL) {
-                    p->rr = (p->rr + i + 1) % p->o.conn_count;
+                    p->rr = k;
                     *id = cid;
                     return 0;
                 }

@@ -3,6 +3,8 @@
  * written once the dispatch ends, and group commit (the first sender on an idle connection
  * gathers the frames of the others and writes them with one writev). */
 #include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
 
@@ -10,25 +12,17 @@
 
 /* Writes a batch of whole frames under the fd's write lock. Returns 0 or -errno; a failed
  * write breaks the connection (part of a frame may have gone out). */
-static int tx_write_batch(coho_tdp_pool_t *p, uint64_t conn_id, int fd, const coho_cbuf_t *batch)
+static int tx_write_batch(coho_tdp_pool_t *p, uint64_t conn_id, int fd, const unsigned char *buf,
+                          size_t len)
 {
-    struct iovec iov[TDP_IOV_MAX];
-    size_t off = 0, len = coho_cbuf_len(batch);
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
     int err = 0;
 
     if (coho_fd_lock(fd, COHO_FD_LOCK_WRITE) != 0)
         return errno == EBADF ? -ENOTCONN : -errno;
-    while (off < len && err == 0) {
-        int n = coho_cbuf_data_iov(batch, off, iov, TDP_IOV_MAX), i;
-        size_t want = 0;
-
-        for (i = 0; i < n; i++)
-            want += iov[i].iov_len;
-        errno = 0;
-        if (n <= 0 || writevn(fd, iov, n) != (ssize_t)want)
-            err = errno != 0 ? errno : EPIPE;
-        off += want;
-    }
+    errno = 0;
+    if (writevn(fd, &iov, 1) != (ssize_t)len)
+        err = errno != 0 ? errno : EPIPE;
     coho_fd_unlock(fd, COHO_FD_LOCK_WRITE);
     if (err != 0) {
         struct tdp_conn *c = coho__tdp_conn_get(p, conn_id);
@@ -65,21 +59,34 @@ static int tx_flush(coho_tdp_pool_t *p, uint64_t conn_id)
     for (;;) {
         struct tdp_conn *c = coho__tdp_conn_get(p, conn_id);
         coho_list_t waiters, *pos;
-        coho_cbuf_t batch;
+        unsigned char *batch;
+        size_t len, cap;
         int res;
 
         if (c == NULL) /* broken: coho__tdp_conn_break failed the queued senders */
             return rc == 1 ? -ENOTCONN : rc;
-        if (coho_cbuf_len(&c->wbuf) == 0) {
+        if (c->wq_len == 0) {
             c->flushing = false;
             return rc == 1 ? 0 : rc;
         }
-        memcpy(&batch, &c->wbuf, sizeof(batch)); /* move: the connection may go while we write */
-        coho_cbuf_init(&c->wbuf, NULL);
+        /* Taken from the connection, which may go while we write; frames queued meanwhile go
+         * to a new buffer. */
+        batch = c->wq;
+        len = c->wq_len;
+        cap = c->wq_cap;
+        c->wq = NULL;
+        c->wq_len = c->wq_cap = 0;
         coho_list_init(&waiters);
         coho_list_splice_back(&waiters, &c->wwaiters);
-        res = tx_write_batch(p, conn_id, c->fd, &batch);
-        coho_cbuf_destroy(&batch);
+        res = tx_write_batch(p, conn_id, c->fd, batch, len);
+        if (cap <= TDP_WQ_KEEP_MAX && p->wq_spares < TDP_WQ_SPARES) {
+            /* Kept by the pool for the next batch of any connection: no malloc per flush, and
+             * no buffer held by each of many idle connections. */
+            p->wq_spare[p->wq_spares] = batch;
+            p->wq_spare_cap[p->wq_spares++] = cap;
+        } else {
+            free(batch);
+        }
         while ((pos = coho_list_pop_front(&waiters)) != NULL) {
             struct tdp_waiter *w = coho_list_entry(pos, struct tdp_waiter, link);
 
@@ -91,30 +98,49 @@ static int tx_flush(coho_tdp_pool_t *p, uint64_t conn_id)
 }
 
 /* Appends a whole frame to the connection's queue (all or nothing). Returns 0 or -ENOMEM. */
-static int tx_queue(struct tdp_conn *c, const struct iovec *iov, int iovcnt)
+static int tx_queue(coho_tdp_pool_t *p, struct tdp_conn *c, const struct iovec *iov, int iovcnt,
+                    size_t total)
 {
-    size_t before = coho_cbuf_len(&c->wbuf);
     int i;
 
-    for (i = 0; i < iovcnt; i++)
-        if (coho_cbuf_append(&c->wbuf, iov[i].iov_base, iov[i].iov_len) != 0) {
-            coho_cbuf_truncate(&c->wbuf, before);
+    if (c->wq == NULL && p->wq_spares > 0) {
+        c->wq = p->wq_spare[--p->wq_spares];
+        c->wq_cap = p->wq_spare_cap[p->wq_spares];
+    }
+    if (total > c->wq_cap - c->wq_len) {
+        size_t cap = c->wq_cap != 0 ? c->wq_cap : 4096;
+        unsigned char *q;
+
+        while (cap - c->wq_len < total) {
+            if (cap > SIZE_MAX / 2)
+                return -ENOMEM;
+            cap *= 2;
+        }
+        q = realloc(c->wq, cap);
+        if (q == NULL)
             return -ENOMEM;
+        c->wq = q;
+        c->wq_cap = cap;
+    }
+    for (i = 0; i < iovcnt; i++)
+        if (iov[i].iov_len > 0) {
+            memcpy(c->wq + c->wq_len, iov[i].iov_base, iov[i].iov_len);
+            c->wq_len += iov[i].iov_len;
         }
     return 0;
 }
 
 /* Group commit. The first sender on an idle connection queues its frame, yields once so that
  * the coroutines ready in this pass (typically those a batch of responses just woke) can queue
- * theirs and park, then writes everything queued with one writev per TDP_IOV_MAX chunks and
+ * theirs and park, then writes everything queued (one flat buffer) with one write and
  * wakes them with the result (tx_flush). One write(2) per frame was the dominant cost of a
  * request (bench/RESULTS.md "socket_ext"). Returns 0 or -errno: each sender gets the result of
  * the write that carried its frame. */
 static int tx_send_batched(coho_tdp_pool_t *p, struct tdp_conn *c, const struct iovec *iov,
-                           int iovcnt)
+                           int iovcnt, size_t total)
 {
     uint64_t conn_id = c->id;
-    int rc = tx_queue(c, iov, iovcnt);
+    int rc = tx_queue(p, c, iov, iovcnt, total);
 
     if (rc != 0)
         return rc;
@@ -130,7 +156,7 @@ static int tx_send_batched(coho_tdp_pool_t *p, struct tdp_conn *c, const struct 
  * connection's reading too. */
 void coho__tdp_flush_inline(coho_tdp_pool_t *p, struct tdp_conn *c)
 {
-    if (c->broken || coho_cbuf_len(&c->wbuf) == 0)
+    if (c->broken || c->wq_len == 0)
         return;
     if (c->flushing) {
         tx_wait_flushed(c);
@@ -177,10 +203,10 @@ static int tdp_sendv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, cons
         /* An answer given inline by on_req: queued, and written with the other answers of the
          * same read once the dispatch ends (coho__tdp_flush_inline); a failed write breaks the
          * connection. */
-        return tx_queue(c, iov, iovcnt);
+        return tx_queue(p, c, iov, iovcnt, total);
     }
     if (c->flushing || (tx_gather_worthwhile(p) && coho_self() != c->rx_co))
-        return tx_send_batched(p, c, iov, iovcnt);
+        return tx_send_batched(p, c, iov, iovcnt, total);
     fd = c->fd;
     /* Whole frames only: the write lock keeps concurrent senders' bytes apart. */
     if (coho_fd_lock(fd, COHO_FD_LOCK_WRITE) != 0)

@@ -7,12 +7,14 @@
 # Usage: tools/bench-tdp.sh [BUILD_DIR]     (default build-tdp; needs -DCOHO_BUILD_BENCH=ON)
 # Environment: REPEAT (3), WARMUP_MS (1000), DURATION_MS (5000), INFLIGHT (1000), BODY (32),
 #              SERVER_CPU (0), CLIENT_CPU (1), ROWS (all: a space-separated subset of the names
-#              below), CALLGRIND=1 also counts instructions per request of the socket_ext client,
+#              below), CALLGRIND=1 also counts instructions per request of the socket_ext client
+#              and of the socket_ext server,
 #              BEFORE=OTHER_BUILD_DIR adds the socket_ext row built from another tree (a
 #              before/after comparison in the same run; BEFORE_NAME labels it), COMMIT names the
 #              commit in the header line when the tree is not a git checkout, SYSCALLS=1 also
 #              counts system calls per request on both sides (perf stat, raw_syscalls:sys_enter),
-#              CALLGRIND_OUT=PREFIX keeps the callgrind files (PREFIX.tdp, PREFIX.epoll).
+#              CALLGRIND_OUT=PREFIX keeps the callgrind files (PREFIX.tdp, PREFIX.epoll,
+#              PREFIX.server).
 set -euo pipefail
 
 build=${1:-build-tdp}
@@ -189,4 +191,23 @@ if [ "${CALLGRIND:-0}" = 1 ]; then
         if [ -n "${CALLGRIND_OUT:-}" ]; then cp "$work/cg.$who.120000" "$CALLGRIND_OUT.$who"; fi
     done
     kill "$srv_pid"; wait "$srv_pid" 2>/dev/null || true; srv_pid=
+    # The socket_ext server (answering in on_req) under callgrind, the whole process, against
+    # the raw epoll client, stopped with SIGTERM after N requests; the difference of two runs
+    # cancels start-up and the connections.
+    declare -A sir
+    for n in 20000 120000; do
+        taskset -c "$scpu" valgrind --tool=callgrind --callgrind-out-file="$work/cgs.$n" \
+            "$bin/tdp_server" --mode tdp >"$work/srv.out" 2>"$work/cgs.$n.log" &
+        srv_pid=$!
+        for _ in $(seq 400); do grep -q '^port' "$work/srv.out" && break; sleep 0.05; done
+        port=$(awk '/^port/ {print $2}' "$work/srv.out")
+        taskset -c "$ccpu" "$bin/tdp_epoll" client --conns 4 --inflight "$inflight" --body "$body" \
+            --want "$body" --requests "$n" --port "$port" >/dev/null
+        kill "$srv_pid"; wait "$srv_pid" 2>/dev/null || true; srv_pid=
+        for _ in $(seq 200); do grep -q 'Collected' "$work/cgs.$n.log" && break; sleep 0.05; done
+        sir[$n]=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$work/cgs.$n.log")
+    done
+    echo "callgrind: tdp server (on_req answers), $(( (sir[120000] - sir[20000]) / 100000 ))" \
+        "instructions per request (user space, whole process; (Ir(120k) - Ir(20k)) / 100k requests)"
+    if [ -n "${CALLGRIND_OUT:-}" ]; then cp "$work/cgs.120000" "$CALLGRIND_OUT.server"; fi
 fi

@@ -191,8 +191,11 @@ COHO_API int coho_tdp_sendv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_i
 COHO_API int coho_tdp_send(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const void *frame,
                            size_t len);
 
-/* Parks until the response with `req_id` arrives, then moves its frame into `out` (an
- * initialised cbuf whose previous contents are dropped). The id is released either way.
+/* Parks until the response with `req_id` arrives, then hands its frame over in `out` (an
+ * initialised cbuf whose previous contents are dropped), with the cursor at 0: written into
+ * `out` itself when it already holds chunk memory for the frame (a buffer reused from call to
+ * call keeps its chunks and options), else moved in (`out` then has the options of a buffer
+ * made for the frame, its chunks sized for a small one). The id is released either way.
  * `timeout_ms` -1: forever. Returns 0, or -1 with errno ETIMEDOUT, ECONNRESET (its connection
  * broke), ECANCELED, ENOENT (unknown or already collected id), EBUSY (another coroutine waits
  * for this id; the id stays with that one). */

@@ -128,4 +128,23 @@ static void co_run(void (*fn)(void *), void *arg)
     co_checks_assert();
 }
 
+/* Answers request `rq`, whose decoded header is `h`, with a sock response: the header with the
+ * response bit, `len` body bytes from `body`, arg 0. Returns coho_tdp_replyv's result. */
+static inline int co_sock_reply(const coho_tdp_req_t *rq, coho_sock_hdr_t h, const void *body,
+                                uint32_t len)
+{
+    unsigned char hdr[COHO_SOCK_HDR_LEN];
+    struct iovec iov[2];
+
+    h.type |= COHO_SOCK_RESPONSE;
+    h.body_len = len;
+    h.arg = 0;
+    coho_sock_hdr_encode(&h, hdr);
+    iov[0].iov_base = hdr;
+    iov[0].iov_len = sizeof(hdr);
+    iov[1].iov_base = (void *)body;
+    iov[1].iov_len = len;
+    return coho_tdp_replyv(rq, iov, len > 0 ? 2 : 1);
+}
+
 #endif /* COHO_TEST_UNIT_SYSCALL_HOOK_SOCKET_EXT_CHECK_H */
