@@ -87,6 +87,7 @@ struct Player {
     uint64_t failed_version = 0; // the changes up to this one could not be saved
     uint32_t failed_status = 0;  // and the status their callers got
     bool dirty = false;          // in the Store's dirty set
+    int64_t lease = 0;           // the node's lease when it was loaded (Config::lease)
     coho::Mutex mu;
 };
 

@@ -70,6 +70,7 @@ uint32_t load(Node &n, Player &p, bool login)
     }
     p.logins = uint32_t(logins);
     p.loaded = true;
+    p.lease = n.lease();
     coho_log_debug("uid %" PRIu64 " loaded: counter %" PRId64 ", %u logins, version %" PRIu64,
                    p.uid, p.counter, p.logins, p.version);
     return wire::OK;
@@ -91,6 +92,15 @@ uint32_t lock_loaded(Node &n, uint64_t uid, bool login, bool reload, std::shared
         auto it = n.players.find(uid);
         if (it == n.players.end() || it->second != p)
             continue;
+        if (p->loaded && p->lease != n.lease()) {
+            // Kept from an earlier lease: while the node had none, the gateways moved the uid
+            // to another node, which may have changed and saved it. Read it again, and let the
+            // database's copy win over this one (settled first: its own saves go before).
+            coho_log_warn("uid %" PRIu64 ": the copy kept from lease %" PRId64
+                          " is read again (lease now %" PRId64 ")",
+                          uid, p->lease, n.lease());
+            p->loaded = false;
+        }
         if (!p->loaded || login || reload) {
             const uint32_t st = load(n, *p, login);
             if (st != wire::OK) {

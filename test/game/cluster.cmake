@@ -16,6 +16,18 @@ set_tests_properties(fixture.game_cluster_etcd_start PROPERTIES
 set_tests_properties(fixture.game_cluster_etcd_stop PROPERTIES
                      FIXTURES_CLEANUP game_cluster_etcd TIMEOUT 60 LABELS "game;cluster;integration")
 
+# The fencing tests' players need a database too: a throwaway mariadbd next to the etcd.
+add_test(NAME fixture.game_cluster_mariadb_start
+         COMMAND ${PROJECT_SOURCE_DIR}/test/support/servers/mariadb.sh start ${cluster_servers_dir}
+                 $<TARGET_FILE:coho_test_delayd>)
+add_test(NAME fixture.game_cluster_mariadb_stop
+         COMMAND ${PROJECT_SOURCE_DIR}/test/support/servers/mariadb.sh stop ${cluster_servers_dir}
+                 $<TARGET_FILE:coho_test_delayd>)
+set_tests_properties(fixture.game_cluster_mariadb_start PROPERTIES
+                     FIXTURES_SETUP game_cluster_mariadb TIMEOUT 120 LABELS "game;cluster;integration")
+set_tests_properties(fixture.game_cluster_mariadb_stop PROPERTIES
+                     FIXTURES_CLEANUP game_cluster_mariadb TIMEOUT 60 LABELS "game;cluster;integration")
+
 foreach(t IN ITEMS etcd member)
   add_executable(game_cluster_${t}_test ${CMAKE_CURRENT_LIST_DIR}/cluster_${t}_test.cpp)
   target_include_directories(game_cluster_${t}_test PRIVATE ${PROJECT_SOURCE_DIR})
@@ -77,5 +89,10 @@ file(WRITE ${CMAKE_CURRENT_BINARY_DIR}/cluster_labels.cmake
      "foreach(t IN LISTS game_cluster_etcd_test_TESTS game_cluster_member_test_TESTS\n"
      "                  game_cluster_fence_test_TESTS)\n"
      "  set_tests_properties(\${t} PROPERTIES LABELS \"game;cluster;integration\")\n"
+     "endforeach()\n"
+     # the fencing tests' players need the database as well (a list: set here, not through
+     # gtest_discover_tests, which flattens it)
+     "foreach(t IN LISTS game_cluster_fence_test_TESTS)\n"
+     "  set_tests_properties(\${t} PROPERTIES FIXTURES_REQUIRED \"game_cluster_etcd;game_cluster_mariadb\")\n"
      "endforeach()\n")
 set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES ${CMAKE_CURRENT_BINARY_DIR}/cluster_labels.cmake)

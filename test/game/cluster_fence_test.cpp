@@ -171,6 +171,27 @@ public:
         send(node::CALL, wire::R_SCENE_ENTER,
              node::uid_session(uid, 1, scene_payload(scene, pos, true)));
     }
+    // LOAD of `uid` (its login), and player.add of `delta` to it (PlayerAddReq.delta, field 1).
+    void load(uint64_t uid) { send(node::LOAD, 0, node::uid_session(uid, 1)); }
+    void add(uint64_t uid, int64_t delta)
+    {
+        std::string req;
+        req.push_back(0x08);
+        coho::game::pbwire::put_varint(req, uint64_t(delta));
+        send(node::CALL, wire::R_PLAYER_ADD, node::uid_session(uid, 1, req));
+    }
+    // The counter of a player.add answer (PlayerAddResp.counter, field 1; 0 when absent).
+    static int64_t counter_of(const std::string &body)
+    {
+        int64_t c = 0;
+        EXPECT_TRUE(coho::game::pbwire::each_field(body, [&](uint32_t field, uint32_t, uint64_t v,
+                                                             std::string_view) {
+            if (field == 1)
+                c = int64_t(v);
+            return true;
+        })) << "a PlayerAddResp that does not parse";
+        return c;
+    }
     // The status of the next response (UINT32_MAX if none came within 20 s); its body in *body.
     uint32_t status(std::string *body = nullptr)
     {
@@ -258,6 +279,80 @@ TEST(ClusterFence, a_node_stopped_past_its_ttl_refuses_uids_until_it_registered_
     std::string body;
     EXPECT_EQ(g.status(&body), wire::OK);
     EXPECT_TRUE(body.empty()) << "scene 5 kept an entity from the lost lease";
+}
+
+// A node stopped past its TTL loses its uids to another node, which changes and saves a player;
+// when the first node registers again and the uid comes back to it, the copy it kept from the
+// old lease is read again from the database: the other node's change is not lost.
+TEST(ClusterFence, a_node_back_from_a_lost_lease_reads_its_players_again)
+{
+    const std::string ep = endpoint();
+    ASSERT_FALSE(ep.empty());
+    const int dbp = coho_test::server_port("mariadb");
+    ASSERT_GT(dbp, 0);
+    const std::string cl = "reload" + std::to_string(getpid());
+    etcd::Options o;
+    o.endpoints = {ep};
+    etcd::Client etcd(o);
+    auto registered = [&](const char *id) {
+        return !etcd.get(cluster::role_prefix(cl, "logic") + id).empty();
+    };
+    auto args = [&](const char *id) {
+        return std::vector<std::string>{"--listen",       "127.0.0.1:0",
+                                        "--db",           "127.0.0.1:" + std::to_string(dbp),
+                                        "--db-name",      cl,
+                                        "--db-timeout-s", "10",
+                                        "--node-id",      id,
+                                        "--etcd",         ep,
+                                        "--cluster",      cl,
+                                        "--lease-ttl-s",  "1"};
+    };
+    LogicProc a(args("7"));
+    const int pa = a.port();
+    ASSERT_GT(pa, 0);
+    LogicProc b(args("8"));
+    const int pb = b.port();
+    ASSERT_GT(pb, 0);
+    ASSERT_TRUE(wait_for([&] { return registered("7") && registered("8"); }, 20s));
+    FakeGate ga(pa), gb(pb);
+
+    // The gateways route by uid; a node serves any uid while its lease is valid.
+    const uint64_t uid = 1;
+    ga.load(uid);
+    ASSERT_EQ(ga.status(), wire::OK);
+    std::string body;
+    ga.add(uid, 5);
+    ASSERT_EQ(ga.status(&body), wire::OK);
+    EXPECT_EQ(FakeGate::counter_of(body), 5);
+
+    // Node 7 stops; past its lease, node 8 serves the uid and saves a change.
+    a.signal(SIGSTOP);
+    ASSERT_TRUE(wait_for([&] { return !registered("7"); }, 20s)) << "the lease outlived the stop";
+    ASSERT_TRUE(wait_for(
+        [&] {
+            gb.load(uid);
+            return gb.status() == wire::OK;
+        },
+        20s))
+        << "node 8 never took the uid";
+    gb.add(uid, 100);
+    ASSERT_EQ(gb.status(&body), wire::OK);
+    EXPECT_EQ(FakeGate::counter_of(body), 105);
+
+    // Node 7 comes back, registers again and owns the uid again: it answers from the database.
+    a.signal(SIGCONT);
+    ASSERT_TRUE(wait_for([&] { return registered("7"); }, 20s)) << "node 7 did not register again";
+    uint32_t st = wire::NO_NODE;
+    wait_for(
+        [&] {
+            ga.add(uid, 1);
+            st = ga.status(&body);
+            return st == wire::OK;
+        },
+        20s);
+    ASSERT_EQ(st, wire::OK);
+    EXPECT_EQ(FakeGate::counter_of(body), 106)
+        << "node 7 served the copy it kept from its old lease (105 + 1 expected)";
 }
 
 TEST(ClusterFence, a_stopped_node_deregisters_at_once)
