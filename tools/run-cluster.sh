@@ -37,9 +37,8 @@
 #            machine
 #   --rate R     calls per second per bot (default 20); --rounds N (--bench, default 3)
 #   --calls MIX  the bots' call mix (coho-bots --calls): default 'all' (player, chat, scene calls
-#            and pushes across both gateways; also with --kill), 'echo' with --stop,
-#            --etcd-restart and --kill-gate (their error allowances are set for echo calls;
-#            --stop --calls all fails: game/README.md, "Scenes in a cluster")
+#            and pushes across both gateways; also with --kill and --stop), 'echo' with
+#            --etcd-restart and --kill-gate (their error allowances are set for echo calls)
 # Every logic node must have served logins (the gateways route over every node they found).
 # The programs default to BUILD_DIR/game/{gate,logic,bots}/coho-*.
 set -uo pipefail
@@ -86,9 +85,10 @@ prog=run-cluster
 # shellcheck source=tools/lib-servers.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib-servers.sh"
 
-# Every kind by default, and across a kill: scenes move with their players (game/README.md,
-# "Scenes in a cluster"). The other faults run echo calls unless told.
-[ -n "$calls" ] || { [ "$kill_mode" -le 1 ] && calls=all || calls=echo; }
+# Every kind by default, and across a kill or a stop: scenes move with their players, a node back
+# from a lost lease reads its players again (game/README.md, "Scenes in a cluster"). The other
+# faults run echo calls unless told.
+[ -n "$calls" ] || { [ "$kill_mode" -le 2 ] && calls=all || calls=echo; }
 
 # ---- etcd ---------------------------------------------------------------------------------------
 etcd_port=$(free_port) etcd_peer=$(free_port)
