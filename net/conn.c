@@ -571,6 +571,70 @@ void coho__conn_stop_reading(struct coho_conn *c, int err)
     }
 }
 
+/* How many members ahead coho__conn_deliver loads a slot, and a record (from its slot, loaded
+ * earlier). */
+#define DELIVER_SLOT_AHEAD 8
+#define DELIVER_CONN_AHEAD 4
+
+size_t coho__conn_deliver(coho__shard_t *sh, uint64_t *ids, size_t count, coho__frame_t *f,
+                          size_t *closing)
+{
+    struct coho_conn **lag = NULL; /* members with frames still queued: served last */
+    size_t nstale = 0, nclosing = 0, nlag = 0, cap_lag = 0;
+
+    for (size_t i = 0; i < count; i++) {
+        struct coho_conn *c;
+        uint64_t id = ids[i];
+
+        if (i + DELIVER_SLOT_AHEAD < count) {
+            coho__slot_t *s = slot_at(sh, coho__id_slot(ids[i + DELIVER_SLOT_AHEAD]));
+            if (s != NULL)
+                __builtin_prefetch(s);
+        }
+        if (i + DELIVER_CONN_AHEAD < count) {
+            coho__slot_t *s = slot_at(sh, coho__id_slot(ids[i + DELIVER_CONN_AHEAD]));
+            if (s != NULL && s->conn != NULL) {
+                /* Only read: a stale pointer is harmless to a prefetch. */
+                __builtin_prefetch(s->conn);
+                __builtin_prefetch((const char *)s->conn + 64);
+            }
+        }
+        c = coho__conn_lookup(sh, id);
+        if (c == NULL) {
+            ids[nstale++] = id;
+            continue;
+        }
+        if (c->q_count > 0 && !c->closing && !c->writer_dead) {
+            /* A member that has not taken its earlier frames (a slow reader, or one about to
+             * be closed at its bound) must not delay the members that keep up: its frame is
+             * queued after theirs went out. This call never parks, so `c` stays valid. */
+            if (nlag == cap_lag) {
+                size_t nc = cap_lag ? cap_lag * 2 : 64;
+                struct coho_conn **t = realloc(lag, nc * sizeof(*t));
+                if (t != NULL) {
+                    lag = t;
+                    cap_lag = nc;
+                }
+            }
+            if (nlag < cap_lag) {
+                lag[nlag++] = c;
+                continue;
+            }
+        }
+        if (coho__conn_enqueue(c, f) == -ENOTCONN)
+            nclosing++;
+    }
+    for (size_t i = 0; i < nlag; i++)
+        if (coho__conn_enqueue(lag[i], f) == -ENOTCONN)
+            nclosing++;
+    free(lag);
+    if (nstale > 0)
+        COHO__STAT_ADD(sh->srv, send_stale, nstale);
+    if (closing != NULL)
+        *closing = nclosing;
+    return nstale;
+}
+
 /* ---- connection life ------------------------------------------------------------------------- */
 
 static coho_key_t handler_key;
@@ -965,10 +1029,10 @@ static void deliver_cb(void *arg)
     sh = r->sh != NULL && r->epoch == m->epoch ? r->sh : NULL;
     pthread_mutex_unlock(&r->mu);
     /* This is the shard's own thread: it cannot go away while this callback runs. */
-    for (size_t i = 0; sh != NULL && i < m->count; i++) {
-        struct coho_conn *c = coho__conn_lookup(sh, m->ids[i]);
-        if (c == NULL || coho__conn_enqueue(c, m->f) == -ENOTCONN)
-            COHO__STAT_ADD(sh->srv, send_stale, 1);
+    if (sh != NULL) {
+        size_t closing = 0;
+        coho__conn_deliver(sh, m->ids, m->count, m->f, &closing);
+        COHO__STAT_ADD(sh->srv, send_stale, closing);
     }
     coho__frame_unref(m->f);
     free(m);

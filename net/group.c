@@ -10,8 +10,15 @@
 
 struct coho_group {
     pthread_mutex_t mu;
-    uint64_t *ids; /* open addressing, 0 = empty, linear probing */
-    size_t cap, len;
+    /* Members in the order they joined (a removal moves the last one into the hole): a
+     * broadcast walks them in that order, which is, for members that joined as they connected,
+     * the order of their records and sockets in memory. */
+    uint64_t *mem;
+    size_t len, mem_cap;
+    /* Index: position + 1 of each member, open addressing keyed by its id, linear probing,
+     * 0 = empty; at most half full. */
+    uint32_t *at;
+    size_t cap;
 };
 
 static size_t id_home(uint64_t id, size_t cap)
@@ -22,41 +29,50 @@ static size_t id_home(uint64_t id, size_t cap)
     return (size_t)(id & (cap - 1));
 }
 
+/* The index entry of `id`, or SIZE_MAX. */
 static size_t id_find(const coho_group_t *g, uint64_t id)
 {
     if (g->cap == 0)
         return SIZE_MAX;
     for (size_t i = id_home(id, g->cap);; i = (i + 1) & (g->cap - 1)) {
-        if (g->ids[i] == id)
-            return i;
-        if (g->ids[i] == 0)
+        if (g->at[i] == 0)
             return SIZE_MAX;
+        if (g->mem[g->at[i] - 1] == id)
+            return i;
     }
 }
 
-static void id_put(uint64_t *t, size_t cap, uint64_t id)
+static void id_put(uint32_t *t, size_t cap, uint64_t id, uint32_t pos1)
 {
     size_t i = id_home(id, cap);
 
     while (t[i] != 0)
         i = (i + 1) & (cap - 1);
-    t[i] = id;
+    t[i] = pos1;
 }
 
+/* Removes the member of index entry `i`: the entry goes (the probe runs after it close up),
+ * and the last member moves into its position. */
 static void id_del_at(coho_group_t *g, size_t i)
 {
     size_t mask = g->cap - 1;
+    size_t pos = g->at[i] - 1, last = g->len - 1;
 
-    g->len--;
-    for (size_t j = (i + 1) & mask; g->ids[j] != 0; j = (j + 1) & mask) {
-        size_t home = id_home(g->ids[j], g->cap);
+    for (size_t j = (i + 1) & mask; g->at[j] != 0; j = (j + 1) & mask) {
+        size_t home = id_home(g->mem[g->at[j] - 1], g->cap);
         bool between = i <= j ? (i < home && home <= j) : (i < home || home <= j);
         if (!between) {
-            g->ids[i] = g->ids[j];
+            g->at[i] = g->at[j];
             i = j;
         }
     }
-    g->ids[i] = 0;
+    g->at[i] = 0;
+    if (pos != last) {
+        size_t k = id_find(g, g->mem[last]);
+        g->mem[pos] = g->mem[last];
+        g->at[k] = (uint32_t)pos + 1;
+    }
+    g->len--;
 }
 
 coho_group_t *coho_group_create(void)
@@ -76,7 +92,8 @@ void coho_group_destroy(coho_group_t *g)
     if (g == NULL)
         return;
     pthread_mutex_destroy(&g->mu);
-    free(g->ids);
+    free(g->mem);
+    free(g->at);
     free(g);
 }
 
@@ -89,22 +106,34 @@ int coho_group_add(coho_group_t *g, uint64_t conn_id)
     pthread_mutex_lock(&g->mu);
     if (id_find(g, conn_id) != SIZE_MAX) {
         rc = -EEXIST;
+    } else if (g->len >= UINT32_MAX - 1) {
+        rc = -ENOMEM; /* positions are 32-bit */
     } else {
+        if (g->len == g->mem_cap) {
+            size_t nc = g->mem_cap ? g->mem_cap * 2 : 16;
+            uint64_t *m = realloc(g->mem, nc * sizeof(*m));
+            if (m == NULL) {
+                rc = -ENOMEM;
+                goto out;
+            }
+            g->mem = m;
+            g->mem_cap = nc;
+        }
         if ((g->len + 1) * 2 > g->cap) {
-            size_t cap = g->cap ? g->cap * 2 : 16;
-            uint64_t *t = calloc(cap, sizeof(*t));
+            size_t cap = g->cap ? g->cap * 2 : 32;
+            uint32_t *t = calloc(cap, sizeof(*t));
             if (t == NULL) {
                 rc = -ENOMEM;
                 goto out;
             }
-            for (size_t i = 0; i < g->cap; i++)
-                if (g->ids[i] != 0)
-                    id_put(t, cap, g->ids[i]);
-            free(g->ids);
-            g->ids = t;
+            for (size_t i = 0; i < g->len; i++)
+                id_put(t, cap, g->mem[i], (uint32_t)i + 1);
+            free(g->at);
+            g->at = t;
             g->cap = cap;
         }
-        id_put(g->ids, g->cap, conn_id);
+        g->mem[g->len] = conn_id;
+        id_put(g->at, g->cap, conn_id, (uint32_t)g->len + 1);
         g->len++;
     }
 out:
@@ -142,11 +171,12 @@ size_t coho_group_count(const coho_group_t *g)
     return n;
 }
 
-/* The members of one shard met during a broadcast: the shard when it runs on the calling
- * thread (its members get the frame during the scan), else the ids gathered for one post. */
+/* The members of one shard met during a broadcast, in the group's order; `sh` is the shard
+ * when it runs on the calling thread (they get the frame here), NULL for another thread's shard
+ * (or none: one post carries the frame to all of them). */
 struct batch {
     unsigned idx;
-    coho__shard_t *sh; /* NULL: another thread's shard (or none) */
+    coho__shard_t *sh;
     size_t len, cap;
     uint64_t *ids;
 };
@@ -166,12 +196,20 @@ static int ids_push(uint64_t **ids, size_t *len, size_t *cap, uint64_t id)
     return 0;
 }
 
+/* Removes the departed members `ids[0..n)` (not found: already gone). */
+static void drop_departed(coho_group_t *g, const uint64_t *ids, size_t n)
+{
+    for (size_t j = 0; j < n; j++) {
+        size_t at = id_find(g, ids[j]);
+        if (at != SIZE_MAX)
+            id_del_at(g, at);
+    }
+}
+
 int coho_group_broadcast(coho_group_t *g, const void *frame, size_t len)
 {
     struct batch *b = NULL;
     size_t nb = 0, cap_b = 0, k = 0;
-    uint64_t *gone = NULL; /* local members found departed: they leave after the scan */
-    size_t ngone = 0, cap_gone = 0;
     coho__frame_t *f;
     int rc = 0;
 
@@ -181,14 +219,12 @@ int coho_group_broadcast(coho_group_t *g, const void *frame, size_t len)
     if (f == NULL)
         return coho__net_ret(-ENOMEM);
     pthread_mutex_lock(&g->mu);
-    /* One pass over the table: a member of a shard of this thread gets the frame at once (a
-     * direct send when its queue is empty); the others are gathered per shard for one post
-     * each. The table is not changed during the pass (departed ids are removed after it). */
-    for (size_t i = 0; i < g->cap; i++) {
-        uint64_t id = g->ids[i];
+    /* One pass over the members gathers them per shard, in order; then the shards of this
+     * thread get the frame at once (a direct send per member whose queue is empty) and every
+     * other shard gets one post. The members do not change until the departed ones leave. */
+    for (size_t i = 0; i < g->len; i++) {
+        uint64_t id = g->mem[i];
         unsigned idx = coho__id_shard(id);
-        if (id == 0)
-            continue;
         if (k >= nb || b[k].idx != idx) {
             for (k = 0; k < nb && b[k].idx != idx; k++)
                 ;
@@ -206,19 +242,6 @@ int coho_group_broadcast(coho_group_t *g, const void *frame, size_t len)
                 b[nb++] = (struct batch){.idx = idx, .sh = coho__shard_here(idx)};
             }
         }
-        if (b[k].sh != NULL) {
-            struct coho_conn *c = coho__conn_lookup(b[k].sh, id);
-            if (c != NULL) {
-                coho__conn_enqueue(c, f); /* an overflow closes that member, counted */
-                continue;
-            }
-            COHO__STAT_ADD(b[k].sh->srv, send_stale, 1);
-            if (ids_push(&gone, &ngone, &cap_gone, id) != 0) {
-                rc = -ENOMEM;
-                goto out;
-            }
-            continue;
-        }
         if (ids_push(&b[k].ids, &b[k].len, &b[k].cap, id) != 0) {
             rc = -ENOMEM;
             goto out;
@@ -226,28 +249,19 @@ int coho_group_broadcast(coho_group_t *g, const void *frame, size_t len)
     }
     for (k = 0; k < nb; k++) {
         size_t stale = 0;
-        if (b[k].sh != NULL || b[k].len == 0)
-            continue;
-        /* Another thread's shard (or none): one post carries the frame to all of them. */
-        coho__frame_ref(f);
-        coho__post_frames(b[k].idx, b[k].ids, b[k].len, f, &stale);
-        for (size_t j = 0; j < stale; j++) {
-            size_t at = id_find(g, b[k].ids[j]); /* departed: leaves the group now */
-            if (at != SIZE_MAX)
-                id_del_at(g, at);
+        if (b[k].sh != NULL) {
+            stale = coho__conn_deliver(b[k].sh, b[k].ids, b[k].len, f, NULL);
+        } else {
+            coho__frame_ref(f);
+            coho__post_frames(b[k].idx, b[k].ids, b[k].len, f, &stale);
         }
+        drop_departed(g, b[k].ids, stale);
     }
 out:
-    for (size_t j = 0; j < ngone; j++) {
-        size_t at = id_find(g, gone[j]); /* departed: leaves the group now */
-        if (at != SIZE_MAX)
-            id_del_at(g, at);
-    }
     pthread_mutex_unlock(&g->mu);
     for (k = 0; k < nb; k++)
         free(b[k].ids);
     free(b);
-    free(gone);
     coho__frame_unref(f);
     return coho__net_ret(rc);
 }

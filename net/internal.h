@@ -256,6 +256,12 @@ void coho__conn_stop_reading(struct coho_conn *c, int err);
 /* The shard's idle sweeper coroutine. */
 void coho__sweeper_main(void *arg);
 
+/* Queues `f` to the live ones of `count` ids of shard `sh` (its own thread), in order, each
+ * member's slot and record loaded a few members ahead. The ids that name no live connection
+ * (counted as send_stale) are moved to the front of `ids`; returns their number. Members that
+ * are closing take nothing; their number goes to *closing (NULL: not wanted). */
+size_t coho__conn_deliver(coho__shard_t *sh, uint64_t *ids, size_t count, coho__frame_t *f,
+                          size_t *closing);
 /* Cross-thread delivery: queues `f` to the live ones of `count` ids of shard `idx` through one
  * post to that shard's scheduler (takes one reference of `f`, whatever happens). The departed
  * ids are moved to the front of `ids`, their number in *stale (NULL: not wanted). 0, or
