@@ -268,10 +268,11 @@ static inline bool coho__tdp_conn_is_full(const coho_tdp_pool_t *p, const struct
  * broke: see c->broken) or -ECANCELED. */
 int coho__tdp_rx_wait_room(coho_tdp_pool_t *p, struct tdp_conn *c);
 
-/* Parks, unless the response already came or the request already failed, until the response
- * of pd (request id `req_id`) arrives, the request fails or `timeout_ms` passes; hands the
- * response over in `out` (as coho_tdp_wait_resp) and frees pd. Returns 0 or -errno. */
-int coho__tdp_resp_wait(coho_tdp_pool_t *p, struct tdp_pending *pd, uint64_t req_id,
+/* Parks coroutine `self` (coho_self()), unless the response already came or the request
+ * already failed, until the response of pd (request id `req_id`) arrives, the request fails or
+ * `timeout_ms` passes; hands the response over in `out` (as coho_tdp_wait_resp) and frees pd.
+ * Returns 0 or -errno. */
+int coho__tdp_resp_wait(coho_tdp_pool_t *p, struct tdp_pending *pd, uint64_t self, uint64_t req_id,
                         int64_t timeout_ms, coho_cbuf_t *out);
 
 /* ---- tdp_send.c ---- */

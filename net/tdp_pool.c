@@ -616,6 +616,17 @@ uint64_t coho_tdp_pick(coho_tdp_pool_t *p, int64_t timeout_ms)
         errno = EINVAL;
         return 0;
     }
+    if (p->mode == TDP_CONNECT && !p->closing) {
+        /* The usual case, without the reference a park needs: the next slot's connection is
+         * up. */
+        unsigned k = p->rr < p->o.conn_count ? p->rr : 0;
+        uint64_t cid = p->slots[k];
+
+        if (coho__tdp_conn_get(p, cid) != NULL) {
+            p->rr = k + 1 == p->o.conn_count ? 0 : k + 1;
+            return cid;
+        }
+    }
     coho__tdp_pool_ref(p);
     rc = pick_conn(p, timeout_ms, &id);
     coho__tdp_pool_unref(p);

@@ -428,16 +428,16 @@ void coho__tdp_rx_main(void *arg)
 
 /* Parks, unless the response already came or the request already failed, until pd's response
  * arrives, the request fails or `timeout_ms` passes; hands the response over in `out` and frees
- * pd (request id `req_id`). pd->out may already point at `out` (coho_tdp_callv sets it before
- * its frame leaves). Returns 0 or -errno. */
-int coho__tdp_resp_wait(coho_tdp_pool_t *p, struct tdp_pending *pd, uint64_t req_id,
+ * pd (request id `req_id`) for coroutine `self` (coho_self(), not 0). pd->out may already point
+ * at `out` (coho_tdp_callv sets it before its frame leaves). Returns 0 or -errno. */
+int coho__tdp_resp_wait(coho_tdp_pool_t *p, struct tdp_pending *pd, uint64_t self, uint64_t req_id,
                         int64_t timeout_ms, coho_cbuf_t *out)
 {
     bool parked = false;
     int rc = 0;
 
     if (pd->status == 0) {
-        pd->co_id = coho_self();
+        pd->co_id = self;
         pd->token = coho__park_prepare();
         coho__park_note("tdp response req=", (int64_t)req_id);
         /* See coho__tdp_pool_ref: pd and the pool outlive a close while parked. */
@@ -467,6 +467,7 @@ int coho__tdp_resp_wait(coho_tdp_pool_t *p, struct tdp_pending *pd, uint64_t req
 int coho_tdp_wait_resp(coho_tdp_pool_t *p, uint64_t req_id, int64_t timeout_ms, coho_cbuf_t *out)
 {
     struct tdp_pending *pd;
+    uint64_t self;
     int rc;
 
     if (p == NULL || out == NULL) {
@@ -484,11 +485,12 @@ int coho_tdp_wait_resp(coho_tdp_pool_t *p, uint64_t req_id, int64_t timeout_ms, 
         errno = EBUSY;
         return -1;
     }
-    if (pd->status == 0 && coho_self() == 0) {
+    self = coho_self();
+    if (pd->status == 0 && self == 0) {
         errno = EPERM;
         return -1;
     }
-    rc = coho__tdp_resp_wait(p, pd, req_id, timeout_ms, out);
+    rc = coho__tdp_resp_wait(p, pd, self, req_id, timeout_ms, out);
     if (rc < 0) {
         errno = -rc;
         return -1;

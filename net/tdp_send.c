@@ -300,10 +300,12 @@ static int64_t mono_ms(void)
  * for the write where another sender carries it. A caller that finds the connection's queue
  * being written appends its frame and returns at once: the write's failure breaks the
  * connection, and that fails pd (it is on the connection's in-flight list) and wakes its
- * waiter. The first caller on an idle connection gathers and writes as coho_tdp_sendv does
- * (*flushed set: it spent the time of the write). Returns 0 or -errno. */
-static int tx_call_send(coho_tdp_pool_t *p, uint64_t conn_id, struct tdp_pending *pd,
-                        const struct iovec *iov, int iovcnt, bool *flushed)
+ * waiter. The first caller on an idle connection gathers and writes as coho_tdp_sendv does;
+ * when `t0` is not NULL it then gets the time the write began (monotonic ms), since that caller
+ * spends the write's time out of its timeout (the others pay no clock read). Returns 0 or
+ * -errno. */
+static int tx_call_send(coho_tdp_pool_t *p, uint64_t self, uint64_t conn_id, struct tdp_pending *pd,
+                        const struct iovec *iov, int iovcnt, int64_t *t0)
 {
     struct tdp_conn *c = coho__tdp_conn_get(p, conn_id);
     size_t total = 0;
@@ -312,7 +314,7 @@ static int tx_call_send(coho_tdp_pool_t *p, uint64_t conn_id, struct tdp_pending
 
     if (c == NULL)
         return -ENOTCONN;
-    if (coho_self() == c->rx_co)
+    if (self == c->rx_co)
         return -EDEADLK; /* it would wait for a response only it can read */
     for (i = 0; i < iovcnt; i++)
         total += iov[i].iov_len;
@@ -323,7 +325,8 @@ static int tx_call_send(coho_tdp_pool_t *p, uint64_t conn_id, struct tdp_pending
         return coho__tdp_dgram_sendv(p, c, NULL, 0, iov, iovcnt);
     if (c->flushing)
         return tx_queue(p, c, iov, iovcnt, total);
-    *flushed = true;
+    if (t0 != NULL)
+        *t0 = mono_ms();
     if (tx_gather_worthwhile(p)) {
         rc = tx_queue(p, c, iov, iovcnt, total);
         if (rc != 0)
@@ -347,12 +350,14 @@ static int tx_call_send(coho_tdp_pool_t *p, uint64_t conn_id, struct tdp_pending
     return 0;
 }
 
-int coho_tdp_callv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const struct iovec *iov,
-                   int iovcnt, int64_t timeout_ms, coho_cbuf_t *out)
+/* coho_tdp_callv and coho_tdp_call (one function: no call through the PLT between them). */
+static inline int tdp_callv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id,
+                            const struct iovec *iov, int iovcnt, int64_t timeout_ms,
+                            coho_cbuf_t *out)
 {
     struct tdp_pending *pd;
-    bool flushed = false;
-    int64_t t0 = 0;
+    uint64_t self;
+    int64_t t0 = -1;
     int rc;
 
     if (p == NULL) {
@@ -368,28 +373,27 @@ int coho_tdp_callv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const 
         errno = EBUSY; /* another coroutine waits for this id: it stays with that one */
         return -1;
     }
-    if (iov == NULL || iovcnt <= 0 || out == NULL || coho_self() == 0) {
-        rc = coho_self() == 0 ? EPERM : EINVAL;
+    self = coho_self();
+    if (iov == NULL || iovcnt <= 0 || out == NULL || self == 0) {
+        rc = self == 0 ? EPERM : EINVAL;
         coho__tdp_pending_free(p, pd); /* released either way */
         errno = rc;
         return -1;
     }
     coho__tdp_pool_ref(p); /* see coho__tdp_pool_ref: the send may park */
-    if (timeout_ms > 0)
-        t0 = mono_ms();
     if (pd->status == 0) { /* else the pool's close already failed it */
         /* A response that comes while this caller still writes (the flusher) goes into `out`. */
         pd->out = out;
-        rc = tx_call_send(p, conn_id, pd, iov, iovcnt, &flushed);
+        rc = tx_call_send(p, self, conn_id, pd, iov, iovcnt, timeout_ms > 0 ? &t0 : NULL);
         if (rc < 0 && pd->status == 0)
             pd->status = rc; /* the frame did not go: the request fails with the send's error */
     }
-    if (flushed && timeout_ms > 0) {
+    if (t0 >= 0) {
         int64_t spent = mono_ms() - t0;
 
         timeout_ms = spent >= timeout_ms ? 0 : timeout_ms - spent;
     }
-    rc = coho__tdp_resp_wait(p, pd, req_id, timeout_ms, out);
+    rc = coho__tdp_resp_wait(p, pd, self, req_id, timeout_ms, out);
     coho__tdp_pool_unref(p);
     if (rc < 0) {
         errno = -rc;
@@ -398,12 +402,18 @@ int coho_tdp_callv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const 
     return 0;
 }
 
+int coho_tdp_callv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const struct iovec *iov,
+                   int iovcnt, int64_t timeout_ms, coho_cbuf_t *out)
+{
+    return tdp_callv(p, conn_id, req_id, iov, iovcnt, timeout_ms, out);
+}
+
 int coho_tdp_call(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const void *frame,
                   size_t len, int64_t timeout_ms, coho_cbuf_t *out)
 {
     struct iovec iov = {.iov_base = (void *)frame, .iov_len = len};
 
-    /* A bad frame reaches coho_tdp_callv as no buffers: EINVAL there, with the id released. */
-    return coho_tdp_callv(p, conn_id, req_id, frame != NULL && len > 0 ? &iov : NULL, 1, timeout_ms,
-                          out);
+    /* A bad frame goes on as no buffers: EINVAL, with the id released. */
+    return tdp_callv(p, conn_id, req_id, frame != NULL && len > 0 ? &iov : NULL, 1, timeout_ms,
+                     out);
 }
