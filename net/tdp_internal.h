@@ -78,21 +78,33 @@ struct tdp_waiter {
     uint64_t token;
 };
 
+/* What a request touches on its way (the id, the waiter, the state, the connection link) fills
+ * the record's first 64 bytes, and records start on a cache line (tdp_id.c allocates their
+ * chunks aligned): a response for a cold waiter then misses one line of its record, not two or
+ * three. The response buffer, used only when the waiter's own buffer cannot take it, follows. */
 struct tdp_pending {
-    uint64_t id;        /* the node id (the request id is its permutation: coho__tdp_id_encode);
-                         * 0 while the record is free */
-    uint32_t gen;       /* the slot's generation, the node id's high half (never 0) */
-    uint32_t next_free; /* while free: slot + 1 of the next free record, 0 for none */
-    uint64_t conn_id;   /* the connection the request last went out on; 0: not sent */
-    uint64_t co_id;     /* the waiter, 0 while nobody waits */
+    _Alignas(64) uint64_t id; /* the node id (the request id is its permutation:
+                               * coho__tdp_id_encode); 0 while the record is free */
+    uint32_t gen;             /* the slot's generation, the node id's high half (never 0) */
+    int16_t status;           /* 0 waiting for the response, 1 arrived, -errno failed */
+    bool resp_live;           /* resp is initialised (the response arrived and was not yet taken) */
+    bool in_out; /* the response was written straight into `out` (status 1, resp unused) */
+    union {
+        uint64_t conn_id;   /* live: the connection the request last went out on; 0: not sent */
+        uint32_t next_free; /* free: slot + 1 of the next free record, 0 for none */
+    };
+    uint64_t co_id; /* the waiter, 0 while nobody waits */
     uint64_t token;
-    int status;       /* 0 waiting for the response, 1 arrived, -errno failed */
-    bool resp_live;   /* resp is initialised (the response arrived and was not yet taken) */
-    bool in_out;      /* the response was written straight into `out` (status 1, resp unused) */
-    coho_cbuf_t *out; /* the parked waiter's buffer (coho_tdp_wait_resp), NULL otherwise */
-    coho_cbuf_t resp;
+    coho_cbuf_t *out;      /* the parked waiter's buffer (coho_tdp_wait_resp), NULL otherwise */
     coho_list_t conn_link; /* in the connection's in-flight list once sent */
+    coho_cbuf_t resp;
 };
+
+/* An errno value as a record's status (errno values are small: they fit). */
+static inline int16_t coho__tdp_status_err(int neg_errno)
+{
+    return (int16_t)(neg_errno < INT16_MIN ? INT16_MIN : neg_errno);
+}
 
 /* The keys of a pool's request id permutation (tdp_id.c). */
 struct tdp_id_keys {

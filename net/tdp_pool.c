@@ -172,7 +172,7 @@ void coho__tdp_conn_break(coho_tdp_pool_t *p, struct tdp_conn *c, int err)
         struct tdp_pending *pd = coho_list_entry(pos, struct tdp_pending, conn_link);
 
         if (pd->status == 0) {
-            pd->status = -err;
+            pd->status = coho__tdp_status_err(-err);
             if (pd->co_id != 0)
                 coho__park_wake(pd->co_id, pd->token, 0);
         }
@@ -519,7 +519,7 @@ static void pending_cancel_one(coho_tdp_pool_t *p, struct tdp_pending *pd)
 {
     (void)p;
     if (pd->status == 0) {
-        pd->status = -ECANCELED;
+        pd->status = coho__tdp_status_err(-ECANCELED);
         if (pd->co_id != 0)
             coho__park_wake(pd->co_id, pd->token, 0);
     }

@@ -386,7 +386,8 @@ static inline int tdp_callv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_i
         pd->out = out;
         rc = tx_call_send(p, self, conn_id, pd, iov, iovcnt, timeout_ms > 0 ? &t0 : NULL);
         if (rc < 0 && pd->status == 0)
-            pd->status = rc; /* the frame did not go: the request fails with the send's error */
+            pd->status = coho__tdp_status_err(
+                rc); /* the frame did not go: the request fails with the send's error */
     }
     if (t0 >= 0) {
         int64_t spent = mono_ms() - t0;
