@@ -26,6 +26,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -280,13 +281,6 @@ static inline bool coho__tdp_conn_is_full(const coho_tdp_pool_t *p, const struct
  * broke: see c->broken) or -ECANCELED. */
 int coho__tdp_rx_wait_room(coho_tdp_pool_t *p, struct tdp_conn *c);
 
-/* Parks coroutine `self` (coho_self()), unless the response already came or the request
- * already failed, until the response of pd (request id `req_id`) arrives, the request fails or
- * `timeout_ms` passes; hands the response over in `out` (as coho_tdp_wait_resp) and frees pd.
- * Returns 0 or -errno. */
-int coho__tdp_resp_wait(coho_tdp_pool_t *p, struct tdp_pending *pd, uint64_t self, uint64_t req_id,
-                        int64_t timeout_ms, coho_cbuf_t *out);
-
 /* ---- tdp_send.c ---- */
 
 /* After a dispatch: writes the answers on_req gave inline, or waits while another sender's
@@ -372,5 +366,47 @@ void coho__tdp_pending_for_each(coho_tdp_pool_t *p,
 
 /* Frees the pending table (the records' responses included). */
 void coho__tdp_pending_destroy(coho_tdp_pool_t *p);
+
+/* ---- tdp_recv.c and tdp_send.c: waiting for a response ---- */
+
+/* Parks coroutine `self` (coho_self()), unless the response already came or the request
+ * already failed, until the response of pd (request id `req_id`) arrives, the request fails or
+ * `timeout_ms` passes; hands the response over in `out` (as coho_tdp_wait_resp) and frees pd.
+ * pd->out may already point at `out` (coho_tdp_callv sets it before its frame leaves). Inline:
+ * in coho_tdp_call it saves a stack frame, whose lines are cold when the waiter wakes. Returns 0
+ * or -errno. */
+static inline int coho__tdp_resp_wait(coho_tdp_pool_t *p, struct tdp_pending *pd, uint64_t self,
+                                      uint64_t req_id, int64_t timeout_ms, coho_cbuf_t *out)
+{
+    bool parked = false;
+    int rc = 0;
+
+    if (pd->status == 0) {
+        pd->co_id = self;
+        pd->token = coho__park_prepare();
+        coho__park_note("tdp response req=", (int64_t)req_id);
+        /* See coho__tdp_pool_ref: pd and the pool outlive a close while parked. */
+        coho__tdp_pool_ref(p);
+        parked = true;
+        pd->out = out; /* the receive coroutine writes the response straight into it */
+        rc = coho__park(timeout_ms);
+        pd->co_id = 0;
+    }
+    pd->out = NULL;
+    if (pd->status == 1 && pd->in_out) {
+        rc = 0;
+    } else if (pd->status == 1) {
+        coho_cbuf_destroy(out);
+        memcpy(out, &pd->resp, sizeof(*out)); /* move: the cbuf struct may be memcpy'd */
+        pd->resp_live = false;
+        rc = 0;
+    } else if (pd->status < 0) {
+        rc = pd->status;
+    }
+    coho__tdp_pending_free(p, pd);
+    if (parked)
+        coho__tdp_pool_unref(p);
+    return rc;
+}
 
 #endif /* COHO_NET_TDP_INTERNAL_H */

@@ -426,44 +426,6 @@ void coho__tdp_rx_main(void *arg)
     coho__tdp_pool_co_exit(p);
 }
 
-/* Parks, unless the response already came or the request already failed, until pd's response
- * arrives, the request fails or `timeout_ms` passes; hands the response over in `out` and frees
- * pd (request id `req_id`) for coroutine `self` (coho_self(), not 0). pd->out may already point
- * at `out` (coho_tdp_callv sets it before its frame leaves). Returns 0 or -errno. */
-int coho__tdp_resp_wait(coho_tdp_pool_t *p, struct tdp_pending *pd, uint64_t self, uint64_t req_id,
-                        int64_t timeout_ms, coho_cbuf_t *out)
-{
-    bool parked = false;
-    int rc = 0;
-
-    if (pd->status == 0) {
-        pd->co_id = self;
-        pd->token = coho__park_prepare();
-        coho__park_note("tdp response req=", (int64_t)req_id);
-        /* See coho__tdp_pool_ref: pd and the pool outlive a close while parked. */
-        coho__tdp_pool_ref(p);
-        parked = true;
-        pd->out = out; /* the receive coroutine writes the response straight into it */
-        rc = coho__park(timeout_ms);
-        pd->co_id = 0;
-    }
-    pd->out = NULL;
-    if (pd->status == 1 && pd->in_out) {
-        rc = 0;
-    } else if (pd->status == 1) {
-        coho_cbuf_destroy(out);
-        memcpy(out, &pd->resp, sizeof(*out)); /* move: the cbuf struct may be memcpy'd */
-        pd->resp_live = false;
-        rc = 0;
-    } else if (pd->status < 0) {
-        rc = pd->status;
-    }
-    coho__tdp_pending_free(p, pd);
-    if (parked)
-        coho__tdp_pool_unref(p);
-    return rc;
-}
-
 int coho_tdp_wait_resp(coho_tdp_pool_t *p, uint64_t req_id, int64_t timeout_ms, coho_cbuf_t *out)
 {
     struct tdp_pending *pd;
