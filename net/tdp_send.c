@@ -175,9 +175,10 @@ static bool tx_gather_worthwhile(const coho_tdp_pool_t *p)
     return p->st.in_flight > 1 || p->reqs_live > 1;
 }
 
-/* coho_tdp_sendv on a live pool. Returns 0 or -errno. */
-static int tdp_sendv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const struct iovec *iov,
-                     int iovcnt)
+/* coho_tdp_sendv on a live pool. Returns 0 or -errno. Kept out of coho_tdp_sendv, whose
+ * inline-answer path then saves and restores few registers. */
+__attribute__((noinline)) static int tdp_sendv(coho_tdp_pool_t *p, uint64_t conn_id,
+                                               uint64_t req_id, const struct iovec *iov, int iovcnt)
 {
     struct tdp_conn *c;
     struct tdp_pending *pd = NULL;
@@ -232,6 +233,26 @@ int coho_tdp_sendv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const 
     if (p == NULL || iov == NULL || iovcnt <= 0) {
         errno = EINVAL;
         return -1;
+    }
+    if (req_id == 0 && !p->dgram) {
+        /* The usual answer of a server: given inline by on_req on the connection the request
+         * came from, it is only queued (see tdp_sendv), and nothing parks, so the pool needs no
+         * reference. */
+        struct tdp_conn *c = coho__tdp_conn_get(p, conn_id);
+
+        if (c != NULL && c->dispatching && coho_self() == c->rx_co) {
+            size_t total = 0;
+            int i;
+
+            for (i = 0; i < iovcnt; i++)
+                total += iov[i].iov_len;
+            rc = tx_queue(p, c, iov, iovcnt, total);
+            if (rc < 0) {
+                errno = -rc;
+                return -1;
+            }
+            return 0;
+        }
     }
     coho__tdp_pool_ref(p);
     rc = tdp_sendv(p, conn_id, req_id, iov, iovcnt);
