@@ -185,7 +185,10 @@ COHO_API uint64_t coho_tdp_req_id(coho_tdp_pool_t *p);
  * one). Returns 0, or -1 with errno
  * ENOTCONN (stale or broken connection), EINVAL, or the send error. Called by on_req on the
  * connection the request came from, it only queues the frame: the answers to one read leave in
- * one write when on_req has seen them all, and a failed write breaks the connection. */
+ * one write when on_req has seen them all, and a failed write breaks the connection. A sender
+ * queued behind another's write parks until that write is done; to send a request and wait
+ * for its response, coho_tdp_call parks once where coho_tdp_sendv and coho_tdp_wait_resp park
+ * twice. */
 COHO_API int coho_tdp_sendv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id,
                             const struct iovec *iov, int iovcnt);
 COHO_API int coho_tdp_send(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const void *frame,
