@@ -84,12 +84,13 @@ struct tdp_waiter {
  * chunks aligned): a response for a cold waiter then misses one line of its record, not two or
  * three. The response buffer, used only when the waiter's own buffer cannot take it, follows. */
 struct tdp_pending {
-    _Alignas(64) uint64_t id; /* the node id (the request id is its permutation:
-                               * coho__tdp_id_encode); 0 while the record is free */
-    uint32_t gen;             /* the slot's generation, the node id's high half (never 0) */
-    int16_t status;           /* 0 waiting for the response, 1 arrived, -errno failed */
-    bool resp_live;           /* resp is initialised (the response arrived and was not yet taken) */
-    bool in_out; /* the response was written straight into `out` (status 1, resp unused) */
+    /* The node id (the request id is its permutation: coho__tdp_id_encode); 0 while the record
+     * is free. */
+    _Alignas(64) uint64_t id;
+    uint32_t gen;   /* the slot's generation, the node id's high half (never 0) */
+    int16_t status; /* 0 waiting for the response, 1 arrived, -errno failed */
+    bool resp_live; /* resp is initialised (the response arrived and was not yet taken) */
+    bool in_out;    /* the response was written straight into `out` (status 1, resp unused) */
     union {
         uint64_t conn_id;   /* live: the connection the request last went out on; 0: not sent */
         uint32_t next_free; /* free: slot + 1 of the next free record, 0 for none */

@@ -406,9 +406,10 @@ static inline int tdp_callv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_i
         /* A response that comes while this caller still writes (the flusher) goes into `out`. */
         pd->out = out;
         rc = tx_call_send(p, self, conn_id, pd, iov, iovcnt, timeout_ms > 0 ? &t0 : NULL);
+        /* The frame did not go (a failed write already failed pd through its connection):
+         * the request fails with the send's error. */
         if (rc < 0 && pd->status == 0)
-            pd->status = coho__tdp_status_err(
-                rc); /* the frame did not go: the request fails with the send's error */
+            pd->status = coho__tdp_status_err(rc);
     }
     if (t0 >= 0) {
         int64_t spent = mono_ms() - t0;
