@@ -26,6 +26,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -78,21 +79,34 @@ struct tdp_waiter {
     uint64_t token;
 };
 
+/* What a request touches on its way (the id, the waiter, the state, the connection link) fills
+ * the record's first 64 bytes, and records start on a cache line (tdp_id.c allocates their
+ * chunks aligned): a response for a cold waiter then misses one line of its record, not two or
+ * three. The response buffer, used only when the waiter's own buffer cannot take it, follows. */
 struct tdp_pending {
-    uint64_t id;        /* the node id (the request id is its permutation: coho__tdp_id_encode);
-                         * 0 while the record is free */
-    uint32_t gen;       /* the slot's generation, the node id's high half (never 0) */
-    uint32_t next_free; /* while free: slot + 1 of the next free record, 0 for none */
-    uint64_t conn_id;   /* the connection the request last went out on; 0: not sent */
-    uint64_t co_id;     /* the waiter, 0 while nobody waits */
+    /* The node id (the request id is its permutation: coho__tdp_id_encode); 0 while the record
+     * is free. */
+    _Alignas(64) uint64_t id;
+    uint32_t gen;   /* the slot's generation, the node id's high half (never 0) */
+    int16_t status; /* 0 waiting for the response, 1 arrived, -errno failed */
+    bool resp_live; /* resp is initialised (the response arrived and was not yet taken) */
+    bool in_out;    /* the response was written straight into `out` (status 1, resp unused) */
+    union {
+        uint64_t conn_id;   /* live: the connection the request last went out on; 0: not sent */
+        uint32_t next_free; /* free: slot + 1 of the next free record, 0 for none */
+    };
+    uint64_t co_id; /* the waiter, 0 while nobody waits */
     uint64_t token;
-    int status;       /* 0 waiting for the response, 1 arrived, -errno failed */
-    bool resp_live;   /* resp is initialised (the response arrived and was not yet taken) */
-    bool in_out;      /* the response was written straight into `out` (status 1, resp unused) */
-    coho_cbuf_t *out; /* the parked waiter's buffer (coho_tdp_wait_resp), NULL otherwise */
-    coho_cbuf_t resp;
+    coho_cbuf_t *out;      /* the parked waiter's buffer (coho_tdp_wait_resp), NULL otherwise */
     coho_list_t conn_link; /* in the connection's in-flight list once sent */
+    coho_cbuf_t resp;
 };
+
+/* An errno value as a record's status (errno values are small: they fit). */
+static inline int16_t coho__tdp_status_err(int neg_errno)
+{
+    return (int16_t)(neg_errno < INT16_MIN ? INT16_MIN : neg_errno);
+}
 
 /* The keys of a pool's request id permutation (tdp_id.c). */
 struct tdp_id_keys {
@@ -353,5 +367,47 @@ void coho__tdp_pending_for_each(coho_tdp_pool_t *p,
 
 /* Frees the pending table (the records' responses included). */
 void coho__tdp_pending_destroy(coho_tdp_pool_t *p);
+
+/* ---- tdp_recv.c and tdp_send.c: waiting for a response ---- */
+
+/* Parks coroutine `self` (coho_self()), unless the response already came or the request
+ * already failed, until the response of pd (request id `req_id`) arrives, the request fails or
+ * `timeout_ms` passes; hands the response over in `out` (as coho_tdp_wait_resp) and frees pd.
+ * pd->out may already point at `out` (coho_tdp_callv sets it before its frame leaves). Inline:
+ * in coho_tdp_call it saves a stack frame, whose lines are cold when the waiter wakes. Returns 0
+ * or -errno. */
+static inline int coho__tdp_resp_wait(coho_tdp_pool_t *p, struct tdp_pending *pd, uint64_t self,
+                                      uint64_t req_id, int64_t timeout_ms, coho_cbuf_t *out)
+{
+    bool parked = false;
+    int rc = 0;
+
+    if (pd->status == 0) {
+        pd->co_id = self;
+        pd->token = coho__park_prepare();
+        coho__park_note("tdp response req=", (int64_t)req_id);
+        /* See coho__tdp_pool_ref: pd and the pool outlive a close while parked. */
+        coho__tdp_pool_ref(p);
+        parked = true;
+        pd->out = out; /* the receive coroutine writes the response straight into it */
+        rc = coho__park(timeout_ms);
+        pd->co_id = 0;
+    }
+    pd->out = NULL;
+    if (pd->status == 1 && pd->in_out) {
+        rc = 0;
+    } else if (pd->status == 1) {
+        coho_cbuf_destroy(out);
+        memcpy(out, &pd->resp, sizeof(*out)); /* move: the cbuf struct may be memcpy'd */
+        pd->resp_live = false;
+        rc = 0;
+    } else if (pd->status < 0) {
+        rc = pd->status;
+    }
+    coho__tdp_pending_free(p, pd);
+    if (parked)
+        coho__tdp_pool_unref(p);
+    return rc;
+}
 
 #endif /* COHO_NET_TDP_INTERNAL_H */

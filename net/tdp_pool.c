@@ -172,7 +172,7 @@ void coho__tdp_conn_break(coho_tdp_pool_t *p, struct tdp_conn *c, int err)
         struct tdp_pending *pd = coho_list_entry(pos, struct tdp_pending, conn_link);
 
         if (pd->status == 0) {
-            pd->status = -err;
+            pd->status = coho__tdp_status_err(-err);
             if (pd->co_id != 0)
                 coho__park_wake(pd->co_id, pd->token, 0);
         }
@@ -519,7 +519,7 @@ static void pending_cancel_one(coho_tdp_pool_t *p, struct tdp_pending *pd)
 {
     (void)p;
     if (pd->status == 0) {
-        pd->status = -ECANCELED;
+        pd->status = coho__tdp_status_err(-ECANCELED);
         if (pd->co_id != 0)
             coho__park_wake(pd->co_id, pd->token, 0);
     }
@@ -615,6 +615,17 @@ uint64_t coho_tdp_pick(coho_tdp_pool_t *p, int64_t timeout_ms)
     if (p == NULL) {
         errno = EINVAL;
         return 0;
+    }
+    if (p->mode == TDP_CONNECT && !p->closing) {
+        /* The usual case, without the reference a park needs: the next slot's connection is
+         * up. */
+        unsigned k = p->rr < p->o.conn_count ? p->rr : 0;
+        uint64_t cid = p->slots[k];
+
+        if (coho__tdp_conn_get(p, cid) != NULL) {
+            p->rr = k + 1 == p->o.conn_count ? 0 : k + 1;
+            return cid;
+        }
     }
     coho__tdp_pool_ref(p);
     rc = pick_conn(p, timeout_ms, &id);

@@ -429,8 +429,8 @@ void coho__tdp_rx_main(void *arg)
 int coho_tdp_wait_resp(coho_tdp_pool_t *p, uint64_t req_id, int64_t timeout_ms, coho_cbuf_t *out)
 {
     struct tdp_pending *pd;
-    bool parked = false;
-    int rc = 0;
+    uint64_t self;
+    int rc;
 
     if (p == NULL || out == NULL) {
         errno = EINVAL;
@@ -447,35 +447,12 @@ int coho_tdp_wait_resp(coho_tdp_pool_t *p, uint64_t req_id, int64_t timeout_ms, 
         errno = EBUSY;
         return -1;
     }
-    if (pd->status == 0) {
-        pd->co_id = coho_self();
-        if (pd->co_id == 0) {
-            errno = EPERM;
-            return -1;
-        }
-        pd->token = coho__park_prepare();
-        coho__park_note("tdp response req=", (int64_t)req_id);
-        /* See coho__tdp_pool_ref: pd and the pool outlive a close while parked. */
-        coho__tdp_pool_ref(p);
-        parked = true;
-        pd->out = out; /* the receive coroutine writes the response straight into it */
-        rc = coho__park(timeout_ms);
-        pd->out = NULL;
-        pd->co_id = 0;
+    self = coho_self();
+    if (pd->status == 0 && self == 0) {
+        errno = EPERM;
+        return -1;
     }
-    if (pd->status == 1 && pd->in_out) {
-        rc = 0;
-    } else if (pd->status == 1) {
-        coho_cbuf_destroy(out);
-        memcpy(out, &pd->resp, sizeof(*out)); /* move: the cbuf struct may be memcpy'd */
-        pd->resp_live = false;
-        rc = 0;
-    } else if (pd->status < 0) {
-        rc = pd->status;
-    }
-    coho__tdp_pending_free(p, pd);
-    if (parked)
-        coho__tdp_pool_unref(p);
+    rc = coho__tdp_resp_wait(p, pd, self, req_id, timeout_ms, out);
     if (rc < 0) {
         errno = -rc;
         return -1;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
+#include <time.h>
 
 #include "net/tdp_internal.h"
 
@@ -174,9 +175,10 @@ static bool tx_gather_worthwhile(const coho_tdp_pool_t *p)
     return p->st.in_flight > 1 || p->reqs_live > 1;
 }
 
-/* coho_tdp_sendv on a live pool. Returns 0 or -errno. */
-static int tdp_sendv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const struct iovec *iov,
-                     int iovcnt)
+/* coho_tdp_sendv on a live pool. Returns 0 or -errno. Kept out of coho_tdp_sendv, whose
+ * inline-answer path then saves and restores few registers. */
+__attribute__((noinline)) static int tdp_sendv(coho_tdp_pool_t *p, uint64_t conn_id,
+                                               uint64_t req_id, const struct iovec *iov, int iovcnt)
 {
     struct tdp_conn *c;
     struct tdp_pending *pd = NULL;
@@ -232,6 +234,26 @@ int coho_tdp_sendv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const 
         errno = EINVAL;
         return -1;
     }
+    if (req_id == 0 && !p->dgram) {
+        /* The usual answer of a server: given inline by on_req on the connection the request
+         * came from, it is only queued (see tdp_sendv), and nothing parks, so the pool needs no
+         * reference. */
+        struct tdp_conn *c = coho__tdp_conn_get(p, conn_id);
+
+        if (c != NULL && c->dispatching && coho_self() == c->rx_co) {
+            size_t total = 0;
+            int i;
+
+            for (i = 0; i < iovcnt; i++)
+                total += iov[i].iov_len;
+            rc = tx_queue(p, c, iov, iovcnt, total);
+            if (rc < 0) {
+                errno = -rc;
+                return -1;
+            }
+            return 0;
+        }
+    }
     coho__tdp_pool_ref(p);
     rc = tdp_sendv(p, conn_id, req_id, iov, iovcnt);
     coho__tdp_pool_unref(p);
@@ -284,4 +306,137 @@ int coho_tdp_reply(const coho_tdp_req_t *req, const void *frame, size_t len)
         return -1;
     }
     return coho_tdp_replyv(req, &iov, 1);
+}
+
+/* Milliseconds on the monotonic clock. */
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* coho_tdp_callv's send half: ties pd to the connection and hands the frame on without parking
+ * for the write where another sender carries it. A caller that finds the connection's queue
+ * being written appends its frame and returns at once: the write's failure breaks the
+ * connection, and that fails pd (it is on the connection's in-flight list) and wakes its
+ * waiter. The first caller on an idle connection gathers and writes as coho_tdp_sendv does;
+ * when `t0` is not NULL it then gets the time the write began (monotonic ms), since that caller
+ * spends the write's time out of its timeout (the others pay no clock read). Returns 0 or
+ * -errno. */
+static int tx_call_send(coho_tdp_pool_t *p, uint64_t self, uint64_t conn_id, struct tdp_pending *pd,
+                        const struct iovec *iov, int iovcnt, int64_t *t0)
+{
+    struct tdp_conn *c = coho__tdp_conn_get(p, conn_id);
+    size_t total = 0;
+    ssize_t n;
+    int i, fd, err, rc;
+
+    if (c == NULL)
+        return -ENOTCONN;
+    if (self == c->rx_co)
+        return -EDEADLK; /* it would wait for a response only it can read */
+    for (i = 0; i < iovcnt; i++)
+        total += iov[i].iov_len;
+    pd->conn_id = conn_id;
+    coho_list_del(&pd->conn_link);
+    coho_list_push_back(&c->inflight, &pd->conn_link);
+    if (p->dgram)
+        return coho__tdp_dgram_sendv(p, c, NULL, 0, iov, iovcnt);
+    if (c->flushing)
+        return tx_queue(p, c, iov, iovcnt, total);
+    if (t0 != NULL)
+        *t0 = mono_ms();
+    if (tx_gather_worthwhile(p)) {
+        rc = tx_queue(p, c, iov, iovcnt, total);
+        if (rc != 0)
+            return rc;
+        c->flushing = true;
+        coho_yield();
+        return tx_flush(p, conn_id);
+    }
+    fd = c->fd;
+    if (coho_fd_lock(fd, COHO_FD_LOCK_WRITE) != 0)
+        return errno == EBADF ? -ENOTCONN : -errno;
+    n = writevn(fd, iov, iovcnt);
+    err = errno;
+    coho_fd_unlock(fd, COHO_FD_LOCK_WRITE);
+    if (n != (ssize_t)total) {
+        c = coho__tdp_conn_get(p, conn_id);
+        if (c != NULL)
+            coho__tdp_conn_break(p, c, err != 0 ? err : EPIPE);
+        return err == EBADF || err == 0 ? -ENOTCONN : -err;
+    }
+    return 0;
+}
+
+/* coho_tdp_callv and coho_tdp_call (one function: no call through the PLT between them). */
+static inline int tdp_callv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id,
+                            const struct iovec *iov, int iovcnt, int64_t timeout_ms,
+                            coho_cbuf_t *out)
+{
+    struct tdp_pending *pd;
+    uint64_t self;
+    int64_t t0 = -1;
+    int rc;
+
+    if (p == NULL) {
+        errno = EINVAL;
+        return -1;
+    }
+    pd = coho__tdp_pending_get(p, req_id);
+    if (pd == NULL) {
+        errno = ENOENT;
+        return -1;
+    }
+    if (pd->co_id != 0) {
+        errno = EBUSY; /* another coroutine waits for this id: it stays with that one */
+        return -1;
+    }
+    self = coho_self();
+    if (iov == NULL || iovcnt <= 0 || out == NULL || self == 0) {
+        rc = self == 0 ? EPERM : EINVAL;
+        coho__tdp_pending_free(p, pd); /* released either way */
+        errno = rc;
+        return -1;
+    }
+    coho__tdp_pool_ref(p); /* see coho__tdp_pool_ref: the send may park */
+    if (pd->status == 0) { /* else the pool's close already failed it */
+        /* A response that comes while this caller still writes (the flusher) goes into `out`. */
+        pd->out = out;
+        rc = tx_call_send(p, self, conn_id, pd, iov, iovcnt, timeout_ms > 0 ? &t0 : NULL);
+        /* The frame did not go (a failed write already failed pd through its connection):
+         * the request fails with the send's error. */
+        if (rc < 0 && pd->status == 0)
+            pd->status = coho__tdp_status_err(rc);
+    }
+    if (t0 >= 0) {
+        int64_t spent = mono_ms() - t0;
+
+        timeout_ms = spent >= timeout_ms ? 0 : timeout_ms - spent;
+    }
+    rc = coho__tdp_resp_wait(p, pd, self, req_id, timeout_ms, out);
+    coho__tdp_pool_unref(p);
+    if (rc < 0) {
+        errno = -rc;
+        return -1;
+    }
+    return 0;
+}
+
+int coho_tdp_callv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const struct iovec *iov,
+                   int iovcnt, int64_t timeout_ms, coho_cbuf_t *out)
+{
+    return tdp_callv(p, conn_id, req_id, iov, iovcnt, timeout_ms, out);
+}
+
+int coho_tdp_call(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const void *frame,
+                  size_t len, int64_t timeout_ms, coho_cbuf_t *out)
+{
+    struct iovec iov = {.iov_base = (void *)frame, .iov_len = len};
+
+    /* A bad frame goes on as no buffers: EINVAL, with the id released. */
+    return tdp_callv(p, conn_id, req_id, frame != NULL && len > 0 ? &iov : NULL, 1, timeout_ms,
+                     out);
 }

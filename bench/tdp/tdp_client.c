@@ -69,12 +69,7 @@ static void tdp_worker(void *arg)
             continue;
         }
         len = tdp_req_put(req, id, c->o.body, c->o.want);
-        if (coho_tdp_send(c->pool, conn, id, req, len) != 0) {
-            coho_tdp_req_release(c->pool, id);
-            c->m.errors++;
-            continue;
-        }
-        if (coho_tdp_wait_resp(c->pool, id, 10000, &resp) != 0) {
+        if (coho_tdp_call(c->pool, conn, id, req, len, 10000, &resp) != 0) {
             c->m.errors++;
             continue;
         }

@@ -322,12 +322,9 @@ NodeLinks::Reply NodeLinks::request_at(size_t i, uint64_t conn, uint32_t type, u
     if (id == 0)
         return {wire::NO_NODE, {}};
     std::string f = node::frame(type, id, arg, body);
-    if (coho_tdp_send(p, conn, id, f.data(), f.size()) != 0) {
-        coho_tdp_req_release(p, id);
-        return {wire::NO_NODE, {}};
-    }
     coho::tdp::Buffer resp;
-    if (coho_tdp_wait_resp(p, id, timeout_ms_, resp.native_handle()) != 0) {
+    // One park for the send and the answer; the id is released either way.
+    if (coho_tdp_call(p, conn, id, f.data(), f.size(), timeout_ms_, resp.native_handle()) != 0) {
         if (errno == ETIMEDOUT) {
             gate().stats.call_timeouts++;
             return {wire::TIMEOUT, {}};

@@ -185,7 +185,10 @@ COHO_API uint64_t coho_tdp_req_id(coho_tdp_pool_t *p);
  * one). Returns 0, or -1 with errno
  * ENOTCONN (stale or broken connection), EINVAL, or the send error. Called by on_req on the
  * connection the request came from, it only queues the frame: the answers to one read leave in
- * one write when on_req has seen them all, and a failed write breaks the connection. */
+ * one write when on_req has seen them all, and a failed write breaks the connection. A sender
+ * queued behind another's write parks until that write is done; to send a request and wait
+ * for its response, coho_tdp_call parks once where coho_tdp_sendv and coho_tdp_wait_resp park
+ * twice. */
 COHO_API int coho_tdp_sendv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id,
                             const struct iovec *iov, int iovcnt);
 COHO_API int coho_tdp_send(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const void *frame,
@@ -201,6 +204,28 @@ COHO_API int coho_tdp_send(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id
  * for this id; the id stays with that one). */
 COHO_API int coho_tdp_wait_resp(coho_tdp_pool_t *p, uint64_t req_id, int64_t timeout_ms,
                                 coho_cbuf_t *out);
+
+/* Sends one request frame (carrying request id `req_id`, from coho_tdp_req_id) on connection
+ * `conn_id` and waits for its response with ONE park: coho_tdp_sendv with `req_id` followed by
+ * coho_tdp_wait_resp, except that the caller does not park for the write. Its frame is copied
+ * into the connection's write queue and the caller parks once, until the response arrives (it
+ * is handed over in `out` exactly as coho_tdp_wait_resp does), the write or the connection
+ * fails (every caller whose frame that write carried, or that waits on that connection, wakes
+ * with the error), or `timeout_ms` passes (-1: forever). The first caller on an idle connection
+ * writes the queue for the others (as coho_tdp_sendv's group commit); the time it spends writing
+ * counts in its timeout. After a timeout the id is gone: a late response is dropped and counted
+ * in responses_dropped, never handed to another request. The id is released in every case but
+ * ENOENT and EBUSY. Returns 0, or -1 with errno ETIMEDOUT, ENOTCONN (stale or broken
+ * connection), ECONNRESET or the write's error (the connection broke), ECANCELED (pool closed
+ * or caller cancelled), ENOENT (unknown or already collected id), EBUSY (another coroutine
+ * waits for this id; the id stays with that one), EDEADLK (called by the receive coroutine of
+ * `conn_id` itself, as from its on_req: only it could read the response), EINVAL, EPERM
+ * (outside a coroutine), ENOMEM, EMSGSIZE (datagram pools). */
+COHO_API int coho_tdp_callv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id,
+                            const struct iovec *iov, int iovcnt, int64_t timeout_ms,
+                            coho_cbuf_t *out);
+COHO_API int coho_tdp_call(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const void *frame,
+                           size_t len, int64_t timeout_ms, coho_cbuf_t *out);
 
 /* Releases a request id without waiting (a late response is then dropped and counted). */
 COHO_API int coho_tdp_req_release(coho_tdp_pool_t *p, uint64_t req_id);

@@ -519,18 +519,19 @@ public:
     // Releases `req_id` without waiting. false: unknown id, or a coroutine waits for it.
     bool release(uint64_t req_id) noexcept { return coho_tdp_req_release(p_, req_id) == 0; }
 
-    // send() then wait_resp(); the id is released when the send fails. Throws as both.
+    // Sends the request and waits for its response with one park (coho_tdp_call): the same
+    // as send() then wait_resp(), and the id is released either way. Throws system_error:
+    // ETIMEDOUT, ENOTCONN, ECONNRESET or the write's error, ECANCELED, ENOENT, EBUSY, EDEADLK,
+    // EINVAL, ENOMEM.
     template <class Rep = int64_t, class Period = std::milli>
     Buffer request(uint64_t conn_id, uint64_t req_id, std::string_view frame,
                    const std::chrono::duration<Rep, Period> &timeout = forever)
     {
-        if (coho_tdp_send(p_, conn_id, req_id, frame.data(), frame.size()) != 0) {
-            const int e = errno;
-            coho_tdp_req_release(p_, req_id);
-            errno = e;
-            coho::detail::throw_errno("coho_tdp_send");
-        }
-        return wait_resp(req_id, timeout);
+        Buffer b;
+        if (coho_tdp_call(p_, conn_id, req_id, frame.data(), frame.size(),
+                          detail::timeout_ms(timeout), b.native_handle()) != 0)
+            coho::detail::throw_errno("coho_tdp_call");
+        return b;
     }
 
     // The whole exchange: picks a connection (waiting up to `timeout` for one), allocates a
