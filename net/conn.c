@@ -447,14 +447,23 @@ int coho__conn_enqueue(struct coho_conn *c, coho__frame_t *f)
     return coho__conn_enqueue_raw(c, f);
 }
 
+/* Ends both directions of `c`'s socket: the handler's reads fail with `err` from now on (as
+ * coho__conn_stop_reading, whose SHUT_RD this SHUT_RDWR includes: one system call, which counts
+ * when a thousand stalled members reach their bound in the same broadcast). */
+static void conn_cut(struct coho_conn *c, int err)
+{
+    if (c->close_err == 0)
+        c->close_err = err;
+    shutdown(c->fd, SHUT_RDWR);
+}
+
 /* A frame that could not be queued after part of it went out directly: the stream is cut
  * mid-frame, so the connection ends (as when a write fails). Returns `rc`. */
 static int enqueue_broken(struct coho_conn *c, size_t sent, int rc)
 {
     if (sent > 0) {
         c->writer_dead = true;
-        coho__conn_stop_reading(c, ECONNABORTED);
-        shutdown(c->fd, SHUT_RDWR);
+        conn_cut(c, ECONNABORTED);
     }
     return rc;
 }
@@ -514,8 +523,7 @@ int coho__conn_enqueue_raw(struct coho_conn *c, coho__frame_t *f)
          * holds iovecs into the queue, so it drops the queue when its send fails. */
         COHO__STAT_ADD(srv, queue_full_closes, 1);
         c->writer_dead = true;
-        coho__conn_stop_reading(c, ECONNABORTED);
-        shutdown(c->fd, SHUT_RDWR);
+        conn_cut(c, ECONNABORTED);
         if (!c->writer_on)
             queue_drop(c);
         return -ENOBUFS;
