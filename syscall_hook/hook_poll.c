@@ -38,6 +38,23 @@ static unsigned poll_to_ev(short events)
     return ev;
 }
 
+/* Whether a poll of the one fd `p` may park without looking first: it waits only to read, the
+ * fd is a stream socket this scheduler watches, its last read emptied it, and no edge (data,
+ * hang-up, error, urgent data) came since. Then nothing is ready but what the driver has yet
+ * to report, and the driver's next pass reports it and wakes the poll, whose look after the
+ * wake-up gives the exact revents. A client that polls before each read (libcurl, hiredis,
+ * coho-bots) pays one poll per wait instead of two. */
+static bool poll_parks_at_once(const struct pollfd *p)
+{
+    coho__fd_reg_t *r;
+    int err;
+
+    if (p->fd < 0 || p->events == 0 || (p->events & ~(POLLIN | POLLRDNORM)) != 0)
+        return false;
+    r = coho__fd_for_hook(p->fd, &err);
+    return r != NULL && r->kind == COHO__FD_STREAM && r->rd_drained && r->sticky == 0;
+}
+
 /* poll in a coroutine. `timeout_ms` < 0: forever. Returns the count, or -errno.
  */
 static int poll_co(struct pollfd *fds, nfds_t n, int64_t timeout_ms)
@@ -48,9 +65,13 @@ static int poll_co(struct pollfd *fds, nfds_t n, int64_t timeout_ms)
     nfds_t i;
     int rc;
 
-    rc = coho__sys.poll(fds, n, 0);
-    if (rc != 0 || timeout_ms == 0)
-        return rc < 0 ? -errno : rc;
+    if (n == 1 && timeout_ms != 0 && poll_parks_at_once(&fds[0])) {
+        fds[0].revents = 0;
+    } else {
+        rc = coho__sys.poll(fds, n, 0);
+        if (rc != 0 || timeout_ms == 0)
+            return rc < 0 ? -errno : rc;
+    }
     if (n > sizeof(small) / sizeof(small[0])) {
         w = malloc(sizeof(*w) * n);
         if (w == NULL)

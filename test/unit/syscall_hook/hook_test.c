@@ -761,6 +761,80 @@ static void poll_reports_exact_revents_and_honours_timeout(void **state)
     run_in_coroutine(poll_main, NULL, 1);
 }
 
+/* ---- poll after a read that emptied the socket ---- */
+static int polls_made;
+static int (*real_poll)(struct pollfd *, nfds_t, int);
+
+static int counting_poll(struct pollfd *fds, nfds_t n, int timeout_ms)
+{
+    polls_made++;
+    return real_poll(fds, n, timeout_ms);
+}
+
+/* Sends one byte to *arg after 20 ms. */
+static void late_byte_main(void *arg)
+{
+    coho_sleep_ms(20);
+    CO_CHECK_INT(send(*(int *)arg, "b", 1, 0), 1);
+    co_ended();
+}
+
+static void drained_poll_main(void *arg)
+{
+    int sv[2];
+    char b[16];
+    struct pollfd p;
+
+    (void)arg;
+    CO_CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    real_poll = coho__sys.poll;
+    coho__sys.poll = counting_poll;
+    /* Not drained yet: the poll looks first and finds the byte. */
+    CO_CHECK_INT(send(sv[1], "a", 1, 0), 1);
+    p = (struct pollfd){.fd = sv[0], .events = POLLIN};
+    polls_made = 0;
+    CO_CHECK_INT(poll(&p, 1, 1000), 1);
+    CO_CHECK_INT(p.revents, POLLIN);
+    CO_CHECK_INT(polls_made, 1);
+    CO_CHECK_INT(recv(sv[0], b, sizeof(b), 0), 1); /* short: the socket is drained */
+    /* Drained: the poll parks without looking, and looks once after the wake-up. */
+    CO_CHECK(coho_spawn(coho_sched_current(), late_byte_main, &sv[1]) != 0);
+    polls_made = 0;
+    p.revents = -1;
+    CO_CHECK_INT(poll(&p, 1, 5000), 1);
+    CO_CHECK_INT(p.revents, POLLIN);
+    CO_CHECK_INT(polls_made, 1);
+    CO_CHECK_INT(recv(sv[0], b, sizeof(b), 0), 1);
+    /* Drained and nothing comes: the timeout still holds, with revents 0. */
+    polls_made = 0;
+    p.revents = -1;
+    CO_CHECK_INT(poll(&p, 1, 20), 0);
+    CO_CHECK_INT(p.revents, 0);
+    CO_CHECK_INT(polls_made, 1);
+    /* A timeout of 0 always looks. */
+    polls_made = 0;
+    CO_CHECK_INT(poll(&p, 1, 0), 0);
+    CO_CHECK_INT(polls_made, 1);
+    /* A hang-up after the drain is an edge: the poll looks first and reports it. */
+    CO_CHECK_INT(shutdown(sv[1], SHUT_WR), 0);
+    coho_yield();
+    coho_sleep_ms(5);
+    polls_made = 0;
+    CO_CHECK_INT(poll(&p, 1, 1000), 1);
+    CO_CHECK(p.revents & POLLIN);
+    CO_CHECK_INT(recv(sv[0], b, sizeof(b), 0), 0);
+    coho__sys.poll = real_poll;
+    close(sv[0]);
+    close(sv[1]);
+    co_ended();
+}
+
+static void poll_after_a_draining_read_parks_without_a_first_look(void **state)
+{
+    (void)state;
+    run_in_coroutine(drained_poll_main, NULL, 2);
+}
+
 /* ---- DNS runs off-thread ---- */
 struct dns_ctx {
     struct ticker t;
@@ -889,6 +963,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(plain_thread_blocks_on_socket_made_in_coroutine),
         cmocka_unit_test(scheduler_thread_outside_coroutines_blocks_like_libc),
         cmocka_unit_test(poll_reports_exact_revents_and_honours_timeout),
+        cmocka_unit_test(poll_after_a_draining_read_parks_without_a_first_look),
         cmocka_unit_test(getaddrinfo_resolves_localhost_in_a_coroutine),
         cmocka_unit_test(writevn_to_a_closed_peer_fails_with_epipe_without_sigpipe),
         cmocka_unit_test(hook_enable_false_passes_calls_to_libc),
