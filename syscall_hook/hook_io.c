@@ -309,6 +309,16 @@ static bool io_is_socket(const coho__fd_t *f)
  * queue, peeks, MSG_DONTWAIT) goes the readiness way. MSG_WAITALL is the caller's loop. */
 #define IO_RING_FLAGS_BAD (MSG_OOB | MSG_PEEK | MSG_ERRQUEUE | MSG_TRUNC | MSG_DONTWAIT)
 
+/* Whether a call that would block goes to the ring: a plain buffer, flags the operation takes
+ * as the syscall would, and no urgent data seen (a read stops at the urgent mark, and only
+ * the readiness way hears of the mark through EPOLLPRI). */
+static inline bool io_ringable(const coho__fd_reg_t *r, const struct io_args *a)
+{
+    return r->ring != COHO__OPS_OFF && !(a->flags & IO_RING_FLAGS_BAD) &&
+           !(r->sticky & COHO__EV_PRI) &&
+           (a->kind == OP_READ || a->kind == OP_RECV || a->kind == OP_WRITE || a->kind == OP_SEND);
+}
+
 /* A call that would block, made as a ring operation (the io_uring backend, a stream socket, a
  * plain buffer) within the deadline. Returns bytes or -errno as io_once and io_wait do
  * (-ETIMEDOUT, -ECANCELED, -EBADF: then `r` must not be touched again), or -EOPNOTSUPP when
@@ -319,8 +329,7 @@ static ssize_t io_ring(coho__fd_reg_t *r, struct io_args *a, int64_t deadline)
     int64_t left;
     ssize_t n;
 
-    if (r->ring == COHO__OPS_OFF || (a->flags & IO_RING_FLAGS_BAD) ||
-        !(rd || a->kind == OP_WRITE || a->kind == OP_SEND))
+    if (!io_ringable(r, a))
         return -EOPNOTSUPP;
     left = deadline < 0 ? -1 : coho__hook_remaining(deadline, coho__hook_now_ms());
     if (deadline >= 0 && left == 0)
@@ -337,12 +346,17 @@ static ssize_t io_ring(coho__fd_reg_t *r, struct io_args *a, int64_t deadline)
     return n;
 }
 
+/* io_blocking's `again` when no syscall was tried (the ring's "submit" mode): if the ring does
+ * not take the call, the syscall comes before any readiness wait. */
+#define IO_SKIPPED_TRY 2
+
 /* The blocking-view engine for an adopted fd: in a coroutine with its
  * registration `r`, or in a plain thread using a managed fd (`r` NULL).
  * `again`: the caller's own first attempt (io_call's fast path) just failed with
  * EAGAIN, so the first step is the wait. Returns bytes or -errno. */
-static ssize_t io_blocking(coho__fd_t *f, coho__fd_reg_t *r, struct io_args *a, bool again)
+static ssize_t io_blocking(coho__fd_t *f, coho__fd_reg_t *r, struct io_args *a, int again)
 {
+    bool untried = again == IO_SKIPPED_TRY;
     bool in_co = r != NULL;
     bool rd = io_is_read(a->kind);
     unsigned ev = rd ? COHO__EV_READ : COHO__EV_WRITE;
@@ -445,6 +459,10 @@ static ssize_t io_blocking(coho__fd_t *f, coho__fd_reg_t *r, struct io_args *a, 
                 ret = n == -ETIMEDOUT ? -EAGAIN : n;
                 goto out_err;
             }
+            if (untried) {
+                untried = false;
+                continue; /* not taken by the ring: the syscall first */
+            }
         }
         rc = io_wait(f->fd, r, ev, deadline);
         if (rc < 0) {
@@ -481,11 +499,14 @@ __attribute__((hot)) static ssize_t io_fast(coho__fd_reg_t *r, struct io_args *a
 
     if ((a->kind == OP_READ || a->kind == OP_RECV) &&
         atomic_load_explicit(&r->ofd->rcvtimeo_ms, memory_order_relaxed) < 0) {
+        /* "submit" mode: the read goes to the ring without a try first. */
+        bool skip_try = r->ring == COHO__OPS_SUBMIT && io_ringable(r, a);
+
         /* io_blocking's loop for a read without a deadline, without its set-up. */
         for (;;) {
             /* Drained: park for the next edge (see io_blocking); on the io_uring backend the
-             * read itself is submitted and parks ("submit" mode: without trying first). */
-            if ((r->rd_drained || r->ring == COHO__OPS_SUBMIT) && a->len - 1 < SSIZE_MAX) {
+             * read itself is submitted and parks. */
+            if ((r->rd_drained || skip_try) && a->len - 1 < SSIZE_MAX) {
                 n = -EAGAIN;
             } else {
                 /* io_once for the two kinds that come here, without its dispatch */
@@ -499,7 +520,8 @@ __attribute__((hot)) static ssize_t io_fast(coho__fd_reg_t *r, struct io_args *a
                 if (n == -ETIMEDOUT)
                     return -EAGAIN;
                 if (n == -EBADF)
-                    return n; /* `r` may be gone */
+                    return n;     /* `r` may be gone */
+                skip_try = false; /* not taken: after the wait, the syscall */
             }
             if (n != -EAGAIN && n != -EOPNOTSUPP) {
                 io_note_read(r, a, n);
@@ -519,7 +541,9 @@ __attribute__((hot)) static ssize_t io_fast(coho__fd_reg_t *r, struct io_args *a
         io_note_read(r, a, n);
         return n;
     }
-    n = r->ring == COHO__OPS_SUBMIT ? -EAGAIN : io_once(f->fd, a);
+    if (r->ring == COHO__OPS_SUBMIT && io_ringable(r, a))
+        return io_blocking(f, r, a, IO_SKIPPED_TRY); /* submitted without a try first */
+    n = io_once(f->fd, a);
     if (n == -EAGAIN)
         return io_blocking(f, r, a, true);
     if (n <= 0 || (size_t)n >= a->len || !io_is_full_write(f, a))
