@@ -91,8 +91,9 @@ void coho__driver_counts(const coho__driver_t *d, size_t *fds, size_t *timers);
  * kernel in the iteration's one io_uring_enter. The caller keeps `op` and its buffer alive and
  * untouched until `cb` ran, cancelled or not: the kernel may write into the buffer until then. */
 enum { COHO__OP_RECV = 1, COHO__OP_SEND = 2 };
-/* COHO_URING_OPS: "off" (no ring operations: the hooks park on readiness), "on" (default: a
- * call tries the syscall first where it is likely ready), "submit" (submit without trying). */
+/* COHO_URING_OPS: "off" (no ring operations: the hooks park on readiness), "on" (a call tries
+ * the syscall first unless a read drained the socket), "submit" (the default: a would-be
+ * blocking read or write is submitted without a try; mio_driver/README.md has the numbers). */
 enum { COHO__OPS_OFF = 0, COHO__OPS_ON = 1, COHO__OPS_SUBMIT = 2 };
 
 typedef struct coho__op coho__op_t;

@@ -333,10 +333,10 @@ static int ops_mode_from_env(void)
 {
     const char *e = getenv("COHO_URING_OPS");
 
-    if (e == NULL || e[0] == '\0' || strcmp(e, "on") == 0)
+    if (e == NULL || e[0] == '\0' || strcmp(e, "submit") == 0)
+        return COHO__OPS_SUBMIT; /* the default: measured, mio_driver/README.md */
+    if (strcmp(e, "on") == 0)
         return COHO__OPS_ON;
-    if (strcmp(e, "submit") == 0)
-        return COHO__OPS_SUBMIT;
     return COHO__OPS_OFF; /* "off", "0", anything else */
 }
 
