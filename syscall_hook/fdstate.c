@@ -238,8 +238,9 @@ static void fd_on_event(coho__io_t *io, unsigned events)
 typedef struct ring_wait {
     coho__fd_waiter_t w;
     coho__op_t op;
-    bool done;   /* the operation's completion arrived */
-    bool closed; /* a close cancelled it */
+    bool done;      /* the operation's completion arrived */
+    bool closed;    /* a close cancelled it */
+    bool cancelled; /* its IORING_OP_ASYNC_CANCEL is queued */
 } ring_wait_t;
 
 /* Stops `r`'s registration and wakes everything parked on it with -EBADF. On `r`'s thread. */
@@ -269,7 +270,7 @@ static void reg_stop(coho__fd_reg_t *r)
             ring_wait_t *rw = coho_container_of(w, ring_wait_t, w);
 
             rw->closed = true;
-            coho__op_cancel(r->drv, &rw->op, true);
+            rw->cancelled = coho__op_cancel(r->drv, &rw->op, true) == 0;
         }
         coho__co_wake(w->co_id, w->token, -EBADF);
     }
@@ -817,12 +818,14 @@ ssize_t coho__fd_ring_io(coho__fd_reg_t *r, int kind, void *buf, size_t len, int
     rw.op.data = &rw;
     rw.done = false;
     rw.closed = false;
+    rw.cancelled = false;
     rc = coho__op_submit(drv, &rw.op, kind, f->fd, buf, len, flags);
     if (rc < 0)
         return -EOPNOTSUPP;
     rw.w.co_id = coho__co_self_id();
     rw.w.token = coho__co_block_prepare();
-    coho__co_wait_note(kind == COHO__OP_RECV ? "recv fd=" : "send fd=", f->fd);
+    /* the labels of readiness waits: the dump and parks_io count them the same way */
+    coho__co_wait_note(fd_wait_what(kind == COHO__OP_RECV ? COHO__EV_READ : COHO__EV_WRITE), f->fd);
     rw.w.events = COHO__FD_WAIT_RING;
     coho_list_push_back(&r->waiters, &rw.w.link);
     rc = coho__co_block(timeout_ms);
@@ -830,15 +833,18 @@ ssize_t coho__fd_ring_io(coho__fd_reg_t *r, int kind, void *buf, size_t len, int
     if (!rw.done) {
         /* Timed out, cancelled or closed: the kernel still owns `buf`. Cancel the operation
          * (a close did already) and wait for its completion, whatever else happens. */
-        if (!rw.closed)
-            coho__op_cancel(drv, &rw.op, false);
         while (!rw.done) {
-            if (coho_is_cancelled()) {
-                coho_yield(); /* a park would return ECANCELED at once */
+            if (!rw.cancelled)
+                rw.cancelled = coho__op_cancel(drv, &rw.op, false) == 0;
+            if (!rw.cancelled || coho_is_cancelled()) {
+                /* A park would return ECANCELED at once; a cancel the full SQ refused is
+                 * tried again after the loop has run. */
+                coho_yield();
                 continue;
             }
             rw.w.token = coho__co_block_prepare();
-            coho__co_wait_note("cancel fd=", f->fd);
+            coho__co_wait_note(fd_wait_what(kind == COHO__OP_RECV ? COHO__EV_READ : COHO__EV_WRITE),
+                               f->fd);
             if (rw.done)
                 break;
             (void)coho__co_block(-1);

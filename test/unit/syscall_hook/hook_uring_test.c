@@ -76,6 +76,14 @@ static uint64_t ring_ops(void)
     return st.ring_ops;
 }
 
+static uint64_t parks_io(void)
+{
+    coho_sched_stats_t st;
+
+    coho_sched_get_stats(coho_sched_current(), &st);
+    return st.parks_io;
+}
+
 struct pair {
     int fd[2];
     unsigned delay_ms;
@@ -106,15 +114,17 @@ static void recv_body(void *arg)
 {
     struct pair p = {.delay_ms = 20, .bytes = "hello", .len = 5, .close_fd = -1};
     char buf[64];
-    uint64_t before;
+    uint64_t before, parks;
     ssize_t n;
 
     (void)arg;
     CO_CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, p.fd) == 0);
     before = ring_ops();
+    parks = parks_io();
     coho_spawn(coho_sched_current(), sender, &p);
     n = recv(p.fd[0], buf, sizeof(buf), 0);
     CO_CHECK(n == 5);
+    CO_CHECK(parks_io() > parks); /* a ring wait counts as an io park */
     CO_CHECK(n == 5 && memcmp(buf, "hello", 5) == 0);
     CO_CHECK(ring_ops() > before);
     /* drained now: the next read goes to the ring at once, read() too */
