@@ -90,7 +90,9 @@ void coho__driver_counts(const coho__driver_t *d, size_t *fds, size_t *timers);
  * op whose slot and generation it names. Every SQE queued in a loop iteration goes to the
  * kernel in the iteration's one io_uring_enter. The caller keeps `op` and its buffer alive and
  * untouched until `cb` ran, cancelled or not: the kernel may write into the buffer until then. */
-enum { COHO__OP_RECV = 1, COHO__OP_SEND = 2 };
+/* RECVMSG/SENDMSG: `buf` is a struct msghdr (its iovecs) that stays the caller's until cb ran;
+ * `len` is unused. */
+enum { COHO__OP_RECV = 1, COHO__OP_SEND = 2, COHO__OP_RECVMSG = 3, COHO__OP_SENDMSG = 4 };
 /* COHO_URING_OPS: "off" (no ring operations: the hooks park on readiness), "on" (a call tries
  * the syscall first unless a read drained the socket), "submit" (the default: a would-be
  * blocking read or write is submitted without a try; mio_driver/README.md has the numbers). */

@@ -352,10 +352,17 @@ static int op_queue(struct coho__uring *u, coho__op_t *op, uint32_t idx)
         sl->gen = 1;
     sl->op = op;
     op->ud_ = (uint64_t)idx | URING_OP_BIT | ((uint64_t)sl->gen << 32);
-    sqe->opcode = op->kind_ == COHO__OP_RECV ? IORING_OP_RECV : IORING_OP_SEND;
+    static const uint8_t opcode[] = {
+        [COHO__OP_RECV] = IORING_OP_RECV,
+        [COHO__OP_SEND] = IORING_OP_SEND,
+        [COHO__OP_RECVMSG] = IORING_OP_RECVMSG,
+        [COHO__OP_SENDMSG] = IORING_OP_SENDMSG,
+    };
+
+    sqe->opcode = opcode[op->kind_];
     sqe->fd = op->fd_;
     sqe->addr = (uint64_t)(uintptr_t)op->buf_;
-    sqe->len = op->len_;
+    sqe->len = op->kind_ >= COHO__OP_RECVMSG ? 1 : op->len_;
     sqe->msg_flags = (uint32_t)op->flags_;
     sqe->user_data = op->ud_;
     u->sq_tail++;
@@ -380,7 +387,8 @@ int coho__op_submit(coho__driver_t *d, coho__op_t *op, int kind, int fd, void *b
     uint32_t idx;
     int rc;
 
-    if (coho__driver_ops_mode(d) == COHO__OPS_OFF)
+    if (coho__driver_ops_mode(d) == COHO__OPS_OFF || kind < COHO__OP_RECV ||
+        kind > COHO__OP_SENDMSG)
         return -EOPNOTSUPP;
     u = d->uring;
     if (u->ops_free != URING_NO_SLOT) {

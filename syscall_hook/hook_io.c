@@ -316,16 +316,19 @@ static inline bool io_ringable(const coho__fd_reg_t *r, const struct io_args *a)
 {
     return r->ring != COHO__OPS_OFF && !(a->flags & IO_RING_FLAGS_BAD) &&
            !(r->sticky & COHO__EV_PRI) &&
-           (a->kind == OP_READ || a->kind == OP_RECV || a->kind == OP_WRITE || a->kind == OP_SEND);
+           (a->kind == OP_READ || a->kind == OP_RECV || a->kind == OP_WRITE || a->kind == OP_SEND ||
+            a->kind == OP_READV || a->kind == OP_WRITEV);
 }
 
 /* A call that would block, made as a ring operation (the io_uring backend, a stream socket, a
- * plain buffer) within the deadline. Returns bytes or -errno as io_once and io_wait do
+ * plain buffer or readv/writev's iovecs) within the deadline. Returns bytes or -errno as io_once
+ * and io_wait do
  * (-ETIMEDOUT, -ECANCELED, -EBADF: then `r` must not be touched again), or -EOPNOTSUPP when
  * the call must go the readiness way. */
 static ssize_t io_ring(coho__fd_reg_t *r, struct io_args *a, int64_t deadline)
 {
-    bool rd = a->kind == OP_READ || a->kind == OP_RECV;
+    bool rd = io_is_read(a->kind);
+    struct msghdr m;
     int64_t left;
     ssize_t n;
 
@@ -334,9 +337,18 @@ static ssize_t io_ring(coho__fd_reg_t *r, struct io_args *a, int64_t deadline)
     left = deadline < 0 ? -1 : coho__hook_remaining(deadline, coho__hook_now_ms());
     if (deadline >= 0 && left == 0)
         return -ETIMEDOUT;
-    n = coho__fd_ring_io(r, rd ? COHO__OP_RECV : COHO__OP_SEND, a->buf, a->len,
-                         a->kind == OP_READ || a->kind == OP_WRITE ? 0 : a->flags & ~MSG_WAITALL,
-                         left);
+    if (a->kind == OP_READV || a->kind == OP_WRITEV) {
+        /* readv/writev on a socket are recvmsg/sendmsg with the iovecs and no flags; `m` lives
+         * until the operation's completion (coho__fd_ring_io waits for it). */
+        memset(&m, 0, sizeof(m));
+        m.msg_iov = (struct iovec *)a->iov;
+        m.msg_iovlen = (size_t)a->iovcnt;
+        n = coho__fd_ring_io(r, rd ? COHO__OP_RECVMSG : COHO__OP_SENDMSG, &m, 0, 0, left);
+    } else {
+        n = coho__fd_ring_io(
+            r, rd ? COHO__OP_RECV : COHO__OP_SEND, a->buf, a->len,
+            a->kind == OP_READ || a->kind == OP_WRITE ? 0 : a->flags & ~MSG_WAITALL, left);
+    }
     if (n == -EAGAIN)
         return -EOPNOTSUPP; /* not taken by a forked child's ring: the readiness way */
     /* io_uring sends with MSG_NOSIGNAL; the call the user made raises SIGPIPE on this thread

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -326,6 +327,75 @@ static void uring_partial_writes_go_out_whole(void **state)
     run_case(big_body, NULL);
 }
 
+/* readv/writev go through the ring as recvmsg/sendmsg: a readv that would block gets the
+ * bytes spread over its iovecs; a writev larger than the socket buffer goes out whole. */
+static void vec_reader(void *arg)
+{
+    int fd = *(int *)arg;
+    unsigned char *buf = malloc(65536);
+    size_t got = 0;
+    ssize_t n;
+
+    while (buf != NULL && got < BIG) {
+        struct iovec v[2] = {{buf, 1000}, {buf + 1000, 64536}};
+
+        n = readv(fd, v, 2);
+        CO_CHECK(n > 0);
+        if (n <= 0)
+            break;
+        for (ssize_t i = 0; i < n; i++)
+            if (buf[i] != (unsigned char)((got + (size_t)i) * 7)) {
+                CO_CHECK(!"byte out of order");
+                n = -1;
+                break;
+            }
+        if (n < 0)
+            break;
+        got += (size_t)n;
+        coho_sleep_ms(got % (512 * 1024) < 65536 ? 1 : 0);
+    }
+    CO_CHECK(got == BIG);
+    free(buf);
+}
+
+static void vec_body(void *arg)
+{
+    struct pair p = {.delay_ms = 20, .bytes = "hello world", .len = 11, .close_fd = -1};
+    char a[5], b[16];
+    struct iovec v[2] = {{a, sizeof(a)}, {b, sizeof(b)}};
+    unsigned char *data = malloc(BIG);
+    uint64_t before;
+    ssize_t n;
+
+    (void)arg;
+    CO_CHECK(data != NULL);
+    if (data == NULL)
+        return;
+    CO_CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, p.fd) == 0);
+    before = ring_ops();
+    coho_spawn(coho_sched_current(), sender, &p);
+    n = readv(p.fd[0], v, 2);
+    CO_CHECK(n == 11 && memcmp(a, "hello", 5) == 0 && memcmp(b, " world", 6) == 0);
+    CO_CHECK(ring_ops() > before);
+    for (size_t i = 0; i < BIG; i++)
+        data[i] = (unsigned char)(i * 7);
+    coho_spawn(coho_sched_current(), vec_reader, &p.fd[1]);
+    before = ring_ops();
+    struct iovec w[2] = {{data, 12345}, {data + 12345, BIG - 12345}};
+    CO_CHECK(writev(p.fd[0], w, 2) == (ssize_t)BIG);
+    CO_CHECK(ring_ops() > before);
+    coho_sleep_ms(50);
+    close(p.fd[0]);
+    close(p.fd[1]);
+    free(data);
+}
+
+static void uring_readv_and_writev_go_through_the_ring(void **state)
+{
+    (void)state;
+    run_case(vec_body, NULL);
+}
+
 /* A send parked in the ring when the peer goes: EPIPE and SIGPIPE as from the kernel (io_uring
  * itself sends with MSG_NOSIGNAL). */
 static volatile sig_atomic_t pipes;
@@ -381,6 +451,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(uring_close_from_another_coroutine_wakes_with_ebadf),
         cmocka_unit_test(uring_cancel_of_a_parked_recv),
         cmocka_unit_test(uring_partial_writes_go_out_whole),
+        cmocka_unit_test(uring_readv_and_writev_go_through_the_ring),
         cmocka_unit_test(uring_send_to_a_gone_peer_raises_sigpipe),
     };
 
