@@ -464,16 +464,18 @@ static ssize_t io_blocking(coho__fd_t *f, coho__fd_reg_t *r, struct io_args *a, 
     wait:
         if (in_co && !f->keep_mode) {
             n = io_ring(r, a, deadline);
-            if (n != -EOPNOTSUPP) {
+            if (n == -EOPNOTSUPP && (untried || io_ringable(r, a))) {
+                /* Not tried yet, refused (full SQ) or handed back by a forked child's ring:
+                 * the edge a wait would need may have passed, so the syscall first. */
+                untried = false;
+                n = io_once(f->fd, a);
+            }
+            if (n != -EOPNOTSUPP && n != -EAGAIN) {
                 if (n >= 0)
                     goto got;
                 /* A timeout reports EAGAIN, as the kernel does for SO_RCVTIMEO/SO_SNDTIMEO. */
                 ret = n == -ETIMEDOUT ? -EAGAIN : n;
                 goto out_err;
-            }
-            if (untried) {
-                untried = false;
-                continue; /* not taken by the ring: the syscall first */
             }
         }
         rc = io_wait(f->fd, r, ev, deadline);
@@ -532,8 +534,16 @@ __attribute__((hot)) static ssize_t io_fast(coho__fd_reg_t *r, struct io_args *a
                 if (n == -ETIMEDOUT)
                     return -EAGAIN;
                 if (n == -EBADF)
-                    return n;     /* `r` may be gone */
-                skip_try = false; /* not taken: after the wait, the syscall */
+                    return n; /* `r` may be gone */
+                skip_try = false;
+                if (n == -EOPNOTSUPP && io_ringable(r, a)) {
+                    /* Refused (full SQ) or handed back by a forked child's ring: the edge
+                     * this read waited for may have passed, so the syscall before a wait. */
+                    n = a->kind == OP_READ ? coho__sys.read(f->fd, a->buf, a->len)
+                                           : coho__sys.recv(f->fd, a->buf, a->len, a->flags);
+                    if (n < 0)
+                        n = -errno;
+                }
             }
             if (n != -EAGAIN && n != -EOPNOTSUPP) {
                 io_note_read(r, a, n);

@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -396,6 +397,60 @@ static void uring_readv_and_writev_go_through_the_ring(void **state)
     run_case(vec_body, NULL);
 }
 
+/* fork while a coroutine waits in a ring recv: the child's new ring takes the operation again
+ * and the child's copy of the coroutine gets the byte the child sends; the parent's operation
+ * (its task work runs only in its own io_uring_enter, not while it sits in waitpid) still
+ * waits and gets the parent's byte. The child's send is MSG_DONTWAIT (never a ring operation),
+ * so its ring_ops counts the victim's completion alone. */
+struct fork_ctx {
+    int fd[2];
+    char got;
+    ssize_t n;
+};
+
+static void fork_victim(void *arg)
+{
+    struct fork_ctx *c = arg;
+
+    c->n = recv(c->fd[0], &c->got, 1, 0);
+}
+
+static void fork_body(void *arg)
+{
+    struct fork_ctx c = {.got = 0, .n = -2};
+    uint64_t id;
+    pid_t pid;
+    int status = -1;
+
+    (void)arg;
+    CO_CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, c.fd) == 0);
+    id = coho_spawn(coho_sched_current(), fork_victim, &c);
+    coho_sleep_ms(20); /* the victim's recv is in the ring */
+    pid = fork();
+    CO_CHECK(pid >= 0);
+    if (pid == 0) {
+        uint64_t before = ring_ops();
+        int ok;
+
+        ok = send(c.fd[1], "c", 1, MSG_DONTWAIT) == 1 && coho_join(id, 2000) == 0 && c.n == 1 &&
+             c.got == 'c' && ring_ops() > before;
+        _exit(ok ? 0 : 1);
+    }
+    CO_CHECK(waitpid(pid, &status, 0) == pid);
+    CO_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CO_CHECK(send(c.fd[1], "p", 1, 0) == 1);
+    CO_CHECK(coho_join(id, 2000) == 0);
+    CO_CHECK(c.n == 1 && c.got == 'p');
+    close(c.fd[0]);
+    close(c.fd[1]);
+}
+
+static void uring_forked_child_submits_a_waiting_recv_again(void **state)
+{
+    (void)state;
+    run_case(fork_body, NULL);
+}
+
 /* A send parked in the ring when the peer goes: EPIPE and SIGPIPE as from the kernel (io_uring
  * itself sends with MSG_NOSIGNAL). */
 static volatile sig_atomic_t pipes;
@@ -452,6 +507,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(uring_cancel_of_a_parked_recv),
         cmocka_unit_test(uring_partial_writes_go_out_whole),
         cmocka_unit_test(uring_readv_and_writev_go_through_the_ring),
+        cmocka_unit_test(uring_forked_child_submits_a_waiting_recv_again),
         cmocka_unit_test(uring_send_to_a_gone_peer_raises_sigpipe),
     };
 
