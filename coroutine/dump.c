@@ -145,5 +145,6 @@ int coho_sched_get_stats(const coho_sched_t *s, coho_sched_stats_t *out)
     out->wakes = s->wakes;
     out->polls = s->polls;
     out->timer_fires = coho__driver_timers_fired(s->driver);
+    out->ring_ops = coho__driver_ring_ops(s->driver);
     return 0;
 }

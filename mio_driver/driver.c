@@ -571,6 +571,17 @@ int coho__driver_run_once(coho__driver_t *d, int timeout_ms)
     d->in_loop = true;
     d->ncb = 0;
     d->now_ns = coho__mono_ns();
+    if (d->n_op_deferred != 0) {
+        /* a forked child's ring operations that could not be submitted again: -EAGAIN */
+        for (size_t i = 0; i < d->n_op_deferred; i++) {
+            d->ncb++;
+            d->op_deferred[i]->cb(d->op_deferred[i]);
+        }
+        free(d->op_deferred);
+        d->op_deferred = NULL;
+        d->n_op_deferred = 0;
+        timeout_ms = 0;
+    }
     n = coho__poller_wait(d, loop_wait_ns(d, timeout_ms));
     d->now_ns = coho__mono_ns();
     for (int i = 0; i < n; i++) {
@@ -752,6 +763,7 @@ void coho__driver_destroy(coho__driver_t *d)
     coho_list_del(&d->all_link);
     pthread_mutex_unlock(&all_mu);
     coho__poller_close(d);
+    free(d->op_deferred);
     coho__wheel_destroy(&d->wheel);
     while (d->group_free != NULL) {
         coho__tgroup_t *g = d->group_free;

@@ -83,6 +83,54 @@ uint64_t coho__driver_update_now(coho__driver_t *d);
  * timers armed. O(highest fd registered so far); the loop's thread. */
 void coho__driver_counts(const coho__driver_t *d, size_t *fds, size_t *timers);
 
+/* ---- operations through the io_uring ring (the io_uring backend only) ----
+ * A socket call submitted as an SQE (IORING_OP_RECV / IORING_OP_SEND) whose completion runs
+ * `cb` once, on the driver's thread, from inside the loop's wait, with `res` set (bytes or
+ * -errno). `user_data` is a slot index and a generation: a completion is delivered only to the
+ * op whose slot and generation it names. Every SQE queued in a loop iteration goes to the
+ * kernel in the iteration's one io_uring_enter. The caller keeps `op` and its buffer alive and
+ * untouched until `cb` ran, cancelled or not: the kernel may write into the buffer until then. */
+/* RECVMSG/SENDMSG: `buf` is a struct msghdr (its iovecs) that stays the caller's until cb ran;
+ * `len` is unused. */
+enum { COHO__OP_RECV = 1, COHO__OP_SEND = 2, COHO__OP_RECVMSG = 3, COHO__OP_SENDMSG = 4 };
+/* COHO_URING_OPS: "off" (no ring operations: the hooks park on readiness), "on" (a call tries
+ * the syscall first unless a read drained the socket), "submit" (the default: a would-be
+ * blocking read or write is submitted without a try; mio_driver/README.md has the numbers). */
+enum { COHO__OPS_OFF = 0, COHO__OPS_ON = 1, COHO__OPS_SUBMIT = 2 };
+
+typedef struct coho__op coho__op_t;
+typedef void (*coho__op_fn)(coho__op_t *op);
+
+struct coho__op { /* cb and data are the caller's; res is set before cb runs */
+    coho__op_fn cb;
+    void *data;
+    int32_t res;
+    /* driver-private: the request (re-submitted by a forked child) and its user_data */
+    uint8_t kind_;
+    int fd_;
+    void *buf_;
+    uint32_t len_;
+    int flags_;
+    uint64_t ud_;
+};
+
+/* What the driver offers: COHO__OPS_OFF (epoll, or COHO_URING_OPS=off), _ON or _SUBMIT. */
+int coho__driver_ops_mode(const coho__driver_t *d);
+
+/* Queues `kind` on `fd` (`len` clamped to INT32_MAX: a short transfer). 0, -EOPNOTSUPP (no ring
+ * operations on this driver), -EAGAIN (the SQ stays full), -ENOMEM. */
+int coho__op_submit(coho__driver_t *d, coho__op_t *op, int kind, int fd, void *buf, size_t len,
+                    int msg_flags);
+
+/* Queues an IORING_OP_ASYNC_CANCEL for `op` (submitted, its cb not run yet); `now`: hand it to
+ * the kernel at once (a close follows and must find the file's reference dropped). The op's cb
+ * still runs once: with -ECANCELED if the cancel won, with its result if the op completed
+ * first. Returns 0 or -errno (the op then completes on its own). */
+int coho__op_cancel(coho__driver_t *d, coho__op_t *op, bool now);
+
+/* Operations completed through the ring since the driver was created. Loop thread. */
+uint64_t coho__driver_ring_ops(const coho__driver_t *d);
+
 /* ---- timers (hierarchical wheel on CLOCK_MONOTONIC; see mio_driver/README.md) ---- */
 typedef struct coho__timer coho__timer_t;
 typedef void (*coho__timer_fn)(coho__timer_t *t);

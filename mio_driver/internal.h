@@ -63,6 +63,10 @@ struct coho__driver {
     int backend; /* COHO__BACKEND_EPOLL or COHO__BACKEND_IO_URING, decided at create */
     int epfd;
     struct coho__uring *uring; /* the io_uring backend's state, NULL with epoll */
+    /* ring operations a forked child could not submit again: completed with -EAGAIN by the
+     * next run_once, on the driver's thread */
+    coho__op_t **op_deferred;
+    size_t n_op_deferred;
     int maxevents;
     void *events; /* struct epoll_event[maxevents] */
     coho__fdslot_t *fds;

@@ -32,12 +32,24 @@
 #include <unistd.h>
 
 #include "base_struct/sys.h"
+#include "coho/log.h"
 #include "mio_driver/internal.h"
 
 #define URING_SQ_ENTRIES  512
 #define URING_CQ_ENTRIES  8192
 #define URING_MAX_EVENTS  256
 #define URING_UD_INTERNAL 0 /* removals and NOPs: never a registration (sequences start at 1) */
+/* An operation's user_data: slot index | URING_OP_BIT, generation << 32. Poll registrations
+ * carry an fd number there, always below URING_FD_LIMIT. */
+#define URING_OP_BIT   (UINT64_C(1) << 30)
+#define URING_FD_LIMIT (1 << 30)
+#define URING_OPS_MAX  (1u << 22)
+
+typedef struct uop_slot {
+    coho__op_t *op; /* in flight, or NULL (free) */
+    uint32_t gen;   /* bumped at every use: a stale completion never matches */
+    uint32_t next;  /* free list */
+} uop_slot_t;
 
 typedef struct ufd {
     uint64_t udata;   /* user_data of the registration's poll, 0: none */
@@ -64,7 +76,14 @@ struct coho__uring {
     ufd_t *fds;
     size_t nfds;
     uint32_t seq;
+    /* operations (coho__op_submit): slots, a free list through uop_slot_t.next */
+    uop_slot_t *ops;
+    uint32_t nops, ops_cap, ops_free, ops_live;
+    uint64_t ring_ops; /* operations completed */
+    int ops_mode;      /* COHO__OPS_* from $COHO_URING_OPS */
 };
+
+#define URING_NO_SLOT UINT32_MAX
 
 static int sys_setup(unsigned entries, struct io_uring_params *p)
 {
@@ -310,6 +329,143 @@ static int fds_reserve(struct coho__uring *u, int fd)
     return 0;
 }
 
+static int ops_mode_from_env(void)
+{
+    const char *e = getenv("COHO_URING_OPS");
+
+    if (e == NULL || e[0] == '\0' || strcmp(e, "submit") == 0)
+        return COHO__OPS_SUBMIT; /* the default: measured, mio_driver/README.md */
+    if (strcmp(e, "on") == 0)
+        return COHO__OPS_ON;
+    return COHO__OPS_OFF; /* "off", "0", anything else */
+}
+
+/* Queues the SQE of `op` under a fresh generation of slot `idx`. */
+static int op_queue(struct coho__uring *u, coho__op_t *op, uint32_t idx)
+{
+    struct io_uring_sqe *sqe = sqe_get(u);
+    uop_slot_t *sl = &u->ops[idx];
+
+    if (sqe == NULL)
+        return -EAGAIN;
+    if (++sl->gen == 0)
+        sl->gen = 1;
+    sl->op = op;
+    op->ud_ = (uint64_t)idx | URING_OP_BIT | ((uint64_t)sl->gen << 32);
+    static const uint8_t opcode[] = {
+        [COHO__OP_RECV] = IORING_OP_RECV,
+        [COHO__OP_SEND] = IORING_OP_SEND,
+        [COHO__OP_RECVMSG] = IORING_OP_RECVMSG,
+        [COHO__OP_SENDMSG] = IORING_OP_SENDMSG,
+    };
+
+    sqe->opcode = opcode[op->kind_];
+    sqe->fd = op->fd_;
+    sqe->addr = (uint64_t)(uintptr_t)op->buf_;
+    sqe->len = op->kind_ >= COHO__OP_RECVMSG ? 1 : op->len_;
+    sqe->msg_flags = (uint32_t)op->flags_;
+    sqe->user_data = op->ud_;
+    u->sq_tail++;
+    return 0;
+}
+
+int coho__driver_ops_mode(const coho__driver_t *d)
+{
+    return d->backend == COHO__BACKEND_IO_URING && d->uring != NULL ? d->uring->ops_mode
+                                                                    : COHO__OPS_OFF;
+}
+
+uint64_t coho__driver_ring_ops(const coho__driver_t *d)
+{
+    return d->backend == COHO__BACKEND_IO_URING && d->uring != NULL ? d->uring->ring_ops : 0;
+}
+
+int coho__op_submit(coho__driver_t *d, coho__op_t *op, int kind, int fd, void *buf, size_t len,
+                    int msg_flags)
+{
+    struct coho__uring *u;
+    uint32_t idx;
+    int rc;
+
+    if (coho__driver_ops_mode(d) == COHO__OPS_OFF || kind < COHO__OP_RECV ||
+        kind > COHO__OP_SENDMSG)
+        return -EOPNOTSUPP;
+    u = d->uring;
+    if (u->ops_free != URING_NO_SLOT) {
+        idx = u->ops_free;
+        u->ops_free = u->ops[idx].next;
+    } else {
+        if (u->nops >= URING_OPS_MAX)
+            return -EAGAIN;
+        if (u->nops == u->ops_cap) {
+            uint32_t cap = u->ops_cap ? u->ops_cap * 2 : 64;
+            uop_slot_t *n = realloc(u->ops, cap * sizeof(*n));
+
+            if (n == NULL)
+                return -ENOMEM;
+            memset(n + u->ops_cap, 0, (cap - u->ops_cap) * sizeof(*n));
+            u->ops = n;
+            u->ops_cap = cap;
+        }
+        idx = u->nops++;
+    }
+    op->kind_ = (uint8_t)kind;
+    op->fd_ = fd;
+    op->buf_ = buf;
+    op->len_ = len > INT32_MAX ? INT32_MAX : (uint32_t)len;
+    op->flags_ = msg_flags;
+    if ((rc = op_queue(u, op, idx)) < 0) {
+        op->ud_ = 0;
+        u->ops[idx].next = u->ops_free;
+        u->ops_free = idx;
+        return rc;
+    }
+    u->ops_live++;
+    return 0;
+}
+
+int coho__op_cancel(coho__driver_t *d, coho__op_t *op, bool now)
+{
+    struct coho__uring *u = d->uring;
+    struct io_uring_sqe *sqe;
+
+    if (u == NULL || op->ud_ == 0)
+        return -ENOENT;
+    if ((sqe = sqe_get(u)) == NULL)
+        return -EAGAIN;
+    sqe->opcode = IORING_OP_ASYNC_CANCEL;
+    sqe->fd = -1;
+    sqe->addr = op->ud_;
+    sqe->user_data = URING_UD_INTERNAL;
+    u->sq_tail++;
+    if (now)
+        ring_enter(u, 0, IORING_ENTER_GETEVENTS, NULL, 0);
+    return 0;
+}
+
+/* The completion of an operation: delivered to its op if the slot's generation matches. */
+static void op_complete(struct coho__uring *u, uint64_t ud, int32_t res)
+{
+    uint32_t idx = (uint32_t)(ud & (URING_OP_BIT - 1));
+    uop_slot_t *sl;
+    coho__op_t *op;
+
+    if (idx >= u->nops)
+        return;
+    sl = &u->ops[idx];
+    op = sl->op;
+    if (op == NULL || sl->gen != (uint32_t)(ud >> 32) || op->ud_ != ud)
+        return;
+    sl->op = NULL;
+    sl->next = u->ops_free;
+    u->ops_free = idx;
+    u->ops_live--;
+    u->ring_ops++;
+    op->ud_ = 0;
+    op->res = res;
+    op->cb(op);
+}
+
 int coho__uring_init(coho__driver_t *d)
 {
     struct coho__uring *u = calloc(1, sizeof(*u));
@@ -330,6 +486,8 @@ int coho__uring_init(coho__driver_t *d)
         return -ENOMEM;
     }
     d->maxevents = URING_MAX_EVENTS;
+    u->ops_free = URING_NO_SLOT;
+    u->ops_mode = ops_mode_from_env();
     d->uring = u;
     return 0;
 }
@@ -340,7 +498,7 @@ int coho__uring_ctl(coho__driver_t *d, int op, int fd, uint32_t ev, uint64_t dat
     ufd_t *s;
     int rc;
 
-    if (fd < 0)
+    if (fd < 0 || fd >= URING_FD_LIMIT)
         return -EBADF;
     if ((rc = fds_reserve(u, fd)) < 0)
         return rc;
@@ -421,6 +579,11 @@ int coho__uring_wait(coho__driver_t *d, int64_t timeout_ns)
         ufd_t *s;
 
         head++;
+        if (ud != URING_UD_INTERNAL && (ud & URING_OP_BIT) && !(ud & URING_PRI_BIT)) {
+            /* Its callback may queue SQEs (a cancel, the next operation): no system call. */
+            op_complete(u, ud, res);
+            continue;
+        }
         if (ud != URING_UD_INTERNAL && (ud & URING_PRI_BIT)) {
             fd &= ~(uint32_t)URING_PRI_BIT;
             if (fd >= u->nfds || u->fds[fd].udata != (ud & ~URING_PRI_BIT))
@@ -478,11 +641,30 @@ void coho__uring_close(coho__driver_t *d)
         if (u->fd >= 0)
             coho__sys_base.close(u->fd);
         free(u->fds);
+        free(u->ops);
         free(u);
     }
     d->uring = NULL;
     free(d->events);
     d->events = NULL;
+}
+
+/* In a forked child, an operation that cannot be submitted again: it completes with -EAGAIN
+ * (its caller retries the call) at the driver's next iteration, on its own thread. The
+ * fork handler runs on the forking thread, which may not be the driver's. */
+static void op_defer(coho__driver_t *d, coho__op_t *op)
+{
+    coho__op_t **n = realloc(d->op_deferred, (d->n_op_deferred + 1) * sizeof(*n));
+
+    op->ud_ = 0;
+    op->res = -EAGAIN;
+    if (n == NULL) {
+        coho_log_error("mio_driver: fork child: out of memory for an operation's completion; "
+                       "its coroutine stays parked");
+        return;
+    }
+    d->op_deferred = n;
+    n[d->n_op_deferred++] = op;
 }
 
 int coho__uring_fork_child(coho__driver_t *d)
@@ -496,8 +678,31 @@ int coho__uring_fork_child(coho__driver_t *d)
         coho__sys_base.close(u->fd);
     u->fd = -1;
     memset(u->fds, 0, u->nfds * sizeof(*u->fds));
-    if ((rc = ring_setup(u)) == 0)
+    if ((rc = ring_setup(u)) == 0) {
+        /* The operations the parent had in flight wait here too: submit them again. */
+        for (uint32_t i = 0; i < u->nops; i++) {
+            coho__op_t *op = u->ops[i].op;
+
+            if (op != NULL && op_queue(u, op, i) < 0) {
+                u->ops[i].op = NULL;
+                u->ops[i].next = u->ops_free;
+                u->ops_free = i;
+                u->ops_live--;
+                op_defer(d, op);
+            }
+        }
         return 0;
+    }
+    /* No ring for the child: what waited on one retries its call (the hooks park on readiness). */
+    for (uint32_t i = 0; i < u->nops; i++) {
+        coho__op_t *op = u->ops[i].op;
+
+        if (op != NULL) {
+            u->ops[i].op = NULL;
+            op_defer(d, op);
+        }
+    }
+    free(u->ops);
     free(u->fds);
     free(u);
     d->uring = NULL;

@@ -220,8 +220,12 @@ static void fd_on_event(coho__io_t *io, unsigned events)
     coho_list_for_each_safe(pos, tmp, &r->waiters)
     {
         coho__fd_waiter_t *w = coho_list_entry(pos, coho__fd_waiter_t, link);
-        bool hit = (w->events & events) != 0 || (events & bad) != 0 ||
-                   ((w->events & COHO__EV_READ) && (events & (COHO__EV_RDHUP | COHO__EV_PRI)));
+        bool hit;
+
+        if (w->events & COHO__FD_WAIT_RING)
+            continue; /* its operation's completion wakes it */
+        hit = (w->events & events) != 0 || (events & bad) != 0 ||
+              ((w->events & COHO__EV_READ) && (events & (COHO__EV_RDHUP | COHO__EV_PRI)));
 
         if (hit) {
             coho_list_del(&w->link);
@@ -229,6 +233,15 @@ static void fd_on_event(coho__io_t *io, unsigned events)
         }
     }
 }
+
+/* A coroutine waiting in coho__fd_ring_io (on its stack). */
+typedef struct ring_wait {
+    coho__fd_waiter_t w;
+    coho__op_t op;
+    bool done;      /* the operation's completion arrived */
+    bool closed;    /* a close cancelled it */
+    bool cancelled; /* its IORING_OP_ASYNC_CANCEL is queued */
+} ring_wait_t;
 
 /* Stops `r`'s registration and wakes everything parked on it with -EBADF. On `r`'s thread. */
 static void reg_stop(coho__fd_reg_t *r)
@@ -250,6 +263,15 @@ static void reg_stop(coho__fd_reg_t *r)
         coho__fd_waiter_t *w = coho_list_entry(pos, coho__fd_waiter_t, link);
 
         coho_list_del(&w->link);
+        if (w->events & COHO__FD_WAIT_RING) {
+            /* Its operation holds a reference to the file: cancel it now, before the real
+             * close, so the close releases the socket. The coroutine waits for the
+             * operation's completion before it returns. */
+            ring_wait_t *rw = coho_container_of(w, ring_wait_t, w);
+
+            rw->closed = true;
+            rw->cancelled = coho__op_cancel(r->drv, &rw->op, true) == 0;
+        }
         coho__co_wake(w->co_id, w->token, -EBADF);
     }
     for (i = 0; i < 2; i++) {
@@ -401,6 +423,8 @@ static coho__fd_reg_t *fd_reg_get_locked(coho__fd_t *f, int *err)
     r->gen = gen;
     r->kind = f->kind;
     r->keep_mode = f->keep_mode;
+    r->ring = f->kind == COHO__FD_STREAM && !f->keep_mode ? (uint8_t)coho__driver_ops_mode(d)
+                                                          : (uint8_t)COHO__OPS_OFF;
     r->sched = s;
     r->drv = d;
     coho_list_init(&r->waiters);
@@ -767,6 +791,76 @@ int coho__fd_wait(coho__fd_reg_t *r, unsigned events, int64_t timeout_ms)
     if (atomic_load_explicit(&f->gen, memory_order_acquire) != gen0)
         return -EBADF;
     return rc;
+}
+
+/* A ring operation's completion (the driver's thread, inside its wait). */
+static void ring_op_done(coho__op_t *op)
+{
+    ring_wait_t *rw = op->data;
+
+    rw->done = true;
+    coho__co_wake(rw->w.co_id, rw->w.token, 0);
+}
+
+ssize_t coho__fd_ring_io(coho__fd_reg_t *r, int kind, void *buf, size_t len, int flags,
+                         int64_t timeout_ms)
+{
+    coho__fd_t *f = r->f;
+    coho__driver_t *drv = r->drv; /* r may be freed by a close: the driver outlives the park */
+    unsigned gen0 = r->gen;
+    ring_wait_t rw;
+    int rc;
+
+    /* As coho__fd_wait: checks the tenancy and publishes this coroutine's calls so far. */
+    if (atomic_fetch_add_explicit(&f->gen, 0, memory_order_acq_rel) != gen0 || r->released)
+        return -EBADF;
+    rw.op.cb = ring_op_done;
+    rw.op.data = &rw;
+    rw.done = false;
+    rw.closed = false;
+    rw.cancelled = false;
+    rc = coho__op_submit(drv, &rw.op, kind, f->fd, buf, len, flags);
+    if (rc < 0)
+        return -EOPNOTSUPP;
+    rw.w.co_id = coho__co_self_id();
+    rw.w.token = coho__co_block_prepare();
+    /* the labels of readiness waits: the dump and parks_io count them the same way */
+    coho__co_wait_note(fd_wait_what(kind == COHO__OP_RECV ? COHO__EV_READ : COHO__EV_WRITE), f->fd);
+    rw.w.events = COHO__FD_WAIT_RING;
+    coho_list_push_back(&r->waiters, &rw.w.link);
+    rc = coho__co_block(timeout_ms);
+    coho_list_del(&rw.w.link); /* a release unlinked it already; the node is self-linked then */
+    if (!rw.done) {
+        /* Timed out, cancelled or closed: the kernel still owns `buf`. Cancel the operation
+         * (a close did already) and wait for its completion, whatever else happens. */
+        while (!rw.done) {
+            if (!rw.cancelled)
+                rw.cancelled = coho__op_cancel(drv, &rw.op, false) == 0;
+            if (!rw.cancelled || coho_is_cancelled()) {
+                /* A park would return ECANCELED at once; a cancel the full SQ refused is
+                 * tried again after the loop has run. */
+                coho_yield();
+                continue;
+            }
+            rw.w.token = coho__co_block_prepare();
+            coho__co_wait_note(fd_wait_what(kind == COHO__OP_RECV ? COHO__EV_READ : COHO__EV_WRITE),
+                               f->fd);
+            if (rw.done)
+                break;
+            (void)coho__co_block(-1);
+        }
+    }
+    if (rw.op.res != -ECANCELED) {
+        /* It completed on its own: bytes (kept, whatever ended the wait), EOF, or its error;
+         * -EAGAIN (a forked child's ring could not take it) makes the caller retry. */
+        if (rc == 0 || rw.op.res >= 0 || rw.op.res == -EAGAIN)
+            return rw.op.res;
+        return rc;
+    }
+    /* The cancel won: why the wait ended (a cancel no one here asked for: -ECANCELED). */
+    if (rw.closed)
+        return -EBADF;
+    return rc < 0 ? rc : -ECANCELED;
 }
 
 /* True when every installed handler of a signal that can interrupt a call has SA_RESTART: a

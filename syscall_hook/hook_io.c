@@ -16,6 +16,7 @@
 #include <limits.h>
 #include <linux/close_range.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -304,12 +305,70 @@ static bool io_is_socket(const coho__fd_t *f)
     return k == COHO__FD_STREAM || k == COHO__FD_DGRAM || k == COHO__FD_SEQPACKET;
 }
 
+/* Flags a ring operation takes as the syscall would; anything else (out-of-band data, the error
+ * queue, peeks, MSG_DONTWAIT) goes the readiness way. MSG_WAITALL is the caller's loop. */
+#define IO_RING_FLAGS_BAD (MSG_OOB | MSG_PEEK | MSG_ERRQUEUE | MSG_TRUNC | MSG_DONTWAIT)
+
+/* Whether a call that would block goes to the ring: a plain buffer, flags the operation takes
+ * as the syscall would, and no urgent data seen (a read stops at the urgent mark, and only
+ * the readiness way hears of the mark through EPOLLPRI). */
+static inline bool io_ringable(const coho__fd_reg_t *r, const struct io_args *a)
+{
+    return r->ring != COHO__OPS_OFF && !(a->flags & IO_RING_FLAGS_BAD) &&
+           !(r->sticky & COHO__EV_PRI) &&
+           (a->kind == OP_READ || a->kind == OP_RECV || a->kind == OP_WRITE || a->kind == OP_SEND ||
+            a->kind == OP_READV || a->kind == OP_WRITEV);
+}
+
+/* A call that would block, made as a ring operation (the io_uring backend, a stream socket, a
+ * plain buffer or readv/writev's iovecs) within the deadline. Returns bytes or -errno as io_once
+ * and io_wait do
+ * (-ETIMEDOUT, -ECANCELED, -EBADF: then `r` must not be touched again), or -EOPNOTSUPP when
+ * the call must go the readiness way. */
+static ssize_t io_ring(coho__fd_reg_t *r, struct io_args *a, int64_t deadline)
+{
+    bool rd = io_is_read(a->kind);
+    struct msghdr m;
+    int64_t left;
+    ssize_t n;
+
+    if (!io_ringable(r, a))
+        return -EOPNOTSUPP;
+    left = deadline < 0 ? -1 : coho__hook_remaining(deadline, coho__hook_now_ms());
+    if (deadline >= 0 && left == 0)
+        return -ETIMEDOUT;
+    if (a->kind == OP_READV || a->kind == OP_WRITEV) {
+        /* readv/writev on a socket are recvmsg/sendmsg with the iovecs and no flags; `m` lives
+         * until the operation's completion (coho__fd_ring_io waits for it). */
+        memset(&m, 0, sizeof(m));
+        m.msg_iov = (struct iovec *)a->iov;
+        m.msg_iovlen = (size_t)a->iovcnt;
+        n = coho__fd_ring_io(r, rd ? COHO__OP_RECVMSG : COHO__OP_SENDMSG, &m, 0, 0, left);
+    } else {
+        n = coho__fd_ring_io(
+            r, rd ? COHO__OP_RECV : COHO__OP_SEND, a->buf, a->len,
+            a->kind == OP_READ || a->kind == OP_WRITE ? 0 : a->flags & ~MSG_WAITALL, left);
+    }
+    if (n == -EAGAIN)
+        return -EOPNOTSUPP; /* not taken by a forked child's ring: the readiness way */
+    /* io_uring sends with MSG_NOSIGNAL; the call the user made raises SIGPIPE on this thread
+     * (as the kernel does), unless it asked for MSG_NOSIGNAL. */
+    if (n == -EPIPE && !rd && !(a->kind == OP_SEND && (a->flags & MSG_NOSIGNAL)))
+        raise(SIGPIPE);
+    return n;
+}
+
+/* io_blocking's `again` when no syscall was tried (the ring's "submit" mode): if the ring does
+ * not take the call, the syscall comes before any readiness wait. */
+#define IO_SKIPPED_TRY 2
+
 /* The blocking-view engine for an adopted fd: in a coroutine with its
  * registration `r`, or in a plain thread using a managed fd (`r` NULL).
  * `again`: the caller's own first attempt (io_call's fast path) just failed with
  * EAGAIN, so the first step is the wait. Returns bytes or -errno. */
-static ssize_t io_blocking(coho__fd_t *f, coho__fd_reg_t *r, struct io_args *a, bool again)
+static ssize_t io_blocking(coho__fd_t *f, coho__fd_reg_t *r, struct io_args *a, int again)
 {
+    bool untried = again == IO_SKIPPED_TRY;
     bool in_co = r != NULL;
     bool rd = io_is_read(a->kind);
     unsigned ev = rd ? COHO__EV_READ : COHO__EV_WRITE;
@@ -348,6 +407,7 @@ static ssize_t io_blocking(coho__fd_t *f, coho__fd_reg_t *r, struct io_args *a, 
         } else {
             n = io_once(f->fd, a);
         }
+    got:
         if (n >= 0) {
             if (rd && in_co)
                 io_note_read(r, a, n);
@@ -402,6 +462,22 @@ static ssize_t io_blocking(coho__fd_t *f, coho__fd_reg_t *r, struct io_args *a, 
             goto out_err;
         }
     wait:
+        if (in_co && !f->keep_mode) {
+            n = io_ring(r, a, deadline);
+            if (n == -EOPNOTSUPP && (untried || io_ringable(r, a))) {
+                /* Not tried yet, refused (full SQ) or handed back by a forked child's ring:
+                 * the edge a wait would need may have passed, so the syscall first. */
+                untried = false;
+                n = io_once(f->fd, a);
+            }
+            if (n != -EOPNOTSUPP && n != -EAGAIN) {
+                if (n >= 0)
+                    goto got;
+                /* A timeout reports EAGAIN, as the kernel does for SO_RCVTIMEO/SO_SNDTIMEO. */
+                ret = n == -ETIMEDOUT ? -EAGAIN : n;
+                goto out_err;
+            }
+        }
         rc = io_wait(f->fd, r, ev, deadline);
         if (rc < 0) {
             /* A timeout reports EAGAIN, as the kernel does for
@@ -437,10 +513,14 @@ __attribute__((hot)) static ssize_t io_fast(coho__fd_reg_t *r, struct io_args *a
 
     if ((a->kind == OP_READ || a->kind == OP_RECV) &&
         atomic_load_explicit(&r->ofd->rcvtimeo_ms, memory_order_relaxed) < 0) {
+        /* "submit" mode: the read goes to the ring without a try first. */
+        bool skip_try = r->ring == COHO__OPS_SUBMIT && io_ringable(r, a);
+
         /* io_blocking's loop for a read without a deadline, without its set-up. */
         for (;;) {
-            /* Drained: park for the next edge (see io_blocking). */
-            if (r->rd_drained && a->len - 1 < SSIZE_MAX) {
+            /* Drained: park for the next edge (see io_blocking); on the io_uring backend the
+             * read itself is submitted and parks. */
+            if ((r->rd_drained || skip_try) && a->len - 1 < SSIZE_MAX) {
                 n = -EAGAIN;
             } else {
                 /* io_once for the two kinds that come here, without its dispatch */
@@ -449,7 +529,23 @@ __attribute__((hot)) static ssize_t io_fast(coho__fd_reg_t *r, struct io_args *a
                 if (n < 0)
                     n = -errno;
             }
-            if (n != -EAGAIN) {
+            if (n == -EAGAIN && r->ring != COHO__OPS_OFF) {
+                n = io_ring(r, a, -1);
+                if (n == -ETIMEDOUT)
+                    return -EAGAIN;
+                if (n == -EBADF)
+                    return n; /* `r` may be gone */
+                skip_try = false;
+                if (n == -EOPNOTSUPP && io_ringable(r, a)) {
+                    /* Refused (full SQ) or handed back by a forked child's ring: the edge
+                     * this read waited for may have passed, so the syscall before a wait. */
+                    n = a->kind == OP_READ ? coho__sys.read(f->fd, a->buf, a->len)
+                                           : coho__sys.recv(f->fd, a->buf, a->len, a->flags);
+                    if (n < 0)
+                        n = -errno;
+                }
+            }
+            if (n != -EAGAIN && n != -EOPNOTSUPP) {
                 io_note_read(r, a, n);
                 return n;
             }
@@ -467,6 +563,8 @@ __attribute__((hot)) static ssize_t io_fast(coho__fd_reg_t *r, struct io_args *a
         io_note_read(r, a, n);
         return n;
     }
+    if (r->ring == COHO__OPS_SUBMIT && io_ringable(r, a))
+        return io_blocking(f, r, a, IO_SKIPPED_TRY); /* submitted without a try first */
     n = io_once(f->fd, a);
     if (n == -EAGAIN)
         return io_blocking(f, r, a, true);
@@ -572,9 +670,10 @@ __attribute__((noinline)) static ssize_t io_fast_more(coho__fd_reg_t *r, struct 
         more = io_blocking(r->f, r, a, false);
         return coho__posix_ret_keep(more < 0 ? n : n + more, saved);
     }
-    if (io_is_read(a->kind) &&
+    if (io_is_read(a->kind) && r->ring == COHO__OPS_OFF &&
         atomic_load_explicit(&r->ofd->rcvtimeo_ms, memory_order_relaxed) < 0) {
-        /* io_fast's read loop, entered at its wait. */
+        /* io_fast's read loop, entered at its wait. (With ring operations io_blocking submits
+         * the read.) */
         w = io_wait(r->f->fd, r, COHO__EV_READ, -1);
         rc = w < 0 ? (w == -ETIMEDOUT ? -EAGAIN : w) : io_fast(r, a);
     } else {
@@ -683,6 +782,8 @@ io_fast_try(int fd, enum io_kind kind, void *buf, size_t len, int flags, io_slow
         return slow(fd, buf, len, flags, IO_NOT_FAST);
     if (io_is_read(kind) && r->rd_drained)
         return io_fast_drained(r, kind, buf, len, flags, slow);
+    if (__builtin_expect(r->ring == COHO__OPS_SUBMIT, 0))
+        return slow(fd, buf, len, flags, IO_NOT_FAST); /* io_fast submits without trying */
     /* Whether the caller is a coroutine with hooks on matters only from here on (a park, a
      * drained note, the rest of a write): the first attempt is the same system call in every
      * case, since this scheduler's registration means the kernel file is non-blocking.

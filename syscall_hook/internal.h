@@ -55,8 +55,12 @@ typedef struct coho__fd_waiter {
     coho_list_t link; /* in coho__fd_reg_t.waiters while parked */
     uint64_t co_id;
     uint64_t token;
-    unsigned events; /* COHO__EV_READ / COHO__EV_WRITE wanted */
+    unsigned events; /* COHO__EV_READ / COHO__EV_WRITE wanted, or COHO__FD_WAIT_RING */
 } coho__fd_waiter_t;
+
+/* coho__fd_waiter_t.events of a coroutine waiting for a ring operation's completion
+ * (coho__fd_ring_io): readiness never wakes it; a close cancels its operation. */
+#define COHO__FD_WAIT_RING (1u << 7)
 
 typedef struct coho__fd coho__fd_t;
 
@@ -80,8 +84,11 @@ typedef struct coho__fd_reg {
     coho_list_t lock_q[2]; /* coho_fd_lock waiters: [0] read, [1] write */
     uint64_t lock_owner[2];
     bool rd_drained; /* stream: a short read emptied it; skip the next syscall until an edge */
-    uint8_t sticky;  /* COHO__EV_RDHUP | COHO__EV_HUP | COHO__EV_ERROR | COHO__EV_PRI seen */
-    bool released;   /* io stopped and waiters woken; only the memory is left to free */
+    /* The driver's ring operations (COHO__OPS_*) for this stream socket; COHO__OPS_OFF for
+     * every other kind, keep-mode fds and the epoll backend. */
+    uint8_t ring;
+    uint8_t sticky; /* COHO__EV_RDHUP | COHO__EV_HUP | COHO__EV_ERROR | COHO__EV_PRI seen */
+    bool released;  /* io stopped and waiters woken; only the memory is left to free */
     /* Taken off its slot by a close on another thread, which removed it from the kernel's epoll
      * set before the real close: its release must not touch the fd number again. Written under
      * the table lock before the release is posted, read by the release. */
@@ -244,6 +251,18 @@ void coho__fd_on_dup(int oldfd, int newfd);
  * the caller must not touch it again. errno is not saved around the park (the scheduler keeps
  * it per coroutine); a hook puts its caller's errno back as it returns. */
 int coho__fd_wait(coho__fd_reg_t *r, unsigned events, int64_t timeout_ms);
+
+/* The running coroutine's call `kind` (COHO__OP_RECV / COHO__OP_SEND, `flags`: its MSG_*
+ * flags) on `r`'s stream socket, submitted as a ring operation: parks until its completion, the
+ * timeout (< 0: none), cancellation, or a close of the fd. Whatever ends the park, the
+ * operation is cancelled (IORING_OP_ASYNC_CANCEL) if still in flight and its completion is
+ * awaited before this returns: the kernel never writes into `buf` afterwards. An operation
+ * that completed with bytes returns them even when the wait ended otherwise. Returns bytes,
+ * the operation's -errno, -ETIMEDOUT, -ECANCELED, -EBADF (then `r` must not be touched again),
+ * or -EOPNOTSUPP / -EAGAIN when the call must be made the readiness way (not submitted; or a
+ * forked child's ring could not take it again). */
+ssize_t coho__fd_ring_io(coho__fd_reg_t *r, int kind, void *buf, size_t len, int flags,
+                         int64_t timeout_ms);
 
 /* Waits for `events` on `fd` from outside a coroutine (a plain thread using a managed fd in its
  * blocking view): real poll with the timeout. A signal restarts the wait as SA_RESTART would

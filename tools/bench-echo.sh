@@ -9,7 +9,9 @@
 # and so makes epoll_wait batches larger than in a real run).
 #
 # A server named NAME@BACKEND runs echo_NAME with COHO_BACKEND=BACKEND (coho@epoll,
-# coho@io_uring: both coho backends in one run).
+# coho@io_uring: both coho backends in one run), and NAME@BACKEND:OPS also with
+# COHO_URING_OPS=OPS (coho@io_uring:off, coho@io_uring:submit: the ring-operation policies
+# of mio_driver/README.md side by side).
 #
 # Usage: tools/bench-echo.sh BUILD_DIR
 # Environment (defaults): REPS=3 SECS=2 WARM=0.5 CONNS="1 100 1000" SIZES="32 4096"
@@ -54,9 +56,11 @@ trap cleanup EXIT
 
 # start_server NAME PORT: starts it and waits until it listens; sets srv_pid.
 start_server() {
-    local bin=${1%%@*} backend=""
+    local bin=${1%%@*} backend="" ops=""
     [[ $1 == *@* ]] && backend=${1#*@}
-    env ${backend:+COHO_BACKEND=$backend} $pin_srv "$dir/echo_$bin" "$2" >"$work/srv.out" 2>&1 &
+    [[ $backend == *:* ]] && ops=${backend#*:} && backend=${backend%%:*}
+    env ${backend:+COHO_BACKEND=$backend} ${ops:+COHO_URING_OPS=$ops} $pin_srv \
+        "$dir/echo_$bin" "$2" >"$work/srv.out" 2>&1 &
     srv_pid=$!
     for _ in $(seq 100); do
         if ss -ltnH "sport = :$2" | grep -q .; then return 0; fi

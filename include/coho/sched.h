@@ -26,8 +26,10 @@ typedef enum coho_backend {
                                   "io_uring") for whole-program runs, else epoll */
     COHO_BACKEND_EPOLL = 1,    /* epoll (the default: see mio_driver/README.md for why) */
     COHO_BACKEND_IO_URING = 2, /* io_uring: readiness through IORING_OP_POLL_ADD, every change
-                                  and the wait in one io_uring_enter per loop iteration;
-                                  recv/send are still plain system calls. If the kernel refuses
+                                  and the wait in one io_uring_enter per loop iteration; a
+                                  hooked recv/send on a stream socket that would block is
+                                  submitted as an IORING_OP_RECV/SEND (stats: ring_ops;
+                                  $COHO_URING_OPS=off|on|submit). If the kernel refuses
                                   a ring (too old, seccomp, kernel.io_uring_disabled) the
                                   scheduler uses epoll and the log says so once (info). */
 } coho_backend_t;
@@ -255,6 +257,10 @@ typedef struct coho_sched_stats {
     /* Timer callbacks run by the driver: sleeps and wait timeouts ending, the stack decay,
      * timers of code above libcoho on this scheduler's loop. */
     uint64_t timer_fires;
+    /* Socket calls completed as io_uring operations (the io_uring backend: a recv or send that
+     * would block is submitted to the ring and its completion is the call's result); 0 on
+     * epoll. */
+    uint64_t ring_ops;
 } coho_sched_stats_t;
 
 /* Fills `out` with the current counts and counters of `s` (O(1)). A program checks for leaked
