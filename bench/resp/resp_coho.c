@@ -11,8 +11,8 @@
  *              all share one keyspace under a mutex (never held across a blocking call).
  *
  * Commands: PING ECHO SET GET DEL EXISTS INCR INCRBY DECR MGET MSET LPUSH RPUSH LPOP RPOP
- * LRANGE LLEN SADD SPOP HSET HGET ZADD CONFIG-GET COMMAND SELECT FLUSHALL DBSIZE QUIT. Keys
- * given a TTL (SET EX/PX) expire lazily, when next looked up.
+ * LRANGE LLEN SADD SPOP HSET HGET ZADD ZPOPMIN CONFIG-GET COMMAND SELECT FLUSHALL DBSIZE
+ * QUIT. Keys given a TTL (SET EX/PX) expire lazily, when next looked up.
  *
  * Limits (a client passing one gets an error reply naming it, then the connection closes):
  * RESP_MAX_ARGS arguments per command, RESP_MAX_BULK bytes per argument, RESP_MAX_INLINE bytes
@@ -1107,6 +1107,64 @@ static void cmd_zadd(conn_t *c)
     out_num(&c->out, ':', n);
 }
 
+/* Sorted-set order: by score, then by member bytes. */
+static bool zset_before(const dent_t *a, const dent_t *b)
+{
+    size_t n = a->key->len < b->key->len ? a->key->len : b->key->len;
+    int cmp = memcmp(a->key->data, b->key->data, n);
+
+    if (a->u.score != b->u.score)
+        return a->u.score < b->u.score;
+    return cmp < 0 || (cmp == 0 && a->key->len < b->key->len);
+}
+
+/* ZPOPMIN key [count]: the members of lowest score (then lowest member), with their scores.
+ * O(N) per member popped: the set is a dictionary, not a skip list; fine for a showcase. */
+static void cmd_zpopmin(conn_t *c)
+{
+    bool bad;
+    dent_t *e;
+    long long count = 1, n;
+
+    if (c->argc > 3) {
+        out_err(&c->out, "ERR syntax error");
+        return;
+    }
+    if (c->argc == 3 && (!arg_ll(&c->argv[2], &count) || count < 0)) {
+        out_err(&c->out, "ERR value is out of range, must be positive");
+        return;
+    }
+    e = lookup_typed(c, OBJ_ZSET, &bad);
+    if (bad)
+        return;
+    n = e != NULL ? (long long)e->u.obj->v.dict.count : 0;
+    if (count > n)
+        count = n;
+    out_num(&c->out, '*', count * 2);
+    for (long long i = 0; i < count; i++) {
+        dict_t *d = &e->u.obj->v.dict;
+        dent_t *min = NULL;
+        size_t pos = 0;
+        void *v;
+        char buf[32];
+
+        while (coho__hashmap_next(&d->map, &pos, NULL, &v)) {
+            for (dent_t *m = v; m != NULL; m = m->next)
+                if (min == NULL || zset_before(m, min))
+                    min = m;
+        }
+        /* The shortest of %.15g and %.17g that reads back as the same double. */
+        snprintf(buf, sizeof(buf), "%.15g", min->u.score);
+        if (strtod(buf, NULL) != min->u.score)
+            snprintf(buf, sizeof(buf), "%.17g", min->u.score);
+        out_str(&c->out, min->key);
+        out_bulk(&c->out, buf, strlen(buf));
+        dict_unlink(d, min);
+    }
+    if (e != NULL && e->u.obj->v.dict.count == 0)
+        db_delete(e);
+}
+
 /* CONFIG GET pattern...: the parameters redis-benchmark and redis-cli ask about. */
 static void cmd_config(conn_t *c)
 {
@@ -1183,16 +1241,16 @@ static const struct command {
     int arity;
     void (*run)(conn_t *c);
 } commands[] = {
-    {"ping", -1, cmd_ping},    {"echo", 2, cmd_echo},          {"set", -3, cmd_set},
-    {"get", 2, cmd_get},       {"del", -2, cmd_del},           {"exists", -2, cmd_exists},
-    {"incr", 2, cmd_incr},     {"incrby", 3, cmd_incrby},      {"decr", 2, cmd_decr},
-    {"mget", -2, cmd_mget},    {"mset", -3, cmd_mset},         {"lpush", -3, cmd_lpush},
-    {"rpush", -3, cmd_rpush},  {"lpop", -2, cmd_lpop},         {"rpop", -2, cmd_rpop},
-    {"lrange", 4, cmd_lrange}, {"llen", 2, cmd_llen},          {"sadd", -3, cmd_sadd},
-    {"spop", 2, cmd_spop},     {"hset", -4, cmd_hset},         {"hget", 3, cmd_hget},
-    {"zadd", -4, cmd_zadd},    {"config", -2, cmd_config},     {"command", -1, cmd_command},
-    {"select", 2, cmd_select}, {"flushall", -1, cmd_flushall}, {"dbsize", 1, cmd_dbsize},
-    {"quit", -1, cmd_quit},
+    {"ping", -1, cmd_ping},       {"echo", 2, cmd_echo},        {"set", -3, cmd_set},
+    {"get", 2, cmd_get},          {"del", -2, cmd_del},         {"exists", -2, cmd_exists},
+    {"incr", 2, cmd_incr},        {"incrby", 3, cmd_incrby},    {"decr", 2, cmd_decr},
+    {"mget", -2, cmd_mget},       {"mset", -3, cmd_mset},       {"lpush", -3, cmd_lpush},
+    {"rpush", -3, cmd_rpush},     {"lpop", -2, cmd_lpop},       {"rpop", -2, cmd_rpop},
+    {"lrange", 4, cmd_lrange},    {"llen", 2, cmd_llen},        {"sadd", -3, cmd_sadd},
+    {"spop", 2, cmd_spop},        {"hset", -4, cmd_hset},       {"hget", 3, cmd_hget},
+    {"zadd", -4, cmd_zadd},       {"zpopmin", -2, cmd_zpopmin}, {"config", -2, cmd_config},
+    {"command", -1, cmd_command}, {"select", 2, cmd_select},    {"flushall", -1, cmd_flushall},
+    {"dbsize", 1, cmd_dbsize},    {"quit", -1, cmd_quit},
 };
 
 /* Lower-case command name -> command, filled before any connection. */

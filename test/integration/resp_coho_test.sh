@@ -153,6 +153,10 @@ expect "(error) ERR wrong number of arguments for 'hset' command" hset h f1
 expect '(integer) 2' zadd z 1 a 2.5 b
 expect '(integer) 0' zadd z 3 a
 expect '(error) ERR value is not a valid float' zadd z x a
+expect '(integer) 2' zadd z2 0.1 m 0.1 l
+expect $'1) "l"\n2) "0.1"\n3) "m"\n4) "0.1"' zpopmin z2 5
+expect '(empty array)' zpopmin z2
+expect $'1) "b"\n2) "2.5"' zpopmin z
 expect '(error) WRONGTYPE Operation against a key holding the wrong kind of value' get h
 expect '(error) WRONGTYPE Operation against a key holding the wrong kind of value' hget s f
 # Server commands.
@@ -226,4 +230,25 @@ grep -qE '^SET: [0-9.]+ requests per second' "$work/bench.out" &&
 got=$(redis-cli --raw -p "$port" get key:__rand_int__)
 [ "${#got}" = 3 ] || fail "get key:__rand_int__ after redis-benchmark: [$got]"
 kill -0 "$srv_pid" 2>/dev/null || fail "resp_coho died"
+
+# ---- --threads 2: two schedulers, one keyspace -----------------------------------------------
+kill "$srv_pid"
+wait "$srv_pid" 2>/dev/null
+"$bin" --listen 127.0.0.1:0 --threads 2 >"$work/srv.out" 2>"$work/srv.err" &
+srv_pid=$!
+port=""
+for _ in $(seq 100); do
+    port=$(awk -F: '/^listening tcp/ { print $NF }' "$work/srv.out")
+    [ -n "$port" ] && break
+    kill -0 "$srv_pid" 2>/dev/null || fail "resp_coho --threads 2 exited at start"
+    sleep 0.05
+done
+redis-benchmark -p "$port" -t incr,lpush,lpop,sadd,hset,spop,zadd,zpopmin,lrange_100,mset \
+    -n 1000 -c 20 -q 2>&1 | tr '\r' '\n' >"$work/bench.out"
+grep -qi 'error' "$work/bench.out" && fail "redis-benchmark (--threads 2) saw errors"
+[ "$(grep -cE 'requests per second' "$work/bench.out")" -ge 10 ] ||
+    fail "redis-benchmark (--threads 2) did not finish: $(cat "$work/bench.out")"
+# 1000 INCRs of one key from 20 connections spread over both threads: none lost.
+expect '"1000"' get counter:__rand_int__
+kill -0 "$srv_pid" 2>/dev/null || fail "resp_coho --threads 2 died"
 echo "PASS: $checks checks"
