@@ -497,8 +497,9 @@ static int argv_push(conn_t *c, const char *p, size_t len)
     return 0;
 }
 
-/* The header line at p ("*3", "$5"): the number after its first character. PARSE_MORE when
- * the line's end has not arrived, and then *need > 0 says when the line is too long. */
+/* The header line at p ("*3", "$5"): the number after its first character, *used the line's
+ * bytes with its CRLF. PARSE_MORE while its end has not arrived; PARSE_ERROR for a line that
+ * is not a number, or longer than any number of long long. */
 static enum parse parse_header(const char *p, size_t n, long long *v, size_t *used)
 {
     const char *nl = memchr(p, '\r', n < 32 ? n : 32);
