@@ -37,14 +37,8 @@ for s in $SERVERS client; do
 done
 ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-# Server on CPU 0, client on CPU 1 when there are two (PIN=0: let the kernel place them).
-if [ "$(nproc)" -ge 2 ] && [ "${PIN:-1}" = 1 ]; then
-    pin_srv="taskset -c 0"
-    pin_cli="taskset -c 1"
-else
-    pin_srv=""
-    pin_cli=""
-fi
+# shellcheck source=tools/lib-bench.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib-bench.sh"
 
 work=$(mktemp -d)
 srv_pid=""
@@ -77,12 +71,6 @@ stop_server() {
     wait "$srv_pid" 2>/dev/null || true
     srv_pid=""
 }
-
-# CPU ticks (utime + stime, all threads) of a process.
-cpu_ticks() {
-    awk '{ print $14 + $15 }' "/proc/$1/stat"
-}
-hz=$(getconf CLK_TCK)
 
 # field NAME LINE: the value of NAME=... in the client's output line.
 field() {
@@ -173,33 +161,22 @@ END {
 }' "$res"
 
 # perf_count SERVER C S N: the server's system calls while the client makes N requests, as
-# "total recvfrom sendto epoll_wait+epoll_pwait2 io_uring_enter".
+# "total recvfrom+read sendto+write epoll_wait+epoll_pwait2 io_uring_enter".
 perf_count() {
     port=$((port + 1))
     [ "$port" -lt 19999 ] || port=$PORT
     start_server "$1" "$port"
-    perf stat -x, -o "$work/perf.txt" -e raw_syscalls:sys_enter,syscalls:sys_enter_recvfrom \
-        -e syscalls:sys_enter_sendto,syscalls:sys_enter_epoll_wait \
-        -e syscalls:sys_enter_epoll_pwait2,syscalls:sys_enter_io_uring_enter -p "$srv_pid" &
-    local pf_pid=$!
-    sleep 0.3
+    perf_syscalls_start "$srv_pid" "$work/perf.txt"
     $pin_cli "$dir/echo_client" -p "$port" -c "$2" -s "$3" -n "$4" >/dev/null
-    kill -INT "$pf_pid"
-    wait "$pf_pid" 2>/dev/null || true
+    perf_syscalls_stop "$work/perf.txt"
     stop_server
-    awk -F, '$3 ~ /sys_enter/ { v[$3] = $1 }
-        END { print v["raw_syscalls:sys_enter"], v["syscalls:sys_enter_recvfrom"],
-              v["syscalls:sys_enter_sendto"],
-              v["syscalls:sys_enter_epoll_wait"] + v["syscalls:sys_enter_epoll_pwait2"],
-              v["syscalls:sys_enter_io_uring_enter"] + 0 }' \
-        "$work/perf.txt"
 }
 
 if [ "$PERF" = 1 ]; then
     echo
     echo "system calls per request (perf stat, (count at $((5 * PERF_REQS)) - count at $PERF_REQS requests) / $((4 * PERF_REQS)))"
     echo
-    echo "| server | C | S | total | recvfrom | sendto | epoll_wait / epoll_pwait2 | io_uring_enter |"
+    echo "| server | C | S | total | recvfrom + read | sendto + write | epoll_wait / epoll_pwait2 | io_uring_enter |"
     echo "|---|---|---|---|---|---|---|---|"
     for c in $CONNS; do
         for s in $SIZES; do

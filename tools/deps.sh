@@ -15,12 +15,14 @@ test_extra=(clang libclang-rt-14-dev qemu-user gcc-aarch64-linux-gnu libc6-dev-a
             tzdata  # game/svc's calendar tests set TZ to zones with DST
             etcd-server etcd-client)  # game/'s cluster tests: a throwaway etcd
 test_extra+=(gdb tmux)  # the debugging tools' tests (test/integration/debug/): gdb, coho-top's screen
-bench_extra=(libbenchmark-dev libboost-context-dev valgrind strace)
+bench_extra=(libbenchmark-dev libboost-context-dev valgrind strace
+             redis-server redis-tools)  # tools/bench-resp.sh: redis-server, redis-benchmark
 # `tools/deps.sh viewer`, optional and never part of `all` (about 300 MB): a headless browser that
 # renders coho-trace --html pages (tools/README.md, "Timeline picture"); no test needs it.
 viewer_extra=(chromium fonts-dejavu-core)
 # Servers and unmodified blocking client libraries the hook integration tests drive.
-integration=(redis-server libhiredis-dev memcached libmemcached-dev mariadb-server libmariadb-dev
+# redis-tools: redis-cli and redis-benchmark drive bench/resp's server (resp_coho_test.sh).
+integration=(redis-server redis-tools libhiredis-dev memcached libmemcached-dev mariadb-server libmariadb-dev
              libcurl4-openssl-dev)
 # `make game` (tools/run-game.sh): a throwaway MariaDB server and its client, python3 for free ports.
 # `make cluster` (tools/run-cluster.sh) also starts etcd.
