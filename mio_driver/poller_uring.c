@@ -14,8 +14,11 @@
  *   user_data is not the current one of its fd slot (an earlier tenant of the number, a
  *   cancelled request) is dropped, never reported with a later registration's token.
  * - Removal: an ADD not handed to the kernel yet becomes a NOP in place; otherwise an
- *   IORING_OP_POLL_REMOVE by user_data, submitted at once with GETEVENTS so the cancelled
- *   request (and its reference to the file) is gone before the caller closes the fd.
+ *   IORING_OP_ASYNC_CANCEL by user_data, submitted at once with GETEVENTS so the cancelled
+ *   request (and its reference to the file) is gone before the caller closes the fd. Not
+ *   IORING_OP_POLL_REMOVE: it fails with -EALREADY and leaves the poll armed when a wake-up's
+ *   task work is pending (with DEFER_TASKRUN: any wake-up since the last wait, such as the one
+ *   a shutdown() makes), and the poll would then keep the socket open after close().
  * - The ring is IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN where the kernel has
  *   them: completions are processed only inside the driver's io_uring_enter, so they never
  *   interrupt the thread's other system calls. Older kernels get COOP_TASKRUN or a plain ring.
@@ -251,7 +254,8 @@ static int ufd_arm(struct coho__uring *u, int fd, ufd_t *s)
     return 0;
 }
 
-/* Takes `s`'s poll out: its unsubmitted ADD becomes a NOP, a submitted one gets a POLL_REMOVE.
+/* Takes `s`'s poll out: its unsubmitted ADD becomes a NOP, a submitted one gets an
+ * ASYNC_CANCEL (which, unlike POLL_REMOVE, also cancels a poll whose wake-up is still pending).
  * Returns true if a removal was queued. */
 static bool ufd_disarm(struct coho__uring *u, ufd_t *s)
 {
@@ -267,7 +271,7 @@ static bool ufd_disarm(struct coho__uring *u, ufd_t *s)
         struct io_uring_sqe *sqe = sqe_get(u);
 
         if (sqe != NULL) {
-            sqe->opcode = IORING_OP_POLL_REMOVE;
+            sqe->opcode = IORING_OP_ASYNC_CANCEL;
             sqe->fd = -1;
             sqe->addr = s->udata;
             sqe->user_data = URING_UD_INTERNAL;
@@ -303,7 +307,7 @@ static void pri_check_queue(struct coho__uring *u, int fd, ufd_t *s)
     u->sq_tail++;
     sqe = &u->sqes[u->sq_tail & u->sq_mask];
     memset(sqe, 0, sizeof(*sqe));
-    sqe->opcode = IORING_OP_POLL_REMOVE;
+    sqe->opcode = IORING_OP_ASYNC_CANCEL; /* not POLL_REMOVE: see ufd_disarm */
     sqe->fd = -1;
     sqe->addr = s->udata | URING_PRI_BIT;
     sqe->user_data = URING_UD_INTERNAL;

@@ -852,8 +852,10 @@ ssize_t coho__fd_ring_io(coho__fd_reg_t *r, int kind, void *buf, size_t len, int
     }
     if (rw.op.res != -ECANCELED) {
         /* It completed on its own: bytes (kept, whatever ended the wait), EOF, or its error;
-         * -EAGAIN (a forked child's ring could not take it) makes the caller retry. */
-        if (rc == 0 || rw.op.res >= 0 || rw.op.res == -EAGAIN)
+         * -EAGAIN (a forked child's ring could not take it) makes the caller retry. A wait ended
+         * by a timeout, a cancel or a close reports that, as the readiness way does, unless
+         * bytes moved: an EOF (0) is not lost by it, since a stream's next read sees it again. */
+        if (rc == 0 || rw.op.res > 0 || rw.op.res == -EAGAIN)
             return rw.op.res;
         return rc;
     }

@@ -54,6 +54,9 @@ void expect_list(const std::string &out)
     expect_lacks(out, "Python Exception|Error occurred");
 }
 
+/* The function a scheduler thread waits in for events, on either backend (see expect_bt). */
+#define WAIT_FN "coho[._]+(poller|uring)_wait"
+
 /* `coho bt` of each waiter: the call that parked it, then its entry function, from frame 1. */
 const std::vector<std::string> bt_cmds = {"coho bt recv-waiter", "coho bt mutex-waiter",
                                           "coho bt chan-waiter", "coho bt sleeper", "bt 2"};
@@ -72,8 +75,10 @@ void expect_bt(const std::string &out)
     expect_has(out, "\\(sleeper, entry waiter_sleep\\) parked on sleep:\n"
                     "#1 ([^\n]*\n#[0-9]+ )*[^\n]* in coho_sleep_ms [^\n]*\n"
                     "(#[0-9]+ [^\n]*\n)*#[0-9]+ [^\n]* in waiter_sleep ");
-    /* The thread's own stack afterwards: the scheduler's loop, no coroutine frame. */
-    expect_has(out, "\n#1 [^\n]* in coho[._]+poller_wait ");
+    /* The thread's own stack afterwards: the scheduler's loop, no coroutine frame. The thread
+     * waits in the backend's wait: coho__poller_wait (epoll) or coho__uring_wait, which
+     * coho__poller_wait tail-calls (COHO_BACKEND=io_uring). */
+    expect_has(out, "\n#1 [^\n]* in " WAIT_FN " ");
     expect_lacks(out, "Backtrace stopped|Python Exception|Error occurred");
 }
 
@@ -95,7 +100,7 @@ void expect_frames(const std::string &out)
     expect_has(out, "marker_chan = 4103");
     expect_has(out, "thread [0-9]+ shows coroutine [0-9]+ \\(sleeper\\) from frame 1 up");
     expect_has(out, "\\$1 = 4104");
-    expect_has(out, "\n#1 [^\n]* in coho[._]+poller_wait ");
+    expect_has(out, "\n#1 [^\n]* in " WAIT_FN " ");
     expect_lacks(out, "Python Exception|Error occurred|No symbol \"marker");
 }
 

@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +75,39 @@ static void io_socketpair_becomes_readable_then_reports_peer_hangup(void **state
     assert_true(r.events[1] & COHO__EV_READ); /* EOF reads as readable */
     assert_int_equal(coho__io_stop(d, &io), 0);
     close(sv[0]);
+    coho__driver_destroy(d);
+}
+
+/* A stop while the registration has a wake-up not yet reported (data arrived after the last
+ * wait): the close that follows still closes the socket, so the peer reads EOF. On io_uring a
+ * POLL_REMOVE fails then (-EALREADY) and the poll it leaves armed would keep the file open. */
+static void io_stop_with_a_wakeup_pending_lets_close_reach_the_peer(void **state)
+{
+    coho__driver_t *d = coho__driver_create(NULL);
+    int sv[2];
+    coho__io_t io;
+    rec_t r = {0};
+    struct pollfd p;
+    ssize_t n;
+    char c;
+
+    (void)state;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    coho__io_init(&io, sv[0], rec_cb, &r);
+    assert_int_equal(coho__io_start(d, &io, COHO__EV_READ, COHO__IO_EDGE, -1), 0);
+    assert_int_equal(coho__driver_run_once(d, 0), 0); /* the registration reaches the kernel */
+    assert_int_equal(write(sv[1], "x", 1), 1);        /* a wake-up, not reported yet */
+    assert_int_equal(shutdown(sv[0], SHUT_RD), 0);    /* and another */
+    assert_int_equal(coho__io_stop(d, &io), 0);
+    close(sv[0]);
+    p.fd = sv[1];
+    p.events = POLLIN;
+    p.revents = 0;
+    assert_int_equal(poll(&p, 1, 2000), 1);
+    assert_true(p.revents & (POLLIN | POLLHUP));
+    n = recv(sv[1], &c, 1, MSG_DONTWAIT); /* EOF, or a reset (its data went unread) */
+    assert_true(n == 0 || (n < 0 && errno == ECONNRESET));
+    close(sv[1]);
     coho__driver_destroy(d);
 }
 
@@ -310,6 +344,7 @@ int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(io_socketpair_becomes_readable_then_reports_peer_hangup),
+        cmocka_unit_test(io_stop_with_a_wakeup_pending_lets_close_reach_the_peer),
         cmocka_unit_test(io_pipe_write_end_is_writable_and_read_end_sees_hangup),
         cmocka_unit_test(io_level_triggered_repeats_until_drained_and_edge_triggered_reports_once),
         cmocka_unit_test(io_modify_switches_interest_from_read_to_write),
