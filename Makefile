@@ -86,7 +86,16 @@ sanitize: deps-test
 #    multi-threaded fork goes on working under TSan, which reports accesses by threads that do
 #    not exist in the child and can deadlock on its own locks there (gcc 12's libtsan does not
 #    take them around fork: google/sanitizers#475, llvm-project#96600).
+#  - hook_uring_test.*: it requires io_uring ring operations, which make tsan turns off
+#    (COHO_URING_OPS=off below). ThreadSanitizer orders a socket's writer before its reader only
+#    through libc's read/write interceptors (they release and acquire the fd's clock); a ring
+#    operation's bytes are moved by the kernel without them, so a reader that got its bytes from
+#    the ring and then closes the fd is reported as racing with the writer thread (seen in
+#    conformance_static_uring's poll_with_1000_fds_parks_until_one_is_ready). Under TSan the
+#    io_uring backend therefore runs readiness-only; make sanitize (ASan) and make test cover the
+#    ring operations.
 TSAN_EXCLUDE := \
+	hook_uring_test\..* \
 	sched_basic_test\.thousands_of_coroutines_with_random_yields_and_sleeps_all_finish \
 	socket_ext_test\.many_coroutines_share_few_connections_and_get_their_own_responses \
 	log_crash_test\.forked_child_gets_a_working_logger_and_no_line_is_duplicated \
@@ -102,7 +111,8 @@ tsan: deps-test
 	@$(CMAKE) -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DCOHO_WERROR=$(WERROR) \
 	    -DCOHO_SANITIZE=thread >/dev/null
 	@$(CMAKE) --build build-tsan -j $(JOBS)
-	cd build-tsan && TSAN_OPTIONS="suppressions=$(CURDIR)/test/tsan.supp $${TSAN_OPTIONS:-}" \
+	cd build-tsan && COHO_URING_OPS=off \
+	    TSAN_OPTIONS="suppressions=$(CURDIR)/test/tsan.supp $${TSAN_OPTIONS:-}" \
 	    ctest -j $(JOBS) --output-on-failure --timeout 900 \
 	    -E '^($(subst $(space),|,$(strip $(TSAN_EXCLUDE))))$$' $(CTEST_ARGS)
 
