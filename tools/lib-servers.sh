@@ -24,7 +24,11 @@ cleanup() {
         kill -KILL "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null
     done
-    rm -rf "$tmp"
+    if [ -n "${COHO_KEEP_TMP:-}" ]; then
+        echo "$prog: logs and data kept in $tmp (COHO_KEEP_TMP)" >&2
+    else
+        rm -rf "$tmp"
+    fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

@@ -476,6 +476,16 @@ if [ "$kill_mode" -eq 4 ]; then
         status=1
     fi
 fi
+# Across a kill or a stop every seat follows its scene: entered again at the new owner, or at
+# the same node under its new lease. A move that finds no entity means a player was left out.
+if [ "$kill_mode" -le 2 ]; then
+    lost=$(cat "$tmp"/logic[123].out | grep -c 'refused: not in the scene')
+    if [ "$lost" -ne 0 ]; then
+        echo "run-cluster: FAIL: $lost scene calls found their entity gone:"
+        cat "$tmp"/logic[123].out | grep 'refused: not in the scene' | head -n 5 | sed 's/^/    /'
+        status=1
+    fi
+fi
 for node in 1 2 3; do
     if ! grep -q "logged in" "$tmp/logic$node.out"; then
         echo "run-cluster: FAIL: coho-logic $node served no login (not found through etcd?)"

@@ -48,7 +48,7 @@ bool Discovery::read_all()
                           kv.value.c_str());
             continue;
         }
-        now[kv.key.substr(prefix_.size())] = addr;
+        now[kv.key.substr(prefix_.size())] = NodeInfo{addr, kv.lease};
     }
     revision_ = rev;
     if (now != nodes_ || changes_ == 0) {
@@ -101,7 +101,7 @@ void Discovery::run()
                         if (e.type == etcd::Event::DELETE) {
                             now.erase(id);
                         } else if (std::string addr = addr_of(e.kv.value); !addr.empty()) {
-                            now[id] = addr;
+                            now[id] = NodeInfo{addr, e.kv.lease};
                         }
                     }
                     if (now != nodes_) {

@@ -16,8 +16,19 @@
 
 namespace coho::game::cluster {
 
-// Node id (the key past the prefix) -> its address (the "addr" of its value).
-using NodeSet = std::map<std::string, std::string>;
+// A registered node: its address (the "addr" of its value) and the lease it registered under.
+// A node that registers again (it lost its lease and took a new one, or restarted) has a new
+// lease at the same address: what it held under the old one (scenes, the gateways' connections)
+// it no longer holds.
+struct NodeInfo {
+    std::string addr;
+    int64_t lease = 0;
+    bool operator==(const NodeInfo &o) const { return addr == o.addr && lease == o.lease; }
+    bool operator!=(const NodeInfo &o) const { return !(*this == o); }
+};
+
+// Node id (the key past the prefix) -> the node.
+using NodeSet = std::map<std::string, NodeInfo>;
 
 class Discovery {
 public:

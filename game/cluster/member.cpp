@@ -141,8 +141,14 @@ bool Member::register_once()
         // gateways route to the node, which must be ready (valid) by then.
         if (cfg_.on_lease && !cfg_.on_lease(client_, l))
             throw std::runtime_error("what the node holds under its lease could not be taken");
+        // The node is the new lease's before the key says so: a gateway that sees the key
+        // connects at once, and its HELLO must find the lease it saw.
+        lease_ = l;
+        valid_until_ns_ = t0 + cfg_.ttl_s * 1000000000;
         client_.put(key_, cfg_.value, l);
     } catch (const std::exception &e) {
+        lease_ = 0;
+        valid_until_ns_ = 0;
         coho_log_warn("cluster: registering %s: %s", key_.c_str(), e.what());
         if (l != 0) {
             try {
@@ -153,8 +159,6 @@ bool Member::register_once()
         }
         return false;
     }
-    lease_ = l;
-    valid_until_ns_ = t0 + cfg_.ttl_s * 1000000000;
     registrations_++;
     coho_log_info("cluster: registered %s = %s (lease %" PRId64 ", TTL %" PRId64 " s)",
                   key_.c_str(), cfg_.value.c_str(), l, cfg_.ttl_s);

@@ -15,11 +15,11 @@ ShardCluster::ShardCluster(Shard &sh, int64_t wait_ms) : sh_(sh)
         std::make_unique<cluster::Discovery>(cfg.etcd, cluster::role_prefix(cfg.cluster, "logic"));
     if (!disc_->start(
             [this](const cluster::NodeSet &nodes) {
-                std::vector<std::string> addrs;
-                for (const auto &[id, addr] : nodes)
-                    addrs.push_back(addr);
-                coho_log_info("gate: shard %u: %zu logic nodes live", sh_.index, addrs.size());
-                sh_.links->set_nodes(addrs);
+                std::vector<cluster::NodeInfo> live;
+                for (const auto &[id, node] : nodes)
+                    live.push_back(node);
+                coho_log_info("gate: shard %u: %zu logic nodes live", sh_.index, live.size());
+                sh_.links->set_nodes(live);
             },
             wait_ms))
         coho_log_warn("gate: shard %u: etcd did not answer yet; routing waits for it", sh.index);

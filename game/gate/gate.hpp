@@ -89,10 +89,12 @@ struct Cidr {
     unsigned bits = 0;
 };
 
-// A session's entity in a scene: the node that holds it (its address: the scene's owner when
-// the session last called it) and the bytes of its last position (a Pos message, game.proto).
+// A session's entity in a scene: the node that holds it (its address and registration: the
+// scene's owner when the session last called it) and the bytes of its last position (a Pos
+// message, game.proto).
 struct SceneSeat {
     std::string node;
+    int64_t lease = 0; // cluster::NodeInfo::lease
     std::string pos;
 };
 

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cinttypes>
 #include <stdexcept>
 
 #include <coho/socket_ext.hpp>
@@ -210,10 +211,11 @@ void NodeLinks::wait_up(int64_t wait_ms)
             coho_log_warn("gate: logic node %s is not up yet", n->addr.c_str());
 }
 
-void NodeLinks::add(const std::string &addr)
+void NodeLinks::add(const std::string &addr, int64_t lease)
 {
     auto n = std::make_unique<Node>();
     n->addr = addr;
+    n->lease = lease;
     auto colon = addr.rfind(':');
     std::string host = addr.substr(0, colon), port = addr.substr(colon + 1);
     if (host.size() > 2 && host.front() == '[' && host.back() == ']')
@@ -249,28 +251,43 @@ void NodeLinks::add(const std::string &addr)
     nodes_.push_back(std::move(n));
 }
 
-void NodeLinks::set_nodes(const std::vector<std::string> &addrs)
+void NodeLinks::set_nodes(const std::vector<cluster::NodeInfo> &nodes)
 {
-    // Gone first: requests in flight to them wake with an error and answer NO_NODE.
+    auto find = [&](const std::string &addr) {
+        return std::find_if(nodes.begin(), nodes.end(),
+                            [&](const cluster::NodeInfo &n) { return n.addr == addr; });
+    };
+    // Gone first: requests in flight to them wake with an error and answer NO_NODE. A node at
+    // the same address under a new lease (it lost its lease and registered again, or it
+    // restarted) is a new node: the links of the old one close with their requests, and the
+    // node refuses what still comes on them (its scenes and players of the old lease are gone;
+    // a call written before it stopped must not run after it came back).
     for (size_t i = nodes_.size(); i-- > 0;) {
-        if (std::find(addrs.begin(), addrs.end(), nodes_[i]->addr) != addrs.end())
-            continue;
-        coho_log_info("gate: logic node %s left", nodes_[i]->addr.c_str());
+        if (auto it = find(nodes_[i]->addr); it != nodes.end()) {
+            if (it->lease == nodes_[i]->lease)
+                continue;
+            coho_log_info("gate: logic node %s registered again (lease %" PRId64 ", was %" PRId64
+                          "): its links open again",
+                          it->addr.c_str(), it->lease, nodes_[i]->lease);
+        } else {
+            coho_log_info("gate: logic node %s left", nodes_[i]->addr.c_str());
+        }
         std::unique_ptr<Node> gone = std::move(nodes_[i]);
         nodes_.erase(nodes_.begin() + long(i));
         hashes_.erase(hashes_.begin() + long(i));
         if (gone->pool != nullptr)
             coho_tdp_close(gone->pool);
     }
-    for (const auto &a : addrs) {
+    for (const auto &a : nodes) {
         bool have = false;
         for (auto &n : nodes_)
-            have = have || n->addr == a;
+            have = have || n->addr == a.addr;
         if (have)
             continue;
         try {
-            add(a);
-            coho_log_info("gate: logic node %s joined", a.c_str());
+            add(a.addr, a.lease);
+            coho_log_info("gate: logic node %s joined (lease %" PRId64 ")", a.addr.c_str(),
+                          a.lease);
         } catch (const std::exception &e) {
             coho_log_warn("gate: %s", e.what());
         }
@@ -298,10 +315,12 @@ int NodeLinks::pick(uint64_t key, uint64_t *conn) const
     return i;
 }
 
-std::string NodeLinks::owner(uint64_t key) const
+cluster::NodeInfo NodeLinks::owner(uint64_t key) const
 {
     int i = pick(key, nullptr);
-    return i < 0 ? std::string() : nodes_[size_t(i)]->addr;
+    if (i < 0)
+        return {};
+    return {nodes_[size_t(i)]->addr, nodes_[size_t(i)]->lease};
 }
 
 NodeLinks::Reply NodeLinks::request(uint32_t type, uint32_t arg, uint64_t uid,

@@ -5,10 +5,11 @@
 // the two things a node cannot do for itself:
 //  - a session that ends leaves its scenes: a scene.leave on its behalf goes to each seat's node
 //    (the uid's own node only hears SESSION_END);
-//  - a scene whose owner changed (a node joined, left or crashed) gets the entity back: the
+//  - a scene whose owner changed (a node joined, left or crashed, or the owner registered again
+//    after losing its lease, which dropped the scene's entities) gets the entity back: the
 //    session's next call on the scene first enters it again at the new owner, where it last
 //    stood, tells the client who it sees there (an AOI push of them as `entered`), and takes it
-//    out of the old owner if that one is still up.
+//    out of the old owner if that is another node, still up.
 #include <cinttypes>
 
 #include "links.hpp"
@@ -39,22 +40,26 @@ void leave_later(NodeLinks &links, const std::string &node, uint64_t uid, uint64
 // The scene moved from `seat.node` to `owner`: enter the entity there at its last position and
 // tell the client whom it sees. Returns the status of that enter.
 uint32_t enter_again(NodeLinks &links, const SessionPtr &s, uint32_t scene, const SceneSeat &seat,
-                     const std::string &owner)
+                     const cluster::NodeInfo &owner)
 {
-    NodeReply e = links.call_at(owner, s->uid, s->id, wire::R_SCENE_ENTER,
+    NodeReply e = links.call_at(owner.addr, s->uid, s->id, wire::R_SCENE_ENTER,
                                 scene_payload(scene, seat.pos, true));
     if (e.status != wire::OK) {
         coho_log_info("gate: scene %u moved to %s: entering uid %" PRIu64 " again: status %u",
-                      scene, owner.c_str(), s->uid, e.status);
+                      scene, owner.addr.c_str(), s->uid, e.status);
         return e.status;
     }
     gate().stats.scene_reentries++;
-    coho_log_info("gate: scene %u moved from %s to %s: uid %" PRIu64 " entered again", scene,
-                  seat.node.c_str(), owner.c_str(), s->uid);
+    if (seat.node == owner.addr)
+        coho_log_info("gate: scene %u: %s registered again: uid %" PRIu64 " entered again",
+                      scene, owner.addr.c_str(), s->uid);
+    else
+        coho_log_info("gate: scene %u moved from %s to %s: uid %" PRIu64 " entered again", scene,
+                      seat.node.c_str(), owner.addr.c_str(), s->uid);
     std::string aoi;
     if (!enter_resp_as_aoi(scene, e.payload, &aoi))
         coho_log_warn("gate: scene %u: node %s sent a malformed SceneEnterResp", scene,
-                      owner.c_str());
+                      owner.addr.c_str());
     else if (!aoi.empty())
         push_to(s, wire::R_SCENE_AOI, aoi);
     return wire::OK;
@@ -74,8 +79,8 @@ NodeReply scene_call(NodeLinks &links, const SessionPtr &s, uint16_t route,
                       unsigned(route), s->uid);
         return {wire::BAD_PAYLOAD, {}};
     }
-    const std::string owner = links.owner(scene_key(scene));
-    if (owner.empty()) {
+    const cluster::NodeInfo owner = links.owner(scene_key(scene));
+    if (owner.addr.empty()) {
         gate().stats.call_failures++;
         return {wire::NO_NODE, {}};
     }
@@ -89,10 +94,12 @@ NodeReply scene_call(NodeLinks &links, const SessionPtr &s, uint16_t route,
             seat = it->second;
         }
     }
-    if (seated && seat.node != owner) {
+    if (seated && (seat.node != owner.addr || seat.lease != owner.lease)) {
         // Where the entity was: its old node, if still up, takes it out (a crashed one took
-        // the whole scene with it).
-        leave_later(links, seat.node, s->uid, s->id, scene);
+        // the whole scene with it). The same node under a new registration dropped it itself,
+        // and a leave there would take out the entity entered again below.
+        if (seat.node != owner.addr)
+            leave_later(links, seat.node, s->uid, s->id, scene);
         if (route != wire::R_SCENE_LEAVE && route != wire::R_SCENE_ENTER) {
             if (uint32_t st = enter_again(links, s, scene, seat, owner); st != wire::OK) {
                 gate().stats.call_failures++;
@@ -100,7 +107,7 @@ NodeReply scene_call(NodeLinks &links, const SessionPtr &s, uint16_t route,
             }
         }
     }
-    NodeReply r = links.call_at(owner, s->uid, s->id, route, payload);
+    NodeReply r = links.call_at(owner.addr, s->uid, s->id, route, payload);
     if (r.status != wire::OK) {
         gate().stats.call_failures++;
         return r;
@@ -112,11 +119,11 @@ NodeReply scene_call(NodeLinks &links, const SessionPtr &s, uint16_t route,
         if (!ended && route == wire::R_SCENE_LEAVE)
             s->scenes.erase(scene);
         else if (!ended)
-            s->scenes[scene] = SceneSeat{owner, pos};
+            s->scenes[scene] = SceneSeat{owner.addr, owner.lease, pos};
     }
     // The session ended while the call was at the node: its leaves are gone already.
     if (ended && route != wire::R_SCENE_LEAVE)
-        leave_later(links, owner, s->uid, s->id, scene);
+        leave_later(links, owner.addr, s->uid, s->id, scene);
     return r;
 }
 

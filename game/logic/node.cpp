@@ -73,7 +73,7 @@ void Node::on_conn_delete(uint64_t conn, int err)
         coho_log_info("connection %" PRIu64 " closed (%s) before HELLO", conn, strerror(err));
         return;
     }
-    const uint64_t gate = it->second;
+    const uint64_t gate = it->second.gate;
     gate_of_conn_.erase(it);
     auto g = gates_.find(gate);
     if (g == gates_.end())
@@ -173,7 +173,7 @@ void Node::on_request(Request rq)
         status = wire::BAD_PAYLOAD;
         coho_log_warn("connection %" PRIu64 ": second HELLO ignored", rq.conn_id());
     } else {
-        gate_of_conn_[rq.conn_id()] = gate;
+        gate_of_conn_[rq.conn_id()] = Link{gate, lease()};
         auto &gs = gates_[gate].conns;
         if (gs.empty())
             ++gate_epoch_[gate]; // (re)connected: a pending grace period is void
@@ -199,7 +199,7 @@ void Node::serve(Request rq)
     uint16_t route = 0;
     auto g = gate_of_conn_.find(rq.conn_id());
     const bool hello = g != gate_of_conn_.end();
-    const uint64_t gate = hello ? g->second : 0;
+    const uint64_t gate = hello ? g->second.gate : 0;
     std::function<void()> then;
 
     Reader r(body);
@@ -215,6 +215,14 @@ void Node::serve(Request rq)
             coho_log_warn("gateway %" PRIu64 ": request type %u with a %zu-byte body", gate, h.type,
                           body.size());
             status = wire::BAD_PAYLOAD;
+        } else if (h.type != node::SESSION_END && cfg_.owns && g->second.lease != lease()) {
+            if (stale_requests_++ % 1000 == 0)
+                coho_log_warn("connection %" PRIu64 " of gateway %" PRIu64
+                              ": opened under lease %" PRId64 ", the node holds %" PRId64
+                              " now: request type %u refused (%" PRIu64 " so far)",
+                              rq.conn_id(), gate, g->second.lease, lease(), h.type,
+                              stale_requests_);
+            status = wire::NO_NODE;
         } else if (h.type != node::SESSION_END && cfg_.owns && !owns(h, uid, payload)) {
             coho_log_debug("uid %" PRIu64 ": not this node's (cluster), type %u refused", uid,
                            h.type);

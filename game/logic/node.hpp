@@ -171,6 +171,14 @@ private:
     struct Gate {
         std::vector<uint64_t> conns; // HELLO'd connections; front() carries the pushes
     };
+    // A gateway's connection after its HELLO.
+    struct Link {
+        uint64_t gate = 0;
+        // The node's lease at the HELLO. Under another lease the connection's requests are
+        // refused (NO_NODE): they were written to the node it was before (a gateway moved its
+        // uids and scenes away when that lease ended, and opens new links to the node it is now).
+        int64_t lease = 0;
+    };
 
     void on_request(coho::tdp::Request rq);
     void serve(coho::tdp::Request rq); // the request's own coroutine
@@ -192,7 +200,7 @@ private:
     Db db_;
     Store store_;
     coho::tdp::Pool pool_;
-    std::unordered_map<uint64_t, uint64_t> gate_of_conn_;
+    std::unordered_map<uint64_t, Link> gate_of_conn_;
     std::map<uint64_t, Gate> gates_;
     std::unordered_map<uint64_t, uint64_t> gate_epoch_; // bumped when a gateway (re)connects
     bool stopping_ = false;
@@ -200,7 +208,7 @@ private:
     // By route number; calls to routes the node does not serve share one "other" entry
     // (kOtherRoutes), so a client sending every number cannot make 65,536 series.
     std::map<int, RouteStats> stats_;
-    uint64_t pushes_sent_ = 0, pushes_dropped_ = 0, bad_frames_ = 0;
+    uint64_t pushes_sent_ = 0, pushes_dropped_ = 0, bad_frames_ = 0, stale_requests_ = 0;
 };
 
 // ---- the features (one file each) ----

@@ -23,6 +23,7 @@ enum Key {
     kPushesSent,
     kPushesDropped,
     kBadFrames,
+    kStaleRequests,
     kDbErrors,
     kGateways,
     kGatewayConns,
@@ -74,6 +75,8 @@ const Series kSeries[] = {
     {kPushesDropped, COHO_METRIC_COUNTER, "coho_logic_pushes_dropped_total",
      "One-way frames dropped: no connection to their gateway."},
     {kBadFrames, COHO_METRIC_COUNTER, "coho_logic_bad_frames_total", "Frames that did not parse."},
+    {kStaleRequests, COHO_METRIC_COUNTER, "coho_logic_stale_requests_total",
+     "Requests refused (status 3) on a gateway connection opened under an earlier lease."},
     {kDbErrors, COHO_METRIC_COUNTER, "coho_logic_db_errors_total",
      "Failed database connects and statements."},
     {kGateways, COHO_METRIC_GAUGE, "coho_logic_gateways", "Gateways connected (by HELLO)."},
@@ -245,6 +248,8 @@ double Node::read_metric(void *node, int key)
         return double(n.pushes_dropped_);
     case kBadFrames:
         return double(n.bad_frames_);
+    case kStaleRequests:
+        return double(n.stale_requests_);
     case kDbErrors:
         return double(n.db_.error_count());
     case kGateways:
@@ -321,6 +326,7 @@ void Node::stats_json(coho::net::Json &j) const
     j.raw("},\"pushes_sent\":").number(pushes_sent_);
     j.raw(",\"pushes_dropped\":").number(pushes_dropped_);
     j.raw(",\"bad_frames\":").number(bad_frames_);
+    j.raw(",\"stale_requests\":").number(stale_requests_);
     j.raw(",\"gateways\":").number(gates_.size());
     j.raw(",\"players\":").number(players.size());
     j.raw(",\"scenes\":").number(scenes.size());

@@ -255,29 +255,34 @@ TEST(ClusterFence, a_node_stopped_past_its_ttl_refuses_uids_until_it_registered_
     // Stopped: nobody renews the lease; etcd expires it and the key goes.
     logic.signal(SIGSTOP);
     EXPECT_TRUE(wait_for([&] { return !registered(); }, 20s)) << "the lease outlived the stop";
-    // Calls that wait in the socket: when the node wakes, its lease is gone.
+    // Calls that wait in the socket: the gateway gave up on them when the lease ended. Whether
+    // the node reads them before or after it registers again, it must not serve them.
     g.echo(2);
     g.enter(2, 5, 20);
     logic.signal(SIGCONT);
     EXPECT_EQ(g.status(), wire::NO_NODE) << "a node without its lease served a uid";
     EXPECT_EQ(g.status(), wire::NO_NODE) << "a node without its lease served a scene";
 
-    // It registers again (new lease), then serves again.
+    // It registers again (new lease). The connection opened under the old lease stays refused;
+    // a gateway opens new ones to the node it is now, which serves them.
     ASSERT_TRUE(wait_for(registered, 20s)) << "the node did not register again";
+    g.echo(3);
+    EXPECT_EQ(g.status(), wire::NO_NODE) << "a connection of the old lease was served";
+    FakeGate now(port);
     uint32_t st = wire::NO_NODE;
     wait_for(
         [&] {
-            g.echo(3);
-            st = g.status();
+            now.echo(3);
+            st = now.status();
             return st == wire::OK;
         },
         10s);
     EXPECT_EQ(st, wire::OK);
     // Scene 5 as it was under the old lease is gone: meanwhile the gateways had moved it to
     // another node, where uid 1 may have left. A newcomer next to where uid 1 stood sees no one.
-    g.enter(3, 5, 20);
+    now.enter(3, 5, 20);
     std::string body;
-    EXPECT_EQ(g.status(&body), wire::OK);
+    EXPECT_EQ(now.status(&body), wire::OK);
     EXPECT_TRUE(body.empty()) << "scene 5 kept an entity from the lost lease";
 }
 
@@ -339,14 +344,16 @@ TEST(ClusterFence, a_node_back_from_a_lost_lease_reads_its_players_again)
     ASSERT_EQ(gb.status(&body), wire::OK);
     EXPECT_EQ(FakeGate::counter_of(body), 105);
 
-    // Node 7 comes back, registers again and owns the uid again: it answers from the database.
+    // Node 7 comes back, registers again and owns the uid again: it answers from the database
+    // (on a new connection: the old lease's stays refused).
     a.signal(SIGCONT);
     ASSERT_TRUE(wait_for([&] { return registered("7"); }, 20s)) << "node 7 did not register again";
+    FakeGate again(pa);
     uint32_t st = wire::NO_NODE;
     wait_for(
         [&] {
-            ga.add(uid, 1);
-            st = ga.status(&body);
+            again.add(uid, 1);
+            st = again.status(&body);
             return st == wire::OK;
         },
         20s);
