@@ -51,8 +51,8 @@ uint32_t enter_again(NodeLinks &links, const SessionPtr &s, uint32_t scene, cons
     }
     gate().stats.scene_reentries++;
     if (seat.node == owner.addr)
-        coho_log_info("gate: scene %u: %s registered again: uid %" PRIu64 " entered again",
-                      scene, owner.addr.c_str(), s->uid);
+        coho_log_info("gate: scene %u: %s registered again: uid %" PRIu64 " entered again", scene,
+                      owner.addr.c_str(), s->uid);
     else
         coho_log_info("gate: scene %u moved from %s to %s: uid %" PRIu64 " entered again", scene,
                       seat.node.c_str(), owner.addr.c_str(), s->uid);
