@@ -11,6 +11,8 @@
 #                   each other through etcd, bots on both (tools/run-cluster.sh, game/README.md
 #                   "Cluster"); flags via CLUSTER_ARGS, e.g. make cluster CLUSTER_ARGS="--kill"
 #   make test       build + every ctest case
+#   make test-uring every ctest case again on the io_uring backend (COHO_BACKEND=io_uring), on
+#                   make test's build; the cases that pick io_uring themselves ran in make test
 #   make sanitize   ASan+UBSan build (build-asan/) + every ctest case
 #   make bench      benchmarks (build-bench/), results to compare with bench/RESULTS.md
 #   make bench-net  net/ benchmarks (tools/bench-net.sh, build-bench/); NET_BENCH picks scenarios
@@ -30,7 +32,7 @@ CLUSTER_ARGS ?=
 CMAKE    := cmake
 SOURCES   = $(shell git ls-files -co --exclude-standard -- '*.c' '*.h' '*.cc' '*.cpp' '*.hpp' 2>/dev/null)
 
-.PHONY: all build deps deps-test deps-bench deps-game run game cluster test sanitize bench bench-net bench-game fuzz tsan valgrind format format-check clean
+.PHONY: all build deps deps-test deps-bench deps-game run game cluster test test-uring sanitize bench bench-net bench-game fuzz tsan valgrind format format-check clean
 
 all: build
 
@@ -60,6 +62,14 @@ test: deps-test
 	@$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=Release -DCOHO_WERROR=$(WERROR) >/dev/null
 	@$(CMAKE) --build build -j $(JOBS)
 	cd build && ctest -j $(JOBS) --output-on-failure --timeout 300 $(CTEST_ARGS)
+
+# Both backends pass the whole suite: the second pass sets COHO_BACKEND=io_uring for every case
+# that does not choose its backend itself (the *_uring and *.io_uring cases did, in make test).
+test-uring: deps-test
+	@$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=Release -DCOHO_WERROR=$(WERROR) >/dev/null
+	@$(CMAKE) --build build -j $(JOBS)
+	cd build && COHO_BACKEND=io_uring ctest -j $(JOBS) --output-on-failure --timeout 300 \
+	    -E '_uring' $(CTEST_ARGS)
 
 sanitize: deps-test
 	@$(CMAKE) -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCOHO_WERROR=$(WERROR) \
