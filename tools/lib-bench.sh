@@ -1,7 +1,43 @@
 # SPDX-License-Identifier: MIT
 # Shared by the server comparisons tools/bench-echo.sh and tools/bench-resp.sh (sourced, not
-# run): where server and client are pinned, a process's CPU time, and its system calls counted
-# by perf on the syscall tracepoints.
+# run): where server and client are pinned, a process's CPU time, its system calls counted by
+# perf on the syscall tracepoints or by strace, the scratch directory and the server's stop,
+# the header line and the median of the results tables.
+#
+# Sourcing it also raises the open-file limit (1000 connections and more), makes the scratch
+# directory $work and sets the EXIT trap that kills the server still running ($srv_pid, which
+# the script's start_server sets) and removes $work.
+
+ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+work=$(mktemp -d)
+srv_pid=""
+cleanup() {
+    if [ -n "$srv_pid" ]; then kill "$srv_pid" 2>/dev/null || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# stop_server: kills the server start_server started and waits for it.
+stop_server() {
+    kill "$srv_pid" 2>/dev/null || true
+    wait "$srv_pid" 2>/dev/null || true
+    srv_pid=""
+}
+
+# bench_stamp: the results' first line, "date: ...; commit: ...".
+bench_stamp() {
+    echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); commit: $(git -C "$(dirname "${BASH_SOURCE[0]}")/.." rev-parse --short HEAD 2>/dev/null || echo '?')"
+}
+
+# awk_median: the awk function median(key), the median of the space-separated numbers in
+# vals[key]; put in front of an awk program that fills vals.
+awk_median='
+function median(key,    n, i, j, t, a) {
+    n = split(vals[key], a, " ")
+    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}'
 
 # Server on CPU 0, client on CPU 1 when there are two (PIN=0: let the kernel place them).
 if [ "$(nproc)" -ge 2 ] && [ "${PIN:-1}" = 1 ]; then
@@ -47,4 +83,36 @@ perf_syscalls_stop() {
 perf_works() {
     command -v perf >/dev/null || return 1
     perf stat -x, -o /dev/null -e raw_syscalls:sys_enter true 2>/dev/null
+}
+
+# strace_start PID FILE: strace -c -f counts the system calls of PID's threads into FILE until
+# strace_stop; returns once strace is attached. Sets st_pid.
+strace_start() {
+    strace -f -c -q -p "$1" -o "$2" &
+    st_pid=$!
+    for _ in $(seq 100); do
+        if [ "$(awk '/TracerPid/ { print $2 }' "/proc/$1/status")" != 0 ]; then break; fi
+        sleep 0.05
+    done
+}
+
+# strace_stop: ends the count strace_start began (strace writes its summary as it detaches).
+strace_stop() {
+    kill -INT "$st_pid"
+    wait "$st_pid" 2>/dev/null || true
+}
+
+# strace_per_req FILE N: from the strace -c summary in FILE, the system calls per request over N
+# requests as "TOTAL|NAME RATE, NAME RATE, ..." (the calls at 0.005 per request or more).
+strace_per_req() {
+    awk -v n="$2" '
+        /^-/ { d++; next }
+        d == 1 && NF >= 5 { calls[$NF] = $4 }
+        END {
+            line = ""
+            for (k in calls) if (calls[k] / n >= 0.005) line = line sprintf("%s %.3f, ", k, calls[k] / n)
+            sub(/, $/, "", line)
+            t = 0; for (k in calls) t += calls[k]
+            printf "%.3f|%s\n", t / n, line
+        }' "$1"
 }
