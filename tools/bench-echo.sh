@@ -95,23 +95,11 @@ bench_stamp
 echo "repetitions: $REPS x ${SECS}s (+${WARM}s warm-up); medians; server pinned: ${pin_srv:-no}, client: ${pin_cli:-no}"
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-awk -v servers="$SERVERS" "$awk_median"'
-{
-    k = $1 SUBSEP $2 SUBSEP $3
-    vals[k SUBSEP "rps"] = vals[k SUBSEP "rps"] " " $5
-    vals[k SUBSEP "p99"] = vals[k SUBSEP "p99"] " " $6
-    vals[k SUBSEP "cpu"] = vals[k SUBSEP "cpu"] " " $7
-    # Per-repetition ratio to epoll (same repetition, same configuration).
-    rps[$1 SUBSEP $2 SUBSEP $3 SUBSEP $4] = $5
-    if (!(($2 SUBSEP $3) in seen)) { seen[$2 SUBSEP $3] = 1; cfg[++ncfg] = $2 SUBSEP $3 }
-    reps[$4] = 1
-}
+awk -v servers="$SERVERS" "$awk_results"'
+{ note(); add("p99", $6); add("cpu", $7) }
 END {
     ns = split(servers, sv, " ")
-    for (r in reps) for (i = 1; i <= ncfg; i++) for (j = 1; j <= ns; j++) {
-        e = rps["epoll" SUBSEP cfg[i] SUBSEP r]; v = rps[sv[j] SUBSEP cfg[i] SUBSEP r]
-        if (e > 0) vals[sv[j] SUBSEP cfg[i] SUBSEP "ratio"] = vals[sv[j] SUBSEP cfg[i] SUBSEP "ratio"] " " v / e
-    }
+    ratios("epoll") # per-repetition ratio to epoll (same repetition, same configuration)
     hdr = "| C | S |"; sep = "|---|---|"
     for (j = 1; j <= ns; j++) { hdr = hdr " " sv[j] " req/s |"; sep = sep "---|" }
     for (j = 1; j <= ns; j++) if (sv[j] != "epoll") { hdr = hdr " " sv[j] " / epoll |"; sep = sep "---|" }

@@ -101,22 +101,11 @@ bench_stamp
 echo "redis-benchmark -t set,get -n $N -c C -P 1; $REPS repetitions, medians; server pinned: ${pin_srv:-no}, client: ${pin_cli:-no}"
 echo "$(redis-server --version | cut -d' ' -f1-3); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-awk -v servers="$SERVERS" "$awk_median"'
-{
-    k = $1 SUBSEP $2 SUBSEP $3
-    vals[k SUBSEP "rps"] = vals[k SUBSEP "rps"] " " $5
-    vals[k SUBSEP "cpu"] = vals[k SUBSEP "cpu"] " " $6
-    rps[k SUBSEP $4] = $5
-    if (!(($2 SUBSEP $3) in seen)) { seen[$2 SUBSEP $3] = 1; cfg[++ncfg] = $2 SUBSEP $3 }
-    reps[$4] = 1
-}
+awk -v servers="$SERVERS" "$awk_results"'
+{ note(); add("cpu", $6) }
 END {
     ns = split(servers, sv, " ")
-    # Per-repetition ratio to redis-server (same repetition, same configuration).
-    for (r in reps) for (i = 1; i <= ncfg; i++) for (j = 1; j <= ns; j++) {
-        e = rps["redis" SUBSEP cfg[i] SUBSEP r]; v = rps[sv[j] SUBSEP cfg[i] SUBSEP r]
-        if (e > 0) vals[sv[j] SUBSEP cfg[i] SUBSEP "ratio"] = vals[sv[j] SUBSEP cfg[i] SUBSEP "ratio"] " " v / e
-    }
+    ratios("redis") # per-repetition ratio to redis-server (same repetition, same configuration)
     hdr = "| C | test |"; sep = "|---|---|"
     for (j = 1; j <= ns; j++) { hdr = hdr " " sv[j] " req/s |"; sep = sep "---|" }
     for (j = 1; j <= ns; j++) if (sv[j] != "redis") { hdr = hdr " " sv[j] " / redis |"; sep = sep "---|" }

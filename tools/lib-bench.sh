@@ -30,13 +30,35 @@ bench_stamp() {
     echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); commit: $(git -C "$(dirname "${BASH_SOURCE[0]}")/.." rev-parse --short HEAD 2>/dev/null || echo '?')"
 }
 
-# awk_median: the awk function median(key), the median of the space-separated numbers in
-# vals[key]; put in front of an awk program that fills vals.
-awk_median='
+# awk_results: awk functions for the results tables, put in front of an awk program that
+# reads the results file, one line per run: "SERVER C X REP REQ/S ..." (X: the size or the
+# test). note() keeps a line's req/s; add(name, v) appends v to the values of the line's
+# server and configuration under `name`; after the lines, ratios(base) turns each server's
+# req/s into ratios to server `base`'s in the same repetition and configuration (values
+# "ratio"; needs sv[1..ns], the servers); median(key) is the median of the values vals[key],
+# whose keys are SERVER SUBSEP cfg[i] SUBSEP name (cfg[1..ncfg]: "C SUBSEP X" in the order
+# first seen).
+awk_results='
 function median(key,    n, i, j, t, a) {
     n = split(vals[key], a, " ")
     for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
     return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}
+function add(name, v,    k) {
+    k = $1 SUBSEP $2 SUBSEP $3 SUBSEP name
+    vals[k] = vals[k] " " v
+}
+function note() {
+    add("rps", $5)
+    rps[$1 SUBSEP $2 SUBSEP $3 SUBSEP $4] = $5
+    if (!(($2 SUBSEP $3) in seen)) { seen[$2 SUBSEP $3] = 1; cfg[++ncfg] = $2 SUBSEP $3 }
+    reps[$4] = 1
+}
+function ratios(base,    r, i, j, e, v) {
+    for (r in reps) for (i = 1; i <= ncfg; i++) for (j = 1; j <= ns; j++) {
+        e = rps[base SUBSEP cfg[i] SUBSEP r]; v = rps[sv[j] SUBSEP cfg[i] SUBSEP r]
+        if (e > 0) vals[sv[j] SUBSEP cfg[i] SUBSEP "ratio"] = vals[sv[j] SUBSEP cfg[i] SUBSEP "ratio"] " " v / e
+    }
 }'
 
 # Server on CPU 0, client on CPU 1 when there are two (PIN=0: let the kernel place them).
