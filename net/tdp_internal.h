@@ -24,6 +24,7 @@
 #ifndef COHO_NET_TDP_INTERNAL_H
 #define COHO_NET_TDP_INTERNAL_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -369,6 +370,24 @@ void coho__tdp_pending_for_each(coho_tdp_pool_t *p,
 void coho__tdp_pending_destroy(coho_tdp_pool_t *p);
 
 /* ---- tdp_recv.c and tdp_send.c: waiting for a response ---- */
+
+/* Sets *pd to the pending record of request `req_id` that a coroutine is about to wait on
+ * (coho_tdp_callv, coho_tdp_wait_resp). One waiter per id: a second would take the wake-up,
+ * free the entry, and leave the first to wake at its timeout on freed memory, so an id another
+ * coroutine waits for stays with that one. Returns 0, or -EINVAL (no pool), -ENOENT (0, stale,
+ * released or forged id) or -EBUSY (another coroutine waits for it). */
+static inline int coho__tdp_pending_for_wait(const coho_tdp_pool_t *p, uint64_t req_id,
+                                             struct tdp_pending **pd)
+{
+    if (p == NULL)
+        return -EINVAL;
+    *pd = coho__tdp_pending_get(p, req_id);
+    if (*pd == NULL)
+        return -ENOENT;
+    if ((*pd)->co_id != 0)
+        return -EBUSY;
+    return 0;
+}
 
 /* Parks coroutine `self` (coho_self()), unless the response already came or the request
  * already failed, until the response of pd (request id `req_id`) arrives, the request fails or

@@ -432,19 +432,13 @@ int coho_tdp_wait_resp(coho_tdp_pool_t *p, uint64_t req_id, int64_t timeout_ms, 
     uint64_t self;
     int rc;
 
-    if (p == NULL || out == NULL) {
+    if (out == NULL) {
         errno = EINVAL;
         return -1;
     }
-    pd = coho__tdp_pending_get(p, req_id);
-    if (pd == NULL) {
-        errno = ENOENT;
-        return -1;
-    }
-    if (pd->co_id != 0) {
-        /* One waiter per id: a second would take the wake-up, free the entry, and leave the
-         * first to wake at its timeout on freed memory. */
-        errno = EBUSY;
+    rc = coho__tdp_pending_for_wait(p, req_id, &pd);
+    if (rc < 0) {
+        errno = -rc;
         return -1;
     }
     self = coho_self();

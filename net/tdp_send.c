@@ -35,6 +35,32 @@ static int tx_write_batch(coho_tdp_pool_t *p, uint64_t conn_id, int fd, const un
     return 0;
 }
 
+/* Writes the frame `iov` (`total` bytes) to `fd`, the socket of connection `conn_id`, under
+ * the fd's write lock: whole frames only, the lock keeps concurrent senders' bytes apart. A
+ * frame half written breaks the connection (the stream is unusable). The direct write of
+ * coho_tdp_sendv and coho_tdp_callv; inline, as it was written in each. Returns 0 or -errno
+ * (-ENOTCONN for a closed fd). */
+static inline int tx_write_frame(coho_tdp_pool_t *p, uint64_t conn_id, int fd,
+                                 const struct iovec *iov, int iovcnt, size_t total)
+{
+    ssize_t n;
+    int err;
+
+    if (coho_fd_lock(fd, COHO_FD_LOCK_WRITE) != 0)
+        return errno == EBADF ? -ENOTCONN : -errno;
+    n = writevn(fd, iov, iovcnt);
+    err = errno;
+    coho_fd_unlock(fd, COHO_FD_LOCK_WRITE);
+    if (n != (ssize_t)total) {
+        struct tdp_conn *c = coho__tdp_conn_get(p, conn_id);
+
+        if (c != NULL)
+            coho__tdp_conn_break(p, c, err != 0 ? err : EPIPE); /* half a frame went: unusable */
+        return err == EBADF || err == 0 ? -ENOTCONN : -err;
+    }
+    return 0;
+}
+
 /* Parks the caller until the flusher of `c` has written the frames queued so far. Returns the
  * write's result (0 or -errno). */
 static int tx_wait_flushed(struct tdp_conn *c)
@@ -182,9 +208,8 @@ __attribute__((noinline)) static int tdp_sendv(coho_tdp_pool_t *p, uint64_t conn
 {
     struct tdp_conn *c;
     struct tdp_pending *pd = NULL;
-    ssize_t n;
     size_t total = 0;
-    int i, fd, err;
+    int i;
 
     for (i = 0; i < iovcnt; i++)
         total += iov[i].iov_len;
@@ -209,20 +234,7 @@ __attribute__((noinline)) static int tdp_sendv(coho_tdp_pool_t *p, uint64_t conn
     }
     if (c->flushing || (tx_gather_worthwhile(p) && coho_self() != c->rx_co))
         return tx_send_batched(p, c, iov, iovcnt, total);
-    fd = c->fd;
-    /* Whole frames only: the write lock keeps concurrent senders' bytes apart. */
-    if (coho_fd_lock(fd, COHO_FD_LOCK_WRITE) != 0)
-        return errno == EBADF ? -ENOTCONN : -errno;
-    n = writevn(fd, iov, iovcnt);
-    err = errno;
-    coho_fd_unlock(fd, COHO_FD_LOCK_WRITE);
-    if (n != (ssize_t)total) {
-        c = coho__tdp_conn_get(p, conn_id);
-        if (c != NULL)
-            coho__tdp_conn_break(p, c, err != 0 ? err : EPIPE); /* half a frame went: unusable */
-        return err == EBADF || err == 0 ? -ENOTCONN : -err;
-    }
-    return 0;
+    return tx_write_frame(p, conn_id, c->fd, iov, iovcnt, total);
 }
 
 int coho_tdp_sendv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_id, const struct iovec *iov,
@@ -330,8 +342,7 @@ static int tx_call_send(coho_tdp_pool_t *p, uint64_t self, uint64_t conn_id, str
 {
     struct tdp_conn *c = coho__tdp_conn_get(p, conn_id);
     size_t total = 0;
-    ssize_t n;
-    int i, fd, err, rc;
+    int i, rc;
 
     if (c == NULL)
         return -ENOTCONN;
@@ -356,19 +367,7 @@ static int tx_call_send(coho_tdp_pool_t *p, uint64_t self, uint64_t conn_id, str
         coho_yield();
         return tx_flush(p, conn_id);
     }
-    fd = c->fd;
-    if (coho_fd_lock(fd, COHO_FD_LOCK_WRITE) != 0)
-        return errno == EBADF ? -ENOTCONN : -errno;
-    n = writevn(fd, iov, iovcnt);
-    err = errno;
-    coho_fd_unlock(fd, COHO_FD_LOCK_WRITE);
-    if (n != (ssize_t)total) {
-        c = coho__tdp_conn_get(p, conn_id);
-        if (c != NULL)
-            coho__tdp_conn_break(p, c, err != 0 ? err : EPIPE);
-        return err == EBADF || err == 0 ? -ENOTCONN : -err;
-    }
-    return 0;
+    return tx_write_frame(p, conn_id, c->fd, iov, iovcnt, total);
 }
 
 /* coho_tdp_callv and coho_tdp_call (one function: no call through the PLT between them). */
@@ -381,17 +380,9 @@ static inline int tdp_callv(coho_tdp_pool_t *p, uint64_t conn_id, uint64_t req_i
     int64_t t0 = -1;
     int rc;
 
-    if (p == NULL) {
-        errno = EINVAL;
-        return -1;
-    }
-    pd = coho__tdp_pending_get(p, req_id);
-    if (pd == NULL) {
-        errno = ENOENT;
-        return -1;
-    }
-    if (pd->co_id != 0) {
-        errno = EBUSY; /* another coroutine waits for this id: it stays with that one */
+    rc = coho__tdp_pending_for_wait(p, req_id, &pd);
+    if (rc < 0) {
+        errno = -rc;
         return -1;
     }
     self = coho_self();

@@ -35,18 +35,8 @@ for s in $SERVERS client; do
     s=${s%%@*}
     [ -x "$dir/echo_$s" ] || { echo "bench-echo: $dir/echo_$s not built" >&2; exit 1; }
 done
-ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-
 # shellcheck source=tools/lib-bench.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib-bench.sh"
-
-work=$(mktemp -d)
-srv_pid=""
-cleanup() {
-    if [ -n "$srv_pid" ]; then kill "$srv_pid" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
 
 # start_server NAME PORT: starts it and waits until it listens; sets srv_pid.
 start_server() {
@@ -64,12 +54,6 @@ start_server() {
     echo "bench-echo: echo_$1 did not start:" >&2
     cat "$work/srv.out" >&2
     exit 1
-}
-
-stop_server() {
-    kill "$srv_pid" 2>/dev/null || true
-    wait "$srv_pid" 2>/dev/null || true
-    srv_pid=""
 }
 
 # field NAME LINE: the value of NAME=... in the client's output line.
@@ -107,32 +91,15 @@ for rep in $(seq "$REPS"); do
 done
 
 echo
-echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); commit: $(git -C "$(dirname "$0")/.." rev-parse --short HEAD 2>/dev/null || echo '?')"
+bench_stamp
 echo "repetitions: $REPS x ${SECS}s (+${WARM}s warm-up); medians; server pinned: ${pin_srv:-no}, client: ${pin_cli:-no}"
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-awk -v servers="$SERVERS" '
-function median(key,    n, i, j, t, a) {
-    n = split(vals[key], a, " ")
-    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
-    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-}
-{
-    k = $1 SUBSEP $2 SUBSEP $3
-    vals[k SUBSEP "rps"] = vals[k SUBSEP "rps"] " " $5
-    vals[k SUBSEP "p99"] = vals[k SUBSEP "p99"] " " $6
-    vals[k SUBSEP "cpu"] = vals[k SUBSEP "cpu"] " " $7
-    # Per-repetition ratio to epoll (same repetition, same configuration).
-    rps[$1 SUBSEP $2 SUBSEP $3 SUBSEP $4] = $5
-    if (!(($2 SUBSEP $3) in seen)) { seen[$2 SUBSEP $3] = 1; cfg[++ncfg] = $2 SUBSEP $3 }
-    reps[$4] = 1
-}
+awk -v servers="$SERVERS" "$awk_results"'
+{ note(); add("p99", $6); add("cpu", $7) }
 END {
     ns = split(servers, sv, " ")
-    for (r in reps) for (i = 1; i <= ncfg; i++) for (j = 1; j <= ns; j++) {
-        e = rps["epoll" SUBSEP cfg[i] SUBSEP r]; v = rps[sv[j] SUBSEP cfg[i] SUBSEP r]
-        if (e > 0) vals[sv[j] SUBSEP cfg[i] SUBSEP "ratio"] = vals[sv[j] SUBSEP cfg[i] SUBSEP "ratio"] " " v / e
-    }
+    ratios("epoll") # per-repetition ratio to epoll (same repetition, same configuration)
     hdr = "| C | S |"; sep = "|---|---|"
     for (j = 1; j <= ns; j++) { hdr = hdr " " sv[j] " req/s |"; sep = sep "---|" }
     for (j = 1; j <= ns; j++) if (sv[j] != "epoll") { hdr = hdr " " sv[j] " / epoll |"; sep = sep "---|" }
@@ -206,27 +173,12 @@ for c in $CONNS; do
             port=$((port + 1))
             [ "$port" -lt 19999 ] || port=$PORT
             start_server "$srv" "$port"
-            strace -f -c -q -p "$srv_pid" -o "$work/strace.txt" &
-            st_pid=$!
-            for _ in $(seq 100); do
-                if [ "$(awk '/TracerPid/ { print $2 }' "/proc/$srv_pid/status")" != 0 ]; then break; fi
-                sleep 0.05
-            done
+            strace_start "$srv_pid" "$work/strace.txt"
             $pin_cli "$dir/echo_client" -p "$port" -c "$c" -s "$s" -n "$STRACE_REQS" >/dev/null
-            kill -INT "$st_pid"
-            wait "$st_pid" 2>/dev/null || true
+            strace_stop
             stop_server
-            awk -v n="$STRACE_REQS" -v srv="$srv" -v c="$c" -v s="$s" '
-                /^-/ { d++; next }
-                d == 1 && NF >= 5 { calls[$NF] = $4 }
-                d == 2 && $NF == "total" { total = $3 }
-                END {
-                    line = ""
-                    for (k in calls) if (calls[k] / n >= 0.005) line = line sprintf("%s %.3f, ", k, calls[k] / n)
-                    sub(/, $/, "", line)
-                    t = 0; for (k in calls) t += calls[k]
-                    printf "| %s | %s | %s B | %.3f | %s |\n", srv, c, s, t / n, line
-                }' "$work/strace.txt"
+            IFS='|' read -r total per < <(strace_per_req "$work/strace.txt" "$STRACE_REQS")
+            echo "| $srv | $c | $s B | $total | $per |"
         done
     done
 done

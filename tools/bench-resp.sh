@@ -30,18 +30,8 @@ PERF_REQS=${PERF_REQS:-20000}
 for t in redis-server redis-benchmark; do
     command -v "$t" >/dev/null || { echo "bench-resp: $t missing (tools/deps.sh integration)" >&2; exit 1; }
 done
-ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-
 # shellcheck source=tools/lib-bench.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib-bench.sh"
-
-work=$(mktemp -d)
-srv_pid=""
-cleanup() {
-    if [ -n "$srv_pid" ]; then kill "$srv_pid" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
 
 # start_server NAME: starts it on a free loopback port and waits until it answers PING; sets
 # srv_pid and port.
@@ -69,12 +59,6 @@ start_server() {
     echo "bench-resp: $1 did not start:" >&2
     cat "$work/srv.log" "$work/srv.out" >&2 2>/dev/null || true
     exit 1
-}
-
-stop_server() {
-    kill "$srv_pid" 2>/dev/null || true
-    wait "$srv_pid" 2>/dev/null || true
-    srv_pid=""
 }
 
 # bench C N: redis-benchmark's CSV lines ("SET","rps",...) for SET and GET, C connections, N
@@ -113,31 +97,15 @@ for rep in $(seq "$REPS"); do
 done
 
 echo
-echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); commit: $(git -C "$(dirname "$0")/.." rev-parse --short HEAD 2>/dev/null || echo '?')"
+bench_stamp
 echo "redis-benchmark -t set,get -n $N -c C -P 1; $REPS repetitions, medians; server pinned: ${pin_srv:-no}, client: ${pin_cli:-no}"
 echo "$(redis-server --version | cut -d' ' -f1-3); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-awk -v servers="$SERVERS" '
-function median(key,    n, i, j, t, a) {
-    n = split(vals[key], a, " ")
-    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
-    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-}
-{
-    k = $1 SUBSEP $2 SUBSEP $3
-    vals[k SUBSEP "rps"] = vals[k SUBSEP "rps"] " " $5
-    vals[k SUBSEP "cpu"] = vals[k SUBSEP "cpu"] " " $6
-    rps[k SUBSEP $4] = $5
-    if (!(($2 SUBSEP $3) in seen)) { seen[$2 SUBSEP $3] = 1; cfg[++ncfg] = $2 SUBSEP $3 }
-    reps[$4] = 1
-}
+awk -v servers="$SERVERS" "$awk_results"'
+{ note(); add("cpu", $6) }
 END {
     ns = split(servers, sv, " ")
-    # Per-repetition ratio to redis-server (same repetition, same configuration).
-    for (r in reps) for (i = 1; i <= ncfg; i++) for (j = 1; j <= ns; j++) {
-        e = rps["redis" SUBSEP cfg[i] SUBSEP r]; v = rps[sv[j] SUBSEP cfg[i] SUBSEP r]
-        if (e > 0) vals[sv[j] SUBSEP cfg[i] SUBSEP "ratio"] = vals[sv[j] SUBSEP cfg[i] SUBSEP "ratio"] " " v / e
-    }
+    ratios("redis") # per-repetition ratio to redis-server (same repetition, same configuration)
     hdr = "| C | test |"; sep = "|---|---|"
     for (j = 1; j <= ns; j++) { hdr = hdr " " sv[j] " req/s |"; sep = sep "---|" }
     for (j = 1; j <= ns; j++) if (sv[j] != "redis") { hdr = hdr " " sv[j] " / redis |"; sep = sep "---|" }
@@ -192,26 +160,12 @@ else
     for c in $CONNS; do
         for srv in $SERVERS; do
             start_server "$srv"
-            strace -f -c -q -p "$srv_pid" -o "$work/strace.txt" &
-            st_pid=$!
-            for _ in $(seq 100); do
-                if [ "$(awk '/TracerPid/ { print $2 }' "/proc/$srv_pid/status")" != 0 ]; then break; fi
-                sleep 0.05
-            done
+            strace_start "$srv_pid" "$work/strace.txt"
             bench "$c" "$PERF_REQS" >/dev/null
-            kill -INT "$st_pid"
-            wait "$st_pid" 2>/dev/null || true
+            strace_stop
             stop_server
-            awk -v n="$((2 * PERF_REQS))" -v srv="$srv" -v c="$c" '
-                /^-/ { d++; next }
-                d == 1 && NF >= 5 { calls[$NF] = $4 }
-                END {
-                    line = ""
-                    for (k in calls) if (calls[k] / n >= 0.005) line = line sprintf("%s %.3f, ", k, calls[k] / n)
-                    sub(/, $/, "", line)
-                    t = 0; for (k in calls) t += calls[k]
-                    printf "| %s | %s | %.3f | %s |\n", srv, c, t / n, line
-                }' "$work/strace.txt"
+            IFS='|' read -r total per < <(strace_per_req "$work/strace.txt" "$((2 * PERF_REQS))")
+            echo "| $srv | $c | $total | $per |"
         done
     done
 fi

@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <coho.h>
@@ -32,14 +31,6 @@ struct server {
     int failed;
     int last_errno;
 };
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static struct server *the_server;
 
@@ -227,8 +218,8 @@ static void break_main(void *arg)
     coho_sleep_ms(50);
     CO_CHECK_EQ(sv->done, 0);
     close(sp[1]);
-    t0 = now_ms();
-    while (sv->done < NREQ && now_ms() - t0 < 2000)
+    t0 = co_now_ms();
+    while (sv->done < NREQ && co_now_ms() - t0 < 2000)
         coho_sleep_ms(1);
     CO_CHECK_EQ(coho_tdp_close(sv->pool), 0);
 }

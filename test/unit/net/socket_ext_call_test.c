@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <coho.h>
@@ -23,52 +22,13 @@
 static size_t max_body = 1u << 20;
 static coho_tdp_framer_t sock_framer;
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-/* The body of the response to request `seq`: a pattern of the id. */
-static void fill(unsigned char *b, size_t n, uint64_t seq)
-{
-    size_t i;
-
-    for (i = 0; i < n; i++)
-        b[i] = (unsigned char)(seq * 31 + i);
-}
-
-/* ---- the server: answers a request with `arg` body bytes, after type >> 8 ms if type & 1 ---- */
+/* ---- the server: co_sock_answer answers a request with `arg` body bytes, after type >> 8 ms
+ * if type & 1 ---- */
 struct server {
     coho_tdp_pool_t *pool;
     int handled;
     int deadlk; /* on_req's own coho_tdp_call failed with EDEADLK (type & 2) */
 };
-
-static void handle(void *arg)
-{
-    coho_tdp_req_t *rq = arg;
-    unsigned char hdr[COHO_SOCK_HDR_LEN];
-    coho_sock_hdr_t h;
-    unsigned char *body;
-
-    if (!CO_CHECK_EQ(coho_cbuf_read(&rq->frame, hdr, sizeof(hdr)), (ssize_t)sizeof(hdr)) ||
-        !CO_CHECK_EQ(coho_sock_hdr_decode(hdr, &h), 0)) {
-        coho_tdp_req_free(rq);
-        return;
-    }
-    if (h.type & 1u)
-        coho_sleep_ms(h.type >> 8);
-    body = malloc(h.arg + 1u);
-    if (CO_CHECK(body != NULL)) {
-        fill(body, h.arg, h.seq);
-        co_sock_reply(rq, h, body, h.arg);
-    }
-    free(body);
-    coho_tdp_req_free(rq);
-}
 
 static void on_req(coho_tdp_req_t *rq, void *user)
 {
@@ -93,7 +53,7 @@ static void on_req(coho_tdp_req_t *rq, void *user)
         coho_cbuf_destroy(&out);
     }
     coho_cbuf_seek(&rq->frame, 0, SEEK_SET);
-    co_spawn(handle, rq);
+    co_spawn(co_sock_answer, rq);
 }
 
 struct world {
@@ -108,32 +68,13 @@ struct world {
 
 static void world_open(struct world *w, unsigned conns)
 {
-    coho_tdp_opts_t o;
-
     coho_sock_framer_init(&sock_framer, &max_body);
-    coho_tdp_opts_init(&o);
-    o.framers[0] = &sock_framer;
-    o.framer_count = 1;
-    o.on_req = on_req;
-    o.user = &w->sv;
-    w->addr.sin_family = AF_INET;
-    w->addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    w->sv.pool = coho_tdp_listen((struct sockaddr *)&w->addr, sizeof(w->addr), &o);
-    CO_CHECK(w->sv.pool != NULL);
-    w->addr.sin_port = htons(coho_tdp_local_port(w->sv.pool));
-    coho_tdp_opts_init(&o);
-    o.framers[0] = &sock_framer;
-    o.framer_count = 1;
-    o.conn_count = conns;
-    w->client = coho_tdp_connect((struct sockaddr *)&w->addr, sizeof(w->addr), &o);
-    CO_CHECK(w->client != NULL);
+    co_tdp_pair_open(&sock_framer, on_req, &w->sv, conns, &w->sv.pool, &w->client, &w->addr);
 }
 
 static void world_close(struct world *w)
 {
-    CO_CHECK_EQ(coho_tdp_close(w->client), 0);
-    if (w->sv.pool != NULL)
-        CO_CHECK_EQ(coho_tdp_close(w->sv.pool), 0);
+    co_tdp_pair_close(w->sv.pool, w->client);
 }
 
 /* One request asking for `want` body bytes (request type `type`) with coho_tdp_call. Returns
@@ -157,31 +98,6 @@ static int call(coho_tdp_pool_t *p, uint32_t want, uint32_t type, int64_t timeou
     return coho_tdp_call(p, conn, id, hdr, sizeof(hdr), timeout_ms, resp);
 }
 
-/* Whether `resp` is the response to request `seq` with `want` body bytes. */
-static bool resp_is(coho_cbuf_t *resp, uint64_t seq, uint32_t want)
-{
-    unsigned char hdr[COHO_SOCK_HDR_LEN];
-    unsigned char *body = malloc(want + 1u), *exp = malloc(want + 1u);
-    coho_sock_hdr_t h;
-    bool ok = body != NULL && exp != NULL;
-
-    coho_cbuf_seek(resp, 0, SEEK_SET);
-    ok = ok && CO_CHECK_EQ(coho_cbuf_len(resp), COHO_SOCK_HDR_LEN + want);
-    ok = ok && CO_CHECK_EQ(coho_cbuf_read(resp, hdr, sizeof(hdr)), (ssize_t)sizeof(hdr));
-    ok = ok && CO_CHECK_EQ(coho_sock_hdr_decode(hdr, &h), 0);
-    ok = ok && CO_CHECK(h.type & COHO_SOCK_RESPONSE);
-    ok = ok && CO_CHECK_EQ(h.seq, seq);
-    ok = ok && CO_CHECK_EQ(h.body_len, want);
-    ok = ok && CO_CHECK_EQ(coho_cbuf_read(resp, body, want), (ssize_t)want);
-    if (ok) {
-        fill(exp, want, seq);
-        ok = CO_CHECK(memcmp(body, exp, want) == 0);
-    }
-    free(body);
-    free(exp);
-    return ok;
-}
-
 /* ---- one call: its response, and nothing left behind ---- */
 static void delivered_main(void *arg)
 {
@@ -192,10 +108,12 @@ static void delivered_main(void *arg)
 
     coho_cbuf_init(&resp, NULL);
     world_open(w, 1);
-    if (CO_CHECK_EQ(call(w->client, 100, 0, 5000, &resp, &seq), 0) && resp_is(&resp, seq, 100))
+    if (CO_CHECK_EQ(call(w->client, 100, 0, 5000, &resp, &seq), 0) &&
+        co_sock_resp_is(&resp, seq, 100))
         w->ok++;
     /* Again with the same buffer (the response is then written straight into it). */
-    if (CO_CHECK_EQ(call(w->client, 3000, 0, 5000, &resp, &seq), 0) && resp_is(&resp, seq, 3000))
+    if (CO_CHECK_EQ(call(w->client, 3000, 0, 5000, &resp, &seq), 0) &&
+        co_sock_resp_is(&resp, seq, 3000))
         w->ok++;
     coho_tdp_get_stats(w->client, &st);
     CO_CHECK_EQ(st.responses_in, 2);
@@ -226,17 +144,17 @@ static void timeout_main(void *arg)
 
     coho_cbuf_init(&resp, NULL);
     world_open(w, 1);
-    t0 = now_ms();
+    t0 = co_now_ms();
     errno = 0;
     CO_CHECK_EQ(call(w->client, 10, 1u | (200u << 8), 30, &resp, NULL), -1);
     CO_CHECK_EQ(errno, ETIMEDOUT);
-    CO_CHECK(now_ms() - t0 >= 30);
-    CO_CHECK(now_ms() - t0 < 200);
+    CO_CHECK(co_now_ms() - t0 >= 30);
+    CO_CHECK(co_now_ms() - t0 < 200);
     coho_tdp_get_stats(w->client, &st);
     CO_CHECK_EQ(st.in_flight, 0); /* the id went with the timeout */
     /* The first response comes at ~200 ms, while this one (answered at ~400 ms) waits. */
     if (CO_CHECK_EQ(call(w->client, 20, 1u | (400u << 8), 5000, &resp, &seq), 0) &&
-        resp_is(&resp, seq, 20))
+        co_sock_resp_is(&resp, seq, 20))
         w->ok++;
     coho_tdp_get_stats(w->client, &st);
     CO_CHECK_EQ(st.responses_dropped, 1);
@@ -278,7 +196,7 @@ static void worker(void *arg)
             a->w->failed_errno = errno;
             continue;
         }
-        if (resp_is(&resp, seq, want))
+        if (co_sock_resp_is(&resp, seq, want))
             a->w->ok++;
     }
     coho_cbuf_destroy(&resp);
@@ -321,7 +239,7 @@ static void slow_caller(void *arg)
 {
     struct world *w = arg;
     coho_cbuf_t resp;
-    uint64_t t0 = now_ms(), took;
+    uint64_t t0 = co_now_ms(), took;
 
     coho_cbuf_init(&resp, NULL);
     errno = 0;
@@ -329,7 +247,7 @@ static void slow_caller(void *arg)
         w->failed++;
         w->failed_errno = errno;
     }
-    took = now_ms() - t0;
+    took = co_now_ms() - t0;
     if (took > w->failed_after_ms)
         w->failed_after_ms = took;
     coho_cbuf_destroy(&resp);
@@ -398,7 +316,7 @@ static void big_caller_main(void *arg)
 {
     struct big_caller *b = arg;
     coho_cbuf_t resp;
-    uint64_t t0 = now_ms(), took, conn = coho_tdp_pick(b->w->client, 2000);
+    uint64_t t0 = co_now_ms(), took, conn = coho_tdp_pick(b->w->client, 2000);
     uint64_t id = conn != 0 ? coho_tdp_req_id(b->w->client) : 0;
 
     coho_cbuf_init(&resp, NULL);
@@ -408,7 +326,7 @@ static void big_caller_main(void *arg)
         b->w->failed++;
         b->w->failed_errno = errno;
     }
-    took = now_ms() - t0;
+    took = co_now_ms() - t0;
     if (took > b->w->failed_after_ms)
         b->w->failed_after_ms = took;
     coho_cbuf_destroy(&resp);

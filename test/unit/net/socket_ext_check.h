@@ -19,12 +19,16 @@
 #ifndef COHO_TEST_UNIT_SYSCALL_HOOK_SOCKET_EXT_CHECK_H
 #define COHO_TEST_UNIT_SYSCALL_HOOK_SOCKET_EXT_CHECK_H
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 
 #include <coho.h>
 #include <coho/net.h>
@@ -145,6 +149,113 @@ static inline int co_sock_reply(const coho_tdp_req_t *rq, coho_sock_hdr_t h, con
     iov[1].iov_base = (void *)body;
     iov[1].iov_len = len;
     return coho_tdp_replyv(rq, iov, len > 0 ? 2 : 1);
+}
+
+/* Milliseconds on the monotonic clock. */
+static inline uint64_t co_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Fills `n` bytes at `b` with the body pattern of request `seq`. */
+static inline void co_fill(unsigned char *b, size_t n, uint64_t seq)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        b[i] = (unsigned char)(seq * 31 + i);
+}
+
+/* A coroutine body (co_spawn) that answers request `arg` (a coho_tdp_req_t, freed here) with
+ * the request's `arg` body bytes of co_fill's pattern for its seq, after type >> 8 ms when
+ * type & 1. A frame whose header does not decode is a failed check. */
+static inline void co_sock_answer(void *arg)
+{
+    coho_tdp_req_t *rq = arg;
+    unsigned char hdr[COHO_SOCK_HDR_LEN];
+    coho_sock_hdr_t h;
+    unsigned char *body;
+
+    if (!CO_CHECK_EQ(coho_cbuf_read(&rq->frame, hdr, sizeof(hdr)), (ssize_t)sizeof(hdr)) ||
+        !CO_CHECK_EQ(coho_sock_hdr_decode(hdr, &h), 0)) {
+        coho_tdp_req_free(rq);
+        return;
+    }
+    if (h.type & 1u)
+        coho_sleep_ms(h.type >> 8); /* test knob: the client asks for a delay */
+    body = malloc(h.arg + 1u);
+    if (CO_CHECK(body != NULL)) {
+        co_fill(body, h.arg, h.seq);
+        co_sock_reply(rq, h, body, h.arg);
+    }
+    free(body);
+    coho_tdp_req_free(rq);
+}
+
+/* Whether `resp` is the response to request `seq` with `want` body bytes of co_fill's pattern;
+ * the first thing that differs is a failed check. */
+static inline bool co_sock_resp_is(coho_cbuf_t *resp, uint64_t seq, uint32_t want)
+{
+    unsigned char hdr[COHO_SOCK_HDR_LEN];
+    unsigned char *body = malloc(want + 1u), *exp = malloc(want + 1u);
+    coho_sock_hdr_t h;
+    bool ok = CO_CHECK(body != NULL && exp != NULL);
+
+    coho_cbuf_seek(resp, 0, SEEK_SET);
+    ok = ok && CO_CHECK_EQ(coho_cbuf_len(resp), COHO_SOCK_HDR_LEN + want);
+    ok = ok && CO_CHECK_EQ(coho_cbuf_read(resp, hdr, sizeof(hdr)), (ssize_t)sizeof(hdr));
+    ok = ok && CO_CHECK_EQ(coho_sock_hdr_decode(hdr, &h), 0);
+    ok = ok && CO_CHECK(h.type & COHO_SOCK_RESPONSE);
+    ok = ok && CO_CHECK_EQ(h.seq, seq);
+    ok = ok && CO_CHECK_EQ(h.body_len, want);
+    ok = ok && CO_CHECK_EQ(coho_cbuf_read(resp, body, want), (ssize_t)want);
+    if (ok) {
+        co_fill(exp, want, seq);
+        ok = CO_CHECK(memcmp(body, exp, want) == 0);
+    }
+    free(body);
+    free(exp);
+    return ok;
+}
+
+/* Opens a socket_ext listen pool on a loopback port that reads `framer`'s frames and hands
+ * each request to on_req(rq, user) into *server, then a client pool of `conns` connections to
+ * it into *client; *addr gets the server's address. A pool that fails to open is a failed
+ * check (and NULL). */
+static inline void co_tdp_pair_open(coho_tdp_framer_t *framer,
+                                    void (*on_req)(coho_tdp_req_t *rq, void *user), void *user,
+                                    unsigned conns, coho_tdp_pool_t **server,
+                                    coho_tdp_pool_t **client, struct sockaddr_in *addr)
+{
+    coho_tdp_opts_t o;
+
+    coho_tdp_opts_init(&o);
+    o.framers[0] = framer;
+    o.framer_count = 1;
+    o.on_req = on_req;
+    o.user = user;
+    addr->sin_family = AF_INET;
+    addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    *server = coho_tdp_listen((struct sockaddr *)addr, sizeof(*addr), &o);
+    CO_CHECK(*server != NULL);
+    addr->sin_port = htons(coho_tdp_local_port(*server));
+    coho_tdp_opts_init(&o);
+    o.framers[0] = framer;
+    o.framer_count = 1;
+    o.conn_count = conns;
+    *client = coho_tdp_connect((struct sockaddr *)addr, sizeof(*addr), &o);
+    CO_CHECK(*client != NULL);
+}
+
+/* Closes the pools co_tdp_pair_open opened (a server the test already closed is NULL). */
+static inline void co_tdp_pair_close(coho_tdp_pool_t *server, coho_tdp_pool_t *client)
+{
+    CO_CHECK_EQ(coho_tdp_close(client), 0);
+    if (server != NULL)
+        CO_CHECK_EQ(coho_tdp_close(server), 0);
 }
 
 #endif /* COHO_TEST_UNIT_SYSCALL_HOOK_SOCKET_EXT_CHECK_H */

@@ -13,7 +13,6 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <coho.h>
@@ -25,14 +24,6 @@
 static size_t max_body = 1u << 20;
 static coho_tdp_framer_t sock_framer;
 static const unsigned char zeros[4096];
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static void sock_opts(coho_tdp_opts_t *o)
 {
@@ -205,9 +196,9 @@ static coho_tdp_stats_t stats(const coho_tdp_pool_t *p)
 /* Parks until the pool has `n` open connections (at most `limit_ms`). */
 static void wait_conns_open(coho_tdp_pool_t *p, uint64_t n, uint64_t limit_ms)
 {
-    uint64_t t0 = now_ms();
+    uint64_t t0 = co_now_ms();
 
-    while (stats(p).conns_open != n && CO_CHECK(now_ms() - t0 < limit_ms))
+    while (stats(p).conns_open != n && CO_CHECK(co_now_ms() - t0 < limit_ms))
         coho_sleep_ms(2);
 }
 
@@ -283,12 +274,12 @@ static void reconnect_main(void *arg)
     CO_CHECK_EQ(coho_tdp_close(sv->pool), 0);
     wait_conns_open(client, 0, 1000);
     /* The outage: a caller fails when its pick times out, at the time it asked for. */
-    t0 = now_ms();
+    t0 = co_now_ms();
     errno = 0;
     CO_CHECK_EQ(call(client, 10, 0, 100, 2000), -1);
     CO_CHECK_EQ(errno, ETIMEDOUT);
-    CO_CHECK(now_ms() - t0 >= 100);
-    CO_CHECK(now_ms() - t0 < 1000);
+    CO_CHECK(co_now_ms() - t0 >= 100);
+    CO_CHECK(co_now_ms() - t0 < 1000);
     st = stats(client);
     CO_CHECK(st.reconnects >= 2); /* both keepers kept trying */
     /* ... but backed off: 100 ms at 5..40 ms per attempt and keeper is ~6 attempts each. */
@@ -296,9 +287,9 @@ static void reconnect_main(void *arg)
 
     memset(sv, 0, sizeof(*sv));
     server_listen(sv, port);
-    t0 = now_ms();
+    t0 = co_now_ms();
     CO_CHECK_EQ(call(client, 10, 0, 2000, 2000), 0);
-    CO_CHECK(now_ms() - t0 < 40 + 500); /* the backoff cap plus slack */
+    CO_CHECK(co_now_ms() - t0 < 40 + 500); /* the backoff cap plus slack */
     wait_conns_open(client, 2, 1000);
     st = stats(client);
     CO_CHECK_EQ(st.conns_total, 4);
@@ -577,9 +568,9 @@ static void emfile_idle_main(void *arg)
 
     /* Nothing queued: this coroutine's sleep returns (the accept loop parks) and nothing is
      * counted as shed. Generous bound: the machine may be loaded. */
-    t0 = now_ms();
+    t0 = co_now_ms();
     CO_CHECK_EQ(coho_sleep_ms(50), 0);
-    CO_CHECK(now_ms() - t0 < 5000);
+    CO_CHECK(co_now_ms() - t0 < 5000);
     st = stats(sv->pool);
     CO_CHECK_EQ(st.conns_rejected, 0);
     CO_CHECK_EQ(st.conns_total, 0);
@@ -779,9 +770,9 @@ static void bp_close_main(void *arg)
     coho_sleep_ms(50);
     CO_CHECK_EQ(w->live, 2);
     w->closed = true;
-    t0 = now_ms();
+    t0 = co_now_ms();
     CO_CHECK_EQ(coho_tdp_close(w->pool), 0);
-    CO_CHECK(now_ms() - t0 < 300); /* not at the handlers' 1 s */
+    CO_CHECK(co_now_ms() - t0 < 300); /* not at the handlers' 1 s */
     close(sp[1]);
 }
 
@@ -912,12 +903,12 @@ struct limit_world {
 static void slow_call(void *arg)
 {
     struct limit_world *w = arg;
-    uint64_t t0 = now_ms();
+    uint64_t t0 = co_now_ms();
 
     errno = 0;
     w->slow_rc = call(w->client, 1000, 200, 2000, 5000);
     w->slow_errno = errno;
-    w->slow_ms = now_ms() - t0;
+    w->slow_ms = co_now_ms() - t0;
 }
 
 static coho_tdp_pool_t *limit_server(struct limit_world *w, const coho_tdp_framer_t *fr,
@@ -1117,12 +1108,12 @@ struct close_world {
 static void close_waiter(void *arg)
 {
     struct close_world *w = arg;
-    uint64_t t0 = now_ms();
+    uint64_t t0 = co_now_ms();
 
     errno = 0;
     w->rc = call(w->client, 10, 1000, 2000, 5000);
     w->err = errno;
-    w->ms = now_ms() - t0;
+    w->ms = co_now_ms() - t0;
 }
 
 static void picker(void *arg)
@@ -1325,13 +1316,13 @@ static void blackhole_main(void *arg)
     o.connect_timeout_ms = 100;
     o.reconnect_min_ms = 10;
     o.reconnect_max_ms = 10;
-    t0 = now_ms();
+    t0 = co_now_ms();
     p = coho_tdp_connect((struct sockaddr *)&a, sizeof(a), &o);
     CO_CHECK(p != NULL);
     errno = 0;
     CO_CHECK_EQ(coho_tdp_pick(p, 350), 0);
     CO_CHECK_EQ(errno, ETIMEDOUT);
-    CO_CHECK(now_ms() - t0 >= 350);
+    CO_CHECK(co_now_ms() - t0 >= 350);
     st = stats(p);
     /* Attempts end at their 100 ms timeout: about 3 in 350 ms, not one hanging for the
      * kernel's SYN retries (over a minute) and not dozens failing at once. */
@@ -1513,11 +1504,11 @@ struct self_close {
 static void on_req_closing(coho_tdp_req_t *rq, void *user)
 {
     struct self_close *sc = user;
-    uint64_t t0 = now_ms();
+    uint64_t t0 = co_now_ms();
 
     coho_tdp_req_free(rq);
     CO_CHECK_EQ(coho_tdp_close(sc->pool), 0);
-    sc->close_ms = now_ms() - t0;
+    sc->close_ms = co_now_ms() - t0;
     sc->closed++;
 }
 
@@ -1541,9 +1532,9 @@ static void self_close_main(void *arg)
     CO_CHECK_EQ(send(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
     expect_closed_by_server(fd);
     expect_closed_by_server(other);
-    t0 = now_ms();
+    t0 = co_now_ms();
     /* The close waits for the pool's other coroutines. */
-    while (sc->closed == 0 && CO_CHECK(now_ms() - t0 < 2000))
+    while (sc->closed == 0 && CO_CHECK(co_now_ms() - t0 < 2000))
         coho_sleep_ms(2);
     CO_CHECK_EQ(sc->closed, 1);
     CO_CHECK(sc->close_ms < 1000);
@@ -1576,7 +1567,7 @@ static void conn_new_close_main(void *arg)
     struct server *sv = arg;
     struct sockaddr_in a;
     coho_tdp_opts_t o;
-    uint64_t t0 = now_ms();
+    uint64_t t0 = co_now_ms();
 
     server_listen(sv, 0);
     a = loopback(coho_tdp_local_port(sv->pool));
@@ -1585,7 +1576,7 @@ static void conn_new_close_main(void *arg)
     o.on_conn_new = on_conn_new_closing;
     closing_client = coho_tdp_connect((struct sockaddr *)&a, sizeof(a), &o);
     CO_CHECK(closing_client != NULL);
-    while (client_closed == 0 && CO_CHECK(now_ms() - t0 < 2000))
+    while (client_closed == 0 && CO_CHECK(co_now_ms() - t0 < 2000))
         coho_sleep_ms(2);
     /* Every keeper ends: only this coroutine and the server's remain. */
     for (;;) {
@@ -1594,7 +1585,7 @@ static void conn_new_close_main(void *arg)
         CO_CHECK_EQ(coho_sched_get_stats(co_checks.sched, &st), 0);
         if (st.unfinished == 1 + 1 + stats(sv->pool).conns_open)
             break;
-        if (!CO_CHECK(now_ms() - t0 < 2000))
+        if (!CO_CHECK(co_now_ms() - t0 < 2000))
             break;
         coho_sleep_ms(2);
     }

@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <coho.h>
@@ -21,66 +20,20 @@
 static size_t max_body = 1u << 20;
 static coho_tdp_framer_t sock_framer;
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-/* Fills the body pattern of request `seq`. */
-static void fill(unsigned char *b, size_t n, uint64_t seq)
-{
-    size_t i;
-
-    for (i = 0; i < n; i++)
-        b[i] = (unsigned char)(seq * 31 + i);
-}
-
-/* ---- a tiny server: answers each request with `arg` bytes after `delay` ms ---- */
+/* ---- a tiny server: co_sock_answer answers each request with `arg` bytes, after type >> 8 ms
+ * if type & 1 ---- */
 struct server {
     coho_tdp_pool_t *pool;
     unsigned delay_ms;
     int handled;
 };
 
-static void handle(void *arg)
-{
-    coho_tdp_req_t *rq = arg;
-    unsigned char hdr[COHO_SOCK_HDR_LEN];
-    coho_sock_hdr_t h;
-    unsigned char *body;
-    struct iovec iov[2];
-
-    if (!CO_CHECK_EQ(coho_cbuf_read(&rq->frame, hdr, sizeof(hdr)), (ssize_t)sizeof(hdr)) ||
-        !CO_CHECK_EQ(coho_sock_hdr_decode(hdr, &h), 0)) {
-        coho_tdp_req_free(rq);
-        return;
-    }
-    if (h.type & 1u)
-        coho_sleep_ms(h.type >> 8); /* test knob: the client asks for a delay */
-    body = malloc(h.arg + 1u);
-    fill(body, h.arg, h.seq);
-    h.type |= COHO_SOCK_RESPONSE;
-    h.body_len = h.arg;
-    h.arg = 0;
-    coho_sock_hdr_encode(&h, hdr);
-    iov[0].iov_base = hdr;
-    iov[0].iov_len = sizeof(hdr);
-    iov[1].iov_base = body;
-    iov[1].iov_len = h.body_len;
-    coho_tdp_sendv(rq->pool, rq->conn_id, 0, iov, h.body_len ? 2 : 1);
-    free(body);
-    coho_tdp_req_free(rq);
-}
-
 static void on_req(coho_tdp_req_t *rq, void *user)
 {
     struct server *sv = user;
 
     sv->handled++;
-    co_spawn(handle, rq);
+    co_spawn(co_sock_answer, rq);
 }
 
 /* ---- client helpers ---- */
@@ -106,26 +59,6 @@ static int call(coho_tdp_pool_t *p, uint32_t want, uint32_t type, int64_t timeou
     return coho_tdp_wait_resp(p, id, timeout_ms, resp);
 }
 
-static void check_resp(coho_cbuf_t *resp, uint64_t seq, uint32_t want)
-{
-    unsigned char hdr[COHO_SOCK_HDR_LEN];
-    unsigned char *body = malloc(want + 1u), *exp = malloc(want + 1u);
-    coho_sock_hdr_t h;
-
-    coho_cbuf_seek(resp, 0, SEEK_SET);
-    CO_CHECK_EQ(coho_cbuf_len(resp), COHO_SOCK_HDR_LEN + want);
-    CO_CHECK_EQ(coho_cbuf_read(resp, hdr, sizeof(hdr)), (ssize_t)sizeof(hdr));
-    CO_CHECK_EQ(coho_sock_hdr_decode(hdr, &h), 0);
-    CO_CHECK(h.type & COHO_SOCK_RESPONSE);
-    CO_CHECK_EQ(h.seq, seq);
-    CO_CHECK_EQ(h.body_len, want);
-    CO_CHECK_EQ(coho_cbuf_read(resp, body, want), (ssize_t)want);
-    fill(exp, want, seq);
-    CO_CHECK(memcmp(body, exp, want) == 0);
-    free(body);
-    free(exp);
-}
-
 struct world {
     struct server sv;
     coho_tdp_pool_t *client;
@@ -138,31 +71,13 @@ struct world {
 
 static void world_open(struct world *w, unsigned conns)
 {
-    coho_tdp_opts_t o;
-
     coho_sock_framer_init(&sock_framer, &max_body);
-    coho_tdp_opts_init(&o);
-    o.framers[0] = &sock_framer;
-    o.framer_count = 1;
-    o.on_req = on_req;
-    o.user = &w->sv;
-    w->addr.sin_family = AF_INET;
-    w->addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    w->sv.pool = coho_tdp_listen((struct sockaddr *)&w->addr, sizeof(w->addr), &o);
-    CO_CHECK(w->sv.pool != NULL);
-    w->addr.sin_port = htons(coho_tdp_local_port(w->sv.pool));
-    coho_tdp_opts_init(&o);
-    o.framers[0] = &sock_framer;
-    o.framer_count = 1;
-    o.conn_count = conns;
-    w->client = coho_tdp_connect((struct sockaddr *)&w->addr, sizeof(w->addr), &o);
-    CO_CHECK(w->client != NULL);
+    co_tdp_pair_open(&sock_framer, on_req, &w->sv, conns, &w->sv.pool, &w->client, &w->addr);
 }
 
 static void world_close(struct world *w)
 {
-    CO_CHECK_EQ(coho_tdp_close(w->client), 0);
-    CO_CHECK_EQ(coho_tdp_close(w->sv.pool), 0);
+    co_tdp_pair_close(w->sv.pool, w->client);
 }
 
 /* ---- many coroutines share 4 connections; every response is checked ---- */
@@ -187,7 +102,7 @@ static void worker(void *arg)
             a->w->failed_errno = errno;
             continue;
         }
-        check_resp(&resp, seq, want);
+        (void)co_sock_resp_is(&resp, seq, want); /* a mismatch is a failed check */
         a->w->ok++;
     }
     coho_cbuf_destroy(&resp);
@@ -226,14 +141,14 @@ static void timeout_main(void *arg)
     struct world *w = arg;
     coho_cbuf_t resp;
     coho_tdp_stats_t st;
-    uint64_t t0 = now_ms();
+    uint64_t t0 = co_now_ms();
 
     coho_cbuf_init(&resp, NULL);
     world_open(w, 1);
     errno = 0;
     CO_CHECK_EQ(call(w->client, 10, 1u | (200u << 8), 30, &resp, NULL), -1);
     CO_CHECK_EQ(errno, ETIMEDOUT);
-    CO_CHECK(now_ms() - t0 >= 30);
+    CO_CHECK(co_now_ms() - t0 >= 30);
     coho_sleep_ms(300);
     coho_tdp_get_stats(w->client, &st);
     CO_CHECK_EQ(st.responses_dropped, 1);
@@ -325,7 +240,7 @@ static void slow_caller(void *arg)
 {
     struct world *w = arg;
     coho_cbuf_t resp;
-    uint64_t t0 = now_ms();
+    uint64_t t0 = co_now_ms();
 
     coho_cbuf_init(&resp, NULL);
     errno = 0;
@@ -333,7 +248,7 @@ static void slow_caller(void *arg)
         w->failed++;
         w->failed_errno = errno;
     }
-    w->done = (int)(now_ms() - t0);
+    w->done = (int)(co_now_ms() - t0);
     coho_cbuf_destroy(&resp);
 }
 
@@ -381,7 +296,7 @@ static void big_sender(void *arg)
             a->w->failed++;
             continue;
         }
-        check_resp(&resp, seq, a->size);
+        (void)co_sock_resp_is(&resp, seq, a->size);
         a->w->ok++;
     }
     coho_cbuf_destroy(&resp);

@@ -10,7 +10,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <coho.h>
@@ -22,14 +21,6 @@
 static size_t max_body = 60000;
 static coho_tdp_framer_t sock_framer;
 static const unsigned char zeros[COHO_SOCK_HDR_LEN + 100];
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static struct sockaddr_in loopback(uint16_t port)
 {
@@ -49,14 +40,6 @@ static void sock_opts(coho_tdp_opts_t *o)
     o->framers[0] = &sock_framer;
     o->framer_count = 1;
     o->max_frame_len = COHO_SOCK_HDR_LEN + max_body;
-}
-
-static void fill(unsigned char *b, size_t n, uint64_t seq)
-{
-    size_t i;
-
-    for (i = 0; i < n; i++)
-        b[i] = (unsigned char)(seq * 31 + i);
 }
 
 /* ---- the server: `arg` body bytes back; type bit 0 = after (type >> 8) ms; type bit 1 =
@@ -81,7 +64,6 @@ static void handle_job(void *arg)
     unsigned char hdr[COHO_SOCK_HDR_LEN];
     coho_sock_hdr_t h;
     unsigned char *body;
-    struct iovec iov[2];
 
     free(j);
     if (!CO_CHECK_EQ(coho_cbuf_read(&rq->frame, hdr, sizeof(hdr)), (ssize_t)sizeof(hdr)) ||
@@ -98,19 +80,13 @@ static void handle_job(void *arg)
         return;
     }
     body = malloc(h.arg + 1u);
-    fill(body, h.arg, h.seq);
-    h.type |= COHO_SOCK_RESPONSE;
-    h.body_len = h.arg;
-    h.arg = 0;
-    coho_sock_hdr_encode(&h, hdr);
-    iov[0].iov_base = hdr;
-    iov[0].iov_len = sizeof(hdr);
-    iov[1].iov_base = body;
-    iov[1].iov_len = h.body_len;
-    errno = 0;
-    if (coho_tdp_replyv(rq, iov, h.body_len ? 2 : 1) != 0) {
-        sv->reply_failed++;
-        sv->reply_errno = errno;
+    if (CO_CHECK(body != NULL)) {
+        co_fill(body, h.arg, h.seq);
+        errno = 0;
+        if (co_sock_reply(rq, h, body, h.arg) != 0) {
+            sv->reply_failed++;
+            sv->reply_errno = errno;
+        }
     }
     free(body);
     coho_tdp_req_free(rq);
@@ -186,7 +162,7 @@ static int call(coho_tdp_pool_t *p, uint32_t want, uint32_t type, int64_t timeou
         CO_CHECK_EQ(coho_sock_hdr_decode(hdr, &rh), 0);
         CO_CHECK_EQ(rh.seq, id);
         CO_CHECK_EQ(coho_cbuf_read(&resp, body, want), (ssize_t)want);
-        fill(exp, want, id);
+        co_fill(exp, want, id);
         CO_CHECK(memcmp(body, exp, want) == 0);
         free(body);
         free(exp);
@@ -341,11 +317,11 @@ static void lost_main(void *arg)
     server_listen(sv, 0);
     port = coho_tdp_local_port(sv->pool);
     cli = client(port, 1);
-    t0 = now_ms();
+    t0 = co_now_ms();
     errno = 0;
     CO_CHECK_EQ(call(cli, 10, 2u, 50), -1); /* the server drops it */
     CO_CHECK_EQ(errno, ETIMEDOUT);
-    CO_CHECK(now_ms() - t0 >= 50);
+    CO_CHECK(co_now_ms() - t0 >= 50);
     CO_CHECK_EQ(stats(cli).in_flight, 0);
 
     CO_CHECK_EQ(coho_tdp_close(sv->pool), 0);
@@ -416,12 +392,12 @@ struct close_world {
 static void close_waiter(void *arg)
 {
     struct close_world *w = arg;
-    uint64_t t0 = now_ms();
+    uint64_t t0 = co_now_ms();
 
     errno = 0;
     w->rc = call(w->cli, 10, 1u | (300u << 8), 5000);
     w->err = errno;
-    w->ms = now_ms() - t0;
+    w->ms = co_now_ms() - t0;
 }
 
 static void close_main(void *arg)
@@ -513,7 +489,7 @@ static void self_close_main(void *arg)
     struct sockaddr_in a = loopback(0);
     unsigned char hdr[COHO_SOCK_HDR_LEN];
     coho_sock_hdr_t h = {.magic = COHO_SOCK_MAGIC, .seq = 1};
-    uint64_t t0 = now_ms();
+    uint64_t t0 = co_now_ms();
     int fd;
 
     (void)arg;
@@ -528,7 +504,7 @@ static void self_close_main(void *arg)
     CO_CHECK_EQ(sendto(fd, hdr, sizeof(hdr), 0, (struct sockaddr *)&a, sizeof(a)),
                 (ssize_t)sizeof(hdr));
     close(fd);
-    while (closed_inline == 0 && CO_CHECK(now_ms() - t0 < 2000))
+    while (closed_inline == 0 && CO_CHECK(co_now_ms() - t0 < 2000))
         coho_sleep_ms(2);
     /* The pool's receive coroutine ends too: only this one is left unfinished. */
     for (;;) {
@@ -537,7 +513,7 @@ static void self_close_main(void *arg)
         CO_CHECK_EQ(coho_sched_get_stats(co_checks.sched, &st), 0);
         if (st.unfinished == 1)
             break;
-        if (!CO_CHECK(now_ms() - t0 < 2000))
+        if (!CO_CHECK(co_now_ms() - t0 < 2000))
             break;
         coho_sleep_ms(2);
     }
