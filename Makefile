@@ -11,8 +11,8 @@
 #                   each other through etcd, bots on both (tools/run-cluster.sh, game/README.md
 #                   "Cluster"); flags via CLUSTER_ARGS, e.g. make cluster CLUSTER_ARGS="--kill"
 #   make test       build + every ctest case
-#   make test-uring every ctest case again on the io_uring backend (COHO_BACKEND=io_uring), on
-#                   make test's build; the cases that pick io_uring themselves ran in make test
+#   make test-epoll every ctest case again on the epoll backend (COHO_BACKEND=epoll), on make
+#                   test's build; the cases that pick their backend themselves ran in make test
 #   make sanitize   ASan+UBSan build (build-asan/) + every ctest case
 #   make bench      benchmarks (build-bench/), results to compare with bench/RESULTS.md
 #   make bench-net  net/ benchmarks (tools/bench-net.sh, build-bench/); NET_BENCH picks scenarios
@@ -32,7 +32,7 @@ CLUSTER_ARGS ?=
 CMAKE    := cmake
 SOURCES   = $(shell git ls-files -co --exclude-standard -- '*.c' '*.h' '*.cc' '*.cpp' '*.hpp' 2>/dev/null)
 
-.PHONY: all build deps deps-test deps-bench deps-game run game cluster test test-uring sanitize bench bench-net bench-game fuzz tsan valgrind format format-check clean
+.PHONY: all build deps deps-test deps-bench deps-game run game cluster test test-epoll sanitize bench bench-net bench-game fuzz tsan valgrind format format-check clean
 
 all: build
 
@@ -63,13 +63,14 @@ test: deps-test
 	@$(CMAKE) --build build -j $(JOBS)
 	cd build && ctest -j $(JOBS) --output-on-failure --timeout 300 $(CTEST_ARGS)
 
-# Both backends pass the whole suite: the second pass sets COHO_BACKEND=io_uring for every case
-# that does not choose its backend itself (the *_uring and *.io_uring cases did, in make test).
-test-uring: deps-test
+# Both backends pass the whole suite: make test runs it on the default (io_uring), the second
+# pass sets COHO_BACKEND=epoll for every case that does not choose its backend itself (the
+# *_epoll, *.epoll, *_uring and *.io_uring cases did, in make test).
+test-epoll: deps-test
 	@$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=Release -DCOHO_WERROR=$(WERROR) >/dev/null
 	@$(CMAKE) --build build -j $(JOBS)
-	cd build && COHO_BACKEND=io_uring ctest -j $(JOBS) --output-on-failure --timeout 300 \
-	    -E '_uring' $(CTEST_ARGS)
+	cd build && COHO_BACKEND=epoll ctest -j $(JOBS) --output-on-failure --timeout 300 \
+	    -E '^[^.]*_(epoll|uring)[^.]*\.|\.(epoll|io_uring)$$' $(CTEST_ARGS)
 
 sanitize: deps-test
 	@$(CMAKE) -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCOHO_WERROR=$(WERROR) \
@@ -109,11 +110,11 @@ TSAN_EXCLUDE := \
 	sched_basic_test\.thousands_of_coroutines_with_random_yields_and_sleeps_all_finish \
 	socket_ext_test\.many_coroutines_share_few_connections_and_get_their_own_responses \
 	log_crash_test\.forked_child_gets_a_working_logger_and_no_line_is_duplicated \
-	mio_post_test(_uring)?\.fork_child_runs_a_timer_a_post_and_an_offload_job \
-	offload_fork_test(_uring)?\.job_running_at_fork_completes_with_lost_in_the_child \
-	offload_fork_test(_uring)?\.job_running_at_fork_without_lost_completes_with_done_in_the_child \
+	mio_post_test(_epoll)?\.fork_child_runs_a_timer_a_post_and_an_offload_job \
+	offload_fork_test(_epoll)?\.job_running_at_fork_completes_with_lost_in_the_child \
+	offload_fork_test(_epoll)?\.job_running_at_fork_without_lost_completes_with_done_in_the_child \
 	dns_fork_test\.lookup_in_flight_at_fork_fails_with_try_again_in_the_child \
-	fd_safety_(shared|static|preload|static_uring)\.FdSafety\.a_forked_child_closes_fds_of_schedulers_that_did_not_survive_the_fork
+	fd_safety_(shared|static|preload|static_epoll)\.FdSafety\.a_forked_child_closes_fds_of_schedulers_that_did_not_survive_the_fork
 empty :=
 space := $(empty) $(empty)
 

@@ -20,7 +20,7 @@ typedef struct coho__driver coho__driver_t;
 
 /* Poller backends (coho__driver_opts_t.backend; the values of coho_backend_t in coho/sched.h). */
 enum {
-    COHO__BACKEND_DEFAULT = 0,  /* $COHO_BACKEND ("epoll" or "io_uring"), else epoll */
+    COHO__BACKEND_DEFAULT = 0,  /* $COHO_BACKEND ("epoll" or "io_uring"), else io_uring */
     COHO__BACKEND_EPOLL = 1,    /* epoll, edge- or level-triggered registrations */
     COHO__BACKEND_IO_URING = 2, /* io_uring readiness (IORING_OP_POLL_ADD); epoll if refused */
 };

@@ -138,7 +138,7 @@ void coho__uring_close(coho__driver_t *d);
  * parent) and makes a new one. Returns -errno if none can be made. */
 int coho__uring_fork_child(coho__driver_t *d);
 
-/* Picks the backend (opts.backend, else $COHO_BACKEND, else epoll; io_uring falls back to
+/* Picks the backend (opts.backend, else $COHO_BACKEND, else io_uring; io_uring falls back to
  * epoll with one info line per process) and initialises it. */
 int coho__poller_init(coho__driver_t *d);
 /* op: COHO__POLLER_ADD/MOD; `ev`: EPOLL* bits (EPOLLET: edge-triggered); `data`: the token. */

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* Choosing the poller backend: coho__driver_opts_t.backend, else $COHO_BACKEND, else epoll. An
- * io_uring ring the kernel refuses (ENOSYS on old kernels, EPERM under seccomp or
- * kernel.io_uring_disabled, ENOMEM under RLIMIT_MEMLOCK, ...) means epoll, said once per
- * process at info level. */
+/* Choosing the poller backend: coho__driver_opts_t.backend, else $COHO_BACKEND, else io_uring
+ * (the faster one here: mio_driver/README.md, "Backends"). An io_uring ring the kernel refuses
+ * (ENOSYS on old kernels, EPERM under seccomp or kernel.io_uring_disabled, ENOMEM under
+ * RLIMIT_MEMLOCK, ...) means epoll, said once per process at info level. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,15 +12,20 @@
 #include "coho/log.h"
 #include "mio_driver/internal.h"
 
-static atomic_bool fallback_logged;
+static atomic_bool fallback_logged, bad_env_logged;
 
 static int backend_from_env(void)
 {
     const char *e = getenv("COHO_BACKEND");
 
-    if (e != NULL && (strcmp(e, "io_uring") == 0 || strcmp(e, "uring") == 0))
+    if (e == NULL || *e == '\0' || strcmp(e, "io_uring") == 0 || strcmp(e, "uring") == 0)
         return COHO__BACKEND_IO_URING;
-    return COHO__BACKEND_EPOLL;
+    if (strcmp(e, "epoll") == 0)
+        return COHO__BACKEND_EPOLL;
+    if (!atomic_exchange(&bad_env_logged, true))
+        coho_log_warn("mio_driver: COHO_BACKEND=%s is neither epoll nor io_uring; using io_uring",
+                      e);
+    return COHO__BACKEND_IO_URING;
 }
 
 int coho__poller_init(coho__driver_t *d)

@@ -23,9 +23,12 @@ typedef struct coho_sched coho_sched_t; /* opaque; one per thread */
 /* The scheduler's event backend (coho_sched_opts_t.backend). */
 typedef enum coho_backend {
     COHO_BACKEND_DEFAULT = 0,  /* the environment variable COHO_BACKEND ("epoll" or
-                                  "io_uring") for whole-program runs, else epoll */
-    COHO_BACKEND_EPOLL = 1,    /* epoll (the default: see mio_driver/README.md for why) */
-    COHO_BACKEND_IO_URING = 2, /* io_uring: readiness through IORING_OP_POLL_ADD, every change
+                                  "io_uring") for whole-program runs, else io_uring */
+    COHO_BACKEND_EPOLL = 1,    /* epoll: one epoll_wait per loop iteration, hooked calls try
+                                  the syscall and wait for readiness */
+    COHO_BACKEND_IO_URING = 2, /* io_uring (the default: the faster one, see
+                                  mio_driver/README.md "Backends" for the measurements):
+                                  readiness through IORING_OP_POLL_ADD, every change
                                   and the wait in one io_uring_enter per loop iteration; a
                                   hooked recv/send on a stream socket that would block is
                                   submitted as an IORING_OP_RECV/SEND (stats: ring_ops;

@@ -63,30 +63,36 @@ static coho__driver_t *uring_driver(void)
         assert_int_equal(coho__driver_backend(d), COHO__BACKEND_IO_URING); \
     } while (0)
 
-static void backend_default_is_epoll_and_env_selects_io_uring(void **state)
+static void backend_default_is_io_uring_and_env_selects_epoll(void **state)
 {
     coho__driver_t *d;
 
     (void)state;
-    unsetenv("COHO_BACKEND");
-    d = coho__driver_create(NULL);
-    assert_non_null(d);
-    assert_int_equal(coho__driver_backend(d), COHO__BACKEND_EPOLL);
-    coho__driver_destroy(d);
     d = uring_driver();
     if (d == NULL) {
         skip();
         return;
     }
     coho__driver_destroy(d);
-    setenv("COHO_BACKEND", "io_uring", 1);
+    unsetenv("COHO_BACKEND");
     d = coho__driver_create(NULL);
+    assert_non_null(d);
     assert_int_equal(coho__driver_backend(d), COHO__BACKEND_IO_URING);
     coho__driver_destroy(d);
     setenv("COHO_BACKEND", "epoll", 1);
     d = coho__driver_create(NULL);
     assert_int_equal(coho__driver_backend(d), COHO__BACKEND_EPOLL);
     coho__driver_destroy(d);
+    setenv("COHO_BACKEND", "io_uring", 1);
+    d = coho__driver_create(NULL);
+    assert_int_equal(coho__driver_backend(d), COHO__BACKEND_IO_URING);
+    coho__driver_destroy(d);
+    /* A value that names no backend: the default, and a warning (not silently epoll). */
+    setenv("COHO_BACKEND", "kqueue", 1);
+    d = coho__driver_create(NULL);
+    assert_int_equal(coho__driver_backend(d), COHO__BACKEND_IO_URING);
+    coho__driver_destroy(d);
+    unsetenv("COHO_BACKEND");
 }
 
 static void backend_sched_opts_choose_and_report_the_backend(void **state)
@@ -98,6 +104,7 @@ static void backend_sched_opts_choose_and_report_the_backend(void **state)
     unsetenv("COHO_BACKEND");
     coho_sched_opts_init(&o);
     assert_int_equal(o.backend, COHO_BACKEND_DEFAULT);
+    o.backend = COHO_BACKEND_EPOLL;
     s = coho_sched_create(&o);
     assert_non_null(s);
     assert_int_equal(coho_sched_backend(s), COHO_BACKEND_EPOLL);
@@ -311,7 +318,7 @@ static void uring_forked_child_gets_its_own_ring(void **state)
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(backend_default_is_epoll_and_env_selects_io_uring),
+        cmocka_unit_test(backend_default_is_io_uring_and_env_selects_epoll),
         cmocka_unit_test(backend_sched_opts_choose_and_report_the_backend),
         cmocka_unit_test(backend_refused_ring_falls_back_to_epoll_with_one_log_line),
         cmocka_unit_test(uring_stale_completion_never_reaches_a_new_tenant_of_the_number),
