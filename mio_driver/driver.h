@@ -92,8 +92,9 @@ void coho__driver_counts(const coho__driver_t *d, size_t *fds, size_t *timers);
  * untouched until `cb` ran, cancelled or not: the kernel may write into the buffer until then. */
 /* RECVMSG/SENDMSG: `buf` is a struct msghdr (its iovecs) that stays the caller's until cb ran;
  * `len` is unused. ACCEPT: `buf` the address, `buf2` its socklen_t, `msg_flags` accept4's flags
- * (res: the new fd). CONNECT: `buf` the address, `len` its length (res: 0). POLL: a one-shot
- * IORING_OP_POLL_ADD, `msg_flags` the poll events (res: the revents). */
+ * (res: the new fd). CONNECT: `buf` the address, `len` its length (res: 0); handed to the kernel at
+ * once (the connect starts when called, as the syscall's). POLL: a one-shot IORING_OP_POLL_ADD,
+ * `msg_flags` the poll events (res: the revents). */
 enum {
     COHO__OP_RECV = 1,
     COHO__OP_SEND = 2,

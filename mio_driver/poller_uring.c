@@ -446,6 +446,11 @@ int coho__op_submit(coho__driver_t *d, coho__op_t *op, int kind, int fd, void *b
         return rc;
     }
     u->ops_live++;
+    /* A connect starts when it is called, as the syscall's does (its SYN leaves now, and its
+     * timeout counts from now): handed to the kernel at once, without waiting. Other kinds
+     * wait for the iteration's io_uring_enter. */
+    if (kind == COHO__OP_CONNECT)
+        (void)ring_enter(u, 0, 0, NULL, 0); /* on failure it goes with the next enter */
     return 0;
 }
 

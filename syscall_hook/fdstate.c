@@ -859,6 +859,15 @@ ssize_t coho__fd_ring_io(coho__fd_reg_t *r, int kind, void *buf, size_t len, int
             (void)coho__co_block(-1);
         }
     }
+    if (atomic_load_explicit(&f->gen, memory_order_acquire) != gen0) {
+        /* The fd was closed (another coroutine's close may have come after the completion,
+         * before this coroutine ran): `r` may be freed, and the call reports EBADF as the
+         * readiness way does, whose look after the wake-up finds the fd closed. Only an
+         * accepted fd is returned (it is the caller's, and would leak otherwise). */
+        if (kind == COHO__OP_ACCEPT && rw.op.res >= 0)
+            return rw.op.res;
+        return -EBADF;
+    }
     if (rw.op.res != -ECANCELED) {
         /* It completed on its own: bytes (kept, whatever ended the wait), EOF, or its error;
          * -EAGAIN (a forked child's ring could not take it) makes the caller retry. A wait ended

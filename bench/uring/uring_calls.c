@@ -107,11 +107,12 @@ static void ponger(void *arg)
 static void pinger(void *arg)
 {
     char b[64] = "0123456789abcdef";
-    struct pollfd p = {.fd = g_pair[0], .events = POLLIN};
+    struct pollfd p = {.events = POLLIN};
 
     (void)arg;
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, g_pair) != 0)
         die("socketpair");
+    p.fd = g_pair[0];
     coho_spawn(coho_sched_current(), ponger, NULL);
     for (long i = 0; i < g_n; i++) {
         if (send(g_pair[0], b, 16, 0) != 16 || poll(&p, 1, -1) != 1 ||
