@@ -1039,7 +1039,7 @@ static int accept_common(int fd, struct sockaddr *addr, socklen_t *alen, int fla
     coho__fd_t *f;
     int64_t deadline, tmo;
     int err, nfd, rc, kflags;
-    bool ring, untried;
+    bool ring;
 
     if (in_co) {
         r = coho__fd_for_hook(fd, &err);
@@ -1057,14 +1057,12 @@ static int accept_common(int fd, struct sockaddr *addr, socklen_t *alen, int fla
     tmo = coho__fd_rcvtimeo(f);
     deadline = tmo < 0 ? -1 : (int64_t)(coho__hook_now_ms() + (uint64_t)tmo);
     /* On the io_uring backend the accept that would block is an IORING_OP_ACCEPT (r->ring is
-     * set only for a stream socket that is not keep-mode); "submit" makes it without a try. */
+     * set only for a stream socket that is not keep-mode), after a try in every policy: under
+     * load the queue is rarely empty, and an accept submitted without a try cost 3-6x the
+     * wall time in a connect/accept storm (mio_driver/README.md). */
     ring = in_co && r->ring != COHO__OPS_OFF;
-    untried = ring && r->ring == COHO__OPS_SUBMIT;
     for (;;) {
         if (f->keep_mode && !io_ready_now(fd, COHO__EV_READ)) {
-            nfd = -1;
-            err = EAGAIN;
-        } else if (untried) {
             nfd = -1;
             err = EAGAIN;
         } else {
@@ -1092,7 +1090,7 @@ static int accept_common(int fd, struct sockaddr *addr, socklen_t *alen, int fla
                 return (int)n; /* its error, -ECANCELED, -EBADF (`r` may be gone) */
             /* Not taken (full SQ) or handed back by a forked child's ring: the readiness way,
              * the syscall first (the edge a wait needs may have passed). */
-            ring = untried = false;
+            ring = false;
             continue;
         }
         rc = io_wait(fd, r, COHO__EV_READ, deadline);
