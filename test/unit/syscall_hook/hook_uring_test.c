@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* Hooked calls on the io_uring backend submitted as ring operations (IORING_OP_RECV/SEND):
+/* Hooked calls on the io_uring backend submitted as ring operations (IORING_OP_RECV/SEND, the
+ * vectored and msg forms, ACCEPT, CONNECT, and one-fd poll as POLL_ADD):
  * the scheduler's ring_ops counter proves the ring carried them (a silent fall-back to
  * readiness fails these cases), and the semantics the readiness way keeps hold: a timeout
  * with a later byte not lost, close from another coroutine waking with EBADF without the
