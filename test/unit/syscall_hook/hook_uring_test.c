@@ -12,11 +12,13 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -1025,6 +1027,86 @@ static void uring_one_fd_poll_goes_through_the_ring(void **state)
     run_case(poll_body, NULL);
 }
 
+/* Two coroutines parked in ring recvs whose completions arrive in the same loop pass; the one
+ * that runs first closes the other's fd. The other's operation has completed with a byte, but
+ * its fd is closed before it runs: its recv fails with EBADF (as the readiness way's look after
+ * the wake-up would), and the hook does not touch the freed registration (ASan). */
+struct race_side {
+    int fd;        /* this side's socket */
+    int *other_fd; /* closed by whichever side runs first */
+    int *first;    /* set by the side that runs first */
+    ssize_t n;
+    int err;
+    int done;
+};
+
+static void race_side_co(void *arg)
+{
+    struct race_side *r = arg;
+    char b[16];
+
+    r->n = recv(r->fd, b, sizeof(b), 0);
+    r->err = errno;
+    if (*r->first == 0) {
+        *r->first = 1;
+        CO_CHECK(close(*r->other_fd) == 0);
+    }
+    r->done = 1;
+}
+
+struct race_send {
+    int fd[2];
+};
+
+static void *race_sender(void *arg)
+{
+    struct race_send *rs = arg;
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = 20 * 1000000L};
+
+    nanosleep(&ts, NULL);
+    if (send(rs->fd[0], "a", 1, 0) != 1 || send(rs->fd[1], "b", 1, 0) != 1)
+        abort();
+    return NULL;
+}
+
+static void close_race_body(void *arg)
+{
+    int a[2], b[2], first = 0;
+    struct race_side sa, sb;
+    struct race_send rs;
+    struct timespec hold = {.tv_sec = 0, .tv_nsec = 150 * 1000000L};
+    pthread_t th;
+
+    (void)arg;
+    CO_CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, a) == 0);
+    CO_CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, b) == 0);
+    sa = (struct race_side){.fd = a[0], .other_fd = &b[0], .first = &first};
+    sb = (struct race_side){.fd = b[0], .other_fd = &a[0], .first = &first};
+    coho_spawn(coho_sched_current(), race_side_co, &sa);
+    coho_spawn(coho_sched_current(), race_side_co, &sb);
+    coho_sleep_ms(10); /* both recvs are submitted and parked */
+    rs.fd[0] = a[1];
+    rs.fd[1] = b[1];
+    CO_CHECK(pthread_create(&th, NULL, race_sender, &rs) == 0);
+    /* Hold the thread (nanosleep through the syscall: not a park) while both bytes arrive, so
+     * both completions reach the scheduler in one pass. */
+    syscall(SYS_nanosleep, &hold, NULL);
+    while (!sa.done || !sb.done)
+        coho_sleep_ms(1);
+    pthread_join(th, NULL);
+    /* One side ran first with its byte; the other's fd was closed before it ran. */
+    CO_CHECK((sa.n == 1 && sb.n == -1 && sb.err == EBADF) ||
+             (sb.n == 1 && sa.n == -1 && sa.err == EBADF));
+    close(a[1]);
+    close(b[1]);
+}
+
+static void uring_fd_closed_after_the_completion_reports_ebadf(void **state)
+{
+    (void)state;
+    run_case(close_race_body, NULL);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -1042,6 +1124,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(uring_cancel_of_a_parked_connect),
         cmocka_unit_test(uring_recvmsg_and_sendmsg_go_through_the_ring),
         cmocka_unit_test(uring_one_fd_poll_goes_through_the_ring),
+        cmocka_unit_test(uring_fd_closed_after_the_completion_reports_ebadf),
     };
 
     return coho_test_main("hook_uring", tests, sizeof(tests) / sizeof(tests[0]), argc, argv);
