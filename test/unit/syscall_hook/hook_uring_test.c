@@ -1107,6 +1107,58 @@ static void uring_fd_closed_after_the_completion_reports_ebadf(void **state)
     run_case(close_race_body, NULL);
 }
 
+/* fork while a coroutine waits in a one-fd poll through the ring: the child's new ring submits
+ * the poll again and it reports the byte the child sends; the parent's still reports it. */
+struct fork_poll_ctx {
+    int fd[2];
+    int rc;
+    short revents;
+};
+
+static void fork_poll_victim(void *arg)
+{
+    struct fork_poll_ctx *c = arg;
+    struct pollfd p = {.fd = c->fd[0], .events = POLLIN};
+
+    c->rc = poll(&p, 1, 5000);
+    c->revents = p.revents;
+}
+
+static void fork_poll_body(void *arg)
+{
+    struct fork_poll_ctx c = {.rc = -2};
+    uint64_t id;
+    pid_t pid;
+    int status = -1;
+
+    (void)arg;
+    CO_CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, c.fd) == 0);
+    id = coho_spawn(coho_sched_current(), fork_poll_victim, &c);
+    coho_sleep_ms(20); /* the victim's poll is in the ring */
+    pid = fork();
+    CO_CHECK(pid >= 0);
+    if (pid == 0) {
+        uint64_t before = ring_ops();
+        int ok;
+
+        ok = send(c.fd[1], "c", 1, MSG_DONTWAIT) == 1 && coho_join(id, 2000) == 0 && c.rc == 1 &&
+             c.revents == POLLIN && ring_ops() > before;
+        _exit(ok ? 0 : 1);
+    }
+    CO_CHECK(waitpid(pid, &status, 0) == pid);
+    CO_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CO_CHECK(coho_join(id, 2000) == 0);
+    CO_CHECK(c.rc == 1 && c.revents == POLLIN);
+    close(c.fd[0]);
+    close(c.fd[1]);
+}
+
+static void uring_forked_child_submits_a_waiting_poll_again(void **state)
+{
+    (void)state;
+    run_case(fork_poll_body, NULL);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -1125,6 +1177,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(uring_recvmsg_and_sendmsg_go_through_the_ring),
         cmocka_unit_test(uring_one_fd_poll_goes_through_the_ring),
         cmocka_unit_test(uring_fd_closed_after_the_completion_reports_ebadf),
+        cmocka_unit_test(uring_forked_child_submits_a_waiting_poll_again),
     };
 
     return coho_test_main("hook_uring", tests, sizeof(tests) / sizeof(tests[0]), argc, argv);
