@@ -91,8 +91,19 @@ void coho__driver_counts(const coho__driver_t *d, size_t *fds, size_t *timers);
  * kernel in the iteration's one io_uring_enter. The caller keeps `op` and its buffer alive and
  * untouched until `cb` ran, cancelled or not: the kernel may write into the buffer until then. */
 /* RECVMSG/SENDMSG: `buf` is a struct msghdr (its iovecs) that stays the caller's until cb ran;
- * `len` is unused. */
-enum { COHO__OP_RECV = 1, COHO__OP_SEND = 2, COHO__OP_RECVMSG = 3, COHO__OP_SENDMSG = 4 };
+ * `len` is unused. ACCEPT: `buf` the address, `buf2` its socklen_t, `msg_flags` accept4's flags
+ * (res: the new fd). CONNECT: `buf` the address, `len` its length (res: 0); handed to the kernel at
+ * once (the connect starts when called, as the syscall's). POLL: a one-shot IORING_OP_POLL_ADD,
+ * `msg_flags` the poll events (res: the revents). */
+enum {
+    COHO__OP_RECV = 1,
+    COHO__OP_SEND = 2,
+    COHO__OP_RECVMSG = 3,
+    COHO__OP_SENDMSG = 4,
+    COHO__OP_ACCEPT = 5,
+    COHO__OP_CONNECT = 6,
+    COHO__OP_POLL = 7,
+};
 /* COHO_URING_OPS: "off" (no ring operations: the hooks park on readiness), "on" (a call tries
  * the syscall first unless a read drained the socket), "submit" (the default: a would-be
  * blocking read or write is submitted without a try; mio_driver/README.md has the numbers). */
@@ -109,6 +120,7 @@ struct coho__op { /* cb and data are the caller's; res is set before cb runs */
     uint8_t kind_;
     int fd_;
     void *buf_;
+    void *buf2_;
     uint32_t len_;
     int flags_;
     uint64_t ud_;
@@ -120,7 +132,7 @@ int coho__driver_ops_mode(const coho__driver_t *d);
 /* Queues `kind` on `fd` (`len` clamped to INT32_MAX: a short transfer). 0, -EOPNOTSUPP (no ring
  * operations on this driver), -EAGAIN (the SQ stays full), -ENOMEM. */
 int coho__op_submit(coho__driver_t *d, coho__op_t *op, int kind, int fd, void *buf, size_t len,
-                    int msg_flags);
+                    int msg_flags, void *buf2);
 
 /* Queues an IORING_OP_ASYNC_CANCEL for `op` (submitted, its cb not run yet); `now`: hand it to
  * the kernel at once (a close follows and must find the file's reference dropped). The op's cb

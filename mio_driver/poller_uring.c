@@ -357,17 +357,38 @@ static int op_queue(struct coho__uring *u, coho__op_t *op, uint32_t idx)
     sl->op = op;
     op->ud_ = (uint64_t)idx | URING_OP_BIT | ((uint64_t)sl->gen << 32);
     static const uint8_t opcode[] = {
-        [COHO__OP_RECV] = IORING_OP_RECV,
-        [COHO__OP_SEND] = IORING_OP_SEND,
-        [COHO__OP_RECVMSG] = IORING_OP_RECVMSG,
-        [COHO__OP_SENDMSG] = IORING_OP_SENDMSG,
+        [COHO__OP_RECV] = IORING_OP_RECV,       [COHO__OP_SEND] = IORING_OP_SEND,
+        [COHO__OP_RECVMSG] = IORING_OP_RECVMSG, [COHO__OP_SENDMSG] = IORING_OP_SENDMSG,
+        [COHO__OP_ACCEPT] = IORING_OP_ACCEPT,   [COHO__OP_CONNECT] = IORING_OP_CONNECT,
+        [COHO__OP_POLL] = IORING_OP_POLL_ADD,
     };
 
     sqe->opcode = opcode[op->kind_];
     sqe->fd = op->fd_;
     sqe->addr = (uint64_t)(uintptr_t)op->buf_;
-    sqe->len = op->kind_ >= COHO__OP_RECVMSG ? 1 : op->len_;
-    sqe->msg_flags = (uint32_t)op->flags_;
+    switch (op->kind_) {
+    case COHO__OP_RECV:
+    case COHO__OP_SEND:
+        sqe->len = op->len_;
+        sqe->msg_flags = (uint32_t)op->flags_;
+        break;
+    case COHO__OP_RECVMSG:
+    case COHO__OP_SENDMSG:
+        sqe->len = 1;
+        sqe->msg_flags = (uint32_t)op->flags_;
+        break;
+    case COHO__OP_ACCEPT:
+        sqe->addr2 = (uint64_t)(uintptr_t)op->buf2_;
+        sqe->accept_flags = (uint32_t)op->flags_;
+        break;
+    case COHO__OP_CONNECT:
+        sqe->off = op->len_; /* the address length */
+        break;
+    default: /* COHO__OP_POLL: one-shot (len 0) */
+        sqe->addr = 0;
+        sqe->poll32_events = (uint32_t)op->flags_;
+        break;
+    }
     sqe->user_data = op->ud_;
     u->sq_tail++;
     return 0;
@@ -385,14 +406,13 @@ uint64_t coho__driver_ring_ops(const coho__driver_t *d)
 }
 
 int coho__op_submit(coho__driver_t *d, coho__op_t *op, int kind, int fd, void *buf, size_t len,
-                    int msg_flags)
+                    int msg_flags, void *buf2)
 {
     struct coho__uring *u;
     uint32_t idx;
     int rc;
 
-    if (coho__driver_ops_mode(d) == COHO__OPS_OFF || kind < COHO__OP_RECV ||
-        kind > COHO__OP_SENDMSG)
+    if (coho__driver_ops_mode(d) == COHO__OPS_OFF || kind < COHO__OP_RECV || kind > COHO__OP_POLL)
         return -EOPNOTSUPP;
     u = d->uring;
     if (u->ops_free != URING_NO_SLOT) {
@@ -416,6 +436,7 @@ int coho__op_submit(coho__driver_t *d, coho__op_t *op, int kind, int fd, void *b
     op->kind_ = (uint8_t)kind;
     op->fd_ = fd;
     op->buf_ = buf;
+    op->buf2_ = buf2;
     op->len_ = len > INT32_MAX ? INT32_MAX : (uint32_t)len;
     op->flags_ = msg_flags;
     if ((rc = op_queue(u, op, idx)) < 0) {
@@ -425,6 +446,11 @@ int coho__op_submit(coho__driver_t *d, coho__op_t *op, int kind, int fd, void *b
         return rc;
     }
     u->ops_live++;
+    /* A connect starts when it is called, as the syscall's does (its SYN leaves now, and its
+     * timeout counts from now): handed to the kernel at once, without waiting. Other kinds
+     * wait for the iteration's io_uring_enter. */
+    if (kind == COHO__OP_CONNECT)
+        (void)ring_enter(u, 0, 0, NULL, 0); /* on failure it goes with the next enter */
     return 0;
 }
 

@@ -271,6 +271,13 @@ static void keeper_main(void *arg)
             p->st.reconnects++;
         first = false;
         fd = keeper_connect(p);
+        if (fd >= 0 && (p->closing || coho_is_cancelled())) {
+            /* The pool was closed while this connect completed (another keeper's on_conn_new
+             * may close it after this connect's completion woke this coroutine): the
+             * connection is not added. */
+            close(fd);
+            break;
+        }
         if (fd >= 0) {
             uint64_t id = conn_add(p, fd, slot);
             struct tdp_conn *c = coho__tdp_conn_find(p, id);

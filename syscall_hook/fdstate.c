@@ -802,7 +802,18 @@ static void ring_op_done(coho__op_t *op)
     coho__co_wake(rw->w.co_id, rw->w.token, 0);
 }
 
-ssize_t coho__fd_ring_io(coho__fd_reg_t *r, int kind, void *buf, size_t len, int flags,
+/* The label of a ring operation's park (as the readiness waits': the dump and parks_io count them
+ * the same way). */
+static const char *ring_wait_what(int kind)
+{
+    if (kind == COHO__OP_POLL)
+        return "poll nfds="; /* as the readiness way's poll, with 1 as the value */
+    return fd_wait_what(kind == COHO__OP_RECV || kind == COHO__OP_RECVMSG || kind == COHO__OP_ACCEPT
+                            ? COHO__EV_READ
+                            : COHO__EV_WRITE);
+}
+
+ssize_t coho__fd_ring_io(coho__fd_reg_t *r, int kind, void *buf, size_t len, int flags, void *buf2,
                          int64_t timeout_ms)
 {
     coho__fd_t *f = r->f;
@@ -819,13 +830,12 @@ ssize_t coho__fd_ring_io(coho__fd_reg_t *r, int kind, void *buf, size_t len, int
     rw.done = false;
     rw.closed = false;
     rw.cancelled = false;
-    rc = coho__op_submit(drv, &rw.op, kind, f->fd, buf, len, flags);
+    rc = coho__op_submit(drv, &rw.op, kind, f->fd, buf, len, flags, buf2);
     if (rc < 0)
         return -EOPNOTSUPP;
     rw.w.co_id = coho__co_self_id();
     rw.w.token = coho__co_block_prepare();
-    /* the labels of readiness waits: the dump and parks_io count them the same way */
-    coho__co_wait_note(fd_wait_what(kind == COHO__OP_RECV ? COHO__EV_READ : COHO__EV_WRITE), f->fd);
+    coho__co_wait_note(ring_wait_what(kind), kind == COHO__OP_POLL ? 1 : f->fd);
     rw.w.events = COHO__FD_WAIT_RING;
     coho_list_push_back(&r->waiters, &rw.w.link);
     rc = coho__co_block(timeout_ms);
@@ -843,20 +853,29 @@ ssize_t coho__fd_ring_io(coho__fd_reg_t *r, int kind, void *buf, size_t len, int
                 continue;
             }
             rw.w.token = coho__co_block_prepare();
-            coho__co_wait_note(fd_wait_what(kind == COHO__OP_RECV ? COHO__EV_READ : COHO__EV_WRITE),
-                               f->fd);
+            coho__co_wait_note(ring_wait_what(kind), kind == COHO__OP_POLL ? 1 : f->fd);
             if (rw.done)
                 break;
             (void)coho__co_block(-1);
         }
+    }
+    if (atomic_load_explicit(&f->gen, memory_order_acquire) != gen0) {
+        /* The fd was closed (another coroutine's close may have come after the completion,
+         * before this coroutine ran): `r` may be freed, and the call reports EBADF as the
+         * readiness way does, whose look after the wake-up finds the fd closed. Only an
+         * accepted fd is returned (it is the caller's, and would leak otherwise). */
+        if (kind == COHO__OP_ACCEPT && rw.op.res >= 0)
+            return rw.op.res;
+        return -EBADF;
     }
     if (rw.op.res != -ECANCELED) {
         /* It completed on its own: bytes (kept, whatever ended the wait), EOF, or its error;
          * -EAGAIN (a forked child's ring could not take it) makes the caller retry. A wait ended
          * by a timeout, a cancel or a close reports that, as the readiness way does, unless
          * bytes moved: an EOF (0) is not lost by it, since a stream's next read sees it again. */
-        if (rc == 0 || rw.op.res > 0 || rw.op.res == -EAGAIN)
-            return rw.op.res;
+        if (rc == 0 || rw.op.res > 0 || rw.op.res == -EAGAIN ||
+            (rw.op.res == 0 && kind >= COHO__OP_ACCEPT))
+            return rw.op.res; /* an accept's fd 0 and a connect that succeeded count too */
         return rc;
     }
     /* The cancel won: why the wait ended (a cancel no one here asked for: -ECANCELED). */

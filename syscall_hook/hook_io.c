@@ -309,15 +309,16 @@ static bool io_is_socket(const coho__fd_t *f)
  * queue, peeks, MSG_DONTWAIT) goes the readiness way. MSG_WAITALL is the caller's loop. */
 #define IO_RING_FLAGS_BAD (MSG_OOB | MSG_PEEK | MSG_ERRQUEUE | MSG_TRUNC | MSG_DONTWAIT)
 
-/* Whether a call that would block goes to the ring: a plain buffer, flags the operation takes
- * as the syscall would, and no urgent data seen (a read stops at the urgent mark, and only
- * the readiness way hears of the mark through EPOLLPRI). */
+/* Whether a call that would block goes to the ring: a plain buffer (or recvmsg/sendmsg without
+ * ancillary data), flags the operation takes as the syscall would, and no urgent data seen (a read
+ * stops at the urgent mark, and only the readiness way hears of the mark through EPOLLPRI). */
 static inline bool io_ringable(const coho__fd_reg_t *r, const struct io_args *a)
 {
     return r->ring != COHO__OPS_OFF && !(a->flags & IO_RING_FLAGS_BAD) &&
            !(r->sticky & COHO__EV_PRI) &&
            (a->kind == OP_READ || a->kind == OP_RECV || a->kind == OP_WRITE || a->kind == OP_SEND ||
-            a->kind == OP_READV || a->kind == OP_WRITEV);
+            a->kind == OP_READV || a->kind == OP_WRITEV ||
+            ((a->kind == OP_RECVMSG || a->kind == OP_SENDMSG) && a->msg->msg_controllen == 0));
 }
 
 /* A call that would block, made as a ring operation (the io_uring backend, a stream socket, a
@@ -343,17 +344,22 @@ static ssize_t io_ring(coho__fd_reg_t *r, struct io_args *a, int64_t deadline)
         memset(&m, 0, sizeof(m));
         m.msg_iov = (struct iovec *)a->iov;
         m.msg_iovlen = (size_t)a->iovcnt;
-        n = coho__fd_ring_io(r, rd ? COHO__OP_RECVMSG : COHO__OP_SENDMSG, &m, 0, 0, left);
+        n = coho__fd_ring_io(r, rd ? COHO__OP_RECVMSG : COHO__OP_SENDMSG, &m, 0, 0, NULL, left);
+    } else if (a->kind == OP_RECVMSG || a->kind == OP_SENDMSG) {
+        /* the user's own msghdr (sendmsg's copy), with no ancillary data (io_ringable) */
+        n = coho__fd_ring_io(r, rd ? COHO__OP_RECVMSG : COHO__OP_SENDMSG, a->msg, 0,
+                             a->flags & ~MSG_WAITALL, NULL, left);
     } else {
         n = coho__fd_ring_io(
             r, rd ? COHO__OP_RECV : COHO__OP_SEND, a->buf, a->len,
-            a->kind == OP_READ || a->kind == OP_WRITE ? 0 : a->flags & ~MSG_WAITALL, left);
+            a->kind == OP_READ || a->kind == OP_WRITE ? 0 : a->flags & ~MSG_WAITALL, NULL, left);
     }
     if (n == -EAGAIN)
         return -EOPNOTSUPP; /* not taken by a forked child's ring: the readiness way */
     /* io_uring sends with MSG_NOSIGNAL; the call the user made raises SIGPIPE on this thread
      * (as the kernel does), unless it asked for MSG_NOSIGNAL. */
-    if (n == -EPIPE && !rd && !(a->kind == OP_SEND && (a->flags & MSG_NOSIGNAL)))
+    if (n == -EPIPE && !rd &&
+        !((a->kind == OP_SEND || a->kind == OP_SENDMSG) && (a->flags & MSG_NOSIGNAL)))
         raise(SIGPIPE);
     return n;
 }
@@ -1033,6 +1039,7 @@ static int accept_common(int fd, struct sockaddr *addr, socklen_t *alen, int fla
     coho__fd_t *f;
     int64_t deadline, tmo;
     int err, nfd, rc, kflags;
+    bool ring;
 
     if (in_co) {
         r = coho__fd_for_hook(fd, &err);
@@ -1049,6 +1056,11 @@ static int accept_common(int fd, struct sockaddr *addr, socklen_t *alen, int fla
     }
     tmo = coho__fd_rcvtimeo(f);
     deadline = tmo < 0 ? -1 : (int64_t)(coho__hook_now_ms() + (uint64_t)tmo);
+    /* On the io_uring backend the accept that would block is an IORING_OP_ACCEPT (r->ring is
+     * set only for a stream socket that is not keep-mode), after a try in every policy: under
+     * load the queue is rarely empty, and an accept submitted without a try cost 3-6x the
+     * wall time in a connect/accept storm (mio_driver/README.md). */
+    ring = in_co && r->ring != COHO__OPS_OFF;
     for (;;) {
         if (f->keep_mode && !io_ready_now(fd, COHO__EV_READ)) {
             nfd = -1;
@@ -1061,6 +1073,26 @@ static int accept_common(int fd, struct sockaddr *addr, socklen_t *alen, int fla
             break;
         if (err != EAGAIN)
             return -err;
+        if (ring) {
+            int64_t left = deadline < 0 ? -1 : coho__hook_remaining(deadline, coho__hook_now_ms());
+            ssize_t n;
+
+            if (deadline >= 0 && left == 0)
+                return -EAGAIN;
+            n = coho__fd_ring_io(r, COHO__OP_ACCEPT, addr, 0, kflags, alen, left);
+            if (n >= 0) {
+                nfd = (int)n;
+                break;
+            }
+            if (n == -ETIMEDOUT)
+                return -EAGAIN; /* as the kernel's SO_RCVTIMEO */
+            if (n != -EOPNOTSUPP && n != -EAGAIN)
+                return (int)n; /* its error, -ECANCELED, -EBADF (`r` may be gone) */
+            /* Not taken (full SQ) or handed back by a forked child's ring: the readiness way,
+             * the syscall first (the edge a wait needs may have passed). */
+            ring = false;
+            continue;
+        }
         rc = io_wait(fd, r, COHO__EV_READ, deadline);
         if (rc < 0)
             return rc == -ETIMEDOUT ? -EAGAIN : rc;
@@ -1118,6 +1150,26 @@ static int connect_common(int fd, const struct sockaddr *addr, socklen_t alen)
         f = r != NULL ? r->f : NULL;
     } else {
         f = coho__fd_adopted(fd);
+    }
+    if (r != NULL && r->ring != COHO__OPS_OFF && !coho__fd_user_nonblock(f)) {
+        /* The io_uring backend, a stream socket in the user's blocking view: the connect is an
+         * IORING_OP_CONNECT, made without a try (a connect after a non-blocking one got
+         * EINPROGRESS would say EALREADY at once). A Unix socket whose listener's backlog is
+         * full completes with EAGAIN (the kernel file is non-blocking): the way below then
+         * reports it as today. */
+        tmo = coho__fd_sndtimeo(f);
+        rc = (int)coho__fd_ring_io(r, COHO__OP_CONNECT, (void *)addr, alen, 0, NULL, tmo);
+        if (rc == 0) {
+            connect_resync(r, fd);
+            return 0;
+        }
+        if (rc == -ETIMEDOUT)
+            return -EINPROGRESS; /* SO_SNDTIMEO passed, as below */
+        if (rc != -EOPNOTSUPP && rc != -EAGAIN && rc != -EALREADY && rc != -EINPROGRESS)
+            return rc; /* its error (ECONNREFUSED, EISCONN, ...), -ECANCELED, -EBADF */
+        /* Not taken, handed back by a forked child's ring, a connect already in progress
+         * (which waits and then says EALREADY), or io_uring's worker made it on the
+         * non-blocking file: the readiness way below. */
     }
     if (coho__sys.connect(fd, addr, alen) == 0) {
         connect_resync(r, fd);

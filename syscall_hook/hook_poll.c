@@ -55,6 +55,48 @@ static bool poll_parks_at_once(const struct pollfd *p)
     return r != NULL && r->kind == COHO__FD_STREAM && r->rd_drained && r->sticky == 0;
 }
 
+/* A poll of the one fd `p` on the io_uring backend: a one-shot IORING_OP_POLL_ADD, whose
+ * completion carries the revents, polled by the kernel when it reports (so exact, as a real
+ * poll's). `parks`: poll_parks_at_once said nothing is ready; else "on" looks first with a zero
+ * timeout and "submit" does not. Returns the count (1, or 0 for the timeout), -ECANCELED, or
+ * 1 with `p->revents` 0 when the call must go the readiness way (the caller's loop: not taken,
+ * the fd closed meanwhile, or a report of only what the ring adds, such as POLLRDHUP not asked
+ * for), with `*timeout_ms` set to what is left of the timeout. */
+static int poll_ring(struct pollfd *p, int64_t *timeout_ms, bool parks)
+{
+    short want = (short)(p->events | POLLERR | POLLHUP | POLLNVAL);
+    int64_t deadline;
+    coho__fd_reg_t *r;
+    ssize_t res;
+    int err, mode;
+
+    if (p->fd < 0 || p->events == 0 || (r = coho__fd_for_hook(p->fd, &err)) == NULL ||
+        r->keep_mode || (mode = coho__driver_ops_mode(r->drv)) == COHO__OPS_OFF)
+        return 1;
+    if (!parks && mode == COHO__OPS_ON) {
+        int rc = coho__sys.poll(p, 1, 0);
+
+        if (rc != 0)
+            return rc < 0 ? -errno : rc;
+    }
+    deadline = *timeout_ms < 0 ? -1 : (int64_t)(coho__hook_now_ms() + (uint64_t)*timeout_ms);
+    res = coho__fd_ring_io(r, COHO__OP_POLL, NULL, 0, (unsigned short)p->events, NULL, *timeout_ms);
+    if (res > 0 && (res & want) != 0) {
+        p->revents = (short)(res & want);
+        return 1;
+    }
+    if (res == -ETIMEDOUT) {
+        p->revents = 0;
+        return 0;
+    }
+    if (res == -ECANCELED)
+        return (int)res;
+    /* The readiness way gets what is left of the timeout (none left: a last look). */
+    if (deadline >= 0)
+        *timeout_ms = coho__hook_remaining(deadline, coho__hook_now_ms());
+    return 1;
+}
+
 /* poll in a coroutine. `timeout_ms` < 0: forever. Returns the count, or -errno.
  */
 static int poll_co(struct pollfd *fds, nfds_t n, int64_t timeout_ms)
@@ -65,8 +107,20 @@ static int poll_co(struct pollfd *fds, nfds_t n, int64_t timeout_ms)
     nfds_t i;
     int rc;
 
-    if (n == 1 && timeout_ms != 0 && poll_parks_at_once(&fds[0])) {
+    if (n == 1 && timeout_ms != 0) {
+        bool parks = poll_parks_at_once(&fds[0]);
+
         fds[0].revents = 0;
+        rc = poll_ring(&fds[0], &timeout_ms, parks);
+        if (rc != 1 || fds[0].revents != 0)
+            return rc;
+        /* The readiness way: look first unless nothing can be ready (and last if no time is
+         * left). */
+        if (!parks || timeout_ms == 0) {
+            rc = coho__sys.poll(fds, n, 0);
+            if (rc != 0 || timeout_ms == 0)
+                return rc < 0 ? -errno : rc;
+        }
     } else {
         rc = coho__sys.poll(fds, n, 0);
         if (rc != 0 || timeout_ms == 0)

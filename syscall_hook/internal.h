@@ -253,15 +253,15 @@ void coho__fd_on_dup(int oldfd, int newfd);
 int coho__fd_wait(coho__fd_reg_t *r, unsigned events, int64_t timeout_ms);
 
 /* The running coroutine's call `kind` (COHO__OP_RECV / COHO__OP_SEND, `flags`: its MSG_*
- * flags) on `r`'s stream socket, submitted as a ring operation: parks until its completion, the
- * timeout (< 0: none), cancellation, or a close of the fd. Whatever ends the park, the
- * operation is cancelled (IORING_OP_ASYNC_CANCEL) if still in flight and its completion is
- * awaited before this returns: the kernel never writes into `buf` afterwards. An operation
- * that completed with bytes returns them even when the wait ended otherwise. Returns bytes,
- * the operation's -errno, -ETIMEDOUT, -ECANCELED, -EBADF (then `r` must not be touched again),
- * or -EOPNOTSUPP / -EAGAIN when the call must be made the readiness way (not submitted; or a
- * forked child's ring could not take it again). */
-ssize_t coho__fd_ring_io(coho__fd_reg_t *r, int kind, void *buf, size_t len, int flags,
+ * flags; the other kinds and their `buf2`: driver.h) on `r`'s socket, submitted as a ring
+ * operation: parks until its completion, the timeout (< 0: none), cancellation, or a close of the
+ * fd. Whatever ends the park, the operation is cancelled (IORING_OP_ASYNC_CANCEL) if still in
+ * flight and its completion is awaited before this returns: the kernel never writes into `buf`
+ * afterwards. An operation that completed with bytes returns them even when the wait ended
+ * otherwise. Returns bytes, the operation's -errno, -ETIMEDOUT, -ECANCELED, -EBADF (then `r` must
+ * not be touched again), or -EOPNOTSUPP / -EAGAIN when the call must be made the readiness way (not
+ * submitted; or a forked child's ring could not take it again). */
+ssize_t coho__fd_ring_io(coho__fd_reg_t *r, int kind, void *buf, size_t len, int flags, void *buf2,
                          int64_t timeout_ms);
 
 /* Waits for `events` on `fd` from outside a coroutine (a plain thread using a managed fd in its
