@@ -30,8 +30,9 @@ typedef enum coho_backend {
                                   mio_driver/README.md "Backends" for the measurements):
                                   readiness through IORING_OP_POLL_ADD, every change
                                   and the wait in one io_uring_enter per loop iteration; a
-                                  hooked recv/send on a stream socket that would block is
-                                  submitted as an IORING_OP_RECV/SEND (stats: ring_ops;
+                                  hooked recv/send (and read/write, the vectored and msg
+                                  forms, accept, connect, a one-fd poll) that would block is
+                                  submitted as a ring operation (stats: ring_ops;
                                   $COHO_URING_OPS=off|on|submit). If the kernel refuses
                                   a ring (too old, seccomp, kernel.io_uring_disabled) the
                                   scheduler uses epoll and the log says so once (info). */
