@@ -79,12 +79,14 @@ static void lt_count_fired(coho__timer_t *t)
     lt_count++;
 }
 
-static void check_lateness(unsigned tick_ms)
+/* One round of N timers: fails if one fires early; returns how many fired later than one tick
+ * plus slack. */
+static unsigned lateness_round(unsigned tick_ms, uint64_t seed)
 {
     enum { N = 300 };
     coho__driver_t *d = make_driver(tick_ms);
     lt_t *x = calloc(N, sizeof(*x));
-    uint64_t seed = coho_test_seed(), rng = seed;
+    uint64_t rng = seed;
     uint64_t tick_ns = tick_ms * 1000000ull, worst = 0;
     unsigned late = 0;
 
@@ -113,10 +115,24 @@ static void check_lateness(unsigned tick_ms)
     }
     fprintf(stderr, "tick %u ms: worst lateness %.3f ms, %u of %u past %.3f ms\n", tick_ms,
             worst / 1e6, late, N, (tick_ns + SLACK_NS) / 1e6);
-    /* All but a scheduling hiccup's worth (1 %) within one tick plus slack. */
-    assert_true(late <= N / 100);
     coho__driver_destroy(d);
     free(x);
+    return late <= N / 100 ? 0 : late;
+}
+
+/* All but a scheduling hiccup's worth (1 %) within one tick plus slack. A hiccup of the shared
+ * test machine (the thread not scheduled for a few ms) makes every timer due in it late at
+ * once; it does not come back in the next round, while a wheel that fires late does, every
+ * round: so up to three rounds, one of which must be within the bound. Early is a failure in
+ * any round. */
+static void check_lateness(unsigned tick_ms)
+{
+    uint64_t seed = coho_test_seed();
+
+    for (int round = 0; round < 3; round++)
+        if (lateness_round(tick_ms, seed + (uint64_t)round) == 0)
+            return;
+    fail_msg("tick %u ms: three rounds each had more than 1 %% of the timers late", tick_ms);
 }
 
 static void timer_never_fires_early_and_at_most_one_tick_late(void **state)
