@@ -63,6 +63,22 @@ static coho__driver_t *uring_driver(void)
         assert_int_equal(coho__driver_backend(d), COHO__BACKEND_IO_URING); \
     } while (0)
 
+/* With COHO_BACKEND set to `env` (NULL: unset), a driver created without options runs on
+ * `backend`. */
+static void env_backend_is(const char *env, int backend)
+{
+    coho__driver_t *d;
+
+    if (env == NULL)
+        unsetenv("COHO_BACKEND");
+    else
+        setenv("COHO_BACKEND", env, 1);
+    d = coho__driver_create(NULL);
+    assert_non_null(d);
+    assert_int_equal(coho__driver_backend(d), backend);
+    coho__driver_destroy(d);
+}
+
 static void backend_default_is_io_uring_and_env_selects_epoll(void **state)
 {
     coho__driver_t *d;
@@ -74,24 +90,11 @@ static void backend_default_is_io_uring_and_env_selects_epoll(void **state)
         return;
     }
     coho__driver_destroy(d);
-    unsetenv("COHO_BACKEND");
-    d = coho__driver_create(NULL);
-    assert_non_null(d);
-    assert_int_equal(coho__driver_backend(d), COHO__BACKEND_IO_URING);
-    coho__driver_destroy(d);
-    setenv("COHO_BACKEND", "epoll", 1);
-    d = coho__driver_create(NULL);
-    assert_int_equal(coho__driver_backend(d), COHO__BACKEND_EPOLL);
-    coho__driver_destroy(d);
-    setenv("COHO_BACKEND", "io_uring", 1);
-    d = coho__driver_create(NULL);
-    assert_int_equal(coho__driver_backend(d), COHO__BACKEND_IO_URING);
-    coho__driver_destroy(d);
+    env_backend_is(NULL, COHO__BACKEND_IO_URING);
+    env_backend_is("epoll", COHO__BACKEND_EPOLL);
+    env_backend_is("io_uring", COHO__BACKEND_IO_URING);
     /* A value that names no backend: the default, and a warning (not silently epoll). */
-    setenv("COHO_BACKEND", "kqueue", 1);
-    d = coho__driver_create(NULL);
-    assert_int_equal(coho__driver_backend(d), COHO__BACKEND_IO_URING);
-    coho__driver_destroy(d);
+    env_backend_is("kqueue", COHO__BACKEND_IO_URING);
     unsetenv("COHO_BACKEND");
 }
 
