@@ -37,6 +37,7 @@ for s in $SERVERS client; do
 done
 # shellcheck source=tools/lib-bench.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib-bench.sh"
+raise_nofile 8192 # 1000 connections and more
 
 # start_server NAME PORT: starts it and waits until it listens; sets srv_pid.
 start_server() {

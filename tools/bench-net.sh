@@ -44,21 +44,13 @@ KICK_MS=${KICK_MS:-2000}
 EMFILE_CLIENTS=${EMFILE_CLIENTS:-2000}
 WSTLS_CONNS=${WSTLS_CONNS:-100}
 
-nofile=$(ulimit -Hn)
-ulimit -n "$nofile"
+# shellcheck source=tools/lib-bench.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib-bench.sh"
+raise_nofile "$(ulimit -Hn)" # as many connections per process as allowed: N_max below
 n_max=$((nofile - 256))
 [ "$n_max" -le 100000 ] || n_max=100000
 HOLD_N=${HOLD_N:-$((n_max < 19000 ? n_max : 19000))}
-hz=$(getconf CLK_TCK)
-
-work=$(mktemp -d)
-srv_pid=""
 srv_port=""
-cleanup() {
-    if [ -n "$srv_pid" ]; then kill "$srv_pid" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
 
 # start_srv PROGRAM ARGS...: starts a server that prints "port=N" and waits for that line.
 start_srv() {
@@ -123,7 +115,6 @@ srv_stats() {
     grep '^stats' "$work/srv.out" | tail -1
 }
 
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 # field NAME LINE: the value of NAME=... in a key=value line.
 field() { printf '%s\n' "$2" | tr ' ' '\n' | awk -F= -v k="$1" '$1 == k { print $2 }'; }

@@ -32,6 +32,7 @@ for t in redis-server redis-benchmark; do
 done
 # shellcheck source=tools/lib-bench.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib-bench.sh"
+raise_nofile 8192 # 1000 connections and more
 
 # start_server NAME: starts it on a free loopback port and waits until it answers PING; sets
 # srv_pid and port.

@@ -1,14 +1,19 @@
 # SPDX-License-Identifier: MIT
-# Shared by the server comparisons tools/bench-echo.sh and tools/bench-resp.sh (sourced, not
-# run): where server and client are pinned, a process's CPU time, its system calls counted by
-# perf on the syscall tracepoints or by strace, the scratch directory and the server's stop,
-# the header line and the median of the results tables.
+# Shared by the benchmarks tools/bench-echo.sh, tools/bench-resp.sh and tools/bench-net.sh
+# (sourced, not run): the open-file limit, where server and client are pinned, a process's CPU
+# time, its system calls counted by perf on the syscall tracepoints or by strace, the scratch
+# directory and the server's stop, the header line and the median of the results tables.
 #
-# Sourcing it also raises the open-file limit (1000 connections and more), makes the scratch
-# directory $work and sets the EXIT trap that kills the server still running ($srv_pid, which
-# the script's start_server sets) and removes $work.
+# Sourcing it makes the scratch directory $work and sets the EXIT trap that kills the server
+# still running ($srv_pid, which the script's start-up function sets) and removes $work. The
+# script raises the open-file limit itself with raise_nofile, to what it needs.
 
-ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+# raise_nofile N: sets the open-file limit (soft and hard, as `ulimit -n` does) to N, or to the
+# hard limit when N cannot be had; sets nofile to the limit in force.
+raise_nofile() {
+    ulimit -n "$1" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+    nofile=$(ulimit -n)
+}
 
 work=$(mktemp -d)
 srv_pid=""
