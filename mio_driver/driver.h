@@ -106,7 +106,8 @@ enum {
 };
 /* COHO_URING_OPS: "off" (no ring operations: the hooks park on readiness), "on" (a call tries
  * the syscall first unless a read drained the socket), "submit" (the default: a would-be
- * blocking read or write is submitted without a try; mio_driver/README.md has the numbers). */
+ * blocking write is submitted without a try, a read as with "on"; mio_driver/README.md has the
+ * numbers). */
 enum { COHO__OPS_OFF = 0, COHO__OPS_ON = 1, COHO__OPS_SUBMIT = 2 };
 
 typedef struct coho__op coho__op_t;

@@ -519,14 +519,11 @@ __attribute__((hot)) static ssize_t io_fast(coho__fd_reg_t *r, struct io_args *a
 
     if ((a->kind == OP_READ || a->kind == OP_RECV) &&
         atomic_load_explicit(&r->ofd->rcvtimeo_ms, memory_order_relaxed) < 0) {
-        /* "submit" mode: the read goes to the ring without a try first. */
-        bool skip_try = r->ring == COHO__OPS_SUBMIT && io_ringable(r, a);
-
         /* io_blocking's loop for a read without a deadline, without its set-up. */
         for (;;) {
             /* Drained: park for the next edge (see io_blocking); on the io_uring backend the
              * read itself is submitted and parks. */
-            if ((r->rd_drained || skip_try) && a->len - 1 < SSIZE_MAX) {
+            if (r->rd_drained && a->len - 1 < SSIZE_MAX) {
                 n = -EAGAIN;
             } else {
                 /* io_once for the two kinds that come here, without its dispatch */
@@ -541,7 +538,6 @@ __attribute__((hot)) static ssize_t io_fast(coho__fd_reg_t *r, struct io_args *a
                     return -EAGAIN;
                 if (n == -EBADF)
                     return n; /* `r` may be gone */
-                skip_try = false;
                 if (n == -EOPNOTSUPP && io_ringable(r, a)) {
                     /* Refused (full SQ) or handed back by a forked child's ring: the edge
                      * this read waited for may have passed, so the syscall before a wait. */
@@ -758,6 +754,57 @@ __attribute__((always_inline)) static inline int *io_errno(void)
     return p;
 }
 
+/* The fast path's system call (x86-64, outside sanitizer builds): the `syscall` instruction
+ * inline, not libc's wrapper. The wrapper costs about 20 instructions of its own (the call, its
+ * cancellation-state check, errno), and being a call, it makes the hook keep its arguments in
+ * callee-saved registers across it; the instruction clobbers only rcx and r11. Returns the
+ * kernel's result (-errno on failure; errno is not set).
+ *
+ * What changes against libc's call: it is not a thread-cancellation point. A hooked call in a
+ * coroutine already was not one once it parked (the thread then waits in the driver), and a
+ * cancellation acting in a coroutine would unwind a stack that is not the thread's. Sanitizer
+ * builds keep libc's call, so that the sanitizers' interceptors still see the buffer it
+ * writes (ASan) and the socket's happens-before edge (TSan). */
+#if defined(__x86_64__) && !defined(COHO_SANITIZE_BUILD)
+#    define IO_FAST_INLINE_SYSCALL 1
+__attribute__((always_inline)) static inline long io_sys4(long nr, long a1, long a2, long a3,
+                                                          long a4)
+{
+    register long r10 __asm__("r10") = a4;
+    register long r8 __asm__("r8") = 0;
+    register long r9 __asm__("r9") = 0;
+    long ret;
+
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "0"(nr), "D"(a1), "S"(a2), "d"(a3), "r"(r10), "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    return ret;
+}
+#endif
+
+#ifdef IO_FAST_INLINE_SYSCALL
+/* io_fast_try after a system call that failed or moved less than asked (`n`: the kernel's
+ * result, -errno on failure): errno, then io_fast_more. Out of line, so that the hot path keeps
+ * no stack frame and saves no register. */
+__attribute__((noinline)) static ssize_t io_fast_short(coho__fd_reg_t *r, enum io_kind kind,
+                                                       void *buf, size_t len, int flags, ssize_t n)
+{
+    int *ep = io_errno();
+    int saved = *ep;
+    struct io_args a;
+
+    if (n < 0) {
+        *ep = (int)-n;
+        if (n != -EAGAIN)
+            return -1;
+        n = -1;
+    }
+    io_args_simple(&a, kind, buf, len, flags);
+    return io_fast_more(r, &a, n, saved);
+}
+#endif
+
 /* One read/recv/write/send on the fast path; a call that is not for it goes to the hook's `slow`
  * (a tail call, so the arguments need not outlive the system call in callee-saved registers).
  * Inlined into each hook, with `kind`, `slow` and (for read and write) `flags` constant. */
@@ -767,9 +814,11 @@ io_fast_try(int fd, enum io_kind kind, void *buf, size_t len, int flags, io_slow
     coho__fd_t *f;
     coho__fd_reg_t *r;
     coho_sched_t *s;
-    struct io_args a;
     ssize_t n;
+#ifndef IO_FAST_INLINE_SYSCALL
+    struct io_args a;
     int saved, *ep;
+#endif
 
     if (flags & MSG_DONTWAIT)
         return io_dontwait(fd, kind, buf, len, flags);
@@ -788,12 +837,31 @@ io_fast_try(int fd, enum io_kind kind, void *buf, size_t len, int flags, io_slow
         return slow(fd, buf, len, flags, IO_NOT_FAST);
     if (io_is_read(kind) && r->rd_drained)
         return io_fast_drained(r, kind, buf, len, flags, slow);
-    if (__builtin_expect(r->ring == COHO__OPS_SUBMIT, 0))
+    if (__builtin_expect(r->ring == COHO__OPS_SUBMIT, 0) && !io_is_read(kind))
         return slow(fd, buf, len, flags, IO_NOT_FAST); /* io_fast submits without trying */
-    /* Whether the caller is a coroutine with hooks on matters only from here on (a park, a
-     * drained note, the rest of a write): the first attempt is the same system call in every
-     * case, since this scheduler's registration means the kernel file is non-blocking.
-     * coho__sys is set up: the fd was adopted through a hook, which set it up first. */
+        /* Whether the caller is a coroutine with hooks on matters only from here on (a park, a
+         * drained note, the rest of a write): the first attempt is the same system call in every
+         * case, since this scheduler's registration means the kernel file is non-blocking.
+         * coho__sys is set up: the fd was adopted through a hook, which set it up first. */
+#ifdef IO_FAST_INLINE_SYSCALL
+    switch (kind) {
+    case OP_READ:
+        n = io_sys4(SYS_read, fd, (long)buf, (long)len, 0);
+        break;
+    case OP_RECV:
+        n = io_sys4(SYS_recvfrom, fd, (long)buf, (long)len, flags);
+        break;
+    case OP_WRITE:
+        n = io_sys4(SYS_write, fd, (long)buf, (long)len, 0);
+        break;
+    default:
+        n = io_sys4(SYS_sendto, fd, (long)buf, (long)len, flags);
+        break;
+    }
+    if (__builtin_expect(n >= 0 && (size_t)n >= len, 1))
+        return n;
+    return io_fast_short(r, kind, buf, len, flags, n);
+#else
     ep = io_errno();
     saved = *ep;
     switch (kind) {
@@ -816,6 +884,7 @@ io_fast_try(int fd, enum io_kind kind, void *buf, size_t len, int flags, io_slow
         return -1; /* libc set errno */
     io_args_simple(&a, kind, buf, len, flags);
     return io_fast_more(r, &a, n, saved);
+#endif
 }
 
 /* read off the fast path (`flags` is 0; `why`: IO_NOT_FAST, IO_NOT_HOOKED, IO_NO_SCHED). */

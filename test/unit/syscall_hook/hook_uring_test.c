@@ -1127,6 +1127,59 @@ static void uring_forked_child_submits_a_waiting_poll_again(void **state)
     run_case(fork_body, &c);
 }
 
+/* A read that finds data is made at once, not submitted (the default `submit` policy submits a
+ * read without a try only once a short read drained the socket), and the fast path's system
+ * call reports as libc's does: errno untouched on success, the kernel's error in errno, EAGAIN
+ * under the user's O_NONBLOCK. */
+static void ready_read_body(void *arg)
+{
+    struct pair p = {.delay_ms = 20, .bytes = "wxyz", .len = 4, .close_fd = -1};
+    char buf[64];
+    uint64_t before, parks;
+    int fl;
+
+    (void)arg;
+    CO_CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, p.fd) == 0);
+    /* Registered with the scheduler by a first read that waits (through the ring), and a
+     * full read: the socket is not known drained. */
+    coho_spawn(coho_sched_current(), sender, &p);
+    CO_CHECK(recv(p.fd[0], buf, 4, 0) == 4 && memcmp(buf, "wxyz", 4) == 0);
+    CO_CHECK(send(p.fd[1], "abcdefghijkl", 12, 0) == 12);
+    CO_CHECK(recv(p.fd[0], buf, 4, 0) == 4 && memcmp(buf, "abcd", 4) == 0);
+    /* Not drained: the reads that find data neither park nor go to the ring. */
+    before = ring_ops();
+    parks = parks_io();
+    errno = 777;
+    CO_CHECK(recv(p.fd[0], buf, 4, 0) == 4 && memcmp(buf, "efgh", 4) == 0);
+    CO_CHECK(errno == 777);
+    CO_CHECK(read(p.fd[0], buf, 4) == 4 && memcmp(buf, "ijkl", 4) == 0);
+    CO_CHECK(ring_ops() == before && parks_io() == parks);
+    /* An error of the system call itself: -1 and the kernel's errno. */
+    CO_CHECK(send(p.fd[1], "mn", 2, 0) == 2);
+    errno = 0;
+    CO_CHECK(recv(p.fd[0], (void *)8, 2, 0) == -1 && errno == EFAULT);
+    CO_CHECK(recv(p.fd[0], buf, 2, 0) == 2 && memcmp(buf, "mn", 2) == 0);
+    /* The user's O_NONBLOCK: EAGAIN, no park. */
+    fl = fcntl(p.fd[0], F_GETFL);
+    CO_CHECK(fcntl(p.fd[0], F_SETFL, fl | O_NONBLOCK) == 0);
+    parks = parks_io();
+    errno = 0;
+    CO_CHECK(recv(p.fd[0], buf, 2, 0) == -1 && errno == EAGAIN);
+    CO_CHECK(parks_io() == parks);
+    CO_CHECK(fcntl(p.fd[0], F_SETFL, fl) == 0);
+    /* A write to a peer that is gone: EPIPE (MSG_NOSIGNAL). */
+    close(p.fd[0]);
+    errno = 0;
+    CO_CHECK(send(p.fd[1], "x", 1, MSG_NOSIGNAL) == -1 && errno == EPIPE);
+    close(p.fd[1]);
+}
+
+static void uring_a_read_that_finds_data_is_made_at_once(void **state)
+{
+    (void)state;
+    run_case(ready_read_body, NULL);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -1146,6 +1199,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(uring_one_fd_poll_goes_through_the_ring),
         cmocka_unit_test(uring_fd_closed_after_the_completion_reports_ebadf),
         cmocka_unit_test(uring_forked_child_submits_a_waiting_poll_again),
+        cmocka_unit_test(uring_a_read_that_finds_data_is_made_at_once),
     };
 
     return coho_test_main("hook_uring", tests, sizeof(tests) / sizeof(tests[0]), argc, argv);
