@@ -110,7 +110,7 @@ bool Member::valid() const
 bool Member::wait_valid(std::chrono::milliseconds d) const
 {
     const auto end = std::chrono::steady_clock::now() + d;
-    while (!valid()) {
+    while (!valid() || registered_lease_.load() != lease_.load()) {
         if (std::chrono::steady_clock::now() >= end)
             return false;
         coho::this_co::sleep_for(std::chrono::milliseconds(10));
@@ -146,6 +146,7 @@ bool Member::register_once()
         lease_ = l;
         valid_until_ns_ = t0 + cfg_.ttl_s * 1000000000;
         client_.put(key_, cfg_.value, l);
+        registered_lease_ = l;
     } catch (const std::exception &e) {
         lease_ = 0;
         valid_until_ns_ = 0;

@@ -57,9 +57,13 @@ public:
     // Inside a coroutine of the same scheduler.
     void stop();
 
-    // Registered, and etcd acknowledged a renewal sent less than the TTL ago. Any thread.
+    // Holds a lease etcd granted or renewed less than the TTL ago: the node may serve. It turns
+    // true just before the key is written (a gateway that sees the key may send requests at
+    // once, and they must be served), so for a moment it can be true with the key not yet in
+    // etcd. Any thread.
     bool valid() const;
-    // Waits up to `d` for valid(); inside a coroutine.
+    // Waits up to `d` until valid() and the key of the current lease is written; inside a
+    // coroutine.
     bool wait_valid(std::chrono::milliseconds d) const;
     int64_t lease() const { return lease_.load(); }
     uint64_t registrations() const { return registrations_.load(); }
@@ -78,7 +82,8 @@ private:
     uint64_t co_ = 0;
     std::atomic<bool> stopping_{false};
     std::atomic<int64_t> lease_{0};
-    std::atomic<int64_t> valid_until_ns_{0}; // steady_clock; 0: not registered
+    std::atomic<int64_t> registered_lease_{0}; // the lease whose key was last written
+    std::atomic<int64_t> valid_until_ns_{0};   // steady_clock; 0: not registered
     std::atomic<uint64_t> registrations_{0}, lost_{0};
 };
 
