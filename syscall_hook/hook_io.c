@@ -766,7 +766,6 @@ __attribute__((always_inline)) static inline int *io_errno(void)
  * builds keep libc's call, so that the sanitizers' interceptors still see the buffer it
  * writes (ASan) and the socket's happens-before edge (TSan). */
 #if defined(__x86_64__) && !defined(COHO_SANITIZE_BUILD)
-#    define IO_FAST_INLINE_SYSCALL 1
 __attribute__((always_inline)) static inline long io_sys4(long nr, long a1, long a2, long a3,
                                                           long a4)
 {
@@ -783,10 +782,51 @@ __attribute__((always_inline)) static inline long io_sys4(long nr, long a1, long
 }
 #endif
 
-#ifdef IO_FAST_INLINE_SYSCALL
-/* io_fast_try after a system call that failed or moved less than asked (`n`: the kernel's
- * result, -errno on failure): errno, then io_fast_more. Out of line, so that the hot path keeps
- * no stack frame and saves no register. */
+/* The fast path's one system call for `kind`: the kernel's result, -errno on failure, errno
+ * untouched (the inline instruction above, or libc's call with errno put back). */
+__attribute__((always_inline)) static inline ssize_t io_fast_sys(int fd, enum io_kind kind,
+                                                                 void *buf, size_t len, int flags)
+{
+#if defined(__x86_64__) && !defined(COHO_SANITIZE_BUILD)
+    switch (kind) {
+    case OP_READ:
+        return io_sys4(SYS_read, fd, (long)buf, (long)len, 0);
+    case OP_RECV:
+        return io_sys4(SYS_recvfrom, fd, (long)buf, (long)len, flags);
+    case OP_WRITE:
+        return io_sys4(SYS_write, fd, (long)buf, (long)len, 0);
+    default:
+        return io_sys4(SYS_sendto, fd, (long)buf, (long)len, flags);
+    }
+#else
+    int *ep = io_errno(), saved = *ep;
+    ssize_t n;
+
+    switch (kind) {
+    case OP_READ:
+        n = coho__sys.read(fd, buf, len);
+        break;
+    case OP_RECV:
+        n = coho__sys.recv(fd, buf, len, flags);
+        break;
+    case OP_WRITE:
+        n = coho__sys.write(fd, buf, len);
+        break;
+    default:
+        n = coho__sys.send(fd, buf, len, flags);
+        break;
+    }
+    if (n < 0) {
+        n = -*ep;
+        *ep = saved;
+    }
+    return n;
+#endif
+}
+
+/* io_fast_try after a system call that failed or moved less than asked (`n`: io_fast_sys's
+ * result): errno, then io_fast_more. Out of line, so that the hot path keeps no stack frame and
+ * saves no register. */
 __attribute__((noinline)) static ssize_t io_fast_short(coho__fd_reg_t *r, enum io_kind kind,
                                                        void *buf, size_t len, int flags, ssize_t n)
 {
@@ -803,7 +843,6 @@ __attribute__((noinline)) static ssize_t io_fast_short(coho__fd_reg_t *r, enum i
     io_args_simple(&a, kind, buf, len, flags);
     return io_fast_more(r, &a, n, saved);
 }
-#endif
 
 /* One read/recv/write/send on the fast path; a call that is not for it goes to the hook's `slow`
  * (a tail call, so the arguments need not outlive the system call in callee-saved registers).
@@ -815,10 +854,6 @@ io_fast_try(int fd, enum io_kind kind, void *buf, size_t len, int flags, io_slow
     coho__fd_reg_t *r;
     coho_sched_t *s;
     ssize_t n;
-#ifndef IO_FAST_INLINE_SYSCALL
-    struct io_args a;
-    int saved, *ep;
-#endif
 
     if (flags & MSG_DONTWAIT)
         return io_dontwait(fd, kind, buf, len, flags);
@@ -839,52 +874,14 @@ io_fast_try(int fd, enum io_kind kind, void *buf, size_t len, int flags, io_slow
         return io_fast_drained(r, kind, buf, len, flags, slow);
     if (__builtin_expect(r->ring == COHO__OPS_SUBMIT, 0) && !io_is_read(kind))
         return slow(fd, buf, len, flags, IO_NOT_FAST); /* io_fast submits without trying */
-        /* Whether the caller is a coroutine with hooks on matters only from here on (a park, a
-         * drained note, the rest of a write): the first attempt is the same system call in every
-         * case, since this scheduler's registration means the kernel file is non-blocking.
-         * coho__sys is set up: the fd was adopted through a hook, which set it up first. */
-#ifdef IO_FAST_INLINE_SYSCALL
-    switch (kind) {
-    case OP_READ:
-        n = io_sys4(SYS_read, fd, (long)buf, (long)len, 0);
-        break;
-    case OP_RECV:
-        n = io_sys4(SYS_recvfrom, fd, (long)buf, (long)len, flags);
-        break;
-    case OP_WRITE:
-        n = io_sys4(SYS_write, fd, (long)buf, (long)len, 0);
-        break;
-    default:
-        n = io_sys4(SYS_sendto, fd, (long)buf, (long)len, flags);
-        break;
-    }
+    /* Whether the caller is a coroutine with hooks on matters only from here on (a park, a
+     * drained note, the rest of a write): the first attempt is the same system call in every
+     * case, since this scheduler's registration means the kernel file is non-blocking.
+     * coho__sys is set up: the fd was adopted through a hook, which set it up first. */
+    n = io_fast_sys(fd, kind, buf, len, flags);
     if (__builtin_expect(n >= 0 && (size_t)n >= len, 1))
         return n;
     return io_fast_short(r, kind, buf, len, flags, n);
-#else
-    ep = io_errno();
-    saved = *ep;
-    switch (kind) {
-    case OP_READ:
-        n = coho__sys.read(fd, buf, len);
-        break;
-    case OP_RECV:
-        n = coho__sys.recv(fd, buf, len, flags);
-        break;
-    case OP_WRITE:
-        n = coho__sys.write(fd, buf, len);
-        break;
-    default:
-        n = coho__sys.send(fd, buf, len, flags);
-        break;
-    }
-    if (__builtin_expect(n >= 0 && (size_t)n >= len, 1))
-        return n;
-    if (n < 0 && *ep != EAGAIN)
-        return -1; /* libc set errno */
-    io_args_simple(&a, kind, buf, len, flags);
-    return io_fast_more(r, &a, n, saved);
-#endif
 }
 
 /* read off the fast path (`flags` is 0; `why`: IO_NOT_FAST, IO_NOT_HOOKED, IO_NO_SCHED). */
