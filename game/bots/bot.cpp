@@ -377,6 +377,7 @@ bool Bot::scene_enter()
     req.mutable_pos()->set_y(y_);
     stood_at(x_, y_);
     auto resp = call_pb<pb::SceneEnterResp>(OP_SCENE_ENTER, wire::R_SCENE_ENTER, req);
+    in_scene_ = resp.has_value();
     if (resp)
         for (auto &e : resp->others())
             if (!aoi::Grid::sees({x_, y_}, {e.pos().x(), e.pos().y()}, o_.aoi_cell))
@@ -390,6 +391,8 @@ bool Bot::scene_enter()
 
 bool Bot::scene_move()
 {
+    if (!in_scene_)
+        return scene_enter();
     // A step of up to half a cell on each axis, inside the walking square.
     const int32_t reach = std::max(o_.aoi_cell / 2, 1);
     auto step = [&](int32_t v) {
@@ -409,6 +412,9 @@ bool Bot::scene_move()
 
 bool Bot::scene_leave()
 {
+    if (!in_scene_)
+        return link_ != nullptr;
+    in_scene_ = false;
     pb::SceneLeaveReq req;
     req.set_scene(scene_);
     call_pb<pb::SceneLeaveResp>(OP_SCENE_LEAVE, wire::R_SCENE_LEAVE, req);

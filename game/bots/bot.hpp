@@ -140,6 +140,10 @@ private:
     std::set<std::string> channels_;
     std::string channel_;
     uint32_t scene_ = 0;
+    // scene.enter answered OK. An enter that failed (say status 3 while the scene's owner is
+    // down) is tried again in place of the next move, as a game client would: a move or a
+    // leave of a scene the bot is not in would only be refused.
+    bool in_scene_ = false;
     int32_t x_ = 0, y_ = 0;
     // Where the node may think the bot stands: its last few positions, newest last (a push
     // can be built before a move the bot already sent, and arrive after its reply).

@@ -49,6 +49,7 @@ struct Behaviour {
     bool push_during_rebind = false;  // a chat push "arrives" while the bot is away
     bool ws_ping_then_close = false;  // ws: a ping after LOGIN, a close (1008) at the 2nd CALL
     bool aoi_lies = false;            // AOI pushes break the grid rule (cell 100)
+    bool refuse_first_enter = false;  // a session's first scene.enter gets status 3 (no node)
 };
 
 class FakeGate {
@@ -93,6 +94,8 @@ public:
     std::atomic<int> callers{0}; // connections whose session made a CALL
     std::atomic<int> rebinds_ok{0}, rebinds_bad{0}, rebind_last_exact{0}, unmasked{0}, pongs{0};
     std::atomic<int64_t> max_gap_ms{0}; // longest silence of a logged-in client
+    // scene.move and scene.leave calls of a session that is in no scene (the node refuses them)
+    std::atomic<int> scene_calls_outside{0};
     // When the first and the last LOGIN came.
     std::pair<Clock::time_point, Clock::time_point> login_span()
     {
@@ -114,6 +117,8 @@ private:
         std::vector<std::pair<uint32_t, std::string>> pushes; // (seq, frame) sent so far
         std::string channel;
         int64_t counter = 0;
+        int enters = 0;
+        bool in_scene = false;
     };
     struct Conn {
         int fd;
@@ -500,7 +505,14 @@ private:
             return reply_ok(c, seq, resp.SerializeAsString()) &&
                    push(&c, s, wire::R_CHAT_SAY, m.SerializeAsString());
         }
+        case wire::R_SCENE_ENTER:
+            if (b_.refuse_first_enter && s.enters++ == 0)
+                return send_frame(c, wire::error_response(wire::CALL, seq, wire::NO_NODE));
+            s.in_scene = true;
+            return reply_ok(c, seq, "");
         case wire::R_SCENE_MOVE: {
+            if (!s.in_scene)
+                scene_calls_outside++;
             SceneMoveReq req;
             req.ParseFromString(payload);
             // Someone moves right where the bot went (in view), or with aoi_lies: someone
@@ -519,9 +531,12 @@ private:
             }
             return reply_ok(c, seq, "") && push(&c, s, wire::R_SCENE_AOI, e.SerializeAsString());
         }
-        case wire::R_CHAT_LEAVE:
-        case wire::R_SCENE_ENTER:
         case wire::R_SCENE_LEAVE:
+            if (!s.in_scene)
+                scene_calls_outside++;
+            s.in_scene = false;
+            return reply_ok(c, seq, "");
+        case wire::R_CHAT_LEAVE:
             return reply_ok(c, seq, "");
         default:
             return send_frame(c, wire::error_response(wire::CALL, seq, wire::UNKNOWN_ROUTE));
@@ -632,6 +647,23 @@ TEST(Bots, PlayAgainstAWellBehavedGatewayWithoutErrors)
     EXPECT_EQ(g.bad_tokens.load(), 0);
     EXPECT_GT(g.acks.load(), 0);
     EXPECT_NE(r.out.find("coho-bots: PASS"), std::string::npos);
+}
+
+// A scene.enter that fails (status 3: the scene's node is down) is tried again in place of
+// the next move: the bot never moves in, or leaves, a scene it did not enter.
+TEST(Bots, AFailedSceneEnterIsTriedAgainBeforeAnyMove)
+{
+    Behaviour b;
+    b.refuse_first_enter = true;
+    FakeGate g(b);
+    BotsRun r = run_bots(common(g, 4, 2) + " --rate 50 --max-errors 4");
+    ASSERT_EQ(r.status, 0) << r.out;
+    EXPECT_EQ(r.num("routes/scene.enter/status_errors"), 4u) << r.out;
+    EXPECT_EQ(r.num("routes/scene.enter/ok"), 4u) << r.out;
+    EXPECT_EQ(r.num("error_kinds/status"), 4u) << r.out;
+    EXPECT_GT(r.num("routes/scene.move/ok"), 0u) << r.out;
+    EXPECT_EQ(r.num("routes/scene.leave/ok"), 4u) << r.out;
+    EXPECT_EQ(g.scene_calls_outside.load(), 0);
 }
 
 // --calls echo: after entering the world, every action is an echo call.
