@@ -16,42 +16,14 @@
 #include <coho.hpp>
 
 #include "game/cluster/etcd.hpp"
-#include "test/support/client_harness.hpp"
+#include "test/game/cluster_harness.hpp"
 
 namespace {
 
 using namespace coho::game;
-
-std::string endpoint()
-{
-    int port = coho_test::server_port("etcd");
-    return port > 0 ? "127.0.0.1:" + std::to_string(port) : std::string();
-}
-
-// Runs `fn` in coroutines of one scheduler on this thread; an exception fails the test.
-void run_co(const std::vector<std::function<void()>> &fns)
-{
-    coho_sched_opts_t so;
-    coho_sched_opts_init(&so);
-    so.stack_size = 512u << 10;
-    coho::Scheduler s(so);
-    for (const auto &fn : fns)
-        s.spawn([&fn] {
-            try {
-                fn();
-            } catch (const std::exception &e) {
-                ADD_FAILURE() << "exception: " << e.what();
-            }
-        });
-    s.run();
-}
-
-etcd::Client client()
-{
-    etcd::Options o;
-    o.endpoints = {endpoint()};
-    return etcd::Client(o);
-}
+using coho_test::etcd_client;
+using coho_test::etcd_endpoint;
+using coho_test::run_co;
 
 TEST(EtcdCodec, base64_round_trips_every_byte_and_rejects_bad_text)
 {
@@ -94,7 +66,7 @@ TEST(EtcdCodec, endpoints_parse_and_bad_ones_are_named)
 
 TEST(Etcd, put_get_prefix_and_delete_keep_binary_keys_and_values)
 {
-    auto c = client();
+    auto c = etcd_client();
     run_co({[&] {
         const std::string bin("v\0\xff\n", 4);
         c.put("/t/kv/a", "1");
@@ -121,7 +93,7 @@ TEST(Etcd, put_get_prefix_and_delete_keep_binary_keys_and_values)
 
 TEST(Etcd, a_key_under_a_lease_lives_while_kept_alive_and_goes_with_the_revoke)
 {
-    auto c = client();
+    auto c = etcd_client();
     run_co({[&] {
         int64_t lease = c.lease_grant(30);
         ASSERT_NE(lease, 0);
@@ -147,7 +119,7 @@ TEST(Etcd, a_key_under_a_lease_lives_while_kept_alive_and_goes_with_the_revoke)
 
 TEST(Etcd, a_lease_not_kept_alive_expires_and_takes_its_keys)
 {
-    auto c = client();
+    auto c = etcd_client();
     run_co({[&] {
         int64_t lease = c.lease_grant(1);
         c.put("/t/expire/k", "v", lease);
@@ -162,7 +134,7 @@ TEST(Etcd, a_lease_not_kept_alive_expires_and_takes_its_keys)
 
 TEST(Etcd, put_if_absent_lets_one_writer_create_a_key)
 {
-    auto c = client();
+    auto c = etcd_client();
     run_co({[&] {
         c.del("/t/txn/k");
         EXPECT_TRUE(c.put_if_absent("/t/txn/k", "first"));
@@ -177,7 +149,7 @@ TEST(Etcd, put_if_absent_lets_one_writer_create_a_key)
 
 TEST(Etcd, a_watch_and_the_writes_it_sees_share_one_thread)
 {
-    auto c = client();
+    auto c = etcd_client();
     int64_t start = 0;
     std::vector<std::string> seen;
     bool done = false;
@@ -210,7 +182,7 @@ TEST(Etcd, a_watch_and_the_writes_it_sees_share_one_thread)
 
 TEST(Etcd, a_watch_ends_when_asked_to_while_idle)
 {
-    auto c = client();
+    auto c = etcd_client();
     bool stop = false;
     bool returned = false;
     run_co({[&] {
@@ -243,7 +215,7 @@ TEST(Etcd, a_dead_endpoint_is_skipped_and_none_alive_is_an_error)
     }
     const std::string dead_ep = "127.0.0.1:" + std::to_string(dead);
     etcd::Options o;
-    o.endpoints = {dead_ep, endpoint()};
+    o.endpoints = {dead_ep, etcd_endpoint()};
     etcd::Client both(o);
     o.endpoints = {dead_ep};
     etcd::Client none(o);

@@ -14,48 +14,22 @@
 #include "game/cluster/discovery.hpp"
 #include "game/cluster/machine_id.hpp"
 #include "game/cluster/member.hpp"
-#include "test/support/client_harness.hpp"
+#include "test/game/cluster_harness.hpp"
 
 namespace {
 
 using namespace coho::game;
+using coho_test::etcd_client;
+using coho_test::etcd_endpoint;
+using coho_test::run_co;
+
 using namespace std::chrono_literals;
-
-std::string endpoint()
-{
-    int port = coho_test::server_port("etcd");
-    return port > 0 ? "127.0.0.1:" + std::to_string(port) : std::string();
-}
-
-void run_co(const std::vector<std::function<void()>> &fns)
-{
-    coho_sched_opts_t so;
-    coho_sched_opts_init(&so);
-    so.stack_size = 512u << 10;
-    coho::Scheduler s(so);
-    for (const auto &fn : fns)
-        s.spawn([&fn] {
-            try {
-                fn();
-            } catch (const std::exception &e) {
-                ADD_FAILURE() << "exception: " << e.what();
-            }
-        });
-    s.run();
-}
-
-etcd::Client client()
-{
-    etcd::Options o;
-    o.endpoints = {endpoint()};
-    return etcd::Client(o);
-}
 
 cluster::MemberConfig member_config(const std::string &cluster, const std::string &id,
                                     int64_t ttl_s = 5)
 {
     cluster::MemberConfig m;
-    m.etcd = {endpoint()};
+    m.etcd = {etcd_endpoint()};
     m.cluster = cluster;
     m.role = "logic";
     m.id = id;
@@ -90,7 +64,7 @@ TEST(ClusterNames, describe_and_addr_of_agree_and_names_are_checked)
 
 TEST(ClusterMember, registers_under_a_lease_and_a_stop_removes_the_key_at_once)
 {
-    auto c = client();
+    auto c = etcd_client();
     cluster::Member m(member_config("reg", "1"));
     run_co({[&] {
         m.start();
@@ -108,7 +82,7 @@ TEST(ClusterMember, registers_under_a_lease_and_a_stop_removes_the_key_at_once)
 
 TEST(ClusterMember, a_lost_lease_fences_the_node_until_it_registers_again)
 {
-    auto c = client();
+    auto c = etcd_client();
     cluster::Member m(member_config("lost", "1", 2));
     run_co({[&] {
         m.start();
@@ -142,7 +116,7 @@ TEST(ClusterMember, without_etcd_a_node_never_counts_itself_registered)
 TEST(ClusterDiscovery, the_set_follows_nodes_as_they_come_and_go)
 {
     cluster::Member a(member_config("disc", "1")), b(member_config("disc", "2"));
-    cluster::Discovery d({endpoint()}, cluster::role_prefix("disc", "logic"));
+    cluster::Discovery d({etcd_endpoint()}, cluster::role_prefix("disc", "logic"));
     cluster::NodeSet last;
     run_co({[&] {
         a.start();
@@ -174,8 +148,8 @@ TEST(ClusterDiscovery, the_set_follows_nodes_as_they_come_and_go)
 
 TEST(ClusterDiscovery, a_crashed_node_leaves_the_set_when_its_lease_expires)
 {
-    auto c = client();
-    cluster::Discovery d({endpoint()}, cluster::role_prefix("crash", "logic"));
+    auto c = etcd_client();
+    cluster::Discovery d({etcd_endpoint()}, cluster::role_prefix("crash", "logic"));
     cluster::NodeSet last;
     run_co({[&] {
         // A node that registered and then died: nobody renews its lease.
@@ -190,7 +164,7 @@ TEST(ClusterDiscovery, a_crashed_node_leaves_the_set_when_its_lease_expires)
 
 TEST(ClusterMachineId, ids_are_distinct_while_held_and_free_again_after_the_lease)
 {
-    auto c = client();
+    auto c = etcd_client();
     run_co({[&] {
         c.del_prefix("/mid/");
         int64_t l1 = c.lease_grant(30), l2 = c.lease_grant(30), l3 = c.lease_grant(30);
@@ -213,7 +187,7 @@ TEST(ClusterMachineId, claims_racing_on_one_thread_never_share_an_id)
 {
     constexpr int kNodes = 8;
     etcd::Options o;
-    o.endpoints = {endpoint()};
+    o.endpoints = {etcd_endpoint()};
     std::vector<std::unique_ptr<etcd::Client>> cs;
     for (int i = 0; i < kNodes; i++)
         cs.push_back(std::make_unique<etcd::Client>(o));
@@ -225,7 +199,7 @@ TEST(ClusterMachineId, claims_racing_on_one_thread_never_share_an_id)
             ids[size_t(i)] = cluster::lease_machine_id(*cs[size_t(i)], "race", leases[size_t(i)],
                                                        std::to_string(i), 1023);
         });
-    auto c = client();
+    auto c = etcd_client();
     run_co({[&] { c.del_prefix("/race/"); }});
     run_co(fns);
     std::set<int64_t> distinct(ids.begin(), ids.end());
