@@ -19,8 +19,10 @@
  * - One io_uring_enter per loop iteration submits every queued SQE and waits for >= 1 CQE.
  *
  * Limits (said, not silent): URING_BUFS buffers of ECHO_BUF_SIZE bytes are shared by all
- * connections (ECHO_URING_BUFS=N overrides the count, a power of two up to 32768); when peers
- * that do not read hold all of them, the other connections wait until buffers come back.
+ * connections (ECHO_URING_BUFS=N overrides the count, a power of two up to 32768). The cap of
+ * URING_MAX_QUEUED per connection is soft: the recv goes on filling buffers until its cancel
+ * takes effect (tens of buffers in one io_uring_enter when the peer sends fast). When peers
+ * that do not read hold all buffers, the other connections wait until buffers come back.
  *
  * ECHO_URING_SETUP=defer|coop|plain picks the ring's set-up flags (SINGLE_ISSUER|DEFER_TASKRUN,
  * COOP_TASKRUN|TASKRUN_FLAG, none); unset, the first of them the kernel accepts. */
