@@ -73,6 +73,8 @@ static struct {
     uint32_t *buf_len, *buf_next;
     struct conn *starved; /* connections waiting for buffers */
     int lfd;
+    unsigned nsend;  /* sends queued since the last io_uring_enter */
+    bool wait_sends; /* wait for the sends' completions too (ECHO_URING_WAIT_SENDS) */
 } g;
 
 static void die_err(const char *what, int err)
@@ -81,9 +83,9 @@ static void die_err(const char *what, int err)
     exit(1);
 }
 
-static int sys_enter(unsigned submit, unsigned min, unsigned flags)
+static int sys_enter(unsigned submit, unsigned min, unsigned flags, void *arg, size_t argsz)
 {
-    long rc = syscall(__NR_io_uring_enter, g.fd, submit, min, flags, NULL, 0);
+    long rc = syscall(__NR_io_uring_enter, g.fd, submit, min, flags, arg, argsz);
 
     return rc < 0 ? -errno : (int)rc;
 }
@@ -144,6 +146,7 @@ static void arm_send(struct conn *c)
     sqe->msg_flags = MSG_NOSIGNAL;
     sqe->user_data = ud(c, OP_SEND);
     c->send_busy = true;
+    g.nsend++;
 }
 
 /* Cancels the connection's recv only (pause), or everything on its socket (close). */
@@ -427,8 +430,10 @@ static void ring_setup(void)
         exit(1);
     }
     g.fd = (int)fd;
-    if (!(p.features & IORING_FEAT_NODROP)) {
-        fprintf(stderr, "%s: the kernel lacks IORING_FEAT_NODROP (before 5.5)\n", PROG);
+    if ((p.features & (IORING_FEAT_NODROP | IORING_FEAT_EXT_ARG)) !=
+        (IORING_FEAT_NODROP | IORING_FEAT_EXT_ARG)) {
+        fprintf(stderr, "%s: the kernel lacks IORING_FEAT_NODROP or _EXT_ARG (before 5.11)\n",
+                PROG);
         exit(1);
     }
     sq_size = p.sq_off.array + p.sq_entries * sizeof(unsigned);
@@ -505,14 +510,34 @@ int main(int argc, char **argv)
     bufs_setup();
     g.lfd = echo_listen(PROG, port, SOCK_CLOEXEC);
     arm_accept();
+    {
+        const char *w = getenv("ECHO_URING_WAIT_SENDS");
+
+        g.wait_sends = w == NULL || w[0] != '0';
+    }
     for (;;) {
+        /* A send to a socket with room completes inside the io_uring_enter that submits it, so
+         * waiting for 1 completion would return at once with only the sends' CQEs and cost a
+         * second io_uring_enter per batch. Wait for the sends plus one more CQE instead, with a
+         * 1 ms cap in case a send waits for its peer while nothing else happens (buffers must
+         * then still come back to starved connections). */
+        struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = 1000000};
+        struct io_uring_getevents_arg arg = {.ts = (uint64_t)(uintptr_t)&ts};
+        unsigned ready = __atomic_load_n(g.cq_ktail, __ATOMIC_ACQUIRE) - *g.cq_khead;
+        unsigned submit = g.sq_tail - __atomic_load_n(g.sq_khead, __ATOMIC_ACQUIRE);
         int rc;
 
         __atomic_store_n(g.sq_ktail, g.sq_tail, __ATOMIC_RELEASE);
-        rc = sys_enter(g.sq_tail - __atomic_load_n(g.sq_khead, __ATOMIC_ACQUIRE), 1,
-                       IORING_ENTER_GETEVENTS);
-        /* EINTR: go again; EBUSY/EAGAIN: completions must be reaped first, which reap does. */
-        if (rc < 0 && rc != -EINTR && rc != -EBUSY && rc != -EAGAIN)
+        if (ready > 0) /* reap stopped for SQ room: submit, then go on reaping */
+            rc = sys_enter(submit, 0, IORING_ENTER_GETEVENTS, NULL, 0);
+        else if (g.wait_sends && g.nsend > 0)
+            rc = sys_enter(submit, g.nsend + 1, IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, &arg,
+                           sizeof(arg));
+        else
+            rc = sys_enter(submit, 1, IORING_ENTER_GETEVENTS, NULL, 0);
+        g.nsend = 0;
+        /* EINTR, ETIME: go on; EBUSY/EAGAIN: completions must be reaped first, as reap does. */
+        if (rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EBUSY && rc != -EAGAIN)
             die_err("io_uring_enter", -rc);
         reap();
     }
