@@ -16,7 +16,8 @@
  * - EOF: the queued bytes are sent, then the socket is closed. An error on recv or send: what is
  *   in flight on the socket is cancelled, its buffers go back and the socket is closed once no
  *   operation refers to the connection any more.
- * - One io_uring_enter per loop iteration submits every queued SQE and waits for >= 1 CQE.
+ * - One io_uring_enter per loop iteration submits every queued SQE and waits for >= 1 CQE
+ *   (ECHO_URING_WAIT_SENDS=1: for the sends submitted plus one, see main).
  *
  * Limits (said, not silent): URING_BUFS buffers of ECHO_BUF_SIZE bytes are shared by all
  * connections (ECHO_URING_BUFS=N overrides the count, a power of two up to 32768). The cap of
