@@ -2,8 +2,9 @@
 # Echo server comparison: the coho server (blocking calls, one coroutine per connection), a
 # hand-written level-triggered epoll server, a hand-written multishot io_uring server (uring:
 # multishot accept and recv, provided buffer ring, one io_uring_enter per loop) and a
-# thread-per-connection server, each driven by the same load client (bench/echo/) over loopback. Prints a markdown table: req/s (median of
-# the repetitions), coho / epoll, p99, and server CPU time per request (/proc utime+stime).
+# thread-per-connection server, each driven by the same load client (bench/echo/) over
+# loopback. Prints a markdown table: req/s (median of the repetitions), coho / epoll, p99, and
+# server CPU time per request (/proc utime+stime).
 # With PERF=1 it also counts the server's system calls per request (perf stat on the syscall
 # tracepoints, runs of PERF_REQS and 5 x PERF_REQS requests, difference / 4 x PERF_REQS, so the
 # connection set-up cancels out); with STRACE=1, by strace -c -f (which slows every call down
