@@ -9,7 +9,11 @@
  * other thread through pthread_getcpuclockid): while the spinners run, that clock advances
  * with every nanosecond the scheduler spends without noticing the event, and not while the
  * kernel runs other tenants of a shared test machine instead, so the 1 ms holds there too.
- * Wall-clock figures are printed. */
+ * On a virtual machine, though, the host can take the vCPU away while the thread runs, and a
+ * guest without steal-time accounting counts that time as the thread's: one round of 20 once
+ * measured 1.6 ms with a median of 111 us. So the bound must hold for 18 of the 20 rounds, and
+ * every round must stay within 10 times it; a starved driver leaves the event unseen until the
+ * spinners give up (SPIN_LIMIT_S), which fails both. Wall-clock figures are printed. */
 /* ctest: TIMEOUT=60 */
 #include <errno.h>
 #include <pthread.h>
@@ -60,6 +64,14 @@ static int cmp_u64(const void *a, const void *b)
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
 
     return x < y ? -1 : x > y;
+}
+
+/* The bound of the file's comment on `sorted` (ROUNDS figures, ascending): 18 of 20 rounds
+ * within `bound_ns`, every round within 10 times it. */
+static void assert_within(const uint64_t *sorted, uint64_t bound_ns)
+{
+    assert_true(sorted[ROUNDS - 1 - ROUNDS / 10] <= bound_ns);
+    assert_true(sorted[ROUNDS - 1] <= 10 * bound_ns);
 }
 
 /* Everything the coroutines and the other threads record; asserted after coho_sched_run. */
@@ -188,7 +200,7 @@ static void run_socket_case(int nspinners)
     assert_int_equal(st.got, ROUNDS);
     assert_int_equal(st.bad_bytes, 0);
     assert_true(st.spins > 1000); /* the spinners really spun while the reader waited */
-    assert_true(cpu[ROUNDS - 1] <= 1000000u + TSAN_EXTRA_NS);
+    assert_within(cpu, 1000000u + TSAN_EXTRA_NS);
 }
 
 static void recv_gets_data_within_1ms_while_one_coroutine_yields(void **state)
@@ -250,7 +262,7 @@ static void sleeps_end_on_time_while_coroutines_yield(void **state)
     assert_true(st.spins > 1000);
     /* The wheel's tick is 1 ms and a deadline is rounded up to it: a timer fires up to one
      * tick after its delay, plus the poll interval. */
-    assert_true(st.late_cpu[ROUNDS - 1] <= 2000000u + TSAN_EXTRA_NS);
+    assert_within(st.late_cpu, 2000000u + TSAN_EXTRA_NS);
 }
 
 /* ---- posts from another thread ---- */
@@ -297,7 +309,7 @@ static void posts_from_another_thread_run_while_a_coroutine_yields(void **state)
     latencies("post, 1 spinner", cpu);
     assert_false(gave_up());
     assert_int_equal(st.posts_run, ROUNDS);
-    assert_true(cpu[ROUNDS - 1] <= 1000000u + TSAN_EXTRA_NS);
+    assert_within(cpu, 1000000u + TSAN_EXTRA_NS);
 }
 
 int main(int argc, char **argv)
