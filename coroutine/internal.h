@@ -44,6 +44,10 @@ uint64_t coho__co_block_prepare(void);
  * result at once. -EPERM outside a coroutine; without a prepare it is a COHO_CHECK abort. */
 int coho__co_block(int64_t timeout_ms);
 
+/* coho__co_block with an absolute deadline on coho__mono_ns()'s clock (UINT64_MAX: none): the
+ * wait times out once the clock has reached it, within one driver tick (100 us by default). */
+int coho__co_block_until(uint64_t deadline_ns);
+
 /* Describes the open wait of the running coroutine for coho_sched_dump(): `what` is a static
  * string, `detail` an fd, id, address or -1. The dump formats by the label's last character:
  * '@' prints the detail as an address ("mutex@" -> "mutex@0x55..."), '=' prints it right after

@@ -1186,7 +1186,23 @@ void coho__co_wait_note(const char *what, int64_t detail)
     }
 }
 
-int coho__co_block(int64_t timeout_ms)
+/* The deadline of coho__co_block's `timeout_ms` (< 0: none, UINT64_MAX) from a fresh clock
+ * reading, as coho__timer_start takes: never a deadline early. */
+static uint64_t deadline_after_ms(int64_t timeout_ms)
+{
+    uint64_t now;
+
+    if (timeout_ms < 0)
+        return UINT64_MAX;
+    now = coho__mono_ns();
+    if ((uint64_t)timeout_ms < (UINT64_MAX - 1 - now) / 1000000u)
+        return now + (uint64_t)timeout_ms * 1000000u;
+    return UINT64_MAX - 1; /* saturated: far enough */
+}
+
+/* coho__co_block and coho__co_block_until: the deadline is `deadline`, or when `timeout_ms` is
+ * not -2 the one it gives, read only once the wait really parks. */
+static inline int co_block(uint64_t deadline, int64_t timeout_ms)
 {
     coho__co_t *co = tls_co;
     coho_sched_t *s;
@@ -1205,15 +1221,10 @@ int coho__co_block(int64_t timeout_ms)
         co->wait_open = false;
         return -ECANCELED;
     }
-    co->deadline_ns = UINT64_MAX;
-    if (timeout_ms >= 0) {
-        /* A fresh clock reading, as coho__timer_start takes: never a deadline early. */
-        uint64_t now = coho__mono_ns(), deadline = UINT64_MAX - 1; /* saturated: far enough */
-
-        if ((uint64_t)timeout_ms < (UINT64_MAX - 1 - now) / 1000000u)
-            deadline = now + (uint64_t)timeout_ms * 1000000u;
-
-        co->deadline_ns = deadline;
+    if (timeout_ms != -2)
+        deadline = deadline_after_ms(timeout_ms);
+    co->deadline_ns = deadline;
+    if (deadline != UINT64_MAX) {
         if (co->timer.cb == NULL)
             coho__timer_init(&co->timer, timer_fired, co);
         if (coho__timer_is_active(&co->timer) && co->timer.deadline_ns > deadline)
@@ -1241,6 +1252,16 @@ int coho__co_block(int64_t timeout_ms)
     co->woken = false;
     co->wait_what = NULL;
     return co->wake_result;
+}
+
+int coho__co_block(int64_t timeout_ms)
+{
+    return co_block(UINT64_MAX, timeout_ms < 0 ? -1 : timeout_ms);
+}
+
+int coho__co_block_until(uint64_t deadline_ns)
+{
+    return co_block(deadline_ns, -2);
 }
 
 int coho__co_wake(uint64_t co_id, uint64_t token, int result)
@@ -1302,6 +1323,23 @@ void coho_yield(void)
     }
     make_ready(s, co);
     switch_out(co, false);
+}
+
+int coho_sleep_ns(uint64_t ns)
+{
+    uint64_t now;
+    int rc;
+
+    if (tls_co == NULL)
+        return (int)coho__posix_ret(-EPERM);
+    now = coho__mono_ns();
+    coho__co_block_prepare();
+    coho__co_wait_note("sleep", -1);
+    /* Past 2^64 ns a sleep is a wait for cancellation, as coho_sleep_ms's beyond 2^52 ms. */
+    rc = coho__co_block_until(ns < UINT64_MAX - 1 - now ? now + ns : UINT64_MAX);
+    if (rc == -ETIMEDOUT || rc == 0)
+        return 0;
+    return (int)coho__posix_ret(rc);
 }
 
 int coho_sleep_ms(uint64_t ms)

@@ -42,17 +42,31 @@ namespace detail {
     throw std::system_error(errno, std::generic_category(), what);
 }
 
-// Milliseconds for a timeout: negative durations are 0, fractions round up (a wait never
-// ends early), absurdly long ones saturate.
-template <class Rep, class Period>
-uint64_t to_ms(const std::chrono::duration<Rep, Period> &d)
+// `d` in whole `To` units for a wait: negative durations are 0, fractions round up (a wait never
+// ends early), and anything longer than `max_s` seconds saturates at 2^60 units.
+template <class To, class Rep, class Period>
+uint64_t to_units(const std::chrono::duration<Rep, Period> &d, double max_s)
 {
     using namespace std::chrono;
     if (d <= d.zero())
         return 0;
-    if (duration_cast<duration<double>>(d).count() > 1.0e15)
+    if (duration_cast<duration<double>>(d).count() > max_s)
         return UINT64_C(1) << 60;
-    return static_cast<uint64_t>(ceil<milliseconds>(d).count());
+    return static_cast<uint64_t>(ceil<To>(d).count());
+}
+
+// Milliseconds for a timeout.
+template <class Rep, class Period>
+uint64_t to_ms(const std::chrono::duration<Rep, Period> &d)
+{
+    return to_units<std::chrono::milliseconds>(d, 1.0e15);
+}
+
+// Nanoseconds for a sleep (saturating at about 36 years).
+template <class Rep, class Period>
+uint64_t to_ns(const std::chrono::duration<Rep, Period> &d)
+{
+    return to_units<std::chrono::nanoseconds>(d, 1.0e9);
 }
 
 // ---- per-coroutine C++ exception state ----------------------------------------------------
@@ -359,13 +373,13 @@ inline void yield() noexcept
     coho_yield();
 }
 
-// Parks for at least `d` (rounded up to milliseconds). Throws system_error: EPERM outside a
-// coroutine, ECANCELED when cancelled.
+// Parks for at least `d`, waking within one timer tick (100 us) after it (coho_sleep_ns).
+// Throws system_error: EPERM outside a coroutine, ECANCELED when cancelled.
 template <class Rep, class Period>
 void sleep_for(const std::chrono::duration<Rep, Period> &d)
 {
-    if (coho_sleep_ms(detail::to_ms(d)) != 0)
-        detail::throw_errno("coho_sleep_ms");
+    if (coho_sleep_ns(detail::to_ns(d)) != 0)
+        detail::throw_errno("coho_sleep_ns");
 }
 
 // Parks until `t` (any clock; steady_clock recommended). Throws as sleep_for.

@@ -26,7 +26,7 @@ static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 void coho__driver_opts_init(coho__driver_opts_t *o)
 {
-    o->tick_ms = 1;
+    o->tick_us = 100;
     o->offload_threads = 2;
     o->offload_queue = 1024;
     o->backend = COHO__BACKEND_DEFAULT;
@@ -711,13 +711,13 @@ coho__driver_t *coho__driver_create(const coho__driver_opts_t *o)
         d->opts = *o;
     else
         coho__driver_opts_init(&d->opts);
-    if (d->opts.tick_ms == 0)
-        d->opts.tick_ms = 1;
+    if (d->opts.tick_us == 0)
+        d->opts.tick_us = 100;
     if (d->opts.offload_threads == 0)
         d->opts.offload_threads = 2;
     if (d->opts.offload_queue == 0)
         d->opts.offload_queue = 1024;
-    d->tick_ns = (uint64_t)d->opts.tick_ms * COHO__NS_PER_MS;
+    d->tick_ns = (uint64_t)d->opts.tick_us * 1000u;
     d->epfd = -1;
     d->uring = NULL;
     d->evfd = -1;

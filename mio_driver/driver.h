@@ -26,7 +26,7 @@ enum {
 };
 
 typedef struct coho__driver_opts {
-    unsigned tick_ms;         /* timer wheel tick, default 1 */
+    unsigned tick_us;         /* timer wheel tick in microseconds, default 100 */
     int backend;              /* COHO__BACKEND_*, default COHO__BACKEND_DEFAULT */
     unsigned offload_threads; /* offload pool workers, default 2; started on first use */
     unsigned offload_queue;   /* bounded offload queue length, default 1024 */

@@ -416,22 +416,24 @@ COHO_HOOK int usleep(useconds_t us)
         coho_yield();
         return 0;
     }
-    return (int)coho__posix_ret(coho__hook_sleep_ms(((uint64_t)us + 999) / 1000));
+    return (int)coho__posix_ret(coho__hook_sleep_ns((uint64_t)us * 1000u));
 }
 
 COHO_HOOK int nanosleep(const struct timespec *req, struct timespec *rem)
 {
-    int64_t ms;
+    uint64_t ns;
 
     coho__sys_init();
     if (!coho__hook_active() || req == NULL)
         return coho__sys.nanosleep(req, rem);
-    ms = ts_to_ms(req);
-    if (ms < 0)
+    if (req->tv_sec < 0 || req->tv_nsec < 0 || req->tv_nsec >= 1000000000L)
         return (int)coho__posix_ret(-EINVAL);
-    if (ms == 0) {
+    if (req->tv_sec == 0 && req->tv_nsec == 0) {
         coho_yield();
         return 0;
     }
-    return (int)coho__posix_ret(coho__hook_sleep_ms((uint64_t)ms));
+    ns = (uint64_t)req->tv_sec > (UINT64_MAX - 1000000000u) / 1000000000u
+             ? UINT64_MAX
+             : (uint64_t)req->tv_sec * 1000000000u + (uint64_t)req->tv_nsec;
+    return (int)coho__posix_ret(coho__hook_sleep_ns(ns));
 }

@@ -326,4 +326,8 @@ static inline int coho__hook_block(int64_t timeout_ms)
 /* Parks the running coroutine for `ms` milliseconds (never less). Returns 0 or -ECANCELED. */
 int coho__hook_sleep_ms(uint64_t ms);
 
+/* The same in nanoseconds: wakes within one timer tick (100 us) after `ns`, so usleep(200) and
+ * a 200 us nanosleep do not become millisecond sleeps. */
+int coho__hook_sleep_ns(uint64_t ns);
+
 #endif /* COHO_SYSCALL_HOOK_INTERNAL_H */

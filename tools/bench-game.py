@@ -16,6 +16,12 @@ Usage: tools/bench-game.py BUILD_DIR [SCENARIO...]
          --rebind-aligned), STORM_EVERY_S (the ramp + 5) and twice that after the start, while 100 other
          bots make echo calls; rebinds, their p50/p99, re-logins, lost pushes, the other bots'
          p99
+  floor  the same forward path without coho or the game protocol, as a same-run floor for the
+         fwd rows: echo_client (bench/echo, paced with -r) -> echo_relay (a hand-written epoll
+         relay, one upstream connection per client) -> echo_epoll, pinned as the game programs
+         are (relay on CPU 0, client and echo server on CPU 1), FWD_CONNS[0] connections at each
+         FWD_RATES rate, the sends timed exactly and, as a 1 ms timer wheel would time them,
+         rounded up to whole milliseconds. Needs the bench programs (-DCOHO_BUILD_BENCH=ON)
   soak   SOAK_S (600) seconds at SOAK_RATE (half the fwd maximum unless set) in SOAK_CYCLES (5)
          full connect/disconnect cycles of SOAK_BOTS (1000) bots: gate RSS drift, fds,
          coroutines after each cycle (not in the default set: it takes SOAK_S). SOAK_CALLS
@@ -211,6 +217,55 @@ def fwd():
     return rows
 
 
+def free_port():
+    import socket
+    with socket.socket() as so:
+        so.bind(("127.0.0.1", 0))
+        return so.getsockname()[1]
+
+
+def floor():
+    rates = [int(x) for x in os.environ.get("FWD_RATES", "10000 30000 60000").split() if x != "0"]
+    n = int(os.environ.get("FWD_CONNS", "1000").split()[0])
+    prog = {p: os.path.join(BUILD, "bench", p) for p in ("echo_epoll", "echo_relay", "echo_client")}
+    for p in prog.values():
+        if not os.access(p, os.X_OK):
+            sys.exit(f"bench-game: floor needs {p} (configure with -DCOHO_BUILD_BENCH=ON)")
+    echo_port, relay_port = free_port(), free_port()
+    procs = [subprocess.Popen(["taskset", "-c", "1", prog["echo_epoll"], str(echo_port)],
+                              stdout=subprocess.DEVNULL)]
+    rows = []
+    try:
+        time.sleep(0.3)
+        procs.append(subprocess.Popen(["taskset", "-c", "0", prog["echo_relay"], str(relay_port),
+                                       str(echo_port)], stdout=subprocess.DEVNULL))
+        time.sleep(0.3)
+        for rate in rates:
+            for tick_us in (0, 1000):
+                log(f"floor: {n} connections, rate {rate}, tick {tick_us} us")
+                c0 = cpu_s(procs[1].pid)
+                out = subprocess.run(["taskset", "-c", "1", prog["echo_client"], "-p",
+                                      str(relay_port), "-c", str(n), "-s", "32", "-d",
+                                      str(DURATION_S), "-w", "2", "-r", str(rate), "-t",
+                                      str(tick_us)], capture_output=True, text=True, check=True)
+                f = dict(kv.split("=", 1) for kv in out.stdout.split() if "=" in kv)
+                cpu = cpu_s(procs[1].pid) - c0
+                rows.append((rate, tick_us, float(f["rps"]), float(f["p50_us"]),
+                             float(f["p99_us"]), 1e6 * cpu / int(f["replies"])))
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    print("| connections | asked req/s | send times | got req/s | p50 ms | p99 ms "
+          "| relay CPU us/req |")
+    print("|---|---|---|---|---|---|---|")
+    for rate, tick_us, rps, p50, p99, us in rows:
+        pacing = "exact" if tick_us == 0 else f"rounded up to {tick_us // 1000} ms"
+        print(f"| {n} | {rate} | {pacing} | {rps:.0f} | {p50 / 1e3:.2f} | {p99 / 1e3:.2f} "
+              f"| {us:.2f} |")
+    return rows
+
+
 def stats_ab():
     n = int(os.environ.get("STATS_BOTS", "1000"))
     rate = int(os.environ.get("STATS_RATE", "20000"))
@@ -354,10 +409,10 @@ def main():
         if not os.access(os.path.join(BUILD, p), os.X_OK):
             sys.exit(f"bench-game: {BUILD}/{p} is missing (build the game programs first)")
     scenarios = sys.argv[2:] or ["fwd", "stats", "storm"]
-    known = {"fwd": fwd, "stats": stats_ab, "storm": storm, "soak": soak}
+    known = {"fwd": fwd, "floor": floor, "stats": stats_ab, "storm": storm, "soak": soak}
     for s in scenarios:
         if s not in known:
-            sys.exit(f"bench-game: unknown scenario '{s}' (fwd stats storm soak)")
+            sys.exit(f"bench-game: unknown scenario '{s}' (fwd floor stats storm soak)")
     head = subprocess.run(["git", "-C", HERE, "rev-parse", "--short", "HEAD"],
                           capture_output=True, text=True).stdout.strip()
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")

@@ -1,7 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* Load client for the echo server comparison: C connections on one thread (epoll,
  * level-triggered), each doing ping-pong rounds of S bytes; prints req/s and latency
- * percentiles. Plain libc, no coho, so every server is driven by the same program. */
+ * percentiles. Plain libc, no coho, so every server is driven by the same program.
+ *
+ * With -r RATE the load is paced instead: request slot j falls at start + j / RATE and goes to
+ * connection j % C, so every connection sends once per C / RATE seconds (as coho-bots --rate
+ * does). A connection whose previous reply has not come back by its slot sends as soon as it
+ * does. Latency runs from the send. -t TICK_US moves every slot up to the next multiple of
+ * TICK_US after the start, as a timer wheel of that tick would (coho's is 1 ms): the sends of
+ * a tick leave together. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -25,6 +32,8 @@ struct conn {
     size_t sent; /* bytes of the current request written */
     size_t got;  /* bytes of the current reply read */
     uint64_t t0_ns;
+    int busy; /* a request is out */
+    int owed; /* its paced slot passed while busy: send when the reply is in */
 };
 
 static uint32_t *lat_hist;
@@ -70,9 +79,13 @@ static double lat_quantile(double q)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: echo_client [-h host] -p port [-c conns] [-s bytes] [-d secs]\n"
-                    "                   [-w warmup_secs] [-n total_requests]\n"
-                    "  -n: stop after that many replies (no warmup, no duration)\n");
+    fprintf(stderr,
+            "usage: echo_client [-h host] -p port [-c conns] [-s bytes] [-d secs]\n"
+            "                   [-w warmup_secs] [-n total_requests] [-r rate [-t tick_us]]\n"
+            "  -n: stop after that many replies (no warmup, no duration)\n"
+            "  -r: paced, RATE requests a second over all connections (default: each\n"
+            "      connection sends its next request when the reply is in)\n"
+            "  -t: with -r, send times rounded up to multiples of TICK_US\n");
     exit(2);
 }
 
@@ -92,6 +105,19 @@ static int conn_send(struct conn *c, const char *msg, size_t size)
     return 1;
 }
 
+/* Starts a request on `c`: stamps it and writes it, waiting for EPOLLOUT if the socket is full. */
+static void conn_start(int ep, struct conn *c, const char *msg, size_t size, uint64_t t)
+{
+    c->t0_ns = t;
+    c->sent = 0;
+    c->busy = 1;
+    if (!conn_send(c, msg, size)) {
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
+
+        epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+    }
+}
+
 int main(int argc, char **argv)
 {
     const char *host = "127.0.0.1";
@@ -103,8 +129,10 @@ int main(int argc, char **argv)
     struct epoll_event evs[256];
     char *msg, *rbuf;
     int measuring;
+    double rate = 0;
+    uint64_t tick_ns = 0, slot = 0, slot_ns = 0;
 
-    while ((opt = getopt(argc, argv, "h:p:c:s:d:w:n:")) != -1) {
+    while ((opt = getopt(argc, argv, "h:p:c:s:d:w:n:r:t:")) != -1) {
         switch (opt) {
         case 'h':
             host = optarg;
@@ -127,11 +155,17 @@ int main(int argc, char **argv)
         case 'n':
             total = strtoull(optarg, NULL, 0);
             break;
+        case 'r':
+            rate = atof(optarg);
+            break;
+        case 't':
+            tick_ns = strtoull(optarg, NULL, 0) * 1000u;
+            break;
         default:
             usage();
         }
     }
-    if (port <= 0 || nconn <= 0 || size == 0)
+    if (port <= 0 || nconn <= 0 || size == 0 || rate < 0 || (tick_ns != 0 && rate == 0))
         usage();
     lat_hist = calloc(LAT_MAX_US + 1, sizeof(*lat_hist));
     conns = calloc((size_t)nconn, sizeof(*conns));
@@ -167,17 +201,36 @@ int main(int argc, char **argv)
     measuring = total != 0 || warm <= 0;
     if (measuring)
         t_meas = t_start;
-    for (i = 0; i < nconn; i++) {
-        conns[i].t0_ns = t_start;
-        if (!conn_send(&conns[i], msg, size)) {
-            struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = &conns[i]};
-
-            epoll_ctl(ep, EPOLL_CTL_MOD, conns[i].fd, &ev);
-        }
+    if (rate == 0) {
+        for (i = 0; i < nconn; i++)
+            conn_start(ep, &conns[i], msg, size, t_start);
     }
     for (;;) {
-        int n = epoll_wait(ep, evs, 256, 1000), k;
-        uint64_t t = now_ns();
+        struct timespec wait = {1, 0};
+        int n, k;
+        uint64_t t;
+
+        if (rate != 0) {
+            /* Every slot that is due: its connection sends now, or when its reply is in. */
+            for (t = now_ns();; slot++) {
+                struct conn *c = &conns[slot % (uint64_t)nconn];
+
+                slot_ns = (uint64_t)((double)slot * 1e9 / rate);
+                if (tick_ns != 0)
+                    slot_ns = (slot_ns + tick_ns - 1) / tick_ns * tick_ns;
+                slot_ns += t_start;
+                if (slot_ns > t)
+                    break;
+                if (c->busy)
+                    c->owed = 1;
+                else
+                    conn_start(ep, c, msg, size, t);
+            }
+            wait.tv_sec = 0;
+            wait.tv_nsec = (long)(slot_ns - t < 1000000000u ? slot_ns - t : 999999999u);
+        }
+        n = epoll_pwait2(ep, evs, 256, &wait, NULL);
+        t = now_ns();
 
         if (n < 0) {
             if (errno == EINTR)
@@ -227,14 +280,12 @@ int main(int argc, char **argv)
                     lat_add(t - c->t0_ns);
                 }
                 c->got = 0;
-                c->sent = 0;
-                c->t0_ns = t;
+                c->busy = 0;
                 if (total != 0 && replies >= total)
                     break;
-                if (!conn_send(c, msg, size)) {
-                    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
-
-                    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+                if (rate == 0 || c->owed) {
+                    c->owed = 0;
+                    conn_start(ep, c, msg, size, t);
                 }
                 break; /* ping-pong: nothing more can be queued for this connection */
             }
@@ -244,10 +295,11 @@ int main(int argc, char **argv)
     {
         double el = (double)(t_end - t_meas) / 1e9;
 
-        printf("conns=%d size=%zu replies=%llu measured=%llu secs=%.3f rps=%.0f p50_us=%.1f "
-               "p99_us=%.1f p999_us=%.1f\n",
-               nconn, size, (unsigned long long)replies, (unsigned long long)measured, el,
-               (double)measured / el, lat_quantile(0.50), lat_quantile(0.99), lat_quantile(0.999));
+        printf("conns=%d size=%zu rate=%.0f tick_us=%llu replies=%llu measured=%llu secs=%.3f "
+               "rps=%.0f p50_us=%.1f p99_us=%.1f p999_us=%.1f\n",
+               nconn, size, rate, (unsigned long long)(tick_ns / 1000u),
+               (unsigned long long)replies, (unsigned long long)measured, el, (double)measured / el,
+               lat_quantile(0.50), lat_quantile(0.99), lat_quantile(0.999));
     }
     for (i = 0; i < nconn; i++)
         close(conns[i].fd);

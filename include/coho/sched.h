@@ -146,6 +146,11 @@ COHO_API void coho_yield(void);
  * Errors: EPERM outside a coroutine, ECANCELED when the coroutine is cancelled. */
 COHO_API int coho_sleep_ms(uint64_t ms);
 
+/* coho_sleep_ms in nanoseconds: parks for at least `ns`, and wakes within one timer tick
+ * (100 us) after that while the loop is not overloaded, so sub-millisecond pacing works
+ * (usleep and nanosleep inside coroutines use it). 0 parks until the next tick. */
+COHO_API int coho_sleep_ns(uint64_t ns);
+
 /* Waits until coroutine `id` has finished, then reaps it (its id becomes stale).
  * `timeout_ms` -1 waits forever, 0 only checks. Inside a coroutine of the same scheduler.
  * Errors: EPERM (outside a coroutine), EDEADLK (`id` is the caller), ESRCH (unknown or already

@@ -1859,6 +1859,47 @@ void sleeps_last_their_duration_and_park(Ctx &c)
     c.expect_took(m0, 998, 1000 + kSlackMs, "sleep(1)");
 }
 
+int64_t mono_us()
+{
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<int64_t>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
+}
+
+// usleep(200) and a 200 us nanosleep last about 200 us, as libc's do, and are not rounded to a
+// millisecond (which every one of them would be with a 1 ms timer tick or a millisecond
+// deadline). None may return early; on a loaded machine some may be late, so at least a
+// quarter of them must be under 0.6 ms.
+void sub_millisecond_sleeps_are_not_rounded_to_a_millisecond(Ctx &c)
+{
+    constexpr int kRounds = 20, kUs = 200;
+    for (int nano = 0; nano < 2; nano++) {
+        int early = 0, quick = 0;
+        uint64_t t0 = c.tick();
+        for (int i = 0; i < kRounds; i++) {
+            int64_t a = mono_us();
+            int rc;
+            if (nano) {
+                timespec ts = {0, kUs * 1000L};
+                rc = nanosleep(&ts, nullptr);
+            } else {
+                rc = usleep(kUs);
+            }
+            int64_t d = mono_us() - a;
+            EXPECT_EQ(rc, 0);
+            early += d < kUs;
+            quick += d < 600;
+        }
+        const char *what = nano ? "nanosleep 200 us" : "usleep(200)";
+        if (c.in_coho())
+            c.expect_parked(t0, what);
+        EXPECT_EQ(early, 0) << what << " returned early in the " << c.mode_name();
+        EXPECT_GE(quick, kRounds / 4) << what << ": only " << quick << " of " << kRounds
+                                      << " calls took less than 0.6 ms in the " << c.mode_name();
+        c.note(std::string(what) + " x20: none early, a quarter or more under 0.6 ms");
+    }
+}
+
 void nanosleep_rejects_a_bad_timespec(Ctx &c)
 {
     timespec neg_ns = {0, -1}, big_ns = {0, 1000000000L}, neg_s = {-1, 0};
@@ -2285,6 +2326,7 @@ const Scenario kScenarios[] = {
     SAME(getnameinfo_matches),
     SAME(gethostbyname_family_resolves_localhost),
     SAME(sleeps_last_their_duration_and_park),
+    SAME(sub_millisecond_sleeps_are_not_rounded_to_a_millisecond),
     SAME(nanosleep_rejects_a_bad_timespec),
     SAME(bad_fds_return_ebadf),
     SAME(closed_fd_returns_ebadf),

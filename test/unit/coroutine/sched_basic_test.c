@@ -241,6 +241,43 @@ static void sleep_ms_waits_at_least_the_delay_and_wakes_in_deadline_order(void *
     coho_sched_destroy(s);
 }
 
+static int sleep_ns_early, sleep_ns_quick;
+
+static void sleeps_200us_twenty_times(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 20; i++) {
+        struct timespec a, b;
+        int64_t us;
+
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        CO_CHECK_INT(coho_sleep_ns(200000), 0);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        us = (b.tv_sec - a.tv_sec) * 1000000 + (b.tv_nsec - a.tv_nsec) / 1000;
+        sleep_ns_early += us < 200;
+        sleep_ns_quick += us < 600;
+    }
+    co_ended();
+}
+
+/* A 200 us sleep lasts at least 200 us and, with the 100 us timer tick, well under the
+ * millisecond a 1 ms tick (or a deadline in whole milliseconds) would make every one of them.
+ * A loaded machine may make some late: a quarter under 0.6 ms is enough. */
+static void sleep_ns_wakes_within_a_tick_not_a_millisecond(void **state)
+{
+    coho_sched_t *s = new_sched();
+
+    (void)state;
+    sleep_ns_early = sleep_ns_quick = 0;
+    coho_spawn(s, sleeps_200us_twenty_times, NULL);
+    assert_int_equal(coho_sched_run(s), 0);
+    expect_co(1);
+    assert_int_equal(sleep_ns_early, 0);
+    if (sleep_ns_quick < 5)
+        fail_msg("only %d of 20 sleeps of 200 us took less than 0.6 ms", sleep_ns_quick);
+    coho_sched_destroy(s);
+}
+
 static void sleeps_then_counts(void *arg)
 {
     int *n = arg;
@@ -283,6 +320,9 @@ static void blocking_calls_outside_a_coroutine_fail_with_eperm(void **state)
     (void)state;
     errno = 0;
     assert_int_equal(coho_sleep_ms(1), -1);
+    assert_int_equal(errno, EPERM);
+    errno = 0;
+    assert_int_equal(coho_sleep_ns(1000), -1);
     assert_int_equal(errno, EPERM);
     id = coho_spawn(s, noop, NULL);
     errno = 0;
@@ -834,6 +874,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(yield_interleaves_coroutines_round_robin),
         cmocka_unit_test(spawn_inside_coroutine_runs_child_after_parent_yields),
         cmocka_unit_test(sleep_ms_waits_at_least_the_delay_and_wakes_in_deadline_order),
+        cmocka_unit_test(sleep_ns_wakes_within_a_tick_not_a_millisecond),
         cmocka_unit_test(sleep_zero_lets_others_run),
         cmocka_unit_test(blocking_calls_outside_a_coroutine_fail_with_eperm),
         cmocka_unit_test(spawn_after_stop_fails_with_eshutdown),

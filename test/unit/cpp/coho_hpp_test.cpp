@@ -147,6 +147,29 @@ TEST(CppThisCo, SleepForAndSleepUntilWaitAtLeastTheDuration)
     EXPECT_LT(slept_until, 25 + 1000);
 }
 
+// Sleeps keep their nanoseconds: 20 sleeps of 200 us, none early, and a quarter or more under
+// 0.6 ms (with whole-millisecond sleeps none would be; a loaded machine may make some late).
+TEST(CppThisCo, SubMillisecondSleepsAreNotRoundedToAMillisecond)
+{
+    coho::Scheduler s;
+    int early = 0, quick = 0;
+    s.spawn([&] {
+        for (int i = 0; i < 20; i++) {
+            auto t0 = Clock::now();
+            if (i % 2)
+                coho::this_co::sleep_for(200us);
+            else
+                coho::this_co::sleep_until(t0 + 200us);
+            auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0);
+            early += us.count() < 200;
+            quick += us.count() < 600;
+        }
+    });
+    s.run();
+    EXPECT_EQ(early, 0);
+    EXPECT_GE(quick, 5);
+}
+
 TEST(CppThisCo, SleepOutsideACoroutineThrowsEperm)
 {
     expect_system_error([] { coho::this_co::sleep_for(1ms); }, EPERM);

@@ -32,13 +32,13 @@ static void sleep_ns(uint64_t ns)
     nanosleep(&ts, NULL);
 }
 
-static coho__driver_t *make_driver(unsigned tick_ms)
+static coho__driver_t *make_driver(unsigned tick_us)
 {
     coho__driver_opts_t o;
     coho__driver_t *d;
 
     coho__driver_opts_init(&o);
-    o.tick_ms = tick_ms;
+    o.tick_us = tick_us;
     d = coho__driver_create(&o);
     assert_non_null(d);
     return d;
@@ -81,14 +81,20 @@ static void lt_count_fired(coho__timer_t *t)
 
 /* One round of N timers: fails if one fires early; returns how many fired later than one tick
  * plus slack. */
-static unsigned lateness_round(unsigned tick_ms, uint64_t seed)
+static unsigned lateness_round(unsigned tick_us, uint64_t seed)
 {
     enum { N = 300 };
-    coho__driver_t *d = make_driver(tick_ms);
+    coho__driver_t *d = make_driver(tick_us);
+    coho__driver_opts_t defaults;
     lt_t *x = calloc(N, sizeof(*x));
     uint64_t rng = seed;
-    uint64_t tick_ns = tick_ms * 1000000ull, worst = 0;
+    uint64_t tick_ns, worst = 0;
     unsigned late = 0;
+
+    coho__driver_opts_init(&defaults);
+    if (tick_us == 0)
+        tick_us = defaults.tick_us;
+    tick_ns = tick_us * 1000ull;
 
     lt_count = 0;
     for (unsigned i = 0; i < N; i++) {
@@ -113,7 +119,7 @@ static unsigned lateness_round(unsigned tick_ms, uint64_t seed)
             worst = x[i].fired_ns - due;
         late += x[i].fired_ns - due > tick_ns + SLACK_NS;
     }
-    fprintf(stderr, "tick %u ms: worst lateness %.3f ms, %u of %u past %.3f ms\n", tick_ms,
+    fprintf(stderr, "tick %u us: worst lateness %.3f ms, %u of %u past %.3f ms\n", tick_us,
             worst / 1e6, late, N, (tick_ns + SLACK_NS) / 1e6);
     coho__driver_destroy(d);
     free(x);
@@ -125,32 +131,38 @@ static unsigned lateness_round(unsigned tick_ms, uint64_t seed)
  * once; it does not come back in the next round, while a wheel that fires late does, every
  * round: so up to three rounds, one of which must be within the bound. Early is a failure in
  * any round. */
-static void check_lateness(unsigned tick_ms)
+static void check_lateness(unsigned tick_us)
 {
     uint64_t seed = coho_test_seed();
 
     for (int round = 0; round < 3; round++)
-        if (lateness_round(tick_ms, seed + (uint64_t)round) == 0)
+        if (lateness_round(tick_us, seed + (uint64_t)round) == 0)
             return;
-    fail_msg("tick %u ms: three rounds each had more than 1 %% of the timers late", tick_ms);
+    fail_msg("tick %u us: three rounds each had more than 1 %% of the timers late", tick_us);
 }
 
 static void timer_never_fires_early_and_at_most_one_tick_late(void **state)
 {
     (void)state;
-    check_lateness(1);
+    check_lateness(0); /* the default tick */
+}
+
+static void timer_with_1ms_tick_never_fires_early_and_at_most_one_tick_late(void **state)
+{
+    (void)state;
+    check_lateness(1000);
 }
 
 static void timer_with_10ms_tick_never_fires_early_and_at_most_one_tick_late(void **state)
 {
     (void)state;
-    check_lateness(10);
+    check_lateness(10000);
 }
 
 static void timers_fire_in_deadline_order_across_ticks(void **state)
 {
     enum { N = 200 };
-    coho__driver_t *d = make_driver(1);
+    coho__driver_t *d = make_driver(1000);
     lt_t *x = calloc(N, sizeof(*x));
     uint64_t rng = coho_test_seed();
 
@@ -200,7 +212,7 @@ static void million_cb(coho__timer_t *t)
 static void timer_million_added_half_cancelled_rest_fire_exactly_once(void **state)
 {
     enum { N = 1000000 };
-    coho__driver_t *d = make_driver(1);
+    coho__driver_t *d = make_driver(1000);
     coho__timer_t *t = malloc(N * sizeof(*t));
     unsigned char *fired = calloc(N, 1);
     uint64_t rng = coho_test_seed();
@@ -278,7 +290,7 @@ static void timer_callback_cancels_timers_of_its_tick_and_adds_new_ones(void **s
 
     (void)state;
     g = &c;
-    c.d = make_driver(10); /* 10 ms ticks: a, b, c armed together share a tick */
+    c.d = make_driver(10000); /* 10 ms ticks: a, b, c armed together share a tick */
     coho__timer_init(&c.a, a_cb, NULL);
     coho__timer_init(&c.b, b_cb, NULL);
     coho__timer_init(&c.c, c_cb, NULL);
@@ -309,7 +321,7 @@ static void noop_cb(coho__timer_t *t)
 
 static void timer_stop_of_fired_unarmed_or_foreign_timer_is_enoent(void **state)
 {
-    coho__driver_t *d = make_driver(1), *other = make_driver(1);
+    coho__driver_t *d = make_driver(1000), *other = make_driver(1000);
     coho__timer_t t;
 
     (void)state;
@@ -342,7 +354,7 @@ static void group_cb(coho__timer_t *t)
 static void timer_group_stop_disarms_exactly_that_groups_timers(void **state)
 {
     enum { N = 30 };
-    coho__driver_t *d = make_driver(1);
+    coho__driver_t *d = make_driver(1000);
     coho__timer_t t[N];
 
     (void)state;
@@ -397,7 +409,7 @@ static void repeating_timer_keeps_a_fixed_rate_without_drift(void **state)
     rep_t r = {0};
 
     (void)state;
-    r.d = make_driver(1);
+    r.d = make_driver(1000);
     coho__timer_init(&r.t, rep_cb, &r);
     r.start_ns = mono_ns();
     assert_int_equal(coho__timer_start(r.d, &r.t, 10, 10, 0), 0);
@@ -426,7 +438,7 @@ static void repeating_timer_skips_missed_periods_after_a_stall_and_counts_them(v
     rep_t r = {0};
 
     (void)state;
-    r.d = make_driver(1);
+    r.d = make_driver(1000);
     r.stall_ns = 55000000ull; /* 5.5 periods */
     coho__timer_init(&r.t, rep_cb, &r);
     r.start_ns = mono_ns();
@@ -461,7 +473,7 @@ static uint64_t cpu_ns(void)
 
 static void idle_loop_uses_almost_no_cpu_for_one_second(void **state)
 {
-    coho__driver_t *d = make_driver(1);
+    coho__driver_t *d = make_driver(1000);
     coho__timer_t t;
     int done = 0;
     unsigned iterations = 0;
@@ -505,7 +517,7 @@ static void run_once_inside_a_callback_is_ebusy(void **state)
     coho__timer_t t;
 
     (void)state;
-    r.d = make_driver(1);
+    r.d = make_driver(1000);
     coho__timer_init(&t, reenter_cb, &r);
     assert_int_equal(coho__timer_start(r.d, &t, 0, 0, 0), 0);
     while (!r.ran)
@@ -519,6 +531,7 @@ int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(timer_never_fires_early_and_at_most_one_tick_late),
+        cmocka_unit_test(timer_with_1ms_tick_never_fires_early_and_at_most_one_tick_late),
         cmocka_unit_test(timer_with_10ms_tick_never_fires_early_and_at_most_one_tick_late),
         cmocka_unit_test(timers_fire_in_deadline_order_across_ticks),
         cmocka_unit_test(timer_million_added_half_cancelled_rest_fire_exactly_once),
