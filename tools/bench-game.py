@@ -170,14 +170,19 @@ def measure_fwd(srv, n, total_rate):
     # The gate's CPU and call count over the measured part (the bots' clock starts a little
     # after the process: a few ms of warm-up at each end, against DURATION_S s).
     time.sleep(ramp + warm)
+    logic = [int(x) for x in srv.info["LOGIC_PIDS"].split()]
     c0, t0, m0 = cpu_s(srv.gate_pid), time.time(), srv.metrics()
+    other0 = (sum(cpu_s(x) for x in logic), cpu_s(p.pid))
     time.sleep(DURATION_S)
     cpu, wall, m1 = cpu_s(srv.gate_pid) - c0, time.time() - t0, srv.metrics()
+    logic_cpu, bots_cpu = sum(cpu_s(x) for x in logic) - other0[0], cpu_s(p.pid) - other0[1]
     s = summary_of(p)
     rps, p50, p99 = echo_row(s, s.get("measured_s", DURATION_S))
     calls = m1["coho_gate_calls_total"] - m0["coho_gate_calls_total"]
+    per_call = (lambda c: 1e6 * c / calls) if calls else (lambda c: float("nan"))
     return {"rps": rps, "p50": p50, "p99": p99, "errors": s["errors"],
-            "gate_us_per_req": 1e6 * cpu / calls if calls else float("nan"),
+            "gate_us_per_req": per_call(cpu), "logic_us_per_req": per_call(logic_cpu),
+            "bots_us_per_req": per_call(bots_cpu),
             "gate_cpu_pct": 100 * cpu / wall, "per_bot": per_bot,
             "logins_measured": s["routes"]["login"]["ok"], "warmup_s": warm}
 
@@ -196,8 +201,9 @@ def fwd():
     finally:
         srv.stop()
     print("| bots | warm-up s | asked req/s (per bot) | got req/s | p50 ms | p99 ms | errors "
-          "| logins measured | gate CPU % | gate CPU us/req | target |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| logins measured | gate CPU % | gate CPU us/req | logic nodes, bots CPU us/req "
+          "| target |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for n, rate, r in rows:
         asked = "back to back" if rate == 0 else f"{rate} ({r['per_bot']})"
         if rate == 0:
@@ -213,7 +219,8 @@ def fwd():
                      (" (rate reached)" if r["rps"] >= 0.95 * rate else " (rate NOT reached)")
         print(f"| {n} | {r['warmup_s']} | {asked} | {r['rps']:.0f} | {r['p50'] / 1e3:.2f} "
               f"| {r['p99'] / 1e3:.2f} | {r['errors']} | {r['logins_measured']} "
-              f"| {r['gate_cpu_pct']:.0f} | {r['gate_us_per_req']:.2f} | {target} |")
+              f"| {r['gate_cpu_pct']:.0f} | {r['gate_us_per_req']:.2f} "
+              f"| {r['logic_us_per_req']:.2f}, {r['bots_us_per_req']:.2f} | {target} |")
     return rows
 
 
@@ -243,26 +250,33 @@ def floor():
         for rate in rates:
             for tick_us in (0, 1000):
                 log(f"floor: {n} connections, rate {rate}, tick {tick_us} us")
-                c0 = cpu_s(procs[1].pid)
-                out = subprocess.run(["taskset", "-c", "1", prog["echo_client"], "-p",
-                                      str(relay_port), "-c", str(n), "-s", "32", "-d",
-                                      str(DURATION_S), "-w", "2", "-r", str(rate), "-t",
-                                      str(tick_us)], capture_output=True, text=True, check=True)
-                f = dict(kv.split("=", 1) for kv in out.stdout.split() if "=" in kv)
-                cpu = cpu_s(procs[1].pid) - c0
+                c0, e0 = cpu_s(procs[1].pid), cpu_s(procs[0].pid)
+                cli = subprocess.Popen(["taskset", "-c", "1", prog["echo_client"], "-p",
+                                        str(relay_port), "-c", str(n), "-s", "32", "-d",
+                                        str(DURATION_S), "-w", "2", "-r", str(rate), "-t",
+                                        str(tick_us)], stdout=subprocess.PIPE, text=True)
+                out = cli.stdout.read()
+                _, status, ru = os.wait4(cli.pid, 0)
+                cli.returncode = os.waitstatus_to_exitcode(status)
+                if cli.returncode != 0:
+                    sys.exit(f"bench-game: echo_client failed ({cli.returncode}): {out}")
+                f = dict(kv.split("=", 1) for kv in out.split() if "=" in kv)
+                n_req = int(f["replies"])
                 rows.append((rate, tick_us, float(f["rps"]), float(f["p50_us"]),
-                             float(f["p99_us"]), 1e6 * cpu / int(f["replies"])))
+                             float(f["p99_us"]), 1e6 * (cpu_s(procs[1].pid) - c0) / n_req,
+                             1e6 * (cpu_s(procs[0].pid) - e0) / n_req,
+                             1e6 * (ru.ru_utime + ru.ru_stime) / n_req))
     finally:
         for p in procs:
             p.kill()
             p.wait()
     print("| connections | asked req/s | send times | got req/s | p50 ms | p99 ms "
-          "| relay CPU us/req |")
-    print("|---|---|---|---|---|---|---|")
-    for rate, tick_us, rps, p50, p99, us in rows:
+          "| relay CPU us/req | echo server, client CPU us/req |")
+    print("|---|---|---|---|---|---|---|---|")
+    for rate, tick_us, rps, p50, p99, relay, echo, client in rows:
         pacing = "exact" if tick_us == 0 else f"rounded up to {tick_us // 1000} ms"
         print(f"| {n} | {rate} | {pacing} | {rps:.0f} | {p50 / 1e3:.2f} | {p99 / 1e3:.2f} "
-              f"| {us:.2f} |")
+              f"| {relay:.2f} | {echo:.2f}, {client:.2f} |")
     return rows
 
 
