@@ -937,17 +937,12 @@ int coho__fd_wait_thread(int fd, unsigned events, int64_t timeout_ms)
 
 int coho__hook_sleep_ns(uint64_t ns)
 {
-    uint64_t now = coho__mono_ns();
-    int saved, rc;
+    int saved = errno;
 
-    coho__co_block_prepare();
-    coho__co_wait_note("sleep", -1);
-    saved = errno;
-    /* The deadline from a reading taken before the park: never early. Past the clock's range
-     * it is a wait for cancellation. */
-    rc = coho__co_block_until(ns < UINT64_MAX - 1 - now ? now + ns : UINT64_MAX);
+    if (coho_sleep_ns(ns) != 0)
+        return -errno;
     errno = saved;
-    return rc == -ETIMEDOUT ? 0 : rc;
+    return 0;
 }
 
 int coho__hook_sleep_ms(uint64_t ms)
