@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 """The game targets of bench/RESULTS.md: coho-bots against one coho-gate and two coho-logic
 nodes (and MariaDB), started by tools/run-game.sh --serve-only. The gate is pinned to CPU 0, the
-logic nodes and the bots to CPU 1 (COHO_GAME_*_CPUS). Prints markdown rows on stdout, progress
+logic nodes and the bots to CPU 1 (COHO_GAME_GATE_CPUS and COHO_GAME_LOGIC_CPUS move the
+servers for a diagnostic run; the bots stay on CPU 1). Prints markdown rows on stdout, progress
 on stderr.
 
 Usage: tools/bench-game.py BUILD_DIR [SCENARIO...]
@@ -87,7 +88,9 @@ class Servers:
         args = [os.path.join(HERE, "run-game.sh"), BUILD, "--serve-only", self.info_path]
         for a in ["--admin", "127.0.0.1:0", "--heartbeat-ms", "30000", *gate_args]:
             args += ["--gate-arg", a]
-        env = dict(os.environ, COHO_GAME_GATE_CPUS="0", COHO_GAME_LOGIC_CPUS="1")
+        env = dict(os.environ)
+        env.setdefault("COHO_GAME_GATE_CPUS", "0")
+        env.setdefault("COHO_GAME_LOGIC_CPUS", "1")
         self.out = open(os.path.join(self.dir, "run-game.out"), "w")
         self.proc = subprocess.Popen(args, env=env, stdout=self.out, stderr=subprocess.STDOUT)
         deadline = time.time() + 120
