@@ -281,7 +281,8 @@ COHO_API int coho_group_broadcast(coho_group_t *g, const void *frame, size_t len
 /* Connects a TCP socket to `host_port` ("example.com:80", "127.0.0.1:7000", "[::1]:7000"),
  * trying each address the name resolves to (hooked getaddrinfo: parks in a coroutine) until
  * one connects, within `timeout_ms` in all for the connects (-1: no limit). Returns a
- * connected, blocking fd (close-on-exec) owned by the caller, or -1 with errno ETIMEDOUT,
+ * connected, blocking fd (close-on-exec, TCP_NODELAY set as on the server side's sockets:
+ * a message written in one call leaves at once) owned by the caller, or -1 with errno ETIMEDOUT,
  * EHOSTUNREACH (the name does not resolve), EINVAL (bad host_port), or the last connect error
  * (ECONNREFUSED, ...). Any context. */
 COHO_API int coho_dial(const char *host_port, int64_t timeout_ms);

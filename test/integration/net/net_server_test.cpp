@@ -1104,6 +1104,29 @@ TEST(NetServer, RunsInsideTheCallersScheduler)
     EXPECT_EQ(t.rec.ends_copy(), std::vector<int>{0});
 }
 
+// A dialled socket has TCP_NODELAY, like the server side's: a request written in one call is
+// not held back behind the acknowledgement of the previous one.
+TEST(NetDial, DialledSocketsHaveNodelay)
+{
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    ASSERT_EQ(bind(l, reinterpret_cast<sockaddr *>(&a), sizeof(a)), 0);
+    ASSERT_EQ(listen(l, 4), 0);
+    socklen_t al = sizeof(a);
+    getsockname(l, reinterpret_cast<sockaddr *>(&a), &al);
+    std::string hp = "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+    int fd = coho_dial(hp.c_str(), 1000);
+    ASSERT_GE(fd, 0) << strerror(errno);
+    int on = 0;
+    socklen_t ol = sizeof(on);
+    ASSERT_EQ(getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, &ol), 0);
+    EXPECT_NE(on, 0);
+    close(fd);
+    close(l);
+}
+
 TEST(NetDial, RefusedAndBadAddressesFail)
 {
     int holder = socket(AF_INET, SOCK_STREAM, 0);
