@@ -1202,7 +1202,7 @@ static uint64_t deadline_after_ms(int64_t timeout_ms)
 
 /* coho__co_block and coho__co_block_until: the deadline is `deadline`, or when `timeout_ms` is
  * not -2 the one it gives, read only once the wait really parks. */
-static inline int co_block(uint64_t deadline, int64_t timeout_ms)
+static inline __attribute__((always_inline)) int co_block(uint64_t deadline, int64_t timeout_ms)
 {
     coho__co_t *co = tls_co;
     coho_sched_t *s;

@@ -1104,19 +1104,30 @@ TEST(NetServer, RunsInsideTheCallersScheduler)
     EXPECT_EQ(t.rec.ends_copy(), std::vector<int>{0});
 }
 
+// A TCP socket bound to 127.0.0.1 on a free port (listening with `backlog` when >= 0), and
+// its "127.0.0.1:PORT".
+int loopback_socket(int backlog, std::string *host_port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a)), 0);
+    if (backlog >= 0) {
+        EXPECT_EQ(listen(fd, backlog), 0);
+    }
+    socklen_t al = sizeof(a);
+    getsockname(fd, reinterpret_cast<sockaddr *>(&a), &al);
+    *host_port = "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+    return fd;
+}
+
 // A dialled socket has TCP_NODELAY, like the server side's: a request written in one call is
 // not held back behind the acknowledgement of the previous one.
 TEST(NetDial, DialledSocketsHaveNodelay)
 {
-    int l = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    ASSERT_EQ(bind(l, reinterpret_cast<sockaddr *>(&a), sizeof(a)), 0);
-    ASSERT_EQ(listen(l, 4), 0);
-    socklen_t al = sizeof(a);
-    getsockname(l, reinterpret_cast<sockaddr *>(&a), &al);
-    std::string hp = "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+    std::string hp;
+    int l = loopback_socket(4, &hp);
     int fd = coho_dial(hp.c_str(), 1000);
     ASSERT_GE(fd, 0) << strerror(errno);
     int on = 0;
@@ -1129,14 +1140,8 @@ TEST(NetDial, DialledSocketsHaveNodelay)
 
 TEST(NetDial, RefusedAndBadAddressesFail)
 {
-    int holder = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    ASSERT_EQ(bind(holder, reinterpret_cast<sockaddr *>(&a), sizeof(a)), 0);
-    socklen_t al = sizeof(a);
-    getsockname(holder, reinterpret_cast<sockaddr *>(&a), &al);
-    std::string refused = "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+    std::string refused;
+    int holder = loopback_socket(-1, &refused); // bound, not listening: connects are refused
     errno = 0;
     EXPECT_EQ(coho_dial(refused.c_str(), 1000), -1);
     EXPECT_EQ(errno, ECONNREFUSED);
@@ -1149,15 +1154,8 @@ TEST(NetDial, RefusedAndBadAddressesFail)
 TEST(NetDial, TimesOutOnAFullBacklog)
 {
     // A listener that never accepts, with its backlog filled: further SYNs are dropped.
-    int l = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    ASSERT_EQ(bind(l, reinterpret_cast<sockaddr *>(&a), sizeof(a)), 0);
-    ASSERT_EQ(listen(l, 0), 0);
-    socklen_t al = sizeof(a);
-    getsockname(l, reinterpret_cast<sockaddr *>(&a), &al);
-    std::string hp = "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+    std::string hp;
+    int l = loopback_socket(0, &hp);
     std::vector<int> fill;
     int64_t t0 = 0, took = 0;
     int rc = 0, err = 0;
